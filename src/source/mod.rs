@@ -1,0 +1,1 @@
+//! Where a checkpoint comes from: local directory, registry alias or hub repo.
