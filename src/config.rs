@@ -1,0 +1,439 @@
+//! The architecture of a CLIP checkpoint, read from its `config.json`.
+//!
+//! Keys that a config leaves out take the defaults of transformers' `CLIPTextConfig`,
+//! `CLIPVisionConfig` and `CLIPConfig`, because that is what the checkpoint's authors
+//! relied on (LAION's ports, for one, list only the values that differ). A key that is
+//! present but unusable is an error that names the file and the field.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// Why a `config.json` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}; check that the model directory is complete", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not valid JSON: {source}; re-download the checkpoint", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: field `{field}` {problem}", path.display())]
+    Field {
+        path: PathBuf,
+        field: String,
+        problem: String,
+    },
+    #[error(
+        "{} describes a `{model_type}` model, not CLIP; pass a CLIP checkpoint with --model (see `vlm models`)",
+        path.display()
+    )]
+    NotClip { path: PathBuf, model_type: String },
+}
+
+/// The activation between the two MLP layers of every transformer block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)`, OpenAI's original CLIP.
+    QuickGelu,
+    /// Exact (erf) GELU, used by LAION's OpenCLIP ports.
+    Gelu,
+    /// The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "quick_gelu" => Some(Self::QuickGelu),
+            "gelu" => Some(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "relu" => Some(Self::Relu),
+            _ => None,
+        }
+    }
+}
+
+/// Where the text encoder takes its pooled output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EosPooling {
+    /// Configs from before transformers PR #24773 say `eos_token_id: 2`; transformers then
+    /// pools at the position of the largest token id, which is the end-of-text token.
+    ArgmaxId,
+    /// Pool at the first position holding this token id.
+    FirstToken(u32),
+}
+
+/// The text tower.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+    pub pad_token_id: u32,
+    pub pooling: EosPooling,
+}
+
+/// The vision tower.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_channels: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+}
+
+impl VisionConfig {
+    /// Patches along one side of the (square) input.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}
+
+/// A whole CLIP model: both towers and the shared embedding size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipConfig {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub projection_dim: usize,
+}
+
+impl ClipConfig {
+    /// Reads and validates `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses `config.json` text; `origin` names the file in errors.
+    pub fn from_json_str(json: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let root: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
+            path: origin.to_path_buf(),
+            source,
+        })?;
+        let fields = Fields {
+            path: origin,
+            prefix: "",
+        };
+        let root = fields.object(&root, "")?;
+        if let Some(model_type) = root.get("model_type") {
+            let model_type = model_type.as_str().unwrap_or_default();
+            if model_type != "clip" {
+                return Err(ConfigError::NotClip {
+                    path: origin.to_path_buf(),
+                    model_type: model_type.to_string(),
+                });
+            }
+        } else if !root.contains_key("text_config") || !root.contains_key("vision_config") {
+            return Err(fields.error(
+                "text_config",
+                "is missing (and there is no model_type); this does not look like a CLIP config.json",
+            ));
+        }
+
+        let text_map = tower_map(root, "text_config", &fields)?;
+        let vision_map = tower_map(root, "vision_config", &fields)?;
+        let text = TextConfig::parse(
+            &text_map,
+            &Fields {
+                path: origin,
+                prefix: "text_config.",
+            },
+        )?;
+        let vision = VisionConfig::parse(
+            &vision_map,
+            &Fields {
+                path: origin,
+                prefix: "vision_config.",
+            },
+        )?;
+        let projection_dim = fields.usize(root, "projection_dim", 512)?;
+        Ok(Self {
+            text,
+            vision,
+            projection_dim,
+        })
+    }
+}
+
+/// The tower's settings: `text_config`, overridden by the legacy `text_config_dict` as
+/// transformers does.
+fn tower_map(
+    root: &Map<String, Value>,
+    key: &str,
+    fields: &Fields,
+) -> Result<Map<String, Value>, ConfigError> {
+    let mut merged = match root.get(key) {
+        None | Some(Value::Null) => Map::new(),
+        Some(value) => fields.object(value, key)?.clone(),
+    };
+    let legacy = format!("{key}_dict");
+    if let Some(value) = root.get(&legacy).filter(|v| !v.is_null()) {
+        for (k, v) in fields.object(value, &legacy)? {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(merged)
+}
+
+impl TextConfig {
+    fn parse(map: &Map<String, Value>, f: &Fields) -> Result<Self, ConfigError> {
+        let vocab_size = f.usize(map, "vocab_size", 49408)?;
+        let pad_token_id = f.u32(map, "pad_token_id", 1)?;
+        let eos = f.u32(map, "eos_token_id", 49407)?;
+        let pooling = if eos == 2 {
+            EosPooling::ArgmaxId
+        } else {
+            EosPooling::FirstToken(eos)
+        };
+        let config = Self {
+            vocab_size,
+            hidden_size: f.usize(map, "hidden_size", 512)?,
+            intermediate_size: f.usize(map, "intermediate_size", 2048)?,
+            num_hidden_layers: f.usize(map, "num_hidden_layers", 12)?,
+            num_attention_heads: f.usize(map, "num_attention_heads", 8)?,
+            max_position_embeddings: f.usize(map, "max_position_embeddings", 77)?,
+            hidden_act: f.activation(map)?,
+            layer_norm_eps: f.f64(map, "layer_norm_eps", 1e-5)?,
+            pad_token_id,
+            pooling,
+        };
+        f.divisible(
+            config.hidden_size,
+            config.num_attention_heads,
+            "num_attention_heads",
+        )?;
+        if pad_token_id as usize >= vocab_size {
+            return Err(f.error("pad_token_id", "is outside the vocabulary"));
+        }
+        if let EosPooling::FirstToken(id) = pooling {
+            if id as usize >= vocab_size {
+                return Err(f.error("eos_token_id", "is outside the vocabulary"));
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl VisionConfig {
+    fn parse(map: &Map<String, Value>, f: &Fields) -> Result<Self, ConfigError> {
+        let config = Self {
+            hidden_size: f.usize(map, "hidden_size", 768)?,
+            intermediate_size: f.usize(map, "intermediate_size", 3072)?,
+            num_hidden_layers: f.usize(map, "num_hidden_layers", 12)?,
+            num_attention_heads: f.usize(map, "num_attention_heads", 12)?,
+            num_channels: f.usize(map, "num_channels", 3)?,
+            image_size: f.usize(map, "image_size", 224)?,
+            patch_size: f.usize(map, "patch_size", 32)?,
+            hidden_act: f.activation(map)?,
+            layer_norm_eps: f.f64(map, "layer_norm_eps", 1e-5)?,
+        };
+        f.divisible(
+            config.hidden_size,
+            config.num_attention_heads,
+            "num_attention_heads",
+        )?;
+        f.divisible(config.image_size, config.patch_size, "patch_size")?;
+        if config.num_channels != 3 {
+            return Err(f.error("num_channels", "must be 3 (RGB input)"));
+        }
+        Ok(config)
+    }
+}
+
+/// Typed access to config fields, with errors that name the file and the field path.
+struct Fields<'a> {
+    path: &'a Path,
+    prefix: &'a str,
+}
+
+impl Fields<'_> {
+    fn error(&self, field: &str, problem: &str) -> ConfigError {
+        ConfigError::Field {
+            path: self.path.to_path_buf(),
+            field: format!("{}{field}", self.prefix),
+            problem: problem.to_string(),
+        }
+    }
+
+    fn object<'v>(
+        &self,
+        value: &'v Value,
+        field: &str,
+    ) -> Result<&'v Map<String, Value>, ConfigError> {
+        value.as_object().ok_or_else(|| {
+            if field.is_empty() {
+                self.error("<top level>", "must be a JSON object")
+            } else {
+                self.error(field, "must be a JSON object")
+            }
+        })
+    }
+
+    fn present<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+        map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn usize(
+        &self,
+        map: &Map<String, Value>,
+        key: &str,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match Self::present(map, key) {
+            None => Ok(default),
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => usize::try_from(n).map_err(|_| self.error(key, "is too large")),
+                _ => Err(self.error(key, &format!("must be a positive integer, found {v}"))),
+            },
+        }
+    }
+
+    fn u32(&self, map: &Map<String, Value>, key: &str, default: u32) -> Result<u32, ConfigError> {
+        match Self::present(map, key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    self.error(
+                        key,
+                        &format!("must be a token id (a non-negative integer), found {v}"),
+                    )
+                }),
+        }
+    }
+
+    fn f64(&self, map: &Map<String, Value>, key: &str, default: f64) -> Result<f64, ConfigError> {
+        match Self::present(map, key) {
+            None => Ok(default),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err(self.error(key, &format!("must be a positive number, found {v}"))),
+            },
+        }
+    }
+
+    fn activation(&self, map: &Map<String, Value>) -> Result<Activation, ConfigError> {
+        match Self::present(map, "hidden_act") {
+            None => Ok(Activation::QuickGelu),
+            Some(v) => v.as_str().and_then(Activation::parse).ok_or_else(|| {
+                self.error(
+                    "hidden_act",
+                    &format!("is {v}; vlm supports quick_gelu, gelu, gelu_new, gelu_pytorch_tanh and relu"),
+                )
+            }),
+        }
+    }
+
+    fn divisible(&self, size: usize, by: usize, field: &str) -> Result<(), ConfigError> {
+        if size % by == 0 {
+            Ok(())
+        } else {
+            Err(self.error(field, &format!("({by}) must divide {size} evenly")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ClipConfig, ConfigError> {
+        ClipConfig::from_json_str(json, Path::new("m/config.json"))
+    }
+
+    #[test]
+    fn absent_keys_take_transformers_defaults() {
+        let config = parse(
+            r#"{"model_type": "clip", "text_config": {"hidden_act": "gelu"}, "vision_config": {}}"#,
+        )
+        .expect("minimal config parses");
+        assert_eq!(config.projection_dim, 512);
+        assert_eq!(config.text.hidden_size, 512);
+        assert_eq!(config.text.hidden_act, Activation::Gelu);
+        assert_eq!(config.text.pooling, EosPooling::FirstToken(49407));
+        assert_eq!(config.vision.hidden_size, 768);
+        assert_eq!(config.vision.patch_size, 32);
+        assert_eq!(config.vision.hidden_act, Activation::QuickGelu);
+        assert_eq!(config.vision.grid(), 7);
+    }
+
+    #[test]
+    fn legacy_eos_id_two_pools_at_argmax() {
+        let config = parse(
+            r#"{"model_type": "clip", "text_config": {"eos_token_id": 2}, "vision_config": {}}"#,
+        )
+        .expect("parses");
+        assert_eq!(config.text.pooling, EosPooling::ArgmaxId);
+    }
+
+    #[test]
+    fn config_dict_overrides_config() {
+        let config = parse(
+            r#"{"text_config": {"hidden_size": 64, "num_attention_heads": 2},
+                "text_config_dict": {"hidden_size": 128},
+                "vision_config": {"layer_norm_eps": 1e-6}}"#,
+        )
+        .expect("parses");
+        assert_eq!(config.text.hidden_size, 128);
+        assert_eq!(config.vision.layer_norm_eps, 1e-6);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = parse(r#"{"model_type": "clip", "text_config": {"hidden_act": "swish"}, "vision_config": {}}"#)
+            .expect_err("unknown activation");
+        let message = err.to_string();
+        assert!(message.contains("m/config.json"), "{message}");
+        assert!(message.contains("text_config.hidden_act"), "{message}");
+
+        let err = parse(
+            r#"{"model_type": "clip", "text_config": {}, "vision_config": {"patch_size": 30}}"#,
+        )
+        .expect_err("patch does not divide image");
+        assert!(
+            err.to_string().contains("vision_config.patch_size"),
+            "{err}"
+        );
+
+        let err = parse(
+            r#"{"model_type": "clip", "text_config": {"hidden_size": "big"}, "vision_config": {}}"#,
+        )
+        .expect_err("string width");
+        assert!(err.to_string().contains("text_config.hidden_size"), "{err}");
+    }
+
+    #[test]
+    fn other_architectures_are_refused() {
+        let err = parse(r#"{"model_type": "siglip", "text_config": {}, "vision_config": {}}"#)
+            .expect_err("siglip");
+        assert!(matches!(err, ConfigError::NotClip { .. }));
+        let err =
+            parse(r#"{"architectures": ["BertModel"], "hidden_size": 768}"#).expect_err("bert");
+        assert!(
+            err.to_string().contains("does not look like a CLIP"),
+            "{err}"
+        );
+        assert!(matches!(parse("[1, 2]"), Err(ConfigError::Field { .. })));
+        assert!(matches!(parse("{"), Err(ConfigError::Json { .. })));
+    }
+}

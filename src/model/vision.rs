@@ -1,0 +1,98 @@
+//! The vision tower: patch embedding, class token, a transformer, and the projection of
+//! the class token into the shared space.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{layer_norm, linear_no_bias, LayerNorm, Linear, VarBuilder};
+
+use super::layers::{Encoder, StackShape};
+use crate::config::VisionConfig;
+
+pub(crate) struct VisionTower {
+    /// The patch convolution as a matrix (hidden, channels * patch * patch): a stride-patch
+    /// convolution is a matmul over non-overlapping patches, without im2col copies.
+    patch_weight: Tensor,
+    class_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layernorm: LayerNorm,
+    encoder: Encoder,
+    post_layernorm: LayerNorm,
+    projection: Linear,
+    patch: usize,
+    grid: usize,
+    image_size: usize,
+}
+
+impl VisionTower {
+    /// `vb` is the checkpoint root: the tower lives under `vision_model`.
+    pub fn load(vb: VarBuilder, config: &VisionConfig, projection_dim: usize) -> Result<Self> {
+        let tower = vb.pp("vision_model");
+        let embeddings = tower.pp("embeddings");
+        let hidden = config.hidden_size;
+        let patch = config.patch_size;
+        let grid = config.grid();
+        let shape = StackShape {
+            hidden,
+            intermediate: config.intermediate_size,
+            heads: config.num_attention_heads,
+            layers: config.num_hidden_layers,
+            act: config.hidden_act,
+            eps: config.layer_norm_eps,
+        };
+        let patch_weight = embeddings
+            .get(
+                (hidden, config.num_channels, patch, patch),
+                "patch_embedding.weight",
+            )?
+            .reshape((hidden, config.num_channels * patch * patch))?;
+        Ok(Self {
+            patch_weight: patch_weight.t()?.contiguous()?,
+            class_embedding: embeddings.get(hidden, "class_embedding")?,
+            position_embedding: embeddings
+                .get((grid * grid + 1, hidden), "position_embedding.weight")?,
+            // "pre_layrnorm" is the checkpoint's own spelling.
+            pre_layernorm: layer_norm(hidden, config.layer_norm_eps, tower.pp("pre_layrnorm"))?,
+            encoder: Encoder::load(tower.pp("encoder"), &shape)?,
+            post_layernorm: layer_norm(hidden, config.layer_norm_eps, tower.pp("post_layernorm"))?,
+            projection: linear_no_bias(hidden, projection_dim, vb.pp("visual_projection"))?,
+            patch,
+            grid,
+            image_size: config.image_size,
+        })
+    }
+
+    /// The square input side in pixels.
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// `pixels`: (batch, 3, size, size). Returns projected (not normalised) embeddings.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (batch, channels, height, width) = pixels.dims4()?;
+        if height != self.image_size || width != self.image_size {
+            candle_core::bail!(
+                "pixel input is {height}x{width}, the model takes {0}x{0}",
+                self.image_size
+            );
+        }
+        let (g, p) = (self.grid, self.patch);
+        let patches = pixels
+            .reshape((batch, channels, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((batch * g * g, channels * p * p))?;
+        let hidden = self.patch_weight.dim(1)?;
+        let patches = patches
+            .matmul(&self.patch_weight)?
+            .reshape((batch, g * g, hidden))?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, hidden))?
+            .broadcast_as((batch, 1, hidden))?;
+        let xs = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
+        let xs = self.pre_layernorm.forward(&xs)?;
+        let xs = self.encoder.forward(&xs, None)?;
+        let pooled = self
+            .post_layernorm
+            .forward(&xs.narrow(1, 0, 1)?.squeeze(1)?)?;
+        self.projection.forward(&pooled)
+    }
+}
