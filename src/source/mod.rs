@@ -1,1 +1,387 @@
 //! Where a checkpoint comes from: local directory, registry alias or hub repo.
+//!
+//! [`resolve`] turns a `--model` value into the four files of a Hugging Face-layout CLIP
+//! checkpoint on disk ([`ModelFiles`]). Hub downloads go through `hf-hub` into the same
+//! cache the Python tools use, configured by [`HubOptions`].
+
+mod error;
+mod hub;
+pub mod registry;
+
+pub use error::SourceError;
+pub use hub::DEFAULT_ENDPOINT;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Repo id of the model used when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "openai/clip-vit-base-patch32";
+
+/// The four files of a checkpoint in Hugging Face layout, resolved on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// Repo id, the alias's repo, or the directory as given.
+    pub id: String,
+    /// Hub revision used; `None` for a local directory.
+    pub revision: Option<String>,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// `model.safetensors` (preferred) or `pytorch_model.bin`.
+    pub weights: PathBuf,
+    /// `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// `preprocessor_config.json`.
+    pub preprocessor: PathBuf,
+}
+
+impl ModelFiles {
+    /// The checkpoint files in local directory `dir`; errors name every missing file.
+    pub fn from_dir(dir: &Path) -> Result<Self, SourceError> {
+        if !dir.is_dir() {
+            return Err(SourceError::DirNotFound {
+                path: dir.to_path_buf(),
+            });
+        }
+        let mut missing = Vec::new();
+        let mut need = |name: &str| {
+            let path = dir.join(name);
+            if !path.is_file() {
+                missing.push(name.to_string());
+            }
+            path
+        };
+        let config = need("config.json");
+        let tokenizer = need("tokenizer.json");
+        let preprocessor = need("preprocessor_config.json");
+        let weights = ["model.safetensors", "pytorch_model.bin"]
+            .into_iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file());
+        let Some(weights) = weights else {
+            missing.push("model.safetensors (or pytorch_model.bin)".to_string());
+            return Err(SourceError::MissingLocalFiles {
+                dir: dir.to_path_buf(),
+                missing,
+            });
+        };
+        if !missing.is_empty() {
+            return Err(SourceError::MissingLocalFiles {
+                dir: dir.to_path_buf(),
+                missing,
+            });
+        }
+        Ok(Self {
+            id: dir.display().to_string(),
+            revision: None,
+            config,
+            weights,
+            tokenizer,
+            preprocessor,
+        })
+    }
+}
+
+/// Hub settings, normally from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubOptions {
+    /// Hub URL (`HF_ENDPOINT`); `None` means <https://huggingface.co>.
+    pub endpoint: Option<String>,
+    /// Access token (`HF_TOKEN`, else the token file written by `huggingface-cli login`).
+    pub token: Option<String>,
+    /// Cache root: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    pub cache_dir: PathBuf,
+    /// Never touch the network (`HF_HUB_OFFLINE=1/true/yes/on`).
+    pub offline: bool,
+    /// Show download progress bars on stderr.
+    pub progress: bool,
+}
+
+impl HubOptions {
+    /// Settings from the environment, following Python `huggingface_hub`'s variables.
+    /// `progress` is on when stderr is a terminal.
+    pub fn from_env() -> Self {
+        Self::from_vars(
+            |name| std::env::var(name).ok(),
+            std::io::stderr().is_terminal(),
+        )
+    }
+
+    /// [`HubOptions::from_env`] with the variables read through `var` (testable).
+    fn from_vars(var: impl Fn(&str) -> Option<String>, progress: bool) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let home = || {
+            var("HOME")
+                .or_else(|| var("USERPROFILE"))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+        };
+        let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home().join(".cache"))
+                .join("huggingface")
+        });
+        let cache_dir = var("HF_HUB_CACHE")
+            .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| hf_home.join("hub"));
+        let token_file = var("HF_TOKEN_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| hf_home.join("token"));
+        let token = var("HF_TOKEN")
+            .or_else(|| var("HUGGING_FACE_HUB_TOKEN"))
+            .or_else(|| std::fs::read_to_string(token_file).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        Self {
+            endpoint: var("HF_ENDPOINT"),
+            token,
+            cache_dir,
+            offline,
+            progress,
+        }
+    }
+}
+
+/// Resolve `spec` to checkpoint files.
+///
+/// `spec` is, in order: an existing local directory; anything else that looks like a path
+/// (starts with `.`, `/` or `~`, or is not in `owner/name` form yet contains a separator),
+/// which is then an error; a registry alias (see [`registry`]); or an `owner/name` hub repo
+/// id. `revision` overrides the registry's pinned revision (default `main` for other repos).
+pub fn resolve(
+    spec: &str,
+    revision: Option<&str>,
+    opts: &HubOptions,
+) -> Result<ModelFiles, SourceError> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return ModelFiles::from_dir(path);
+    }
+    if looks_like_path(spec) {
+        return Err(SourceError::DirNotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let entry = registry::lookup(spec).or_else(|| registry::lookup_repo(spec));
+    let repo = match &entry {
+        Some(e) => e.repo.as_str(),
+        None if is_repo_id(spec) => spec,
+        None => {
+            return Err(SourceError::UnknownModel {
+                spec: spec.to_string(),
+            })
+        }
+    };
+    let revision = revision
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .or(entry.as_ref().map(|e| e.revision.as_str()))
+        .unwrap_or("main");
+    hub::resolve_repo(repo, revision, opts)
+}
+
+/// Whether `spec` reads as a filesystem path rather than an alias or repo id.
+fn looks_like_path(spec: &str) -> bool {
+    spec.starts_with('.')
+        || spec.starts_with('/')
+        || spec.starts_with('~')
+        || spec.contains('\\')
+        || Path::new(spec).is_absolute()
+        || (spec.contains('/') && !is_repo_id(spec))
+}
+
+/// Whether `s` has hub repo-id form `owner/name` (letters, digits, `-`, `_`, `.`).
+pub(crate) fn is_repo_id(s: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with(['.', '-'])
+            && !p.contains("..")
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(s.split_once('/'), Some((owner, name)) if part(owner) && part(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::fs;
+
+    fn offline_opts(cache: &Path) -> HubOptions {
+        HubOptions {
+            endpoint: None,
+            token: None,
+            cache_dir: cache.to_path_buf(),
+            offline: true,
+            progress: false,
+        }
+    }
+
+    fn write_checkpoint(dir: &Path, weights: &str) {
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "preprocessor_config.json",
+            weights,
+        ] {
+            fs::write(dir.join(f), f).expect("write");
+        }
+    }
+
+    #[test]
+    fn from_dir_finds_all_files_and_prefers_safetensors() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write_checkpoint(tmp.path(), "pytorch_model.bin");
+        let files = ModelFiles::from_dir(tmp.path()).expect("complete");
+        assert_eq!(files.weights, tmp.path().join("pytorch_model.bin"));
+        assert_eq!(files.revision, None);
+        assert_eq!(files.id, tmp.path().display().to_string());
+        fs::write(tmp.path().join("model.safetensors"), "x").expect("write");
+        let files = ModelFiles::from_dir(tmp.path()).expect("complete");
+        assert_eq!(files.weights, tmp.path().join("model.safetensors"));
+        assert_eq!(files.config, tmp.path().join("config.json"));
+        assert_eq!(files.tokenizer, tmp.path().join("tokenizer.json"));
+        assert_eq!(
+            files.preprocessor,
+            tmp.path().join("preprocessor_config.json")
+        );
+    }
+
+    #[test]
+    fn from_dir_names_every_missing_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::write(tmp.path().join("config.json"), "{}").expect("write");
+        let err = ModelFiles::from_dir(tmp.path()).unwrap_err();
+        let SourceError::MissingLocalFiles { missing, .. } = &err else {
+            panic!("unexpected {err}");
+        };
+        assert_eq!(
+            missing,
+            &[
+                "tokenizer.json",
+                "preprocessor_config.json",
+                "model.safetensors (or pytorch_model.bin)"
+            ]
+        );
+        assert!(err.to_string().contains(&tmp.path().display().to_string()));
+        let gone = tmp.path().join("nope");
+        let err = ModelFiles::from_dir(&gone).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn resolve_prefers_an_existing_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write_checkpoint(tmp.path(), "model.safetensors");
+        let spec = tmp.path().to_str().expect("utf-8 temp path");
+        let files = resolve(spec, Some("ignored"), &offline_opts(tmp.path())).expect("local");
+        assert_eq!(files.id, spec);
+        assert_eq!(files.revision, None);
+    }
+
+    #[test]
+    fn resolve_classifies_specs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = offline_opts(tmp.path());
+        // Path-like but absent: a directory error, never a hub lookup.
+        for spec in ["./missing-model", "/no/such/dir", "a/b/c", "~/m"] {
+            let err = resolve(spec, None, &opts).unwrap_err();
+            assert!(
+                matches!(err, SourceError::DirNotFound { .. }),
+                "{spec}: {err}"
+            );
+        }
+        let err = resolve("not-an-alias", None, &opts).unwrap_err();
+        assert!(matches!(err, SourceError::UnknownModel { .. }), "{err}");
+        assert!(err.to_string().contains("vlm models"));
+        // Alias and repo id go to the (offline) hub cache with the right repo and revision.
+        let err = resolve("clip-l14", None, &opts).unwrap_err();
+        let SourceError::OfflineMissing { repo, revision, .. } = &err else {
+            panic!("unexpected {err}");
+        };
+        assert_eq!(repo, "openai/clip-vit-large-patch14");
+        assert_eq!(revision, "main");
+        let err = resolve("someone/some-model", Some("refs/pr/15"), &opts).unwrap_err();
+        let SourceError::OfflineMissing { repo, revision, .. } = &err else {
+            panic!("unexpected {err}");
+        };
+        assert_eq!(repo, "someone/some-model");
+        assert_eq!(revision, "refs/pr/15");
+    }
+
+    #[test]
+    fn repo_id_form() {
+        assert!(is_repo_id("openai/clip-vit-base-patch32"));
+        assert!(is_repo_id("laion/CLIP-ViT-H-14-laion2B-s32B-b79K"));
+        assert!(is_repo_id("a_b/c.d"));
+        for bad in [
+            "", "x", "/x", "x/", "a/b/c", "../x", "a/..", "a b/c", "a/b?c",
+        ] {
+            assert!(!is_repo_id(bad), "{bad}");
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn options_follow_huggingface_hub_variables() {
+        let o = HubOptions::from_vars(env(&[("HOME", "/h")]), false);
+        assert_eq!(o.cache_dir, Path::new("/h/.cache/huggingface/hub"));
+        assert_eq!((o.endpoint, o.offline, o.progress), (None, false, false));
+
+        let o = HubOptions::from_vars(env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]), true);
+        assert_eq!(o.cache_dir, Path::new("/x/huggingface/hub"));
+        assert!(o.progress);
+
+        let o = HubOptions::from_vars(env(&[("HOME", "/h"), ("HF_HOME", "/hf")]), false);
+        assert_eq!(o.cache_dir, Path::new("/hf/hub"));
+
+        let o = HubOptions::from_vars(
+            env(&[
+                ("HF_HOME", "/hf"),
+                ("HF_HUB_CACHE", "/c"),
+                ("HF_ENDPOINT", "http://mirror"),
+                ("HF_TOKEN", " hf_abc \n"),
+                ("HF_HUB_OFFLINE", "YES"),
+            ]),
+            false,
+        );
+        assert_eq!(o.cache_dir, Path::new("/c"));
+        assert_eq!(o.endpoint.as_deref(), Some("http://mirror"));
+        assert_eq!(o.token.as_deref(), Some("hf_abc"));
+        assert!(o.offline);
+
+        for (value, offline) in [("1", true), ("true", true), ("0", false), ("no", false)] {
+            let o = HubOptions::from_vars(env(&[("HF_HUB_OFFLINE", value)]), false);
+            assert_eq!(o.offline, offline, "{value}");
+        }
+    }
+
+    #[test]
+    fn token_falls_back_to_the_login_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::write(tmp.path().join("token"), "hf_from_file\n").expect("write");
+        let home = tmp.path().to_str().expect("utf-8 temp path");
+        let o = HubOptions::from_vars(env(&[("HF_HOME", home)]), false);
+        assert_eq!(o.token.as_deref(), Some("hf_from_file"));
+        let o = HubOptions::from_vars(env(&[("HF_HOME", home), ("HF_TOKEN", "hf_env")]), false);
+        assert_eq!(o.token.as_deref(), Some("hf_env"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Errors raised while resolving `--model` to checkpoint files.
+
+use std::path::PathBuf;
+
+/// Why a checkpoint could not be resolved; every message says what to try next.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The spec looks like a filesystem path but nothing is there.
+    #[error(
+        "model directory {} does not exist; pass a directory holding a Hugging Face checkpoint, \
+         a registry alias or an owner/name repo id (run `vlm models` for the aliases)",
+        path.display()
+    )]
+    DirNotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+
+    /// A local directory lacks some checkpoint files.
+    #[error(
+        "model directory {} is missing {}; a checkpoint needs config.json, tokenizer.json, \
+         preprocessor_config.json and model.safetensors (or pytorch_model.bin)",
+        dir.display(),
+        missing.join(", ")
+    )]
+    MissingLocalFiles {
+        /// The directory searched.
+        dir: PathBuf,
+        /// File names that were not found.
+        missing: Vec<String>,
+    },
+
+    /// The spec is neither a directory, an alias nor an `owner/name` repo id.
+    #[error(
+        "`{spec}` is not a local directory, a registry alias or an owner/name repo id; \
+         run `vlm models` to list the aliases, or pass e.g. openai/clip-vit-base-patch32"
+    )]
+    UnknownModel {
+        /// The `--model` value as given.
+        spec: String,
+    },
+
+    /// Offline mode and the cache lacks some files for this revision.
+    #[error(
+        "offline mode (HF_HUB_OFFLINE) and {repo} at revision {revision} is not fully cached: \
+         missing {} under {}; run once online to download it, or unset HF_HUB_OFFLINE",
+        missing.join(", "),
+        cache_dir.display()
+    )]
+    OfflineMissing {
+        /// Repo id.
+        repo: String,
+        /// Revision looked up.
+        revision: String,
+        /// File names not found in the cache.
+        missing: Vec<String>,
+        /// Cache directory searched.
+        cache_dir: PathBuf,
+    },
+
+    /// The hub says the repository does not exist (or is private and no token was sent).
+    #[error(
+        "repository {repo} was not found on {endpoint}; check the repo id (run `vlm models` \
+         for the known checkpoints); if the repo is private, set HF_TOKEN to a token that can read it"
+    )]
+    RepoNotFound {
+        /// Repo id.
+        repo: String,
+        /// Hub endpoint asked.
+        endpoint: String,
+    },
+
+    /// The hub says the revision does not exist in the repository.
+    #[error(
+        "revision {revision} was not found in {repo}; check --revision (a branch, tag, \
+         refs/pr/N or a 40-hex commit)"
+    )]
+    RevisionNotFound {
+        /// Repo id.
+        repo: String,
+        /// Revision asked for.
+        revision: String,
+    },
+
+    /// A required file is not in the repository at this revision.
+    #[error(
+        "{file} was not found in {repo} at revision {revision}; the repo must be a CLIP \
+         checkpoint in transformers layout: check the repo id and revision (run `vlm models`)"
+    )]
+    FileNotFound {
+        /// Repo id.
+        repo: String,
+        /// Revision asked for.
+        revision: String,
+        /// File name in the repo.
+        file: String,
+    },
+
+    /// Neither `model.safetensors` nor `pytorch_model.bin` exists in the repository.
+    #[error(
+        "{repo} at revision {revision} has neither model.safetensors nor pytorch_model.bin; \
+         pick a transformers-format CLIP checkpoint (run `vlm models`) or another --revision"
+    )]
+    NoWeights {
+        /// Repo id.
+        repo: String,
+        /// Revision asked for.
+        revision: String,
+    },
+
+    /// HTTP 401/403: missing or insufficient token, or a gated model.
+    #[error(
+        "access to {file} in {repo} was denied (HTTP {status}); set HF_TOKEN to a token with \
+         read access, and if the model is gated accept its licence on the model page \
+         ({endpoint}/{repo})"
+    )]
+    Unauthorized {
+        /// Repo id.
+        repo: String,
+        /// File being fetched.
+        file: String,
+        /// HTTP status (401 or 403).
+        status: u16,
+        /// Hub endpoint asked.
+        endpoint: String,
+    },
+
+    /// Any other HTTP error status.
+    #[error(
+        "downloading {file} from {repo} failed: HTTP {status} from {url}; try again later{detail}"
+    )]
+    Http {
+        /// Repo id.
+        repo: String,
+        /// File being fetched.
+        file: String,
+        /// HTTP status.
+        status: u16,
+        /// URL requested.
+        url: String,
+        /// Hub error message, prefixed with "; hub says: " when present.
+        detail: String,
+    },
+
+    /// The hub could not be reached at all.
+    #[error(
+        "could not reach {endpoint} to download {file} of {repo}: {cause}; check the network, \
+         proxy and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only the local cache"
+    )]
+    Network {
+        /// Repo id.
+        repo: String,
+        /// File being fetched.
+        file: String,
+        /// Hub endpoint asked.
+        endpoint: String,
+        /// Transport error text.
+        cause: String,
+    },
+
+    /// The download started but failed (bad headers, disk error, lock held ...).
+    #[error(
+        "downloading {file} of {repo} into {} failed: {cause}; check free space and permissions \
+         of the cache (HF_HUB_CACHE / HF_HOME) and retry",
+        cache_dir.display()
+    )]
+    Download {
+        /// Repo id.
+        repo: String,
+        /// File being fetched.
+        file: String,
+        /// Cache directory written to.
+        cache_dir: PathBuf,
+        /// Underlying error text.
+        cause: String,
+    },
+
+    /// An embedded registry file is malformed (a build-time bug, caught by tests).
+    #[error("model registry entry models/{file} is invalid: {cause}; fix the file and rebuild")]
+    Registry {
+        /// File name in `models/`.
+        file: String,
+        /// What is wrong.
+        cause: String,
+    },
+}
