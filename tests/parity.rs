@@ -1,0 +1,229 @@
+//! Numerical parity with Hugging Face transformers on the committed tiny checkpoints.
+//!
+//! `tests/fixtures/make_fixtures.py` built the checkpoints and wrote transformers' outputs
+//! to `tests/fixtures/reference/`; this test only reads them (no Python needed).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+use vlm::labels::Template;
+use vlm::source::ModelFiles;
+use vlm::Classifier;
+
+const MODELS: [&str; 2] = ["tiny-quickgelu", "tiny-gelu-f16"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+struct Reference {
+    json: Value,
+    tensors: HashMap<String, Tensor>,
+    classifier: Classifier,
+}
+
+fn load(model: &str) -> Reference {
+    let dir = fixtures();
+    let text = std::fs::read_to_string(dir.join(format!("reference/{model}.json"))).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let tensors = candle_core::safetensors::load(
+        dir.join(format!("reference/{model}.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let files = ModelFiles::from_dir(&dir.join("models").join(model)).unwrap();
+    let classifier = Classifier::load(&files, &Device::Cpu).unwrap();
+    Reference {
+        json,
+        tensors,
+        classifier,
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn token_ids_match_transformers() {
+    for model in MODELS {
+        let r = load(model);
+        let prompts = r.json["prompts"].as_array().unwrap();
+        assert!(prompts.len() >= 8, "{model}: too few prompt cases");
+        assert!(
+            prompts.iter().any(|p| p["truncated"] == true),
+            "{model}: no over-long prompt case"
+        );
+        for prompt in prompts {
+            let text = prompt["text"].as_str().unwrap();
+            let want: Vec<u32> = prompt["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let got = r.classifier.tokenizer().encode(text).unwrap();
+            assert_eq!(got.ids, want, "{model}: ids for {text:?}");
+            assert_eq!(
+                got.truncated,
+                prompt["truncated"] == true,
+                "{model}: truncation flag for {text:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn text_embeddings_match_transformers() {
+    for model in MODELS {
+        let r = load(model);
+        let ids: Vec<Vec<u32>> = r.json["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p["input_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect();
+        // One padded batch of every length at once: padding must not leak into the result.
+        let got = r.classifier.model().encode_text(&ids).unwrap();
+        let diff = max_abs_diff(&got, &r.tensors["text_embeds"]);
+        assert!(diff <= 1e-4, "{model}: text embeddings differ by {diff}");
+    }
+}
+
+#[test]
+fn image_embeddings_match_transformers() {
+    for model in MODELS {
+        let r = load(model);
+        let count = r.json["images"].as_array().unwrap().len();
+        let pixels: Vec<Tensor> = (0..count)
+            .map(|i| r.tensors[&format!("pixel_values.{i}")].clone())
+            .collect();
+        let batch = Tensor::stack(&pixels, 0).unwrap();
+        let got = r.classifier.model().encode_images(&batch).unwrap();
+        let diff = max_abs_diff(&got, &r.tensors["image_embeds"]);
+        assert!(diff <= 1e-4, "{model}: image embeddings differ by {diff}");
+    }
+}
+
+#[test]
+fn logit_scale_is_read_from_the_checkpoint() {
+    for model in MODELS {
+        let r = load(model);
+        let want = r.json["logit_scale"].as_f64().unwrap() as f32;
+        assert!(
+            (r.classifier.model().logit_scale() - want).abs() < 1e-6,
+            "{model}"
+        );
+    }
+}
+
+/// From image files to probabilities, against transformers' Pillow pipeline.
+#[test]
+fn files_to_probabilities_match_transformers() {
+    for model in MODELS {
+        let r = load(model);
+        let labels = strings(&r.json["labels"]);
+        let template = Template::new(r.json["template"].as_str().unwrap()).unwrap();
+        let prompts: Vec<String> = labels.iter().map(|l| template.apply(l)).collect();
+        let text = r.classifier.embed_prompts(&prompts).unwrap();
+        let label_diff = max_abs_diff(&text.embeddings, &r.tensors["label_embeds"]);
+        assert!(
+            label_diff <= 1e-4,
+            "{model}: label embeddings differ by {label_diff}"
+        );
+
+        let mut far_from_uniform = 0;
+        let images = r.json["images"].as_array().unwrap();
+        for (i, image) in images.iter().enumerate() {
+            let file = image["file"].as_str().unwrap();
+            let lossless = image["kind"] == "lossless";
+            let want_probs = floats(&image["probs"]);
+            if want_probs.iter().copied().fold(0.0, f32::max) > 2.0 / labels.len() as f32 {
+                far_from_uniform += 1;
+            }
+
+            let pixels = r.classifier.load_pixels(&fixtures().join(file)).unwrap();
+            let reference = r.tensors[&format!("pixel_values.{i}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(
+                pixels.len(),
+                reference.len(),
+                "{model}: {file}: pixel count"
+            );
+            let pixel_diff = pixels
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            if lossless {
+                assert!(
+                    pixel_diff <= 0.02,
+                    "{model}: {file}: pixels differ by {pixel_diff}"
+                );
+            }
+
+            let embedded = r.classifier.embed_pixels(&[pixels]).unwrap();
+            let ranked = r.classifier.rank(&embedded, &text).unwrap().remove(0);
+            let tolerance = if lossless { 3e-3 } else { 1e-2 };
+            for score in &ranked {
+                let want = want_probs[score.index];
+                assert!(
+                    (score.probability - want).abs() <= tolerance,
+                    "{model}: {file}: P({}) = {} but transformers says {want}",
+                    labels[score.index],
+                    score.probability
+                );
+            }
+            assert_eq!(
+                labels[ranked[0].index],
+                image["top1"].as_str().unwrap(),
+                "{model}: {file}: top-1"
+            );
+        }
+        // Parity on near-uniform probabilities would prove nothing.
+        assert!(
+            far_from_uniform * 2 > images.len(),
+            "{model}: reference probabilities are too close to uniform"
+        );
+    }
+}
