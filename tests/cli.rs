@@ -1,0 +1,310 @@
+//! The `vlm` binary end to end, on the committed tiny checkpoint.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const MODEL: &str = "tiny-quickgelu";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn model_dir() -> PathBuf {
+    fixtures().join("models").join(MODEL)
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(fixtures().join(format!("reference/{MODEL}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The reference's lossless images: (path, per-label probabilities).
+fn lossless_images(reference: &Value) -> Vec<(PathBuf, Vec<f64>)> {
+    reference["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|image| image["kind"] == "lossless" && image["file"] == image["compare_to"])
+        .map(|image| {
+            let probs = image["probs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+                .collect();
+            (fixtures().join(image["file"].as_str().unwrap()), probs)
+        })
+        .collect()
+}
+
+fn labels(reference: &Value) -> Vec<String> {
+    reference["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn vlm() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
+    // Never reach for a real hub or a user's cache from the tests.
+    command.env("HF_HUB_OFFLINE", "1").env_remove("VLM_MODEL");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+#[test]
+fn jsonl_ranks_labels_like_transformers() {
+    let reference = reference();
+    let labels = labels(&reference);
+    let images = lossless_images(&reference);
+    assert!(images.len() >= 2);
+    let output = run(vlm()
+        .args([
+            "classify",
+            "--format",
+            "jsonl",
+            "--labels",
+            &labels.join(","),
+        ])
+        .arg("--model")
+        .arg(model_dir())
+        .args(images.iter().map(|(path, _)| path)));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), images.len());
+    for (line, (path, probs)) in lines.iter().zip(&images) {
+        assert_eq!(line["path"], path.display().to_string());
+        let results = line["results"].as_array().unwrap();
+        assert_eq!(results.len(), labels.len());
+        let mut previous = f64::INFINITY;
+        for result in results {
+            let label = result["label"].as_str().unwrap();
+            let index = labels.iter().position(|l| l == label).unwrap();
+            let probability = result["probability"].as_f64().unwrap();
+            assert!(probability <= previous, "results are not sorted");
+            previous = probability;
+            assert!(
+                (probability - probs[index]).abs() <= 3e-3,
+                "{label}: {probability} vs {}",
+                probs[index]
+            );
+            assert_eq!(result["prompt"], format!("a photo of a {label}."));
+            assert!(result["similarity"].as_f64().unwrap().abs() <= 1.0);
+        }
+    }
+}
+
+#[test]
+fn a_bad_file_is_reported_and_the_run_goes_on() {
+    let reference = reference();
+    let (good, _) = lossless_images(&reference).remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("notes.jpg");
+    std::fs::write(&broken, "this is text, not a JPEG").unwrap();
+    let missing = dir.path().join("missing.png");
+
+    let output = run(vlm()
+        .args(["classify", "-f", "jsonl", "-l", "cat,dog", "-m"])
+        .arg(model_dir())
+        .arg(&broken)
+        .arg(&good)
+        .arg(&missing));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["path"], broken.display().to_string());
+    assert!(lines[0]["error"].as_str().unwrap().len() > 10);
+    assert_eq!(lines[1]["results"].as_array().unwrap().len(), 2);
+    assert!(lines[2]["error"].is_string());
+    let err = stderr(&output);
+    assert!(
+        err.contains("notes.jpg") && err.contains("missing.png"),
+        "{err}"
+    );
+}
+
+#[test]
+fn csv_json_table_and_top_k() {
+    let reference = reference();
+    let images = lossless_images(&reference);
+    let (first, second) = (&images[0].0, &images[1].0);
+    let base = |format: &str| {
+        let mut command = vlm();
+        command
+            .args([
+                "classify",
+                "--labels",
+                "cat,dog,car",
+                "--top-k",
+                "2",
+                "--format",
+                format,
+                "--model",
+            ])
+            .arg(model_dir())
+            .arg(first)
+            .arg(second);
+        command
+    };
+
+    let csv = run(&mut base("csv"));
+    assert!(csv.status.success(), "{}", stderr(&csv));
+    let text = stdout(&csv);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        rows[0],
+        "path,rank,label,prompt,probability,similarity,error"
+    );
+    assert_eq!(rows.len(), 1 + 2 * 2);
+    assert!(rows[2].contains(",2,"));
+
+    let json = run(&mut base("json"));
+    let parsed: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed.as_array().unwrap().len(), 2);
+    assert_eq!(parsed[1]["results"].as_array().unwrap().len(), 2);
+
+    let table = run(&mut base("table"));
+    let text = stdout(&table);
+    assert!(text.contains(&first.display().to_string()));
+    assert_eq!(
+        text.lines().filter(|l| l.contains('%')).count(),
+        4,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bare_template_uses_the_label_as_prompt() {
+    let (image, _) = lossless_images(&reference()).remove(0);
+    let output = run(vlm()
+        .args([
+            "classify",
+            "-f",
+            "jsonl",
+            "-l",
+            "tabby cat",
+            "--template",
+            "{}",
+            "-m",
+        ])
+        .arg(model_dir())
+        .arg(image));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line: Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(line["results"][0]["prompt"], "tabby cat");
+    assert!((line["results"][0]["probability"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_to_do() {
+    let output = run(vlm().args(["classify", "x.jpg"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--labels"));
+
+    let output = run(vlm()
+        .args(["classify", "x.jpg", "--labels", "cat,,dog", "-m"])
+        .arg(model_dir()));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("label 2 is empty"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(vlm()
+        .args([
+            "classify",
+            "x.jpg",
+            "--labels",
+            "cat",
+            "--template",
+            "a photo",
+            "-m",
+        ])
+        .arg(model_dir()));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("placeholder"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn offline_miss_names_the_missing_files() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = run(vlm()
+        .args([
+            "classify",
+            "x.jpg",
+            "--labels",
+            "cat",
+            "--model",
+            "someone/not-cached",
+        ])
+        .env("HF_HUB_CACHE", cache.path()));
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config.json") && err.contains("someone/not-cached"),
+        "{err}"
+    );
+}
+
+#[test]
+fn models_lists_the_registry() {
+    let output = run(vlm().arg("models"));
+    assert!(output.status.success());
+    let text = stdout(&output);
+    assert!(
+        text.contains("clip-b32") && text.contains("openai/clip-vit-base-patch32"),
+        "{text}"
+    );
+    assert!(
+        text.contains("laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_the_run_quietly() {
+    let (image, _) = lossless_images(&reference()).remove(0);
+    let mut child = vlm()
+        .args(["classify", "-f", "jsonl", "-b", "4", "-l", "cat,dog", "-m"])
+        .arg(model_dir())
+        .args(std::iter::repeat_n(&image, 200))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.contains("results"));
+    drop(reader);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stderr(&output), "");
+}
