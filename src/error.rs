@@ -30,6 +30,8 @@ pub enum Error {
         width: u32,
         size: usize,
     },
+    #[error("internal error: {0}; please report it")]
+    Internal(&'static str),
     #[error("scoring failed: {0}")]
     Score(#[source] candle_core::Error),
 }

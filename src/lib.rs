@@ -18,3 +18,4 @@ pub use classify::{Classifier, PromptEmbeddings};
 pub use error::{Error, Result};
 pub mod device;
 pub mod output;
+pub mod pipeline;

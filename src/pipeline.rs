@@ -1,0 +1,359 @@
+//! The batch pipeline: decoding on worker threads, encoding in fixed-size batches on the
+//! calling thread, results handed on in input order.
+//!
+//! ```text
+//! items ─▶ feeder ─▶ workers (load: read, decode, resize, or a cache hit) ─▶ reorder ─▶ batches ─▶ encode ─▶ sink
+//! ```
+//!
+//! At most `in_flight` items are between the feeder and the sink at any time, so memory
+//! stays bounded however many inputs there are, while the workers keep decoding the next
+//! batch as the encoder runs the current one.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+
+/// What a worker made of one input.
+pub enum Prepared {
+    /// Normalised pixels that still need the image encoder.
+    Pixels(Vec<f32>),
+    /// A finished embedding (from the cache): the encoder is skipped.
+    Embedding(Vec<f32>),
+}
+
+/// One input's result, handed to the sink in input order.
+pub struct Done<T> {
+    pub item: T,
+    /// The projected image embedding, or why there is none.
+    pub embedding: Result<Vec<f32>, Error>,
+    /// The embedding came from [`Prepared::Embedding`] rather than the encoder.
+    pub reused: bool,
+}
+
+/// Sizes of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineOptions {
+    /// Images per encoder call.
+    pub batch_size: usize,
+    /// Decoding threads.
+    pub workers: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Counts and timings of one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PipelineStats {
+    /// Inputs handed to the sink.
+    pub items: usize,
+    /// Images run through the encoder.
+    pub encoded: usize,
+    /// Embeddings reused without the encoder.
+    pub reused: usize,
+    /// Inputs whose loading failed.
+    pub failed: usize,
+    /// Time spent in the encoder.
+    pub encoding: Duration,
+    /// Time the encoding thread waited for decoded inputs.
+    pub waiting: Duration,
+}
+
+/// Runs `load` on worker threads for every item and `encode` on batches of the resulting
+/// pixels, and hands every item to `sink` in input order, a batch at a time. An error from
+/// `encode` or `sink` stops the run and is returned; per-item load errors are not errors
+/// of the run, they reach the sink.
+pub fn run<T, I, L, E, S, X>(
+    items: I,
+    options: PipelineOptions,
+    load: L,
+    mut encode: E,
+    mut sink: S,
+) -> Result<PipelineStats, X>
+where
+    T: Send,
+    I: Iterator<Item = T> + Send,
+    L: Fn(&T) -> Result<Prepared, Error> + Sync,
+    E: FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error>,
+    S: FnMut(Vec<Done<T>>) -> Result<(), X>,
+    X: From<Error>,
+{
+    let batch_size = options.batch_size.max(1);
+    let workers = options.workers.max(1);
+    // Two batches being decoded while one is encoded keeps the encoder fed.
+    let in_flight = batch_size * 3 + workers;
+
+    let (token_tx, token_rx) = mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        // Cannot fail: the channel has room for every token and the receiver is alive.
+        let _ = token_tx.send(());
+    }
+    let (job_tx, job_rx) = mpsc::sync_channel::<(usize, T)>(workers);
+    // Shared by the workers and dropped with the last of them, so a feeder blocked on a
+    // full queue is released when the workers stop early.
+    let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+    let (done_tx, done_rx) = mpsc::sync_channel::<(usize, T, Result<Prepared, Error>)>(in_flight);
+
+    std::thread::scope(|scope| {
+        scope.spawn(move || feed(items, &token_rx, &job_tx));
+        let load = &load;
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let job_rx = std::sync::Arc::clone(&job_rx);
+            scope.spawn(move || loop {
+                // Take the lock only to receive, so workers load in parallel.
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((seq, item)) = job else { return };
+                let prepared = load(&item);
+                if done_tx.send((seq, item, prepared)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(done_tx);
+        drop(job_rx);
+
+        // Returning drops `token_tx` and `done_rx`, which unblocks and ends every thread.
+        collect(done_rx, token_tx, batch_size, &mut encode, &mut sink)
+    })
+}
+
+fn feed<T, I: Iterator<Item = T>>(items: I, tokens: &Receiver<()>, jobs: &SyncSender<(usize, T)>) {
+    for (seq, item) in items.enumerate() {
+        if tokens.recv().is_err() || jobs.send((seq, item)).is_err() {
+            return;
+        }
+    }
+}
+
+fn collect<T, E, S, X>(
+    done: Receiver<(usize, T, Result<Prepared, Error>)>,
+    tokens: SyncSender<()>,
+    batch_size: usize,
+    encode: &mut E,
+    sink: &mut S,
+) -> Result<PipelineStats, X>
+where
+    E: FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error>,
+    S: FnMut(Vec<Done<T>>) -> Result<(), X>,
+    X: From<Error>,
+{
+    let mut stats = PipelineStats::default();
+    let mut waiting: BTreeMap<usize, (T, Result<Prepared, Error>)> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut pending: Vec<(T, Result<Prepared, Error>)> = Vec::new();
+    let mut pixels_pending = 0usize;
+    let mut finished = false;
+
+    loop {
+        // Move in-order results into the pending batch, up to a full batch of pixels.
+        while pixels_pending < batch_size {
+            let Some(entry) = waiting.remove(&next) else {
+                break;
+            };
+            if matches!(entry.1, Ok(Prepared::Pixels(_))) {
+                pixels_pending += 1;
+            }
+            pending.push(entry);
+            next += 1;
+        }
+        let full = pixels_pending >= batch_size;
+        if full || (finished && !pending.is_empty()) {
+            let batch = std::mem::take(&mut pending);
+            pixels_pending = 0;
+            let count = batch.len();
+            let results = run_batch(batch, encode, &mut stats)?;
+            sink(results)?;
+            stats.items += count;
+            for _ in 0..count {
+                // The feeder may have finished and dropped its receiver: nothing to refill.
+                let _ = tokens.send(());
+            }
+            continue;
+        }
+        if finished {
+            return Ok(stats);
+        }
+        let started = Instant::now();
+        match done.recv() {
+            Ok((seq, item, prepared)) => {
+                waiting.insert(seq, (item, prepared));
+            }
+            Err(_) => finished = true,
+        }
+        stats.waiting += started.elapsed();
+    }
+}
+
+fn run_batch<T, E>(
+    batch: Vec<(T, Result<Prepared, Error>)>,
+    encode: &mut E,
+    stats: &mut PipelineStats,
+) -> Result<Vec<Done<T>>, Error>
+where
+    E: FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error>,
+{
+    let mut pixels = Vec::new();
+    let mut slots = Vec::with_capacity(batch.len());
+    for (item, prepared) in batch {
+        match prepared {
+            Ok(Prepared::Pixels(p)) => {
+                pixels.push(p);
+                slots.push((item, None, false));
+            }
+            Ok(Prepared::Embedding(e)) => slots.push((item, Some(Ok(e)), true)),
+            Err(err) => slots.push((item, Some(Err(err)), false)),
+        }
+    }
+    let mut encoded = Vec::new().into_iter();
+    if !pixels.is_empty() {
+        let started = Instant::now();
+        encoded = encode(&pixels)?.into_iter();
+        stats.encoding += started.elapsed();
+        stats.encoded += pixels.len();
+    }
+    let mut out = Vec::with_capacity(slots.len());
+    for (item, result, reused) in slots {
+        let embedding = match result {
+            Some(result) => result,
+            None => Ok(encoded.next().ok_or(Error::Internal(
+                "the encoder returned fewer rows than images",
+            ))?),
+        };
+        if reused {
+            stats.reused += 1;
+        } else if embedding.is_err() {
+            stats.failed += 1;
+        }
+        out.push(Done {
+            item,
+            embedding,
+            reused,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn labels_error() -> Error {
+        Error::Labels(crate::labels::LabelError::None)
+    }
+
+    /// Items are numbers; odd multiples of 7 fail, multiples of 5 are "cached".
+    fn load(n: &usize) -> Result<Prepared, Error> {
+        std::thread::sleep(Duration::from_micros((n * 37 % 11) as u64 * 100));
+        if n % 7 == 0 && n % 2 == 1 {
+            Err(labels_error())
+        } else if n % 5 == 0 {
+            Ok(Prepared::Embedding(vec![*n as f32, 1.0]))
+        } else {
+            Ok(Prepared::Pixels(vec![*n as f32]))
+        }
+    }
+
+    #[test]
+    fn results_keep_input_order_and_batches_are_bounded() {
+        let mut batch_sizes = Vec::new();
+        let mut seen = Vec::new();
+        let stats = run(
+            0..200usize,
+            PipelineOptions {
+                batch_size: 8,
+                workers: 3,
+            },
+            load,
+            |pixels: &[Vec<f32>]| {
+                batch_sizes.push(pixels.len());
+                Ok(pixels.iter().map(|p| vec![p[0], 0.0]).collect())
+            },
+            |done: Vec<Done<usize>>| -> Result<(), Error> {
+                for d in done {
+                    match (&d.embedding, d.item) {
+                        (Err(_), n) => assert!(n % 7 == 0 && n % 2 == 1),
+                        (Ok(e), n) => {
+                            assert_eq!(e[0], n as f32);
+                            assert_eq!(d.reused, n % 5 == 0);
+                            assert_eq!(e[1], if d.reused { 1.0 } else { 0.0 });
+                        }
+                    }
+                    seen.push(d.item);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        assert!(batch_sizes.iter().all(|&b| b <= 8), "{batch_sizes:?}");
+        assert!(
+            batch_sizes[..batch_sizes.len() - 1].iter().all(|&b| b == 8),
+            "{batch_sizes:?}"
+        );
+        assert_eq!(stats.items, 200);
+        let failed = (0..200).filter(|n| n % 7 == 0 && n % 2 == 1).count();
+        let reused = (0..200)
+            .filter(|n| n % 5 == 0 && !(n % 7 == 0 && n % 2 == 1))
+            .count();
+        assert_eq!(stats.failed, failed);
+        assert_eq!(stats.reused, reused);
+        assert_eq!(stats.encoded, 200 - reused - failed);
+    }
+
+    #[test]
+    fn a_sink_error_stops_the_run_without_hanging() {
+        let loaded = AtomicUsize::new(0);
+        let result = run(
+            0..1_000_000usize,
+            PipelineOptions {
+                batch_size: 4,
+                workers: 2,
+            },
+            |n: &usize| {
+                loaded.fetch_add(1, Ordering::Relaxed);
+                Ok(Prepared::Pixels(vec![*n as f32]))
+            },
+            |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
+            |done: Vec<Done<usize>>| {
+                if done[0].item >= 8 {
+                    Err(labels_error())
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(result.is_err());
+        // Bounded: only a few batches were ever loaded ahead of the sink.
+        assert!(
+            loaded.load(Ordering::Relaxed) < 100,
+            "{}",
+            loaded.load(Ordering::Relaxed)
+        );
+    }
+
+    #[test]
+    fn empty_input_is_fine() {
+        let stats = run(
+            std::iter::empty::<usize>(),
+            PipelineOptions::default(),
+            load,
+            |_: &[Vec<f32>]| -> Result<Vec<Vec<f32>>, Error> { panic!("nothing to encode") },
+            |_: Vec<Done<usize>>| -> Result<(), Error> { panic!("nothing to sink") },
+        )
+        .unwrap();
+        assert_eq!(stats.items, 0);
+    }
+}
