@@ -415,6 +415,14 @@ impl Walk {
         }
     }
 
+    /// A glob based on the current directory displays `a.jpg`, not `./a.jpg`.
+    fn display_path(&self, full: PathBuf, rel: Option<&Path>) -> PathBuf {
+        match (&self.glob, rel) {
+            (Some(glob), Some(rel)) if glob.base.is_none() => rel.to_path_buf(),
+            _ => full,
+        }
+    }
+
     fn finish(self) -> Option<Event> {
         match self.glob {
             Some(glob) if self.matched == 0 && !self.root_failed => {
@@ -563,11 +571,7 @@ impl Ctx {
         let full = entry.into_path();
         let rel = full.strip_prefix(&walk.root).ok().map(Path::to_path_buf);
         let rel = rel.as_deref();
-        // A glob based on the current directory displays `a.jpg`, not `./a.jpg`.
-        let path = match (&walk.glob, rel) {
-            (Some(glob), Some(rel)) if glob.base.is_none() => rel.to_path_buf(),
-            _ => full,
-        };
+        let path = walk.display_path(full, rel);
         let hidden = is_hidden(path.file_name()) && !self.hidden;
         if is_dir {
             let reason = if hidden {
@@ -632,29 +636,39 @@ impl Ctx {
     }
 
     fn walk_error(&mut self, walk: &mut Walk, err: walkdir::Error) -> Option<Event> {
-        if err.depth() == 0 {
+        let depth = err.depth();
+        if depth == 0 {
             walk.root_failed = true;
         }
-        let path = err
+        let full = err
             .path()
             .map_or_else(|| walk.root.clone(), Path::to_path_buf);
-        if err.depth() > 0 {
-            // Entries that the filters would drop anyway are not worth an error.
-            if is_hidden(path.file_name()) && !self.hidden {
-                return Some(skipped(path, SkipReason::Hidden));
-            }
-            let rel = path.strip_prefix(&walk.root).ok();
-            if self.excluded(&path, rel) {
-                return Some(skipped(path, SkipReason::Excluded));
-            }
-        }
-        if let Some(ancestor) = err.loop_ancestor() {
-            let ancestor = ancestor.to_path_buf();
-            return Some(skipped(path, SkipReason::SymlinkLoop { ancestor }));
-        }
-        let is_link = path.symlink_metadata().is_ok_and(|m| m.is_symlink());
-        if is_link && !path.exists() {
-            return Some(skipped(path, SkipReason::BrokenSymlink));
+        let rel = full
+            .strip_prefix(&walk.root)
+            .ok()
+            .filter(|_| depth > 0)
+            .map(Path::to_path_buf);
+        let rel = rel.as_deref();
+        let path = walk.display_path(full, rel);
+        // A glob only speaks of what its pattern matches: a shell would pass over a loop
+        // or a dangling link elsewhere without a word. Real I/O errors are still reported,
+        // since they may hide matches.
+        let quiet = walk.glob.is_some() && depth > 0 && !walk.glob_matches(rel);
+        let reason = if depth > 0 && is_hidden(path.file_name()) && !self.hidden {
+            Some(SkipReason::Hidden)
+        } else if depth > 0 && self.excluded(&path, rel) {
+            Some(SkipReason::Excluded)
+        } else if let Some(ancestor) = err.loop_ancestor() {
+            Some(SkipReason::SymlinkLoop {
+                ancestor: ancestor.to_path_buf(),
+            })
+        } else if path.symlink_metadata().is_ok_and(|m| m.is_symlink()) && !path.exists() {
+            Some(SkipReason::BrokenSymlink)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return (!quiet).then(|| skipped(path, reason));
         }
         let message = err.to_string();
         Some(Event::Error(match err.into_io_error() {
@@ -666,4 +680,187 @@ impl Ctx {
 
 fn skipped(path: PathBuf, reason: SkipReason) -> Event {
     Event::Skipped { path, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs_and_errors(d: Discover) -> (Vec<String>, Vec<String>) {
+        let (mut inputs, mut errors) = (Vec::new(), Vec::new());
+        for event in d {
+            match event {
+                Event::Input(i) => inputs.push(i.display),
+                Event::Skipped { .. } => {}
+                Event::Error(e) => errors.push(e.to_string()),
+            }
+        }
+        (inputs, errors)
+    }
+
+    #[test]
+    fn list_from_a_reader_streams_like_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jpg");
+        let b = dir.path().join("b c.png");
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        let list = format!("{}\0{}\0", a.display(), b.display());
+        let opts = InputOptions {
+            null_separated: true,
+            ..Default::default()
+        };
+        let d = discover_with_list(&[], Box::new(std::io::Cursor::new(list)), "<stdin>", &opts)
+            .unwrap();
+        let (inputs, errors) = inputs_and_errors(d);
+        assert_eq!(inputs, [a.display().to_string(), b.display().to_string()]);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn list_read_error_is_reported_once_and_ends_the_list() {
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("pipe closed"))
+            }
+        }
+        let reader = Box::new(std::io::BufReader::new(Failing));
+        let d = discover_with_list(&[], reader, "<stdin>", &InputOptions::default()).unwrap();
+        let (inputs, errors) = inputs_and_errors(d);
+        assert!(inputs.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("<stdin>") && errors[0].contains("pipe closed"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_names_from_a_list_still_open() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = OsStr::from_bytes(b"caf\xe9.jpg");
+        let path = dir.path().join(name);
+        std::fs::write(&path, b"x").unwrap();
+        let mut list = path.as_os_str().as_bytes().to_vec();
+        list.push(b'\n');
+        let d = discover_with_list(
+            &[],
+            Box::new(std::io::Cursor::new(list)),
+            "<stdin>",
+            &InputOptions::default(),
+        )
+        .unwrap();
+        let events: Vec<Event> = d.collect();
+        assert_eq!(events.len(), 1);
+        match &events[0] {
+            Event::Input(input) => {
+                assert_eq!(input.source, Source::File(path));
+                assert!(
+                    input.display.ends_with("caf\u{FFFD}.jpg"),
+                    "{}",
+                    input.display
+                );
+            }
+            other => panic!("expected an input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn urls_are_recognised_by_scheme_only() {
+        assert!(is_url("http://x/a.jpg"));
+        assert!(is_url("HTTPS://x/a.jpg"));
+        assert!(!is_url("ftp://x/a.jpg"));
+        assert!(!is_url("http:/x"));
+        assert!(!is_url("photos/http://"));
+        assert!(!is_url("é"), "short non-ASCII args must not panic");
+    }
+
+    #[test]
+    fn urls_pass_exclude_dedupe_and_shard() {
+        let urls = [
+            "http://h/a.jpg".to_string(),
+            "http://h/b.gif".to_string(),
+            "http://h/a.jpg".to_string(),
+        ];
+        let opts = InputOptions {
+            exclude: vec!["*.gif".into()],
+            ..Default::default()
+        };
+        let events: Vec<Event> = discover(&urls, None, &opts).unwrap().collect();
+        let skips: Vec<&SkipReason> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Skipped { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skips, [&SkipReason::Excluded, &SkipReason::Duplicate]);
+        let shard = Shard::of("http://h/a.jpg", 2);
+        let opts = InputOptions {
+            shard: Some(Shard {
+                index: 3 - shard,
+                count: 2,
+            }),
+            ..Default::default()
+        };
+        let mut d = discover(&urls[..1], None, &opts).unwrap();
+        assert!(d.next().is_none(), "the other shard yields nothing");
+        assert_eq!(d.counts().other_shard, 1);
+    }
+
+    #[test]
+    fn empty_extension_is_refused_up_front() {
+        let opts = InputOptions {
+            extensions: Some(vec!["jpg".into(), " ".into()]),
+            ..Default::default()
+        };
+        let err = discover(&[], None, &opts).err();
+        assert!(
+            matches!(err, Some(InputError::BadExtension { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_argument_is_an_event_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope").display().to_string();
+        let (inputs, errors) =
+            inputs_and_errors(discover(&[missing], None, &InputOptions::default()).unwrap());
+        assert!(inputs.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("nope: no such file"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn files_from_dash_is_stdin() {
+        assert_eq!(FilesFrom::from_arg("-"), FilesFrom::Stdin);
+        assert_eq!(
+            FilesFrom::from_arg("list.txt"),
+            FilesFrom::Path(PathBuf::from("list.txt"))
+        );
+    }
+
+    #[test]
+    fn leading_cur_dir_is_stripped_for_exclude() {
+        assert_eq!(strip_cur_dir(Path::new("./a/b.jpg")), Path::new("a/b.jpg"));
+        assert_eq!(strip_cur_dir(Path::new("a/./b.jpg")), Path::new("a/b.jpg"));
+        let ctx = Ctx::new(&InputOptions {
+            exclude: vec!["photos/*.gif".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(ctx.excluded(Path::new("./photos/a.gif"), None));
+        assert!(
+            !ctx.excluded(Path::new("./photos/sub/a.gif"), None),
+            "* stops at /"
+        );
+    }
+
+    #[test]
+    fn hidden_means_a_leading_dot() {
+        assert!(is_hidden(Some(OsStr::new(".git"))));
+        assert!(!is_hidden(Some(OsStr::new("a.jpg"))));
+        assert!(!is_hidden(None));
+    }
 }
