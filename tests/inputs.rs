@@ -648,3 +648,21 @@ mod url {
         assert_eq!(read_bytes(&Source::File(path), 1 << 20).unwrap(), PNG);
     }
 }
+
+#[test]
+fn glob_from_the_current_directory_displays_paths_without_dot_slash() {
+    // Cargo runs integration tests in the package root, which holds Cargo.toml.
+    let opts = InputOptions {
+        extensions: Some(vec!["toml".into()]),
+        ..Default::default()
+    };
+    let inputs: Vec<String> = discover(&["*.toml".to_string()], None, &opts)
+        .unwrap()
+        .filter_map(|e| match e {
+            Event::Input(input) => Some(input.display),
+            _ => None,
+        })
+        .collect();
+    assert!(inputs.contains(&"Cargo.toml".to_string()), "{inputs:?}");
+    assert!(inputs.iter().all(|p| !p.contains('/')), "{inputs:?}");
+}
