@@ -4,6 +4,7 @@
 //! turns image files into normalised pixel tensors, the [`model`] encoders embed pixels
 //! and prompts into one space, and [`score`] ranks prompts against each image.
 
+pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod error;
