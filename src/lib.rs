@@ -17,4 +17,5 @@ pub mod tokenize;
 pub use classify::{Classifier, PromptEmbeddings};
 pub use error::{Error, Result};
 pub mod device;
+pub mod organize;
 pub mod output;
