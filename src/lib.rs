@@ -19,5 +19,6 @@ pub mod tokenize;
 pub use classify::{Classifier, PromptEmbeddings};
 pub use error::{Error, Result};
 pub mod device;
+pub mod organize;
 pub mod output;
 pub mod pipeline;
