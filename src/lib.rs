@@ -1,16 +1,23 @@
 //! `vlm`: CLIP-style zero-shot image classification.
 //!
-//! Data flows one way: a [`source`] resolves a checkpoint to local files, [`preprocess`]
-//! turns image files into normalised pixel tensors, the [`model`] encoders embed pixels
-//! and prompts into one space, and [`score`] ranks prompts against each image.
+//! Data flows one way: [`inputs`] finds the images, a [`source`] resolves a checkpoint to
+//! local files, [`preprocess`] turns image files into normalised pixels, the [`model`]
+//! encoders embed pixels and prompts into one space, [`score`] ranks prompts against each
+//! image, and [`output`] writes the results. [`pipeline`] runs that flow over many files
+//! with decoding on worker threads; [`cache`] keeps image embeddings between runs, and
+//! [`organize`] sorts files into label folders. [`Classifier`] ties a checkpoint together.
 
 pub mod cache;
 pub mod classify;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod inputs;
 pub mod labels;
 pub mod model;
+pub mod organize;
+pub mod output;
+pub mod pipeline;
 pub mod preprocess;
 pub mod score;
 pub mod source;
@@ -18,7 +25,3 @@ pub mod tokenize;
 
 pub use classify::{Classifier, PromptEmbeddings};
 pub use error::{Error, Result};
-pub mod device;
-pub mod organize;
-pub mod output;
-pub mod pipeline;
