@@ -322,6 +322,50 @@ mod tests {
         assert_eq!(decode(&keyed).as_raw(), &[255, 255, 255, 4, 5, 6]);
     }
 
+    fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        // The key parser ignores CRCs, so zeros do.
+        [&(data.len() as u32).to_be_bytes()[..], kind, data, &[0; 4]].concat()
+    }
+
+    #[test]
+    fn palette_key_only_for_a_single_fully_transparent_entry() {
+        let ihdr = chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0]);
+        let plte = chunk(b"PLTE", &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let with_trns = |trns: &[u8]| {
+            [
+                &b"\x89PNG\r\n\x1a\n"[..],
+                &ihdr,
+                &plte,
+                &chunk(b"tRNS", trns),
+            ]
+            .concat()
+        };
+        assert_eq!(
+            png_color_key(&with_trns(&[255, 0])),
+            Some(ColorKey::Rgb([4, 5, 6]))
+        );
+        assert_eq!(
+            png_color_key(&with_trns(&[0])),
+            Some(ColorKey::Rgb([1, 2, 3]))
+        );
+        // Partial alpha or two transparent entries: Pillow drops the transparency.
+        assert_eq!(png_color_key(&with_trns(&[255, 0, 128])), None);
+        assert_eq!(png_color_key(&with_trns(&[0, 0])), None);
+        assert_eq!(png_color_key(&with_trns(&[255, 255])), None);
+    }
+
+    #[test]
+    fn gif_key_is_the_transparent_palette_colour() {
+        let mut gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00".to_vec();
+        gif.extend_from_slice(&[10, 20, 30, 40, 50, 60]);
+        // Graphic Control Extension: transparency flag set, index 1.
+        gif.extend_from_slice(&[0x21, 0xF9, 4, 1, 0, 0, 1, 0]);
+        gif.extend_from_slice(&[0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0]);
+        assert_eq!(gif_color_key(&gif), Some(ColorKey::Rgb([40, 50, 60])));
+        gif[22] = 0; // clear the transparency flag
+        assert_eq!(gif_color_key(&gif), None);
+    }
+
     #[test]
     fn exif_orientation_is_applied() {
         // 2x1 image, red then blue; orientation 6 = rotate 90 degrees clockwise.
