@@ -291,8 +291,10 @@ fn lanczos(x: f64) -> f64 {
     }
 }
 
-/// Pillow resizes with NEAREST through its affine transform: output pixel `x` samples
-/// source `floor((x + 0.5) * in / out)`.
+/// Pillow resizes with NEAREST through `ImagingScaleAffine`: the source position starts at
+/// half a step and advances by repeated addition of `in / out` (so rounding accumulates
+/// exactly as there), is truncated to an index, and positions that land outside the source
+/// leave the pixel black.
 fn nearest_window(
     src: &RgbImage,
     out_w: u32,
@@ -301,23 +303,40 @@ fn nearest_window(
     rows: Range<u32>,
 ) -> Vec<u8> {
     let (in_w, in_h) = src.dimensions();
-    let pick = |o: u32, n_in: u32, n_out: u32| -> usize {
-        let scale = f64::from(n_in) / f64::from(n_out);
-        ((f64::from(o) + 0.5) * scale)
-            .floor()
-            .clamp(0.0, f64::from(n_in - 1)) as usize
-    };
-    let xs: Vec<usize> = cols.map(|x| pick(x, in_w, out_w)).collect();
+    let xs = nearest_indices(in_w, out_w, cols.clone());
+    let ys = nearest_indices(in_h, out_h, rows.clone());
     let raw = src.as_raw();
     let stride = in_w as usize * 3;
-    let mut out = Vec::with_capacity(xs.len() * rows.len() * 3);
-    for y in rows {
-        let line = &raw[pick(y, in_h, out_h) * stride..][..stride];
-        for &x in &xs {
-            out.extend_from_slice(&line[x * 3..x * 3 + 3]);
+    let mut out = vec![0u8; xs.len() * ys.len() * 3];
+    for (y, out_row) in ys.iter().zip(out.chunks_exact_mut(xs.len() * 3)) {
+        let Some(y) = y else { continue };
+        let line = &raw[y * stride..(y + 1) * stride];
+        for (x, px) in xs.iter().zip(out_row.chunks_exact_mut(3)) {
+            if let Some(x) = x {
+                px.copy_from_slice(&line[x * 3..x * 3 + 3]);
+            }
         }
     }
     out
+}
+
+fn nearest_indices(in_size: u32, out_size: u32, range: Range<u32>) -> Vec<Option<usize>> {
+    let step = f64::from(in_size as f32) / f64::from(out_size);
+    let mut pos = step * 0.5;
+    let mut picked = Vec::with_capacity(range.len());
+    for o in 0..range.end {
+        if o >= range.start {
+            // C's COORD(): negative positions map to -1, others truncate.
+            let index = if pos < 0.0 { None } else { Some(pos as u64) };
+            picked.push(
+                index
+                    .filter(|&i| i < u64::from(in_size))
+                    .map(|i| i as usize),
+            );
+        }
+        pos += step;
+    }
+    picked
 }
 
 #[cfg(test)]
@@ -370,6 +389,15 @@ mod tests {
             let got = full(&ramp(w, h), ow, oh, filter);
             assert_eq!(got, want, "{w}x{h} -> {ow}x{oh} {filter:?}");
         }
+    }
+
+    #[test]
+    fn nearest_accumulates_positions_like_pillow() {
+        // (3 + 0.5) * 2 / 7 is exactly 1, but Pillow's running sum lands just below it.
+        let src = RgbImage::from_raw(2, 1, vec![10, 20, 30, 40, 50, 60]).unwrap();
+        let got = full(&src, 7, 1, Resample::Nearest);
+        let firsts: Vec<u8> = got.chunks_exact(3).map(|p| p[0]).collect();
+        assert_eq!(firsts, [10, 10, 10, 10, 40, 40, 40]);
     }
 
     #[test]
