@@ -357,11 +357,14 @@ mod tests {
         })
     }
 
+    /// Input width, height, output width, height, filter, expected RGB bytes.
+    type Golden = (u32, u32, u32, u32, Resample, &'static [u8]);
+
     /// Outputs of Pillow 13.0.0 `Image.fromarray(ramp(w, h)).resize((ow, oh), filter)`.
     #[test]
     fn matches_pillow_golden_outputs() {
         #[rustfmt::skip]
-        let cases: [(u32, u32, u32, u32, Resample, &[u8]); 6] = [
+        let cases: [Golden; 6] = [
             // Both axes shrink, horizontal pass first.
             (7, 5, 3, 2, Resample::Bicubic, &[36, 4, 217, 120, 12, 229, 207, 31, 220, 62, 10, 149,
                 148, 18, 81, 196, 37, 69]),
