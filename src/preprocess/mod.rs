@@ -51,6 +51,14 @@ pub enum PreprocessError {
     )]
     UnknownFormat { path: PathBuf },
     #[error(
+        "{} uses an image feature vlm cannot decode ({source}); convert it to PNG or JPEG",
+        path.display()
+    )]
+    Unsupported {
+        path: PathBuf,
+        source: image::error::UnsupportedError,
+    },
+    #[error(
         "cannot decode {}: {source}; the file may be truncated or corrupt, try re-saving it as PNG or JPEG",
         path.display()
     )]
