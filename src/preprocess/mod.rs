@@ -82,6 +82,17 @@ pub enum PreprocessError {
         width: u32,
         height: u32,
     },
+    #[error(
+        "the preprocessing config gives this image a {}x{} output instead of {}x{}; \
+         enable do_center_crop or resize to an exact size",
+        got.1, got.0, expected.1, expected.0
+    )]
+    VariableOutputSize {
+        /// `(height, width)` promised by [`PreprocessConfig::output_size`].
+        expected: (u32, u32),
+        /// `(height, width)` this image would get.
+        got: (u32, u32),
+    },
     #[error("cannot preprocess a {width}x{height} image: it has no pixels")]
     EmptyImage { width: u32, height: u32 },
     #[error(
@@ -140,6 +151,13 @@ impl Preprocessor {
         } else {
             (rh, rw)
         };
+        // Configs parsed from JSON are always fixed-size; hand-built ones may not be.
+        if (oh, ow) != self.output_size() {
+            return Err(PreprocessError::VariableOutputSize {
+                expected: self.output_size(),
+                got: (oh, ow),
+            });
+        }
         let ys = crop_axis(rh, oh);
         let xs = crop_axis(rw, ow);
         let window = resize::resize_window(
@@ -376,6 +394,22 @@ mod tests {
             .step_by(4)
             .all(|&v| v == out[0] || v == out[4] || v == out[8]));
         assert_eq!(out[0], -1.792_262_6);
+    }
+
+    #[test]
+    fn hand_built_variable_size_config_is_refused() {
+        let p = Preprocessor::new(PreprocessConfig {
+            do_center_crop: false,
+            ..PreprocessConfig::default()
+        });
+        let err = p.preprocess(&RgbImage::new(20, 10)).unwrap_err();
+        assert!(matches!(
+            err,
+            PreprocessError::VariableOutputSize {
+                got: (224, 448),
+                ..
+            }
+        ));
     }
 
     #[test]
