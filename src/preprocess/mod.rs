@@ -1,26 +1,423 @@
-//! TEMP STUB
-use std::path::Path;
+//! Image decoding and CLIP preprocessing.
+//!
+//! Reproduces transformers' `CLIPImageProcessorPil` fed by `load_image`: decode, EXIF
+//! transpose, RGB conversion, Pillow resize, centre crop (zero padding when the image is
+//! smaller than the crop), rescale, normalise, channel-major `f32` output.
+
+mod config;
+mod decode;
+#[cfg(test)]
+mod parity;
+mod resize;
+
+use std::path::PathBuf;
+
+use image::RgbImage;
+
+pub use config::{PreprocessConfig, Resample, ResizeTarget, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
+pub use decode::{
+    decode_bytes, decode_bytes_with, decode_file, decode_file_with, DecodeOptions,
+    DEFAULT_MAX_PIXELS,
+};
+
+/// Failures while reading configs, decoding images or preprocessing pixels.
 #[derive(Debug, thiserror::Error)]
-#[error("stub")]
-pub struct PreprocessError;
-pub struct PreprocessConfig;
-impl PreprocessConfig {
-    pub fn from_file(_p: &Path) -> Result<Self, PreprocessError> {
-        Err(PreprocessError)
-    }
-    pub fn output_size(&self) -> (u32, u32) {
-        (0, 0)
-    }
+pub enum PreprocessError {
+    #[error("cannot read {}: {source}; check that the path exists and is readable", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is not a valid preprocessor config ({source}); fix the JSON or re-download the checkpoint",
+        path.display()
+    )]
+    ConfigJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{}: field `{field}` {reason}; fix or remove it (missing fields take CLIP's defaults)",
+        path.display()
+    )]
+    ConfigField {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+    #[error(
+        "{} is not an image vlm can read (PNG, JPEG, GIF, WebP, BMP, TIFF); check the file type",
+        path.display()
+    )]
+    UnknownFormat { path: PathBuf },
+    #[error(
+        "{} uses an image feature vlm cannot decode ({source}); convert it to PNG or JPEG",
+        path.display()
+    )]
+    Unsupported {
+        path: PathBuf,
+        source: image::error::UnsupportedError,
+    },
+    #[error(
+        "cannot decode {}: {source}; the file may be truncated or corrupt, try re-saving it as PNG or JPEG",
+        path.display()
+    )]
+    Decode {
+        path: PathBuf,
+        source: image::ImageError,
+    },
+    #[error(
+        "{} is {width}x{height} pixels, over the limit of {max_pixels} pixels; downscale the image or raise the limit",
+        path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
+    #[error("{} has no pixels ({width}x{height}); re-export the image", path.display())]
+    EmptyFile {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+    },
+    #[error(
+        "the preprocessing config gives this image a {}x{} output instead of {}x{}; \
+         enable do_center_crop or resize to an exact size",
+        got.1, got.0, expected.1, expected.0
+    )]
+    VariableOutputSize {
+        /// `(height, width)` promised by [`PreprocessConfig::output_size`].
+        expected: (u32, u32),
+        /// `(height, width)` this image would get.
+        got: (u32, u32),
+    },
+    #[error("cannot preprocess a {width}x{height} image: it has no pixels")]
+    EmptyImage { width: u32, height: u32 },
+    #[error(
+        "a {width}x{height} image would be resized to {long} pixels along its long side, which \
+         is too elongated to process; crop it to a less extreme aspect ratio first"
+    )]
+    TooElongated { width: u32, height: u32, long: u64 },
 }
-pub struct Preprocessor;
+
+/// Turns decoded RGB images into the normalised tensors CLIP's vision encoder expects.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    config: PreprocessConfig,
+    /// Final value for each 8-bit sample, per channel: rescale and normalise act on samples
+    /// independently, so a table reproduces transformers' float arithmetic exactly.
+    lut: [[f32; 256]; 3],
+}
+
 impl Preprocessor {
-    pub fn new(_c: PreprocessConfig) -> Self {
-        Self
+    /// Builds a preprocessor for `config`.
+    pub fn new(config: PreprocessConfig) -> Self {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = sample_value(&config, c, v as u8);
+            }
+        }
+        Self { config, lut }
     }
-    pub fn preprocess(&self, _i: &image::RgbImage) -> Result<Vec<f32>, PreprocessError> {
-        Err(PreprocessError)
+
+    /// The configuration in use.
+    pub fn config(&self) -> &PreprocessConfig {
+        &self.config
+    }
+
+    /// `(height, width)` of every output.
+    pub fn output_size(&self) -> (u32, u32) {
+        self.config.output_size()
+    }
+
+    /// Normalised pixels, channel-major `[3, H, W]` flattened, `f32` — transformers'
+    /// `pixel_values` for this image.
+    pub fn preprocess(&self, image: &RgbImage) -> Result<Vec<f32>, PreprocessError> {
+        let (width, height) = image.dimensions();
+        if width == 0 || height == 0 {
+            return Err(PreprocessError::EmptyImage { width, height });
+        }
+        let cfg = &self.config;
+        let (rh, rw) = if cfg.do_resize {
+            resized_size(height, width, cfg.size)?
+        } else {
+            (height, width)
+        };
+        let (oh, ow) = if cfg.do_center_crop {
+            cfg.crop_size
+        } else {
+            (rh, rw)
+        };
+        // Configs parsed from JSON are always fixed-size; hand-built ones may not be.
+        if (oh, ow) != self.output_size() {
+            return Err(PreprocessError::VariableOutputSize {
+                expected: self.output_size(),
+                got: (oh, ow),
+            });
+        }
+        let ys = crop_axis(rh, oh);
+        let xs = crop_axis(rw, ow);
+        let window = resize::resize_window(
+            image,
+            rw,
+            rh,
+            cfg.resample,
+            xs.src..xs.src + xs.len,
+            ys.src..ys.src + ys.len,
+        );
+
+        let plane = oh as usize * ow as usize;
+        let mut out = vec![0f32; 3 * plane];
+        for (c, chan) in out.chunks_exact_mut(plane).enumerate() {
+            // Padding is a zero sample before rescale/normalise, as in transformers.
+            chan.fill(self.lut[c][0]);
+        }
+        let win_w = xs.len as usize;
+        for (r, row) in window.chunks_exact(win_w * 3).enumerate() {
+            let y = ys.dst as usize + r;
+            let start = y * ow as usize + xs.dst as usize;
+            for (c, chan) in out.chunks_exact_mut(plane).enumerate() {
+                let lut = &self.lut[c];
+                for (o, px) in chan[start..start + win_w]
+                    .iter_mut()
+                    .zip(row.chunks_exact(3))
+                {
+                    *o = lut[usize::from(px[c])];
+                }
+            }
+        }
+        Ok(out)
     }
 }
-pub fn decode_file(_p: &Path) -> Result<image::RgbImage, PreprocessError> {
-    Err(PreprocessError)
+
+/// `rescale` (f64 multiply, cast to f32) then `normalize` (f32 subtract and divide), in
+/// transformers' order and precisions.
+fn sample_value(cfg: &PreprocessConfig, channel: usize, v: u8) -> f32 {
+    let mut x = if cfg.do_rescale {
+        (f64::from(v) * cfg.rescale_factor) as f32
+    } else {
+        f32::from(v)
+    };
+    if cfg.do_normalize {
+        x = (x - cfg.image_mean[channel] as f32) / cfg.image_std[channel] as f32;
+    }
+    x
+}
+
+/// Output `(height, width)` of the resize step, as transformers'
+/// `get_resize_output_image_size(default_to_square=False)` computes it.
+fn resized_size(
+    height: u32,
+    width: u32,
+    target: ResizeTarget,
+) -> Result<(u32, u32), PreprocessError> {
+    match target {
+        ResizeTarget::Exact { height, width } => Ok((height, width)),
+        ResizeTarget::ShortestEdge(short_target) => {
+            let (short, long) = if width <= height {
+                (width, height)
+            } else {
+                (height, width)
+            };
+            // Python: int(size * long / short); the product is exact in f64 and the
+            // division is correctly rounded in both languages.
+            let new_long =
+                ((u64::from(short_target) * u64::from(long)) as f64 / f64::from(short)) as u64;
+            // Pillow stores sizes in C ints.
+            let new_long = u32::try_from(new_long)
+                .ok()
+                .filter(|&n| n <= i32::MAX as u32)
+                .ok_or(PreprocessError::TooElongated {
+                    width,
+                    height,
+                    long: new_long,
+                })?;
+            Ok(if width <= height {
+                (new_long, short_target)
+            } else {
+                (short_target, new_long)
+            })
+        }
+    }
+}
+
+/// Where one axis of the centre crop reads from and writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CropAxis {
+    /// First resized-image index kept.
+    src: u32,
+    /// First output index written; the rest is zero padding.
+    dst: u32,
+    /// Number of indices copied.
+    len: u32,
+}
+
+/// transformers' `center_crop`: offset `(size - crop) // 2` when the image is large enough,
+/// otherwise the whole axis placed at `ceil((crop - size) / 2)` in a zero canvas.
+fn crop_axis(size: u32, crop: u32) -> CropAxis {
+    if size >= crop {
+        CropAxis {
+            src: (size - crop) / 2,
+            dst: 0,
+            len: crop,
+        }
+    } else {
+        CropAxis {
+            src: 0,
+            dst: (crop - size).div_ceil(2),
+            len: size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_edge_sizes_follow_python_int_truncation() {
+        let se = ResizeTarget::ShortestEdge(224);
+        // (height, width) -> (height, width), values from transformers.
+        assert_eq!(resized_size(480, 640, se).unwrap(), (224, 298));
+        assert_eq!(resized_size(640, 480, se).unwrap(), (298, 224));
+        assert_eq!(resized_size(1, 1, se).unwrap(), (224, 224));
+        assert_eq!(resized_size(8, 400, se).unwrap(), (224, 11200));
+        assert_eq!(resized_size(333, 333, se).unwrap(), (224, 224));
+        assert_eq!(resized_size(3, 7, se).unwrap(), (224, 522));
+        let exact = ResizeTarget::Exact {
+            height: 5,
+            width: 9,
+        };
+        assert_eq!(resized_size(100, 3, exact).unwrap(), (5, 9));
+    }
+
+    #[test]
+    fn absurd_aspect_ratio_is_refused() {
+        let err = resized_size(1, 100_000_000, ResizeTarget::ShortestEdge(224)).unwrap_err();
+        assert!(matches!(err, PreprocessError::TooElongated { .. }));
+    }
+
+    #[test]
+    fn crop_axis_offsets_and_padding() {
+        assert_eq!(
+            crop_axis(298, 224),
+            CropAxis {
+                src: 37,
+                dst: 0,
+                len: 224
+            }
+        );
+        assert_eq!(
+            crop_axis(225, 224),
+            CropAxis {
+                src: 0,
+                dst: 0,
+                len: 224
+            }
+        );
+        assert_eq!(
+            crop_axis(1, 224),
+            CropAxis {
+                src: 0,
+                dst: 112,
+                len: 1
+            }
+        );
+        assert_eq!(
+            crop_axis(8, 5),
+            CropAxis {
+                src: 1,
+                dst: 0,
+                len: 5
+            }
+        );
+        assert_eq!(
+            crop_axis(3, 6),
+            CropAxis {
+                src: 0,
+                dst: 2,
+                len: 3
+            }
+        );
+    }
+
+    fn no_resize(crop: (u32, u32)) -> Preprocessor {
+        Preprocessor::new(PreprocessConfig {
+            do_resize: false,
+            crop_size: crop,
+            ..PreprocessConfig::default()
+        })
+    }
+
+    #[test]
+    fn small_image_is_centred_on_padding() {
+        let p = Preprocessor::new(PreprocessConfig {
+            do_resize: false,
+            do_rescale: false,
+            do_normalize: false,
+            crop_size: (3, 4),
+            ..PreprocessConfig::default()
+        });
+        let img = RgbImage::from_pixel(1, 2, image::Rgb([9, 8, 7]));
+        let out = p.preprocess(&img).unwrap();
+        // Height 2 in 3: placed at row ceil(1/2) = 1; width 1 in 4: at column ceil(3/2) = 2.
+        let red: Vec<f32> = out[..12].to_vec();
+        #[rustfmt::skip]
+        assert_eq!(red, [0., 0., 0., 0.,
+                         0., 0., 9., 0.,
+                         0., 0., 9., 0.]);
+        assert_eq!(out[12 + 6], 8.0);
+        assert_eq!(out[24 + 10], 7.0);
+    }
+
+    #[test]
+    fn normalisation_matches_transformers_float_order() {
+        let p = no_resize((1, 1));
+        let img = RgbImage::from_pixel(1, 1, image::Rgb([0, 128, 255]));
+        let out = p.preprocess(&img).unwrap();
+        // numpy: ((np.float64(v) * (1/255)).astype(f32) - f32(mean)) / f32(std)
+        assert_eq!(out, [-1.792_262_6, 0.168_897_32, 2.145_897]);
+        assert_eq!(p.output_size(), (1, 1));
+    }
+
+    #[test]
+    fn padding_normalises_a_zero_sample() {
+        let p = no_resize((2, 2));
+        let out = p
+            .preprocess(&RgbImage::from_pixel(1, 1, image::Rgb([0, 0, 0])))
+            .unwrap();
+        assert!(out
+            .iter()
+            .step_by(4)
+            .all(|&v| v == out[0] || v == out[4] || v == out[8]));
+        assert_eq!(out[0], -1.792_262_6);
+    }
+
+    #[test]
+    fn hand_built_variable_size_config_is_refused() {
+        let p = Preprocessor::new(PreprocessConfig {
+            do_center_crop: false,
+            ..PreprocessConfig::default()
+        });
+        let err = p.preprocess(&RgbImage::new(20, 10)).unwrap_err();
+        assert!(matches!(
+            err,
+            PreprocessError::VariableOutputSize {
+                got: (224, 448),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn empty_image_is_an_error() {
+        let p = Preprocessor::new(PreprocessConfig::default());
+        assert!(matches!(
+            p.preprocess(&RgbImage::new(0, 3)),
+            Err(PreprocessError::EmptyImage { .. })
+        ));
+    }
 }

@@ -1,0 +1,477 @@
+//! `preprocessor_config.json` parsing with `CLIPImageProcessorPil`'s defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::PreprocessError;
+
+/// `OPENAI_CLIP_MEAN` from `transformers.image_utils`.
+pub const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+/// `OPENAI_CLIP_STD` from `transformers.image_utils`.
+pub const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+/// Resampling filter, numbered as PIL's `Image.Resampling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resample {
+    /// PIL 0.
+    Nearest,
+    /// PIL 1.
+    Lanczos,
+    /// PIL 2.
+    Bilinear,
+    /// PIL 3; CLIP's default.
+    Bicubic,
+    /// PIL 4.
+    Box,
+    /// PIL 5.
+    Hamming,
+}
+
+impl Resample {
+    /// Maps PIL's integer code; `None` for codes vlm does not implement.
+    pub fn from_pil(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Nearest,
+            1 => Self::Lanczos,
+            2 => Self::Bilinear,
+            3 => Self::Bicubic,
+            4 => Self::Box,
+            5 => Self::Hamming,
+            _ => return None,
+        })
+    }
+
+    /// PIL's integer code for this filter.
+    pub fn pil_code(self) -> u8 {
+        match self {
+            Self::Nearest => 0,
+            Self::Lanczos => 1,
+            Self::Bilinear => 2,
+            Self::Bicubic => 3,
+            Self::Box => 4,
+            Self::Hamming => 5,
+        }
+    }
+}
+
+/// Target of the resize step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeTarget {
+    /// Scale so the shorter side equals this, keeping the aspect ratio (`{"shortest_edge": n}`).
+    ShortestEdge(u32),
+    /// Resize to exactly this size (`{"height": h, "width": w}`).
+    Exact { height: u32, width: u32 },
+}
+
+/// Parsed `preprocessor_config.json`, with `CLIPImageProcessorPil`'s defaults for missing keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreprocessConfig {
+    pub do_resize: bool,
+    pub size: ResizeTarget,
+    pub resample: Resample,
+    pub do_center_crop: bool,
+    /// `(height, width)`.
+    pub crop_size: (u32, u32),
+    pub do_rescale: bool,
+    pub rescale_factor: f64,
+    pub do_normalize: bool,
+    pub image_mean: [f64; 3],
+    pub image_std: [f64; 3],
+    /// Parsed for completeness; decoding always yields RGB, which is what `true` gives.
+    pub do_convert_rgb: bool,
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        Self {
+            do_resize: true,
+            size: ResizeTarget::ShortestEdge(224),
+            resample: Resample::Bicubic,
+            do_center_crop: true,
+            crop_size: (224, 224),
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: OPENAI_CLIP_MEAN,
+            image_std: OPENAI_CLIP_STD,
+            do_convert_rgb: true,
+        }
+    }
+}
+
+impl PreprocessConfig {
+    /// Reads and parses a `preprocessor_config.json`.
+    pub fn from_file(path: &Path) -> Result<Self, PreprocessError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PreprocessError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses config JSON; `origin` names the file in errors.
+    pub fn from_json_str(s: &str, origin: &Path) -> Result<Self, PreprocessError> {
+        let value: Value =
+            serde_json::from_str(s).map_err(|source| PreprocessError::ConfigJson {
+                path: origin.to_path_buf(),
+                source,
+            })?;
+        let Value::Object(map) = value else {
+            return Err(PreprocessError::ConfigJson {
+                path: origin.to_path_buf(),
+                source: serde::de::Error::custom("the top level is not a JSON object"),
+            });
+        };
+        let fields = Fields { map: &map, origin };
+        let defaults = Self::default();
+        let config = Self {
+            do_resize: fields.bool("do_resize")?.unwrap_or(defaults.do_resize),
+            size: fields.size()?.unwrap_or(defaults.size),
+            resample: fields.resample()?.unwrap_or(defaults.resample),
+            do_center_crop: fields
+                .bool("do_center_crop")?
+                .unwrap_or(defaults.do_center_crop),
+            crop_size: fields.crop_size()?.unwrap_or(defaults.crop_size),
+            do_rescale: fields.bool("do_rescale")?.unwrap_or(defaults.do_rescale),
+            rescale_factor: fields
+                .number("rescale_factor")?
+                .unwrap_or(defaults.rescale_factor),
+            do_normalize: fields
+                .bool("do_normalize")?
+                .unwrap_or(defaults.do_normalize),
+            image_mean: fields.triple("image_mean")?.unwrap_or(defaults.image_mean),
+            image_std: fields.triple("image_std")?.unwrap_or(defaults.image_std),
+            do_convert_rgb: fields
+                .bool("do_convert_rgb")?
+                .unwrap_or(defaults.do_convert_rgb),
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// `(height, width)` of every preprocessed image.
+    pub fn output_size(&self) -> (u32, u32) {
+        match (self.do_center_crop, self.do_resize, self.size) {
+            (true, _, _) => self.crop_size,
+            (false, true, ResizeTarget::Exact { height, width }) => (height, width),
+            // `validate` rejects the remaining, image-dependent cases.
+            _ => self.crop_size,
+        }
+    }
+
+    fn validate(&self, origin: &Path) -> Result<(), PreprocessError> {
+        let field_err = |field: &str, reason: String| PreprocessError::ConfigField {
+            path: origin.to_path_buf(),
+            field: field.to_string(),
+            reason,
+        };
+        // The encoders need one fixed input size; without a crop or an exact resize the
+        // output size would depend on each image.
+        let fixed = self.do_center_crop
+            || (self.do_resize && matches!(self.size, ResizeTarget::Exact { .. }));
+        if !fixed {
+            return Err(field_err(
+                "do_center_crop",
+                "is false and `size` is not {\"height\", \"width\"}, so output sizes would vary \
+                 per image; vlm needs a fixed input size"
+                    .into(),
+            ));
+        }
+        if let Some(i) = self
+            .image_std
+            .iter()
+            .position(|&s| s == 0.0 || !s.is_finite())
+        {
+            return Err(field_err(
+                "image_std",
+                format!(
+                    "has entry {i} = {}, which cannot be divided by",
+                    self.image_std[i]
+                ),
+            ));
+        }
+        if !self.rescale_factor.is_finite() {
+            return Err(field_err("rescale_factor", "is not finite".into()));
+        }
+        Ok(())
+    }
+}
+
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    origin: &'a Path,
+}
+
+impl Fields<'_> {
+    /// A JSON `null` counts as missing, so the default applies.
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn err(&self, field: &str, reason: impl Into<String>) -> PreprocessError {
+        PreprocessError::ConfigField {
+            path: PathBuf::from(self.origin),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, PreprocessError> {
+        self.get(key)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| self.err(key, format!("must be true or false, found {v}")))
+            })
+            .transpose()
+    }
+
+    fn number(&self, key: &str) -> Result<Option<f64>, PreprocessError> {
+        self.get(key)
+            .map(|v| {
+                v.as_f64()
+                    .ok_or_else(|| self.err(key, format!("must be a number, found {v}")))
+            })
+            .transpose()
+    }
+
+    fn positive(&self, key: &str, v: &Value) -> Result<u32, PreprocessError> {
+        v.as_u64()
+            .filter(|&n| n > 0)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.err(key, format!("must hold positive integers, found {v}")))
+    }
+
+    /// A scalar is broadcast to all three channels, as transformers does.
+    fn triple(&self, key: &str) -> Result<Option<[f64; 3]>, PreprocessError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        if let Some(x) = v.as_f64() {
+            return Ok(Some([x; 3]));
+        }
+        let bad = || {
+            self.err(
+                key,
+                format!("must be a number or a list of 3 numbers, found {v}"),
+            )
+        };
+        let list = v.as_array().filter(|a| a.len() == 3).ok_or_else(bad)?;
+        let mut out = [0.0; 3];
+        for (slot, item) in out.iter_mut().zip(list) {
+            *slot = item.as_f64().ok_or_else(bad)?;
+        }
+        Ok(Some(out))
+    }
+
+    fn resample(&self) -> Result<Option<Resample>, PreprocessError> {
+        let Some(v) = self.get("resample") else {
+            return Ok(None);
+        };
+        v.as_i64()
+            .and_then(Resample::from_pil)
+            .map(Some)
+            .ok_or_else(|| {
+                self.err(
+                    "resample",
+                    format!(
+                        "is {v}; vlm supports PIL filters 0 (nearest), 1 (lanczos), \
+                         2 (bilinear), 3 (bicubic), 4 (box) and 5 (hamming)"
+                    ),
+                )
+            })
+    }
+
+    /// An int means shortest edge (CLIP sets `default_to_square = False`); a 2-list is `[h, w]`.
+    fn size(&self) -> Result<Option<ResizeTarget>, PreprocessError> {
+        const KEY: &str = "size";
+        let Some(v) = self.get(KEY) else {
+            return Ok(None);
+        };
+        match v {
+            Value::Number(_) => Ok(Some(ResizeTarget::ShortestEdge(self.positive(KEY, v)?))),
+            Value::Array(a) if a.len() == 2 => Ok(Some(ResizeTarget::Exact {
+                height: self.positive(KEY, &a[0])?,
+                width: self.positive(KEY, &a[1])?,
+            })),
+            Value::Object(m) => {
+                let present: Vec<&str> = m
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                match present.as_slice() {
+                    ["shortest_edge"] => Ok(Some(ResizeTarget::ShortestEdge(
+                        self.positive(KEY, &m["shortest_edge"])?,
+                    ))),
+                    ["height", "width"] | ["width", "height"] => Ok(Some(ResizeTarget::Exact {
+                        height: self.positive(KEY, &m["height"])?,
+                        width: self.positive(KEY, &m["width"])?,
+                    })),
+                    _ => Err(self.err(
+                        KEY,
+                        format!(
+                            "has keys {present:?}; vlm supports {{\"shortest_edge\"}} or \
+                             {{\"height\", \"width\"}}"
+                        ),
+                    )),
+                }
+            }
+            _ => Err(self.err(
+                KEY,
+                format!("must be an integer, [height, width] or an object, found {v}"),
+            )),
+        }
+    }
+
+    fn crop_size(&self) -> Result<Option<(u32, u32)>, PreprocessError> {
+        const KEY: &str = "crop_size";
+        let Some(v) = self.get(KEY) else {
+            return Ok(None);
+        };
+        match v {
+            Value::Number(_) => {
+                let n = self.positive(KEY, v)?;
+                Ok(Some((n, n)))
+            }
+            Value::Array(a) if a.len() == 2 => Ok(Some((
+                self.positive(KEY, &a[0])?,
+                self.positive(KEY, &a[1])?,
+            ))),
+            Value::Object(m) => match (m.get("height"), m.get("width")) {
+                (Some(h), Some(w)) => Ok(Some((self.positive(KEY, h)?, self.positive(KEY, w)?))),
+                _ => Err(self.err(KEY, "must have \"height\" and \"width\" keys")),
+            },
+            _ => Err(self.err(
+                KEY,
+                format!("must be an integer, [height, width] or an object, found {v}"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<PreprocessConfig, PreprocessError> {
+        PreprocessConfig::from_json_str(s, Path::new("cfg/preprocessor_config.json"))
+    }
+
+    #[test]
+    fn empty_object_takes_clip_defaults() {
+        let c = parse("{}").unwrap();
+        assert_eq!(c, PreprocessConfig::default());
+        assert_eq!(c.size, ResizeTarget::ShortestEdge(224));
+        assert_eq!(c.resample, Resample::Bicubic);
+        assert_eq!(c.output_size(), (224, 224));
+    }
+
+    #[test]
+    fn openai_style_config_parses() {
+        let c = parse(
+            r#"{"crop_size": 336, "do_center_crop": true, "do_normalize": true,
+                "do_resize": true, "feature_extractor_type": "CLIPFeatureExtractor",
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "resample": 3, "size": 336}"#,
+        )
+        .unwrap();
+        assert_eq!(c.size, ResizeTarget::ShortestEdge(336));
+        assert_eq!(c.crop_size, (336, 336));
+        assert_eq!(c.output_size(), (336, 336));
+    }
+
+    #[test]
+    fn dict_sizes_and_scalar_mean() {
+        let c = parse(
+            r#"{"size": {"height": 10, "width": 20}, "crop_size": {"height": 8, "width": 6},
+                "do_center_crop": false, "image_mean": 0.5, "resample": 2,
+                "rescale_factor": 0.00392156862745098}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.size,
+            ResizeTarget::Exact {
+                height: 10,
+                width: 20
+            }
+        );
+        assert_eq!(c.output_size(), (10, 20));
+        assert_eq!(c.image_mean, [0.5; 3]);
+        assert_eq!(c.resample, Resample::Bilinear);
+        // Must equal Python's float exactly, or rescaled pixels could differ in the last bit.
+        assert_eq!(c.rescale_factor.to_bits(), (1.0f64 / 255.0).to_bits());
+    }
+
+    #[test]
+    fn null_means_default() {
+        let c = parse(r#"{"crop_size": null, "resample": null}"#).unwrap();
+        assert_eq!(c.crop_size, (224, 224));
+        assert_eq!(c.resample, Resample::Bicubic);
+    }
+
+    fn field_of(err: PreprocessError) -> String {
+        match &err {
+            PreprocessError::ConfigField { field, path, .. } => {
+                assert!(err.to_string().contains(&path.display().to_string()));
+                field.clone()
+            }
+            other => panic!("expected a field error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn unusable_values_name_the_field() {
+        assert_eq!(
+            field_of(parse(r#"{"resample": 7}"#).unwrap_err()),
+            "resample"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"resample": "bicubic"}"#).unwrap_err()),
+            "resample"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"do_resize": 1}"#).unwrap_err()),
+            "do_resize"
+        );
+        assert_eq!(field_of(parse(r#"{"size": -3}"#).unwrap_err()), "size");
+        assert_eq!(
+            field_of(parse(r#"{"size": {"longest_edge": 9}}"#).unwrap_err()),
+            "size"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"crop_size": "big"}"#).unwrap_err()),
+            "crop_size"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"image_mean": [1, 2]}"#).unwrap_err()),
+            "image_mean"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"image_std": [1, 0, 1]}"#).unwrap_err()),
+            "image_std"
+        );
+        assert_eq!(
+            field_of(parse(r#"{"do_center_crop": false}"#).unwrap_err()),
+            "do_center_crop"
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_reported_with_the_file() {
+        let err = parse("{not json").unwrap_err();
+        assert!(matches!(err, PreprocessError::ConfigJson { .. }));
+        assert!(err.to_string().contains("cfg/preprocessor_config.json"));
+        assert!(matches!(
+            parse("[1]").unwrap_err(),
+            PreprocessError::ConfigJson { .. }
+        ));
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let err = PreprocessConfig::from_file(Path::new("/nonexistent/vlm/cfg.json")).unwrap_err();
+        assert!(matches!(err, PreprocessError::Read { .. }));
+    }
+}
