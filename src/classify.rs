@@ -6,7 +6,8 @@ use candle_core::{Device, Tensor};
 
 use crate::config::ClipConfig;
 use crate::error::{Error, Result};
-use crate::model::ClipModel;
+use crate::labels::PromptSet;
+use crate::model::{l2_normalize, ClipModel};
 use crate::preprocess::{self, PreprocessConfig, Preprocessor};
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
@@ -96,9 +97,43 @@ impl Classifier {
         })
     }
 
+    /// One embedding per class of `set`: the class's only prompt, or the normalised mean of
+    /// its normalised prompt embeddings when it has several (templates or synonyms).
+    pub fn embed_classes(&self, set: &PromptSet) -> Result<PromptEmbeddings> {
+        let prompts = self.embed_prompts(&set.prompts)?;
+        if set.prompts.len() == set.classes.len() {
+            return Ok(prompts);
+        }
+        let ensemble = || -> candle_core::Result<Tensor> {
+            let unit = l2_normalize(&prompts.embeddings)?;
+            let mut means = Vec::with_capacity(set.classes.len());
+            let mut start = 0;
+            for class in 0..set.classes.len() {
+                // PromptSet keeps each class's prompts together.
+                let count = set.owners[start..]
+                    .iter()
+                    .take_while(|&&o| o == class)
+                    .count();
+                means.push(unit.narrow(0, start, count)?.mean_keepdim(0)?);
+                start += count;
+            }
+            l2_normalize(&Tensor::cat(&means, 0)?)
+        };
+        Ok(PromptEmbeddings {
+            embeddings: ensemble().map_err(Error::Score)?,
+            truncated: prompts.truncated,
+        })
+    }
+
     /// Decodes and preprocesses one image file into normalised (3, size, size) pixels.
     pub fn load_pixels(&self, path: &Path) -> Result<Vec<f32>> {
         let image = preprocess::decode_file(path)?;
+        Ok(self.preprocessor.preprocess(&image)?)
+    }
+
+    /// Decodes and preprocesses an image already in memory; `origin` names it in errors.
+    pub fn pixels_from_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Vec<f32>> {
+        let image = preprocess::decode_bytes(bytes, origin)?;
         Ok(self.preprocessor.preprocess(&image)?)
     }
 
@@ -112,6 +147,26 @@ impl Classifier {
                 source,
             })?;
         Ok(self.model.encode_images(&batch)?)
+    }
+
+    /// Embeds a batch of preprocessed images, one row of floats per image.
+    pub fn embed_pixels_rows(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        self.embed_pixels(pixels)?.to_vec2().map_err(Error::Score)
+    }
+
+    /// Ranks the prompts for image embeddings given as rows of floats.
+    pub fn rank_rows(
+        &self,
+        rows: &[&[f32]],
+        prompts: &PromptEmbeddings,
+    ) -> Result<Vec<Vec<Score>>> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let matrix = Tensor::from_vec(flat, (rows.len(), first.len()), self.model.device())
+            .map_err(Error::Score)?;
+        self.rank(&matrix, prompts)
     }
 
     /// Ranks the prompts for each embedded image.

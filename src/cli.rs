@@ -23,49 +23,198 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("label_source").required(true).args(["labels", "labels_file"])))]
 pub struct ClassifyArgs {
-    /// Image files to classify (JPEG, PNG, WebP, GIF, BMP, TIFF).
-    #[arg(required = true, value_name = "IMAGE")]
-    pub images: Vec<PathBuf>,
+    /// Images to classify: files, directories (searched recursively), quoted glob
+    /// patterns such as "photos/**/*.jpg", or http(s) URLs.
+    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
+    pub inputs: Vec<String>,
 
-    /// Comma-separated labels, e.g. "dog,cat,hot dog".
-    #[arg(short, long, value_name = "LIST")]
+    // Labels and prompts.
+    /// Comma-separated labels, e.g. "dog,cat,hot dog"; "cat|kitten" makes synonyms one class.
+    #[arg(short, long, value_name = "LIST", help_heading = "Labels")]
     pub labels: Option<String>,
 
-    /// File with one label per line; blank lines and lines starting with # are skipped.
-    #[arg(long, value_name = "FILE")]
+    /// File with one label per line (commas allowed); blank lines and # comments skipped.
+    #[arg(long, value_name = "FILE", help_heading = "Labels")]
     pub labels_file: Option<PathBuf>,
 
     /// Prompt template; {} is replaced by each label ("{}" alone uses the bare label).
-    #[arg(short, long, default_value = vlm::labels::DEFAULT_TEMPLATE)]
+    #[arg(short, long, default_value = vlm::labels::DEFAULT_TEMPLATE, help_heading = "Labels")]
     pub template: String,
 
+    /// Prompt ensemble instead of one template: imagenet80, imagenet7, or a file with one
+    /// template per line. Each class is the normalised mean of its prompts' embeddings.
+    #[arg(
+        long,
+        value_name = "SET",
+        conflicts_with = "template",
+        help_heading = "Labels"
+    )]
+    pub templates: Option<String>,
+
+    // Which files.
+    /// Read more inputs from FILE, one per line ("-" for stdin).
+    #[arg(long, value_name = "FILE", help_heading = "Inputs")]
+    pub files_from: Option<PathBuf>,
+
+    /// With --files-from: entries are separated by NUL bytes (as from find -print0).
+    #[arg(
+        short = '0',
+        long = "null",
+        requires = "files_from",
+        help_heading = "Inputs"
+    )]
+    pub null: bool,
+
+    /// Descend at most N directory levels below each directory given.
+    #[arg(long, value_name = "N", help_heading = "Inputs")]
+    pub max_depth: Option<usize>,
+
+    /// Include hidden files and directories (names starting with a dot).
+    #[arg(long, help_heading = "Inputs")]
+    pub hidden: bool,
+
+    /// Comma-separated extensions to take from directories, e.g. "jpg,png" (default: every
+    /// supported image type; files without a known extension are recognised by content).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Inputs"
+    )]
+    pub ext: Option<Vec<String>>,
+
+    /// Skip inputs matching this glob, e.g. "**/thumbs/**" (repeatable).
+    #[arg(long, value_name = "GLOB", help_heading = "Inputs")]
+    pub exclude: Vec<String>,
+
+    /// Take only slice K of N of the inputs (by a stable hash of each path), e.g. 2/8, to
+    /// split one corpus across N machines.
+    #[arg(long, value_name = "K/N", help_heading = "Inputs")]
+    pub shard: Option<vlm::inputs::Shard>,
+
+    // Model.
     /// Checkpoint: a local directory, an alias from `vlm models`, or a Hugging Face repo id.
-    #[arg(short, long, env = "VLM_MODEL", default_value = vlm::source::DEFAULT_MODEL)]
+    #[arg(short, long, env = "VLM_MODEL", default_value = vlm::source::DEFAULT_MODEL, help_heading = "Model")]
     pub model: String,
 
     /// Hub revision (branch, tag or commit) to use instead of the default.
-    #[arg(long, value_name = "REV")]
+    #[arg(long, value_name = "REV", help_heading = "Model")]
     pub revision: Option<String>,
 
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = FormatArg::Table)]
-    pub format: FormatArg,
-
-    /// Report only the N most probable labels per image.
-    #[arg(short = 'k', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub top_k: Option<u64>,
-
-    /// Images encoded together in one forward pass.
-    #[arg(short, long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub batch_size: u64,
-
     /// Where to run the model.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto, help_heading = "Model")]
     pub device: DeviceArg,
 
-    /// Print no warnings on stderr (errors are still printed).
-    #[arg(short, long)]
+    /// Images encoded together in one forward pass.
+    #[arg(short, long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = "Model")]
+    pub batch_size: u64,
+
+    /// Threads decoding and resizing images (default: one per core).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024),
+          help_heading = "Model")]
+    pub workers: Option<u64>,
+
+    /// Keep image embeddings in DIR (default: the user cache directory, or $VLM_CACHE_DIR),
+    /// keyed by file content, model and preprocessing, so relabelling skips the image encoder.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, help_heading = "Model")]
+    pub cache: Option<Option<PathBuf>>,
+
+    // Decisions.
+    /// Decide each label on its own: select every label whose cosine similarity is at least
+    /// --threshold, instead of picking the most probable one.
+    #[arg(long, help_heading = "Decisions")]
+    pub multi_label: bool,
+
+    /// Cosine similarity a label needs to be selected with --multi-label.
+    #[arg(
+        long,
+        value_name = "COS",
+        default_value_t = 0.25,
+        requires = "multi_label",
+        help_heading = "Decisions"
+    )]
+    pub threshold: f32,
+
+    /// Mark an image uncertain when its top label's probability is below P (0-1).
+    #[arg(
+        long,
+        value_name = "P",
+        conflicts_with = "multi_label",
+        help_heading = "Decisions"
+    )]
+    pub min_probability: Option<f32>,
+
+    /// Sort the images into DEST/<top label>/ (uncertain ones into DEST/_uncertain/).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        requires = "dest",
+        help_heading = "Decisions"
+    )]
+    pub organize: Option<OrganizeArg>,
+
+    /// Destination folder for --organize.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "organize",
+        help_heading = "Decisions"
+    )]
+    pub dest: Option<PathBuf>,
+
+    /// With --organize: print what would be done, change nothing.
+    #[arg(long, requires = "organize", help_heading = "Decisions")]
+    pub dry_run: bool,
+
+    // Output.
+    /// Output format [default: from the --output extension (.jsonl, .json, .csv, .tsv), else table].
+    #[arg(short, long, value_enum, help_heading = "Output")]
+    pub format: Option<FormatArg>,
+
+    /// Write results to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub output: Option<PathBuf>,
+
+    /// Keep the results already in --output (JSON Lines) and classify only the inputs not
+    /// in it yet; a line cut short by a killed run is removed first.
+    #[arg(long, requires = "output", help_heading = "Output")]
+    pub resume: bool,
+
+    /// Report only the N most probable labels per image.
+    #[arg(short = 'k', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          help_heading = "Output")]
+    pub top_k: Option<u64>,
+
+    /// No progress bar, warnings or summary on stderr (errors are still printed).
+    #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
+
+    /// Also report skipped files and cache statistics on stderr.
+    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
+    pub verbose: bool,
+}
+
+/// How --organize places files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrganizeArg {
+    /// Copy each image.
+    Copy,
+    /// Move each image (never left half-done).
+    Move,
+    /// Symlink to each image.
+    Link,
+}
+
+impl From<OrganizeArg> for vlm::organize::Mode {
+    fn from(arg: OrganizeArg) -> Self {
+        match arg {
+            OrganizeArg::Copy => Self::Copy,
+            OrganizeArg::Move => Self::Move,
+            OrganizeArg::Link => Self::Link,
+        }
+    }
 }
 
 /// Output formats (see `vlm::output::Format`).

@@ -19,6 +19,12 @@ pub enum Error {
     Labels(#[from] crate::labels::LabelError),
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    #[error(transparent)]
+    Input(#[from] crate::inputs::InputError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Organize(#[from] crate::organize::OrganizeError),
     #[error(
         "{}: preprocessing produces {height}x{width} pixels but the model takes {size}x{size}; \
          fix crop_size / size in this file to match config.json's vision_config.image_size",

@@ -1,4 +1,9 @@
-//! The user's labels and the prompt template that turns each label into a sentence.
+//! The user's labels and the prompt templates that turn each label into sentences.
+//!
+//! A label may list synonyms, `cat|kitten`: one class, named after the first. With several
+//! templates or synonyms, a class is the prompt ensemble of the CLIP paper's ImageNet
+//! notebook: every prompt is embedded and L2-normalised, the class embedding is their mean,
+//! normalised again.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +21,17 @@ pub enum LabelError {
     Duplicate { label: String },
     #[error("template {template:?} has no {{}} placeholder; write e.g. \"a photo of a {{}}.\" or \"{{}}\" for the bare label")]
     Template { template: String },
-    #[error("cannot read labels file {}: {source}", path.display())]
+    #[error("label {position} has an empty synonym; write synonyms as \"cat|kitten\" with no empty part")]
+    EmptySynonym { position: usize },
+    #[error("templates file {} has no templates; write one template with a {{}} per line", path.display())]
+    NoTemplates { path: PathBuf },
+    #[error("{}: line {line}: template {template:?} has no {{}} placeholder", path.display())]
+    FileTemplate {
+        path: PathBuf,
+        line: usize,
+        template: String,
+    },
+    #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -48,6 +63,118 @@ impl Template {
 impl Default for Template {
     fn default() -> Self {
         Self(DEFAULT_TEMPLATE.to_string())
+    }
+}
+
+/// The 80 prompt templates of CLIP's ImageNet evaluation.
+const IMAGENET80: &str = include_str!("templates/imagenet80.txt");
+/// The 7-template subset the same notebook found to do as well.
+const IMAGENET7: &str = include_str!("templates/imagenet7.txt");
+
+/// One or more templates whose prompts are averaged into one class embedding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Templates(Vec<Template>);
+
+impl Templates {
+    /// Just one template.
+    pub fn single(template: Template) -> Self {
+        Self(vec![template])
+    }
+
+    /// `imagenet80`, `imagenet7`, or a file with one template per line (blank lines and
+    /// `#` comments skipped).
+    pub fn from_arg(arg: &str) -> Result<Self, LabelError> {
+        let (text, origin) = match arg {
+            "imagenet80" => (IMAGENET80.to_string(), PathBuf::from("imagenet80")),
+            "imagenet7" => (IMAGENET7.to_string(), PathBuf::from("imagenet7")),
+            path => {
+                let path = PathBuf::from(path);
+                let text = std::fs::read_to_string(&path).map_err(|source| LabelError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                (text, path)
+            }
+        };
+        let mut templates = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            templates.push(Template::new(line).map_err(|_| LabelError::FileTemplate {
+                path: origin.clone(),
+                line: i + 1,
+                template: line.to_string(),
+            })?);
+        }
+        if templates.is_empty() {
+            return Err(LabelError::NoTemplates { path: origin });
+        }
+        Ok(Self(templates))
+    }
+
+    /// The templates, in order.
+    pub fn as_slice(&self) -> &[Template] {
+        &self.0
+    }
+}
+
+/// A class to score: a name and the synonyms (the name first) that describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Class {
+    pub name: String,
+    pub synonyms: Vec<String>,
+}
+
+/// Every prompt to embed, and which class each belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptSet {
+    pub classes: Vec<Class>,
+    pub prompts: Vec<String>,
+    /// `owners[i]` is the index in `classes` of `prompts[i]`.
+    pub owners: Vec<usize>,
+}
+
+impl PromptSet {
+    /// Applies every template to every synonym of every label.
+    pub fn new(labels: &[String], templates: &Templates) -> Result<Self, LabelError> {
+        let mut classes = Vec::with_capacity(labels.len());
+        let mut prompts = Vec::new();
+        let mut owners = Vec::new();
+        for (index, label) in labels.iter().enumerate() {
+            let synonyms: Vec<String> = label.split('|').map(|s| s.trim().to_string()).collect();
+            if synonyms.iter().any(String::is_empty) {
+                return Err(LabelError::EmptySynonym {
+                    position: index + 1,
+                });
+            }
+            for synonym in &synonyms {
+                for template in templates.as_slice() {
+                    prompts.push(template.apply(synonym));
+                    owners.push(index);
+                }
+            }
+            classes.push(Class {
+                name: synonyms[0].clone(),
+                synonyms,
+            });
+        }
+        let names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
+        check(names)?;
+        Ok(Self {
+            classes,
+            prompts,
+            owners,
+        })
+    }
+
+    /// The prompt reported for a class: its only prompt, or the first of its ensemble.
+    pub fn first_prompt(&self, class: usize) -> &str {
+        self.owners
+            .iter()
+            .position(|&owner| owner == class)
+            .map_or("", |i| self.prompts[i].as_str())
     }
 }
 
@@ -123,6 +250,49 @@ mod tests {
         assert_eq!(read_file(&path).unwrap(), vec!["dog", "cat, small"]);
         let missing = read_file(&dir.path().join("nope.txt")).unwrap_err();
         assert!(missing.to_string().contains("nope.txt"));
+    }
+
+    #[test]
+    fn synonyms_and_templates_expand_into_owned_prompts() {
+        let labels = parse_list("cat|kitten, dog").unwrap();
+        let templates = Templates::from_arg("imagenet7").unwrap();
+        assert_eq!(templates.as_slice().len(), 7);
+        let set = PromptSet::new(&labels, &templates).unwrap();
+        assert_eq!(set.classes[0].name, "cat");
+        assert_eq!(set.classes[0].synonyms, vec!["cat", "kitten"]);
+        assert_eq!(set.prompts.len(), 3 * 7);
+        assert_eq!(set.owners.iter().filter(|&&o| o == 0).count(), 14);
+        assert_eq!(set.prompts[7], "itap of a kitten.");
+        assert_eq!(set.first_prompt(1), "itap of a dog.");
+        assert_eq!(
+            Templates::from_arg("imagenet80").unwrap().as_slice().len(),
+            80
+        );
+        assert!(matches!(
+            PromptSet::new(&["cat|".to_string()], &templates),
+            Err(LabelError::EmptySynonym { position: 1 })
+        ));
+        assert!(matches!(
+            PromptSet::new(&["cat|kitten".to_string(), "cat".to_string()], &templates),
+            Err(LabelError::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn template_files_are_checked_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.txt");
+        std::fs::write(&path, "# mine\na photo of a {}.\n\nart of {}\n").unwrap();
+        let templates = Templates::from_arg(path.to_str().unwrap()).unwrap();
+        assert_eq!(templates.as_slice()[1].apply("x"), "art of x");
+        std::fs::write(&path, "a photo\n").unwrap();
+        let err = Templates::from_arg(path.to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        std::fs::write(&path, "# nothing\n").unwrap();
+        assert!(matches!(
+            Templates::from_arg(path.to_str().unwrap()),
+            Err(LabelError::NoTemplates { .. })
+        ));
     }
 
     #[test]

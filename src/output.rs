@@ -1,7 +1,11 @@
 //! Writing results: a table for people, JSON, JSON Lines, CSV and TSV for scripts.
-//! Every writer emits each image as soon as it is given, so output streams.
+//! Every writer emits each image as soon as it is given, so output streams, and each
+//! image's record goes out in one write, so a killed run leaves no torn JSONL line.
 
-use std::io::{self, Write};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -12,6 +16,9 @@ pub struct LabelResult {
     pub prompt: String,
     pub probability: f32,
     pub similarity: f32,
+    /// In multi-label mode: the similarity passed the threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected: Option<bool>,
 }
 
 /// What happened to one input.
@@ -28,6 +35,10 @@ pub enum Outcome {
 pub struct ImageReport {
     pub path: String,
     pub outcome: Outcome,
+    /// In single-label mode with a minimum probability: the top label fell short of it.
+    pub uncertain: Option<bool>,
+    /// In multi-label mode: every label that passed the threshold, best first.
+    pub labels: Option<Vec<String>>,
 }
 
 /// Output formats.
@@ -48,6 +59,10 @@ pub enum Format {
 #[derive(Serialize)]
 struct JsonRanked<'a> {
     path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uncertain: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a [String]>,
     results: &'a [LabelResult],
 }
 
@@ -57,13 +72,15 @@ struct JsonFailed<'a> {
     error: &'a str,
 }
 
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 9] = [
     "path",
     "rank",
     "label",
     "prompt",
     "probability",
     "similarity",
+    "selected",
+    "uncertain",
     "error",
 ];
 
@@ -72,6 +89,10 @@ pub struct ReportWriter<W: Write> {
     out: W,
     format: Format,
     written: usize,
+    /// The record being formatted; written out whole.
+    record: Vec<u8>,
+    /// Whether a CSV/TSV header is still to be written.
+    header: bool,
 }
 
 impl<W: Write> ReportWriter<W> {
@@ -81,31 +102,41 @@ impl<W: Write> ReportWriter<W> {
             out,
             format,
             written: 0,
+            record: Vec::new(),
+            header: true,
         }
     }
 
-    /// Writes one image's report and flushes it.
+    /// For appending to a file that already has rows: no CSV/TSV header.
+    pub fn without_header(mut self) -> Self {
+        self.header = false;
+        self
+    }
+
+    /// Writes one image's report, in one write, and flushes it.
     pub fn write(&mut self, report: &ImageReport) -> io::Result<()> {
         let first = self.written == 0;
         self.written += 1;
+        self.record.clear();
         match self.format {
             Format::Table => self.table(report)?,
             Format::Json => {
-                self.out
-                    .write_all(if first { b"[\n  " } else { b",\n  " })?;
+                self.record
+                    .extend_from_slice(if first { b"[\n  " } else { b",\n  " });
                 self.json(report)?;
             }
             Format::Jsonl => {
                 self.json(report)?;
-                self.out.write_all(b"\n")?;
+                self.record.push(b'\n');
             }
             Format::Csv | Format::Tsv => {
-                if first {
+                if std::mem::take(&mut self.header) {
                     self.row(&COLUMNS.map(String::from))?;
                 }
                 self.rows(report)?;
             }
         }
+        self.out.write_all(&self.record)?;
         self.out.flush()
     }
 
@@ -122,14 +153,16 @@ impl<W: Write> ReportWriter<W> {
     fn json(&mut self, report: &ImageReport) -> io::Result<()> {
         match &report.outcome {
             Outcome::Ranked(results) => serde_json::to_writer(
-                &mut self.out,
+                &mut self.record,
                 &JsonRanked {
                     path: &report.path,
+                    uncertain: report.uncertain,
+                    labels: report.labels.as_deref(),
                     results,
                 },
             ),
             Outcome::Failed(error) => serde_json::to_writer(
-                &mut self.out,
+                &mut self.record,
                 &JsonFailed {
                     path: &report.path,
                     error,
@@ -145,18 +178,24 @@ impl<W: Write> ReportWriter<W> {
             return Ok(());
         };
         if self.written > 1 {
-            writeln!(self.out)?;
+            writeln!(self.record)?;
         }
-        writeln!(self.out, "{}", report.path)?;
+        let note = if report.uncertain == Some(true) {
+            "  (uncertain)"
+        } else {
+            ""
+        };
+        writeln!(self.record, "{}{note}", report.path)?;
         let width = results
             .iter()
             .map(|r| r.label.chars().count())
             .max()
             .unwrap_or(0);
         for r in results {
+            let mark = if r.selected == Some(true) { "  *" } else { "" };
             writeln!(
-                self.out,
-                "  {:>7.2}%  {:<width$}  cos {:.4}",
+                self.record,
+                "  {:>7.2}%  {:<width$}  cos {:.4}{mark}",
                 r.probability * 100.0,
                 r.label,
                 r.similarity
@@ -168,6 +207,7 @@ impl<W: Write> ReportWriter<W> {
     fn rows(&mut self, report: &ImageReport) -> io::Result<()> {
         match &report.outcome {
             Outcome::Ranked(results) => {
+                let flag = |b: Option<bool>| b.map(|b| b.to_string()).unwrap_or_default();
                 for (rank, r) in results.iter().enumerate() {
                     self.row(&[
                         report.path.clone(),
@@ -176,6 +216,8 @@ impl<W: Write> ReportWriter<W> {
                         r.prompt.clone(),
                         r.probability.to_string(),
                         r.similarity.to_string(),
+                        flag(r.selected),
+                        flag(report.uncertain),
                         String::new(),
                     ])?;
                 }
@@ -188,12 +230,14 @@ impl<W: Write> ReportWriter<W> {
                 String::new(),
                 String::new(),
                 String::new(),
+                String::new(),
+                String::new(),
                 error.clone(),
             ]),
         }
     }
 
-    fn row(&mut self, fields: &[String; 7]) -> io::Result<()> {
+    fn row(&mut self, fields: &[String; 9]) -> io::Result<()> {
         let (separator, escape): (&str, fn(&str) -> String) = match self.format {
             Format::Tsv => ("\t", tsv_field),
             _ => (",", csv_field),
@@ -203,8 +247,65 @@ impl<W: Write> ReportWriter<W> {
             .map(|f| escape(f))
             .collect::<Vec<_>>()
             .join(separator);
-        writeln!(self.out, "{line}")
+        writeln!(self.record, "{line}")
     }
+}
+
+/// Prepares a JSON Lines file for `--resume`: cuts off a torn last line (a run killed
+/// mid-write), and returns the `path` of every record in it, so those inputs are skipped.
+pub fn resume_jsonl(path: &Path) -> io::Result<HashSet<String>> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(err) => return Err(err),
+    };
+    let mut done = HashSet::new();
+    let mut complete = 0u64;
+    let mut reader = BufReader::new(&mut file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line)?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        // A line that does not parse was not written by vlm: keep it, but it proves nothing.
+        if let Ok(record) = serde_json::from_slice::<serde_json::Value>(&line) {
+            if let Some(path) = record.get("path").and_then(|p| p.as_str()) {
+                done.insert(path.to_string());
+            }
+        }
+        complete += read as u64;
+    }
+    drop(reader);
+    if file.metadata()?.len() != complete {
+        file.set_len(complete)?;
+        file.sync_all()?;
+    }
+    Ok(done)
+}
+
+/// Opens an output file: appended to when resuming, else replaced.
+pub fn open_output(path: &Path, append: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    let mut file = options.open(path)?;
+    if append {
+        file.seek(SeekFrom::End(0))?;
+    }
+    Ok(file)
+}
+
+/// Whether a file has content already (for deciding on a CSV header when appending).
+pub fn has_content(path: &Path) -> bool {
+    File::open(path)
+        .and_then(|mut f| f.read(&mut [0u8; 1]))
+        .is_ok_and(|n| n > 0)
 }
 
 /// RFC 4180 quoting: only fields with a comma, quote or line break are quoted.
@@ -234,18 +335,24 @@ mod tests {
                         prompt: "a photo of a cat.".into(),
                         probability: 0.75,
                         similarity: 0.3125,
+                        selected: None,
                     },
                     LabelResult {
                         label: "dog".into(),
                         prompt: "a photo of a dog.".into(),
                         probability: 0.25,
                         similarity: 0.125,
+                        selected: None,
                     },
                 ]),
+                uncertain: None,
+                labels: None,
             },
             ImageReport {
                 path: "broken.png".into(),
                 outcome: Outcome::Failed("cannot decode".into()),
+                uncertain: None,
+                labels: None,
             },
         ]
     }
@@ -290,19 +397,75 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "path,rank,label,prompt,probability,similarity,error"
+            "path,rank,label,prompt,probability,similarity,selected,uncertain,error"
         );
         assert_eq!(
             lines[1],
-            "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,"
+            "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,,,"
         );
-        assert_eq!(lines[3], "broken.png,,,,,,cannot decode");
+        assert_eq!(lines[3], "broken.png,,,,,,,,cannot decode");
 
         let tsv = render(Format::Tsv);
         assert_eq!(
             tsv.lines().nth(2).unwrap(),
-            "a, \"b\".jpg\t2\tdog\ta photo of a dog.\t0.25\t0.125\t"
+            "a, \"b\".jpg\t2\tdog\ta photo of a dog.\t0.25\t0.125\t\t\t"
         );
+    }
+
+    #[test]
+    fn decisions_show_in_every_format() {
+        let mut report = reports().remove(0);
+        report.uncertain = Some(true);
+        report.labels = Some(vec!["cat".into()]);
+        if let Outcome::Ranked(results) = &mut report.outcome {
+            results[0].selected = Some(true);
+            results[1].selected = Some(false);
+        }
+        let mut writer = ReportWriter::new(Vec::new(), Format::Jsonl);
+        writer.write(&report).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&writer.finish().unwrap()).unwrap();
+        assert_eq!(line["uncertain"], true);
+        assert_eq!(line["labels"], serde_json::json!(["cat"]));
+        assert_eq!(line["results"][1]["selected"], false);
+
+        let mut writer = ReportWriter::new(Vec::new(), Format::Csv).without_header();
+        writer.write(&report).unwrap();
+        let csv = String::from_utf8(writer.finish().unwrap()).unwrap();
+        assert!(
+            csv.starts_with(
+                "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,true,true,\n"
+            ),
+            "{csv}"
+        );
+
+        let mut writer = ReportWriter::new(Vec::new(), Format::Table);
+        writer.write(&report).unwrap();
+        let table = String::from_utf8(writer.finish().unwrap()).unwrap();
+        assert!(table.starts_with("a, \"b\".jpg  (uncertain)\n"), "{table}");
+        assert!(table.contains("cat  cos 0.3125  *\n"), "{table}");
+    }
+
+    #[test]
+    fn resume_cuts_a_torn_line_and_lists_done_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"path\":\"a.jpg\",\"results\":[]}\n{\"path\":\"b.jpg\",\"error\":\"x\"}\n{\"path\":\"c.j").unwrap();
+        let done = resume_jsonl(&path).unwrap();
+        assert_eq!(
+            done,
+            HashSet::from(["a.jpg".to_string(), "b.jpg".to_string()])
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("\"x\"}\n"), "{text}");
+        assert!(resume_jsonl(&dir.path().join("none.jsonl"))
+            .unwrap()
+            .is_empty());
+
+        let mut file = open_output(&path, true).unwrap();
+        file.write_all(b"{\"path\":\"c.jpg\"}\n").unwrap();
+        assert_eq!(resume_jsonl(&path).unwrap().len(), 3);
+        assert!(has_content(&path));
+        assert!(!has_content(&dir.path().join("none.jsonl")));
     }
 
     #[test]

@@ -15,17 +15,20 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
-/// What a worker made of one input.
-pub enum Prepared {
+/// What a worker made of one input. `K` travels with pixels to the sink, e.g. the cache
+/// key under which to store the embedding.
+pub enum Prepared<K = ()> {
     /// Normalised pixels that still need the image encoder.
-    Pixels(Vec<f32>),
+    Pixels(Vec<f32>, K),
     /// A finished embedding (from the cache): the encoder is skipped.
     Embedding(Vec<f32>),
 }
 
 /// One input's result, handed to the sink in input order.
-pub struct Done<T> {
+pub struct Done<T, K = ()> {
     pub item: T,
+    /// The key given with the pixels, for embeddings the encoder made.
+    pub key: Option<K>,
     /// The projected image embedding, or why there is none.
     pub embedding: Result<Vec<f32>, Error>,
     /// The embedding came from [`Prepared::Embedding`] rather than the encoder.
@@ -71,7 +74,7 @@ pub struct PipelineStats {
 /// pixels, and hands every item to `sink` in input order, a batch at a time. An error from
 /// `encode` or `sink` stops the run and is returned; per-item load errors are not errors
 /// of the run, they reach the sink.
-pub fn run<T, I, L, E, S, X>(
+pub fn run<T, K, I, L, E, S, X>(
     items: I,
     options: PipelineOptions,
     load: L,
@@ -80,10 +83,11 @@ pub fn run<T, I, L, E, S, X>(
 ) -> Result<PipelineStats, X>
 where
     T: Send,
+    K: Send,
     I: Iterator<Item = T> + Send,
-    L: Fn(&T) -> Result<Prepared, Error> + Sync,
+    L: Fn(&T) -> Result<Prepared<K>, Error> + Sync,
     E: FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error>,
-    S: FnMut(Vec<Done<T>>) -> Result<(), X>,
+    S: FnMut(Vec<Done<T, K>>) -> Result<(), X>,
     X: From<Error>,
 {
     let batch_size = options.batch_size.max(1);
@@ -100,7 +104,8 @@ where
     // Shared by the workers and dropped with the last of them, so a feeder blocked on a
     // full queue is released when the workers stop early.
     let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
-    let (done_tx, done_rx) = mpsc::sync_channel::<(usize, T, Result<Prepared, Error>)>(in_flight);
+    let (done_tx, done_rx) =
+        mpsc::sync_channel::<(usize, T, Result<Prepared<K>, Error>)>(in_flight);
 
     std::thread::scope(|scope| {
         scope.spawn(move || feed(items, &token_rx, &job_tx));
@@ -137,8 +142,8 @@ fn feed<T, I: Iterator<Item = T>>(items: I, tokens: &Receiver<()>, jobs: &SyncSe
     }
 }
 
-fn collect<T, E, S, X>(
-    done: Receiver<(usize, T, Result<Prepared, Error>)>,
+fn collect<T, K, E, S, X>(
+    done: Receiver<(usize, T, Result<Prepared<K>, Error>)>,
     tokens: SyncSender<()>,
     batch_size: usize,
     encode: &mut E,
@@ -146,13 +151,13 @@ fn collect<T, E, S, X>(
 ) -> Result<PipelineStats, X>
 where
     E: FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error>,
-    S: FnMut(Vec<Done<T>>) -> Result<(), X>,
+    S: FnMut(Vec<Done<T, K>>) -> Result<(), X>,
     X: From<Error>,
 {
     let mut stats = PipelineStats::default();
-    let mut waiting: BTreeMap<usize, (T, Result<Prepared, Error>)> = BTreeMap::new();
+    let mut waiting: BTreeMap<usize, (T, Result<Prepared<K>, Error>)> = BTreeMap::new();
     let mut next = 0usize;
-    let mut pending: Vec<(T, Result<Prepared, Error>)> = Vec::new();
+    let mut pending: Vec<(T, Result<Prepared<K>, Error>)> = Vec::new();
     let mut pixels_pending = 0usize;
     let mut finished = false;
 
@@ -162,7 +167,7 @@ where
             let Some(entry) = waiting.remove(&next) else {
                 break;
             };
-            if matches!(entry.1, Ok(Prepared::Pixels(_))) {
+            if matches!(entry.1, Ok(Prepared::Pixels(..))) {
                 pixels_pending += 1;
             }
             pending.push(entry);
@@ -196,11 +201,11 @@ where
     }
 }
 
-fn run_batch<T, E>(
-    batch: Vec<(T, Result<Prepared, Error>)>,
+fn run_batch<T, K, E>(
+    batch: Vec<(T, Result<Prepared<K>, Error>)>,
     encode: &mut E,
     stats: &mut PipelineStats,
-) -> Result<Vec<Done<T>>, Error>
+) -> Result<Vec<Done<T, K>>, Error>
 where
     E: FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error>,
 {
@@ -208,12 +213,12 @@ where
     let mut slots = Vec::with_capacity(batch.len());
     for (item, prepared) in batch {
         match prepared {
-            Ok(Prepared::Pixels(p)) => {
+            Ok(Prepared::Pixels(p, key)) => {
                 pixels.push(p);
-                slots.push((item, None, false));
+                slots.push((item, None, Some(key)));
             }
-            Ok(Prepared::Embedding(e)) => slots.push((item, Some(Ok(e)), true)),
-            Err(err) => slots.push((item, Some(Err(err)), false)),
+            Ok(Prepared::Embedding(e)) => slots.push((item, Some(Ok(e)), None)),
+            Err(err) => slots.push((item, Some(Err(err)), None)),
         }
     }
     let mut encoded = Vec::new().into_iter();
@@ -224,7 +229,8 @@ where
         stats.encoded += pixels.len();
     }
     let mut out = Vec::with_capacity(slots.len());
-    for (item, result, reused) in slots {
+    for (item, result, key) in slots {
+        let reused = matches!(result, Some(Ok(_)));
         let embedding = match result {
             Some(result) => result,
             None => Ok(encoded.next().ok_or(Error::Internal(
@@ -238,6 +244,7 @@ where
         }
         out.push(Done {
             item,
+            key,
             embedding,
             reused,
         });
@@ -262,7 +269,7 @@ mod tests {
         } else if n % 5 == 0 {
             Ok(Prepared::Embedding(vec![*n as f32, 1.0]))
         } else {
-            Ok(Prepared::Pixels(vec![*n as f32]))
+            Ok(Prepared::Pixels(vec![*n as f32], ()))
         }
     }
 
@@ -324,7 +331,7 @@ mod tests {
             },
             |n: &usize| {
                 loaded.fetch_add(1, Ordering::Relaxed);
-                Ok(Prepared::Pixels(vec![*n as f32]))
+                Ok(Prepared::Pixels(vec![*n as f32], ()))
             },
             |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
             |done: Vec<Done<usize>>| {
