@@ -115,7 +115,7 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
     }
 
     let mut tally = Tally::default();
-    let mut todo = find_inputs(args, &mut tally)?;
+    let (mut todo, unreadable) = find_inputs(args, &mut tally)?;
     if let Some(path) = args.output.as_ref().filter(|_| args.resume) {
         let done = output::resume_jsonl(path)
             .with_context(|| format!("cannot read {} to resume", path.display()))?;
@@ -194,6 +194,10 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
         bar
     };
 
+    let mut writer = ReportWriter::new(out, format);
+    for report in &unreadable {
+        writer.write(report)?;
+    }
     let mut sink = Sink {
         args,
         prompts: &prompts,
@@ -201,7 +205,7 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
         classifier: &classifier,
         cache: cache.as_ref(),
         organizer,
-        writer: ReportWriter::new(out, format),
+        writer,
         progress: &progress,
         tally: &mut tally,
         cache_write_failed: false,
@@ -264,8 +268,12 @@ fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
 
-/// Walks the inputs; skips and per-entry errors are reported as they come.
-fn find_inputs(args: &ClassifyArgs, tally: &mut Tally) -> anyhow::Result<Vec<Input>> {
+/// Walks the inputs; skips and per-entry errors are reported as they come. Inputs that
+/// exist by name but cannot be used come back as failure reports for the output.
+fn find_inputs(
+    args: &ClassifyArgs,
+    tally: &mut Tally,
+) -> anyhow::Result<(Vec<Input>, Vec<ImageReport>)> {
     let options = InputOptions {
         max_depth: args.max_depth,
         hidden: args.hidden,
@@ -276,6 +284,7 @@ fn find_inputs(args: &ClassifyArgs, tally: &mut Tally) -> anyhow::Result<Vec<Inp
     };
     let files_from = args.files_from.as_ref().map(FilesFrom::from_arg);
     let mut found = Vec::new();
+    let mut unreadable = Vec::new();
     for event in inputs::discover(&args.inputs, files_from, &options)? {
         match event {
             Event::Input(input) => found.push(input),
@@ -288,10 +297,18 @@ fn find_inputs(args: &ClassifyArgs, tally: &mut Tally) -> anyhow::Result<Vec<Inp
             Event::Error(err) => {
                 tally.failed += 1;
                 eprintln!("vlm: {err}");
+                if let Some(path) = err.subject() {
+                    unreadable.push(ImageReport {
+                        path,
+                        outcome: Outcome::Failed(err.to_string()),
+                        uncertain: None,
+                        labels: None,
+                    });
+                }
             }
         }
     }
-    Ok(found)
+    Ok((found, unreadable))
 }
 
 /// What makes cached embeddings of this checkpoint valid: the exact weights file (a hub
@@ -371,8 +388,14 @@ impl<W: Write> Sink<'_, W> {
                 }
                 Err(err) => {
                     self.tally.failed += 1;
-                    self.progress
-                        .suspend(|| eprintln!("vlm: {}: {err}", done.item.display));
+                    let message = err.to_string();
+                    self.progress.suspend(|| {
+                        if message.contains(&done.item.display) {
+                            eprintln!("vlm: {message}");
+                        } else {
+                            eprintln!("vlm: {}: {message}", done.item.display);
+                        }
+                    });
                     ImageReport {
                         path: done.item.display.clone(),
                         outcome: Outcome::Failed(err.to_string()),

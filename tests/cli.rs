@@ -175,7 +175,7 @@ fn csv_json_table_and_top_k() {
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(
         rows[0],
-        "path,rank,label,prompt,probability,similarity,error"
+        "path,rank,label,prompt,probability,similarity,selected,uncertain,error"
     );
     assert_eq!(rows.len(), 1 + 2 * 2);
     assert!(rows[2].contains(",2,"));

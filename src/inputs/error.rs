@@ -131,3 +131,19 @@ pub enum InputError {
         message: String,
     },
 }
+
+impl InputError {
+    /// The input this error is about, as the output names it; `None` for errors about
+    /// options or path lists rather than one input.
+    pub fn subject(&self) -> Option<String> {
+        match self {
+            Self::NotFound { path }
+            | Self::BrokenSymlink { path }
+            | Self::Io { path, .. }
+            | Self::Walk { path, .. } => Some(path.display().to_string()),
+            Self::TooLarge { display, .. } => Some(display.clone()),
+            Self::HttpStatus { url, .. } | Self::Network { url, .. } => Some(url.clone()),
+            _ => None,
+        }
+    }
+}
