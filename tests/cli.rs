@@ -299,10 +299,14 @@ fn models_lists_the_registry() {
 #[test]
 fn a_closed_pipe_ends_the_run_quietly() {
     let (image, _) = lossless_images(&reference()).remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::copy(&image, dir.path().join(format!("{i:03}.png"))).unwrap();
+    }
     let mut child = vlm()
         .args(["classify", "-f", "jsonl", "-b", "4", "-l", "cat,dog", "-m"])
         .arg(model_dir())
-        .args(std::iter::repeat_n(&image, 200))
+        .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
