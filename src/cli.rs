@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Rank labels for each image by how well the image matches "a photo of a <label>."
-    Classify(ClassifyArgs),
+    Classify(Box<ClassifyArgs>),
     /// List the model aliases built into vlm.
     Models,
 }

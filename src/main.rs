@@ -279,7 +279,7 @@ fn find_inputs(
         hidden: args.hidden,
         extensions: args.ext.clone(),
         exclude: args.exclude.clone(),
-        shard: args.shard.clone(),
+        shard: args.shard,
         null_separated: args.null,
     };
     let files_from = args.files_from.as_ref().map(FilesFrom::from_arg);
