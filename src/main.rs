@@ -246,6 +246,9 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
             seconds(stats.waiting),
             seconds(stats.encoding)
         );
+        if let Some(peak) = peak_memory() {
+            eprintln!("vlm: peak memory (resident): {peak}");
+        }
         if let Some(cache) = &cache {
             let c = cache.stats();
             eprintln!(
@@ -262,6 +265,14 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// The process's peak resident set size, where the OS reports it (Linux).
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(format!("{:.1} MiB", kib / 1024.0))
 }
 
 fn seconds(duration: Duration) -> String {
