@@ -5,8 +5,10 @@
 //! cargo build --release && cargo run --release --example bench_folder -- \
 //!     --work /tmp/vlm-bench --images 500 --size 3000x2000
 //!
-//! The checkpoint (~600 MB) and the images are made once under --work and reused. Figures
-//! go in BENCHMARKS.md; nothing here is a test.
+//! The checkpoint (~600 MB) and the images are made once under --work and reused;
+//! `--checkpoint DIR` uses another checkpoint instead (e.g. the tiny test fixture, to see
+//! how memory grows with the number of images rather than with the model). Figures go in
+//! BENCHMARKS.md; nothing here is a test.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ const B32_PREPROCESSOR: &str = r#"{"do_resize": true, "size": {"shortest_edge": 
 
 struct Args {
     work: PathBuf,
+    checkpoint: Option<PathBuf>,
     images: usize,
     width: u32,
     height: u32,
@@ -43,6 +46,7 @@ struct Args {
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         work: std::env::temp_dir().join("vlm-bench"),
+        checkpoint: None,
         images: 500,
         width: 3000,
         height: 2000,
@@ -54,6 +58,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--work" => args.work = PathBuf::from(value()?),
             "--images" => args.images = value()?.parse()?,
+            "--checkpoint" => args.checkpoint = Some(PathBuf::from(value()?)),
             "--size" => {
                 let size = value()?;
                 let (w, h) = size.split_once('x').context("--size is WIDTHxHEIGHT")?;

@@ -320,3 +320,48 @@ fn a_closed_pipe_ends_the_run_quietly() {
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(stderr(&output), "");
 }
+
+#[test]
+fn multi_label_and_min_probability_decisions() {
+    let (image, _) = lossless_images(&reference()).remove(0);
+    let run = |extra: &[&str]| -> Value {
+        let output = run(vlm()
+            .args(["classify", "-f", "jsonl", "-l", "cat,dog,car", "-m"])
+            .arg(model_dir())
+            .args(extra)
+            .arg(&image));
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_str(stdout(&output).trim()).unwrap()
+    };
+    let plain = run(&[]);
+    let results = plain["results"].as_array().unwrap();
+    let middle = results[1]["similarity"].as_f64().unwrap();
+
+    // A threshold just below the second similarity selects exactly the labels at or above it.
+    let threshold = format!("{}", middle - 1e-4);
+    let multi = run(&["--multi-label", "--threshold", &threshold]);
+    let want: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["similarity"].as_f64().unwrap() >= middle - 1e-4)
+        .map(|r| &r["label"])
+        .collect();
+    let got: Vec<&Value> = multi["labels"].as_array().unwrap().iter().collect();
+    assert_eq!(got, want);
+    for r in multi["results"].as_array().unwrap() {
+        assert_eq!(
+            r["selected"],
+            r["similarity"].as_f64().unwrap() >= middle - 1e-4
+        );
+    }
+
+    let top = results[0]["probability"].as_f64().unwrap();
+    assert_eq!(
+        run(&["--min-probability", &format!("{}", top + 1e-3)])["uncertain"],
+        true
+    );
+    assert_eq!(
+        run(&["--min-probability", &format!("{}", top - 1e-3)])["uncertain"],
+        false
+    );
+    assert!(plain.get("uncertain").is_none() && plain.get("labels").is_none());
+}

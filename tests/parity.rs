@@ -123,6 +123,7 @@ fn text_embeddings_match_transformers() {
         // One padded batch of every length at once: padding must not leak into the result.
         let got = r.classifier.model().encode_text(&ids).unwrap();
         let diff = max_abs_diff(&got, &r.tensors["text_embeds"]);
+        eprintln!("{model}: text embeddings, max abs difference {diff:e}");
         assert!(diff <= 1e-4, "{model}: text embeddings differ by {diff}");
     }
 }
@@ -138,6 +139,7 @@ fn image_embeddings_match_transformers() {
         let batch = Tensor::stack(&pixels, 0).unwrap();
         let got = r.classifier.model().encode_images(&batch).unwrap();
         let diff = max_abs_diff(&got, &r.tensors["image_embeds"]);
+        eprintln!("{model}: image embeddings, max abs difference {diff:e}");
         assert!(diff <= 1e-4, "{model}: image embeddings differ by {diff}");
     }
 }
