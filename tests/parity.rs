@@ -206,6 +206,11 @@ fn files_to_probabilities_match_transformers() {
 
             let embedded = r.classifier.embed_pixels(&[pixels]).unwrap();
             let ranked = r.classifier.rank(&embedded, &text).unwrap().remove(0);
+            let prob_diff = ranked
+                .iter()
+                .map(|s| (s.probability - want_probs[s.index]).abs())
+                .fold(0.0, f32::max);
+            eprintln!("{model}: {file}: pixels max diff {pixel_diff:.4}, probabilities max diff {prob_diff:.2e}");
             let tolerance = if lossless { 3e-3 } else { 1e-2 };
             for score in &ranked {
                 let want = want_probs[score.index];
