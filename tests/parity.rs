@@ -234,3 +234,30 @@ fn files_to_probabilities_match_transformers() {
         );
     }
 }
+
+/// A checkpoint that ships only `pytorch_model.bin` loads through candle's pickle reader.
+#[test]
+fn pytorch_pickle_weights_match_transformers() {
+    let dir = fixtures().join("models/tiny-pickle");
+    let config = vlm::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let model =
+        vlm::model::ClipModel::load(&config, &dir.join("pytorch_model.bin"), &Device::Cpu).unwrap();
+    let r = candle_core::safetensors::load(
+        fixtures().join("reference/tiny-pickle.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids: Vec<Vec<u32>> = r["input_ids"]
+        .to_vec2::<i64>()
+        .unwrap()
+        .iter()
+        .map(|row| row.iter().map(|&id| id as u32).collect())
+        .collect();
+    let text = max_abs_diff(&model.encode_text(&ids).unwrap(), &r["text_embeds"]);
+    let image = max_abs_diff(
+        &model.encode_images(&r["pixel_values"]).unwrap(),
+        &r["image_embeds"],
+    );
+    eprintln!("tiny-pickle: text {text:e}, image {image:e}");
+    assert!(text <= 1e-4 && image <= 1e-4, "text {text}, image {image}");
+}
