@@ -174,13 +174,19 @@ fn make_images(dir: &Path, count: usize, width: u32, height: u32) -> anyhow::Res
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let checkpoint = args.work.join("clip-b32-random");
+    let started = Instant::now();
+    let checkpoint = match &args.checkpoint {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = args.work.join("clip-b32-random");
+            make_checkpoint(&dir)?;
+            dir
+        }
+    };
     let images = args.work.join(format!(
         "jpeg-{}-{}x{}",
         args.images, args.width, args.height
     ));
-    let started = Instant::now();
-    make_checkpoint(&checkpoint)?;
     make_images(&images, args.images, args.width, args.height)?;
     eprintln!("setup: {:.1} s", started.elapsed().as_secs_f64());
 
