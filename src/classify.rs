@@ -8,7 +8,7 @@ use crate::config::ClipConfig;
 use crate::error::{Error, Result};
 use crate::labels::PromptSet;
 use crate::model::{l2_normalize, ClipModel};
-use crate::preprocess::{self, PreprocessConfig, Preprocessor};
+use crate::preprocess::{self, DecodeOptions, PreprocessConfig, Preprocessor};
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
 use crate::tokenize::ClipTokenizer;
@@ -29,6 +29,7 @@ pub struct Classifier {
     model: ClipModel,
     tokenizer: ClipTokenizer,
     preprocessor: Preprocessor,
+    decode: DecodeOptions,
     config: ClipConfig,
 }
 
@@ -53,8 +54,14 @@ impl Classifier {
             model,
             tokenizer,
             preprocessor: Preprocessor::new(preprocess_config),
+            decode: DecodeOptions::default(),
             config,
         })
+    }
+
+    /// Limits for decoding images (the largest accepted pixel count).
+    pub fn set_decode_options(&mut self, options: DecodeOptions) {
+        self.decode = options;
     }
 
     /// The encoders.
@@ -127,13 +134,13 @@ impl Classifier {
 
     /// Decodes and preprocesses one image file into normalised (3, size, size) pixels.
     pub fn load_pixels(&self, path: &Path) -> Result<Vec<f32>> {
-        let image = preprocess::decode_file(path)?;
+        let image = preprocess::decode_file_with(path, &self.decode)?;
         Ok(self.preprocessor.preprocess(&image)?)
     }
 
     /// Decodes and preprocesses an image already in memory; `origin` names it in errors.
     pub fn pixels_from_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Vec<f32>> {
-        let image = preprocess::decode_bytes(bytes, origin)?;
+        let image = preprocess::decode_bytes_with(bytes, origin, &self.decode)?;
         Ok(self.preprocessor.preprocess(&image)?)
     }
 

@@ -115,6 +115,16 @@ pub struct ClassifyArgs {
           help_heading = "Model")]
     pub workers: Option<u64>,
 
+    /// Refuse images larger than this many million pixels, before decoding them (guards
+    /// against decompression bombs).
+    #[arg(
+        long,
+        value_name = "MP",
+        default_value_t = 179.0,
+        help_heading = "Inputs"
+    )]
+    pub max_megapixels: f64,
+
     /// Keep image embeddings in DIR (default: the user cache directory, or $VLM_CACHE_DIR),
     /// keyed by file content, model and preprocessing, so relabelling skips the image encoder.
     #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, help_heading = "Model")]

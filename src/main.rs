@@ -5,6 +5,7 @@ mod cli;
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -19,6 +20,7 @@ use vlm::labels::{self, PromptSet, Template, Templates};
 use vlm::organize::Organizer;
 use vlm::output::{self, Format, ImageReport, LabelResult, Outcome, ReportWriter};
 use vlm::pipeline::{self, Done, PipelineOptions, Prepared};
+use vlm::preprocess::DecodeOptions;
 use vlm::source::{self, HubOptions, ModelFiles};
 use vlm::{Classifier, PromptEmbeddings};
 
@@ -28,12 +30,23 @@ const EXIT_OK: u8 = 0;
 const EXIT_SOME_FAILED: u8 = 1;
 /// Nothing useful could be done: bad arguments, unusable model, unwritable output.
 const EXIT_ERROR: u8 = 2;
+/// Stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Set by the first Ctrl-C; the pipeline then finishes the batch in hand and stops.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Larger inputs are refused before decoding: no photo is this big, a hostile file may be.
 const MAX_INPUT_BYTES: u64 = 512 << 20;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A second Ctrl-C does not wait for the batch in hand.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    });
     let result = match cli.command {
         Command::Classify(args) => classify(&args),
         Command::Models => models(),
@@ -141,7 +154,15 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
         DeviceArg::Cuda => DeviceKind::Cuda,
         DeviceArg::Metal => DeviceKind::Metal,
     })?;
-    let classifier = Classifier::load(&files, &device)?;
+    let mut classifier = Classifier::load(&files, &device)?;
+    if !(args.max_megapixels > 0.0 && args.max_megapixels.is_finite()) {
+        bail!(
+            "--max-megapixels must be a positive number, got {}",
+            args.max_megapixels
+        );
+    }
+    classifier.set_decode_options(DecodeOptions::with_max_megapixels(args.max_megapixels));
+    let classifier = classifier;
     let text = classifier.embed_classes(&prompts)?;
     if !args.quiet {
         for (prompt, _) in prompts
@@ -175,6 +196,10 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
         _ => None,
     };
 
+    let out_name = args.output.as_ref().map_or_else(
+        || "standard output".to_string(),
+        |p| p.display().to_string(),
+    );
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
             output::open_output(path, args.resume)
@@ -196,7 +221,9 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
 
     let mut writer = ReportWriter::new(out, format);
     for report in &unreadable {
-        writer.write(report)?;
+        writer
+            .write(report)
+            .with_context(|| write_failed(&out_name))?;
     }
     let mut sink = Sink {
         args,
@@ -209,6 +236,7 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
         progress: &progress,
         tally: &mut tally,
         cache_write_failed: false,
+        out_name: &out_name,
     };
     let options = PipelineOptions {
         batch_size: usize::try_from(args.batch_size).unwrap_or(16),
@@ -216,6 +244,7 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
             .workers
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or_else(|| PipelineOptions::default().workers),
+        cancel: Some(&INTERRUPTED),
     };
     let embedding_dim = classifier.config().projection_dim;
     let stats = pipeline::run(
@@ -226,8 +255,20 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<u8> {
         |batch| sink.write(batch),
     )?;
     let Sink { writer, .. } = sink;
-    writer.finish()?;
+    writer.finish().with_context(|| write_failed(&out_name))?;
     progress.finish_and_clear();
+    if stats.cancelled {
+        eprintln!(
+            "vlm: interrupted: {} results written to {out_name}; the rest were not labelled{}",
+            tally.labelled + tally.failed,
+            if args.output.is_some() {
+                "; run the same command with --resume to finish"
+            } else {
+                ""
+            }
+        );
+        return Ok(EXIT_INTERRUPTED);
+    }
 
     if !args.quiet {
         eprintln!(
@@ -273,6 +314,10 @@ fn peak_memory() -> Option<String> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(format!("{:.1} MiB", kib / 1024.0))
+}
+
+fn write_failed(out_name: &str) -> String {
+    format!("cannot write results to {out_name}; free some space or choose another --output (every line written so far is complete)")
 }
 
 fn seconds(duration: Duration) -> String {
@@ -378,6 +423,7 @@ struct Sink<'a, W: Write> {
     progress: &'a ProgressBar,
     tally: &'a mut Tally,
     cache_write_failed: bool,
+    out_name: &'a str,
 }
 
 impl<W: Write> Sink<'_, W> {
@@ -415,7 +461,9 @@ impl<W: Write> Sink<'_, W> {
                     }
                 }
             };
-            self.progress.suspend(|| self.writer.write(&report))?;
+            self.progress
+                .suspend(|| self.writer.write(&report))
+                .with_context(|| write_failed(self.out_name))?;
             if let Outcome::Ranked(_) = report.outcome {
                 self.organize(&done.item, &report)?;
             }

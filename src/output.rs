@@ -286,7 +286,7 @@ pub fn resume_jsonl(path: &Path) -> io::Result<HashSet<String>> {
 }
 
 /// Opens an output file: appended to when resuming, else replaced.
-pub fn open_output(path: &Path, append: bool) -> io::Result<File> {
+pub fn open_output(path: &Path, append: bool) -> io::Result<RecordFile<File>> {
     let mut options = OpenOptions::new();
     options.create(true);
     if append {
@@ -295,10 +295,73 @@ pub fn open_output(path: &Path, append: bool) -> io::Result<File> {
         options.write(true).truncate(true);
     }
     let mut file = options.open(path)?;
-    if append {
-        file.seek(SeekFrom::End(0))?;
+    let len = file.seek(SeekFrom::End(0))?;
+    Ok(RecordFile::new(file, len))
+}
+
+/// Cutting a sink back to an earlier length.
+pub trait Truncate {
+    /// Makes the sink `len` bytes long, with the next write going at its end.
+    fn truncate_to(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl Truncate for File {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.seek(SeekFrom::Start(len)).map(|_| ())
     }
-    Ok(file)
+}
+
+/// A file that only ever holds whole records: every flush marks a record boundary, and a
+/// write that fails part-way (a full disk) is cut back to the last boundary, so a reader,
+/// or `--resume`, never sees a torn line.
+pub struct RecordFile<F: Write + Truncate> {
+    inner: F,
+    committed: u64,
+    written: u64,
+}
+
+impl<F: Write + Truncate> RecordFile<F> {
+    /// Wraps `inner`, which already holds `len` bytes of whole records.
+    pub fn new(inner: F, len: u64) -> Self {
+        Self {
+            inner,
+            committed: len,
+            written: len,
+        }
+    }
+
+    fn roll_back(&mut self, err: io::Error) -> io::Error {
+        // If even the truncation fails there is nothing better to do than report the
+        // original error, which is what the user must act on.
+        let _ = self.inner.truncate_to(self.committed);
+        self.written = self.committed;
+        err
+    }
+}
+
+impl<F: Write + Truncate> Write for RecordFile<F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(0) if !buf.is_empty() => Err(self.roll_back(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                self.written += n as u64;
+                Ok(n)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Err(err),
+            Err(err) => Err(self.roll_back(err)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.inner.flush() {
+            Ok(()) => {
+                self.committed = self.written;
+                Ok(())
+            }
+            Err(err) => Err(self.roll_back(err)),
+        }
+    }
 }
 
 /// Whether a file has content already (for deciding on a CSV header when appending).
@@ -466,6 +529,63 @@ mod tests {
         assert_eq!(resume_jsonl(&path).unwrap().len(), 3);
         assert!(has_content(&path));
         assert!(!has_content(&dir.path().join("none.jsonl")));
+    }
+
+    /// A disk that fills up after `room` bytes.
+    struct SmallDisk {
+        data: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for SmallDisk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let free = self.room.saturating_sub(self.data.len());
+            if free == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "No space left on device",
+                ));
+            }
+            let n = free.min(buf.len());
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Truncate for SmallDisk {
+        fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+            self.data.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_leaves_only_whole_lines() {
+        let report = reports().remove(0);
+        let mut line = ReportWriter::new(Vec::new(), Format::Jsonl);
+        line.write(&report).unwrap();
+        let line_len = line.finish().unwrap().len();
+
+        let disk = SmallDisk {
+            data: Vec::new(),
+            room: line_len * 2 + line_len / 2,
+        };
+        let mut writer = ReportWriter::new(RecordFile::new(disk, 0), Format::Jsonl);
+        writer.write(&report).unwrap();
+        writer.write(&report).unwrap();
+        let err = writer.write(&report).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        let data = &writer.out.inner.data;
+        assert_eq!(
+            data.len(),
+            2 * line_len,
+            "the torn third line was not rolled back"
+        );
+        assert!(data.ends_with(b"\n"));
     }
 
     #[test]

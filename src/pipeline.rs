@@ -10,7 +10,8 @@
 //! batch as the encoder runs the current one.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -42,6 +43,9 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Decoding threads.
     pub workers: usize,
+    /// When this becomes true (e.g. on Ctrl-C) the run stops after the batch in hand:
+    /// everything already handed to the sink stays done, nothing new is started.
+    pub cancel: Option<&'static AtomicBool>,
 }
 
 impl Default for PipelineOptions {
@@ -49,9 +53,13 @@ impl Default for PipelineOptions {
         Self {
             batch_size: 16,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            cancel: None,
         }
     }
 }
+
+/// How often a waiting pipeline looks at its cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// Counts and timings of one run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,6 +76,8 @@ pub struct PipelineStats {
     pub encoding: Duration,
     /// Time the encoding thread waited for decoded inputs.
     pub waiting: Duration,
+    /// The run was cancelled before every input was done.
+    pub cancelled: bool,
 }
 
 /// Runs `load` on worker threads for every item and `encode` on batches of the resulting
@@ -108,7 +118,8 @@ where
         mpsc::sync_channel::<(usize, T, Result<Prepared<K>, Error>)>(in_flight);
 
     std::thread::scope(|scope| {
-        scope.spawn(move || feed(items, &token_rx, &job_tx));
+        let cancel = options.cancel;
+        scope.spawn(move || feed(items, &token_rx, &job_tx, cancel));
         let load = &load;
         for _ in 0..workers {
             let done_tx = done_tx.clone();
@@ -130,13 +141,29 @@ where
         drop(job_rx);
 
         // Returning drops `token_tx` and `done_rx`, which unblocks and ends every thread.
-        collect(done_rx, token_tx, batch_size, &mut encode, &mut sink)
+        collect(
+            done_rx,
+            token_tx,
+            batch_size,
+            cancel,
+            &mut encode,
+            &mut sink,
+        )
     })
 }
 
-fn feed<T, I: Iterator<Item = T>>(items: I, tokens: &Receiver<()>, jobs: &SyncSender<(usize, T)>) {
+fn is_set(flag: Option<&AtomicBool>) -> bool {
+    flag.is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+fn feed<T, I: Iterator<Item = T>>(
+    items: I,
+    tokens: &Receiver<()>,
+    jobs: &SyncSender<(usize, T)>,
+    cancel: Option<&AtomicBool>,
+) {
     for (seq, item) in items.enumerate() {
-        if tokens.recv().is_err() || jobs.send((seq, item)).is_err() {
+        if is_set(cancel) || tokens.recv().is_err() || jobs.send((seq, item)).is_err() {
             return;
         }
     }
@@ -146,6 +173,7 @@ fn collect<T, K, E, S, X>(
     done: Receiver<(usize, T, Result<Prepared<K>, Error>)>,
     tokens: SyncSender<()>,
     batch_size: usize,
+    cancel: Option<&AtomicBool>,
     encode: &mut E,
     sink: &mut S,
 ) -> Result<PipelineStats, X>
@@ -162,6 +190,10 @@ where
     let mut finished = false;
 
     loop {
+        if is_set(cancel) {
+            stats.cancelled = true;
+            return Ok(stats);
+        }
         // Move in-order results into the pending batch, up to a full batch of pixels.
         while pixels_pending < batch_size {
             let Some(entry) = waiting.remove(&next) else {
@@ -191,11 +223,12 @@ where
             return Ok(stats);
         }
         let started = Instant::now();
-        match done.recv() {
+        match done.recv_timeout(CANCEL_POLL) {
             Ok((seq, item, prepared)) => {
                 waiting.insert(seq, (item, prepared));
             }
-            Err(_) => finished = true,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => finished = true,
         }
         stats.waiting += started.elapsed();
     }
@@ -282,6 +315,7 @@ mod tests {
             PipelineOptions {
                 batch_size: 8,
                 workers: 3,
+                cancel: None,
             },
             load,
             |pixels: &[Vec<f32>]| {
@@ -328,6 +362,7 @@ mod tests {
             PipelineOptions {
                 batch_size: 4,
                 workers: 2,
+                cancel: None,
             },
             |n: &usize| {
                 loaded.fetch_add(1, Ordering::Relaxed);
@@ -349,6 +384,34 @@ mod tests {
             "{}",
             loaded.load(Ordering::Relaxed)
         );
+    }
+
+    #[test]
+    fn cancelling_keeps_what_the_sink_has_and_stops() {
+        static CANCEL: AtomicBool = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let stats = run(
+            0..10_000usize,
+            PipelineOptions {
+                batch_size: 4,
+                workers: 2,
+                cancel: Some(&CANCEL),
+            },
+            |n: &usize| Ok(Prepared::Pixels(vec![*n as f32], ())),
+            |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
+            |done: Vec<Done<usize>>| -> Result<(), Error> {
+                seen.extend(done.iter().map(|d| d.item));
+                if seen.len() >= 12 {
+                    CANCEL.store(true, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(stats.cancelled);
+        assert_eq!(stats.items, seen.len());
+        assert_eq!(seen, (0..seen.len()).collect::<Vec<_>>());
+        assert!(seen.len() < 100, "{}", seen.len());
     }
 
     #[test]
