@@ -142,6 +142,7 @@ pub struct ClassifyArgs {
         value_name = "COS",
         default_value_t = 0.25,
         requires = "multi_label",
+        allow_negative_numbers = true,
         help_heading = "Decisions"
     )]
     pub threshold: f32,
