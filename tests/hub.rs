@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tiny_http::{Header, Response, Server};
 use vlm::source::{resolve, HubOptions, SourceError};
@@ -105,6 +106,8 @@ impl FakeHub {
             cache_dir: cache.to_path_buf(),
             offline: false,
             progress: false,
+            timeout: Duration::from_secs(10),
+            proxy: None,
         }
     }
 }
@@ -481,6 +484,8 @@ fn unreachable_endpoint_suggests_offline_mode() {
         cache_dir: cache.path().to_path_buf(),
         offline: false,
         progress: false,
+        timeout: Duration::from_secs(10),
+        proxy: None,
     };
     let err = resolve("test/tiny", None, &opts).unwrap_err();
     assert!(matches!(err, SourceError::Network { .. }), "{err}");
