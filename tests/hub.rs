@@ -1,18 +1,24 @@
 //! The hub download path against a loopback server that imitates huggingface.co.
 //!
-//! The server speaks the subset of the hub protocol hf-hub 0.4.3's sync API uses: a
-//! `GET {endpoint}/{owner}/{name}/resolve/{revision}/{file}` with `Range: bytes=0-0` whose
-//! response must carry `x-repo-commit`, `etag` or `x-linked-etag`, and `content-range`,
-//! then a `GET` with `Range: bytes=0-` for the body. Errors carry the hub's `x-error-code`.
-//! No test touches the real network; all settings go through `HubOptions`, not the process
-//! environment, so the tests run in parallel.
+//! The server speaks the subset of the hub protocol the downloader uses (the same as hf-hub
+//! 0.4.3 and Python): a `GET {endpoint}/{owner}/{name}/resolve/{revision}/{file}` with
+//! `Range: bytes=0-0` whose response carries `x-repo-commit`, `etag` or `x-linked-etag` (the
+//! sha256 of an LFS file) and `content-range`, then a `GET` with `Range: bytes={start}-` for the
+//! body. Errors carry the hub's `x-error-code`. It is a raw TCP server, one request per
+//! connection, so tests can cut a body short or stall it. No test touches the real network;
+//! all settings go through `HubOptions`, not the process environment, so the tests run in
+//! parallel.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Response, Server};
+use sha2::{Digest, Sha256};
 use vlm::source::{resolve, HubOptions, SourceError};
 
 const TOKEN: &str = "hf_loopback_secret";
@@ -24,6 +30,8 @@ struct FakeRepo {
     files: HashMap<String, Vec<u8>>,
     /// Serve only to requests with `Authorization: Bearer TOKEN` (else 401 GatedRepo).
     gated: bool,
+    /// Answer every file request with a bare 403 (token without read access).
+    forbidden: bool,
 }
 
 impl FakeRepo {
@@ -35,6 +43,7 @@ impl FakeRepo {
                 .map(|(n, c)| (n.to_string(), c.to_vec()))
                 .collect(),
             gated: false,
+            forbidden: false,
         }
     }
 }
@@ -48,49 +57,199 @@ struct Seen {
     status: u16,
 }
 
-struct FakeHub {
-    endpoint: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    server: Arc<Server>,
+/// Faults the fake hub injects.
+#[derive(Default)]
+struct Faults {
+    /// This many body requests for LFS files get the headers (full Content-Length) and half
+    /// the bytes, then the connection closes.
+    drop_bodies: AtomicUsize,
+    /// Body requests for LFS files get these bytes flipped (a broken mirror or proxy).
+    corrupt_bodies: AtomicBool,
+    /// Wait this long (ms) before answering anything.
+    stall_ms: AtomicUsize,
+    /// LFS body requests get half the bytes, then a pause this long (ms), then the rest.
+    stall_body_ms: AtomicUsize,
+}
+
+/// A parsed request head.
+struct RawRequest {
+    target: String,
+    headers: HashMap<String, String>,
+}
+
+/// Loopback HTTP/1.1 server, one request per connection (`Connection: close`), so a test
+/// can cut a body short by closing the socket.
+struct TestServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl FakeHub {
-    fn start(repos: HashMap<String, FakeRepo>) -> Self {
-        let server = Arc::new(Server::http("127.0.0.1:0").expect("bind loopback"));
-        let addr = server.server_addr().to_ip().expect("ip listener");
-        let seen = Arc::new(Mutex::new(Vec::new()));
+impl TestServer {
+    fn start(handler: impl Fn(RawRequest, TcpStream) + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
         let thread = {
-            let server = Arc::clone(&server);
-            let seen = Arc::clone(&seen);
+            let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    let header = |name: &'static str| {
-                        request
-                            .headers()
-                            .iter()
-                            .find(|h| h.field.equiv(name))
-                            .map(|h| h.value.as_str().to_string())
-                    };
-                    let range = header("Range");
-                    let auth = header("Authorization");
-                    let url = request.url().to_string();
-                    let (status, response) = answer(&repos, &url, range.as_deref(), &auth);
-                    seen.lock().expect("lock").push(Seen {
-                        url,
-                        range,
-                        auth,
-                        status,
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let handler = Arc::clone(&handler);
+                    std::thread::spawn(move || {
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                        if let Some(request) = read_request(&stream) {
+                            handler(request, stream);
+                        }
                     });
-                    let _ = request.respond(response);
                 }
             })
         };
         Self {
-            endpoint: format!("http://{addr}"),
-            seen,
-            server,
+            addr,
+            stop,
             thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<RawRequest> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let target = line.split_whitespace().nth(1)?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    Some(RawRequest { target, headers })
+}
+
+/// An answer: status, headers, body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Write the head (with the full Content-Length) and the first `send` body bytes, then
+    /// close.
+    fn write(&self, stream: &mut TcpStream, send: usize) {
+        self.write_head(stream);
+        let _ = stream.write_all(&self.body[..send.min(self.body.len())]);
+        let _ = stream.flush();
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+
+    /// Write the head and `first` body bytes, pause, then send the rest.
+    fn write_slowly(&self, stream: &mut TcpStream, first: usize, pause: Duration) {
+        self.write_head(stream);
+        let _ = stream.write_all(&self.body[..first]);
+        let _ = stream.flush();
+        std::thread::sleep(pause);
+        let _ = stream.write_all(&self.body[first..]);
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+
+    fn write_head(&self, stream: &mut TcpStream) {
+        let mut head = format!("HTTP/1.1 {} Fake\r\n", self.status);
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.body.len()
+        ));
+        let _ = stream.write_all(head.as_bytes());
+    }
+}
+
+struct FakeHub {
+    endpoint: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    faults: Arc<Faults>,
+    _server: TestServer,
+}
+
+impl FakeHub {
+    fn start(repos: HashMap<String, FakeRepo>) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Faults::default());
+        let server = {
+            let seen = Arc::clone(&seen);
+            let faults = Arc::clone(&faults);
+            TestServer::start(move |request, mut stream| {
+                let range = request.headers.get("range").cloned();
+                let auth = request.headers.get("authorization").cloned();
+                let url = request.target;
+                let reply = answer(&repos, &url, range.as_deref(), &auth);
+                seen.lock().expect("lock").push(Seen {
+                    url: url.clone(),
+                    range: range.clone(),
+                    auth,
+                    status: reply.status,
+                });
+                let stall = faults.stall_ms.load(Ordering::SeqCst);
+                if stall > 0 {
+                    std::thread::sleep(Duration::from_millis(stall as u64));
+                }
+                let body_of_lfs =
+                    reply.status < 300 && is_lfs(&url) && range.as_deref() != Some("bytes=0-0");
+                let mut reply = reply;
+                if body_of_lfs && faults.corrupt_bodies.load(Ordering::SeqCst) {
+                    for b in reply.body.iter_mut().step_by(1000) {
+                        *b ^= 0xff;
+                    }
+                }
+                let dropped = body_of_lfs
+                    && faults
+                        .drop_bodies
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                let half = reply.body.len() / 2;
+                let stall_body = faults.stall_body_ms.load(Ordering::SeqCst);
+                if dropped {
+                    reply.write(&mut stream, half);
+                } else if body_of_lfs && stall_body > 0 {
+                    reply.write_slowly(&mut stream, half, Duration::from_millis(stall_body as u64));
+                } else {
+                    reply.write(&mut stream, reply.body.len());
+                }
+            })
+        };
+        Self {
+            endpoint: format!("http://{}", server.addr),
+            seen,
+            faults,
+            _server: server,
         }
     }
 
@@ -105,43 +264,41 @@ impl FakeHub {
             cache_dir: cache.to_path_buf(),
             offline: false,
             progress: false,
+            timeout: Duration::from_secs(10),
+            proxy: None,
         }
     }
 }
 
-impl Drop for FakeHub {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-type Reply = (u16, Response<std::io::Cursor<Vec<u8>>>);
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+fn is_lfs(url: &str) -> bool {
+    url.ends_with(".safetensors") || url.ends_with(".bin")
 }
 
 fn hub_error(status: u16, code: &str) -> Reply {
-    let body = format!("{{\"error\":\"{code}\"}}");
-    (
+    Reply {
         status,
-        Response::from_data(body.into_bytes())
-            .with_status_code(status)
-            .with_header(header("x-error-code", code))
-            .with_header(header("x-error-message", code)),
-    )
+        headers: Vec::new(),
+        body: format!("{{\"error\":\"{code}\"}}").into_bytes(),
+    }
+    .header("x-error-code", code)
+    .header("x-error-message", code)
 }
 
-/// A small stable digest for fake etags (FNV-1a, 64 bit).
+/// A small stable digest for the git etags of small files (FNV-1a, 64 bit).
 fn etag(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in bytes {
         h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
     }
     format!("{h:016x}")
+}
+
+/// The etag of an LFS file: its sha256, as on the hub.
+fn lfs_oid(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn answer(
@@ -160,6 +317,13 @@ fn answer(
     };
     if repo.gated && auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
         return hub_error(401, "GatedRepo");
+    }
+    if repo.forbidden {
+        return Reply {
+            status: 403,
+            headers: Vec::new(),
+            body: b"Forbidden".to_vec(),
+        };
     }
     if !["main", "refs%2Fpr%2F15", repo.commit.as_str()].contains(&revision) {
         return hub_error(404, "RevisionNotFound");
@@ -186,20 +350,23 @@ fn answer(
         }
         None => (200, data.clone(), None),
     };
-    // Large files on the hub are LFS: their etag is in x-linked-etag.
-    let etag_header = if file.ends_with(".safetensors") || file.ends_with(".bin") {
-        "x-linked-etag"
+    // Large files on the hub are LFS: their etag (the sha256) is in x-linked-etag.
+    let (etag_header, etag_value) = if is_lfs(file) {
+        ("x-linked-etag", lfs_oid(data))
     } else {
-        "etag"
+        ("etag", etag(data))
     };
-    let mut response = Response::from_data(body)
-        .with_status_code(status)
-        .with_header(header("x-repo-commit", &repo.commit))
-        .with_header(header(etag_header, &format!("\"{}\"", etag(data))));
-    if let Some(cr) = content_range {
-        response = response.with_header(header("content-range", &cr));
+    let mut reply = Reply {
+        status,
+        headers: Vec::new(),
+        body,
     }
-    (status, response)
+    .header("x-repo-commit", &repo.commit)
+    .header(etag_header, &format!("\"{etag_value}\""));
+    if let Some(cr) = content_range {
+        reply = reply.header("content-range", &cr);
+    }
+    reply
 }
 
 const CONFIG: &[u8] = b"{\"projection_dim\": 8}";
@@ -266,12 +433,12 @@ fn download_lays_out_the_hf_cache_then_reuses_it_online_and_offline() {
     let snapshot = repo_dir.join("snapshots").join(&commit);
     assert_eq!(files.config, snapshot.join("config.json"));
     assert_eq!(files.weights, snapshot.join("model.safetensors"));
-    let blob = repo_dir.join("blobs").join(etag(&weights_bytes()));
+    let blob = repo_dir.join("blobs").join(lfs_oid(&weights_bytes()));
     assert_eq!(read(&blob), weights_bytes());
     #[cfg(unix)]
     assert_eq!(
         std::fs::read_link(&files.weights).expect("snapshot entry is a symlink"),
-        PathBuf::from("../../blobs").join(etag(&weights_bytes()))
+        PathBuf::from("../../blobs").join(lfs_oid(&weights_bytes()))
     );
     // hf-hub first probes with `Range: bytes=0-0`, then fetches `bytes=0-`.
     let seen = hub.seen();
@@ -481,10 +648,274 @@ fn unreachable_endpoint_suggests_offline_mode() {
         cache_dir: cache.path().to_path_buf(),
         offline: false,
         progress: false,
+        timeout: Duration::from_secs(10),
+        proxy: None,
     };
     let err = resolve("test/tiny", None, &opts).unwrap_err();
     assert!(matches!(err, SourceError::Network { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("HF_HUB_OFFLINE"), "{msg}");
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+}
+
+#[test]
+fn forbidden_repo_says_to_set_hf_token() {
+    let mut repo = checkpoint(Some("model.safetensors"), '9');
+    repo.forbidden = true;
+    let hub = hub_with(&[("test/private", repo)]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let err = resolve("test/private", None, &hub.opts(cache.path())).unwrap_err();
+    assert!(
+        matches!(err, SourceError::Unauthorized { status: 403, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("HTTP 403") && msg.contains("HF_TOKEN"),
+        "{msg}"
+    );
+    assert!(msg.contains("test/private"), "{msg}");
+}
+
+/// The cache entry for the weights of `repo` at `commit`: blob, snapshot link, partials.
+struct WeightsState {
+    blob: bool,
+    snapshot: bool,
+    partials: Vec<(String, u64)>,
+}
+
+fn weights_state(cache: &Path, folder: &str, commit: &str) -> WeightsState {
+    let repo_dir = cache.join(folder);
+    let oid = lfs_oid(&weights_bytes());
+    let partials = std::fs::read_dir(repo_dir.join("blobs"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let len = e.metadata().ok()?.len();
+                    (name.starts_with(&oid) && name != oid).then_some((name, len))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    WeightsState {
+        blob: repo_dir.join("blobs").join(&oid).exists(),
+        snapshot: repo_dir
+            .join("snapshots")
+            .join(commit)
+            .join("model.safetensors")
+            .symlink_metadata()
+            .is_ok(),
+        partials,
+    }
+}
+
+#[test]
+fn a_dropped_connection_is_retried_and_resumed_with_range() {
+    let hub = hub_with(&[("test/flaky", checkpoint(Some("model.safetensors"), '2'))]);
+    hub.faults.drop_bodies.store(1, Ordering::SeqCst);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let files = resolve("test/flaky", None, &hub.opts(cache.path())).expect("retry succeeds");
+    assert_eq!(read(&files.weights), weights_bytes());
+    let half = weights_bytes().len() / 2;
+    let bodies: Vec<_> = hub
+        .seen()
+        .into_iter()
+        .filter(|s| s.url.ends_with("model.safetensors") && s.range.as_deref() != Some("bytes=0-0"))
+        .map(|s| s.range.unwrap_or_default())
+        .collect();
+    // The second request asks only for what the first did not deliver.
+    assert_eq!(bodies, ["bytes=0-".to_string(), format!("bytes={half}-")]);
+    let state = weights_state(cache.path(), "models--test--flaky", &"2".repeat(40));
+    assert!(state.blob && state.snapshot && state.partials.is_empty());
+}
+
+#[test]
+fn a_connection_that_keeps_dropping_fails_clearly_and_caches_nothing_for_the_file() {
+    let hub = hub_with(&[("test/flaky", checkpoint(Some("model.safetensors"), '3'))]);
+    hub.faults.drop_bodies.store(usize::MAX, Ordering::SeqCst);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let opts = hub.opts(cache.path());
+    let err = resolve("test/flaky", None, &opts).unwrap_err();
+    let SourceError::Interrupted {
+        received, expected, ..
+    } = &err
+    else {
+        panic!("expected Interrupted, got {err}");
+    };
+    let total = weights_bytes().len() as u64;
+    assert_eq!(*expected, total);
+    assert!(*received < total, "{received}");
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    for needle in [
+        "model.safetensors",
+        "test/flaky",
+        "interrupted",
+        "run the command again",
+        &format!("{}/test/flaky/resolve/main/model.safetensors", hub.endpoint),
+    ] {
+        assert!(msg.contains(needle), "{needle} not in: {msg}");
+    }
+    // Nothing that looks complete: no blob, no snapshot entry; offline sees the weights missing.
+    let commit = "3".repeat(40);
+    let state = weights_state(cache.path(), "models--test--flaky", &commit);
+    assert!(!state.blob && !state.snapshot);
+    let offline = HubOptions {
+        offline: true,
+        ..opts.clone()
+    };
+    let err = resolve("test/flaky", None, &offline).unwrap_err();
+    let SourceError::OfflineMissing { missing, .. } = &err else {
+        panic!("expected OfflineMissing, got {err}");
+    };
+    assert_eq!(missing, &["model.safetensors (or pytorch_model.bin)"]);
+    // Only the released partial is left, for the next run to resume.
+    let oid = lfs_oid(&weights_bytes());
+    assert_eq!(state.partials.len(), 1, "{:?}", state.partials);
+    let (name, have) = &state.partials[0];
+    assert_eq!(name, &format!("{oid}.incomplete"));
+    assert_eq!(have, received);
+
+    // Once the network behaves, the next run resumes and ends with the right bytes.
+    hub.faults.drop_bodies.store(0, Ordering::SeqCst);
+    let files = resolve("test/flaky", None, &opts).expect("later run succeeds");
+    assert_eq!(read(&files.weights), weights_bytes());
+    let last = hub.seen().last().cloned().expect("requests");
+    assert_eq!(last.range, Some(format!("bytes={have}-")));
+    let state = weights_state(cache.path(), "models--test--flaky", &commit);
+    assert!(state.blob && state.snapshot && state.partials.is_empty());
+}
+
+#[test]
+fn bytes_that_do_not_match_the_lfs_sha256_are_discarded() {
+    let hub = hub_with(&[("test/bent", checkpoint(Some("model.safetensors"), '4'))]);
+    hub.faults.corrupt_bodies.store(true, Ordering::SeqCst);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let opts = hub.opts(cache.path());
+    let err = resolve("test/bent", None, &opts).unwrap_err();
+    assert!(matches!(err, SourceError::Corrupt { .. }), "{err}");
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("sha256") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
+    let state = weights_state(cache.path(), "models--test--bent", &"4".repeat(40));
+    assert!(!state.blob && !state.snapshot && state.partials.is_empty());
+
+    hub.faults.corrupt_bodies.store(false, Ordering::SeqCst);
+    let files = resolve("test/bent", None, &opts).expect("clean run");
+    assert_eq!(read(&files.weights), weights_bytes());
+}
+
+#[test]
+fn a_silent_hub_times_out_naming_the_url() {
+    let hub = hub_with(&[("test/slow", checkpoint(Some("model.safetensors"), '5'))]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let opts = HubOptions {
+        timeout: Duration::from_secs(1),
+        ..hub.opts(cache.path())
+    };
+    // No answer at all (headers never come).
+    hub.faults.stall_ms.store(4000, Ordering::SeqCst);
+    let started = Instant::now();
+    let err = resolve("test/slow", None, &opts).unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, SourceError::Timeout { .. }), "{err}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    for needle in [
+        &format!("{}/test/slow/resolve/main/config.json", hub.endpoint),
+        "1 s",
+        "VLM_HUB_TIMEOUT",
+        "HF_HUB_OFFLINE",
+    ] {
+        assert!(msg.contains(needle), "{needle} not in: {msg}");
+    }
+    assert!(!cache.path().join("models--test--slow/snapshots").exists());
+
+    // Headers come, then the body stalls half way.
+    hub.faults.stall_ms.store(0, Ordering::SeqCst);
+    hub.faults.stall_body_ms.store(4000, Ordering::SeqCst);
+    let started = Instant::now();
+    let err = resolve("test/slow", None, &opts).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    eprintln!("{err}");
+    let SourceError::Timeout { url, .. } = &err else {
+        panic!("expected Timeout, got {err}");
+    };
+    assert!(
+        url.ends_with("/test/slow/resolve/main/model.safetensors"),
+        "{url}"
+    );
+    let state = weights_state(cache.path(), "models--test--slow", &"5".repeat(40));
+    assert!(!state.blob && !state.snapshot);
+}
+
+/// A loopback HTTP proxy: takes absolute-form requests and relays them upstream.
+fn start_proxy(targets: Arc<Mutex<Vec<String>>>) -> TestServer {
+    TestServer::start(move |request, mut client| {
+        targets.lock().expect("lock").push(request.target.clone());
+        let Some(rest) = request.target.strip_prefix("http://") else {
+            let _ = client.write_all(b"HTTP/1.1 400 Not absolute\r\nContent-Length: 0\r\n\r\n");
+            return;
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let Ok(mut upstream) = TcpStream::connect(authority) else {
+            let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+            return;
+        };
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+        for name in ["range", "authorization", "user-agent"] {
+            if let Some(value) = request.headers.get(name) {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
+        if upstream.write_all(head.as_bytes()).is_ok() {
+            let mut response = Vec::new();
+            let _ = upstream.read_to_end(&mut response);
+            let _ = client.write_all(&response);
+        }
+        let _ = client.shutdown(Shutdown::Both);
+    })
+}
+
+#[test]
+fn downloads_go_through_the_configured_proxy() {
+    let hub = hub_with(&[("test/proxied", checkpoint(Some("model.safetensors"), '6'))]);
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let proxy = start_proxy(Arc::clone(&targets));
+    let cache = tempfile::tempdir().expect("tempdir");
+    let opts = HubOptions {
+        proxy: Some(format!("http://{}", proxy.addr)),
+        ..hub.opts(cache.path())
+    };
+    let files = resolve("test/proxied", None, &opts).expect("download through the proxy");
+    assert_eq!(read(&files.weights), weights_bytes());
+    let targets = targets.lock().expect("lock").clone();
+    // Every hub request went through the proxy, in absolute form.
+    assert_eq!(targets.len(), 8, "{targets:#?}");
+    assert_eq!(hub.seen().len(), 8);
+    let prefix = format!("{}/test/proxied/resolve/main/", hub.endpoint);
+    assert!(
+        targets.iter().all(|t| t.starts_with(&prefix)),
+        "{targets:#?}"
+    );
+
+    // A proxy ureq cannot speak is refused up front, password hidden.
+    let bad = HubOptions {
+        proxy: Some("socks5://me:hunter2@127.0.0.1:1".into()),
+        ..hub.opts(cache.path())
+    };
+    let err = resolve("test/other", None, &bad).unwrap_err();
+    assert!(matches!(err, SourceError::Proxy { .. }), "{err}");
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(!msg.contains("hunter2") && msg.contains("http://"), "{msg}");
+    // ... but only when something must be downloaded: a cached model still resolves.
+    assert_eq!(resolve("test/proxied", None, &bad).expect("cached"), files);
 }

@@ -158,7 +158,88 @@ pub enum SourceError {
         cause: String,
     },
 
-    /// The download started but failed (bad headers, disk error, lock held ...).
+    /// The hub sent nothing for the whole timeout (connect, headers or mid-body).
+    #[error(
+        "no answer from {url} within {seconds} s while downloading {file} of {repo}; check the \
+         network and proxy (HTTPS_PROXY, NO_PROXY), raise VLM_HUB_TIMEOUT (seconds) on a slow \
+         link, or set HF_HUB_OFFLINE=1 to use only the local cache"
+    )]
+    Timeout {
+        /// Repo id.
+        repo: String,
+        /// File being fetched.
+        file: String,
+        /// URL requested.
+        url: String,
+        /// The timeout that ran out, in seconds.
+        seconds: f64,
+    },
+
+    /// The connection dropped mid-file on every attempt.
+    #[error(
+        "downloading {file} from {url} was interrupted after {received} of {expected} bytes \
+         ({attempts} attempts; last error: {cause}); the partial file is kept in the \
+         cache, never used as a model, and the next run resumes it: run the command again, and \
+         check the network or proxy if this repeats"
+    )]
+    Interrupted {
+        /// File being fetched (the URL names the repo; fewer fields keep the error small).
+        file: String,
+        /// URL requested.
+        url: String,
+        /// Bytes on disk so far.
+        received: u64,
+        /// Size the hub announced.
+        expected: u64,
+        /// Attempts made in this run.
+        attempts: u32,
+        /// Last transport error.
+        cause: String,
+    },
+
+    /// The bytes received differ from what the hub announced (size or LFS sha256).
+    #[error(
+        "downloaded {file} of {repo} from {url} does not match what the hub announced ({cause}); \
+         the bytes were discarded; run the command again, and if it repeats check HF_ENDPOINT \
+         and any proxy in between"
+    )]
+    Corrupt {
+        /// Repo id.
+        repo: String,
+        /// File being fetched.
+        file: String,
+        /// URL requested.
+        url: String,
+        /// Which check failed.
+        cause: String,
+    },
+
+    /// The server answered, but not like a hub (missing or malformed headers).
+    #[error(
+        "{url} did not answer like a Hugging Face hub: {cause}; check HF_ENDPOINT (it must be \
+         the hub or a mirror that keeps the x-repo-commit, etag and content-range headers)"
+    )]
+    BadResponse {
+        /// URL requested.
+        url: String,
+        /// What was wrong.
+        cause: String,
+    },
+
+    /// The proxy from the environment cannot be used.
+    #[error(
+        "proxy {proxy} (from HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) cannot be used: {cause}; set \
+         it to http://host:port (user:password@ allowed), or unset it or list the hub's host in \
+         NO_PROXY"
+    )]
+    Proxy {
+        /// Proxy URL, password hidden.
+        proxy: String,
+        /// Why it was rejected.
+        cause: String,
+    },
+
+    /// Writing the download into the cache failed (disk full, permissions ...).
     #[error(
         "downloading {file} of {repo} into {} failed: {cause}; check free space and permissions \
          of the cache (HF_HUB_CACHE / HF_HOME) and retry",

@@ -1,20 +1,21 @@
-//! Hugging Face hub access through `hf-hub`'s sync API, sharing the Python cache layout.
+//! Hugging Face hub access sharing the Python cache layout; downloads are in [`super::download`].
 //!
 //! Cache layout (hf-hub 0.4.3 and Python `huggingface_hub` agree):
 //! `{cache}/models--{owner}--{name}/refs/{revision}` holds the commit a named revision
 //! resolved to; a revision with slashes such as `refs/pr/15` is stored as the nested file
 //! `refs/refs/pr/15`. `snapshots/{commit}/{file}` is a relative symlink to
 //! `blobs/{etag}`. A full 40-hex commit as revision has no ref file in Python's cache,
-//! so it is looked up as `snapshots/{commit}` directly. In URLs hf-hub escapes `/` in the
+//! so it is looked up as `snapshots/{commit}` directly. In URLs `/` in the
 //! revision as `%2F` (`/resolve/refs%2Fpr%2F15/...`), as the hub expects.
 //!
 //! Files already in the snapshot for a revision are used without any request (like hf-hub's
 //! `ApiRepo::get`), so a cached `main` is not refreshed when the branch moves; pass a newer
 //! `--revision` or delete the repo's cache folder to update.
 
+use super::download::Downloader;
 use super::{HubOptions, ModelFiles, SourceError};
-use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
+use std::cell::OnceCell;
 use std::path::PathBuf;
 
 /// Default hub endpoint when `HF_ENDPOINT` is unset.
@@ -63,7 +64,7 @@ pub(crate) fn resolve_repo(
         return resolve_offline(repo, revision, opts);
     }
     let endpoint = endpoint(opts);
-    let fetcher = Fetcher::new(repo, revision, opts, &endpoint)?;
+    let fetcher = Fetcher::new(repo, revision, opts, &endpoint);
     let config = fetcher.get(CONFIG)?;
     let tokenizer = fetcher.get(TOKENIZER)?;
     let preprocessor = fetcher.get(PREPROCESSOR)?;
@@ -132,58 +133,44 @@ fn endpoint(opts: &HubOptions) -> String {
 struct Fetcher<'a> {
     repo: &'a str,
     revision: &'a str,
+    opts: &'a HubOptions,
     endpoint: &'a str,
-    cache_dir: &'a std::path::Path,
-    api: ApiRepo,
+    /// Made on the first download, so a fully cached model never trips over a bad proxy.
+    downloader: OnceCell<Downloader>,
 }
 
 impl<'a> Fetcher<'a> {
-    fn new(
-        repo: &'a str,
-        revision: &'a str,
-        opts: &'a HubOptions,
-        endpoint: &'a str,
-    ) -> Result<Self, SourceError> {
-        // `from_cache` rather than `from_env`: every setting comes from `opts`, so the process
-        // environment (HF_ENDPOINT, HF_HOME) cannot override what the caller passed.
-        let api = ApiBuilder::from_cache(Cache::new(opts.cache_dir.clone()))
-            .with_endpoint(endpoint.to_string())
-            .with_token(opts.token.clone())
-            .with_progress(opts.progress)
-            .build()
-            .map_err(|e| SourceError::Network {
-                repo: repo.to_string(),
-                file: CONFIG.to_string(),
-                endpoint: endpoint.to_string(),
-                cause: e.to_string(),
-            })?;
-        let api = api.repo(Repo::with_revision(
-            repo.to_string(),
-            RepoType::Model,
-            revision.to_string(),
-        ));
-        Ok(Self {
+    fn new(repo: &'a str, revision: &'a str, opts: &'a HubOptions, endpoint: &'a str) -> Self {
+        Self {
             repo,
             revision,
+            opts,
             endpoint,
-            cache_dir: &opts.cache_dir,
-            api,
-        })
+            downloader: OnceCell::new(),
+        }
     }
 
-    /// The cached copy of `file`, else a download. hf-hub's `download` always asks the hub
-    /// (and re-downloads), so the cache is checked here first, also for commit revisions.
+    fn downloader(&self) -> Result<&Downloader, SourceError> {
+        if let Some(d) = self.downloader.get() {
+            return Ok(d);
+        }
+        let d = Downloader::new(self.opts, self.endpoint)?;
+        Ok(self.downloader.get_or_init(|| d))
+    }
+
+    /// The cached copy of `file`, else a download (which always asks the hub, so the cache
+    /// is checked here first, also for commit revisions).
     fn get(&self, file: &str) -> Result<PathBuf, SourceError> {
-        if let Some(path) = cached_file(self.cache_dir, self.repo, self.revision, file) {
+        if let Some(path) = cached_file(&self.opts.cache_dir, self.repo, self.revision, file) {
             return Ok(path);
         }
-        self.api.download(file).map_err(|e| self.map_error(file, e))
+        self.downloader()?.download(self.repo, self.revision, file)
     }
 
     /// `model.safetensors`, else `pytorch_model.bin`: cached copies first, then the hub.
     fn weights(&self) -> Result<PathBuf, SourceError> {
         for file in [SAFETENSORS, PYTORCH] {
-            if let Some(path) = cached_file(self.cache_dir, self.repo, self.revision, file) {
+            if let Some(path) = cached_file(&self.opts.cache_dir, self.repo, self.revision, file) {
                 return Ok(path);
             }
         }
@@ -198,47 +185,11 @@ impl<'a> Fetcher<'a> {
             other => other,
         }
     }
-
-    fn map_error(&self, file: &str, err: ApiError) -> SourceError {
-        let repo = self.repo.to_string();
-        let file_s = file.to_string();
-        let endpoint = self.endpoint.to_string();
-        match err {
-            ApiError::RequestError(boxed) => match *boxed {
-                ureq::Error::Status(status, response) => {
-                    let code = response.header("x-error-code").map(str::to_string);
-                    let message = response.header("x-error-message").map(str::to_string);
-                    classify_status(
-                        status,
-                        code.as_deref(),
-                        message.as_deref(),
-                        response.get_url(),
-                        &repo,
-                        self.revision,
-                        file,
-                        &endpoint,
-                    )
-                }
-                ureq::Error::Transport(t) => SourceError::Network {
-                    repo,
-                    file: file_s,
-                    endpoint,
-                    cause: t.to_string(),
-                },
-            },
-            other => SourceError::Download {
-                repo,
-                file: file_s,
-                cache_dir: self.cache_dir.to_path_buf(),
-                cause: other.to_string(),
-            },
-        }
-    }
 }
 
 /// Turn an HTTP error status (plus the hub's `x-error-code`) into a [`SourceError`].
 #[allow(clippy::too_many_arguments)]
-fn classify_status(
+pub(super) fn classify_status(
     status: u16,
     code: Option<&str>,
     message: Option<&str>,
@@ -347,6 +298,8 @@ mod tests {
             cache_dir: PathBuf::from("unused"),
             offline: false,
             progress: false,
+            timeout: super::super::DEFAULT_HUB_TIMEOUT,
+            proxy: None,
         };
         assert_eq!(endpoint(&opts), DEFAULT_ENDPOINT);
         opts.endpoint = Some("http://127.0.0.1:9/".into());
@@ -409,6 +362,8 @@ mod tests {
             cache_dir: tmp.path().to_path_buf(),
             offline: true,
             progress: false,
+            timeout: super::super::DEFAULT_HUB_TIMEOUT,
+            proxy: None,
         };
         let err = resolve_repo("o/n", "main", &opts).unwrap_err();
         let SourceError::OfflineMissing { missing, .. } = &err else {

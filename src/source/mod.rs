@@ -4,6 +4,7 @@
 //! checkpoint on disk ([`ModelFiles`]). Hub downloads go through `hf-hub` into the same
 //! cache the Python tools use, configured by [`HubOptions`].
 
+mod download;
 mod error;
 mod hub;
 pub mod registry;
@@ -13,6 +14,10 @@ pub use hub::DEFAULT_ENDPOINT;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Hub timeout when `VLM_HUB_TIMEOUT` is unset.
+pub const DEFAULT_HUB_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Repo id of the model used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "openai/clip-vit-base-patch32";
@@ -94,6 +99,14 @@ pub struct HubOptions {
     pub offline: bool,
     /// Show download progress bars on stderr.
     pub progress: bool,
+    /// Longest wait for the hub to send anything: connecting (at most 10 s of it), headers or
+    /// the next piece of a body (`VLM_HUB_TIMEOUT` seconds, default 30). Not a cap on a whole
+    /// download, which may take as long as it keeps moving.
+    pub timeout: Duration,
+    /// HTTP proxy for hub requests: `https_proxy`/`HTTPS_PROXY` (`http_proxy`/`HTTP_PROXY` for
+    /// an `http://` endpoint), else `all_proxy`/`ALL_PROXY`; `None` when `NO_PROXY` lists the
+    /// endpoint's host. Redirects to a CDN go the same way.
+    pub proxy: Option<String>,
 }
 
 impl HubOptions {
@@ -139,14 +152,73 @@ impl HubOptions {
                 "1" | "true" | "yes" | "on"
             )
         });
+        // Out-of-range values fall back to the default rather than failing every command.
+        let timeout = var("VLM_HUB_TIMEOUT")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_HUB_TIMEOUT, |s| {
+                Duration::from_secs_f64(s.min(7.0 * 24.0 * 3600.0))
+            });
+        let endpoint = var("HF_ENDPOINT");
+        let proxy = proxy_for(endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT), &var);
         Self {
-            endpoint: var("HF_ENDPOINT"),
+            endpoint,
             token,
             cache_dir,
             offline,
             progress,
+            timeout,
+            proxy,
         }
     }
+}
+
+/// The proxy the environment gives for `endpoint`, as curl and Python `requests` pick it.
+fn proxy_for(endpoint: &str, var: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    let no_proxy = var("no_proxy").or_else(|| var("NO_PROXY"));
+    if no_proxy.is_some_and(|list| no_proxy_matches(host, &list)) {
+        return None;
+    }
+    let names: [&str; 4] = if scheme.eq_ignore_ascii_case("http") {
+        ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+    } else {
+        ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
+    };
+    names
+        .into_iter()
+        .find_map(var)
+        .map(|p| p.trim().to_string())
+}
+
+/// Whether `NO_PROXY`-style `list` (comma or space separated hosts, `.domain` suffixes, `*`)
+/// covers `host`. Ports in entries are ignored; CIDR ranges are not understood.
+fn no_proxy_matches(host: &str, list: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    list.split([',', ' '])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            let entry = entry.to_ascii_lowercase();
+            let entry = match entry.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
+                None if entry.matches(':').count() == 1 => {
+                    entry.split(':').next().unwrap_or("").to_string()
+                }
+                None => entry,
+            };
+            let entry = entry.trim_start_matches("*.").trim_start_matches('.');
+            !entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}")))
+        })
 }
 
 /// Resolve `spec` to checkpoint files.
@@ -222,6 +294,8 @@ mod tests {
             cache_dir: cache.to_path_buf(),
             offline: true,
             progress: false,
+            timeout: DEFAULT_HUB_TIMEOUT,
+            proxy: None,
         }
     }
 
@@ -372,6 +446,78 @@ mod tests {
             let o = HubOptions::from_vars(env(&[("HF_HUB_OFFLINE", value)]), false);
             assert_eq!(o.offline, offline, "{value}");
         }
+    }
+
+    #[test]
+    fn timeout_comes_from_vlm_hub_timeout() {
+        let o = HubOptions::from_vars(env(&[]), false);
+        assert_eq!(o.timeout, DEFAULT_HUB_TIMEOUT);
+        let o = HubOptions::from_vars(env(&[("VLM_HUB_TIMEOUT", " 2.5 ")]), false);
+        assert_eq!(o.timeout, Duration::from_millis(2500));
+        for bad in ["0", "-3", "soon", "NaN", "inf"] {
+            let o = HubOptions::from_vars(env(&[("VLM_HUB_TIMEOUT", bad)]), false);
+            assert_eq!(o.timeout, DEFAULT_HUB_TIMEOUT, "{bad}");
+        }
+        let o = HubOptions::from_vars(env(&[("VLM_HUB_TIMEOUT", "1e300")]), false);
+        assert_eq!(o.timeout, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn proxy_follows_scheme_then_all_proxy_and_no_proxy() {
+        let proxy = |pairs: &[(&str, &str)]| HubOptions::from_vars(env(pairs), false).proxy;
+        assert_eq!(proxy(&[]), None);
+        // The default endpoint is https.
+        assert_eq!(
+            proxy(&[("HTTPS_PROXY", "http://s:1"), ("HTTP_PROXY", "http://p:1")]).as_deref(),
+            Some("http://s:1")
+        );
+        assert_eq!(
+            proxy(&[
+                ("https_proxy", "http://low:1"),
+                ("HTTPS_PROXY", "http://up:1")
+            ])
+            .as_deref(),
+            Some("http://low:1")
+        );
+        assert_eq!(
+            proxy(&[("ALL_PROXY", "http://a:1")]).as_deref(),
+            Some("http://a:1")
+        );
+        assert_eq!(
+            proxy(&[
+                ("HF_ENDPOINT", "http://mirror.local:8080"),
+                ("HTTPS_PROXY", "http://s:1"),
+                ("HTTP_PROXY", "http://p:1"),
+            ])
+            .as_deref(),
+            Some("http://p:1")
+        );
+        for no_proxy in [
+            "huggingface.co",
+            ".huggingface.co",
+            "x, *.Huggingface.co:443",
+            "*",
+        ] {
+            assert_eq!(
+                proxy(&[("HTTPS_PROXY", "http://s:1"), ("NO_PROXY", no_proxy)]),
+                None,
+                "{no_proxy}"
+            );
+        }
+        for no_proxy in ["gingface.co", "hf.co", ""] {
+            assert!(
+                proxy(&[("HTTPS_PROXY", "http://s:1"), ("no_proxy", no_proxy)]).is_some(),
+                "{no_proxy}"
+            );
+        }
+        assert_eq!(
+            proxy(&[
+                ("HF_ENDPOINT", "http://127.0.0.1:9"),
+                ("HTTP_PROXY", "http://p:1"),
+                ("NO_PROXY", "localhost,127.0.0.1"),
+            ]),
+            None
+        );
     }
 
     #[test]
