@@ -173,8 +173,17 @@ fn a_messy_tree_is_labelled_once_per_image_and_broken_files_are_reported() {
 fn a_killed_run_resumes_to_exactly_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("many");
-    for i in 0..300 {
-        save(&picture(i, 240, 180), &root.join(format!("{i:03}.png")));
+    // Large enough that the run is still going when the kill lands; ten distinct pictures
+    // copied under 300 names keep the setup cheap.
+    for i in 0..10 {
+        save(&picture(i, 640, 480), &root.join(format!("{i:03}.png")));
+    }
+    for i in 10..300 {
+        std::fs::copy(
+            root.join(format!("{:03}.png", i % 10)),
+            root.join(format!("{i:03}.png")),
+        )
+        .unwrap();
     }
     let run = |out: &Path, resume: bool| {
         let mut command = vlm();

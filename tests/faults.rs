@@ -23,13 +23,19 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `count` PNGs of `side` x `side`: up to ten distinct pictures, copied under more names.
 fn folder(root: &Path, count: u32, side: u32) {
     std::fs::create_dir_all(root).unwrap();
     for i in 0..count {
+        let path = root.join(format!("{i:04}.png"));
+        if i >= 10 {
+            std::fs::copy(root.join(format!("{:04}.png", i % 10)), path).unwrap();
+            continue;
+        }
         let image = RgbImage::from_fn(side, side, |x, y| {
             Rgb([(x * 3 + i) as u8, (y * 5 + i) as u8, (x ^ y) as u8])
         });
-        image.save(root.join(format!("{i:04}.png"))).unwrap();
+        image.save(path).unwrap();
     }
 }
 
@@ -46,7 +52,8 @@ fn records(path: &Path) -> Vec<Value> {
 fn ctrl_c_keeps_finished_results_exits_130_and_resume_completes() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("imgs");
-    folder(&root, 300, 240);
+    // Big enough that the run is still going when the signal lands.
+    folder(&root, 300, 640);
     let out = dir.path().join("out.jsonl");
     let command = |resume: bool| {
         let mut command = vlm();
@@ -75,7 +82,13 @@ fn ctrl_c_keeps_finished_results_exits_130_and_resume_completes() {
         .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{:?}: {}",
+        output.status,
+        stderr(&output)
+    );
     assert!(stderr(&output).contains("--resume"), "{}", stderr(&output));
     let first = records(&out).len();
     assert!(
