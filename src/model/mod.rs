@@ -9,10 +9,14 @@ mod layers;
 mod text;
 mod vision;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::pickle::PthTensors;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
 
 use crate::config::ClipConfig;
 use text::TextTower;
@@ -128,15 +132,91 @@ fn open_weights(
         path: path.to_path_buf(),
         source,
     };
-    match path.extension().and_then(|e| e.to_str()) {
-        // SAFETY: the mapping is read-only; like every mmap reader we rely on the file not
-        // being truncated by another process while it is in use.
+    let backend: Box<dyn SimpleBackend> = match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => {
-            unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(wrap)
+            // SAFETY: the mapping is read-only; like every mmap reader we rely on the file not
+            // being truncated by another process while it is in use.
+            let tensors = unsafe { MmapedSafetensors::new(path) }.map_err(wrap)?;
+            let non_float = tensors
+                .tensors()
+                .into_iter()
+                .filter_map(|(name, view)| {
+                    let stored = view.dtype();
+                    let float = DType::try_from(stored).is_ok_and(|d| d.is_float());
+                    (!float).then(|| (name, format!("{stored:?}")))
+                })
+                .collect();
+            Box::new(FloatOnly {
+                inner: tensors,
+                non_float,
+            })
         }
-        Some("bin" | "pt" | "pth") => VarBuilder::from_pth(path, dtype, device).map_err(wrap),
-        _ => Err(ModelError::WeightsFormat {
-            path: path.to_path_buf(),
-        }),
+        Some("bin" | "pt" | "pth") => {
+            let tensors = PthTensors::new(path, None).map_err(wrap)?;
+            let non_float = tensors
+                .tensor_infos()
+                .iter()
+                .filter(|(_, info)| !info.dtype.is_float())
+                .map(|(name, info)| (name.clone(), format!("{:?}", info.dtype)))
+                .collect();
+            Box::new(FloatOnly {
+                inner: tensors,
+                non_float,
+            })
+        }
+        _ => {
+            return Err(ModelError::WeightsFormat {
+                path: path.to_path_buf(),
+            })
+        }
+    };
+    Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
+}
+
+/// A weights backend that refuses tensors stored as integers or booleans: converted to
+/// floats they would load without error and silently give a broken model. Checkpoints may
+/// hold integer buffers (`position_ids`) that the model never reads, so only reads fail.
+struct FloatOnly<B> {
+    inner: B,
+    /// Names of the tensors not stored as floating point, with their stored dtype.
+    non_float: HashMap<String, String>,
+}
+
+impl<B> FloatOnly<B> {
+    fn check(&self, name: &str) -> candle_core::Result<()> {
+        match self.non_float.get(name) {
+            Some(stored) => candle_core::bail!(
+                "tensor `{name}` is stored as {stored}, but weights must be floating point"
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<B: SimpleBackend> SimpleBackend for FloatOnly<B> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.check(name)?;
+        self.inner.get(shape, name, init, dtype, device)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.check(name)?;
+        self.inner.get_unchecked(name, dtype, device)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
     }
 }
