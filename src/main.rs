@@ -41,7 +41,9 @@ const MAX_INPUT_BYTES: u64 = 512 << 20;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A second Ctrl-C does not wait for the batch in hand.
+    // A second Ctrl-C does not wait for the batch in hand. If no handler can be set (an
+    // embedding program owns SIGINT), Ctrl-C keeps its default effect; output lines already
+    // written stay whole either way.
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             std::process::exit(i32::from(EXIT_INTERRUPTED));
