@@ -113,17 +113,11 @@ impl Classifier {
         }
         let ensemble = || -> candle_core::Result<Tensor> {
             let unit = l2_normalize(&prompts.embeddings)?;
-            let mut means = Vec::with_capacity(set.classes.len());
-            let mut start = 0;
-            for class in 0..set.classes.len() {
-                // PromptSet keeps each class's prompts together.
-                let count = set.owners[start..]
-                    .iter()
-                    .take_while(|&&o| o == class)
-                    .count();
-                means.push(unit.narrow(0, start, count)?.mean_keepdim(0)?);
-                start += count;
-            }
+            let means = set
+                .ranges
+                .iter()
+                .map(|range| unit.narrow(0, range.start, range.len())?.mean_keepdim(0))
+                .collect::<candle_core::Result<Vec<_>>>()?;
             l2_normalize(&Tensor::cat(&means, 0)?)
         };
         Ok(PromptEmbeddings {

@@ -132,8 +132,9 @@ pub struct Class {
 pub struct PromptSet {
     pub classes: Vec<Class>,
     pub prompts: Vec<String>,
-    /// `owners[i]` is the index in `classes` of `prompts[i]`.
-    pub owners: Vec<usize>,
+    /// `prompts[ranges[c].clone()]` are the prompts of `classes[c]`: each class's prompts
+    /// are contiguous, in class order, and cover `prompts` exactly.
+    pub ranges: Vec<std::ops::Range<usize>>,
 }
 
 impl PromptSet {
@@ -141,7 +142,7 @@ impl PromptSet {
     pub fn new(labels: &[String], templates: &Templates) -> Result<Self, LabelError> {
         let mut classes = Vec::with_capacity(labels.len());
         let mut prompts = Vec::new();
-        let mut owners = Vec::new();
+        let mut ranges = Vec::with_capacity(labels.len());
         for (index, label) in labels.iter().enumerate() {
             let synonyms: Vec<String> = label.split('|').map(|s| s.trim().to_string()).collect();
             if synonyms.iter().any(String::is_empty) {
@@ -149,12 +150,13 @@ impl PromptSet {
                     position: index + 1,
                 });
             }
+            let start = prompts.len();
             for synonym in &synonyms {
                 for template in templates.as_slice() {
                     prompts.push(template.apply(synonym));
-                    owners.push(index);
                 }
             }
+            ranges.push(start..prompts.len());
             classes.push(Class {
                 name: synonyms[0].clone(),
                 synonyms,
@@ -165,16 +167,16 @@ impl PromptSet {
         Ok(Self {
             classes,
             prompts,
-            owners,
+            ranges,
         })
     }
 
     /// The prompt reported for a class: its only prompt, or the first of its ensemble.
     pub fn first_prompt(&self, class: usize) -> &str {
-        self.owners
-            .iter()
-            .position(|&owner| owner == class)
-            .map_or("", |i| self.prompts[i].as_str())
+        self.ranges
+            .get(class)
+            .and_then(|range| self.prompts.get(range.start))
+            .map_or("", String::as_str)
     }
 }
 
@@ -261,7 +263,7 @@ mod tests {
         assert_eq!(set.classes[0].name, "cat");
         assert_eq!(set.classes[0].synonyms, vec!["cat", "kitten"]);
         assert_eq!(set.prompts.len(), 3 * 7);
-        assert_eq!(set.owners.iter().filter(|&&o| o == 0).count(), 14);
+        assert_eq!(set.ranges[0].len(), 14);
         assert_eq!(set.prompts[7], "itap of a kitten.");
         assert_eq!(set.first_prompt(1), "itap of a dog.");
         assert_eq!(

@@ -161,7 +161,7 @@ proptest! {
         };
         if let Ok(set) = PromptSet::new(&parsed, &templates) {
             prop_assert_eq!(set.classes.len(), parsed.len());
-            prop_assert_eq!(set.prompts.len(), set.owners.len());
+            prop_assert_eq!(set.ranges.iter().map(|r| r.len()).sum::<usize>(), set.prompts.len());
             for (class, label) in set.classes.iter().zip(&parsed) {
                 prop_assert_eq!(&class.synonyms.concat(), &label.split('|').map(str::trim).collect::<String>());
                 prop_assert_eq!(&class.name, &class.synonyms[0]);
