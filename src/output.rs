@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::Serialize;
@@ -91,8 +91,6 @@ pub struct ReportWriter<W: Write> {
     written: usize,
     /// The record being formatted; written out whole.
     record: Vec<u8>,
-    /// Whether a CSV/TSV header is still to be written.
-    header: bool,
 }
 
 impl<W: Write> ReportWriter<W> {
@@ -103,14 +101,7 @@ impl<W: Write> ReportWriter<W> {
             format,
             written: 0,
             record: Vec::new(),
-            header: true,
         }
-    }
-
-    /// For appending to a file that already has rows: no CSV/TSV header.
-    pub fn without_header(mut self) -> Self {
-        self.header = false;
-        self
     }
 
     /// Writes one image's report, in one write, and flushes it.
@@ -130,7 +121,7 @@ impl<W: Write> ReportWriter<W> {
                 self.record.push(b'\n');
             }
             Format::Csv | Format::Tsv => {
-                if std::mem::take(&mut self.header) {
+                if first {
                     self.row(&COLUMNS.map(String::from))?;
                 }
                 self.rows(report)?;
@@ -364,13 +355,6 @@ impl<F: Write + Truncate> Write for RecordFile<F> {
     }
 }
 
-/// Whether a file has content already (for deciding on a CSV header when appending).
-pub fn has_content(path: &Path) -> bool {
-    File::open(path)
-        .and_then(|mut f| f.read(&mut [0u8; 1]))
-        .is_ok_and(|n| n > 0)
-}
-
 /// RFC 4180 quoting: only fields with a comma, quote or line break are quoted.
 fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
@@ -491,9 +475,10 @@ mod tests {
         assert_eq!(line["labels"], serde_json::json!(["cat"]));
         assert_eq!(line["results"][1]["selected"], false);
 
-        let mut writer = ReportWriter::new(Vec::new(), Format::Csv).without_header();
+        let mut writer = ReportWriter::new(Vec::new(), Format::Csv);
         writer.write(&report).unwrap();
         let csv = String::from_utf8(writer.finish().unwrap()).unwrap();
+        let csv = csv.split_once('\n').unwrap().1;
         assert!(
             csv.starts_with(
                 "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,true,true,\n"
@@ -527,8 +512,6 @@ mod tests {
         let mut file = open_output(&path, true).unwrap();
         file.write_all(b"{\"path\":\"c.jpg\"}\n").unwrap();
         assert_eq!(resume_jsonl(&path).unwrap().len(), 3);
-        assert!(has_content(&path));
-        assert!(!has_content(&dir.path().join("none.jsonl")));
     }
 
     /// A disk that fills up after `room` bytes.
