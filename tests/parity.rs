@@ -181,6 +181,10 @@ fn files_to_probabilities_match_transformers() {
                 far_from_uniform += 1;
             }
 
+            // The reference pixels are transformers' output for `compare_to`: the file itself,
+            // except for 16-bit PNGs, where the reference is wrong (PIL saturates 16-bit grey
+            // to white and keeps only the high byte of 16-bit RGB), so they are compared with
+            // their 8-bit twin, which a correct round(v / 257) conversion reproduces exactly.
             let pixels = r.classifier.load_pixels(&fixtures().join(file)).unwrap();
             let reference = r.tensors[&format!("pixel_values.{i}")]
                 .flatten_all()
