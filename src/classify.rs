@@ -84,6 +84,12 @@ impl Classifier {
         &self.preprocessor
     }
 
+    /// How this classifier computes beyond the checkpoint and its preprocessing config
+    /// (numeric type, decoding shortcuts): cached embeddings are only valid for the same.
+    pub fn compute_fingerprint(&self) -> String {
+        "f32".to_string()
+    }
+
     /// Tokenises and embeds prompts, a bounded batch at a time.
     pub fn embed_prompts(&self, prompts: &[String]) -> Result<PromptEmbeddings> {
         let mut truncated = Vec::with_capacity(prompts.len());

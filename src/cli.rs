@@ -51,84 +51,11 @@ pub struct ClassifyArgs {
     )]
     pub templates: Option<String>,
 
-    // Which files.
-    /// Read more inputs from FILE, one per line ("-" for stdin).
-    #[arg(long, value_name = "FILE", help_heading = "Inputs")]
-    pub files_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: InputArgs,
 
-    /// With --files-from: entries are separated by NUL bytes (as from find -print0).
-    #[arg(
-        short = '0',
-        long = "null",
-        requires = "files_from",
-        help_heading = "Inputs"
-    )]
-    pub null: bool,
-
-    /// Descend at most N directory levels below each directory given.
-    #[arg(long, value_name = "N", help_heading = "Inputs")]
-    pub max_depth: Option<usize>,
-
-    /// Include hidden files and directories (names starting with a dot).
-    #[arg(long, help_heading = "Inputs")]
-    pub hidden: bool,
-
-    /// Comma-separated extensions to take from directories, e.g. "jpg,png" (default: every
-    /// supported image type; files without a known extension are recognised by content).
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        help_heading = "Inputs"
-    )]
-    pub ext: Option<Vec<String>>,
-
-    /// Skip inputs matching this glob, e.g. "**/thumbs/**" (repeatable).
-    #[arg(long, value_name = "GLOB", help_heading = "Inputs")]
-    pub exclude: Vec<String>,
-
-    /// Take only slice K of N of the inputs (by a stable hash of each path), e.g. 2/8, to
-    /// split one corpus across N machines.
-    #[arg(long, value_name = "K/N", help_heading = "Inputs")]
-    pub shard: Option<vlm::inputs::Shard>,
-
-    // Model.
-    /// Checkpoint: a local directory, an alias from `vlm models`, or a Hugging Face repo id.
-    #[arg(short, long, env = "VLM_MODEL", default_value = vlm::source::DEFAULT_MODEL, help_heading = "Model")]
-    pub model: String,
-
-    /// Hub revision (branch, tag or commit) to use instead of the default.
-    #[arg(long, value_name = "REV", help_heading = "Model")]
-    pub revision: Option<String>,
-
-    /// Where to run the model.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto, help_heading = "Model")]
-    pub device: DeviceArg,
-
-    /// Images encoded together in one forward pass.
-    #[arg(short, long, value_name = "N", default_value_t = 16,
-          value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = "Model")]
-    pub batch_size: u64,
-
-    /// Threads decoding and resizing images (default: one per core).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024),
-          help_heading = "Model")]
-    pub workers: Option<u64>,
-
-    /// Refuse images larger than this many million pixels, before decoding them (guards
-    /// against decompression bombs).
-    #[arg(
-        long,
-        value_name = "MP",
-        default_value_t = 179.0,
-        help_heading = "Inputs"
-    )]
-    pub max_megapixels: f64,
-
-    /// Keep image embeddings in DIR (default: the user cache directory, or $VLM_CACHE_DIR),
-    /// keyed by file content, model and preprocessing, so relabelling skips the image encoder.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, help_heading = "Model")]
-    pub cache: Option<Option<PathBuf>>,
+    #[command(flatten)]
+    pub model: ModelArgs,
 
     // Decisions.
     /// Decide each label on its own: select every label whose cosine similarity is at least
@@ -205,6 +132,92 @@ pub struct ClassifyArgs {
     /// Also report skipped files and cache statistics on stderr.
     #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
     pub verbose: bool,
+}
+
+/// Which files to take from the inputs: options shared by every command that reads images.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Read more inputs from FILE, one per line ("-" for stdin).
+    #[arg(long, value_name = "FILE", help_heading = "Inputs")]
+    pub files_from: Option<PathBuf>,
+
+    /// With --files-from: entries are separated by NUL bytes (as from find -print0).
+    #[arg(
+        short = '0',
+        long = "null",
+        requires = "files_from",
+        help_heading = "Inputs"
+    )]
+    pub null: bool,
+
+    /// Descend at most N directory levels below each directory given.
+    #[arg(long, value_name = "N", help_heading = "Inputs")]
+    pub max_depth: Option<usize>,
+
+    /// Include hidden files and directories (names starting with a dot).
+    #[arg(long, help_heading = "Inputs")]
+    pub hidden: bool,
+
+    /// Comma-separated extensions to take from directories, e.g. "jpg,png" (default: every
+    /// supported image type; files without a known extension are recognised by content).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Inputs"
+    )]
+    pub ext: Option<Vec<String>>,
+
+    /// Skip inputs matching this glob, e.g. "**/thumbs/**" (repeatable).
+    #[arg(long, value_name = "GLOB", help_heading = "Inputs")]
+    pub exclude: Vec<String>,
+
+    /// Take only slice K of N of the inputs (by a stable hash of each path), e.g. 2/8, to
+    /// split one corpus across N machines.
+    #[arg(long, value_name = "K/N", help_heading = "Inputs")]
+    pub shard: Option<vlm::inputs::Shard>,
+}
+
+/// Which model, where it runs, and how images flow through it: shared by every command that
+/// embeds images or text.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Checkpoint: a local directory, an alias from `vlm models`, or a Hugging Face repo id.
+    #[arg(short = 'm', long = "model", id = "model", env = "VLM_MODEL", default_value = vlm::source::DEFAULT_MODEL, help_heading = "Model")]
+    pub spec: String,
+
+    /// Hub revision (branch, tag or commit) to use instead of the default.
+    #[arg(long, value_name = "REV", help_heading = "Model")]
+    pub revision: Option<String>,
+
+    /// Where to run the model.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto, help_heading = "Model")]
+    pub device: DeviceArg,
+
+    /// Images encoded together in one forward pass.
+    #[arg(short, long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = "Model")]
+    pub batch_size: u64,
+
+    /// Threads decoding and resizing images (default: one per core).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024),
+          help_heading = "Model")]
+    pub workers: Option<u64>,
+
+    /// Keep image embeddings in DIR (default: the user cache directory, or $VLM_CACHE_DIR),
+    /// keyed by file content, model and preprocessing, so relabelling skips the image encoder.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, help_heading = "Model")]
+    pub cache: Option<Option<PathBuf>>,
+
+    /// Refuse images larger than this many million pixels, before decoding them (guards
+    /// against decompression bombs).
+    #[arg(
+        long,
+        value_name = "MP",
+        default_value_t = 179.0,
+        help_heading = "Inputs"
+    )]
+    pub max_megapixels: f64,
 }
 
 /// How --organize places files.

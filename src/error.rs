@@ -24,6 +24,8 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    #[error(transparent)]
     Organize(#[from] crate::organize::OrganizeError),
     #[error(
         "{}: preprocessing produces {height}x{width} pixels but the model takes {size}x{size}; \

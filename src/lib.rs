@@ -4,13 +4,16 @@
 //! local files, [`preprocess`] turns image files into normalised pixels, the [`model`]
 //! encoders embed pixels and prompts into one space, [`score`] ranks prompts against each
 //! image, and [`output`] writes the results. [`pipeline`] runs that flow over many files
-//! with decoding on worker threads; [`cache`] keeps image embeddings between runs, and
-//! [`organize`] sorts files into label folders. [`Classifier`] ties a checkpoint together.
+//! with decoding on worker threads; [`embedder`] runs it for every command that needs image
+//! embeddings, [`cache`] keeps them between runs, and [`organize`] sorts files into label
+//! folders. [`Classifier`] ties a checkpoint together.
 
 pub mod cache;
 pub mod classify;
 pub mod config;
+pub mod dataset;
 pub mod device;
+pub mod embedder;
 pub mod error;
 pub mod inputs;
 pub mod labels;

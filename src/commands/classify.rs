@@ -1,0 +1,335 @@
+//! `vlm classify`: rank labels for each image, write reports, optionally sort the files.
+
+use std::io::{self, Write};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::ProgressBar;
+
+use super::{
+    find_inputs, load_model, open_cache, peak_memory, pipeline_options, progress_bar,
+    report_failure, seconds, warn_truncated, write_failed, EXIT_INTERRUPTED, EXIT_OK,
+    EXIT_SOME_FAILED,
+};
+use crate::cli::ClassifyArgs;
+use vlm::embedder::{self, Embedded};
+use vlm::inputs::{Input, Source};
+use vlm::labels::{self, PromptSet, Template, Templates};
+use vlm::organize::Organizer;
+use vlm::output::{self, Format, ImageReport, LabelResult, Outcome, ReportWriter};
+use vlm::{Classifier, PromptEmbeddings};
+
+/// The output format: as asked, else from the output file's extension, else a table.
+fn output_format(args: &ClassifyArgs) -> anyhow::Result<Format> {
+    if let Some(format) = args.format {
+        return Ok(format.into());
+    }
+    let Some(path) = &args.output else {
+        return Ok(Format::Table);
+    };
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    Ok(match extension.as_deref() {
+        Some("jsonl" | "ndjson") => Format::Jsonl,
+        Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some("tsv" | "tab") => Format::Tsv,
+        Some("txt") => Format::Table,
+        _ => bail!(
+            "cannot tell the format of {} from its extension; name it .jsonl, .json, .csv or .tsv, or pass --format",
+            path.display()
+        ),
+    })
+}
+
+/// Counters for the summary line.
+#[derive(Default)]
+struct Tally {
+    labelled: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let labels = match (&args.labels, &args.labels_file) {
+        (_, Some(path)) => labels::read_file(path)?,
+        (Some(list), None) => labels::parse_list(list)?,
+        (None, None) => return Err(labels::LabelError::None.into()),
+    };
+    let templates = match &args.templates {
+        Some(set) => Templates::from_arg(set)?,
+        None => Templates::single(Template::new(&args.template)?),
+    };
+    let prompts = PromptSet::new(&labels, &templates)?;
+    let format = output_format(args)?;
+    if args.resume && format != Format::Jsonl {
+        bail!(
+            "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
+        );
+    }
+    if let Some(p) = args.min_probability {
+        if !(0.0..=1.0).contains(&p) {
+            bail!("--min-probability must be between 0 and 1, got {p}");
+        }
+    }
+
+    let found = find_inputs(&args.inputs, &args.filter, args.verbose)?;
+    let mut tally = Tally {
+        failed: found.failed,
+        skipped: found.skipped,
+        ..Tally::default()
+    };
+    let mut todo = found.inputs;
+    if let Some(path) = args.output.as_ref().filter(|_| args.resume) {
+        let done = output::resume_jsonl(path)
+            .with_context(|| format!("cannot read {} to resume", path.display()))?;
+        let before = todo.len();
+        todo.retain(|input| !done.contains(&input.display));
+        if args.verbose {
+            eprintln!(
+                "vlm: resuming: {} inputs already in {}",
+                before - todo.len(),
+                path.display()
+            );
+        }
+    }
+
+    let model = load_model(&args.model)?;
+    let classifier = &model.classifier;
+    let text = classifier.embed_classes(&prompts)?;
+    if !args.quiet {
+        warn_truncated(
+            &prompts.prompts,
+            &text.truncated,
+            classifier.model().text_context(),
+        );
+    }
+    let cache = open_cache(&args.model, &model)?;
+    let organizer = match (args.organize, &args.dest) {
+        (Some(mode), Some(dest)) => Some(Organizer::new(dest, mode.into(), args.dry_run)?),
+        _ => None,
+    };
+
+    let out_name = args.output.as_ref().map_or_else(
+        || "standard output".to_string(),
+        |p| p.display().to_string(),
+    );
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(
+            output::open_output(path, args.resume)
+                .with_context(|| format!("cannot open {} for writing", path.display()))?,
+        ),
+        None => Box::new(io::stdout().lock()),
+    };
+    let progress = progress_bar(todo.len(), args.quiet, "images");
+
+    let mut writer = ReportWriter::new(out, format);
+    for (path, message) in found.unreadable {
+        let report = ImageReport {
+            path,
+            outcome: Outcome::Failed(message),
+            uncertain: None,
+            labels: None,
+        };
+        writer
+            .write(&report)
+            .with_context(|| write_failed(&out_name))?;
+    }
+    let mut sink = Sink {
+        args,
+        prompts: &prompts,
+        text: &text,
+        classifier,
+        organizer,
+        writer,
+        progress: &progress,
+        tally: &mut tally,
+        out_name: &out_name,
+    };
+    let summary = embedder::embed_inputs(
+        classifier,
+        cache.as_ref(),
+        todo.into_iter(),
+        pipeline_options(&args.model),
+        |batch| sink.write(batch),
+    )?;
+    let Sink { writer, .. } = sink;
+    writer.finish().with_context(|| write_failed(&out_name))?;
+    progress.finish_and_clear();
+    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
+        eprintln!("vlm: warning: {err}");
+    }
+    let stats = summary.stats;
+    if stats.cancelled {
+        eprintln!(
+            "vlm: interrupted: {} results written to {out_name}; the rest were not labelled{}",
+            tally.labelled + tally.failed,
+            if args.output.is_some() {
+                "; run the same command with --resume to finish"
+            } else {
+                ""
+            }
+        );
+        return Ok(EXIT_INTERRUPTED);
+    }
+
+    if !args.quiet {
+        eprintln!(
+            "vlm: labelled {}, failed {}, skipped {} in {:.1} s",
+            tally.labelled,
+            tally.failed,
+            tally.skipped,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if args.verbose {
+        eprintln!(
+            "vlm: image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
+            stats.encoded,
+            stats.reused,
+            seconds(stats.waiting),
+            seconds(stats.encoding)
+        );
+        if let Some(peak) = peak_memory() {
+            eprintln!("vlm: peak memory (resident): {peak}");
+        }
+        if let Some(cache) = &cache {
+            let c = cache.stats();
+            eprintln!(
+                "vlm: cache {}: {} hits, {} misses, {} written",
+                cache.dir().display(),
+                c.hits,
+                c.misses,
+                c.writes
+            );
+        }
+    }
+    Ok(if tally.failed > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// Turns finished batches into reports and placements.
+struct Sink<'a, W: Write> {
+    args: &'a ClassifyArgs,
+    prompts: &'a PromptSet,
+    text: &'a PromptEmbeddings,
+    classifier: &'a Classifier,
+    organizer: Option<Organizer>,
+    writer: ReportWriter<W>,
+    progress: &'a ProgressBar,
+    tally: &'a mut Tally,
+    out_name: &'a str,
+}
+
+impl<W: Write> Sink<'_, W> {
+    fn write(&mut self, batch: Vec<Embedded>) -> anyhow::Result<()> {
+        let rows: Vec<&[f32]> = batch
+            .iter()
+            .filter_map(|d| d.embedding.as_ref().ok().map(Vec::as_slice))
+            .collect();
+        let mut ranked = self.classifier.rank_rows(&rows, self.text)?.into_iter();
+        for done in &batch {
+            let report = match &done.embedding {
+                Ok(_) => {
+                    let scores = ranked
+                        .next()
+                        .context("internal error: fewer rankings than images")?;
+                    self.tally.labelled += 1;
+                    self.report(&done.input, &scores)
+                }
+                Err(err) => {
+                    self.tally.failed += 1;
+                    report_failure(self.progress, &done.input.display, err);
+                    ImageReport {
+                        path: done.input.display.clone(),
+                        outcome: Outcome::Failed(err.to_string()),
+                        uncertain: None,
+                        labels: None,
+                    }
+                }
+            };
+            self.progress
+                .suspend(|| self.writer.write(&report))
+                .with_context(|| write_failed(self.out_name))?;
+            if let Outcome::Ranked(_) = report.outcome {
+                self.organize(&done.input, &report)?;
+            }
+            self.progress.inc(1);
+        }
+        Ok(())
+    }
+
+    fn report(&self, input: &Input, scores: &[vlm::score::Score]) -> ImageReport {
+        let args = self.args;
+        let top_k = args
+            .top_k
+            .map_or(usize::MAX, |k| usize::try_from(k).unwrap_or(usize::MAX));
+        let selected = |similarity: f32| args.multi_label.then_some(similarity >= args.threshold);
+        let results = scores
+            .iter()
+            .take(top_k)
+            .map(|s| LabelResult {
+                label: self.prompts.classes[s.index].name.clone(),
+                prompt: self.prompts.first_prompt(s.index).to_string(),
+                probability: s.probability,
+                similarity: s.similarity,
+                selected: selected(s.similarity),
+            })
+            .collect();
+        let labels = args.multi_label.then(|| {
+            scores
+                .iter()
+                .filter(|s| s.similarity >= args.threshold)
+                .map(|s| self.prompts.classes[s.index].name.clone())
+                .collect()
+        });
+        let uncertain = args
+            .min_probability
+            .map(|p| scores.first().is_none_or(|top| top.probability < p));
+        ImageReport {
+            path: input.display.clone(),
+            outcome: Outcome::Ranked(results),
+            uncertain,
+            labels,
+        }
+    }
+
+    fn organize(&mut self, input: &Input, report: &ImageReport) -> anyhow::Result<()> {
+        let Some(organizer) = &mut self.organizer else {
+            return Ok(());
+        };
+        let Source::File(path) = &input.source else {
+            self.progress.suspend(|| {
+                eprintln!(
+                    "vlm: {}: not organized: only local files can be sorted",
+                    input.display
+                )
+            });
+            return Ok(());
+        };
+        let label = match (&report.labels, &report.outcome) {
+            (Some(selected), _) => selected.first().cloned(),
+            (None, _) if report.uncertain == Some(true) => None,
+            (None, Outcome::Ranked(results)) => results.first().map(|r| r.label.clone()),
+            (None, Outcome::Failed(_)) => return Ok(()),
+        };
+        match organizer.place(path, label.as_deref()) {
+            Ok(placement) => {
+                if self.args.dry_run || self.args.verbose {
+                    self.progress.suspend(|| eprintln!("{placement}"));
+                }
+            }
+            Err(err) => {
+                self.tally.failed += 1;
+                self.progress.suspend(|| eprintln!("vlm: {err}"));
+            }
+        }
+        Ok(())
+    }
+}

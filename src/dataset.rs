@@ -1,0 +1,308 @@
+//! Labelled image folders, `DIR/<label>/<images>`: the input of `vlm eval`, `vlm fit` and
+//! few-shot `--examples`.
+//!
+//! Each direct subdirectory of `DIR` is a class, named by the folder or by a mapping file
+//! (`FOLDER<TAB>LABEL` or `FOLDER=LABEL` per line, for folders named like `n01440764`).
+//! Images are found below each class folder with the same rules as every other input
+//! (recursive, hidden files skipped, images by extension or content).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::inputs::{self, Event, Input, InputError, InputOptions};
+
+/// Why a labelled folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("cannot read {}: {source}; pass a folder that holds one subfolder per label", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has no subfolders; put the images of each label in DIR/<label>/", path.display())]
+    NoClasses { path: PathBuf },
+    #[error("{}: no images in the label folders; put the images of each label in DIR/<label>/", path.display())]
+    NoImages { path: PathBuf },
+    #[error("{}, line {line}: expected FOLDER<TAB>LABEL or FOLDER=LABEL", path.display())]
+    MappingSyntax { path: PathBuf, line: usize },
+    #[error("{}: folder {folder:?} is mapped twice; keep one line per folder", path.display())]
+    MappingDuplicate { path: PathBuf, folder: String },
+    #[error("{}: label {label:?} is given to both {first:?} and {second:?}; give each folder its own label or merge the folders", path.display())]
+    LabelTwice {
+        path: PathBuf,
+        label: String,
+        first: String,
+        second: String,
+    },
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// Folder name → label, read from a mapping file.
+#[derive(Debug, Clone, Default)]
+pub struct LabelMap {
+    map: BTreeMap<String, String>,
+}
+
+impl LabelMap {
+    /// Reads `FOLDER<TAB>LABEL` or `FOLDER=LABEL` lines; blank lines and `#` comments are
+    /// skipped.
+    pub fn read(path: &Path) -> Result<Self, DatasetError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, DatasetError> {
+        let mut map = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (folder, label) = line
+                .split_once('\t')
+                .or_else(|| line.split_once('='))
+                .map(|(f, l)| (f.trim(), l.trim()))
+                .filter(|(f, l)| !f.is_empty() && !l.is_empty())
+                .ok_or_else(|| DatasetError::MappingSyntax {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                })?;
+            if map.insert(folder.to_string(), label.to_string()).is_some() {
+                return Err(DatasetError::MappingDuplicate {
+                    path: path.to_path_buf(),
+                    folder: folder.to_string(),
+                });
+            }
+        }
+        Ok(Self { map })
+    }
+
+    /// The label for a folder: mapped, else the folder name itself.
+    pub fn label<'a>(&'a self, folder: &'a str) -> &'a str {
+        self.map.get(folder).map_or(folder, String::as_str)
+    }
+}
+
+/// One image with its class.
+#[derive(Debug, Clone)]
+pub struct LabelledImage {
+    pub input: Input,
+    /// Index into [`Dataset::labels`].
+    pub label: usize,
+}
+
+/// A labelled folder, read.
+#[derive(Debug)]
+pub struct Dataset {
+    /// Class labels, in folder-name order.
+    pub labels: Vec<String>,
+    /// The folder each label came from.
+    pub folders: Vec<String>,
+    /// Images, grouped by class in label order, each class in the input walk's order.
+    pub images: Vec<LabelledImage>,
+    /// Entries skipped while walking (not images, hidden...).
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Entries that could not be read while walking.
+    pub errors: Vec<InputError>,
+}
+
+impl Dataset {
+    /// Reads `dir`: one class per direct subfolder (hidden ones skipped unless
+    /// `options.hidden`), images found inside with `options`. Files directly in `dir` are
+    /// not part of any class and are reported as skipped.
+    pub fn from_dir(
+        dir: &Path,
+        options: &InputOptions,
+        mapping: Option<&LabelMap>,
+    ) -> Result<Self, DatasetError> {
+        let read_err = |source| DatasetError::Read {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut folders = Vec::new();
+        let mut skipped = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(read_err)? {
+            let entry = entry.map_err(read_err)?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && !options.hidden {
+                continue;
+            }
+            if path.is_dir() {
+                folders.push(name);
+            } else {
+                skipped.push((path, "not inside a label folder".to_string()));
+            }
+        }
+        folders.sort();
+        if folders.is_empty() {
+            return Err(DatasetError::NoClasses {
+                path: dir.to_path_buf(),
+            });
+        }
+        let empty = LabelMap::default();
+        let mapping = mapping.unwrap_or(&empty);
+        let mut labels: Vec<String> = Vec::with_capacity(folders.len());
+        for folder in &folders {
+            let label = mapping.label(folder).to_string();
+            if let Some(first) = labels.iter().position(|l| *l == label) {
+                return Err(DatasetError::LabelTwice {
+                    path: dir.to_path_buf(),
+                    label,
+                    first: folders[first].clone(),
+                    second: folder.clone(),
+                });
+            }
+            labels.push(label);
+        }
+
+        let mut images = Vec::new();
+        let mut errors = Vec::new();
+        for (label, folder) in folders.iter().enumerate() {
+            let path = dir.join(folder);
+            let arg = path.to_string_lossy().into_owned();
+            for event in inputs::discover(&[arg], None, options)? {
+                match event {
+                    Event::Input(input) => images.push(LabelledImage { input, label }),
+                    Event::Skipped { path, reason } => skipped.push((path, reason.to_string())),
+                    Event::Error(err) => errors.push(err),
+                }
+            }
+        }
+        if images.is_empty() {
+            return Err(DatasetError::NoImages {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            labels,
+            folders,
+            images,
+            skipped,
+            errors,
+        })
+    }
+
+    /// Number of images of each class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.labels.len()];
+        for image in &self.images {
+            counts[image.label] += 1;
+        }
+        counts
+    }
+
+    /// A reproducible stratified split: within each class, images are ordered by a hash of
+    /// `seed` and their path, and the first `round(fraction × n)` go to the held-out part
+    /// (at least one when the class has two or more images, never all of them). Returns
+    /// (train, held-out) indices into [`Self::images`]. The same seed and files give the
+    /// same split on every machine, whatever order the files were found in.
+    pub fn split(&self, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.labels.len()];
+        for (i, image) in self.images.iter().enumerate() {
+            by_class[image.label].push(i);
+        }
+        let (mut train, mut held) = (Vec::new(), Vec::new());
+        for mut members in by_class {
+            members.sort_by_key(|&i| (mix(seed, &self.images[i].input.display), i));
+            let n = members.len();
+            let want = (fraction.clamp(0.0, 1.0) * n as f64).round() as usize;
+            let take = if n >= 2 { want.clamp(1, n - 1) } else { 0 };
+            held.extend_from_slice(&members[..take]);
+            train.extend_from_slice(&members[take..]);
+        }
+        train.sort_unstable();
+        held.sort_unstable();
+        (train, held)
+    }
+}
+
+/// FNV-1a 64 over the seed and a path: stable across platforms and releases.
+fn mix(seed: u64, text: &str) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in seed.to_le_bytes().iter().chain(text.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(classes: &[(&str, usize)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, n) in classes {
+            let folder = dir.path().join(name);
+            std::fs::create_dir(&folder).unwrap();
+            for i in 0..*n {
+                // A PNG signature is enough for discovery (by extension anyway).
+                std::fs::write(folder.join(format!("{i}.png")), b"\x89PNG\r\n\x1a\n").unwrap();
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn classes_come_from_sorted_folders_and_mapping() {
+        let dir = tree(&[("n02", 2), ("n01", 3)]);
+        std::fs::write(dir.path().join("stray.png"), b"x").unwrap();
+        let map = LabelMap::parse("# comment\nn01\ttench\nn02=goldfish\n", Path::new("m")).unwrap();
+        let data = Dataset::from_dir(dir.path(), &InputOptions::default(), Some(&map)).unwrap();
+        assert_eq!(data.labels, ["tench", "goldfish"]);
+        assert_eq!(data.folders, ["n01", "n02"]);
+        assert_eq!(data.class_counts(), [3, 2]);
+        assert_eq!(data.skipped.len(), 1);
+    }
+
+    #[test]
+    fn bad_trees_and_mappings_are_errors() {
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Dataset::from_dir(empty.path(), &InputOptions::default(), None),
+            Err(DatasetError::NoClasses { .. })
+        ));
+        let no_images = tree(&[("a", 0)]);
+        assert!(matches!(
+            Dataset::from_dir(no_images.path(), &InputOptions::default(), None),
+            Err(DatasetError::NoImages { .. })
+        ));
+        assert!(matches!(
+            LabelMap::parse("just-a-folder\n", Path::new("m")),
+            Err(DatasetError::MappingSyntax { line: 1, .. })
+        ));
+        assert!(matches!(
+            LabelMap::parse("a=x\na=y\n", Path::new("m")),
+            Err(DatasetError::MappingDuplicate { .. })
+        ));
+        let two = tree(&[("a", 1), ("b", 1)]);
+        let map = LabelMap::parse("a=x\nb=x\n", Path::new("m")).unwrap();
+        assert!(matches!(
+            Dataset::from_dir(two.path(), &InputOptions::default(), Some(&map)),
+            Err(DatasetError::LabelTwice { .. })
+        ));
+    }
+
+    #[test]
+    fn split_is_stratified_reproducible_and_seed_dependent() {
+        let dir = tree(&[("a", 10), ("b", 5), ("c", 1)]);
+        let data = Dataset::from_dir(dir.path(), &InputOptions::default(), None).unwrap();
+        let (train, held) = data.split(0.3, 7);
+        assert_eq!(train.len() + held.len(), 16);
+        let held_of = |class| {
+            held.iter()
+                .filter(|&&i| data.images[i].label == class)
+                .count()
+        };
+        assert_eq!((held_of(0), held_of(1), held_of(2)), (3, 2, 0));
+        assert_eq!(data.split(0.3, 7), (train.clone(), held.clone()));
+        let others: Vec<_> = (0..20).map(|seed| data.split(0.3, seed).1).collect();
+        assert!(others.iter().any(|h| *h != held));
+    }
+}
