@@ -17,6 +17,7 @@ pub mod embedder;
 pub mod error;
 pub mod inputs;
 pub mod labels;
+pub mod metrics;
 pub mod model;
 pub mod organize;
 pub mod output;
