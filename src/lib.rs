@@ -15,6 +15,7 @@ pub mod dataset;
 pub mod device;
 pub mod embedder;
 pub mod error;
+pub mod heatmap;
 pub mod inputs;
 pub mod labels;
 pub mod metrics;
