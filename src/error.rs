@@ -26,6 +26,8 @@ pub enum Error {
     #[error(transparent)]
     Dataset(#[from] crate::dataset::DatasetError),
     #[error(transparent)]
+    Eval(#[from] crate::evaluation::EvalError),
+    #[error(transparent)]
     Organize(#[from] crate::organize::OrganizeError),
     #[error(
         "{}: preprocessing produces {height}x{width} pixels but the model takes {size}x{size}; \

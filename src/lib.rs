@@ -7,6 +7,9 @@
 //! with decoding on worker threads; [`embedder`] runs it for every command that needs image
 //! embeddings, [`cache`] keeps them between runs, and [`organize`] sorts files into label
 //! folders. [`Classifier`] ties a checkpoint together.
+//!
+//! [`evaluation`] measures zero-shot accuracy on labelled folders ([`dataset`]), with the
+//! numbers from [`metrics`] and a confusion heat map from [`heatmap`].
 
 pub mod cache;
 pub mod classify;
@@ -15,6 +18,7 @@ pub mod dataset;
 pub mod device;
 pub mod embedder;
 pub mod error;
+pub mod evaluation;
 pub mod heatmap;
 pub mod inputs;
 pub mod labels;

@@ -1,0 +1,232 @@
+//! Zero-shot evaluation on a labelled folder: the classes' prompts are embedded once per
+//! prompt spec, ranked against image embeddings computed once, and measured with
+//! [`metrics`]. [`report`] writes the results.
+//!
+//! A prompt spec is one template (`"a photo of a {}."`), a built-in ensemble (`imagenet80`,
+//! `imagenet7`) or a file of templates, so that `--compare-templates` can set several
+//! against each other on the same images.
+
+pub mod report;
+
+use crate::classify::{Classifier, PromptEmbeddings};
+use crate::error::Error;
+use crate::labels::{LabelError, PromptSet, Template, Templates};
+use crate::metrics::{self, Evaluation, MetricsError};
+
+/// Images ranked per call: bounds the similarity matrix for large folders.
+const RANK_CHUNK: usize = 1024;
+
+/// Why an evaluation could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("prompt spec {spec:?} has no {{}} placeholder, is not imagenet80 or imagenet7, and cannot be used as a templates file: {source}; write a template such as \"a photo of a {{}}.\", an ensemble name, or the path of a file with one template per line")]
+    Spec {
+        spec: String,
+        #[source]
+        source: LabelError,
+    },
+    #[error("empty prompt spec in {list:?}; separate specs with single commas (write \\, for a comma inside a template)")]
+    EmptySpec { list: String },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+/// A named set of templates: one template, or an ensemble averaged per class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptSpec {
+    /// As the user wrote it: the template, the ensemble name or the file path.
+    pub name: String,
+    pub templates: Templates,
+}
+
+impl PromptSpec {
+    /// A template if `spec` contains `{}`; else `imagenet80`, `imagenet7`, or a file with
+    /// one template per line.
+    pub fn parse(spec: &str) -> Result<Self, EvalError> {
+        let templates = if spec.contains("{}") {
+            Template::new(spec).map(Templates::single)
+        } else {
+            Templates::from_arg(spec)
+        }
+        .map_err(|source| EvalError::Spec {
+            spec: spec.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            name: spec.to_string(),
+            templates,
+        })
+    }
+
+    /// The spec for `vlm classify`-style `--template T` / `--templates SET` options.
+    pub fn from_options(template: &str, templates: Option<&str>) -> Result<Self, LabelError> {
+        Ok(match templates {
+            Some(set) => Self {
+                name: set.to_string(),
+                templates: Templates::from_arg(set)?,
+            },
+            None => Self {
+                name: template.to_string(),
+                templates: Templates::single(Template::new(template)?),
+            },
+        })
+    }
+
+    /// The name, with the number of templates when there are several.
+    pub fn describe(&self) -> String {
+        match self.templates.as_slice().len() {
+            1 => self.name.clone(),
+            n => format!("{} ({n} templates)", self.name),
+        }
+    }
+}
+
+/// Splits a comma-separated list of prompt specs; `\,` is a comma inside a spec and `\\` a
+/// backslash. Surrounding spaces are kept, since they are part of a template.
+pub fn split_specs(list: &str) -> Result<Vec<String>, EvalError> {
+    let mut specs = Vec::new();
+    let mut current = String::new();
+    let mut chars = list.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(next @ (',' | '\\')) => current.push(next),
+                Some(other) => {
+                    current.push('\\');
+                    current.push(other);
+                }
+                None => current.push('\\'),
+            },
+            ',' => specs.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    specs.push(current);
+    if specs.iter().any(|s| s.trim().is_empty()) {
+        return Err(EvalError::EmptySpec {
+            list: list.to_string(),
+        });
+    }
+    Ok(specs)
+}
+
+/// Parses every `--compare-templates` value (each a comma-separated list), in order.
+pub fn parse_specs<S: AsRef<str>>(lists: &[S]) -> Result<Vec<PromptSpec>, EvalError> {
+    let mut specs = Vec::new();
+    for list in lists {
+        for spec in split_specs(list.as_ref())? {
+            specs.push(PromptSpec::parse(&spec)?);
+        }
+    }
+    Ok(specs)
+}
+
+/// For each image embedding, the `k` best classes, best first (ties keep class order).
+pub fn rank_classes(
+    classifier: &Classifier,
+    rows: &[&[f32]],
+    text: &PromptEmbeddings,
+    k: usize,
+) -> Result<Vec<Vec<usize>>, Error> {
+    let mut rankings = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(RANK_CHUNK) {
+        for scores in classifier.rank_rows(chunk, text)? {
+            rankings.push(scores.iter().take(k).map(|s| s.index).collect());
+        }
+    }
+    Ok(rankings)
+}
+
+/// One prompt spec measured on a labelled set.
+#[derive(Debug, Clone)]
+pub struct SpecResult {
+    pub spec: PromptSpec,
+    /// The classes' prompts (class names are `prompts.classes[c].name`).
+    pub prompts: PromptSet,
+    /// For each prompt, whether it was cut to the model's context.
+    pub truncated: Vec<bool>,
+    pub evaluation: Evaluation,
+}
+
+/// Embeds the classes' prompts under `spec` once and measures the images: `rows[i]` is the
+/// embedding of an image of class `truth[i]`, an index into `labels`.
+pub fn evaluate(
+    classifier: &Classifier,
+    labels: &[String],
+    spec: &PromptSpec,
+    rows: &[&[f32]],
+    truth: &[usize],
+) -> Result<SpecResult, Error> {
+    let prompts = PromptSet::new(labels, &spec.templates)?;
+    let text = classifier.embed_classes(&prompts)?;
+    let k = metrics::default_k(labels.len());
+    let rankings = rank_classes(classifier, rows, &text, k)?;
+    let evaluation = Evaluation::new(labels.len(), truth, &rankings).map_err(EvalError::from)?;
+    Ok(SpecResult {
+        spec: spec.clone(),
+        prompts,
+        truncated: text.truncated,
+        evaluation,
+    })
+}
+
+/// Orders results best first: by top-1, then top-k, then macro F1; ties keep their order.
+pub fn sort_best_first(results: &mut [SpecResult]) {
+    results.sort_by(|a, b| {
+        let (a, b) = (&a.evaluation, &b.evaluation);
+        b.top1
+            .total_cmp(&a.top1)
+            .then(b.top_k.total_cmp(&a.top_k))
+            .then(b.macro_average.f1.total_cmp(&a.macro_average.f1))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_split_on_unescaped_commas() {
+        assert_eq!(
+            split_specs("a photo of a {}.,imagenet7").unwrap(),
+            ["a photo of a {}.", "imagenet7"]
+        );
+        assert_eq!(
+            split_specs(r"a {}\, at night,x\\y").unwrap(),
+            ["a {}, at night", r"x\y"]
+        );
+        assert_eq!(split_specs(r"a \d {}").unwrap(), [r"a \d {}"]);
+        assert!(matches!(
+            split_specs("a {},,b {}"),
+            Err(EvalError::EmptySpec { .. })
+        ));
+        assert!(matches!(split_specs(""), Err(EvalError::EmptySpec { .. })));
+    }
+
+    #[test]
+    fn specs_are_templates_ensembles_or_files() {
+        let specs = parse_specs(&["a photo of a {}.,imagenet80", "imagenet7"]).unwrap();
+        let sizes: Vec<usize> = specs.iter().map(|s| s.templates.as_slice().len()).collect();
+        assert_eq!(sizes, [1, 80, 7]);
+        assert_eq!(specs[0].describe(), "a photo of a {}.");
+        assert_eq!(specs[1].describe(), "imagenet80 (80 templates)");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mine.txt");
+        std::fs::write(&file, "art of {}\na sketch of {}\n").unwrap();
+        let spec = PromptSpec::parse(file.to_str().unwrap()).unwrap();
+        assert_eq!(spec.templates.as_slice()[1].apply("cat"), "a sketch of cat");
+
+        let err = PromptSpec::parse("a photo of a cat").unwrap_err();
+        assert!(err.to_string().contains("\"a photo of a cat\""), "{err}");
+    }
+
+    #[test]
+    fn classify_options_become_a_spec() {
+        let one = PromptSpec::from_options("itap of a {}.", None).unwrap();
+        assert_eq!(one.describe(), "itap of a {}.");
+        let set = PromptSpec::from_options("ignored {}", Some("imagenet7")).unwrap();
+        assert_eq!(set.templates.as_slice().len(), 7);
+        assert!(PromptSpec::from_options("no placeholder", None).is_err());
+    }
+}
