@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod eval;
+pub use eval::{EvalArgs, EvalFormat};
+
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
 #[command(name = "vlm", version, about, propagate_version = true)]
@@ -16,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Rank labels for each image by how well the image matches "a photo of a <label>."
     Classify(Box<ClassifyArgs>),
+    /// Measure zero-shot accuracy on a labelled folder DIR/<label>/: accuracy, per-class
+    /// precision/recall/F1, confusion matrix; compare prompt templates.
+    Eval(Box<EvalArgs>),
     /// List the model aliases built into vlm.
     Models,
 }

@@ -1,0 +1,91 @@
+//! Arguments of `vlm eval`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::{InputArgs, ModelArgs};
+
+/// `--files-from` and `--null` come with the shared input flags but do not apply: the images
+/// are the label folders' contents. They are hidden here and refused when given.
+#[derive(Debug, Args)]
+#[command(
+    mut_arg("files_from", |a| a.hide(true)),
+    mut_arg("null", |a| a.hide(true))
+)]
+pub struct EvalArgs {
+    /// Labelled folder: DIR/<label>/ holds the images of each label.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    // Labels and prompts.
+    /// Map folder names to labels: one FOLDER<TAB>LABEL or FOLDER=LABEL per line (for
+    /// folders named like n01440764); unmapped folders keep their names.
+    #[arg(long, value_name = "FILE", help_heading = "Labels")]
+    pub labels_file: Option<PathBuf>,
+
+    /// Prompt template; {} is replaced by each label ("{}" alone uses the bare label).
+    #[arg(short, long, default_value = vlm::labels::DEFAULT_TEMPLATE, help_heading = "Labels")]
+    pub template: String,
+
+    /// Prompt ensemble instead of one template: imagenet80, imagenet7, or a file with one
+    /// template per line.
+    #[arg(
+        long,
+        value_name = "SET",
+        conflicts_with = "template",
+        help_heading = "Labels"
+    )]
+    pub templates: Option<String>,
+
+    /// Compare prompt specs on the same image embeddings: comma-separated; each a template
+    /// with {} ("a photo of a {}."), imagenet80, imagenet7, or a templates file; write \,
+    /// for a comma inside a template. Repeatable.
+    #[arg(
+        long,
+        value_name = "SPEC[,SPEC...]",
+        conflicts_with_all = ["template", "templates", "confusion_csv", "heatmap"],
+        help_heading = "Labels"
+    )]
+    pub compare_templates: Vec<String>,
+
+    #[command(flatten)]
+    pub filter: InputArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    // Output.
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = EvalFormat::Table, help_heading = "Output")]
+    pub format: EvalFormat,
+
+    /// Also write the confusion matrix to FILE as CSV (a header, then one row per true class).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub confusion_csv: Option<PathBuf>,
+
+    /// Also write a heat map of the row-normalised confusion matrix to FILE as SVG.
+    #[arg(long, value_name = "FILE.svg", help_heading = "Output")]
+    pub heatmap: Option<PathBuf>,
+
+    /// How many of the most confused (true, predicted) pairs to list.
+    #[arg(long, value_name = "N", default_value_t = 10, help_heading = "Output")]
+    pub most_confused: usize,
+
+    /// No progress bar, warnings or summary on stderr (errors are still printed).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Also report skipped files and cache statistics on stderr.
+    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
+    pub verbose: bool,
+}
+
+/// How `vlm eval` prints its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalFormat {
+    /// Aligned text for reading.
+    Table,
+    /// One JSON object with every metric.
+    Json,
+}
