@@ -28,6 +28,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(args) => commands::classify::run(&args),
         Command::Models => commands::models::run(),
+        Command::Embed(args) => commands::embed::run(&args),
+        Command::Search(args) => commands::search::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

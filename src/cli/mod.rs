@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod embed;
+mod search;
+pub use embed::EmbedArgs;
+pub use search::SearchArgs;
+
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
 #[command(name = "vlm", version, about, propagate_version = true)]
@@ -18,6 +23,10 @@ pub enum Command {
     Classify(Box<ClassifyArgs>),
     /// List the model aliases built into vlm.
     Models,
+    /// Write image or prompt embeddings to a .npy, .safetensors or .jsonl file.
+    Embed(Box<EmbedArgs>),
+    /// Rank images by similarity to a text query or to an image.
+    Search(Box<SearchArgs>),
 }
 
 #[derive(Debug, Args)]
