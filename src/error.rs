@@ -29,6 +29,8 @@ pub enum Error {
     Eval(#[from] crate::evaluation::EvalError),
     #[error(transparent)]
     Organize(#[from] crate::organize::OrganizeError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error(
         "{}: preprocessing produces {height}x{width} pixels but the model takes {size}x{size}; \
          fix crop_size / size in this file to match config.json's vision_config.image_size",

@@ -9,7 +9,8 @@
 //! folders. [`Classifier`] ties a checkpoint together.
 //!
 //! [`evaluation`] measures zero-shot accuracy on labelled folders ([`dataset`]), with the
-//! numbers from [`metrics`] and a confusion heat map from [`heatmap`].
+//! numbers from [`metrics`] and a confusion heat map from [`heatmap`]. [`export`] writes
+//! embeddings for other tools and [`search`] ranks images by similarity to a query.
 
 pub mod cache;
 pub mod classify;
@@ -19,6 +20,7 @@ pub mod device;
 pub mod embedder;
 pub mod error;
 pub mod evaluation;
+pub mod export;
 pub mod heatmap;
 pub mod inputs;
 pub mod labels;
@@ -29,6 +31,7 @@ pub mod output;
 pub mod pipeline;
 pub mod preprocess;
 pub mod score;
+pub mod search;
 pub mod source;
 pub mod tokenize;
 

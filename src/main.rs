@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Command::Classify(args) => commands::classify::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
         Command::Models => commands::models::run(),
+        Command::Embed(args) => commands::embed::run(&args),
+        Command::Search(args) => commands::search::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -356,7 +356,7 @@ impl<F: Write + Truncate> Write for RecordFile<F> {
 }
 
 /// RFC 4180 quoting: only fields with a comma, quote or line break are quoted.
-fn csv_field(field: &str) -> String {
+pub(crate) fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
@@ -364,7 +364,7 @@ fn csv_field(field: &str) -> String {
     }
 }
 
-fn tsv_field(field: &str) -> String {
+pub(crate) fn tsv_field(field: &str) -> String {
     field.replace(['\t', '\n', '\r'], " ")
 }
 

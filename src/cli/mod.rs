@@ -6,6 +6,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod eval;
 pub use eval::{EvalArgs, EvalFormat};
+mod embed;
+mod search;
+pub use embed::EmbedArgs;
+pub use search::SearchArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -24,6 +28,10 @@ pub enum Command {
     Eval(Box<EvalArgs>),
     /// List the model aliases built into vlm.
     Models,
+    /// Write image or prompt embeddings to a .npy, .safetensors or .jsonl file.
+    Embed(Box<EmbedArgs>),
+    /// Rank images by similarity to a text query or to an image.
+    Search(Box<SearchArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -2,8 +2,10 @@
 //! cache, finding the inputs, progress and small report helpers.
 
 pub mod classify;
+pub mod embed;
 pub mod eval;
 pub mod models;
+pub mod search;
 
 use std::io::{self, IsTerminal};
 use std::time::Duration;

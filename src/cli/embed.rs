@@ -1,0 +1,79 @@
+//! Arguments of `vlm embed`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::{InputArgs, ModelArgs};
+
+/// Write image (or prompt) embeddings to a file for other tools.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Images to embed: files, directories (searched recursively), quoted glob patterns
+    /// such as "photos/**/*.jpg", or http(s) URLs.
+    #[arg(
+        value_name = "INPUT",
+        required_unless_present_any = ["files_from", "text", "text_file"]
+    )]
+    pub inputs: Vec<String>,
+
+    /// Embed these comma-separated prompts (used as given, no template) instead of images.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["inputs", "files_from", "text_file"],
+          help_heading = "Text")]
+    pub text: Option<String>,
+
+    /// Embed the prompts in FILE, one per line (commas allowed), instead of images; blank
+    /// lines are skipped.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["inputs", "files_from"],
+          help_heading = "Text")]
+    pub text_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub filter: InputArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// File to write: .npy (plus NAME.paths.txt listing each row's path or prompt),
+    /// .safetensors or .jsonl.
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub output: PathBuf,
+
+    /// File format [default: from the --output extension].
+    #[arg(short, long, value_enum, help_heading = "Output")]
+    pub format: Option<EmbedFormatArg>,
+
+    /// Write the encoder's projected embeddings as they are, instead of scaled to unit
+    /// length (L2-normalised, so a dot product is the cosine similarity).
+    #[arg(long = "no-normalize", visible_alias = "raw", help_heading = "Output")]
+    pub no_normalize: bool,
+
+    /// No progress bar, warnings or summary on stderr (errors are still printed).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Also report skipped files and cache statistics on stderr.
+    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
+    pub verbose: bool,
+}
+
+/// Embedding file formats (see `vlm::export`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbedFormatArg {
+    /// A float32 (rows, dim) NumPy array, plus a .paths.txt file naming the rows.
+    Npy,
+    /// A safetensors file: tensor "embeddings", names and model in the metadata.
+    Safetensors,
+    /// One {"path" or "text", "embedding"} object per line.
+    Jsonl,
+}
+
+impl From<EmbedFormatArg> for vlm::export::ExportFormat {
+    fn from(arg: EmbedFormatArg) -> Self {
+        match arg {
+            EmbedFormatArg::Npy => Self::Npy,
+            EmbedFormatArg::Safetensors => Self::Safetensors,
+            EmbedFormatArg::Jsonl => Self::Jsonl,
+        }
+    }
+}

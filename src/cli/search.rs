@@ -1,0 +1,80 @@
+//! Arguments of `vlm search`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::{InputArgs, ModelArgs};
+
+/// Find the images most similar to a text query or to an image.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for, e.g. "a dog on a beach". Leave it out with --image: then every
+    /// argument is an image to search.
+    #[arg(value_name = "QUERY")]
+    pub query: Option<String>,
+
+    /// Images to search: files, directories (searched recursively), quoted glob patterns
+    /// such as "photos/**/*.jpg", or http(s) URLs.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<String>,
+
+    /// Rank by similarity to this image (file or URL) instead of a text query. The image
+    /// itself is left out of the results when it is among the inputs.
+    #[arg(long, value_name = "IMAGE", help_heading = "Query")]
+    pub image: Option<String>,
+
+    /// Report the N most similar images.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Output")]
+    pub top: u64,
+
+    #[command(flatten)]
+    pub filter: InputArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Output format [default: from the --output extension (.jsonl, .json, .csv, .tsv), else table].
+    #[arg(short, long, value_enum, help_heading = "Output")]
+    pub format: Option<SearchFormatArg>,
+
+    /// Write results to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub output: Option<PathBuf>,
+
+    /// No progress bar, warnings or summary on stderr (errors are still printed).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Also report skipped files and cache statistics on stderr.
+    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
+    pub verbose: bool,
+}
+
+/// Search output formats; every one has rank, path and similarity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchFormatArg {
+    /// Aligned columns for reading.
+    Table,
+    /// A JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated, with a header.
+    Csv,
+    /// Tab-separated, with a header.
+    Tsv,
+}
+
+impl From<SearchFormatArg> for vlm::output::Format {
+    fn from(arg: SearchFormatArg) -> Self {
+        match arg {
+            SearchFormatArg::Table => Self::Table,
+            SearchFormatArg::Json => Self::Json,
+            SearchFormatArg::Jsonl => Self::Jsonl,
+            SearchFormatArg::Csv => Self::Csv,
+            SearchFormatArg::Tsv => Self::Tsv,
+        }
+    }
+}

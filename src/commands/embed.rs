@@ -1,0 +1,185 @@
+//! `vlm embed`: write image or prompt embeddings to a file.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::{
+    find_inputs, load_model, open_cache, peak_memory, pipeline_options, progress_bar,
+    report_failure, seconds, warn_truncated, Model, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
+};
+use crate::cli::EmbedArgs;
+use vlm::cache::EmbeddingCache;
+use vlm::embedder;
+use vlm::export::{self, Embeddings, ExportFormat, Metadata, RowKind};
+use vlm::pipeline::PipelineStats;
+use vlm::search::normalize;
+
+pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let format = match args.format {
+        Some(format) => format.into(),
+        None => ExportFormat::from_path(&args.output)?,
+    };
+    let texts = match (&args.text, &args.text_file) {
+        (Some(list), _) => Some(export::prompts_from_list(list)?),
+        (None, Some(path)) => Some(export::read_prompts(path)?),
+        (None, None) => None,
+    };
+    if let Some(texts) = texts {
+        return embed_texts(args, format, texts);
+    }
+
+    let found = find_inputs(&args.inputs, &args.filter, args.verbose)?;
+    for input in &found.inputs {
+        export::check_name(format, &args.output, &input.display)?;
+    }
+    export::check_writable(&args.output)?;
+    let model = load_model(&args.model)?;
+    let classifier = &model.classifier;
+    let cache = open_cache(&args.model, &model)?;
+    let mut embeddings = Embeddings::new(
+        classifier.config().projection_dim,
+        metadata(&model, RowKind::Image, !args.no_normalize),
+    );
+    let mut failed = found.failed;
+    let progress = progress_bar(found.inputs.len(), args.quiet, "images");
+    let summary = embedder::embed_inputs(
+        classifier,
+        cache.as_ref(),
+        found.inputs.into_iter(),
+        pipeline_options(&args.model),
+        |batch| {
+            for done in batch {
+                match done.embedding {
+                    Ok(mut row) => {
+                        if !args.no_normalize {
+                            normalize(&mut row);
+                        }
+                        embeddings.push(done.input.display, &row)?;
+                    }
+                    Err(err) => {
+                        failed += 1;
+                        report_failure(&progress, &done.input.display, &err);
+                    }
+                }
+                progress.inc(1);
+            }
+            Ok::<(), anyhow::Error>(())
+        },
+    )?;
+    progress.finish_and_clear();
+    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
+        eprintln!("vlm: warning: {err}");
+    }
+    let written = export::write(&args.output, format, &embeddings)?;
+    let stats = summary.stats;
+    if stats.cancelled {
+        eprintln!(
+            "vlm: interrupted: {} embeddings written to {}; the rest were not embedded",
+            embeddings.len(),
+            list(&written)
+        );
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if !args.quiet {
+        eprintln!(
+            "vlm: embedded {}, failed {}, skipped {} in {:.1} s; wrote {}",
+            embeddings.len(),
+            failed,
+            found.skipped,
+            started.elapsed().as_secs_f64(),
+            list(&written)
+        );
+    }
+    if args.verbose {
+        report_encoder(&stats, cache.as_ref());
+    }
+    Ok(if failed > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn embed_texts(args: &EmbedArgs, format: ExportFormat, texts: Vec<String>) -> anyhow::Result<u8> {
+    for text in &texts {
+        export::check_name(format, &args.output, text)?;
+    }
+    export::check_writable(&args.output)?;
+    let model = load_model(&args.model)?;
+    let classifier = &model.classifier;
+    let prompts = classifier.embed_prompts(&texts)?;
+    if !args.quiet {
+        warn_truncated(
+            &texts,
+            &prompts.truncated,
+            classifier.model().text_context(),
+        );
+    }
+    let rows = prompts
+        .embeddings
+        .to_vec2::<f32>()
+        .context("cannot read the text embeddings back from the device")?;
+    let mut embeddings = Embeddings::new(
+        classifier.config().projection_dim,
+        metadata(&model, RowKind::Text, !args.no_normalize),
+    );
+    for (text, mut row) in texts.into_iter().zip(rows) {
+        if !args.no_normalize {
+            normalize(&mut row);
+        }
+        embeddings.push(text, &row)?;
+    }
+    let written = export::write(&args.output, format, &embeddings)?;
+    if !args.quiet {
+        eprintln!(
+            "vlm: embedded {} prompts; wrote {}",
+            embeddings.len(),
+            list(&written)
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn metadata(model: &Model, kind: RowKind, normalized: bool) -> Metadata {
+    Metadata {
+        kind: Some(kind),
+        model: Some(model.files.id.clone()),
+        revision: model.files.revision.clone(),
+        normalized: Some(normalized),
+    }
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// With --verbose: how much work the image encoder did and what the cache saved.
+pub fn report_encoder(stats: &PipelineStats, cache: Option<&EmbeddingCache>) {
+    eprintln!(
+        "vlm: image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
+        stats.encoded,
+        stats.reused,
+        seconds(stats.waiting),
+        seconds(stats.encoding)
+    );
+    if let Some(peak) = peak_memory() {
+        eprintln!("vlm: peak memory (resident): {peak}");
+    }
+    if let Some(cache) = cache {
+        let c = cache.stats();
+        eprintln!(
+            "vlm: cache {}: {} hits, {} misses, {} written",
+            cache.dir().display(),
+            c.hits,
+            c.misses,
+            c.writes
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! Similarity search: rank many embeddings by cosine similarity to one query embedding,
+//! keep the best N, and write them out.
+//!
+//! The ranking is deterministic: highest similarity first, equal similarities in input
+//! order, and a similarity that is not a number (an embedding of NaNs) ranks last.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::inputs::{Input, Source};
+use crate::output::{csv_field, tsv_field, Format};
+
+/// Cosine similarity of two vectors, summed in f64. A zero vector is similar to nothing
+/// (0), rather than NaN.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return 0.0;
+    }
+    (dot / (aa.sqrt() * bb.sqrt())) as f32
+}
+
+/// Scales `v` to unit L2 norm in place; a zero vector stays zero.
+pub fn normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        for x in v {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
+}
+
+/// One ranked candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// Position of the candidate in the input order.
+    pub index: usize,
+    /// Its cosine similarity to the query.
+    pub similarity: f32,
+}
+
+impl Hit {
+    /// NaN ranks below everything, so a broken embedding never tops a search.
+    fn key(&self) -> f32 {
+        if self.similarity.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            self.similarity
+        }
+    }
+}
+
+/// Orders hits so that the better one is greater: higher similarity, then earlier input.
+#[derive(Debug, Clone, Copy)]
+struct Better(Hit);
+
+impl Ord for Better {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .key()
+            .total_cmp(&other.0.key())
+            .then(other.0.index.cmp(&self.0.index))
+    }
+}
+
+impl PartialOrd for Better {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Better {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Better {}
+
+/// The `n` best hits seen so far, in memory proportional to `n` rather than to the number
+/// of candidates, so a search streams over any number of images.
+#[derive(Debug)]
+pub struct TopN {
+    n: usize,
+    /// A min-heap: the worst hit kept is on top, ready to be displaced.
+    heap: BinaryHeap<Reverse<Better>>,
+}
+
+impl TopN {
+    /// Keeps the best `n` hits.
+    pub fn new(n: usize) -> Self {
+        Self {
+            n,
+            heap: BinaryHeap::with_capacity(n.min(1 << 16) + 1),
+        }
+    }
+
+    /// Offers a candidate; the order of offers does not change the result.
+    pub fn push(&mut self, hit: Hit) {
+        if self.n == 0 {
+            return;
+        }
+        if self.heap.len() < self.n {
+            self.heap.push(Reverse(Better(hit)));
+        } else if self
+            .heap
+            .peek()
+            .is_some_and(|Reverse(worst)| Better(hit) > *worst)
+        {
+            self.heap.pop();
+            self.heap.push(Reverse(Better(hit)));
+        }
+    }
+
+    /// The hits kept, best first.
+    pub fn into_sorted(self) -> Vec<Hit> {
+        // Ascending order of Reverse is descending order of Better: best first.
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(Better(hit))| hit)
+            .collect()
+    }
+}
+
+/// Ranks `candidates` by cosine similarity to `query` and returns the best `n`, best first.
+pub fn top_n<'a>(
+    query: &[f32],
+    candidates: impl IntoIterator<Item = &'a [f32]>,
+    n: usize,
+) -> Vec<Hit> {
+    let mut top = TopN::new(n);
+    for (index, candidate) in candidates.into_iter().enumerate() {
+        top.push(Hit {
+            index,
+            similarity: cosine(query, candidate),
+        });
+    }
+    top.into_sorted()
+}
+
+/// Leaves out the inputs that are the file `query` itself (the same file by canonical path,
+/// however it was named), so an image search does not find its own query first. Returns how
+/// many were left out.
+pub fn exclude_file(inputs: &mut Vec<Input>, query: &Path) -> usize {
+    let Ok(query) = query.canonicalize() else {
+        return 0;
+    };
+    let before = inputs.len();
+    inputs.retain(|input| match &input.source {
+        Source::File(path) => path.canonicalize().map_or(true, |p| p != query),
+        Source::Url(_) => true,
+    });
+    before - inputs.len()
+}
+
+/// One line of search output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Match {
+    /// 1 for the best match.
+    pub rank: usize,
+    /// The image, as its input was displayed.
+    pub path: String,
+    /// Cosine similarity to the query.
+    pub similarity: f32,
+}
+
+/// Writes search results: a table with a header, a JSON array, JSON Lines, or CSV/TSV with a
+/// `rank,path,similarity` header.
+pub fn write_results<W: Write>(mut out: W, format: Format, results: &[Match]) -> io::Result<W> {
+    match format {
+        Format::Table => {
+            writeln!(out, "{:>4}  {:>10}  path", "rank", "similarity")?;
+            for r in results {
+                writeln!(out, "{:>4}  {:>10.4}  {}", r.rank, r.similarity, r.path)?;
+            }
+        }
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, results)?;
+            writeln!(out)?;
+        }
+        Format::Jsonl => {
+            for r in results {
+                serde_json::to_writer(&mut out, r)?;
+                writeln!(out)?;
+            }
+        }
+        Format::Csv | Format::Tsv => {
+            let (separator, escape): (&str, fn(&str) -> String) = if format == Format::Tsv {
+                ("\t", tsv_field)
+            } else {
+                (",", csv_field)
+            };
+            writeln!(out, "rank{separator}path{separator}similarity")?;
+            for r in results {
+                writeln!(
+                    out,
+                    "{}{separator}{}{separator}{}",
+                    r.rank,
+                    escape(&r.path),
+                    r.similarity
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(index: usize, similarity: f32) -> Hit {
+        Hit { index, similarity }
+    }
+
+    #[test]
+    fn cosine_matches_the_definition_and_survives_zero() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-7);
+        assert_eq!(cosine(&[2.0, 4.0], &[-1.0, -2.0]), -1.0);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 2.0]), 0.0);
+        let mut v = [3.0, 4.0];
+        normalize(&mut v);
+        assert_eq!(v, [0.6, 0.8]);
+        let mut zero = [0.0f32; 3];
+        normalize(&mut zero);
+        assert_eq!(zero, [0.0; 3]);
+    }
+
+    #[test]
+    fn top_n_is_the_head_of_a_full_sort_with_ties_in_input_order() {
+        let query = [1.0, 0.0];
+        let rows: Vec<[f32; 2]> = vec![
+            [0.0, 1.0],  // 0.0
+            [1.0, 1.0],  // 0.707
+            [2.0, 0.0],  // 1.0
+            [1.0, 0.0],  // 1.0, tie with 2: later
+            [-1.0, 0.0], // -1.0
+            [3.0, 3.0],  // 0.707, tie with 1
+        ];
+        let hits = top_n(&query, rows.iter().map(|r| r.as_slice()), 4);
+        let order: Vec<usize> = hits.iter().map(|h| h.index).collect();
+        assert_eq!(order, [2, 3, 1, 5]);
+        assert_eq!(hits[0].similarity, 1.0);
+        let all = top_n(&query, rows.iter().map(|r| r.as_slice()), 100);
+        assert_eq!(all.len(), 6);
+        assert_eq!(all.last().map(|h| h.index), Some(4));
+        assert!(top_n(&query, rows.iter().map(|r| r.as_slice()), 0).is_empty());
+    }
+
+    #[test]
+    fn offer_order_does_not_matter_and_nan_ranks_last() {
+        let hits = [
+            hit(0, 0.5),
+            hit(1, f32::NAN),
+            hit(2, 0.9),
+            hit(3, 0.5),
+            hit(4, -0.2),
+            hit(5, 0.9),
+        ];
+        let ranked = |order: &[usize], n: usize| {
+            let mut top = TopN::new(n);
+            for &i in order {
+                top.push(hits[i]);
+            }
+            top.into_sorted()
+                .iter()
+                .map(|h| h.index)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ranked(&[0, 1, 2, 3, 4, 5], 6), [2, 5, 0, 3, 4, 1]);
+        assert_eq!(ranked(&[5, 4, 3, 2, 1, 0], 6), [2, 5, 0, 3, 4, 1]);
+        assert_eq!(ranked(&[1, 3, 5, 0, 2, 4], 3), [2, 5, 0]);
+        assert_eq!(ranked(&[1], 3), [1]);
+    }
+
+    #[test]
+    fn the_query_file_is_excluded_by_identity_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.png");
+        let b = dir.path().join("b.png");
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        let input = |path: &Path| Input {
+            display: path.display().to_string(),
+            source: Source::File(path.to_path_buf()),
+        };
+        let mut inputs = vec![
+            input(&a),
+            input(&b),
+            input(&dir.path().join(".").join("a.png")),
+        ];
+        assert_eq!(exclude_file(&mut inputs, &a), 2);
+        assert_eq!(inputs, [input(&b)]);
+        assert_eq!(exclude_file(&mut inputs, &dir.path().join("none.png")), 0);
+    }
+
+    #[test]
+    fn every_format_holds_rank_path_and_similarity() {
+        let results = [
+            Match {
+                rank: 1,
+                path: "a, b.jpg".into(),
+                similarity: 0.5,
+            },
+            Match {
+                rank: 2,
+                path: "c.jpg".into(),
+                similarity: -0.25,
+            },
+        ];
+        let render = |format| {
+            String::from_utf8(write_results(Vec::new(), format, &results).unwrap()).unwrap()
+        };
+        assert_eq!(
+            render(Format::Csv),
+            "rank,path,similarity\n1,\"a, b.jpg\",0.5\n2,c.jpg,-0.25\n"
+        );
+        assert_eq!(
+            render(Format::Tsv),
+            "rank\tpath\tsimilarity\n1\ta, b.jpg\t0.5\n2\tc.jpg\t-0.25\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(Format::Json)).unwrap();
+        assert_eq!(json[1]["path"], "c.jpg");
+        assert_eq!(json[0]["rank"], 1);
+        let jsonl = render(Format::Jsonl);
+        let last: serde_json::Value = serde_json::from_str(jsonl.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(last["similarity"], -0.25);
+        assert_eq!(
+            render(Format::Table),
+            "rank  similarity  path\n   1      0.5000  a, b.jpg\n   2     -0.2500  c.jpg\n"
+        );
+    }
+}
