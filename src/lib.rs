@@ -12,6 +12,7 @@
 //! numbers from [`metrics`] and a confusion heat map from [`heatmap`]. [`export`] writes
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 
+pub mod bench;
 pub mod cache;
 pub mod classify;
 pub mod config;

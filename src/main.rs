@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Models => commands::models::run(),
         Command::Embed(args) => commands::embed::run(&args),
         Command::Search(args) => commands::search::run(&args),
+        Command::Bench(args) => commands::bench::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

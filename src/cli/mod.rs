@@ -10,6 +10,8 @@ mod embed;
 mod search;
 pub use embed::EmbedArgs;
 pub use search::SearchArgs;
+mod bench;
+pub use bench::BenchArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -32,6 +34,8 @@ pub enum Command {
     Embed(Box<EmbedArgs>),
     /// Rank images by similarity to a text query or to an image.
     Search(Box<SearchArgs>),
+    /// Measure images and prompts per second, cold start and memory on this machine.
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +216,12 @@ pub struct ModelArgs {
     #[arg(short, long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = "Model")]
     pub batch_size: u64,
+
+    /// Threads for the model's matrix multiplications (default: one per core, or
+    /// $RAYON_NUM_THREADS).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024),
+          help_heading = "Model")]
+    pub threads: Option<u64>,
 
     /// Threads decoding and resizing images (default: one per core).
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024),

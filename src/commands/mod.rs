@@ -1,6 +1,7 @@
 //! One module per subcommand; this one holds what they share: opening the model and the
 //! cache, finding the inputs, progress and small report helpers.
 
+pub mod bench;
 pub mod classify;
 pub mod embed;
 pub mod eval;
@@ -46,6 +47,11 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
             "--max-megapixels must be a positive number, got {}",
             args.max_megapixels
         );
+    }
+    if let Some(threads) = args.threads {
+        // candle reads RAYON_NUM_THREADS for every matrix multiply; set before any worker
+        // thread exists, so nothing reads the environment concurrently.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
     let files = source::resolve(
         &args.spec,
