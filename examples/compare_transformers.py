@@ -54,11 +54,13 @@ Output: a table on stdout, a ready-to-paste Markdown table for BENCHMARKS.md, an
 figure in a JSON file (`--json-out`, default WORK/compare-results.json).
 
 The load average is printed and saved with the figures: on a machine shared with other work,
-2-thread OpenMP code (torch) loses much more than its share when the cores are oversubscribed.
+2-thread OpenMP code (torch) loses much more than its share when the cores are oversubscribed
+(a thread waiting at a barrier for one that is descheduled), worst at batch 1; use more
+`--rounds` there.
 
-Time: on 2 cores, the first run spends about 3 minutes making the checkpoint, the 65 JPEGs and
-the ONNX export; measuring with the defaults takes about 12 minutes more (15 to 20 on a busy
-machine). Later runs only measure.
+Time, on 2 cores: the first run spends about 1.5 minutes making the checkpoint, the 65 JPEGs
+and the ONNX export (reused afterwards); measuring with the defaults took 6.5 minutes without
+`vlm bench` and `--jpeg-downscale` (2026-11-23, a busy machine), so expect 9 to 11 with them.
 """
 
 from __future__ import annotations
