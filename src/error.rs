@@ -27,6 +27,10 @@ pub enum Error {
     Dataset(#[from] crate::dataset::DatasetError),
     #[error(transparent)]
     Organize(#[from] crate::organize::OrganizeError),
+    #[error(transparent)]
+    FewShot(#[from] crate::fewshot::FewShotError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
     #[error(
         "{}: preprocessing produces {height}x{width} pixels but the model takes {size}x{size}; \
          fix crop_size / size in this file to match config.json's vision_config.image_size",

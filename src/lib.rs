@@ -6,7 +6,8 @@
 //! image, and [`output`] writes the results. [`pipeline`] runs that flow over many files
 //! with decoding on worker threads; [`embedder`] runs it for every command that needs image
 //! embeddings, [`cache`] keeps them between runs, and [`organize`] sorts files into label
-//! folders. [`Classifier`] ties a checkpoint together.
+//! folders. [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a
+//! linear head on embeddings instead. [`Classifier`] ties a checkpoint together.
 
 pub mod cache;
 pub mod classify;
@@ -15,6 +16,7 @@ pub mod dataset;
 pub mod device;
 pub mod embedder;
 pub mod error;
+pub mod fewshot;
 pub mod inputs;
 pub mod labels;
 pub mod model;
@@ -22,6 +24,7 @@ pub mod organize;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;
+pub mod probe;
 pub mod score;
 pub mod source;
 pub mod tokenize;
