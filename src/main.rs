@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     });
     let result = match cli.command {
         Command::Classify(args) => commands::classify::run(&args),
+        Command::Fit(args) => commands::fit::run(&args),
         Command::Models => commands::models::run(),
     };
     match result {

@@ -2,6 +2,7 @@
 //! cache, finding the inputs, progress and small report helpers.
 
 pub mod classify;
+pub mod fit;
 pub mod models;
 
 use std::io::{self, IsTerminal};

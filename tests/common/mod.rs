@@ -45,7 +45,10 @@ pub fn draw_domain(dir: &Path, classes: usize, per_class: usize, seed: u64) -> V
         for i in 0..per_class {
             let grey = 60 + rng.below(120) as u8;
             let size = 14 + rng.below(22);
-            let (cx, cy) = (size / 2 + rng.below(64 - size), size / 2 + rng.below(64 - size));
+            let (cx, cy) = (
+                size / 2 + rng.below(64 - size),
+                size / 2 + rng.below(64 - size),
+            );
             let disc = rng.below(2) == 0;
             let mut image = image::RgbImage::new(64, 64);
             for (x, y, pixel) in image.enumerate_pixels_mut() {
