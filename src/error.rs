@@ -31,6 +31,10 @@ pub enum Error {
     Organize(#[from] crate::organize::OrganizeError),
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
+    #[error(transparent)]
+    FewShot(#[from] crate::fewshot::FewShotError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
     #[error(
         "{}: preprocessing produces {height}x{width} pixels but the model takes {size}x{size}; \
          fix crop_size / size in this file to match config.json's vision_config.image_size",

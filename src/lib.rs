@@ -11,6 +11,8 @@
 //! [`evaluation`] measures zero-shot accuracy on labelled folders ([`dataset`]), with the
 //! numbers from [`metrics`] and a confusion heat map from [`heatmap`]. [`export`] writes
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
+//! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
+//! head on embeddings instead.
 
 pub mod bench;
 pub mod cache;
@@ -22,6 +24,7 @@ pub mod embedder;
 pub mod error;
 pub mod evaluation;
 pub mod export;
+pub mod fewshot;
 pub mod heatmap;
 pub mod inputs;
 pub mod labels;
@@ -31,6 +34,7 @@ pub mod organize;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;
+pub mod probe;
 pub mod score;
 pub mod search;
 pub mod source;

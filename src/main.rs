@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(args) => commands::classify::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
+        Command::Fit(args) => commands::fit::run(&args),
         Command::Models => commands::models::run(),
         Command::Embed(args) => commands::embed::run(&args),
         Command::Search(args) => commands::search::run(&args),

@@ -91,6 +91,8 @@ pub struct ReportWriter<W: Write> {
     written: usize,
     /// The record being formatted; written out whole.
     record: Vec<u8>,
+    /// What the table calls the similarity.
+    similarity_name: &'static str,
 }
 
 impl<W: Write> ReportWriter<W> {
@@ -101,7 +103,14 @@ impl<W: Write> ReportWriter<W> {
             format,
             written: 0,
             record: Vec::new(),
+            similarity_name: "cos",
         }
+    }
+
+    /// Names the similarity in tables ("cos" unless told; a linear probe's is a "logit").
+    pub fn with_similarity_name(mut self, name: &'static str) -> Self {
+        self.similarity_name = name;
+        self
     }
 
     /// Writes one image's report, in one write, and flushes it.
@@ -186,9 +195,10 @@ impl<W: Write> ReportWriter<W> {
             let mark = if r.selected == Some(true) { "  *" } else { "" };
             writeln!(
                 self.record,
-                "  {:>7.2}%  {:<width$}  cos {:.4}{mark}",
+                "  {:>7.2}%  {:<width$}  {} {:.4}{mark}",
                 r.probability * 100.0,
                 r.label,
+                self.similarity_name,
                 r.similarity
             )?;
         }

@@ -38,6 +38,13 @@ pub fn rank(
 /// models still sum to one.
 fn rank_row(similarities: &[f32], scale: f64) -> Vec<Score> {
     let logits: Vec<f64> = similarities.iter().map(|&s| scale * f64::from(s)).collect();
+    rank_logits(&logits, similarities)
+}
+
+/// Ranks classes by the softmax of their `logits`, highest first (ties keep the classes'
+/// order); `similarities[i]` is reported with class `i`. For scorers whose logits are not
+/// a scaled cosine (few-shot examples, linear probes).
+pub fn rank_logits(logits: &[f64], similarities: &[f32]) -> Vec<Score> {
     let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = logits.iter().map(|&l| (l - max).exp()).collect();
     let total: f64 = exps.iter().sum();

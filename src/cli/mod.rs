@@ -12,6 +12,8 @@ pub use embed::EmbedArgs;
 pub use search::SearchArgs;
 mod bench;
 pub use bench::BenchArgs;
+mod fit;
+pub use fit::FitArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -28,6 +30,8 @@ pub enum Command {
     /// Measure zero-shot accuracy on a labelled folder DIR/<label>/: accuracy, per-class
     /// precision/recall/F1, confusion matrix; compare prompt templates.
     Eval(Box<EvalArgs>),
+    /// Train a linear probe on labelled folders DIR/<label>/ for `classify --probe`.
+    Fit(Box<FitArgs>),
     /// List the model aliases built into vlm.
     Models,
     /// Write image or prompt embeddings to a .npy, .safetensors or .jsonl file.
@@ -39,7 +43,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("label_source").required(true).args(["labels", "labels_file"])))]
+#[command(group(clap::ArgGroup::new("label_source").required(true).args(["labels", "labels_file", "probe"])))]
 pub struct ClassifyArgs {
     /// Images to classify: files, directories (searched recursively), quoted glob
     /// patterns such as "photos/**/*.jpg", or http(s) URLs.
@@ -68,6 +72,38 @@ pub struct ClassifyArgs {
         help_heading = "Labels"
     )]
     pub templates: Option<String>,
+
+    /// A linear probe from `vlm fit` to score with instead of prompts; the labels are the
+    /// probe's, and it must have been trained on the same --model.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["template", "templates", "multi_label", "examples"],
+        help_heading = "Labels"
+    )]
+    pub probe: Option<PathBuf>,
+
+    // Few-shot.
+    /// A few example images per label in DIR/<label>/ (every folder must be one of the
+    /// labels): they sharpen the prompts (Tip-Adapter); labels without examples use the
+    /// prompt alone.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "multi_label",
+        help_heading = "Few-shot"
+    )]
+    pub examples: Option<PathBuf>,
+
+    /// How much the examples count against the prompts (Tip-Adapter's alpha; 0 ignores them).
+    #[arg(long, value_name = "A", default_value_t = vlm::fewshot::DEFAULT_WEIGHT,
+          requires = "examples", help_heading = "Few-shot")]
+    pub examples_weight: f32,
+
+    /// How fast an example stops counting as an image looks less like it (Tip-Adapter's beta).
+    #[arg(long, value_name = "B", default_value_t = vlm::fewshot::DEFAULT_SHARPNESS,
+          requires = "examples", help_heading = "Few-shot")]
+    pub examples_sharpness: f32,
 
     #[command(flatten)]
     pub filter: InputArgs,

@@ -1,4 +1,6 @@
 //! `vlm classify`: rank labels for each image, write reports, optionally sort the files.
+//! Labels are scored by their prompts, by prompts and example images (`--examples`), or by
+//! a linear probe (`--probe`).
 
 use std::io::{self, Write};
 use std::time::Instant;
@@ -12,11 +14,15 @@ use super::{
     EXIT_SOME_FAILED,
 };
 use crate::cli::ClassifyArgs;
+use vlm::cache::EmbeddingCache;
 use vlm::embedder::{self, Embedded};
+use vlm::fewshot::{self, ExampleCache, TipParams};
 use vlm::inputs::{Input, Source};
 use vlm::labels::{self, PromptSet, Template, Templates};
 use vlm::organize::Organizer;
 use vlm::output::{self, Format, ImageReport, LabelResult, Outcome, ReportWriter};
+use vlm::probe::{ModelIdentity, Probe};
+use vlm::score::Score;
 use vlm::{Classifier, PromptEmbeddings};
 
 /// The output format: as asked, else from the output file's extension, else a table.
@@ -54,16 +60,11 @@ struct Tally {
 
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let labels = match (&args.labels, &args.labels_file) {
-        (_, Some(path)) => labels::read_file(path)?,
-        (Some(list), None) => labels::parse_list(list)?,
-        (None, None) => return Err(labels::LabelError::None.into()),
+    let source = match &args.probe {
+        Some(path) => LabelSource::Probe(Probe::load(path)?),
+        None => LabelSource::Prompts(prompt_set(args)?),
     };
-    let templates = match &args.templates {
-        Some(set) => Templates::from_arg(set)?,
-        None => Templates::single(Template::new(&args.template)?),
-    };
-    let prompts = PromptSet::new(&labels, &templates)?;
+    let params = TipParams::new(args.examples_weight, args.examples_sharpness)?;
     let format = output_format(args)?;
     if args.resume && format != Format::Jsonl {
         bail!(
@@ -99,15 +100,39 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
 
     let model = load_model(&args.model)?;
     let classifier = &model.classifier;
-    let text = classifier.embed_classes(&prompts)?;
-    if !args.quiet {
-        warn_truncated(
-            &prompts.prompts,
-            &text.truncated,
-            classifier.model().text_context(),
-        );
-    }
     let cache = open_cache(&args.model, &model)?;
+    let scorer = match source {
+        LabelSource::Probe(probe) => {
+            if let Some(path) = &args.probe {
+                probe.check_model(path, &ModelIdentity::of(&model.files, classifier)?)?;
+            }
+            Scorer::Probe(probe)
+        }
+        LabelSource::Prompts(prompts) => {
+            let text = classifier.embed_classes(&prompts)?;
+            if !args.quiet {
+                warn_truncated(
+                    &prompts.prompts,
+                    &text.truncated,
+                    classifier.model().text_context(),
+                );
+            }
+            let examples = match &args.examples {
+                Some(dir) => {
+                    match load_examples(args, dir, classifier, cache.as_ref(), &prompts)? {
+                        Some(examples) => Some((examples, params)),
+                        None => return Ok(EXIT_INTERRUPTED),
+                    }
+                }
+                None => None,
+            };
+            Scorer::Prompts {
+                prompts,
+                text,
+                examples,
+            }
+        }
+    };
     let organizer = match (args.organize, &args.dest) {
         (Some(mode), Some(dest)) => Some(Organizer::new(dest, mode.into(), args.dry_run)?),
         _ => None,
@@ -127,6 +152,9 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let progress = progress_bar(todo.len(), args.quiet, "images");
 
     let mut writer = ReportWriter::new(out, format);
+    if let Scorer::Probe(_) = scorer {
+        writer = writer.with_similarity_name("logit");
+    }
     for (path, message) in found.unreadable {
         let report = ImageReport {
             path,
@@ -140,8 +168,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     }
     let mut sink = Sink {
         args,
-        prompts: &prompts,
-        text: &text,
+        scorer: &scorer,
         classifier,
         organizer,
         writer,
@@ -214,11 +241,141 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// The labels and prompts from the command line (`--labels`, `--labels-file`, templates).
+fn prompt_set(args: &ClassifyArgs) -> anyhow::Result<PromptSet> {
+    let labels = match (&args.labels, &args.labels_file) {
+        (_, Some(path)) => labels::read_file(path)?,
+        (Some(list), None) => labels::parse_list(list)?,
+        (None, None) => return Err(labels::LabelError::None.into()),
+    };
+    let templates = match &args.templates {
+        Some(set) => Templates::from_arg(set)?,
+        None => Templates::single(Template::new(&args.template)?),
+    };
+    Ok(PromptSet::new(&labels, &templates)?)
+}
+
+/// Reads and embeds `--examples`, reporting what could not be used; `None` when Ctrl-C
+/// stopped it.
+fn load_examples(
+    args: &ClassifyArgs,
+    dir: &std::path::Path,
+    classifier: &Classifier,
+    cache: Option<&EmbeddingCache>,
+    prompts: &PromptSet,
+) -> anyhow::Result<Option<ExampleCache>> {
+    let examples = fewshot::load_examples(
+        classifier,
+        cache,
+        dir,
+        &prompts.classes,
+        pipeline_options(&args.model),
+    )?;
+    if examples.summary.stats.cancelled {
+        eprintln!("vlm: interrupted while reading the examples; nothing was labelled");
+        return Ok(None);
+    }
+    for err in &examples.unreadable {
+        eprintln!("vlm: example left out: {err}");
+    }
+    for (display, err) in &examples.failed {
+        let message = err.to_string();
+        if message.contains(display.as_str()) {
+            eprintln!("vlm: example left out: {message}");
+        } else {
+            eprintln!("vlm: example left out: {display}: {message}");
+        }
+    }
+    if args.verbose {
+        for (path, reason) in &examples.skipped {
+            eprintln!("vlm: skipped example {}: {reason}", path.display());
+        }
+    }
+    if !args.quiet {
+        if let Some(err) = &examples.summary.cache_error {
+            eprintln!("vlm: warning: {err}");
+        }
+        let counts = examples.cache.counts();
+        eprintln!(
+            "vlm: {} examples for {} of {} labels from {}",
+            examples.cache.len(),
+            counts.iter().filter(|&&n| n > 0).count(),
+            counts.len(),
+            dir.display()
+        );
+        if !examples.without_examples.is_empty() {
+            eprintln!(
+                "vlm: warning: no examples for {}: scored by the prompt alone, so chosen less often than labels with examples",
+                examples.without_examples.join(", ")
+            );
+        }
+    }
+    Ok(Some(examples.cache))
+}
+
+/// Where the labels come from, before the model is loaded.
+enum LabelSource {
+    Prompts(PromptSet),
+    Probe(Probe),
+}
+
+/// How each image's labels are scored.
+enum Scorer {
+    /// Prompts, and example images when given.
+    Prompts {
+        prompts: PromptSet,
+        text: PromptEmbeddings,
+        examples: Option<(ExampleCache, TipParams)>,
+    },
+    /// A linear probe.
+    Probe(Probe),
+}
+
+impl Scorer {
+    fn rank(&self, classifier: &Classifier, rows: &[&[f32]]) -> vlm::Result<Vec<Vec<Score>>> {
+        match self {
+            Self::Prompts {
+                text,
+                examples: None,
+                ..
+            } => classifier.rank_rows(rows, text),
+            Self::Prompts {
+                text,
+                examples: Some((examples, params)),
+                ..
+            } => {
+                let scale = classifier.model().logit_scale();
+                Ok(classifier
+                    .rank_rows(rows, text)?
+                    .iter()
+                    .zip(rows)
+                    .map(|(scores, row)| examples.rank(row, scores, scale, *params))
+                    .collect())
+            }
+            Self::Probe(probe) => Ok(rows.iter().map(|row| probe.rank(row)).collect()),
+        }
+    }
+
+    fn label(&self, index: usize) -> &str {
+        match self {
+            Self::Prompts { prompts, .. } => &prompts.classes[index].name,
+            Self::Probe(probe) => &probe.labels()[index],
+        }
+    }
+
+    /// The class's (first) prompt; a probe has none.
+    fn prompt(&self, index: usize) -> &str {
+        match self {
+            Self::Prompts { prompts, .. } => prompts.first_prompt(index),
+            Self::Probe(_) => "",
+        }
+    }
+}
+
 /// Turns finished batches into reports and placements.
 struct Sink<'a, W: Write> {
     args: &'a ClassifyArgs,
-    prompts: &'a PromptSet,
-    text: &'a PromptEmbeddings,
+    scorer: &'a Scorer,
     classifier: &'a Classifier,
     organizer: Option<Organizer>,
     writer: ReportWriter<W>,
@@ -233,7 +390,7 @@ impl<W: Write> Sink<'_, W> {
             .iter()
             .filter_map(|d| d.embedding.as_ref().ok().map(Vec::as_slice))
             .collect();
-        let mut ranked = self.classifier.rank_rows(&rows, self.text)?.into_iter();
+        let mut ranked = self.scorer.rank(self.classifier, &rows)?.into_iter();
         for done in &batch {
             let report = match &done.embedding {
                 Ok(_) => {
@@ -265,7 +422,7 @@ impl<W: Write> Sink<'_, W> {
         Ok(())
     }
 
-    fn report(&self, input: &Input, scores: &[vlm::score::Score]) -> ImageReport {
+    fn report(&self, input: &Input, scores: &[Score]) -> ImageReport {
         let args = self.args;
         let top_k = args
             .top_k
@@ -275,8 +432,8 @@ impl<W: Write> Sink<'_, W> {
             .iter()
             .take(top_k)
             .map(|s| LabelResult {
-                label: self.prompts.classes[s.index].name.clone(),
-                prompt: self.prompts.first_prompt(s.index).to_string(),
+                label: self.scorer.label(s.index).to_string(),
+                prompt: self.scorer.prompt(s.index).to_string(),
                 probability: s.probability,
                 similarity: s.similarity,
                 selected: selected(s.similarity),
@@ -286,7 +443,7 @@ impl<W: Write> Sink<'_, W> {
             scores
                 .iter()
                 .filter(|s| s.similarity >= args.threshold)
-                .map(|s| self.prompts.classes[s.index].name.clone())
+                .map(|s| self.scorer.label(s.index).to_string())
                 .collect()
         });
         let uncertain = args

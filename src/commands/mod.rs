@@ -5,6 +5,7 @@ pub mod bench;
 pub mod classify;
 pub mod embed;
 pub mod eval;
+pub mod fit;
 pub mod models;
 pub mod search;
 

@@ -1,0 +1,192 @@
+//! `vlm fit`: train a linear probe on labelled folders and write it for `classify --probe`.
+
+use std::time::Instant;
+
+use anyhow::bail;
+
+use super::{
+    load_model, open_cache, pipeline_options, progress_bar, report_failure, EXIT_INTERRUPTED,
+    EXIT_OK, EXIT_SOME_FAILED,
+};
+use crate::cli::FitArgs;
+use vlm::dataset::{Dataset, LabelMap};
+use vlm::embedder;
+use vlm::inputs::InputOptions;
+use vlm::labels::{PromptSet, Template, Templates};
+use vlm::probe::{ModelIdentity, Probe, Sample, TrainOptions};
+use vlm::Classifier;
+
+pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    if !(0.0..1.0).contains(&args.holdout) {
+        bail!(
+            "--holdout must be at least 0 and less than 1, got {}",
+            args.holdout
+        );
+    }
+    let options = TrainOptions {
+        l2: args.l2,
+        learning_rate: args.learning_rate,
+        max_epochs: args.epochs,
+        patience: args.patience,
+    };
+    options.check()?;
+    let mapping = args.label_map.as_deref().map(LabelMap::read).transpose()?;
+    let dataset = Dataset::from_dir(&args.dir, &InputOptions::default(), mapping.as_ref())?;
+    let mut failed = dataset.errors.len();
+    for err in &dataset.errors {
+        eprintln!("vlm: {err}");
+    }
+    if args.verbose {
+        for (path, reason) in &dataset.skipped {
+            eprintln!("vlm: skipped {}: {reason}", path.display());
+        }
+    }
+    if !args.quiet {
+        for (label, _) in dataset
+            .labels
+            .iter()
+            .zip(dataset.class_counts())
+            .filter(|(_, n)| *n == 0)
+        {
+            eprintln!("vlm: warning: no images of {label:?}: the probe will never choose it");
+        }
+    }
+    // `split` holds out at least one image of every label with two or more; 0 means none.
+    let (train, held) = if args.holdout > 0.0 {
+        dataset.split(args.holdout, args.seed)
+    } else {
+        ((0..dataset.images.len()).collect(), Vec::new())
+    };
+
+    let model = load_model(&args.model)?;
+    let classifier = &model.classifier;
+    let cache = open_cache(&args.model, &model)?;
+    let identity = ModelIdentity::of(&model.files, classifier)?;
+    let progress = progress_bar(dataset.images.len(), args.quiet, "images");
+    let mut embeddings: Vec<Option<Vec<f32>>> = Vec::with_capacity(dataset.images.len());
+    let summary = embedder::embed_inputs(
+        classifier,
+        cache.as_ref(),
+        dataset.images.iter().map(|image| image.input.clone()),
+        pipeline_options(&args.model),
+        |batch| {
+            for done in batch {
+                match done.embedding {
+                    Ok(embedding) => embeddings.push(Some(embedding)),
+                    Err(err) => {
+                        failed += 1;
+                        report_failure(&progress, &done.input.display, &err);
+                        embeddings.push(None);
+                    }
+                }
+                progress.inc(1);
+            }
+            Ok::<(), vlm::Error>(())
+        },
+    )?;
+    progress.finish_and_clear();
+    if summary.stats.cancelled {
+        eprintln!("vlm: interrupted: no probe was written");
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
+        eprintln!("vlm: warning: {err}");
+    }
+    let samples = |indices: &[usize]| -> Vec<Sample> {
+        indices
+            .iter()
+            .filter_map(|&i| {
+                Some(Sample {
+                    embedding: embeddings.get(i)?.as_deref()?,
+                    label: dataset.images[i].label,
+                })
+            })
+            .collect()
+    };
+    let (train, held) = (samples(&train), samples(&held));
+    let (mut probe, report) =
+        Probe::train(dataset.labels.clone(), identity, &train, &held, &options)?;
+    probe.note("seed", args.seed);
+    probe.note("holdout", args.holdout);
+    probe.save(&args.out)?;
+
+    println!(
+        "wrote {}: {} labels; {} epochs, kept epoch {}",
+        args.out.display(),
+        dataset.labels.len(),
+        report.epochs,
+        report.best_epoch
+    );
+    println!(
+        "{}",
+        accuracy_line("train", report.train_accuracy, train.len(), "images")
+    );
+    match report.held_out_accuracy {
+        Some(accuracy) => {
+            println!(
+                "{}",
+                accuracy_line("held-out", accuracy, held.len(), "held-out images")
+            );
+            if let Some(zero_shot) = zero_shot_accuracy(classifier, &dataset.labels, &held)? {
+                let what = format!(
+                    "held-out images, prompt \"{}\"",
+                    vlm::labels::DEFAULT_TEMPLATE
+                );
+                println!(
+                    "{}",
+                    accuracy_line("zero-shot", zero_shot, held.len(), &what)
+                );
+            }
+        }
+        None => println!("held-out accuracy: none (no images held out)"),
+    }
+    if !args.quiet {
+        eprintln!(
+            "vlm: trained on {} images, held out {}, failed {} in {:.1} s",
+            train.len(),
+            held.len(),
+            failed,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if failed > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// "held-out accuracy:   87.5% (7 of 8 held-out images)".
+fn accuracy_line(name: &str, accuracy: f64, total: usize, what: &str) -> String {
+    let right = (accuracy * total as f64).round() as usize;
+    format!(
+        "{:<19}{:>6.1}% ({right} of {total} {what})",
+        format!("{name} accuracy:"),
+        accuracy * 100.0
+    )
+}
+
+/// How well the labels as prompts do on the same images, for comparison; `None` when the
+/// label names cannot be prompts (e.g. an empty synonym in "a|").
+fn zero_shot_accuracy(
+    classifier: &Classifier,
+    labels: &[String],
+    samples: &[Sample],
+) -> anyhow::Result<Option<f64>> {
+    let Ok(prompts) = PromptSet::new(labels, &Templates::single(Template::default())) else {
+        return Ok(None);
+    };
+    if samples.is_empty() {
+        return Ok(None);
+    }
+    let text = classifier.embed_classes(&prompts)?;
+    let rows: Vec<&[f32]> = samples.iter().map(|s| s.embedding).collect();
+    let ranked = classifier.rank_rows(&rows, &text)?;
+    let right = ranked
+        .iter()
+        .zip(samples)
+        .filter(|(scores, s)| scores.first().map(|top| top.index) == Some(s.label))
+        .count();
+    Ok(Some(right as f64 / samples.len() as f64))
+}
