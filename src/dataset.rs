@@ -94,6 +94,9 @@ pub struct LabelledImage {
     pub input: Input,
     /// Index into [`Dataset::labels`].
     pub label: usize,
+    /// The path below the dataset folder, `/`-separated (e.g. `red/01.png`): the same
+    /// however the folder was named on the command line.
+    pub relative: String,
 }
 
 /// A labelled folder, read.
@@ -168,7 +171,14 @@ impl Dataset {
             let arg = path.to_string_lossy().into_owned();
             for event in inputs::discover(&[arg], None, options)? {
                 match event {
-                    Event::Input(input) => images.push(LabelledImage { input, label }),
+                    Event::Input(input) => {
+                        let relative = relative_name(&input, dir);
+                        images.push(LabelledImage {
+                            input,
+                            label,
+                            relative,
+                        });
+                    }
                     Event::Skipped { path, reason } => skipped.push((path, reason.to_string())),
                     Event::Error(err) => errors.push(err),
                 }
@@ -198,7 +208,7 @@ impl Dataset {
     }
 
     /// A reproducible stratified split: within each class, images are ordered by a hash of
-    /// `seed` and their path, and the first `round(fraction × n)` go to the held-out part
+    /// `seed` and their path below the dataset folder, and the first `round(fraction × n)` go to the held-out part
     /// (at least one when the class has two or more images, never all of them). Returns
     /// (train, held-out) indices into [`Self::images`]. The same seed and files give the
     /// same split on every machine, whatever order the files were found in.
@@ -209,7 +219,7 @@ impl Dataset {
         }
         let (mut train, mut held) = (Vec::new(), Vec::new());
         for mut members in by_class {
-            members.sort_by_key(|&i| (mix(seed, &self.images[i].input.display), i));
+            members.sort_by_key(|&i| (mix(seed, &self.images[i].relative), i));
             let n = members.len();
             let want = (fraction.clamp(0.0, 1.0) * n as f64).round() as usize;
             let take = if n >= 2 { want.clamp(1, n - 1) } else { 0 };
@@ -220,6 +230,20 @@ impl Dataset {
         held.sort_unstable();
         (train, held)
     }
+}
+
+/// `input`'s path below `dir`, with `/` separators; the displayed path if it is not below.
+fn relative_name(input: &Input, dir: &Path) -> String {
+    let path = match &input.source {
+        crate::inputs::Source::File(path) => path.as_path(),
+        _ => Path::new(&input.display),
+    };
+    let below = path.strip_prefix(dir).unwrap_or(path);
+    below
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// FNV-1a 64 over the seed and a path: stable across platforms and releases.
@@ -287,6 +311,16 @@ mod tests {
             Dataset::from_dir(two.path(), &InputOptions::default(), Some(&map)),
             Err(DatasetError::LabelTwice { .. })
         ));
+    }
+
+    #[test]
+    fn split_does_not_depend_on_how_the_folder_is_named() {
+        let dir = tree(&[("a", 6), ("b", 6)]);
+        let direct = Dataset::from_dir(dir.path(), &InputOptions::default(), None).unwrap();
+        let dotted = dir.path().join("a").join("..");
+        let roundabout = Dataset::from_dir(&dotted, &InputOptions::default(), None).unwrap();
+        assert_eq!(direct.images[0].relative, "a/0.png");
+        assert_eq!(direct.split(0.5, 3), roundabout.split(0.5, 3));
     }
 
     #[test]
