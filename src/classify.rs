@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::config::ClipConfig;
 use crate::error::{Error, Result};
@@ -34,8 +34,13 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Loads a checkpoint's four files onto `device`.
+    /// Loads a checkpoint's four files onto `device`, computing in f32.
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self> {
+        Self::load_as(files, device, DType::F32)
+    }
+
+    /// Loads a checkpoint's four files onto `device`, computing in `dtype`.
+    pub fn load_as(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
         let config = ClipConfig::from_file(&files.config)?;
         let preprocess_config = PreprocessConfig::from_file(&files.preprocessor)?;
         let (height, width) = preprocess_config.output_size();
@@ -48,7 +53,7 @@ impl Classifier {
                 size,
             });
         }
-        let model = ClipModel::load(&config, &files.weights, device)?;
+        let model = ClipModel::load_as(&config, &files.weights, device, dtype)?;
         let tokenizer = ClipTokenizer::from_file(&files.tokenizer, model.text_context())?;
         Ok(Self {
             model,
@@ -87,7 +92,7 @@ impl Classifier {
     /// How this classifier computes beyond the checkpoint and its preprocessing config
     /// (numeric type, decoding shortcuts): cached embeddings are only valid for the same.
     pub fn compute_fingerprint(&self) -> String {
-        "f32".to_string()
+        dtype_name(self.model.dtype()).to_string()
     }
 
     /// Tokenises and embeds prompts, a bounded batch at a time.
@@ -188,5 +193,16 @@ impl Classifier {
             self.model.logit_scale(),
         )
         .map_err(Error::Score)
+    }
+}
+
+/// The usual short name of a float type.
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        _ => "other",
     }
 }

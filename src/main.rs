@@ -16,6 +16,7 @@ use commands::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK};
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     // A second Ctrl-C does not wait for the batch in hand. If no handler can be set (an
     // embedding program owns SIGINT), Ctrl-C keeps its default effect; output lines already
@@ -43,6 +44,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Every layer of the encoders allocates fresh multi-megabyte activations. glibc serves
+/// those with mmap and unmaps them on free, so each forward pass page-faults through every
+/// activation again (about 8% of the image tower's time). Serving them from the heap and
+/// not trimming it lets the next batch reuse the same pages.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
 
 /// A closed stdout (`vlm ... | head -1`) ends the run quietly, as other Unix tools do.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -265,3 +265,49 @@ fn pytorch_pickle_weights_match_transformers() {
     eprintln!("tiny-pickle: text {text:e}, image {image:e}");
     assert!(text <= 1e-4 && image <= 1e-4, "text {text}, image {image}");
 }
+
+/// `--dtype f16` computes in half precision: embeddings stay close to transformers' f32
+/// ones (relative to their size) and rank the same way.
+#[test]
+fn f16_compute_stays_close_to_transformers() {
+    for model in MODELS {
+        let r = load(model);
+        let files = ModelFiles::from_dir(&fixtures().join("models").join(model)).unwrap();
+        let half = Classifier::load_as(&files, &Device::Cpu, candle_core::DType::F16).unwrap();
+        let count = r.json["images"].as_array().unwrap().len();
+        let pixels: Vec<Tensor> = (0..count)
+            .map(|i| r.tensors[&format!("pixel_values.{i}")].clone())
+            .collect();
+        let batch = Tensor::stack(&pixels, 0).unwrap();
+        let got = half.model().encode_images(&batch).unwrap();
+        assert_eq!(got.dtype(), candle_core::DType::F32);
+        let want = &r.tensors["image_embeds"];
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(&got, want) / scale;
+        eprintln!("{model}: f16 image embeddings, max difference {diff:e} of the largest value");
+        assert!(
+            diff <= 2e-2,
+            "{model}: f16 image embeddings differ by {diff} (relative)"
+        );
+        assert!(
+            diff > 0.0,
+            "{model}: f16 gave f32's exact result; was f16 used at all?"
+        );
+    }
+}
+
+#[test]
+fn bf16_on_the_cpu_is_refused_before_loading() {
+    let files = ModelFiles::from_dir(&fixtures().join("models/tiny-quickgelu")).unwrap();
+    let err = Classifier::load_as(&files, &Device::Cpu, candle_core::DType::BF16)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--dtype f32"), "{err}");
+}

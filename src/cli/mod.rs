@@ -248,6 +248,11 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto, help_heading = "Model")]
     pub device: DeviceArg,
 
+    /// Number type the encoders compute in: f16 halves the weights' memory; bf16 needs a
+    /// GPU. Embeddings and scores are f32 either way.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32, help_heading = "Model")]
+    pub dtype: DTypeArg,
+
     /// Images encoded together in one forward pass.
     #[arg(short, long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = "Model")]
@@ -324,6 +329,24 @@ impl From<FormatArg> for vlm::output::Format {
             FormatArg::Jsonl => Self::Jsonl,
             FormatArg::Csv => Self::Csv,
             FormatArg::Tsv => Self::Tsv,
+        }
+    }
+}
+
+/// Number types for --dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<DTypeArg> for candle_core::DType {
+    fn from(arg: DTypeArg) -> Self {
+        match arg {
+            DTypeArg::F32 => Self::F32,
+            DTypeArg::F16 => Self::F16,
+            DTypeArg::Bf16 => Self::BF16,
         }
     }
 }

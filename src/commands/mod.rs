@@ -65,7 +65,7 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
         DeviceArg::Cuda => DeviceKind::Cuda,
         DeviceArg::Metal => DeviceKind::Metal,
     })?;
-    let mut classifier = Classifier::load(&files, &device)?;
+    let mut classifier = Classifier::load_as(&files, &device, args.dtype.into())?;
     classifier.set_decode_options(DecodeOptions::with_max_megapixels(args.max_megapixels));
     Ok(Model { files, classifier })
 }

@@ -8,12 +8,12 @@
 mod layers;
 mod text;
 mod vision;
+mod weights;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::pickle::PthTensors;
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
@@ -39,6 +39,12 @@ pub enum ModelError {
     },
     #[error("{} is neither .safetensors nor a PyTorch .bin/.pt/.pth file; vlm reads those two formats", path.display())]
     WeightsFormat { path: PathBuf },
+    #[error("{dtype:?} is not supported on the {device}: {hint}")]
+    DType {
+        dtype: DType,
+        device: &'static str,
+        hint: &'static str,
+    },
     #[error("the model failed while encoding {what}: {source}")]
     Run {
         what: &'static str,
@@ -52,15 +58,28 @@ pub struct ClipModel {
     text: TextTower,
     vision: VisionTower,
     logit_scale: f32,
+    dtype: DType,
     device: Device,
 }
 
 impl ClipModel {
-    /// Loads the weights in `weights` (safetensors, memory-mapped, or a PyTorch pickle read
-    /// without running code) for the architecture in `config`. Half-precision weights are
-    /// converted to f32 once, here.
+    /// Loads the weights in `weights` (safetensors, read straight into the tensors, or a
+    /// PyTorch pickle read without running code) for the architecture in `config`, in f32:
+    /// half-precision weights are converted once, here.
     pub fn load(config: &ClipConfig, weights: &Path, device: &Device) -> Result<Self, ModelError> {
-        let vb = open_weights(weights, DType::F32, device)?;
+        Self::load_as(config, weights, device, DType::F32)
+    }
+
+    /// Like [`Self::load`], computing in `dtype` (f32, f16 or bf16). Inputs are converted to
+    /// it and embeddings come back as f32.
+    pub fn load_as(
+        config: &ClipConfig,
+        weights: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
+        check_dtype(dtype, device)?;
+        let vb = open_weights(weights, dtype, device)?;
         let wrap = |source| ModelError::Weights {
             path: weights.to_path_buf(),
             source,
@@ -77,6 +96,7 @@ impl ClipModel {
             text,
             vision,
             logit_scale,
+            dtype,
             device: device.clone(),
         })
     }
@@ -84,6 +104,11 @@ impl ClipModel {
     /// The learned temperature, as stored (a log): logits are `exp(logit_scale) * cosine`.
     pub fn logit_scale(&self) -> f32 {
         self.logit_scale
+    }
+
+    /// The type the encoders compute in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The device the weights live on.
@@ -106,6 +131,7 @@ impl ClipModel {
     pub fn encode_text(&self, token_ids: &[Vec<u32>]) -> Result<Tensor, ModelError> {
         self.text
             .forward(token_ids, &self.device)
+            .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
                 what: "text",
                 source,
@@ -114,12 +140,32 @@ impl ClipModel {
 
     /// Projected, unnormalised image embeddings for `pixels` of shape (batch, 3, size, size).
     pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
-        self.vision
-            .forward(pixels)
+        pixels
+            .to_dtype(self.dtype)
+            .and_then(|p| self.vision.forward(&p))
+            .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
                 what: "images",
                 source,
             })
+    }
+}
+
+/// Refuses a compute type the device cannot multiply matrices in, before loading anything.
+fn check_dtype(dtype: DType, device: &Device) -> Result<(), ModelError> {
+    match (dtype, device) {
+        (DType::F32 | DType::F16, _) => Ok(()),
+        (DType::BF16, Device::Cuda(_) | Device::Metal(_)) => Ok(()),
+        (DType::BF16, Device::Cpu) => Err(ModelError::DType {
+            dtype,
+            device: "CPU",
+            hint: "candle has no bf16 matrix multiply on the CPU; use --dtype f32 (or f16)",
+        }),
+        (_, _) => Err(ModelError::DType {
+            dtype,
+            device: "this device",
+            hint: "use --dtype f32, f16 or bf16",
+        }),
     }
 }
 
@@ -133,24 +179,11 @@ fn open_weights(
         source,
     };
     let backend: Box<dyn SimpleBackend> = match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => {
-            // SAFETY: the mapping is read-only; like every mmap reader we rely on the file not
-            // being truncated by another process while it is in use.
-            let tensors = unsafe { MmapedSafetensors::new(path) }.map_err(wrap)?;
-            let non_float = tensors
-                .tensors()
-                .into_iter()
-                .filter_map(|(name, view)| {
-                    let stored = view.dtype();
-                    let float = DType::try_from(stored).is_ok_and(|d| d.is_float());
-                    (!float).then(|| (name, format!("{stored:?}")))
-                })
-                .collect();
-            Box::new(FloatOnly {
-                inner: tensors,
-                non_float,
-            })
-        }
+        Some("safetensors") => Box::new(
+            weights::SafetensorsFile::open(path)
+                .map_err(wrap)?
+                .read_all(),
+        ),
         Some("bin" | "pt" | "pth") => {
             let tensors = PthTensors::new(path, None).map_err(wrap)?;
             let non_float = tensors
