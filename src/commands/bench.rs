@@ -58,9 +58,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         );
     }
     let budget = Duration::from_secs_f64(args.seconds);
-    let say = |line: String| {
-        if !args.json {
-            println!("{line}");
+    let mut stdout = io::stdout().lock();
+    let mut say = |line: String| -> io::Result<()> {
+        if args.json {
+            Ok(())
+        } else {
+            writeln!(stdout, "{line}")
         }
     };
     let started = Instant::now();
@@ -78,14 +81,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         device_name(device),
         cpu.as_deref().unwrap_or("unknown CPU"),
         classifier.compute_fingerprint(),
-    ));
+    ))?;
 
     let gemm = bench::gemm_gflops(device, budget)?;
     let image_gflop = bench::image_flops(&config.vision, config.projection_dim) / 1e9;
     let bound = bench::image_bound(config, gemm);
     say(format!(
         "matmul: {gemm:.1} GFLOP/s; one image is {image_gflop:.2} GFLOP, so the image tower is bound at {bound:.1} images/s"
-    ));
+    ))?;
 
     let mut image = Vec::new();
     for &batch in &args.batch_sizes {
@@ -95,7 +98,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
             "image tower, batch {batch:>3}: {:8.2} images/s ({:.0}% of the matmul bound)",
             rate.images_per_second,
             100.0 * rate.images_per_second / bound
-        ));
+        ))?;
         image.push(rate);
     }
     let text = if args.text_prompts > 0 {
@@ -103,7 +106,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         say(format!(
             "text tower, {} prompts: {:.1} prompts/s",
             rate.prompts, rate.prompts_per_second
-        ));
+        ))?;
         Some(rate)
     } else {
         None
@@ -119,7 +122,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         say(format!(
             "cold start (one 3000x2000 JPEG, two labels): best {:.3} s, median {:.3} s of {} runs",
             cold.best_seconds, cold.median_seconds, cold.runs
-        ));
+        ))?;
         Some(cold)
     } else {
         None
@@ -135,7 +138,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
                 run.images_per_second,
                 run.peak_rss_mib
                     .map_or_else(|| "unknown".to_string(), |m| format!("{m:.1} MiB"))
-            ));
+            ))?;
             Some(run)
         }
         None => None,
