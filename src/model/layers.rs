@@ -25,43 +25,50 @@ fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Self-attention with the query, key and value projections fused into one matrix
+/// multiply, and the 1/sqrt(head_dim) score scale folded into the query weights at load.
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Linear,
     out: Linear,
     heads: usize,
     head_dim: usize,
-    scale: f64,
 }
 
 impl Attention {
     fn load(vb: VarBuilder, shape: &StackShape) -> Result<Self> {
         let h = shape.hidden;
         let head_dim = h / shape.heads;
+        let scale = (head_dim as f64).powf(-0.5);
+        let part = |name: &str| -> Result<(Tensor, Tensor)> {
+            let vb = vb.pp(name);
+            Ok((vb.get((h, h), "weight")?, vb.get(h, "bias")?))
+        };
+        let (qw, qb) = part("q_proj")?;
+        let (kw, kb) = part("k_proj")?;
+        let (vw, vb_) = part("v_proj")?;
+        let weight = Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?;
+        let bias = Tensor::cat(&[&(qb * scale)?, &kb, &vb_], 0)?;
         Ok(Self {
-            q: linear(h, h, vb.pp("q_proj"))?,
-            k: linear(h, h, vb.pp("k_proj"))?,
-            v: linear(h, h, vb.pp("v_proj"))?,
+            qkv: Linear::new(weight, Some(bias)),
             out: linear(h, h, vb.pp("out_proj"))?,
             heads: shape.heads,
             head_dim,
-            scale: (head_dim as f64).powf(-0.5),
         })
     }
 
     /// `mask`, when given, is added to the attention scores: shape (seq, seq).
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (batch, seq, hidden) = xs.dims3()?;
-        let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((batch, seq, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split(self.q.forward(xs)?)?;
-        let k = split(self.k.forward(xs)?)?;
-        let v = split(self.v.forward(xs)?)?;
-        let mut scores = (q.matmul(&k.t()?)? * self.scale)?;
+        // (batch, seq, 3 * hidden) → (3, batch, heads, seq, head_dim) in one copy; q, k
+        // and v are then contiguous slices of it.
+        let qkv = self
+            .qkv
+            .forward(xs)?
+            .reshape((batch, seq, 3, self.heads, self.head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let mut scores = q.matmul(&k.t()?)?;
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
