@@ -104,6 +104,9 @@ pub struct ModelIdentity {
     /// SHA-256 (hex) of the architecture, the preprocessing, the numeric type, and the
     /// weights file's size and 16 evenly spaced 64 KiB samples of it.
     pub fingerprint: String,
+    /// The image preprocessing and numeric type, readable (the fingerprint covers them);
+    /// for people inspecting a probe file.
+    pub preprocessing: String,
 }
 
 impl ModelIdentity {
@@ -145,6 +148,11 @@ impl ModelIdentity {
             revision: files.revision.clone(),
             dim: classifier.config().projection_dim,
             fingerprint: hex(&h.finalize()),
+            preprocessing: format!(
+                "{:?}; {}",
+                classifier.preprocessor().config(),
+                classifier.compute_fingerprint()
+            ),
         })
     }
 
@@ -429,6 +437,10 @@ impl Probe {
             self.model.fingerprint.clone(),
         );
         metadata.insert("embedding_dim".to_string(), dim.to_string());
+        metadata.insert(
+            "model_preprocessing".to_string(),
+            self.model.preprocessing.clone(),
+        );
         for (key, value) in &self.training {
             metadata.insert(format!("train_{key}"), value.clone());
         }
@@ -507,6 +519,9 @@ impl Probe {
             revision: get("model_revision").ok().map(str::to_string),
             dim,
             fingerprint: get("model_fingerprint")?.to_string(),
+            preprocessing: get("model_preprocessing")
+                .map(str::to_string)
+                .unwrap_or_default(),
         };
         let training = metadata
             .iter()
@@ -670,6 +685,7 @@ mod tests {
             revision: None,
             dim,
             fingerprint: fingerprint.to_string(),
+            preprocessing: "test preprocessing".to_string(),
         }
     }
 
