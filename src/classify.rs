@@ -64,9 +64,15 @@ impl Classifier {
         })
     }
 
-    /// Limits for decoding images (the largest accepted pixel count).
+    /// Limits and shortcuts for decoding images (the largest accepted pixel count, JPEG
+    /// downscaling: see [`DecodeOptions::with_jpeg_downscale`]).
     pub fn set_decode_options(&mut self, options: DecodeOptions) {
         self.decode = options;
+    }
+
+    /// The decoding options in use.
+    pub fn decode_options(&self) -> &DecodeOptions {
+        &self.decode
     }
 
     /// The encoders.
@@ -92,6 +98,17 @@ impl Classifier {
     /// How this classifier computes beyond the checkpoint and its preprocessing config
     /// (numeric type, decoding shortcuts): cached embeddings are only valid for the same.
     pub fn compute_fingerprint(&self) -> String {
+        let mut fingerprint = self.numeric_fingerprint();
+        if self.decode.jpeg_downscale.is_some() {
+            fingerprint.push_str("; jpeg-downscale");
+        }
+        fingerprint
+    }
+
+    /// The part of [`Self::compute_fingerprint`] that defines the embedding space (the
+    /// numeric type), without decoding shortcuts, which move embeddings only slightly:
+    /// what a linear probe must match.
+    pub fn numeric_fingerprint(&self) -> String {
         dtype_name(self.model.dtype()).to_string()
     }
 
@@ -139,14 +156,14 @@ impl Classifier {
 
     /// Decodes and preprocesses one image file into normalised (3, size, size) pixels.
     pub fn load_pixels(&self, path: &Path) -> Result<Vec<f32>> {
-        let image = preprocess::decode_file_with(path, &self.decode)?;
-        Ok(self.preprocessor.preprocess(&image)?)
+        let image = preprocess::decode_file_region(path, &self.decode)?;
+        Ok(self.preprocessor.preprocess_decoded(&image)?)
     }
 
     /// Decodes and preprocesses an image already in memory; `origin` names it in errors.
     pub fn pixels_from_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Vec<f32>> {
-        let image = preprocess::decode_bytes_with(bytes, origin, &self.decode)?;
-        Ok(self.preprocessor.preprocess(&image)?)
+        let image = preprocess::decode_bytes_region(bytes, origin, &self.decode)?;
+        Ok(self.preprocessor.preprocess_decoded(&image)?)
     }
 
     /// Embeds a batch of preprocessed images (each from [`Self::load_pixels`]).

@@ -129,7 +129,7 @@ impl ModelIdentity {
         };
         field(&format!("{:?}", classifier.config()));
         field(&format!("{:?}", classifier.preprocessor().config()));
-        field(&classifier.compute_fingerprint());
+        field(&classifier.numeric_fingerprint());
         h.update(len.to_le_bytes());
         let span = len.saturating_sub(WEIGHT_SAMPLE_BYTES);
         let mut sample = Vec::new();

@@ -66,7 +66,11 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
         DeviceArg::Metal => DeviceKind::Metal,
     })?;
     let mut classifier = Classifier::load_as(&files, &device, args.dtype.into())?;
-    classifier.set_decode_options(DecodeOptions::with_max_megapixels(args.max_megapixels));
+    let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels);
+    if args.jpeg_downscale {
+        decode = decode.with_jpeg_downscale(classifier.preprocessor().config());
+    }
+    classifier.set_decode_options(decode);
     Ok(Model { files, classifier })
 }
 

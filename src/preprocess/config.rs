@@ -160,6 +160,17 @@ impl PreprocessConfig {
         }
     }
 
+    /// Fewest pixels the resize step leaves along either side of an image, or `None` when
+    /// it does not resize: a decoder may shrink an image beforehand as long as it stays well
+    /// above this. An exact resize counts its larger side, so each axis is covered.
+    pub fn resize_side(&self) -> Option<u32> {
+        match (self.do_resize, self.size) {
+            (false, _) => None,
+            (true, ResizeTarget::ShortestEdge(side)) => Some(side),
+            (true, ResizeTarget::Exact { height, width }) => Some(height.max(width)),
+        }
+    }
+
     fn validate(&self, origin: &Path) -> Result<(), PreprocessError> {
         let field_err = |field: &str, reason: String| PreprocessError::ConfigField {
             path: origin.to_path_buf(),
@@ -473,5 +484,23 @@ mod tests {
     fn missing_file_is_a_read_error() {
         let err = PreprocessConfig::from_file(Path::new("/nonexistent/vlm/cfg.json")).unwrap_err();
         assert!(matches!(err, PreprocessError::Read { .. }));
+    }
+
+    #[test]
+    fn resize_side_for_downscaled_decoding() {
+        assert_eq!(PreprocessConfig::default().resize_side(), Some(224));
+        let exact = PreprocessConfig {
+            size: ResizeTarget::Exact {
+                height: 10,
+                width: 20,
+            },
+            ..PreprocessConfig::default()
+        };
+        assert_eq!(exact.resize_side(), Some(20));
+        let none = PreprocessConfig {
+            do_resize: false,
+            ..PreprocessConfig::default()
+        };
+        assert_eq!(none.resize_side(), None);
     }
 }

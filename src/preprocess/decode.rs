@@ -20,23 +20,30 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
 
-use super::PreprocessError;
+use super::{jpeg, PreprocessConfig, PreprocessError};
 
 /// Pillow refuses images above twice `Image.MAX_IMAGE_PIXELS` as decompression bombs; vlm
 /// uses the same ceiling by default so it opens what Python opens.
 pub const DEFAULT_MAX_PIXELS: u64 = 2 * 89_478_485;
 
-/// Limits applied while decoding.
+/// Limits and shortcuts applied while decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeOptions {
     /// Largest accepted `width * height`; larger images are refused before decoding.
     pub max_pixels: u64,
+    /// `Some(side)`: decode a JPEG at 1/8, 1/4 or 1/2 scale in the DCT domain, the smallest
+    /// that keeps its shorter side at least `2 * side` pixels, where `side` is the shorter
+    /// side the resize step produces (see [`DecodeOptions::with_jpeg_downscale`]). Much
+    /// faster for camera photos; the pixels differ slightly from a full decode. `None` (the
+    /// default) decodes every image at full size.
+    pub jpeg_downscale: Option<u32>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
         Self {
             max_pixels: DEFAULT_MAX_PIXELS,
+            jpeg_downscale: None,
         }
     }
 }
@@ -46,14 +53,29 @@ impl DecodeOptions {
     pub fn with_max_megapixels(megapixels: f64) -> Self {
         Self {
             max_pixels: (megapixels.max(0.0) * 1e6) as u64,
+            ..Self::default()
+        }
+    }
+
+    /// These options with JPEG DCT-domain downscaling sized for `preprocess`'s resize; no
+    /// downscaling when it does not resize.
+    pub fn with_jpeg_downscale(self, preprocess: &PreprocessConfig) -> Self {
+        Self {
+            jpeg_downscale: preprocess.resize_side(),
+            ..self
         }
     }
 
     fn limits(&self) -> Limits {
         let mut limits = Limits::default();
-        // Worst case is 16-bit RGBA (8 bytes a pixel) plus decoder scratch space.
-        limits.max_alloc = Some(self.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+        limits.max_alloc = Some(self.max_alloc() as u64);
         limits
+    }
+
+    /// Worst case is 16-bit RGBA (8 bytes a pixel) plus decoder scratch space.
+    fn max_alloc(&self) -> usize {
+        let bytes = self.max_pixels.saturating_mul(8).saturating_add(64 << 20);
+        usize::try_from(bytes).unwrap_or(usize::MAX)
     }
 }
 
@@ -63,13 +85,23 @@ pub fn decode_file(path: &Path) -> Result<RgbImage, PreprocessError> {
     decode_file_with(path, &DecodeOptions::default())
 }
 
-/// [`decode_file`] with explicit limits.
+/// [`decode_file`] with explicit limits. With [`DecodeOptions::jpeg_downscale`] the image
+/// may be smaller than the picture; [`decode_file_region`] says where the picture lies.
 pub fn decode_file_with(path: &Path, options: &DecodeOptions) -> Result<RgbImage, PreprocessError> {
+    decode_file_region(path, options).map(Decoded::into_image)
+}
+
+/// [`decode_file_with`], keeping the picture's full size and extent for
+/// [`Preprocessor::preprocess_decoded`](super::Preprocessor::preprocess_decoded).
+pub fn decode_file_region(
+    path: &Path,
+    options: &DecodeOptions,
+) -> Result<Decoded, PreprocessError> {
     let bytes = std::fs::read(path).map_err(|source| PreprocessError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    decode_bytes_with(&bytes, path, options)
+    decode_bytes_region(&bytes, path, options)
 }
 
 /// Decodes an in-memory file with default limits; `origin` names it in errors.
@@ -77,12 +109,22 @@ pub fn decode_bytes(bytes: &[u8], origin: &Path) -> Result<RgbImage, PreprocessE
     decode_bytes_with(bytes, origin, &DecodeOptions::default())
 }
 
-/// [`decode_bytes`] with explicit limits.
+/// [`decode_bytes`] with explicit limits (see [`decode_file_with`]).
 pub fn decode_bytes_with(
     bytes: &[u8],
     origin: &Path,
     options: &DecodeOptions,
 ) -> Result<RgbImage, PreprocessError> {
+    decode_bytes_region(bytes, origin, options).map(Decoded::into_image)
+}
+
+/// [`decode_bytes_with`], keeping the picture's full size and extent (see
+/// [`decode_file_region`]).
+pub fn decode_bytes_region(
+    bytes: &[u8],
+    origin: &Path,
+    options: &DecodeOptions,
+) -> Result<Decoded, PreprocessError> {
     let decode_err = |source| match source {
         image::ImageError::Unsupported(source) => PreprocessError::Unsupported {
             path: origin.to_path_buf(),
@@ -124,6 +166,12 @@ pub fn decode_bytes_with(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    if let (ImageFormat::Jpeg, Some(side)) = (format, options.jpeg_downscale) {
+        // Anything the reduced decoder cannot handle goes the normal way below.
+        if let Some(decoded) = decode_reduced(bytes, (width, height), side, orientation, options) {
+            return Ok(decoded);
+        }
+    }
     let image = DynamicImage::from_decoder(decoder).map_err(|source| match source {
         image::ImageError::Limits(_) => PreprocessError::TooLarge {
             path: origin.to_path_buf(),
@@ -138,7 +186,139 @@ pub fn decode_bytes_with(
     let rgb = to_rgb(image, key);
     let mut upright = DynamicImage::ImageRgb8(rgb);
     upright.apply_orientation(orientation);
-    Ok(upright.into_rgb8())
+    Ok(Decoded::from(upright.into_rgb8()))
+}
+
+/// Decodes a `width` x `height` JPEG at the reduction that keeps its shorter side at least
+/// `2 * side`, if there is one and the reduced decoder can read the file.
+fn decode_reduced(
+    bytes: &[u8],
+    (width, height): (u32, u32),
+    side: u32,
+    orientation: image::metadata::Orientation,
+    options: &DecodeOptions,
+) -> Option<Decoded> {
+    use image::metadata::Orientation as O;
+    let factor = jpeg::reduction(width, height, side);
+    if factor == 1 {
+        return None;
+    }
+    let rgb = jpeg::decode_reduced(bytes, factor, options.max_alloc())?;
+    // The last reduced row and column may stand for fewer than `factor` pixels.
+    let scale = f64::from(factor);
+    let stored = Region {
+        size: rgb.dimensions(),
+        bounds: [
+            0.0,
+            0.0,
+            f64::from(width) / scale,
+            f64::from(height) / scale,
+        ],
+    };
+    let mut upright = DynamicImage::ImageRgb8(rgb);
+    upright.apply_orientation(orientation);
+    let turned = matches!(
+        orientation,
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
+    );
+    Some(Decoded {
+        image: upright.into_rgb8(),
+        full_size: if turned {
+            (height, width)
+        } else {
+            (width, height)
+        },
+        bounds: stored.oriented(orientation).bounds,
+    })
+}
+
+/// A decoded, upright image and where the picture lies in it: a JPEG decoded at reduced size
+/// ([`DecodeOptions::jpeg_downscale`]) is smaller than the picture, and its last row and
+/// column may stand for only part of a reduced pixel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    image: RgbImage,
+    full_size: (u32, u32),
+    bounds: [f64; 4],
+}
+
+impl Decoded {
+    /// The decoded pixels.
+    pub fn image(&self) -> &RgbImage {
+        &self.image
+    }
+
+    /// The decoded pixels, owned.
+    pub fn into_image(self) -> RgbImage {
+        self.image
+    }
+
+    /// `(width, height)` of the upright picture at full resolution.
+    pub fn full_size(&self) -> (u32, u32) {
+        self.full_size
+    }
+
+    /// The picture's extent in [`Self::image`]'s pixels, `[x0, y0, x1, y1]`.
+    pub fn bounds(&self) -> [f64; 4] {
+        self.bounds
+    }
+}
+
+impl From<RgbImage> for Decoded {
+    /// An image that is the whole picture at full size.
+    fn from(image: RgbImage) -> Self {
+        let (w, h) = image.dimensions();
+        Self {
+            full_size: (w, h),
+            bounds: [0.0, 0.0, f64::from(w), f64::from(h)],
+            image,
+        }
+    }
+}
+
+/// A box within an image of `size`, carried through the image's EXIF transform.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Region {
+    size: (u32, u32),
+    bounds: [f64; 4],
+}
+
+impl Region {
+    /// The same region after `apply_orientation(orientation)`.
+    fn oriented(self, orientation: image::metadata::Orientation) -> Self {
+        use image::metadata::Orientation as O;
+        match orientation {
+            O::NoTransforms => self,
+            O::Rotate90 => self.rotate90(),
+            O::Rotate180 => self.rotate90().rotate90(),
+            O::Rotate270 => self.rotate90().rotate90().rotate90(),
+            O::FlipHorizontal => self.fliph(),
+            O::FlipVertical => self.rotate90().rotate90().fliph(),
+            O::Rotate90FlipH => self.rotate90().fliph(),
+            O::Rotate270FlipH => self.rotate90().rotate90().rotate90().fliph(),
+        }
+    }
+
+    /// Clockwise: the point (x, y) goes to (height - y, x).
+    fn rotate90(self) -> Self {
+        let (w, h) = self.size;
+        let [x0, y0, x1, y1] = self.bounds;
+        let h = f64::from(h);
+        Self {
+            size: (self.size.1, w),
+            bounds: [h - y1, x0, h - y0, x1],
+        }
+    }
+
+    /// The point (x, y) goes to (width - x, y).
+    fn fliph(self) -> Self {
+        let w = f64::from(self.size.0);
+        let [x0, y0, x1, y1] = self.bounds;
+        Self {
+            size: self.size,
+            bounds: [w - x1, y0, w - x0, y1],
+        }
+    }
 }
 
 /// How `convert_to_rgb` will whiten pixels after Pillow's `convert("RGB")`.
@@ -425,7 +605,10 @@ mod tests {
     #[test]
     fn pixel_limit_is_enforced() {
         let bytes = png(&[0; 300], 10, 10, ExtendedColorType::Rgb8);
-        let opts = DecodeOptions { max_pixels: 99 };
+        let opts = DecodeOptions {
+            max_pixels: 99,
+            ..DecodeOptions::default()
+        };
         let err = decode_bytes_with(&bytes, Path::new("big.png"), &opts).unwrap_err();
         assert!(matches!(
             err,
@@ -438,8 +621,193 @@ mod tests {
         assert!(decode_bytes_with(
             &bytes,
             Path::new("ok.png"),
-            &DecodeOptions { max_pixels: 100 }
+            &DecodeOptions {
+                max_pixels: 100,
+                ..DecodeOptions::default()
+            }
         )
         .is_ok());
+    }
+
+    /// A `width` x `height` JPEG with a smooth gradient and, optionally, an EXIF orientation.
+    fn jpeg(width: u32, height: u32, orientation: Option<u16>) -> Vec<u8> {
+        let image = RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&image)
+            .unwrap();
+        match orientation {
+            Some(orientation) => with_exif_orientation(&out, orientation),
+            None => out,
+        }
+    }
+
+    /// `jpeg` with an APP1 Exif segment right after SOI: big-endian TIFF, one IFD entry.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff =
+            b"Exif\0\0MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0; 6]);
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend_from_slice(&(tiff.len() as u16 + 2).to_be_bytes());
+        app1.extend_from_slice(&tiff);
+        [&jpeg[..2], &app1, &jpeg[2..]].concat()
+    }
+
+    fn downscaling(side: u32) -> DecodeOptions {
+        DecodeOptions {
+            jpeg_downscale: Some(side),
+            ..DecodeOptions::default()
+        }
+    }
+
+    #[test]
+    fn jpeg_downscale_reduces_large_jpegs_only() {
+        let bytes = jpeg(640, 480, None);
+        let full = decode_bytes(&bytes, Path::new("a.jpg")).unwrap();
+        assert_eq!(full.dimensions(), (640, 480));
+        // 480 / 4 = 120 >= 2 * 40, 480 / 8 = 60 is not.
+        let reduced = decode_bytes_with(&bytes, Path::new("a.jpg"), &downscaling(40)).unwrap();
+        assert_eq!(reduced.dimensions(), (160, 120));
+        // Too small to reduce at all: decoded as without the option, pixel for pixel.
+        let same = decode_bytes_with(&bytes, Path::new("a.jpg"), &downscaling(241)).unwrap();
+        assert_eq!(same, full);
+        // Not a JPEG: untouched.
+        let png = png(&[7; 300], 10, 10, ExtendedColorType::Rgb8);
+        let opts = downscaling(1);
+        assert_eq!(
+            decode_bytes_with(&png, Path::new("a.png"), &opts).unwrap(),
+            decode(&png)
+        );
+    }
+
+    #[test]
+    fn jpeg_downscale_applies_exif_orientation() {
+        let bytes = jpeg(640, 480, Some(6));
+        let full = decode_bytes(&bytes, Path::new("r.jpg")).unwrap();
+        assert_eq!(full.dimensions(), (480, 640));
+        let reduced = decode_bytes_with(&bytes, Path::new("r.jpg"), &downscaling(40)).unwrap();
+        assert_eq!(reduced.dimensions(), (120, 160));
+        // Rotated clockwise: the top-left pixel was the bottom-left one, red low, green high.
+        let [r, g, _] = reduced.get_pixel(0, 0).0;
+        assert!(r < 30 && g > 220, "{r} {g}");
+    }
+
+    #[test]
+    fn jpeg_downscale_checks_the_pixel_limit_first() {
+        let bytes = jpeg(640, 480, None);
+        let opts = DecodeOptions {
+            max_pixels: 640 * 480 - 1,
+            jpeg_downscale: Some(40),
+        };
+        let err = decode_bytes_with(&bytes, Path::new("big.jpg"), &opts).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreprocessError::TooLarge {
+                    width: 640,
+                    height: 480,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("big.jpg"));
+    }
+
+    #[test]
+    fn jpeg_downscale_with_the_defaults_config() {
+        let opts = DecodeOptions::default().with_jpeg_downscale(&PreprocessConfig::default());
+        assert_eq!(opts.jpeg_downscale, Some(224));
+        assert_eq!(opts.max_pixels, DEFAULT_MAX_PIXELS);
+    }
+
+    #[test]
+    fn regions_follow_the_exif_transforms() {
+        use image::metadata::Orientation as O;
+        // Pixels whose centres lie in the region are white; after the transform, a pixel is
+        // white exactly when its centre lies in the transformed region.
+        let region = Region {
+            size: (7, 5),
+            bounds: [1.0, 0.0, 4.5, 3.5],
+        };
+        let inside = |b: [f64; 4], x: u32, y: u32| {
+            let (cx, cy) = (f64::from(x) + 0.5, f64::from(y) + 0.5);
+            cx > b[0] && cx < b[2] && cy > b[1] && cy < b[3]
+        };
+        let marked = RgbImage::from_fn(7, 5, |x, y| {
+            image::Rgb([if inside(region.bounds, x, y) { 255 } else { 0 }; 3])
+        });
+        for orientation in [
+            O::NoTransforms,
+            O::Rotate90,
+            O::Rotate180,
+            O::Rotate270,
+            O::FlipHorizontal,
+            O::FlipVertical,
+            O::Rotate90FlipH,
+            O::Rotate270FlipH,
+        ] {
+            let mut image = DynamicImage::ImageRgb8(marked.clone());
+            image.apply_orientation(orientation);
+            let image = image.into_rgb8();
+            let turned = region.oriented(orientation);
+            assert_eq!(turned.size, image.dimensions(), "{orientation:?}");
+            for (x, y, px) in image.enumerate_pixels() {
+                let white = px.0[0] == 255;
+                assert_eq!(
+                    white,
+                    inside(turned.bounds, x, y),
+                    "{orientation:?} {x} {y}"
+                );
+            }
+        }
+    }
+
+    /// Stripes across both axes, so a misplaced region shows.
+    fn striped_jpeg(width: u32, height: u32, orientation: u16) -> Vec<u8> {
+        let image = RgbImage::from_fn(width, height, |x, y| {
+            let wave = |v: u32, period: f64| (f64::from(v) * std::f64::consts::TAU / period).sin();
+            let r = 128.0 + 100.0 * wave(x, 170.0);
+            let g = 128.0 + 100.0 * wave(y, 130.0);
+            let b = 128.0 + 60.0 * wave(x + y, 230.0);
+            image::Rgb([r as u8, g as u8, b as u8])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&image)
+            .unwrap();
+        with_exif_orientation(&out, orientation)
+    }
+
+    #[test]
+    fn reduced_jpegs_keep_the_full_size_geometry_in_every_orientation() {
+        let p = crate::preprocess::Preprocessor::new(PreprocessConfig {
+            size: crate::preprocess::ResizeTarget::ShortestEdge(40),
+            crop_size: (40, 40),
+            do_rescale: false,
+            do_normalize: false,
+            ..PreprocessConfig::default()
+        });
+        let mean_diff = |a: &[f32], b: &[f32]| {
+            a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+        };
+        // 1001 x 697 at 1/8: 126 x 88 pixels, the last column covering 1/8 of one.
+        for orientation in 1..=8 {
+            let bytes = striped_jpeg(1001, 697, orientation);
+            let name = Path::new("s.jpg");
+            let full = decode_bytes(&bytes, name).unwrap();
+            let reduced = decode_bytes_region(&bytes, name, &downscaling(40)).unwrap();
+            assert_eq!(reduced.full_size(), full.dimensions(), "{orientation}");
+            let want = p.preprocess(&full).unwrap();
+            let good = mean_diff(&want, &p.preprocess_decoded(&reduced).unwrap());
+            let naive = mean_diff(&want, &p.preprocess(reduced.image()).unwrap());
+            assert!(
+                good < 1.5 && naive > 3.0 * good,
+                "{orientation}: {good} vs {naive}"
+            );
+        }
     }
 }

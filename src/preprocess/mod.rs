@@ -3,9 +3,14 @@
 //! Reproduces transformers' `CLIPImageProcessorPil` fed by `load_image`: decode, EXIF
 //! transpose, RGB conversion, Pillow resize, centre crop (zero padding when the image is
 //! smaller than the crop), rescale, normalise, channel-major `f32` output.
+//!
+//! One opt-in departure: [`DecodeOptions::jpeg_downscale`] decodes large JPEGs at reduced
+//! size in the DCT domain; [`Preprocessor::preprocess_decoded`] then resizes and crops as for
+//! the full-size picture.
 
 mod config;
 mod decode;
+mod jpeg;
 #[cfg(test)]
 mod parity;
 mod resize;
@@ -16,8 +21,8 @@ use image::RgbImage;
 
 pub use config::{PreprocessConfig, Resample, ResizeTarget, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
 pub use decode::{
-    decode_bytes, decode_bytes_with, decode_file, decode_file_with, DecodeOptions,
-    DEFAULT_MAX_PIXELS,
+    decode_bytes, decode_bytes_region, decode_bytes_with, decode_file, decode_file_region,
+    decode_file_with, DecodeOptions, Decoded, DEFAULT_MAX_PIXELS,
 };
 
 /// Failures while reading configs, decoding images or preprocessing pixels.
@@ -137,7 +142,26 @@ impl Preprocessor {
     /// `pixel_values` for this image.
     pub fn preprocess(&self, image: &RgbImage) -> Result<Vec<f32>, PreprocessError> {
         let (width, height) = image.dimensions();
-        if width == 0 || height == 0 {
+        let whole = [0.0, 0.0, f64::from(width), f64::from(height)];
+        self.preprocess_region(image, (width, height), whole)
+    }
+
+    /// [`Self::preprocess`] for an image that may have been decoded at reduced size
+    /// ([`DecodeOptions::jpeg_downscale`]): the resize and crop are those of the picture at
+    /// full size, so only the reduction's filtering changes the result.
+    pub fn preprocess_decoded(&self, decoded: &Decoded) -> Result<Vec<f32>, PreprocessError> {
+        self.preprocess_region(decoded.image(), decoded.full_size(), decoded.bounds())
+    }
+
+    /// Resizes and crops as for a `width` x `height` picture that lies at `bounds` in `image`.
+    fn preprocess_region(
+        &self,
+        image: &RgbImage,
+        (width, height): (u32, u32),
+        bounds: [f64; 4],
+    ) -> Result<Vec<f32>, PreprocessError> {
+        let (w, h) = image.dimensions();
+        if width == 0 || height == 0 || w == 0 || h == 0 {
             return Err(PreprocessError::EmptyImage { width, height });
         }
         let cfg = &self.config;
@@ -160,8 +184,9 @@ impl Preprocessor {
         }
         let ys = crop_axis(rh, oh);
         let xs = crop_axis(rw, ow);
-        let window = resize::resize_window(
+        let window = resize::resize_box_window(
             image,
+            bounds,
             rw,
             rh,
             cfg.resample,

@@ -22,6 +22,7 @@ const PRECISION_BITS: u32 = 22;
 /// Resizes `src` to `out_w` x `out_h` with `filter`, returning only the pixels in
 /// `cols` x `rows` of the resized image as a packed RGB buffer (`rows.len()` rows of
 /// `cols.len()` pixels).
+#[cfg(test)]
 pub fn resize_window(
     src: &RgbImage,
     out_w: u32,
@@ -31,18 +32,41 @@ pub fn resize_window(
     rows: Range<u32>,
 ) -> Vec<u8> {
     let (in_w, in_h) = src.dimensions();
+    let whole = [0.0, 0.0, f64::from(in_w), f64::from(in_h)];
+    resize_box_window(src, whole, out_w, out_h, filter, cols, rows)
+}
+
+/// [`resize_window`] of the region `bounds` (`[x0, y0, x1, y1]` in source pixels, possibly
+/// fractional) instead of the whole source, as Pillow's `resize(size, box=bounds)`.
+pub fn resize_box_window(
+    src: &RgbImage,
+    bounds: [f64; 4],
+    out_w: u32,
+    out_h: u32,
+    filter: Resample,
+    cols: Range<u32>,
+    rows: Range<u32>,
+) -> Vec<u8> {
+    let (in_w, in_h) = src.dimensions();
     debug_assert!(cols.end <= out_w && rows.end <= out_h);
+    let [x0, y0, x1, y1] = bounds;
     if filter == Resample::Nearest {
-        return nearest_window(src, out_w, out_h, cols, rows);
+        let xs = nearest_indices(in_w, (x0, x1), out_w, cols);
+        let ys = nearest_indices(in_h, (y0, y1), out_h, rows);
+        return nearest_window(src, &xs, &ys);
     }
     let (kernel, support) = kernel(filter);
     let raw = src.as_raw();
     let stride = in_w as usize * 3;
     let cols_px = cols.start as usize..cols.end as usize;
     let rows_px = rows.start as usize..rows.end as usize;
-    // Pillow skips a pass whose axis keeps its size (and returns a copy when both do).
-    let horiz = (out_w != in_w).then(|| Coeffs::new(in_w, out_w, cols, kernel, support));
-    let vert = (out_h != in_h).then(|| Coeffs::new(in_h, out_h, rows, kernel, support));
+    // Pillow skips a pass whose axis keeps its size and box (and returns a copy when both do).
+    let keeps =
+        |size: u32, out: u32, a: f64, b: f64| out == size && a == 0.0 && b == f64::from(size);
+    let horiz = (!keeps(in_w, out_w, x0, x1))
+        .then(|| Coeffs::new(in_w, (x0, x1), out_w, cols, kernel, support));
+    let vert = (!keeps(in_h, out_h, y0, y1))
+        .then(|| Coeffs::new(in_h, (y0, y1), out_h, rows, kernel, support));
     match (horiz, vert) {
         (None, None) => copy_block(raw, stride, rows_px, cols_px),
         (Some(h), None) => horizontal_pass(raw, stride, rows_px, &h, 0),
@@ -157,17 +181,20 @@ struct Coeffs {
 }
 
 impl Coeffs {
-    /// Mirrors Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a box of
-    /// `(0, in_size)`, restricted to output positions in `range`.
+    /// Mirrors Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the box
+    /// `(in0, in1)` of a source axis of `in_size` pixels, restricted to output positions in
+    /// `range`.
     fn new(
         in_size: u32,
+        (in0, in1): (f64, f64),
         out_size: u32,
         range: Range<u32>,
         kernel: fn(f64) -> f64,
         support: f64,
     ) -> Self {
         // Pillow passes the box edges as C floats; keep that rounding for huge sizes.
-        let scale = f64::from(in_size as f32) / f64::from(out_size);
+        let (in0, in1) = (f64::from(in0 as f32), f64::from(in1 as f32));
+        let scale = (in1 - in0) / f64::from(out_size);
         let filterscale = scale.max(1.0);
         let support = support * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
@@ -176,7 +203,7 @@ impl Coeffs {
         let mut weights = vec![0i32; range.len() * ksize];
         let mut k = vec![0f64; ksize];
         for (i, xx) in range.enumerate() {
-            let center = (f64::from(xx) + 0.5) * scale;
+            let center = in0 + (f64::from(xx) + 0.5) * scale;
             // C's (int) cast truncates toward zero, as does `as`.
             let xmin = ((center - support + 0.5) as i64).max(0);
             let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
@@ -292,21 +319,12 @@ fn lanczos(x: f64) -> f64 {
 }
 
 /// Pillow resizes with NEAREST through `ImagingScaleAffine`: the source position starts at
-/// half a step and advances by repeated addition of `in / out` (so rounding accumulates
-/// exactly as there), is truncated to an index, and positions that land outside the source
-/// leave the pixel black.
-fn nearest_window(
-    src: &RgbImage,
-    out_w: u32,
-    out_h: u32,
-    cols: Range<u32>,
-    rows: Range<u32>,
-) -> Vec<u8> {
-    let (in_w, in_h) = src.dimensions();
-    let xs = nearest_indices(in_w, out_w, cols.clone());
-    let ys = nearest_indices(in_h, out_h, rows.clone());
+/// half a step into the box and advances by repeated addition of `box / out` (so rounding
+/// accumulates exactly as there), is truncated to an index, and positions that land outside
+/// the source leave the pixel black.
+fn nearest_window(src: &RgbImage, xs: &[Option<usize>], ys: &[Option<usize>]) -> Vec<u8> {
     let raw = src.as_raw();
-    let stride = in_w as usize * 3;
+    let stride = src.width() as usize * 3;
     let mut out = vec![0u8; xs.len() * ys.len() * 3];
     for (y, out_row) in ys.iter().zip(out.chunks_exact_mut(xs.len() * 3)) {
         let Some(y) = y else { continue };
@@ -320,9 +338,17 @@ fn nearest_window(
     out
 }
 
-fn nearest_indices(in_size: u32, out_size: u32, range: Range<u32>) -> Vec<Option<usize>> {
-    let step = f64::from(in_size as f32) / f64::from(out_size);
-    let mut pos = step * 0.5;
+/// Source index of each output position in `range` along an axis of `in_size` pixels,
+/// mapping the box `(in0, in1)` onto `out_size` positions.
+fn nearest_indices(
+    in_size: u32,
+    (in0, in1): (f64, f64),
+    out_size: u32,
+    range: Range<u32>,
+) -> Vec<Option<usize>> {
+    let (in0, in1) = (f64::from(in0 as f32), f64::from(in1 as f32));
+    let step = (in1 - in0) / f64::from(out_size);
+    let mut pos = in0 + step * 0.5;
     let mut picked = Vec::with_capacity(range.len());
     for o in 0..range.end {
         if o >= range.start {
@@ -355,6 +381,26 @@ mod tests {
                 ((200 + x * 7 + y * y * 5) % 256) as u8,
             ])
         })
+    }
+
+    /// Outputs of Pillow 13.0.0 `resize((ow, oh), filter, box=bounds)` on `ramp(w, h)`,
+    /// with fractional boxes like those of a JPEG decoded at reduced scale.
+    #[test]
+    fn matches_pillow_with_a_box() {
+        type BoxGolden = (u32, u32, [f64; 4], u32, u32, Resample, &'static [u8]);
+        #[rustfmt::skip]
+        let cases: [BoxGolden; 6] = [
+            (7, 5, [0.0, 0.0, 6.25, 4.5], 3, 2, Resample::Bicubic, &[29, 2, 215, 103, 9, 233, 188, 26, 239, 54, 9, 176, 129, 16, 100, 200, 33, 93]),
+            (7, 5, [0.75, 0.5, 7.0, 5.0], 3, 2, Resample::Bicubic, &[55, 5, 219, 138, 15, 228, 215, 32, 205, 80, 12, 118, 166, 22, 60, 191, 39, 55]),
+            (7, 5, [0.0, 0.0, 6.5, 5.0], 7, 5, Resample::Bicubic, &[0, 0, 200, 33, 1, 206, 67, 3, 213, 102, 8, 219, 136, 14, 226, 170, 21, 232, 208, 32, 239, 10, 3, 205, 44, 4, 211, 78, 6, 218, 113, 11, 224, 147, 17, 231, 181, 24, 237, 219, 35, 244, 21, 6, 220, 55, 7, 226, 89, 9, 233, 124, 14, 239, 158, 20, 246, 192, 27, 255, 230, 38, 113, 32, 9, 245, 66, 10, 255, 100, 12, 35, 135, 17, 2, 169, 23, 15, 203, 30, 21, 241, 41, 28, 43, 12, 24, 77, 13, 30, 111, 15, 37, 146, 20, 43, 180, 26, 50, 233, 33, 56, 106, 44, 63]),
+            (7, 5, [0.5, 0.0, 7.0, 4.25], 4, 3, Resample::Bilinear, &[36, 2, 208, 93, 7, 219, 154, 18, 230, 211, 32, 241, 50, 6, 219, 107, 11, 226, 168, 22, 237, 225, 36, 165, 65, 10, 175, 122, 15, 64, 183, 26, 63, 209, 40, 49]),
+            (7, 5, [0.0, 0.0, 6.25, 4.5], 4, 2, Resample::Nearest, &[11, 3, 205, 85, 7, 219, 122, 12, 226, 196, 28, 240, 33, 9, 245, 107, 13, 3, 144, 18, 10, 218, 34, 24]),
+            (3, 2, [0.0, 0.0, 2.5, 1.75], 7, 5, Resample::Bicubic, &[0, 0, 198, 0, 0, 199, 10, 0, 201, 25, 1, 204, 40, 1, 207, 56, 3, 210, 69, 4, 212, 0, 0, 199, 1, 0, 200, 11, 0, 202, 26, 1, 205, 41, 1, 208, 57, 3, 211, 70, 4, 213, 2, 1, 201, 5, 1, 202, 15, 1, 204, 30, 2, 207, 45, 2, 210, 61, 4, 213, 74, 5, 215, 5, 2, 203, 9, 2, 204, 19, 2, 206, 34, 3, 209, 49, 3, 212, 65, 5, 215, 78, 6, 217, 7, 3, 204, 12, 3, 205, 22, 3, 207, 37, 4, 210, 52, 4, 213, 68, 6, 216, 81, 7, 218]),
+        ];
+        for (w, h, bounds, ow, oh, filter, want) in cases {
+            let got = resize_box_window(&ramp(w, h), bounds, ow, oh, filter, 0..ow, 0..oh);
+            assert_eq!(got, want, "{w}x{h} {bounds:?} -> {ow}x{oh} {filter:?}");
+        }
     }
 
     /// Input width, height, output width, height, filter, expected RGB bytes.
