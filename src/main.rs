@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_OK),
         Err(err) => {
-            eprintln!("vlm: error: {err:#}");
+            eprintln!("vlm: error: {}", describe(&err));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -60,6 +60,22 @@ fn keep_freed_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
+
+/// The error and its causes, each cause added only when the text so far does not already
+/// say it: the library's messages quote their cause, so `{:#}` would print it twice.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
 
 /// A closed stdout (`vlm ... | head -1`) ends the run quietly, as other Unix tools do.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
