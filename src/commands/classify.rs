@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 
 use super::{
-    find_inputs, load_model, open_cache, peak_memory, pipeline_options, progress_bar,
-    report_failure, seconds, warn_truncated, write_failed, EXIT_INTERRUPTED, EXIT_OK,
+    find_inputs, load_model, open_cache, output_format, pipeline_options, progress_bar,
+    report_encoder, report_failure, warn_truncated, write_failed, EXIT_INTERRUPTED, EXIT_OK,
     EXIT_SOME_FAILED,
 };
 use crate::cli::ClassifyArgs;
@@ -24,31 +24,6 @@ use vlm::output::{self, Format, ImageReport, LabelResult, Outcome, ReportWriter}
 use vlm::probe::{ModelIdentity, Probe};
 use vlm::score::Score;
 use vlm::{Classifier, PromptEmbeddings};
-
-/// The output format: as asked, else from the output file's extension, else a table.
-fn output_format(args: &ClassifyArgs) -> anyhow::Result<Format> {
-    if let Some(format) = args.format {
-        return Ok(format.into());
-    }
-    let Some(path) = &args.output else {
-        return Ok(Format::Table);
-    };
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    Ok(match extension.as_deref() {
-        Some("jsonl" | "ndjson") => Format::Jsonl,
-        Some("json") => Format::Json,
-        Some("csv") => Format::Csv,
-        Some("tsv" | "tab") => Format::Tsv,
-        Some("txt") => Format::Table,
-        _ => bail!(
-            "cannot tell the format of {} from its extension; name it .jsonl, .json, .csv or .tsv, or pass --format",
-            path.display()
-        ),
-    })
-}
 
 /// Counters for the summary line.
 #[derive(Default)]
@@ -65,7 +40,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         None => LabelSource::Prompts(prompt_set(args)?),
     };
     let params = TipParams::new(args.examples_weight, args.examples_sharpness)?;
-    let format = output_format(args)?;
+    let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
     if args.resume && format != Format::Jsonl {
         bail!(
             "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
@@ -213,26 +188,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         );
     }
     if args.verbose {
-        eprintln!(
-            "vlm: image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
-            stats.encoded,
-            stats.reused,
-            seconds(stats.waiting),
-            seconds(stats.encoding)
-        );
-        if let Some(peak) = peak_memory() {
-            eprintln!("vlm: peak memory (resident): {peak}");
-        }
-        if let Some(cache) = &cache {
-            let c = cache.stats();
-            eprintln!(
-                "vlm: cache {}: {} hits, {} misses, {} written",
-                cache.dir().display(),
-                c.hits,
-                c.misses,
-                c.writes
-            );
-        }
+        report_encoder(&stats, cache.as_ref());
     }
     Ok(if tally.failed > 0 {
         EXIT_SOME_FAILED

@@ -6,14 +6,12 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::{
-    find_inputs, load_model, open_cache, peak_memory, pipeline_options, progress_bar,
-    report_failure, seconds, warn_truncated, Model, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
+    find_inputs, load_model, open_cache, pipeline_options, progress_bar, report_encoder,
+    report_failure, warn_truncated, Model, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
 };
 use crate::cli::EmbedArgs;
-use vlm::cache::EmbeddingCache;
 use vlm::embedder;
 use vlm::export::{self, Embeddings, ExportFormat, Metadata, RowKind};
-use vlm::pipeline::PipelineStats;
 use vlm::search::normalize;
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
@@ -158,28 +156,4 @@ fn list(paths: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(" and ")
-}
-
-/// With --verbose: how much work the image encoder did and what the cache saved.
-pub fn report_encoder(stats: &PipelineStats, cache: Option<&EmbeddingCache>) {
-    eprintln!(
-        "vlm: image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
-        stats.encoded,
-        stats.reused,
-        seconds(stats.waiting),
-        seconds(stats.encoding)
-    );
-    if let Some(peak) = peak_memory() {
-        eprintln!("vlm: peak memory (resident): {peak}");
-    }
-    if let Some(cache) = cache {
-        let c = cache.stats();
-        eprintln!(
-            "vlm: cache {}: {} hits, {} misses, {} written",
-            cache.dir().display(),
-            c.hits,
-            c.misses,
-            c.writes
-        );
-    }
 }

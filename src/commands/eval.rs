@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::{
-    load_model, open_cache, peak_memory, pipeline_options, progress_bar, report_failure, seconds,
+    load_model, open_cache, pipeline_options, progress_bar, report_encoder, report_failure,
     warn_truncated, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
 };
 use crate::cli::{EvalArgs, EvalFormat, InputArgs};
@@ -164,27 +164,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         );
     }
     if args.verbose {
-        let stats = &summary.stats;
-        eprintln!(
-            "vlm: image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
-            stats.encoded,
-            stats.reused,
-            seconds(stats.waiting),
-            seconds(stats.encoding)
-        );
-        if let Some(peak) = peak_memory() {
-            eprintln!("vlm: peak memory (resident): {peak}");
-        }
-        if let Some(cache) = &cache {
-            let c = cache.stats();
-            eprintln!(
-                "vlm: cache {}: {} hits, {} misses, {} written",
-                cache.dir().display(),
-                c.hits,
-                c.misses,
-                c.writes
-            );
-        }
+        report_encoder(&summary.stats, cache.as_ref());
     }
     Ok(if failed.is_empty() {
         EXIT_OK

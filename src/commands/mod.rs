@@ -10,6 +10,7 @@ pub mod models;
 pub mod search;
 
 use std::io::{self, IsTerminal};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -21,7 +22,8 @@ use vlm::cache::EmbeddingCache;
 use vlm::device::{self, DeviceKind};
 use vlm::embedder;
 use vlm::inputs::{self, Event, FilesFrom, Input, InputOptions};
-use vlm::pipeline::PipelineOptions;
+use vlm::output::Format;
+use vlm::pipeline::{PipelineOptions, PipelineStats};
 use vlm::preprocess::DecodeOptions;
 use vlm::source::{self, HubOptions, ModelFiles};
 use vlm::Classifier;
@@ -181,18 +183,71 @@ pub fn report_failure(progress: &ProgressBar, display: &str, err: &vlm::Error) {
     });
 }
 
-/// The process's peak resident set size, where the OS reports it (Linux).
-pub fn peak_memory() -> Option<String> {
+/// The process's peak resident set size in MiB, where the OS reports it (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(format!("{:.1} MiB", kib / 1024.0))
+    Some(kib / 1024.0)
+}
+
+fn peak_memory() -> Option<String> {
+    peak_rss_mib().map(|mib| format!("{mib:.1} MiB"))
 }
 
 pub fn write_failed(out_name: &str) -> String {
     format!("cannot write results to {out_name}; free some space or choose another --output (every line written so far is complete)")
 }
 
-pub fn seconds(duration: Duration) -> String {
+fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
+}
+
+/// With --verbose: how much work the image encoder did and what the cache saved.
+pub fn report_encoder(stats: &PipelineStats, cache: Option<&EmbeddingCache>) {
+    eprintln!(
+        "vlm: image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
+        stats.encoded,
+        stats.reused,
+        seconds(stats.waiting),
+        seconds(stats.encoding)
+    );
+    if let Some(peak) = peak_memory() {
+        eprintln!("vlm: peak memory (resident): {peak}");
+    }
+    if let Some(cache) = cache {
+        let c = cache.stats();
+        eprintln!(
+            "vlm: cache {}: {} hits, {} misses, {} written",
+            cache.dir().display(),
+            c.hits,
+            c.misses,
+            c.writes
+        );
+    }
+}
+
+/// The output format: as asked, else from the output file's extension, else a table.
+pub fn output_format(asked: Option<Format>, output: Option<&Path>) -> anyhow::Result<Format> {
+    if let Some(format) = asked {
+        return Ok(format);
+    }
+    let Some(path) = output else {
+        return Ok(Format::Table);
+    };
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    Ok(match extension.as_deref() {
+        Some("jsonl" | "ndjson") => Format::Jsonl,
+        Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some("tsv" | "tab") => Format::Tsv,
+        Some("txt") => Format::Table,
+        _ => bail!(
+            "cannot tell the format of {} from its extension; name it .jsonl, .json, .csv or .tsv, or pass --format",
+            path.display()
+        ),
+    })
 }

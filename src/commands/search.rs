@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::embed::report_encoder;
 use super::{
-    find_inputs, load_model, open_cache, pipeline_options, progress_bar, report_failure,
-    warn_truncated, write_failed, Model, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
+    find_inputs, load_model, open_cache, output_format, pipeline_options, progress_bar,
+    report_encoder, report_failure, warn_truncated, write_failed, Model, EXIT_INTERRUPTED, EXIT_OK,
+    EXIT_SOME_FAILED,
 };
 use crate::cli::SearchArgs;
 use vlm::cache::EmbeddingCache;
@@ -17,34 +17,9 @@ use vlm::inputs::{self, Event, Input, InputOptions, Source};
 use vlm::output::Format;
 use vlm::search::{self, cosine, Hit, Match, TopN};
 
-/// The output format: as asked, else from the output file's extension, else a table.
-fn output_format(args: &SearchArgs) -> anyhow::Result<Format> {
-    if let Some(format) = args.format {
-        return Ok(format.into());
-    }
-    let Some(path) = &args.output else {
-        return Ok(Format::Table);
-    };
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    Ok(match extension.as_deref() {
-        Some("jsonl" | "ndjson") => Format::Jsonl,
-        Some("json") => Format::Json,
-        Some("csv") => Format::Csv,
-        Some("tsv" | "tab") => Format::Tsv,
-        Some("txt") => Format::Table,
-        _ => bail!(
-            "cannot tell the format of {} from its extension; name it .jsonl, .json, .csv or .tsv, or pass --format",
-            path.display()
-        ),
-    })
-}
-
 pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let format = output_format(args)?;
+    let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
     // With --image the first positional argument is an input, not a text query.
     let (text, paths) = match &args.image {
         Some(_) => (
