@@ -151,7 +151,7 @@ impl ModelIdentity {
             preprocessing: format!(
                 "{:?}; {}",
                 classifier.preprocessor().config(),
-                classifier.compute_fingerprint()
+                classifier.numeric_fingerprint()
             ),
         })
     }
