@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{InputArgs, ModelArgs};
+use super::{InputArgs, ModelArgs, TemplateArgs};
 
 /// `--files-from` and `--null` come with the shared input flags but do not apply: the images
 /// are the label folders' contents. They are hidden here and refused when given.
@@ -24,19 +24,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE", help_heading = "Labels")]
     pub labels_file: Option<PathBuf>,
 
-    /// Prompt template; {} is replaced by each label ("{}" alone uses the bare label).
-    #[arg(short, long, default_value = vlm::labels::DEFAULT_TEMPLATE, help_heading = "Labels")]
-    pub template: String,
-
-    /// Prompt ensemble instead of one template: imagenet80, imagenet7, or a file with one
-    /// template per line.
-    #[arg(
-        long,
-        value_name = "SET",
-        conflicts_with = "template",
-        help_heading = "Labels"
-    )]
-    pub templates: Option<String>,
+    #[command(flatten)]
+    pub prompts: TemplateArgs,
 
     /// Compare prompt specs on the same image embeddings: comma-separated; each a template
     /// with {} ("a photo of a {}."), imagenet80, imagenet7, or a templates file; write \,

@@ -16,9 +16,10 @@ pub struct FitArgs {
     #[arg(short, long, value_name = "FILE")]
     pub out: PathBuf,
 
-    /// FOLDER<TAB>LABEL or FOLDER=LABEL lines naming the labels of folders such as n01440764.
-    #[arg(long, value_name = "FILE")]
-    pub label_map: Option<PathBuf>,
+    /// FOLDER<TAB>LABEL or FOLDER=LABEL lines naming the labels of folders such as n01440764
+    /// (the same file as `vlm eval --labels-file`).
+    #[arg(long, value_name = "FILE", alias = "label-map")]
+    pub labels_file: Option<PathBuf>,
 
     // Training.
     /// Fraction of each label's images held out to stop training and to report accuracy

@@ -59,19 +59,8 @@ pub struct ClassifyArgs {
     #[arg(long, value_name = "FILE", help_heading = "Labels")]
     pub labels_file: Option<PathBuf>,
 
-    /// Prompt template; {} is replaced by each label ("{}" alone uses the bare label).
-    #[arg(short, long, default_value = vlm::labels::DEFAULT_TEMPLATE, help_heading = "Labels")]
-    pub template: String,
-
-    /// Prompt ensemble instead of one template: imagenet80, imagenet7, or a file with one
-    /// template per line. Each class is the normalised mean of its prompts' embeddings.
-    #[arg(
-        long,
-        value_name = "SET",
-        conflicts_with = "template",
-        help_heading = "Labels"
-    )]
-    pub templates: Option<String>,
+    #[command(flatten)]
+    pub prompts: TemplateArgs,
 
     /// A linear probe from `vlm fit` to score with instead of prompts; the labels are the
     /// probe's, and it must have been trained on the same --model.
@@ -230,6 +219,38 @@ pub struct InputArgs {
     /// split one corpus across N machines.
     #[arg(long, value_name = "K/N", help_heading = "Inputs")]
     pub shard: Option<vlm::inputs::Shard>,
+}
+
+/// How labels become prompts: shared by `classify` and `eval`.
+#[derive(Debug, Args)]
+pub struct TemplateArgs {
+    /// Prompt template; {} is replaced by each label ("{}" alone uses the bare label).
+    #[arg(short, long, default_value = vlm::labels::DEFAULT_TEMPLATE, help_heading = "Labels")]
+    pub template: String,
+
+    /// Prompt ensemble instead of one template: imagenet80, imagenet7, or a file with one
+    /// template per line. Each class is the normalised mean of its prompts' embeddings.
+    #[arg(
+        long,
+        value_name = "SET",
+        conflicts_with = "template",
+        help_heading = "Labels"
+    )]
+    pub templates: Option<String>,
+}
+
+impl InputArgs {
+    /// The library's walk options for these flags.
+    pub fn options(&self) -> vlm::inputs::InputOptions {
+        vlm::inputs::InputOptions {
+            max_depth: self.max_depth,
+            hidden: self.hidden,
+            extensions: self.ext.clone(),
+            exclude: self.exclude.clone(),
+            shard: self.shard,
+            null_separated: self.null,
+        }
+    }
 }
 
 /// Which model, where it runs, and how images flow through it: shared by every command that

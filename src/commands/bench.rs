@@ -148,7 +148,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         version: env!("CARGO_PKG_VERSION"),
         model: model.files.id.clone(),
         device: device_name(device).to_string(),
-        dtype: classifier.compute_fingerprint(),
+        dtype: classifier.numeric_fingerprint(),
         threads,
         cpu,
         load_seconds,

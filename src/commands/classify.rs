@@ -16,9 +16,10 @@ use super::{
 use crate::cli::ClassifyArgs;
 use vlm::cache::EmbeddingCache;
 use vlm::embedder::{self, Embedded};
+use vlm::evaluation::PromptSpec;
 use vlm::fewshot::{self, ExampleCache, TipParams};
 use vlm::inputs::{Input, Source};
-use vlm::labels::{self, PromptSet, Template, Templates};
+use vlm::labels::{self, PromptSet};
 use vlm::organize::Organizer;
 use vlm::output::{self, Format, ImageReport, LabelResult, Outcome, ReportWriter};
 use vlm::probe::{ModelIdentity, Probe};
@@ -204,10 +205,9 @@ fn prompt_set(args: &ClassifyArgs) -> anyhow::Result<PromptSet> {
         (Some(list), None) => labels::parse_list(list)?,
         (None, None) => return Err(labels::LabelError::None.into()),
     };
-    let templates = match &args.templates {
-        Some(set) => Templates::from_arg(set)?,
-        None => Templates::single(Template::new(&args.template)?),
-    };
+    let templates =
+        PromptSpec::from_options(&args.prompts.template, args.prompts.templates.as_deref())?
+            .templates;
     Ok(PromptSet::new(&labels, &templates)?)
 }
 

@@ -10,26 +10,13 @@ use super::{
     load_model, open_cache, pipeline_options, progress_bar, report_encoder, report_failure,
     warn_truncated, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
 };
-use crate::cli::{EvalArgs, EvalFormat, InputArgs};
+use crate::cli::{EvalArgs, EvalFormat};
 use vlm::dataset::{Dataset, LabelMap};
 use vlm::embedder::{self, Embedded};
 use vlm::evaluation::report::{self, Failure};
 use vlm::evaluation::{self, PromptSpec, SpecResult};
 use vlm::heatmap;
-use vlm::inputs::InputOptions;
 use vlm::labels::PromptSet;
-
-/// The walk options of the shared input flags.
-fn input_options(args: &InputArgs) -> InputOptions {
-    InputOptions {
-        max_depth: args.max_depth,
-        hidden: args.hidden,
-        extensions: args.ext.clone(),
-        exclude: args.exclude.clone(),
-        shard: args.shard,
-        null_separated: args.null,
-    }
-}
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
@@ -41,11 +28,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(LabelMap::read)
         .transpose()?;
-    let dataset = Dataset::from_dir(&args.dir, &input_options(&args.filter), mapping.as_ref())?;
+    let dataset = Dataset::from_dir(&args.dir, &args.filter.options(), mapping.as_ref())?;
     let specs = if args.compare_templates.is_empty() {
         vec![PromptSpec::from_options(
-            &args.template,
-            args.templates.as_deref(),
+            &args.prompts.template,
+            args.prompts.templates.as_deref(),
         )?]
     } else {
         evaluation::parse_specs(&args.compare_templates)?

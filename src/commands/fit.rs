@@ -31,7 +31,11 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         patience: args.patience,
     };
     options.check()?;
-    let mapping = args.label_map.as_deref().map(LabelMap::read).transpose()?;
+    let mapping = args
+        .labels_file
+        .as_deref()
+        .map(LabelMap::read)
+        .transpose()?;
     let dataset = Dataset::from_dir(&args.dir, &InputOptions::default(), mapping.as_ref())?;
     let mut failed = dataset.errors.len();
     for err in &dataset.errors {

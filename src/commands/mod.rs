@@ -21,7 +21,7 @@ use crate::INTERRUPTED;
 use vlm::cache::EmbeddingCache;
 use vlm::device::{self, DeviceKind};
 use vlm::embedder;
-use vlm::inputs::{self, Event, FilesFrom, Input, InputOptions};
+use vlm::inputs::{self, Event, FilesFrom, Input};
 use vlm::output::Format;
 use vlm::pipeline::{PipelineOptions, PipelineStats};
 use vlm::preprocess::DecodeOptions;
@@ -126,14 +126,7 @@ pub struct Found {
 
 /// Walks the inputs; skips (with `verbose`) and per-entry errors are reported as they come.
 pub fn find_inputs(paths: &[String], args: &InputArgs, verbose: bool) -> anyhow::Result<Found> {
-    let options = InputOptions {
-        max_depth: args.max_depth,
-        hidden: args.hidden,
-        extensions: args.ext.clone(),
-        exclude: args.exclude.clone(),
-        shard: args.shard,
-        null_separated: args.null,
-    };
+    let options = args.options();
     let files_from = args.files_from.as_ref().map(FilesFrom::from_arg);
     let mut found = Found::default();
     for event in inputs::discover(paths, files_from, &options)? {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::SpecResult;
 use crate::metrics::{self, ConfusionMatrix};
+use crate::output::csv_field;
 
 /// Above this many classes the terminal table leaves out the confusion matrix (it cannot
 /// be read at that width) and points to the CSV and heat map instead.
@@ -388,14 +389,6 @@ pub fn comparison_json(results: &[SpecResult], failed: &[Failure]) -> serde_json
     let mut text = serde_json::to_string(&report)?;
     text.push('\n');
     Ok(text)
-}
-
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
 }
 
 /// The confusion matrix as CSV: a header `true\predicted,<class>...`, then one row per
