@@ -56,13 +56,6 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
             eprintln!("vlm: warning: no images of {label:?}: the probe will never choose it");
         }
     }
-    // `split` holds out at least one image of every label with two or more; 0 means none.
-    let (train, held) = if args.holdout > 0.0 {
-        dataset.split(args.holdout, args.seed)
-    } else {
-        ((0..dataset.images.len()).collect(), Vec::new())
-    };
-
     let model = load_model(&args.model)?;
     let classifier = &model.classifier;
     let cache = open_cache(&args.model, &model)?;
@@ -97,12 +90,29 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
     if let (Some(err), false) = (&summary.cache_error, args.quiet) {
         eprintln!("vlm: warning: {err}");
     }
+    // One entry per image, in order (`None` where it failed), so index i is image i.
+    if embeddings.len() != dataset.images.len() {
+        bail!(
+            "internal error: {} embedding results for {} images; please report this",
+            embeddings.len(),
+            dataset.images.len()
+        );
+    }
+    // Split the images that were read, as if the unreadable ones were not there, so a broken
+    // file changes neither the labels nor the split of the others. `split_among` holds out
+    // at least one image of every label with two or more; 0 means none.
+    let readable = (0..dataset.images.len()).filter(|&i| embeddings[i].is_some());
+    let (train, held) = if args.holdout > 0.0 {
+        dataset.split_among(readable, args.holdout, args.seed)
+    } else {
+        (readable.collect(), Vec::new())
+    };
     let samples = |indices: &[usize]| -> Vec<Sample> {
         indices
             .iter()
             .filter_map(|&i| {
                 Some(Sample {
-                    embedding: embeddings.get(i)?.as_deref()?,
+                    embedding: embeddings[i].as_deref()?,
                     label: dataset.images[i].label,
                 })
             })
