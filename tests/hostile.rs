@@ -2,6 +2,8 @@
 //! Each must give a result or a clear error naming the file, never a panic, and memory
 //! must stay bounded. Images come from `tests/fixtures/hostile` (see its README.md).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,9 +26,11 @@ fn model_dir() -> PathBuf {
     fixtures().join("models/tiny-quickgelu")
 }
 
+/// The binary under [`common::limit_memory`].
 fn vlm() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
     command.env("HF_HUB_OFFLINE", "1").env_remove("VLM_MODEL");
+    common::limit_memory(&mut command);
     command
 }
 
@@ -45,6 +49,11 @@ fn assert_no_panic(output: &Output) {
     let err = stderr(output);
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("memory allocation of"),
+        "ran out of the {} MiB data limit (was a file decoded past the pixel limit?): {err}",
+        common::DATA_LIMIT >> 20
+    );
 }
 
 /// `vlm: peak memory (resident): 123.4 MiB` from a `--verbose` run, in MiB.
@@ -149,6 +158,9 @@ fn every_fixture_has_an_expectation() {
 
 #[test]
 fn hostile_images_through_the_library() {
+    if common::in_capped_child("hostile_images_through_the_library") {
+        return;
+    }
     let preprocessor = tiny_preprocessor();
     let (h, w) = preprocessor.output_size();
     let expect = expectations();
@@ -172,6 +184,9 @@ fn hostile_images_through_the_library() {
 
 #[test]
 fn bomb_errors_say_how_big_and_what_to_do() {
+    if common::in_capped_child("bomb_errors_say_how_big_and_what_to_do") {
+        return;
+    }
     let err = decode_file(&hostile_dir().join("bomb.png")).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("50000x50000"), "{message}");
