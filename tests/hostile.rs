@@ -158,7 +158,7 @@ fn every_fixture_has_an_expectation() {
 
 #[test]
 fn hostile_images_through_the_library() {
-    if common::in_capped_child("hostile_images_through_the_library") {
+    if common::in_capped_child(module_path!(), "hostile_images_through_the_library") {
         return;
     }
     let preprocessor = tiny_preprocessor();
@@ -184,7 +184,7 @@ fn hostile_images_through_the_library() {
 
 #[test]
 fn bomb_errors_say_how_big_and_what_to_do() {
-    if common::in_capped_child("bomb_errors_say_how_big_and_what_to_do") {
+    if common::in_capped_child(module_path!(), "bomb_errors_say_how_big_and_what_to_do") {
         return;
     }
     let err = decode_file(&hostile_dir().join("bomb.png")).unwrap_err();

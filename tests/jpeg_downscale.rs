@@ -112,7 +112,10 @@ fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
 #[test]
 fn hostile_files_give_a_result_or_an_error_naming_them() {
     // The decompression bombs are decoded here, in the test process: cap its memory.
-    if common::in_capped_child("hostile_files_give_a_result_or_an_error_naming_them") {
+    if common::in_capped_child(
+        module_path!(),
+        "hostile_files_give_a_result_or_an_error_naming_them",
+    ) {
         return;
     }
     let p = levels(40);

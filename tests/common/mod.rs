@@ -115,17 +115,22 @@ pub fn limit_memory(command: &mut Command) {
 const CAPPED_CHILD: &str = "VLM_TEST_CAPPED_CHILD";
 
 /// For tests that decode hostile files in the test process itself: on Linux, runs the test
-/// `name` again in a child copy of this test binary under [`DATA_LIMIT`] and returns true
-/// (the caller then returns); in that child, or where no cap is available, returns false
-/// and the caller runs its body. A cap on the test process itself would hold for every
-/// other test running beside it.
-pub fn in_capped_child(name: &str) -> bool {
+/// `test` of module `module` (the caller's `module_path!()`) again in a child copy of this
+/// test binary under [`DATA_LIMIT`] and returns true (the caller then returns); in that
+/// child, or where no cap is available, returns false and the caller runs its body. A cap
+/// on the test process itself would hold for every other test running beside it.
+pub fn in_capped_child(module: &str, test: &str) -> bool {
     if cfg!(not(target_os = "linux")) || std::env::var_os(CAPPED_CHILD).is_some() {
         return false;
     }
+    // libtest names a test by its path below the crate root.
+    let name = match module.split_once("::") {
+        Some((_, below)) => format!("{below}::{test}"),
+        None => test.to_string(),
+    };
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .args([name.as_str(), "--exact", "--test-threads=1", "--nocapture"])
         .env(CAPPED_CHILD, "1");
     limit_memory(&mut command);
     let output = command.output().unwrap();
