@@ -2,21 +2,16 @@
 //! Each must give a result or a clear error naming the file, never a panic, and memory
 //! must stay bounded. Images come from `tests/fixtures/hostile` (see its README.md).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::{self, fixtures, stderr};
 use candle_core::Device;
 use serde_json::Value;
 use vlm::preprocess::{decode_file, PreprocessConfig, PreprocessError, Preprocessor};
 use vlm::source::ModelFiles;
 use vlm::Classifier;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn hostile_dir() -> PathBuf {
     fixtures().join("hostile")
@@ -26,16 +21,11 @@ fn model_dir() -> PathBuf {
     fixtures().join("models/tiny-quickgelu")
 }
 
-/// The binary under [`common::limit_memory`].
+/// The one command builder, under [`common::limit_memory`].
 fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    command.env("HF_HUB_OFFLINE", "1").env_remove("VLM_MODEL");
+    let mut command = common::vlm();
     common::limit_memory(&mut command);
     command
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn jsonl(output: &Output) -> Vec<Value> {

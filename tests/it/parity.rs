@@ -4,8 +4,8 @@
 //! to `tests/fixtures/reference/`; this test only reads them (no Python needed).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
+use crate::common::fixtures;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 use vlm::labels::Template;
@@ -13,10 +13,6 @@ use vlm::source::ModelFiles;
 use vlm::Classifier;
 
 const MODELS: [&str; 2] = ["tiny-quickgelu", "tiny-gelu-f16"];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 struct Reference {
     json: Value,
@@ -244,7 +240,7 @@ fn files_to_probabilities_match_transformers() {
 /// the largest differences from transformers' text and image embeddings.
 fn encoders_against_reference(model: &str, weights: &str, reference: &str) -> (f32, f32) {
     let dir = fixtures().join("models").join(model);
-    let config = vlm::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let config = vlm::model::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
     let model = vlm::model::ClipModel::load(&config, &dir.join(weights), &Device::Cpu).unwrap();
     let r = candle_core::safetensors::load(
         fixtures().join(format!("reference/{reference}.safetensors")),
@@ -281,7 +277,7 @@ fn pytorch_pickle_weights_match_transformers() {
 #[test]
 fn far_layer_norm_epsilons_match_transformers() {
     let dir = fixtures().join("models/tiny-eps-f16");
-    let config = vlm::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let config = vlm::model::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
     assert_eq!(config.text.layer_norm_eps, 1e-2);
     assert_eq!(config.vision.layer_norm_eps, 4e-2);
     let (text, image) =

@@ -3,44 +3,16 @@
 //! cached embeddings after a preprocessing change, a missing path that did not fail the
 //! run, and training labels shifted past an unreadable image.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// The binary, never reaching for a hub or a user's settings.
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    command.env("HF_HUB_OFFLINE", "1");
-    for name in [
-        "VLM_MODEL",
-        "VLM_CACHE_DIR",
-        "VLM_HUB_TIMEOUT",
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HF_ENDPOINT",
-        "HF_TOKEN",
-        "HF_TOKEN_PATH",
-        "RAYON_NUM_THREADS",
-    ] {
-        command.env_remove(name);
-    }
-    command
-}
+use crate::common::{self, fixtures, stderr, vlm};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn jsonl(output: &Output) -> Vec<Value> {
