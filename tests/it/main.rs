@@ -17,3 +17,4 @@ mod parity;
 mod partial_cache;
 mod probe;
 mod properties;
+mod stream;
