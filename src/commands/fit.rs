@@ -15,19 +15,7 @@ use vlm::Classifier;
 pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let printer = Printer::new(args.quiet, args.verbose);
-    if !(0.0..1.0).contains(&args.holdout) {
-        bail!(
-            "--holdout must be at least 0 and less than 1, got {}",
-            args.holdout
-        );
-    }
-    let options = TrainOptions {
-        l2: args.l2,
-        learning_rate: args.learning_rate,
-        max_epochs: args.epochs,
-        patience: args.patience,
-    };
-    options.check()?;
+    let options = train_options(args)?;
     let mapping = args
         .labels_file
         .as_deref()
@@ -102,6 +90,24 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// The training settings, checked before anything is loaded.
+fn train_options(args: &FitArgs) -> anyhow::Result<TrainOptions> {
+    if !(0.0..1.0).contains(&args.holdout) {
+        bail!(
+            "--holdout must be at least 0 and less than 1, got {}",
+            args.holdout
+        );
+    }
+    let options = TrainOptions {
+        l2: args.l2,
+        learning_rate: args.learning_rate,
+        max_epochs: args.epochs,
+        patience: args.patience,
+    };
+    options.check()?;
+    Ok(options)
 }
 
 /// Reports the folder walk's errors and skips, and labels without images.

@@ -18,3 +18,4 @@ mod parity;
 mod partial_cache;
 mod probe;
 mod properties;
+mod stream;
