@@ -85,14 +85,26 @@ pub struct ClassifyArgs {
     pub examples: Option<PathBuf>,
 
     /// How much the examples count against the prompts (Tip-Adapter's alpha; 0 ignores them).
-    #[arg(long, value_name = "A", default_value_t = vlm::fewshot::DEFAULT_WEIGHT,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_weight: f32,
+    /// Default: chosen by leave-one-out over the examples when every label has at least 4,
+    /// else 1.
+    #[arg(
+        long,
+        value_name = "A",
+        requires = "examples",
+        help_heading = "Few-shot"
+    )]
+    pub examples_weight: Option<f32>,
 
     /// How fast an example stops counting as an image looks less like it (Tip-Adapter's beta).
-    #[arg(long, value_name = "B", default_value_t = vlm::fewshot::DEFAULT_SHARPNESS,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_sharpness: f32,
+    /// Default: chosen by leave-one-out over the examples when every label has at least 4,
+    /// else 5.5.
+    #[arg(
+        long,
+        value_name = "B",
+        requires = "examples",
+        help_heading = "Few-shot"
+    )]
+    pub examples_sharpness: Option<f32>,
 
     #[command(flatten)]
     pub filter: InputArgs,
@@ -300,6 +312,11 @@ pub struct ModelArgs {
     /// about 0.01.
     #[arg(long, help_heading = "Model")]
     pub jpeg_downscale: bool,
+
+    /// Use images whose file stops early (a cut download or copy), with the missing part
+    /// filled in, as Pillow's LOAD_TRUNCATED_IMAGES does; without it they are errors.
+    #[arg(long, help_heading = "Inputs")]
+    pub allow_truncated: bool,
 
     /// Refuse images larger than this many million pixels, before decoding them (guards
     /// against decompression bombs).

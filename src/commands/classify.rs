@@ -17,7 +17,7 @@ use crate::cli::ClassifyArgs;
 use vlm::cache::EmbeddingCache;
 use vlm::embedder::{self, Embedded};
 use vlm::evaluation::PromptSpec;
-use vlm::fewshot::{self, ExampleCache, TipParams};
+use vlm::fewshot::{self, ExampleCache, NotTuned, ParamsChoice, TipParams};
 use vlm::inputs::{Input, Source};
 use vlm::labels::{self, PromptSet};
 use vlm::organize::Organizer;
@@ -40,7 +40,12 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         Some(path) => LabelSource::Probe(Probe::load(path)?),
         None => LabelSource::Prompts(prompt_set(args)?),
     };
-    let params = TipParams::new(args.examples_weight, args.examples_sharpness)?;
+    // Checked before the model loads; the values used are settled with the examples.
+    TipParams::new(
+        args.examples_weight.unwrap_or(fewshot::DEFAULT_WEIGHT),
+        args.examples_sharpness
+            .unwrap_or(fewshot::DEFAULT_SHARPNESS),
+    )?;
     let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
     if args.resume && format != Format::Jsonl {
         bail!(
@@ -96,7 +101,11 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
             let examples = match &args.examples {
                 Some(dir) => {
                     match load_examples(args, dir, classifier, cache.as_ref(), &prompts)? {
-                        Some(examples) => Some((examples, params)),
+                        Some(examples) => {
+                            let params =
+                                example_params(args, classifier, &text, &examples, &prompts)?;
+                            Some((examples, params))
+                        }
                         None => return Ok(EXIT_INTERRUPTED),
                     }
                 }
@@ -267,6 +276,45 @@ fn load_examples(
         }
     }
     Ok(Some(examples.cache))
+}
+
+/// Tip-Adapter's α and β: the flags where given, the rest tuned on the examples when
+/// possible; `--verbose` says which and why.
+fn example_params(
+    args: &ClassifyArgs,
+    classifier: &Classifier,
+    text: &PromptEmbeddings,
+    examples: &ExampleCache,
+    prompts: &PromptSet,
+) -> anyhow::Result<TipParams> {
+    let (params, choice) = fewshot::choose_params(
+        examples,
+        classifier,
+        text,
+        args.examples_weight,
+        args.examples_sharpness,
+    )?;
+    if args.verbose {
+        let (a, b) = (params.weight, params.sharpness);
+        match choice {
+            ParamsChoice::Tuned(t) => eprintln!(
+                "vlm: examples weight {a}, sharpness {b}, chosen by leave-one-out over {} \
+                 examples: {:.3} of them ranked right (prompts alone {:.3})",
+                t.held_out, t.accuracy, t.zero_shot_accuracy
+            ),
+            ParamsChoice::Kept(NotTuned::Given) => {
+                eprintln!("vlm: examples weight {a}, sharpness {b}, as given")
+            }
+            ParamsChoice::Kept(NotTuned::TooFew { class, count }) => eprintln!(
+                "vlm: examples weight {a}, sharpness {b} (Tip-Adapter's defaults where not \
+                 given): label {:?} has {count} examples, and choosing them by leave-one-out \
+                 needs {} of each label",
+                prompts.classes.get(class).map_or("?", |c| c.name.as_str()),
+                fewshot::MIN_EXAMPLES_TO_TUNE
+            ),
+        }
+    }
+    Ok(params)
 }
 
 /// Where the labels come from, before the model is loaded.
