@@ -68,9 +68,10 @@ pub const WEIGHT_GRID: [f32; 12] = [
 /// cosines all crowd near 1.
 pub const SHARPNESS_GRID: [f32; 11] = [1.0, 1.6, 2.5, 4.0, 5.5, 8.0, 13.0, 20.0, 32.0, 50.0, 80.0];
 
-/// At most this many examples are held out in turn (evenly spread over the cache), which
-/// bounds tuning to a few million cosines however many examples there are.
-const MAX_HELD_OUT: usize = 2000;
+/// At most this many examples are held out in turn (evenly spread over the cache): tuning
+/// then computes at most this many times the number of examples cosines, enough to rank
+/// 132 parameter pairs without costing seconds on tens of thousands of examples.
+const MAX_HELD_OUT: usize = 500;
 
 /// Why examples cannot be used.
 #[derive(Debug, thiserror::Error)]
