@@ -14,6 +14,8 @@ mod bench;
 pub use bench::BenchArgs;
 mod fit;
 pub use fit::FitArgs;
+mod report;
+pub use report::ReportArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -40,6 +42,9 @@ pub enum Command {
     Search(Box<SearchArgs>),
     /// Measure images and prompts per second, cold start and memory on this machine.
     Bench(Box<BenchArgs>),
+    /// Write a review page (HTML, opened from disk) of classify results: thumbnails by
+    /// label, the least sure first, corrections exported for --examples and `vlm fit`.
+    Report(Box<ReportArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -74,8 +79,8 @@ pub struct ClassifyArgs {
 
     // Few-shot.
     /// A few example images per label in DIR/<label>/ (every folder must be one of the
-    /// labels): they sharpen the prompts (Tip-Adapter); labels without examples use the
-    /// prompt alone.
+    /// labels), or a labelled list ({"path","label"} JSON Lines, as `vlm report` exports):
+    /// they sharpen the prompts (Tip-Adapter); labels without examples use the prompt alone.
     #[arg(
         long,
         value_name = "DIR",

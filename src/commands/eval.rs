@@ -28,7 +28,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(LabelMap::read)
         .transpose()?;
-    let dataset = Dataset::from_dir(&args.dir, &args.filter.options(), mapping.as_ref())?;
+    let dataset = Dataset::open(&args.dir, &args.filter.options(), mapping.as_ref())?;
     let specs = if args.compare_templates.is_empty() {
         vec![PromptSpec::from_options(
             &args.prompts.template,
@@ -126,6 +126,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
     let text = if args.compare_templates.is_empty() {
         let result = &results[0];
         write_files(args, result)?;
+        if let Some(path) = &args.report {
+            let (max_mp, quiet) = (args.model.max_megapixels, args.quiet);
+            super::report::write_eval_page(
+                path, classifier, &dataset, &embedded, &failed, result, max_mp, quiet,
+            )?;
+        }
         match args.format {
             EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
             EvalFormat::Json => report::json(result, &failed, args.most_confused)?,

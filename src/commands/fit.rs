@@ -36,7 +36,7 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(LabelMap::read)
         .transpose()?;
-    let dataset = Dataset::from_dir(&args.dir, &InputOptions::default(), mapping.as_ref())?;
+    let dataset = Dataset::open(&args.dir, &InputOptions::default(), mapping.as_ref())?;
     let mut failed = dataset.errors.len();
     for err in &dataset.errors {
         eprintln!("vlm: {err}");

@@ -7,6 +7,7 @@ pub mod embed;
 pub mod eval;
 pub mod fit;
 pub mod models;
+pub mod report;
 pub mod search;
 
 use std::io::{self, IsTerminal};
