@@ -24,6 +24,14 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<u8> {
         bail!("give --output FILE.html: where to write the page");
     };
     let quiet = args.classify.quiet;
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "cannot create {} for the page; choose another --output",
+                parent.display()
+            )
+        })?;
+    }
     let (results, status) = match args.results_file() {
         Some(file) if file.is_dir() => bail!(
             "{} is a folder: give --labels (or --labels-file, --probe) to classify it first, or pass a results file from `vlm classify --format jsonl`",

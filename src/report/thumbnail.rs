@@ -162,4 +162,28 @@ mod tests {
         let err = thumbnail(&dir.path().join("missing.png"), 256, u64::MAX).unwrap_err();
         assert!(err.to_string().contains("missing.png"), "{err}");
     }
+
+    #[test]
+    fn thumbnails_apply_the_exif_orientation() {
+        // coffee_exif6.jpg stores the 224x149 coffee photo rotated, with orientation 6.
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+        let upright = thumbnail(&images.join("coffee.jpg"), 256, u64::MAX).unwrap();
+        let turned = thumbnail(&images.join("coffee_exif6.jpg"), 256, u64::MAX).unwrap();
+        let (a, b) = (
+            image::load_from_memory(&upright).unwrap().to_rgb8(),
+            image::load_from_memory(&turned).unwrap().to_rgb8(),
+        );
+        assert_eq!(a.dimensions(), (224, 149));
+        assert_eq!(b.dimensions(), a.dimensions());
+        let diff: f64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| f64::from((i16::from(*x) - i16::from(*y)).abs()))
+            .sum::<f64>()
+            / a.as_raw().len() as f64;
+        assert!(diff < 12.0, "mean difference {diff}");
+        let err = thumbnail(&images.join("missing.png"), 256, u64::MAX).unwrap_err();
+        assert!(err.to_string().contains("missing.png"), "{err}");
+    }
 }

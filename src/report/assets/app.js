@@ -15,7 +15,7 @@
 
   const state = {
     filter: { type: 'all' }, search: '', sort: 'confidence', group: true, threshold: 0.5,
-    view: [], sections: [], rows: [], cols: 1, sel: 0, detail: false,
+    view: [], sections: [], rows: [], cols: 1, cardW: CARD_W, sel: 0, detail: false,
   };
   const corrections = new Map(); // record index -> label
 
@@ -102,6 +102,8 @@
       }
     });
     state.cols = cols;
+    // Spread the columns over the whole width rather than leaving a gap on the right.
+    state.cardW = Math.floor(width / cols);
     state.rows = rows;
     grid.style.height = y + 'px';
     $('empty').hidden = state.view.length > 0;
@@ -149,7 +151,8 @@
         wanted.add(key);
         let node = nodes.get(key);
         if (!node) { node = card(i); grid.append(node); nodes.set(key, node); }
-        node.style.left = (p - row.start) * CARD_W + 'px';
+        node.style.left = (p - row.start) * state.cardW + 'px';
+        node.style.width = state.cardW - 10 + 'px';
         node.style.top = row.y + 'px';
         node.dataset.pos = p;
         paint(node, i, p);
