@@ -503,6 +503,15 @@ fn eval_report_heat_map_cells_list_their_images() {
             .arg("--model")
             .arg(&model),
     );
+    let inside = vlm()
+        .current_dir(dir.path())
+        .args(["eval", "data", "--report", "data/eval.html"])
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_eq!(inside.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&inside.stderr).contains("outside"));
     // What eval predicts is what classify ranks first (tests/eval.rs checks that), so
     // classify's records say which images belong in each cell.
     let classify = run_ok(

@@ -29,6 +29,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         .map(LabelMap::read)
         .transpose()?;
     let dataset = Dataset::open(&args.dir, &args.filter.options(), mapping.as_ref())?;
+    if let Some(page) = &args.report {
+        super::report::check_eval_page(&args.dir, page)?;
+    }
     let specs = if args.compare_templates.is_empty() {
         vec![PromptSpec::from_options(
             &args.prompts.template,

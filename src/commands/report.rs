@@ -117,6 +117,26 @@ fn print_summary(output: &Path, summary: &ReportSummary, inline: bool, started: 
     );
 }
 
+/// Refuses an eval page inside the labelled folder `dir`: its thumbnail folder would become
+/// a class of the next `vlm eval` of that folder.
+pub fn check_eval_page(dir: &Path, page: &Path) -> anyhow::Result<()> {
+    let files = report::files_dir(page);
+    let parent = files.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    if let (Ok(dir), Ok(parent)) = (std::fs::canonicalize(dir), std::fs::canonicalize(parent)) {
+        if parent.starts_with(&dir) {
+            bail!(
+                "--report {} would put its thumbnails in {}, inside {}, where the next eval would take them for a class; write the page outside {}",
+                page.display(),
+                files.display(),
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Writes the page of `vlm eval --report`: every image of `dataset` that was embedded,
 /// scored against the classes of `result`, and the failures.
 #[allow(clippy::too_many_arguments)]
