@@ -18,11 +18,10 @@ use crate::inputs::{self, Event, Input, InputError, InputOptions};
 /// Why a labelled folder cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("cannot read {}: {source}; pass a folder that holds one subfolder per label", path.display())]
+    #[error("cannot read {}: {cause}; pass a folder that holds one subfolder per label", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} has no subfolders; put the images of each label in DIR/<label>/", path.display())]
     NoClasses { path: PathBuf },
@@ -60,9 +59,9 @@ struct ListLine {
 
 /// Reads a labelled list: `(path, label)` per non-blank line.
 fn read_list(path: &Path) -> Result<Vec<(String, String)>, DatasetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| DatasetError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut entries = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -115,7 +114,7 @@ impl LabelMap {
     pub fn read(path: &Path) -> Result<Self, DatasetError> {
         let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         if is_list(path, &text) {
             let files = read_list(path)?
@@ -202,7 +201,7 @@ impl Dataset {
     ) -> Result<Self, DatasetError> {
         let read_err = |source| DatasetError::Read {
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         };
         let mut folders = Vec::new();
         let mut skipped = Vec::new();

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::{EXIT_INTERRUPTED, EXIT_OK};
+use super::{Printer, EXIT_INTERRUPTED, EXIT_OK};
 use crate::cli::{FormatArg, ReportArgs};
 use vlm::dataset::Dataset;
 use vlm::embedder::Embedded;
@@ -23,7 +23,7 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<u8> {
     let Some(output) = args.classify.output.clone() else {
         bail!("give --output FILE.html: where to write the page");
     };
-    let quiet = args.classify.quiet;
+    let printer = Printer::new(args.classify.quiet, args.classify.verbose);
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| {
             format!(
@@ -54,10 +54,10 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<u8> {
             args.classify.top_k = None;
             let status = super::classify::run(&args.classify)?;
             if status == EXIT_INTERRUPTED {
-                eprintln!(
-                    "vlm: interrupted: no page was written; the results so far are in {}",
+                printer.error(format_args!(
+                    "interrupted: no page was written; the results so far are in {}",
                     results.display()
-                );
+                ));
                 return Ok(status);
             }
             (results, status)
@@ -74,9 +74,7 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<u8> {
     options.title = title;
     options.max_pixels = max_pixels(args.classify.model.max_megapixels);
     let summary = report::write_results_report(&results, &options)?;
-    if !quiet {
-        print_summary(&output, &summary, args.self_contained, started);
-    }
+    print_summary(&printer, &output, &summary, args.self_contained, started);
     Ok(status)
 }
 
@@ -100,21 +98,27 @@ fn max_pixels(megapixels: f64) -> u64 {
     (megapixels.max(0.0) * 1e6) as u64
 }
 
-fn print_summary(output: &Path, summary: &ReportSummary, inline: bool, started: Instant) {
+fn print_summary(
+    printer: &Printer,
+    output: &Path,
+    summary: &ReportSummary,
+    inline: bool,
+    started: Instant,
+) {
     let thumbs = if inline {
         "inlined".to_string()
     } else {
         format!("in {}", report::files_dir(output).display())
     };
-    eprintln!(
-        "vlm: wrote {}: {} images ({} failed), {} thumbnails {thumbs}, {} without one, in {:.1} s",
+    printer.note(format_args!(
+        "wrote {}: {} images ({} failed), {} thumbnails {thumbs}, {} without one, in {:.1} s",
         output.display(),
         summary.records,
         summary.failed,
         summary.thumbnails,
         summary.thumbnail_errors,
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 /// Refuses an eval page inside the labelled folder `dir`: its thumbnail folder would become
@@ -148,7 +152,7 @@ pub fn write_eval_page(
     failed: &[Failure],
     result: &SpecResult,
     max_megapixels: f64,
-    quiet: bool,
+    printer: &Printer,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let text = classifier.embed_classes(&result.prompts)?;
@@ -201,8 +205,6 @@ pub fn write_eval_page(
         });
     let failures = failed.iter().map(|f| (f.path.clone(), f.error.clone()));
     let summary = report::write_eval_report(&classes, &meta, pages, failures, &options)?;
-    if !quiet {
-        print_summary(path, &summary, false, started);
-    }
+    print_summary(printer, path, &summary, false, started);
     Ok(())
 }

@@ -29,25 +29,16 @@ const CHUNK: usize = 256;
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("cannot read results {}: {source}; pass the file written by `vlm classify --format jsonl`", path.display())]
-    ReadResults {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{}, line {line}: not a vlm result record ({source}); pass the file written by `vlm classify --format jsonl`", path.display())]
+    #[error("cannot read results {}: {cause}; pass the file written by `vlm classify --format jsonl`", path.display())]
+    ReadResults { path: PathBuf, cause: io::Error },
+    #[error("{}, line {line}: not a vlm result record ({cause}); pass the file written by `vlm classify --format jsonl`", path.display())]
     BadRecord {
         path: PathBuf,
         line: usize,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
-    #[error("cannot write the report {}: {source}; check that its folder exists and is writable, or choose another --output", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot write the report {}: {cause}; check that its folder exists and is writable, or choose another --output", path.display())]
+    Write { path: PathBuf, cause: io::Error },
 }
 
 /// How a page is made.
@@ -115,9 +106,9 @@ pub fn write_results_report(
     results: &Path,
     options: &ReportOptions,
 ) -> Result<ReportSummary, ReportError> {
-    let read_err = |source| ReportError::ReadResults {
+    let read_err = |cause| ReportError::ReadResults {
         path: results.to_path_buf(),
-        source,
+        cause,
     };
     let reader = BufReader::new(File::open(results).map_err(read_err)?);
     let mut labels = LabelIndex::default();
@@ -133,10 +124,10 @@ pub fn write_results_report(
             continue;
         }
         let parsed: ResultRecord =
-            serde_json::from_str(&line).map_err(|source| ReportError::BadRecord {
+            serde_json::from_str(&line).map_err(|cause| ReportError::BadRecord {
                 path: results.to_path_buf(),
                 line: number + 1,
-                source,
+                cause,
             })?;
         chunk.push(PageRecord::from_result(parsed, &mut labels));
         if chunk.len() == CHUNK {
@@ -239,15 +230,15 @@ impl<'a> Builder<'a> {
         kind: &str,
         meta: &M,
     ) -> Result<Self, ReportError> {
-        let write_err = |source| ReportError::Write {
+        let write_err = |cause| ReportError::Write {
             path: options.output.clone(),
-            source,
+            cause,
         };
         let files = files_dir(&options.output);
         if !options.self_contained {
-            std::fs::create_dir_all(files.join("t")).map_err(|source| ReportError::Write {
+            std::fs::create_dir_all(files.join("t")).map_err(|cause| ReportError::Write {
                 path: files.clone(),
-                source,
+                cause,
             })?;
         }
         let files_url = files
@@ -309,9 +300,9 @@ impl<'a> Builder<'a> {
                     Ok(bytes) => {
                         let name = format!("{number}.jpg");
                         let target = files.join("t").join(&name);
-                        std::fs::write(&target, bytes).map_err(|source| ReportError::Write {
+                        std::fs::write(&target, bytes).map_err(|cause| ReportError::Write {
                             path: target,
-                            source,
+                            cause,
                         })?;
                         record.thumb = Some(format!("{files_url}/t/{name}"));
                         record.src = Some(thumbnail::file_url(&path));
@@ -332,9 +323,9 @@ impl<'a> Builder<'a> {
             }
             self.page
                 .record(&record)
-                .map_err(|source| ReportError::Write {
+                .map_err(|cause| ReportError::Write {
                     path: self.options.output.clone(),
-                    source,
+                    cause,
                 })?;
         }
         Ok(())
@@ -348,9 +339,9 @@ impl<'a> Builder<'a> {
             summary,
             ..
         } = self;
-        let write_err = |source| ReportError::Write {
+        let write_err = |cause| ReportError::Write {
             path: options.output.clone(),
-            source,
+            cause,
         };
         let root = options
             .search_dirs

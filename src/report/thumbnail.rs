@@ -40,9 +40,9 @@ pub fn thumbnail(path: &Path, side: u32, max_pixels: u64) -> Result<Vec<u8>, Pre
     let mut bytes = Vec::with_capacity(16 * 1024);
     JpegEncoder::new_with_quality(&mut bytes, QUALITY)
         .encode_image(&small)
-        .map_err(|source| PreprocessError::Decode {
+        .map_err(|cause| PreprocessError::Decode {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
     Ok(bytes)
 }

@@ -6,8 +6,6 @@
 //!
 //! Screenshots of each view are written to `target/report-screenshots/`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -20,6 +18,8 @@ use headless_chrome::protocol::cdp::{Network, Page};
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::{json, Value};
 
+use crate::common::{self, vlm};
+
 const LABELS: [&str; 3] = ["cat", "dog", "bird"];
 /// Becomes a tag if a name is ever parsed as HTML; sets a global if its handler ever runs.
 const HOSTILE_IMG: &str = "<img src=x onerror=\"window.__pwned=1\"> 'q' \"dq\".png";
@@ -28,15 +28,6 @@ const HOSTILE_DIR: &str = "<script>window.__pwned=2<";
 const HOSTILE_FILE: &str = "script>.png";
 const RTL: &str = "صورة \u{202e}gnp.exe.png";
 const ACCENTS: &str = "café 日本 ünïcödé.png";
-
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    command
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VLM_MODEL")
-        .env_remove("VLM_CACHE_DIR");
-    command
-}
 
 fn run_ok(command: &mut Command) -> Output {
     let output = command.output().unwrap();
