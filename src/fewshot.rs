@@ -447,7 +447,7 @@ pub fn load_examples(
     classes: &[Class],
     options: PipelineOptions,
 ) -> Result<Examples, FewShotError> {
-    let dataset = Dataset::from_dir(dir, &InputOptions::default(), None)?;
+    let dataset = Dataset::open(dir, &InputOptions::default(), None)?;
     let class_of = match_folders(dir, &dataset.folders, classes)?;
     let labels: Vec<usize> = dataset.images.iter().map(|i| i.label).collect();
     let inputs = dataset.images.into_iter().map(|i| i.input).collect();

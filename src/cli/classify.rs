@@ -38,8 +38,8 @@ pub struct ClassifyArgs {
 
     // Few-shot.
     /// A few example images per label in DIR/<label>/ (every folder must be one of the
-    /// labels): they sharpen the prompts (Tip-Adapter); labels without examples use the
-    /// prompt alone.
+    /// labels), or a labelled list ({"path","label"} JSON Lines, as `vlm report` exports):
+    /// they sharpen the prompts (Tip-Adapter); labels without examples use the prompt alone.
     #[arg(
         long,
         value_name = "DIR",

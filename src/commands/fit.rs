@@ -21,7 +21,7 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(LabelMap::read)
         .transpose()?;
-    let dataset = Dataset::from_dir(&args.dir, &InputOptions::default(), mapping.as_ref())?;
+    let dataset = Dataset::open(&args.dir, &InputOptions::default(), mapping.as_ref())?;
     let mut failed = dataset.errors.len();
     report_dataset(&printer, &dataset);
 

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod fit;
 pub mod models;
 mod printer;
+pub mod report;
 pub mod search;
 
 pub use printer::Printer;

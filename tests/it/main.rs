@@ -18,4 +18,5 @@ mod parity;
 mod partial_cache;
 mod probe;
 mod properties;
+mod report;
 mod stream;
