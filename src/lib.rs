@@ -27,6 +27,7 @@ pub mod export;
 pub mod fewshot;
 pub mod heatmap;
 pub mod inputs;
+pub(crate) mod kernels;
 pub mod labels;
 pub mod metrics;
 pub mod model;
