@@ -20,8 +20,23 @@ pub(crate) struct Heads {
     pub causal: bool,
 }
 
+/// Where one head's context rows go: row `i` at `offset + i * stride`, `head_dim` wide.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    offset: usize,
+    stride: usize,
+}
+
 #[inline(always)]
-fn one_head(qkv: &[f32], shape: Heads, b: usize, h: usize, scores: &mut Vec<f32>, ctx: &mut [f32]) {
+fn one_head(
+    qkv: &[f32],
+    shape: Heads,
+    b: usize,
+    h: usize,
+    scores: &mut Vec<f32>,
+    ctx: &mut [f32],
+    place: Place,
+) {
     let hidden = shape.heads * shape.head_dim;
     let d = shape.head_dim;
     let row = |t: usize, part: usize| {
@@ -39,7 +54,7 @@ fn one_head(qkv: &[f32], shape: Heads, b: usize, h: usize, scores: &mut Vec<f32>
             sum += *s;
         }
         let inv = 1.0 / sum;
-        let out = &mut ctx[i * hidden + h * d..][..d];
+        let out = &mut ctx[place.offset + i * place.stride..][..d];
         out.fill(0.0);
         for (j, &p) in scores.iter().enumerate() {
             let p = p * inv;
@@ -50,22 +65,37 @@ fn one_head(qkv: &[f32], shape: Heads, b: usize, h: usize, scores: &mut Vec<f32>
     }
 }
 
+/// Heads `heads.0..heads.1` of sequence `b`. With `dense`, `ctx` holds only this one head,
+/// `(seq, head_dim)`; otherwise it is the sequence's `(seq, hidden)` block.
 #[inline(always)]
 fn heads_of_one_sequence(
     qkv: &[f32],
     shape: Heads,
     b: usize,
     heads: (usize, usize),
+    dense: bool,
     ctx: &mut [f32],
 ) {
     let mut scores = Vec::with_capacity(shape.seq);
+    let hidden = shape.heads * shape.head_dim;
     for h in heads.0..heads.1 {
-        one_head(qkv, shape, b, h, &mut scores, ctx);
+        let place = if dense {
+            Place {
+                offset: 0,
+                stride: shape.head_dim,
+            }
+        } else {
+            Place {
+                offset: h * shape.head_dim,
+                stride: hidden,
+            }
+        };
+        one_head(qkv, shape, b, h, &mut scores, ctx, place);
     }
 }
 
 dispatch! {
-    fn heads_dispatch(qkv: &[f32], shape: Heads, b: usize, heads: (usize, usize), ctx: &mut [f32]) => heads_of_one_sequence
+    fn heads_dispatch(qkv: &[f32], shape: Heads, b: usize, heads: (usize, usize), dense: bool, ctx: &mut [f32]) => heads_of_one_sequence
 }
 
 /// `qkv`: `(batch * seq, 3 * hidden)`; writes the attention context, `(batch * seq,
@@ -83,25 +113,24 @@ pub(crate) fn attention(qkv: &[f32], shape: Heads, ctx: &mut [f32]) {
     if shape.batch >= 4 * rayon::current_num_threads() {
         ctx.par_chunks_mut(seq_len)
             .enumerate()
-            .for_each(|(b, ctx)| heads_dispatch(qkv, shape, b, (0, shape.heads), ctx));
+            .for_each(|(b, ctx)| heads_dispatch(qkv, shape, b, (0, shape.heads), false, ctx));
     } else {
         // Few sequences: one task per head. Heads write disjoint columns of the same rows,
-        // so each task writes its own buffer, copied in afterwards.
+        // so each task fills its own (seq, head_dim) block, copied in afterwards.
+        let d = shape.head_dim;
         let parts: Vec<(usize, usize, Vec<f32>)> = (0..shape.batch)
             .flat_map(|b| (0..shape.heads).map(move |h| (b, h)))
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|(b, h)| {
-                let mut part = vec![0.0f32; seq_len];
-                heads_dispatch(qkv, shape, b, (h, h + 1), &mut part);
+                let mut part = vec![0.0f32; shape.seq * d];
+                heads_dispatch(qkv, shape, b, (h, h + 1), true, &mut part);
                 (b, h, part)
             })
             .collect();
-        let d = shape.head_dim;
         for (b, h, part) in parts {
-            for i in 0..shape.seq {
-                let at = i * hidden + h * d;
-                ctx[b * seq_len + at..][..d].copy_from_slice(&part[at..][..d]);
+            for (i, row) in part.chunks_exact(d).enumerate() {
+                ctx[b * seq_len + i * hidden + h * d..][..d].copy_from_slice(row);
             }
         }
     }
