@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
-use vlm::config::ClipConfig;
+use vlm::model::config::ClipConfig;
 use vlm::model::ClipModel;
 
 fn best(budget: Duration, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {

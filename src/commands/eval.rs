@@ -2,24 +2,24 @@
 //! side by side.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::{
-    load_model, open_cache, pipeline_options, progress_bar, report_encoder, report_failure,
-    warn_truncated, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-};
+use super::{warn_truncated, Printer, Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use crate::cli::{EvalArgs, EvalFormat};
 use vlm::dataset::{Dataset, LabelMap};
-use vlm::embedder::{self, Embedded};
+use vlm::embedder::Embedded;
+use vlm::evaluation::heatmap;
 use vlm::evaluation::report::{self, Failure};
-use vlm::evaluation::{self, PromptSpec, SpecResult};
-use vlm::heatmap;
+use vlm::evaluation::{self, SpecResult};
 use vlm::labels::PromptSet;
+use vlm::labels::PromptSpec;
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let printer = Printer::new(args.quiet, args.verbose);
     if args.filter.files_from.is_some() {
         bail!("vlm eval takes its images from DIR/<label>/ folders; --files-from does not apply");
     }
@@ -29,62 +29,19 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         .map(LabelMap::read)
         .transpose()?;
     let dataset = Dataset::from_dir(&args.dir, &args.filter.options(), mapping.as_ref())?;
-    let specs = if args.compare_templates.is_empty() {
-        vec![PromptSpec::from_options(
-            &args.prompts.template,
-            args.prompts.templates.as_deref(),
-        )?]
-    } else {
-        evaluation::parse_specs(&args.compare_templates)?
-    };
-    // Bad labels or templates should fail before any image is embedded.
-    for spec in &specs {
-        PromptSet::new(&dataset.labels, &spec.templates)?;
-    }
+    let specs = prompt_specs(args, &dataset.labels)?;
+    let mut failed = dataset_failures(&printer, &dataset, &args.dir);
 
-    if args.verbose {
-        for (path, reason) in &dataset.skipped {
-            eprintln!("vlm: skipped {}: {reason}", path.display());
-        }
-    }
-    let mut failed: Vec<Failure> = Vec::new();
-    for err in &dataset.errors {
-        eprintln!("vlm: {err}");
-        failed.push(Failure {
-            path: err
-                .subject()
-                .unwrap_or_else(|| args.dir.display().to_string()),
-            error: err.to_string(),
-        });
-    }
-
-    let model = load_model(&args.model)?;
-    let classifier = &model.classifier;
-    let cache = open_cache(&args.model, &model)?;
-    let progress = progress_bar(dataset.images.len(), args.quiet, "images");
+    let session = Session::open(&args.model, printer)?;
     let mut embedded: Vec<Embedded> = Vec::with_capacity(dataset.images.len());
-    let summary = embedder::embed_inputs(
-        classifier,
-        cache.as_ref(),
-        dataset.images.iter().map(|image| image.input.clone()),
-        pipeline_options(&args.model),
-        |batch| {
-            for done in &batch {
-                if let Err(err) = &done.embedding {
-                    report_failure(&progress, &done.input.display, err);
-                }
-            }
-            progress.inc(batch.len() as u64);
-            embedded.extend(batch);
-            Ok::<(), vlm::Error>(())
-        },
-    )?;
-    progress.finish_and_clear();
-    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
-        eprintln!("vlm: warning: {err}");
-    }
-    if summary.stats.cancelled {
-        eprintln!("vlm: interrupted: no metrics were computed");
+    let inputs = dataset.images.iter().map(|i| i.input.clone()).collect();
+    let stats = session.embed(inputs, "images", |_, batch| {
+        embedded.extend(batch);
+        Ok::<(), vlm::Error>(())
+    })?;
+    let printer = &session.printer;
+    if stats.cancelled {
+        printer.error("interrupted: no metrics were computed");
         return Ok(EXIT_INTERRUPTED);
     }
 
@@ -109,54 +66,87 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
             args.dir.display()
         );
     }
-
+    let classifier = session.classifier();
     let mut results: Vec<SpecResult> = Vec::with_capacity(specs.len());
     for spec in &specs {
         let result = evaluation::evaluate(classifier, &dataset.labels, spec, &rows, &truth)?;
-        if !args.quiet {
-            warn_truncated(
-                &result.prompts.prompts,
-                &result.truncated,
-                classifier.model().text_context(),
-            );
-        }
+        let context = classifier.model().text_context();
+        warn_truncated(printer, &result.prompts.prompts, &result.truncated, context);
         results.push(result);
     }
-
-    let text = if args.compare_templates.is_empty() {
-        let result = &results[0];
-        write_files(args, result)?;
-        match args.format {
-            EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
-            EvalFormat::Json => report::json(result, &failed, args.most_confused)?,
-        }
-    } else {
-        evaluation::sort_best_first(&mut results);
-        match args.format {
-            EvalFormat::Table => report::comparison_table(&results, failed.len()),
-            EvalFormat::Json => report::comparison_json(&results, &failed)?,
-        }
-    };
+    let text = render(args, &mut results, &failed)?;
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
 
-    if !args.quiet {
-        eprintln!(
-            "vlm: evaluated {}, failed {}, skipped {} in {:.1} s",
-            rows.len(),
-            failed.len(),
-            dataset.skipped.len(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if args.verbose {
-        report_encoder(&summary.stats, cache.as_ref());
-    }
+    printer.note(format_args!(
+        "evaluated {}, failed {}, skipped {} in {:.1} s",
+        rows.len(),
+        failed.len(),
+        dataset.skipped.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    session.report(&stats);
     Ok(if failed.is_empty() {
         EXIT_OK
     } else {
         EXIT_SOME_FAILED
+    })
+}
+
+/// The prompt specs to measure, checked against the labels before any image is embedded.
+fn prompt_specs(args: &EvalArgs, labels: &[String]) -> anyhow::Result<Vec<PromptSpec>> {
+    let specs = if args.compare_templates.is_empty() {
+        vec![PromptSpec::from_options(
+            &args.prompts.template,
+            args.prompts.templates.as_deref(),
+        )?]
+    } else {
+        evaluation::parse_specs(&args.compare_templates)?
+    };
+    for spec in &specs {
+        PromptSet::new(labels, &spec.templates)?;
+    }
+    Ok(specs)
+}
+
+/// Reports what the folder walk skipped (with `--verbose`) and could not read.
+fn dataset_failures(printer: &Printer, dataset: &Dataset, dir: &Path) -> Vec<Failure> {
+    for (path, reason) in &dataset.skipped {
+        printer.detail(format_args!("skipped {}: {reason}", path.display()));
+    }
+    dataset
+        .errors
+        .iter()
+        .map(|err| {
+            printer.error(err);
+            Failure {
+                path: err.subject().unwrap_or_else(|| dir.display().to_string()),
+                error: err.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The report for one spec (and its files), or the comparison of several, best first.
+fn render(
+    args: &EvalArgs,
+    results: &mut [SpecResult],
+    failed: &[Failure],
+) -> anyhow::Result<String> {
+    Ok(if args.compare_templates.is_empty() {
+        let result = &results[0];
+        write_files(args, result)?;
+        match args.format {
+            EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
+            EvalFormat::Json => report::json(result, failed, args.most_confused)?,
+        }
+    } else {
+        evaluation::sort_best_first(results);
+        match args.format {
+            EvalFormat::Table => report::comparison_table(results, failed.len()),
+            EvalFormat::Json => report::comparison_json(results, failed)?,
+        }
     })
 }
 

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
-use crate::config::Activation;
+use super::config::Activation;
 use crate::kernels::{self, Act, AmxMatrix, Epilogue, Heads, Isa, PackedMatrix};
 
 /// How a tower computes: which implementation its layers are built for.
@@ -216,6 +216,7 @@ impl Attention {
     }
 }
 
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L338-L350
 struct Mlp {
     fc1: Linear,
     fc2: Linear,

@@ -19,7 +19,9 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
-use crate::config::ClipConfig;
+pub mod config;
+
+use config::ClipConfig;
 use layers::Compute;
 use text::TextTower;
 use vision::VisionTower;
@@ -30,14 +32,13 @@ pub(crate) use layers::l2_normalize;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(
-        "cannot load weights from {}: {source}; the file is damaged or does not match its config.json — \
+        "cannot load weights from {}: {cause}; the file is damaged or does not match its config.json — \
          re-download the checkpoint (delete it from the cache) or point --model at a complete directory",
         path.display()
     )]
     Weights {
         path: PathBuf,
-        #[source]
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
     #[error("{} is neither .safetensors nor a PyTorch .bin/.pt/.pth file; vlm reads those two formats", path.display())]
     WeightsFormat { path: PathBuf },
@@ -47,11 +48,10 @@ pub enum ModelError {
         device: &'static str,
         hint: &'static str,
     },
-    #[error("the model failed while encoding {what}: {source}")]
+    #[error("the model failed while encoding {what}: {cause}")]
     Run {
         what: &'static str,
-        #[source]
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
 }
 
@@ -117,7 +117,7 @@ impl ClipModel {
         let vb = open_weights(weights, stored, device)?;
         let wrap = |source| ModelError::Weights {
             path: weights.to_path_buf(),
-            source,
+            cause: source,
         };
         let text = TextTower::load(vb.clone(), &config.text, config.projection_dim, compute)
             .map_err(wrap)?;
@@ -180,7 +180,7 @@ impl ClipModel {
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
                 what: "text",
-                source,
+                cause: source,
             })
     }
 
@@ -196,7 +196,7 @@ impl ClipModel {
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
                 what: "images",
-                source,
+                cause: source,
             })
     }
 }
@@ -239,7 +239,7 @@ fn open_weights(
 ) -> Result<VarBuilder<'static>, ModelError> {
     let wrap = |source| ModelError::Weights {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let backend: Box<dyn SimpleBackend> = match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => Box::new(
