@@ -91,15 +91,22 @@ impl AmxMatrix {
         let slices = k.div_ceil(SLICE);
         let panels = n.div_ceil(BLOCK);
         let mut data = vec![0u16; panels * slices * SLICE_VALUES];
-        for col in 0..n {
-            let (p, within) = (col / BLOCK, col % BLOCK);
-            let (tile, j) = (within / 16, within % 16);
-            for (kk, &v) in w[col * k..][..k].iter().enumerate() {
-                let (c, in_slice) = (kk / SLICE, kk % SLICE);
-                let (pair, e) = (in_slice / 2, in_slice % 2);
-                let at = (p * slices + c) * SLICE_VALUES + tile * 512 + pair * 32 + j * 2 + e;
-                data[at] = to_bf16(v);
-            }
+        if slices > 0 {
+            use rayon::prelude::*;
+            data.par_chunks_exact_mut(slices * SLICE_VALUES)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for within in 0..BLOCK.min(n - p * BLOCK) {
+                        let (tile, j) = (within / 16, within % 16);
+                        let row = &w[(p * BLOCK + within) * k..][..k];
+                        for (kk, &v) in row.iter().enumerate() {
+                            let (c, in_slice) = (kk / SLICE, kk % SLICE);
+                            let (pair, e) = (in_slice / 2, in_slice % 2);
+                            panel[c * SLICE_VALUES + tile * 512 + pair * 32 + j * 2 + e] =
+                                to_bf16(v);
+                        }
+                    }
+                });
         }
         Self { n, k, slices, data }
     }

@@ -37,13 +37,22 @@ impl PackedMatrix {
         let nr = isa.nr();
         let panels = n.div_ceil(nr);
         let mut data = vec![0.0f32; panels * k * nr];
-        for (p, panel) in data.chunks_exact_mut(k * nr).enumerate() {
-            for j in 0..nr.min(n - p * nr) {
-                let row = &w[(p * nr + j) * k..][..k];
-                for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * nr + j] = v;
-                }
-            }
+        if k > 0 {
+            use rayon::prelude::*;
+            data.par_chunks_exact_mut(k * nr)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    // Row blocks of the panel, so reads and writes both stay in cache.
+                    for k0 in (0..k).step_by(64) {
+                        let k1 = (k0 + 64).min(k);
+                        for j in 0..nr.min(n - p * nr) {
+                            let row = &w[(p * nr + j) * k..][k0..k1];
+                            for (kk, &v) in (k0..k1).zip(row) {
+                                panel[kk * nr + j] = v;
+                            }
+                        }
+                    }
+                });
         }
         Self {
             n,
