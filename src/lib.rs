@@ -26,6 +26,7 @@ pub mod evaluation;
 pub mod export;
 pub mod fewshot;
 pub mod inputs;
+pub(crate) mod kernels;
 pub mod labels;
 pub mod model;
 pub mod organize;

@@ -150,7 +150,7 @@ pub struct ModelArgs {
     pub device: DeviceArg,
 
     /// Number type the encoders compute in: f16 halves the weights' memory; bf16 needs a
-    /// GPU. Embeddings and scores are f32 either way.
+    /// GPU or, on the CPU, Intel AMX-BF16. Embeddings and scores are f32 either way.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32, help_heading = "Model")]
     pub dtype: DTypeArg,
 

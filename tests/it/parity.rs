@@ -388,12 +388,129 @@ fn f16_compute_stays_close_to_transformers() {
     }
 }
 
+/// Cosine similarity of each row pair of two (rows, dim) matrices.
+fn row_cosines(a: &Tensor, b: &Tensor) -> Vec<f32> {
+    let (a, b) = (a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let norm = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt();
+            dot / (norm(x) * norm(y))
+        })
+        .collect()
+}
+
+/// bf16 on the CPU (AMX tiles) against f32: embeddings within cosine 0.999 and the same
+/// top-1 label for every fixture image. Where the CPU has no AMX-BF16 it must be refused
+/// with what to do instead.
 #[test]
-fn bf16_on_the_cpu_is_refused_before_loading() {
-    let files = ModelFiles::from_dir(&fixtures().join("models/tiny-quickgelu")).unwrap();
-    let err = Classifier::load_as(&files, &Device::Cpu, candle_core::DType::BF16)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("--dtype f32"), "{err}");
+fn bf16_on_the_cpu_stays_close_to_f32_or_is_refused() {
+    for model in MODELS {
+        let r = load(model);
+        let files = ModelFiles::from_dir(&fixtures().join("models").join(model)).unwrap();
+        let bf16 = match Classifier::load_as(&files, &Device::Cpu, candle_core::DType::BF16) {
+            Ok(c) => c,
+            Err(err) => {
+                let err = err.to_string();
+                assert!(
+                    err.contains("AMX-BF16") && err.contains("--dtype f32"),
+                    "{err}"
+                );
+                eprintln!("{model}: bf16 refused on this CPU: {err}");
+                continue;
+            }
+        };
+        assert_eq!(bf16.model().kernels(), "packed amx-bf16");
+
+        let count = r.json["images"].as_array().unwrap().len();
+        let pixels: Vec<Tensor> = (0..count)
+            .map(|i| r.tensors[&format!("pixel_values.{i}")].clone())
+            .collect();
+        let batch = Tensor::stack(&pixels, 0).unwrap();
+        let f32_images = r.classifier.model().encode_images(&batch).unwrap();
+        let bf16_images = bf16.model().encode_images(&batch).unwrap();
+        let worst_image = row_cosines(&f32_images, &bf16_images)
+            .into_iter()
+            .fold(1.0, f32::min);
+
+        let labels = strings(&r.json["labels"]);
+        let template = Template::new(r.json["template"].as_str().unwrap()).unwrap();
+        let prompts: Vec<String> = labels.iter().map(|l| template.apply(l)).collect();
+        let f32_text = r.classifier.embed_prompts(&prompts).unwrap();
+        let bf16_text = bf16.embed_prompts(&prompts).unwrap();
+        let worst_text = row_cosines(&f32_text.embeddings, &bf16_text.embeddings)
+            .into_iter()
+            .fold(1.0, f32::min);
+
+        let mut prob_moved = 0.0f32;
+        for i in 0..count {
+            let want = r
+                .classifier
+                .rank(&f32_images.narrow(0, i, 1).unwrap(), &f32_text)
+                .unwrap()
+                .remove(0);
+            let got = bf16
+                .rank(&bf16_images.narrow(0, i, 1).unwrap(), &bf16_text)
+                .unwrap()
+                .remove(0);
+            assert_eq!(
+                got[0].index, want[0].index,
+                "{model}: image {i}: bf16 changed the top-1 label"
+            );
+            for score in &got {
+                let f32_prob = want
+                    .iter()
+                    .find(|s| s.index == score.index)
+                    .unwrap()
+                    .probability;
+                prob_moved = prob_moved.max((score.probability - f32_prob).abs());
+            }
+        }
+        eprintln!(
+            "{model}: bf16 vs f32: image cosine >= {worst_image:.6}, text cosine >= {worst_text:.6}, \
+             probabilities move <= {prob_moved:.2e}"
+        );
+        assert!(
+            worst_image >= 0.999,
+            "{model}: bf16 image embeddings at cosine {worst_image}"
+        );
+        assert!(
+            worst_text >= 0.999,
+            "{model}: bf16 text embeddings at cosine {worst_text}"
+        );
+        // Not bit-identical to f32: bf16 products were used at all.
+        assert!(
+            worst_image < 1.0 - 1e-7,
+            "{model}: bf16 gave f32's exact result"
+        );
+    }
+}
+
+/// Prompts are embedded in batches of similar length; every row must still be its own
+/// prompt's embedding, in the caller's order, across more than one batch.
+#[test]
+fn prompts_batched_by_length_come_back_in_order() {
+    let r = load("tiny-quickgelu");
+    let words = [
+        "cat",
+        "big dog",
+        "a very small red car",
+        "tree",
+        "two tall old houses by the sea",
+    ];
+    let prompts: Vec<String> = (0..150)
+        .map(|i| format!("{} {i}", words[(i * 7) % words.len()]))
+        .collect();
+    let together = r.classifier.embed_prompts(&prompts).unwrap().embeddings;
+    assert_eq!(together.dim(0).unwrap(), 150);
+    for (i, prompt) in prompts.iter().enumerate().step_by(7) {
+        let alone = r
+            .classifier
+            .embed_prompts(std::slice::from_ref(prompt))
+            .unwrap()
+            .embeddings;
+        let diff = max_abs_diff(&together.narrow(0, i, 1).unwrap(), &alone);
+        assert!(diff <= 1e-5, "prompt {i} {prompt:?}: row differs by {diff}");
+    }
 }
