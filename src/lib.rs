@@ -24,6 +24,7 @@ pub mod embedder;
 pub mod error;
 pub mod evaluation;
 pub mod export;
+pub mod family;
 pub mod fewshot;
 pub mod heatmap;
 pub mod inputs;

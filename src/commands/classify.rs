@@ -127,9 +127,12 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     };
     let progress = progress_bar(todo.len(), args.quiet, "images");
 
-    let mut writer = ReportWriter::new(out, format);
+    let mut writer = ReportWriter::new(out, format).with_scoring(classifier.scoring().name());
     if let Scorer::Probe(_) = scorer {
-        writer = writer.with_similarity_name("logit");
+        // A probe is its own softmax classifier over the classes, whatever the family.
+        writer = writer
+            .with_similarity_name("logit")
+            .with_scoring("probe-softmax");
     }
     for (path, message) in found.unreadable {
         let report = ImageReport {
@@ -300,12 +303,15 @@ impl Scorer {
                 examples: Some((examples, params)),
                 ..
             } => {
-                let scale = classifier.model().logit_scale();
+                let model = classifier.model();
+                let logits = (model.logit_scale(), model.logit_bias());
                 Ok(classifier
                     .rank_rows(rows, text)?
                     .iter()
                     .zip(rows)
-                    .map(|(scores, row)| examples.rank(row, scores, scale, *params))
+                    .map(|(scores, row)| {
+                        examples.rank_scored(row, scores, logits, model.scoring(), *params)
+                    })
                     .collect())
             }
             Self::Probe(probe) => Ok(rows.iter().map(|row| probe.rank(row)).collect()),

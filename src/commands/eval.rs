@@ -10,7 +10,7 @@ use super::{
     load_model, open_cache, pipeline_options, progress_bar, report_encoder, report_failure,
     warn_truncated, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
 };
-use crate::cli::{EvalArgs, EvalFormat};
+use crate::cli::{EvalArgs, EvalFormat, ModelArgs};
 use vlm::dataset::{Dataset, LabelMap};
 use vlm::embedder::{self, Embedded};
 use vlm::evaluation::report::{self, Failure};
@@ -58,10 +58,85 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         });
     }
 
-    let model = load_model(&args.model)?;
+    if !args.models.is_empty() {
+        return compare_models(args, &dataset, &specs[0], failed);
+    }
+    let run = evaluate_model(args, &args.model, &dataset, &specs, failed)?;
+    let Some(ModelRun {
+        mut results,
+        failed,
+        evaluated,
+        summary,
+        cache,
+        ..
+    }) = run
+    else {
+        return Ok(EXIT_INTERRUPTED);
+    };
+
+    let text = if args.compare_templates.is_empty() {
+        let result = &results[0];
+        write_files(args, result)?;
+        match args.format {
+            EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
+            EvalFormat::Json => report::json(result, &failed, args.most_confused)?,
+        }
+    } else {
+        evaluation::sort_best_first(&mut results);
+        match args.format {
+            EvalFormat::Table => report::comparison_table(&results, failed.len()),
+            EvalFormat::Json => report::comparison_json(&results, &failed)?,
+        }
+    };
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+
+    if !args.quiet {
+        eprintln!(
+            "vlm: evaluated {}, failed {}, skipped {} in {:.1} s",
+            evaluated,
+            failed.len(),
+            dataset.skipped.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if args.verbose {
+        report_encoder(&summary.stats, cache.as_ref());
+    }
+    Ok(if failed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_SOME_FAILED
+    })
+}
+
+/// One checkpoint's evaluation; `None` when interrupted.
+struct ModelRun {
+    results: Vec<SpecResult>,
+    failed: Vec<Failure>,
+    evaluated: usize,
+    summary: embedder::EmbedSummary,
+    cache: Option<vlm::cache::EmbeddingCache>,
+    /// Images embedded per second (decoding included; cached images count too).
+    images_per_second: f64,
+    weights_bytes: u64,
+    family: vlm::family::Family,
+}
+
+/// Embeds the dataset's images with the checkpoint of `model_args` and scores every spec.
+fn evaluate_model(
+    args: &EvalArgs,
+    model_args: &ModelArgs,
+    dataset: &Dataset,
+    specs: &[PromptSpec],
+    mut failed: Vec<Failure>,
+) -> anyhow::Result<Option<ModelRun>> {
+    let model = load_model(model_args)?;
     let classifier = &model.classifier;
     let cache = open_cache(&args.model, &model)?;
     let progress = progress_bar(dataset.images.len(), args.quiet, "images");
+    let embedding_started = Instant::now();
     let mut embedded: Vec<Embedded> = Vec::with_capacity(dataset.images.len());
     let summary = embedder::embed_inputs(
         classifier,
@@ -80,12 +155,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         },
     )?;
     progress.finish_and_clear();
+    let seconds = embedding_started.elapsed().as_secs_f64();
     if let (Some(err), false) = (&summary.cache_error, args.quiet) {
         eprintln!("vlm: warning: {err}");
     }
     if summary.stats.cancelled {
         eprintln!("vlm: interrupted: no metrics were computed");
-        return Ok(EXIT_INTERRUPTED);
+        return Ok(None);
     }
 
     // Results come back in input order, so the n-th result is the n-th image.
@@ -111,7 +187,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
     }
 
     let mut results: Vec<SpecResult> = Vec::with_capacity(specs.len());
-    for spec in &specs {
+    for spec in specs {
         let result = evaluation::evaluate(classifier, &dataset.labels, spec, &rows, &truth)?;
         if !args.quiet {
             warn_truncated(
@@ -123,40 +199,83 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         results.push(result);
     }
 
-    let text = if args.compare_templates.is_empty() {
-        let result = &results[0];
-        write_files(args, result)?;
-        match args.format {
-            EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
-            EvalFormat::Json => report::json(result, &failed, args.most_confused)?,
+    let weights_bytes = std::fs::metadata(&model.files.weights).map_or(0, |m| m.len());
+    Ok(Some(ModelRun {
+        results,
+        failed,
+        evaluated: rows.len(),
+        images_per_second: if seconds > 0.0 {
+            embedded.len() as f64 / seconds
+        } else {
+            0.0
+        },
+        weights_bytes,
+        family: classifier.family(),
+        summary,
+        cache,
+    }))
+}
+
+/// `--models`: every checkpoint on the same folder and prompts, one row each, best first.
+fn compare_models(
+    args: &EvalArgs,
+    dataset: &Dataset,
+    spec: &PromptSpec,
+    failed: Vec<Failure>,
+) -> anyhow::Result<u8> {
+    let mut rows = Vec::with_capacity(args.models.len());
+    let mut any_failed = false;
+    for name in args
+        .models
+        .iter()
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
+    {
+        let model_args = ModelArgs {
+            spec: name.to_string(),
+            ..args.model.clone()
+        };
+        if !args.quiet {
+            eprintln!("vlm: evaluating {name}");
         }
-    } else {
-        evaluation::sort_best_first(&mut results);
-        match args.format {
-            EvalFormat::Table => report::comparison_table(&results, failed.len()),
-            EvalFormat::Json => report::comparison_json(&results, &failed)?,
-        }
+        let run = evaluate_model(
+            args,
+            &model_args,
+            dataset,
+            std::slice::from_ref(spec),
+            failed.clone(),
+        )
+        .with_context(|| format!("while evaluating --models {name}"))?;
+        let Some(mut run) = run else {
+            return Ok(EXIT_INTERRUPTED);
+        };
+        any_failed |= !run.failed.is_empty();
+        let result = run.results.remove(0);
+        rows.push(report::ModelRow {
+            model: name.to_string(),
+            family: run.family.name(),
+            scoring: run.family.scoring().name(),
+            evaluation: result.evaluation,
+            images_per_second: run.images_per_second,
+            weights_bytes: run.weights_bytes,
+            failed: run.failed.len(),
+        });
+    }
+    if rows.is_empty() {
+        bail!("--models names no model; give a comma-separated list such as clip-b32,siglip-b16");
+    }
+    report::sort_models_best_first(&mut rows);
+    let text = match args.format {
+        EvalFormat::Table => report::models_table(&rows),
+        EvalFormat::Json => report::models_json(&rows)?,
     };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
-
-    if !args.quiet {
-        eprintln!(
-            "vlm: evaluated {}, failed {}, skipped {} in {:.1} s",
-            rows.len(),
-            failed.len(),
-            dataset.skipped.len(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if args.verbose {
-        report_encoder(&summary.stats, cache.as_ref());
-    }
-    Ok(if failed.is_empty() {
-        EXIT_OK
-    } else {
+    Ok(if any_failed {
         EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
     })
 }
 

@@ -1,8 +1,11 @@
-//! The text tower: token and position embeddings, a causal transformer, pooling at the
-//! end-of-text token, and the projection into the shared space.
+//! The text tower: token and position embeddings, a transformer (causal for CLIP,
+//! bidirectional for SigLIP), pooling (at the end-of-text token, or SigLIP's last position),
+//! and the projection into the shared space (SigLIP's is a `head` with a bias).
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{
+    embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
+};
 
 use super::layers::{Encoder, StackShape};
 use crate::config::{EosPooling, TextConfig};
@@ -16,6 +19,7 @@ pub(crate) struct TextTower {
     pooling: EosPooling,
     pad_id: u32,
     context: usize,
+    causal: bool,
 }
 
 impl TextTower {
@@ -47,14 +51,17 @@ impl TextTower {
                 config.layer_norm_eps,
                 tower.pp("final_layer_norm"),
             )?,
-            projection: linear_no_bias(
-                config.hidden_size,
-                projection_dim,
-                vb.pp("text_projection"),
-            )?,
+            // SigLIP: `text_model.head`, a Linear with bias (modeling_siglip.py,
+            // SiglipTextTransformer); CLIP: `text_projection` without one.
+            projection: if config.pooling == EosPooling::Last {
+                linear(config.hidden_size, projection_dim, tower.pp("head"))?
+            } else {
+                linear_no_bias(config.hidden_size, projection_dim, vb.pp("text_projection"))?
+            },
             pooling: config.pooling,
             pad_id: config.pad_token_id,
             context: config.max_position_embeddings,
+            causal: config.causal,
         })
     }
 
@@ -77,6 +84,7 @@ impl TextTower {
                     .0
             }
             EosPooling::FirstToken(eos) => ids.iter().position(|&id| id == eos).unwrap_or(0),
+            EosPooling::Last => ids.len().saturating_sub(1),
         }
     }
 
@@ -91,8 +99,20 @@ impl TextTower {
                 self.context
             );
         }
-        // Padding sits after every end-of-text token, and the causal mask keeps earlier
-        // positions from seeing it, so the pooled rows do not depend on it.
+        // SigLIP attends to its padding (no mask) and pools at the last position, so its
+        // input must be the tokenizer's fixed-length sequence; padding here would change it.
+        if self.pooling == EosPooling::Last {
+            if let Some(bad) = sequences.iter().find(|ids| ids.len() != self.context) {
+                candle_core::bail!(
+                    "this text tower pools at the last of exactly {} tokens (padded by the \
+                     tokenizer), got {}",
+                    self.context,
+                    bad.len()
+                );
+            }
+        }
+        // For causal towers, padding sits after every end-of-text token, and the causal
+        // mask keeps earlier positions from seeing it, so the pooled rows do not depend on it.
         let mut flat = Vec::with_capacity(batch * seq);
         let mut gather = Vec::with_capacity(batch);
         for (row, ids) in sequences.iter().enumerate() {
@@ -106,8 +126,12 @@ impl TextTower {
             .token_embedding
             .forward(&ids)?
             .broadcast_add(&positions)?;
-        let mask = causal_mask(seq, xs.dtype(), device)?;
-        let hidden = self.encoder.forward(&xs, Some(&mask))?;
+        let mask = if self.causal {
+            Some(causal_mask(seq, xs.dtype(), device)?)
+        } else {
+            None
+        };
+        let hidden = self.encoder.forward(&xs, mask.as_ref())?;
         let hidden_size = hidden.dim(2)?;
         let gather = Tensor::from_vec(gather, batch, device)?;
         let pooled = hidden
