@@ -17,6 +17,7 @@ use crate::cli::ClassifyArgs;
 use vlm::cache::EmbeddingCache;
 use vlm::embedder::{self, Embedded};
 use vlm::evaluation::PromptSpec;
+use vlm::family::Scoring;
 use vlm::fewshot::{self, ExampleCache, TipParams};
 use vlm::inputs::{Input, Source};
 use vlm::labels::{self, PromptSet};
@@ -147,6 +148,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     }
     let mut sink = Sink {
         args,
+        multi_label: multi_label_threshold(args, &scorer, classifier)?,
         scorer: &scorer,
         classifier,
         organizer,
@@ -335,8 +337,37 @@ impl Scorer {
 }
 
 /// Turns finished batches into reports and placements.
+/// `--multi-label`'s threshold and what it applies to: a sigmoid-scored model's labels are
+/// each a calibrated yes/no, so the threshold is on the probability (default 0.5); a softmax
+/// share depends on the other labels, so for those models it is on the cosine (default 0.25);
+/// a probe's on its logit.
+fn multi_label_threshold(
+    args: &ClassifyArgs,
+    scorer: &Scorer,
+    classifier: &Classifier,
+) -> anyhow::Result<Option<(f32, bool)>> {
+    if !args.multi_label {
+        return Ok(None);
+    }
+    let on_probability =
+        !matches!(scorer, Scorer::Probe(_)) && classifier.scoring() == Scoring::Sigmoid;
+    let threshold = args
+        .threshold
+        .unwrap_or(if on_probability { 0.5 } else { 0.25 });
+    if on_probability && !(0.0..=1.0).contains(&threshold) {
+        bail!(
+            "--threshold is a probability (0-1) for this {} model, whose scores are sigmoids; got {threshold}",
+            classifier.family()
+        );
+    }
+    Ok(Some((threshold, on_probability)))
+}
+
 struct Sink<'a, W: Write> {
     args: &'a ClassifyArgs,
+    /// `--multi-label`'s threshold, and whether it applies to the probability (sigmoid
+    /// scoring) rather than the similarity.
+    multi_label: Option<(f32, bool)>,
     scorer: &'a Scorer,
     classifier: &'a Classifier,
     organizer: Option<Organizer>,
@@ -389,7 +420,11 @@ impl<W: Write> Sink<'_, W> {
         let top_k = args
             .top_k
             .map_or(usize::MAX, |k| usize::try_from(k).unwrap_or(usize::MAX));
-        let selected = |similarity: f32| args.multi_label.then_some(similarity >= args.threshold);
+        let passes = |s: &Score| match self.multi_label {
+            Some((threshold, true)) => s.probability >= threshold,
+            Some((threshold, false)) => s.similarity >= threshold,
+            None => false,
+        };
         let results = scores
             .iter()
             .take(top_k)
@@ -398,13 +433,13 @@ impl<W: Write> Sink<'_, W> {
                 prompt: self.scorer.prompt(s.index).to_string(),
                 probability: s.probability,
                 similarity: s.similarity,
-                selected: selected(s.similarity),
+                selected: self.multi_label.map(|_| passes(s)),
             })
             .collect();
-        let labels = args.multi_label.then(|| {
+        let labels = self.multi_label.map(|_| {
             scores
                 .iter()
-                .filter(|s| s.similarity >= args.threshold)
+                .filter(|s| passes(s))
                 .map(|s| self.scorer.label(s.index).to_string())
                 .collect()
         });
