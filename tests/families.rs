@@ -79,6 +79,13 @@ fn family_and_scoring_are_detected_from_the_files() {
     for (model, family) in MODELS {
         let r = load(model);
         assert_eq!(r.classifier.family(), family, "{model}");
+        // Cached embeddings are keyed by the family too.
+        assert!(
+            r.classifier
+                .compute_fingerprint()
+                .contains(&format!("family {}", family.name())),
+            "{model}"
+        );
         let want = r.json["scoring"].as_str().unwrap();
         assert_eq!(r.classifier.scoring().name(), want, "{model}");
         if let Some(pipeline) = r.json.get("pipeline_scoring").and_then(Value::as_str) {

@@ -232,13 +232,18 @@ fn open_weights(
     device: &Device,
     family: Family,
 ) -> Result<VarBuilder<'static>, ModelError> {
-    let backend = open_backend(path, family)?;
+    let backend = open_backend(path, family, true)?;
     Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
 }
 
-/// The tensors of a weights file, under the Hugging Face names the towers read.
-fn open_backend(path: &Path, family: Family) -> Result<Box<dyn SimpleBackend>, ModelError> {
-    let backend = open_file(path)?;
+/// The tensors of a weights file, under the Hugging Face names the towers read; with
+/// `read_ahead`, a safetensors file is read whole at once (for a load).
+fn open_backend(
+    path: &Path,
+    family: Family,
+    read_ahead: bool,
+) -> Result<Box<dyn SimpleBackend>, ModelError> {
+    let backend = open_file(path, read_ahead)?;
     if family != Family::OpenClip {
         return Ok(backend);
     }
@@ -259,7 +264,7 @@ fn open_backend(path: &Path, family: Family) -> Result<Box<dyn SimpleBackend>, M
 /// Reads a tensor's shape from a weights file without building a model: open_clip
 /// configs do not state their MLP widths exactly, the weights do.
 pub fn tensor_shape(path: &Path, family: Family, name: &str) -> Result<Vec<usize>, ModelError> {
-    let backend = open_backend(path, family)?;
+    let backend = open_backend(path, family, false)?;
     backend
         .get_unchecked(name, DType::F32, &Device::Cpu)
         .map(|t| t.dims().to_vec())
@@ -269,17 +274,16 @@ pub fn tensor_shape(path: &Path, family: Family, name: &str) -> Result<Vec<usize
         })
 }
 
-fn open_file(path: &Path) -> Result<Box<dyn SimpleBackend>, ModelError> {
+fn open_file(path: &Path, read_ahead: bool) -> Result<Box<dyn SimpleBackend>, ModelError> {
     let wrap = |source| ModelError::Weights {
         path: path.to_path_buf(),
         source,
     };
     let backend: Box<dyn SimpleBackend> = match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => Box::new(
-            weights::SafetensorsFile::open(path)
-                .map_err(wrap)?
-                .read_all(),
-        ),
+        Some("safetensors") => {
+            let file = weights::SafetensorsFile::open(path).map_err(wrap)?;
+            Box::new(if read_ahead { file.read_all() } else { file })
+        }
         Some("bin" | "pt" | "pth") => {
             let mut tensors = PthTensors::new(path, None).map_err(wrap)?;
             // Training checkpoints wrap the weights: {"state_dict": {...}} (open_clip's
