@@ -456,4 +456,32 @@ mod tests {
         assert_eq!(files.revision.as_deref(), Some("main"));
         assert_eq!(files.id, "o/n");
     }
+
+    #[test]
+    fn an_open_clip_repo_resolves_from_the_cache() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fake_cache(
+            tmp.path(),
+            Some("main"),
+            &["open_clip_config.json", "open_clip_pytorch_model.bin"],
+        );
+        let opts = HubOptions {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            token: None,
+            cache_dir: tmp.path().to_path_buf(),
+            offline: true,
+            progress: false,
+            timeout: super::super::DEFAULT_HUB_TIMEOUT,
+            proxy: None,
+        };
+        let files = resolve_repo("o/n", "main", &opts).expect("open_clip layout");
+        assert!(files.config.ends_with("open_clip_config.json"));
+        assert_eq!(files.preprocessor, files.config);
+        assert!(files.weights.ends_with("open_clip_pytorch_model.bin"));
+        // No tokenizer in the repo: the bundled one applies.
+        assert!(!files.tokenizer.exists());
+        fake_cache(tmp.path(), None, &["open_clip_model.safetensors"]);
+        let files = resolve_repo("o/n", "main", &opts).expect("open_clip layout");
+        assert!(files.weights.ends_with("open_clip_model.safetensors"));
+    }
 }
