@@ -63,6 +63,9 @@ struct FixedLength {
     pad_id: u32,
     /// `padding_side: "left"` in `tokenizer_config.json`.
     left: bool,
+    /// The end-of-sequence id, appended when the `tokenizer.json` has no post-processor
+    /// that adds it (`SiglipTokenizer._add_eos_if_not_present`, Gemma's `add_eos_token`).
+    eos_id: Option<u32>,
 }
 
 impl ClipTokenizer {
@@ -168,10 +171,13 @@ impl ClipTokenizer {
             ),
             })?;
         let left = string("padding_side").as_deref() == Some("left");
+        let eos = string("eos_token")
+            .unwrap_or_else(|| if siglip_v1 { "</s>" } else { "<eos>" }.to_string());
         self.fixed = Some(FixedLength {
             len: context,
             pad_id,
             left,
+            eos_id: self.inner.token_to_id(&eos),
         });
         Ok(())
     }
@@ -229,6 +235,17 @@ impl ClipTokenizer {
                 message: e.to_string(),
             })?;
         let mut ids = encoding.get_ids().to_vec();
+        let mut truncated = !encoding.get_overflowing().is_empty();
+        if let Some(eos) = self.fixed.and_then(|f| f.eos_id) {
+            if ids.last() != Some(&eos) {
+                let context = self.fixed.map_or(usize::MAX, |f| f.len);
+                if ids.len() >= context {
+                    ids.truncate(context - 1);
+                    truncated = true;
+                }
+                ids.push(eos);
+            }
+        }
         if ids.is_empty() {
             return Err(TokenizeError::Empty {
                 prompt: prompt.to_string(),
@@ -242,10 +259,7 @@ impl ClipTokenizer {
                 ids.resize(ids.len() + padding, fixed.pad_id);
             }
         }
-        Ok(Tokens {
-            ids,
-            truncated: !encoding.get_overflowing().is_empty(),
-        })
+        Ok(Tokens { ids, truncated })
     }
 }
 

@@ -295,3 +295,37 @@ fn unknown_families_and_layouts_are_refused_with_what_they_are() {
         .to_string();
     assert!(err.contains("fastvit_mci2"), "{err}");
 }
+
+/// A SigLIP `tokenizer.json` without the post-processor that appends the end-of-sequence
+/// token (the Hub files' pipelines are not all known): vlm appends it, as
+/// `SiglipTokenizer._add_eos_if_not_present` does, and the ids still match.
+#[test]
+fn siglip_appends_the_eos_a_tokenizer_file_leaves_out() {
+    for model in ["siglip", "siglip2"] {
+        let r = load(model);
+        let source = fixtures().join("models").join(model);
+        let tmp = tempfile::tempdir().unwrap();
+        let mut tokenizer: Value =
+            serde_json::from_str(&std::fs::read_to_string(source.join("tokenizer.json")).unwrap())
+                .unwrap();
+        tokenizer["post_processor"] = Value::Null;
+        std::fs::write(tmp.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+        std::fs::copy(
+            source.join("tokenizer_config.json"),
+            tmp.path().join("tokenizer_config.json"),
+        )
+        .unwrap();
+        let bare = vlm::tokenize::ClipTokenizer::for_family(
+            Some(&tmp.path().join("tokenizer.json")),
+            64,
+            Family::Siglip,
+        )
+        .unwrap();
+        for prompt in r.json["prompts"].as_array().unwrap() {
+            let text = prompt["text"].as_str().unwrap();
+            let tokens = bare.encode(text).unwrap();
+            assert_eq!(tokens.ids, ids(&prompt["input_ids"]), "{model}: {text:?}");
+            assert_eq!(tokens.truncated, prompt["truncated"].as_bool().unwrap());
+        }
+    }
+}
