@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
-use crate::classify::Classifier;
-use crate::config::{ClipConfig, TextConfig, VisionConfig};
+use crate::checkpoint::Classifier;
 use crate::error::{Error, Result};
+use crate::model::config::{ClipConfig, TextConfig, VisionConfig};
 
 /// Images per second at one batch size.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -87,17 +87,17 @@ pub fn gemm_gflops(device: &Device, budget: Duration) -> Result<f64> {
             .map(|i| ((i % 97) as f32) / 97.0)
             .collect::<Vec<_>>()
     };
-    let lhs = Tensor::from_vec(fill(m * k), (m, k), device).map_err(Error::Score)?;
-    let rhs = Tensor::from_vec(fill(k * n), (k, n), device).map_err(Error::Score)?;
+    let lhs = Tensor::from_vec(fill(m * k), (m, k), device).map_err(Error::Tensor)?;
+    let rhs = Tensor::from_vec(fill(k * n), (k, n), device).map_err(Error::Tensor)?;
     let best = best_time(budget, || {
-        let product = lhs.matmul(&rhs).map_err(Error::Score)?;
+        let product = lhs.matmul(&rhs).map_err(Error::Tensor)?;
         // A GPU computes lazily; reading one value waits for the result.
         product
             .narrow(0, 0, 1)
             .and_then(|row| row.narrow(1, 0, 1))
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
-            .map_err(Error::Score)?;
+            .map_err(Error::Tensor)?;
         Ok(())
     })?;
     Ok(2.0 * (m * k * n) as f64 / best.as_secs_f64() / 1e9)

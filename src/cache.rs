@@ -49,7 +49,7 @@ const NAMESPACE_FILE: &str = "namespace.json";
 pub enum CacheError {
     /// A cache directory could not be created.
     #[error(
-        "cannot create embedding cache directory {}: {source}; pass a writable directory to \
+        "cannot create embedding cache directory {}: {cause}; pass a writable directory to \
          --cache, set {CACHE_DIR_ENV}, or run without --cache",
         path.display()
     )]
@@ -57,12 +57,12 @@ pub enum CacheError {
         /// The directory that could not be created.
         path: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        cause: io::Error,
     },
 
     /// A cache file could not be written.
     #[error(
-        "cannot write embedding cache file {}: {source}; check free space and permissions of \
+        "cannot write embedding cache file {}: {cause}; check free space and permissions of \
          the cache directory, point --cache or {CACHE_DIR_ENV} elsewhere, or run without --cache",
         path.display()
     )]
@@ -70,7 +70,7 @@ pub enum CacheError {
         /// The file that could not be written.
         path: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        cause: io::Error,
     },
 
     /// The embedding has more values than the entry format can record.
@@ -202,7 +202,7 @@ impl EmbeddingCache {
         let ns_dir = dir.join(namespace.hash());
         fs::create_dir_all(&ns_dir).map_err(|source| CacheError::CreateDir {
             path: ns_dir.clone(),
-            source,
+            cause: source,
         })?;
         let info = NamespaceInfo {
             format_version: VERSION,
@@ -270,7 +270,7 @@ impl EmbeddingCache {
         let shard = path.parent().unwrap_or(&self.dir);
         fs::create_dir_all(shard).map_err(|source| CacheError::CreateDir {
             path: shard.to_path_buf(),
-            source,
+            cause: source,
         })?;
         write_atomic(shard, &path, &bytes)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
@@ -366,7 +366,12 @@ fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), CacheError>
         {
             Ok(file) => break (tmp, file),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(source) => return Err(CacheError::Write { path: tmp, source }),
+            Err(source) => {
+                return Err(CacheError::Write {
+                    path: tmp,
+                    cause: source,
+                })
+            }
         }
     };
     let written = file.write_all(bytes).and_then(|()| file.flush());
@@ -381,7 +386,7 @@ fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), CacheError>
         }
         return Err(CacheError::Write {
             path: dest.to_path_buf(),
-            source,
+            cause: source,
         });
     }
     Ok(())

@@ -14,11 +14,10 @@ use crate::inputs::{self, Event, Input, InputError, InputOptions};
 /// Why a labelled folder cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("cannot read {}: {source}; pass a folder that holds one subfolder per label", path.display())]
+    #[error("cannot read {}: {cause}; pass a folder that holds one subfolder per label", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} has no subfolders; put the images of each label in DIR/<label>/", path.display())]
     NoClasses { path: PathBuf },
@@ -51,7 +50,7 @@ impl LabelMap {
     pub fn read(path: &Path) -> Result<Self, DatasetError> {
         let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::parse(&text, path)
     }
@@ -125,7 +124,7 @@ impl Dataset {
     ) -> Result<Self, DatasetError> {
         let read_err = |source| DatasetError::Read {
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         };
         let mut folders = Vec::new();
         let mut skipped = Vec::new();

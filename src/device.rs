@@ -17,11 +17,10 @@ pub enum DeviceKind {
 pub enum DeviceError {
     #[error("this vlm was built without {feature} support; rebuild with `cargo install vlm --features {feature}` or use --device cpu")]
     NotBuilt { feature: &'static str },
-    #[error("cannot open the {kind} device: {source}; check the driver or use --device cpu")]
+    #[error("cannot open the {kind} device: {cause}; check the driver or use --device cpu")]
     Open {
         kind: &'static str,
-        #[source]
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
 }
 
@@ -47,14 +46,14 @@ pub fn select(kind: DeviceKind) -> Result<Device, DeviceError> {
         }
         DeviceKind::Cuda => Device::new_cuda(0).map_err(|source| DeviceError::Open {
             kind: "CUDA",
-            source,
+            cause: source,
         }),
         DeviceKind::Metal if !candle_core::utils::metal_is_available() => {
             Err(DeviceError::NotBuilt { feature: "metal" })
         }
         DeviceKind::Metal => Device::new_metal(0).map_err(|source| DeviceError::Open {
             kind: "Metal",
-            source,
+            cause: source,
         }),
     }
 }

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::cache::{CacheError, CacheNamespace, ContentKey, EmbeddingCache};
-use crate::classify::Classifier;
+use crate::checkpoint::Classifier;
 use crate::error::Error;
 use crate::inputs::{self, Input};
 use crate::pipeline::{self, PipelineOptions, PipelineStats, Prepared};

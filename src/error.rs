@@ -1,4 +1,6 @@
-//! The library's error type: one variant per stage, each naming the file and the cause.
+//! The core error type: one variant per stage below the features, each naming the file and
+//! the cause. Features built on top (evaluation, few-shot, probes, organising, export,
+//! datasets, the cache) have errors of their own that wrap this one, never the reverse.
 
 use std::path::PathBuf;
 
@@ -8,7 +10,7 @@ pub enum Error {
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::model::config::ConfigError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
@@ -21,20 +23,6 @@ pub enum Error {
     Device(#[from] crate::device::DeviceError),
     #[error(transparent)]
     Input(#[from] crate::inputs::InputError),
-    #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
-    #[error(transparent)]
-    Dataset(#[from] crate::dataset::DatasetError),
-    #[error(transparent)]
-    Eval(#[from] crate::evaluation::EvalError),
-    #[error(transparent)]
-    Organize(#[from] crate::organize::OrganizeError),
-    #[error(transparent)]
-    Export(#[from] crate::export::ExportError),
-    #[error(transparent)]
-    FewShot(#[from] crate::fewshot::FewShotError),
-    #[error(transparent)]
-    Probe(#[from] crate::probe::ProbeError),
     #[error(
         "{}: preprocessing produces {height}x{width} pixels but the model takes {size}x{size}; \
          fix crop_size / size in this file to match config.json's vision_config.image_size",
@@ -48,8 +36,10 @@ pub enum Error {
     },
     #[error("internal error: {0}; please report it")]
     Internal(&'static str),
-    #[error("scoring failed: {0}")]
-    Score(#[source] candle_core::Error),
+    /// A tensor operation outside the encoders failed (joining prompt embeddings, scoring,
+    /// the benchmark's matrix multiply).
+    #[error("tensor operation failed: {0}")]
+    Tensor(candle_core::Error),
 }
 
 /// Shorthand for results of this crate.

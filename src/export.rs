@@ -46,13 +46,13 @@ pub enum ExportError {
     )]
     UnknownFormat { path: PathBuf },
     #[error(
-        "cannot write {}: {source}; check that the folder exists and is writable, free some \
+        "cannot write {}: {cause}; check that the folder exists and is writable, free some \
          space, or choose another --output",
         path.display()
     )]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Write { path: PathBuf, cause: io::Error },
+    #[error("cannot read {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: io::Error },
     #[error("{} is not an embeddings file vlm can read: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(
@@ -237,7 +237,7 @@ pub fn check_writable(path: &Path) -> Result<(), ExportError> {
     let temp = temp_path(path)?;
     File::create(&temp).map_err(|source| ExportError::Write {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     // Best effort: a leftover empty temporary file is harmless and replaced next time.
     let _ = fs::remove_file(&temp);
@@ -302,7 +302,7 @@ pub fn prompts_from_list(list: &str) -> Result<Vec<String>, ExportError> {
 pub fn read_prompts(path: &Path) -> Result<Vec<String>, ExportError> {
     let text = fs::read_to_string(path).map_err(|source| ExportError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     non_blank(text.lines(), &path.display().to_string())
 }
@@ -326,7 +326,7 @@ fn non_blank<'a>(
 fn temp_path(path: &Path) -> Result<PathBuf, ExportError> {
     let name = path.file_name().ok_or_else(|| ExportError::Write {
         path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+        cause: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
     })?;
     let mut temp = std::ffi::OsString::from(".");
     temp.push(name);
@@ -352,7 +352,7 @@ fn write_atomically(
         let _ = fs::remove_file(&temp);
         ExportError::Write {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     })
 }
@@ -511,7 +511,7 @@ fn from_parts(
 fn read_npy(path: &Path) -> Result<Embeddings, ExportError> {
     fs::metadata(path).map_err(|source| ExportError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let tensor = Tensor::read_npy(path).map_err(|e| invalid(path, e))?;
     let (dim, data) = matrix(path, &tensor)?;
@@ -519,7 +519,7 @@ fn read_npy(path: &Path) -> Result<Embeddings, ExportError> {
     let names = fs::read_to_string(&sidecar)
         .map_err(|source| ExportError::Read {
             path: sidecar.clone(),
-            source,
+            cause: source,
         })?
         .lines()
         .map(String::from)
@@ -530,7 +530,7 @@ fn read_npy(path: &Path) -> Result<Embeddings, ExportError> {
 fn read_safetensors(path: &Path) -> Result<Embeddings, ExportError> {
     let bytes = fs::read(path).map_err(|source| ExportError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| invalid(path, e))?;
@@ -579,7 +579,7 @@ fn read_safetensors(path: &Path) -> Result<Embeddings, ExportError> {
 fn read_jsonl(path: &Path) -> Result<Embeddings, ExportError> {
     let read_error = |source| ExportError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let file = File::open(path).map_err(read_error)?;
     let mut out: Option<Embeddings> = None;

@@ -1,6 +1,6 @@
 //! Model families: which architecture a checkpoint is, and how its scores are computed.
 //!
-//! A family is detected from the checkpoint's files ([`crate::config::ClipConfig`] reads it
+//! A family is detected from the checkpoint's files ([`crate::model::config::ClipConfig`] reads it
 //! from `config.json`'s `model_type`, or from the presence of `open_clip_config.json`),
 //! never guessed from token ids. Everything that differs between families (text pooling,
 //! tokenizer padding and cleaning, preprocessing defaults, scoring) hangs off it.

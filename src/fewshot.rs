@@ -30,7 +30,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::EmbeddingCache;
-use crate::classify::Classifier;
+use crate::checkpoint::Classifier;
 use crate::dataset::{Dataset, DatasetError};
 use crate::embedder::{self, EmbedSummary};
 use crate::error::Error;
@@ -74,6 +74,9 @@ pub enum FewShotError {
     Class { class: usize, classes: usize },
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// Embedding the examples failed as a whole (the model, not one image).
+    #[error(transparent)]
+    Embed(#[from] Error),
 }
 
 /// Tip-Adapter's two knobs.
@@ -261,7 +264,7 @@ pub fn load_examples(
     dir: &Path,
     classes: &[Class],
     options: PipelineOptions,
-) -> Result<Examples, Error> {
+) -> Result<Examples, FewShotError> {
     let dataset = Dataset::from_dir(dir, &InputOptions::default(), None)?;
     let class_of = match_folders(dir, &dataset.folders, classes)?;
     let labels: Vec<usize> = dataset.images.iter().map(|i| i.label).collect();

@@ -31,11 +31,66 @@ pub enum LabelError {
         line: usize,
         template: String,
     },
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    #[error("prompt spec {spec:?} has no {{}} placeholder, is not imagenet80 or imagenet7, and cannot be used as a templates file: {cause}; write a template such as \"a photo of a {{}}.\", an ensemble name, or the path of a file with one template per line")]
+    Spec {
+        spec: String,
+        cause: Box<LabelError>,
+    },
+}
+
+/// A named set of templates: one template, or an ensemble averaged per class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptSpec {
+    /// As the user wrote it: the template, the ensemble name or the file path.
+    pub name: String,
+    pub templates: Templates,
+}
+
+impl PromptSpec {
+    /// A template if `spec` contains `{}`; else `imagenet80`, `imagenet7`, or a file with
+    /// one template per line.
+    pub fn parse(spec: &str) -> Result<Self, LabelError> {
+        let templates = if spec.contains("{}") {
+            Template::new(spec).map(Templates::single)
+        } else {
+            Templates::from_arg(spec)
+        }
+        .map_err(|source| LabelError::Spec {
+            spec: spec.to_string(),
+            cause: Box::new(source),
+        })?;
+        Ok(Self {
+            name: spec.to_string(),
+            templates,
+        })
+    }
+
+    /// The spec for `vlm classify`-style `--template T` / `--templates SET` options.
+    pub fn from_options(template: &str, templates: Option<&str>) -> Result<Self, LabelError> {
+        Ok(match templates {
+            Some(set) => Self {
+                name: set.to_string(),
+                templates: Templates::from_arg(set)?,
+            },
+            None => Self {
+                name: template.to_string(),
+                templates: Templates::single(Template::new(template)?),
+            },
+        })
+    }
+
+    /// The name, with the number of templates when there are several.
+    pub fn describe(&self) -> String {
+        match self.templates.as_slice().len() {
+            1 => self.name.clone(),
+            n => format!("{} ({n} templates)", self.name),
+        }
+    }
 }
 
 /// A prompt template with a `{}` placeholder for the label.
@@ -91,7 +146,7 @@ impl Templates {
                 let path = PathBuf::from(path);
                 let text = std::fs::read_to_string(&path).map_err(|source| LabelError::Read {
                     path: path.clone(),
-                    source,
+                    cause: source,
                 })?;
                 (text, path)
             }
@@ -190,7 +245,7 @@ pub fn parse_list(list: &str) -> Result<Vec<String>, LabelError> {
 pub fn read_file(path: &Path) -> Result<Vec<String>, LabelError> {
     let text = std::fs::read_to_string(path).map_err(|source| LabelError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     check(
         text.lines()
@@ -302,5 +357,14 @@ mod tests {
         assert_eq!(Template::default().apply("cat"), "a photo of a cat.");
         assert_eq!(Template::new("{}").unwrap().apply("cat"), "cat");
         assert!(Template::new("a photo").is_err());
+    }
+
+    #[test]
+    fn classify_options_become_a_spec() {
+        let one = PromptSpec::from_options("itap of a {}.", None).unwrap();
+        assert_eq!(one.describe(), "itap of a {}.");
+        let set = PromptSpec::from_options("ignored {}", Some("imagenet7")).unwrap();
+        assert_eq!(set.templates.as_slice().len(), 7);
+        assert!(PromptSpec::from_options("no placeholder", None).is_err());
     }
 }

@@ -11,16 +11,16 @@
 //! scoring.
 //!
 //! [`evaluation`] measures zero-shot accuracy on labelled folders ([`dataset`]), with the
-//! numbers from [`metrics`] and a confusion heat map from [`heatmap`]. [`export`] writes
+//! numbers from [`evaluation::metrics`] and a confusion heat map from [`evaluation::heatmap`]. [`export`] writes
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
 //! head on embeddings instead.
 
 pub mod bench;
 pub mod cache;
-pub mod classify;
-pub mod config;
+pub mod checkpoint;
 pub mod dataset;
+pub mod decide;
 pub mod device;
 pub mod embedder;
 pub mod error;
@@ -28,10 +28,8 @@ pub mod evaluation;
 pub mod export;
 pub mod family;
 pub mod fewshot;
-pub mod heatmap;
 pub mod inputs;
 pub mod labels;
-pub mod metrics;
 pub mod model;
 pub mod organize;
 pub mod output;
@@ -43,5 +41,5 @@ pub mod search;
 pub mod source;
 pub mod tokenize;
 
-pub use classify::{Classifier, PromptEmbeddings};
+pub use checkpoint::{Classifier, PromptEmbeddings};
 pub use error::{Error, Result};

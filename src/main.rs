@@ -5,15 +5,12 @@ mod commands;
 
 use std::io;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
 
 use cli::{Cli, Command};
-use commands::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK};
-
-/// Set by the first Ctrl-C; the pipeline then finishes the batch in hand and stops.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+use commands::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, INTERRUPTED};
 
 fn main() -> ExitCode {
     keep_freed_memory();
@@ -34,6 +31,8 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(&args),
         Command::Search(args) => commands::search::run(&args),
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Completions { shell } => commands::docs::completions(shell),
+        Command::Man => commands::docs::man(),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -61,20 +60,13 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
-/// The error and its causes, each cause added only when the text so far does not already
-/// say it: the library's messages quote their cause, so `{:#}` would print it twice.
+/// The error and its causes, outermost first. A library error that quotes its cause in its
+/// message does not also hand it on as `source()`, so each cause appears once.
 fn describe(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let part = cause.to_string();
-        if text.is_empty() {
-            text = part;
-        } else if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-    }
-    text
+    err.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A closed stdout (`vlm ... | head -1`) ends the run quietly, as other Unix tools do.

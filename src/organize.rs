@@ -80,10 +80,10 @@ pub enum OrganizeError {
     )]
     LinkUnsupported { dest: PathBuf },
     #[error(
-        "cannot create destination folder {}: {source}; check permissions or choose another --dest",
+        "cannot create destination folder {}: {cause}; check permissions or choose another --dest",
         dest.display()
     )]
-    CreateDir { dest: PathBuf, source: io::Error },
+    CreateDir { dest: PathBuf, cause: io::Error },
     #[error(
         "cannot sort {} into {}: that path exists but is not a folder; \
          move it out of the way or choose another --dest",
@@ -92,14 +92,14 @@ pub enum OrganizeError {
     )]
     NotAFolder { from: PathBuf, to: PathBuf },
     #[error(
-        "cannot sort {} into {}: {source}; check that the file still exists and is readable",
+        "cannot sort {} into {}: {cause}; check that the file still exists and is readable",
         from.display(),
         to.display()
     )]
     ReadSource {
         from: PathBuf,
         to: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error(
         "cannot sort {} into {}: it is not a regular file; only image files can be organised",
@@ -108,7 +108,7 @@ pub enum OrganizeError {
     )]
     NotAFile { from: PathBuf, to: PathBuf },
     #[error(
-        "cannot {mode} {} to {}: {source}; {} is unchanged; check that the destination \
+        "cannot {mode} {} to {}: {cause}; {} is unchanged; check that the destination \
          is writable and has free space, then run again",
         from.display(),
         to.display(),
@@ -118,10 +118,10 @@ pub enum OrganizeError {
         mode: Mode,
         from: PathBuf,
         to: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error(
-        "moved {} to {} but could not remove the original: {source}; the copy at {} is \
+        "moved {} to {} but could not remove the original: {cause}; the copy at {} is \
          complete, so delete {} by hand",
         from.display(),
         to.display(),
@@ -131,7 +131,7 @@ pub enum OrganizeError {
     RemoveSource {
         from: PathBuf,
         to: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -193,13 +193,13 @@ impl Organizer {
         if dest.exists() && !dest.is_dir() {
             return Err(OrganizeError::CreateDir {
                 dest: dest.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
+                cause: io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
             });
         }
         if !dry_run {
             fs::create_dir_all(dest).map_err(|source| OrganizeError::CreateDir {
                 dest: dest.to_path_buf(),
-                source,
+                cause: source,
             })?;
         }
         Ok(Self {
@@ -231,7 +231,7 @@ impl Organizer {
         let meta = fs::metadata(source).map_err(|e| OrganizeError::ReadSource {
             from: source.to_path_buf(),
             to: dir.clone(),
-            source: e,
+            cause: e,
         })?;
         if !meta.is_file() {
             return Err(OrganizeError::NotAFile {
@@ -258,7 +258,7 @@ impl Organizer {
             let done = fs::create_dir_all(&dir)
                 .map_err(|e| OrganizeError::CreateDir {
                     dest: dir.clone(),
-                    source: e,
+                    cause: e,
                 })
                 .and_then(|()| self.transfer(source, &destination));
             if let Err(e) = done {
@@ -302,7 +302,7 @@ impl Organizer {
             mode: self.mode,
             from: from.to_path_buf(),
             to: to.to_path_buf(),
-            source,
+            cause: source,
         };
         match self.mode {
             Mode::Copy => copy_then_rename(from, to).map_err(failed),
@@ -423,12 +423,12 @@ fn move_across(from: &Path, to: &Path) -> Result<(), OrganizeError> {
         mode: Mode::Move,
         from: from.to_path_buf(),
         to: to.to_path_buf(),
-        source,
+        cause: source,
     })?;
     fs::remove_file(from).map_err(|source| OrganizeError::RemoveSource {
         from: from.to_path_buf(),
         to: to.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 
@@ -501,7 +501,7 @@ fn link(from: &Path, to: &Path) -> Result<(), OrganizeError> {
         mode: Mode::Link,
         from: from.to_path_buf(),
         to: to.to_path_buf(),
-        source,
+        cause: source,
     };
     // A relative target would resolve against the link's folder, not the caller's.
     let target = fs::canonicalize(from).map_err(failed)?;

@@ -188,14 +188,18 @@ where
     let mut pending: Vec<(T, Result<Prepared<K>, Error>)> = Vec::new();
     let mut pixels_pending = 0usize;
     let mut finished = false;
+    // Cache hits and failures hold tokens but do not fill the encoder's batch; bounding the
+    // pending batch by items as well leaves `in_flight - max_pending` tokens for the inputs
+    // still being loaded, so the input always moves.
+    let max_pending = 2 * batch_size;
 
     loop {
         if is_set(cancel) {
             stats.cancelled = true;
             return Ok(stats);
         }
-        // Move in-order results into the pending batch, up to a full batch of pixels.
-        while pixels_pending < batch_size {
+        // Move in-order results into the pending batch until it is due.
+        while pixels_pending < batch_size && pending.len() < max_pending {
             let Some(entry) = waiting.remove(&next) else {
                 break;
             };
@@ -205,8 +209,15 @@ where
             pending.push(entry);
             next += 1;
         }
-        let full = pixels_pending >= batch_size;
-        if full || (finished && !pending.is_empty()) {
+        // A batch is due when the encoder has a full batch, when nothing in it needs the
+        // encoder (cache hits and failures go on at once), when it holds `max_pending`
+        // items of any kind (each holds a token, so the feeder must never wait on them), or
+        // at the end of the input.
+        let due = pixels_pending >= batch_size
+            || pending.len() >= max_pending
+            || (pixels_pending == 0 && !pending.is_empty())
+            || (finished && !pending.is_empty());
+        if due {
             let batch = std::mem::take(&mut pending);
             pixels_pending = 0;
             let count = batch.len();
@@ -412,6 +423,167 @@ mod tests {
         assert_eq!(stats.items, seen.len());
         assert_eq!(seen, (0..seen.len()).collect::<Vec<_>>());
         assert!(seen.len() < 100, "{}", seen.len());
+    }
+
+    /// What one input turns out to be in [`mixed_runs_never_stall`].
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        Cached,
+        New,
+        Broken,
+    }
+
+    /// Inputs of `cached`, `new` and `broken` counts in one of four orders.
+    fn arrange(cached: usize, new: usize, broken: usize, order: usize) -> Vec<Kind> {
+        let runs = [
+            vec![Kind::Cached; cached],
+            vec![Kind::New; new],
+            vec![Kind::Broken; broken],
+        ];
+        match order {
+            // hits first, then misses, then failures
+            0 => runs.concat(),
+            // failures first (a long run of them), then misses, then hits
+            1 => [runs[2].clone(), runs[1].clone(), runs[0].clone()].concat(),
+            // misses first
+            2 => [runs[1].clone(), runs[0].clone(), runs[2].clone()].concat(),
+            // interleaved round-robin
+            _ => {
+                let mut out = Vec::new();
+                let longest = cached.max(new).max(broken);
+                for i in 0..longest {
+                    for run in &runs {
+                        if let Some(&k) = run.get(i) {
+                            out.push(k);
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// What the sink saw of one input: its number, its embedding's first value or an
+    /// error, and whether it was reused.
+    type Seen = (usize, Result<f32, ()>, bool);
+
+    /// Runs the pipeline on another thread and fails, rather than hangs, past `limit`.
+    fn run_with_deadline(
+        kinds: Vec<Kind>,
+        options: PipelineOptions,
+        limit: Duration,
+    ) -> (Vec<Seen>, PipelineStats) {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let stats = run(
+                0..kinds.len(),
+                options,
+                |&i: &usize| match kinds[i] {
+                    Kind::Cached => Ok(Prepared::Embedding(vec![i as f32])),
+                    Kind::New => Ok(Prepared::Pixels(vec![i as f32], ())),
+                    Kind::Broken => Err(labels_error()),
+                },
+                |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
+                |done: Vec<Done<usize>>| -> Result<(), Error> {
+                    for d in done {
+                        seen.push((d.item, d.embedding.map(|e| e[0]).map_err(|_| ()), d.reused));
+                    }
+                    Ok(())
+                },
+            );
+            let _ = tx.send(stats.map(|s| (seen, s)));
+        });
+        match rx.recv_timeout(limit) {
+            Ok(result) => result.unwrap(),
+            Err(_) => panic!("the pipeline stalled: no result within {limit:?}"),
+        }
+    }
+
+    #[test]
+    fn mixed_runs_never_stall() {
+        // The counts that hung before cache hits and failures were handed on: 200 hits + 1
+        // miss, 100 + 50, 300 + 100, a long run of failures before good inputs; and the
+        // ones that always finished.
+        let mixes = [
+            (200, 1, 0),
+            (100, 50, 0),
+            (300, 100, 0),
+            (1, 40, 0),
+            (40, 5, 0),
+            (40, 16, 0),
+            (0, 20, 60),
+            (30, 30, 30),
+            (150, 0, 150),
+        ];
+        for &(cached, new, broken) in &mixes {
+            for order in 0..4 {
+                let kinds = arrange(cached, new, broken, order);
+                for batch_size in [1, 2, 16, 64] {
+                    for workers in [1, 2, 8] {
+                        let options = PipelineOptions {
+                            batch_size,
+                            workers,
+                            cancel: None,
+                        };
+                        let case = format!(
+                            "{cached} cached, {new} new, {broken} broken, order {order}, \
+                             batch {batch_size}, workers {workers}"
+                        );
+                        let (seen, stats) =
+                            run_with_deadline(kinds.clone(), options, Duration::from_secs(20));
+                        assert_eq!(seen.len(), kinds.len(), "{case}");
+                        for (i, (item, embedding, reused)) in seen.iter().enumerate() {
+                            assert_eq!(*item, i, "{case}: out of order");
+                            match kinds[i] {
+                                Kind::Broken => assert!(embedding.is_err(), "{case}"),
+                                kind => {
+                                    assert_eq!(*embedding, Ok(i as f32), "{case}");
+                                    assert_eq!(*reused, kind == Kind::Cached, "{case}");
+                                }
+                            }
+                        }
+                        assert_eq!(stats.reused, cached, "{case}");
+                        assert_eq!(stats.encoded, new, "{case}");
+                        assert_eq!(stats.failed, broken, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hits_are_handed_on_without_waiting_for_a_batch() {
+        // 10 hits ahead of a slow run of misses: the hits reach the sink before the encoder
+        // has seen a full batch.
+        let mut first_batch = Vec::new();
+        run(
+            0..74usize,
+            PipelineOptions {
+                batch_size: 64,
+                workers: 2,
+                cancel: None,
+            },
+            |&i: &usize| {
+                if i < 10 {
+                    Ok(Prepared::Embedding(vec![i as f32]))
+                } else {
+                    Ok(Prepared::Pixels(vec![i as f32], ()))
+                }
+            },
+            |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
+            |done: Vec<Done<usize>>| -> Result<(), Error> {
+                if first_batch.is_empty() {
+                    first_batch = done.iter().map(|d| d.item).collect();
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(
+            !first_batch.is_empty() && first_batch.iter().all(|&i| i < 10),
+            "{first_batch:?}"
+        );
     }
 
     #[test]

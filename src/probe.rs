@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use sha2::{Digest, Sha256};
 
-use crate::classify::Classifier;
+use crate::checkpoint::Classifier;
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
 
@@ -52,17 +52,15 @@ const WEIGHT_SAMPLES: u64 = 16;
 /// Why a probe cannot be trained, written or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot write {}: {source}; choose another --out or free some space", path.display())]
+    #[error("cannot write {}: {cause}; choose another --out or free some space", path.display())]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is not a vlm probe: {reason}; train one with `vlm fit DIR --out FILE`", path.display())]
     Format { path: PathBuf, reason: String },
@@ -88,7 +86,7 @@ pub enum ProbeError {
         value: f64,
     },
     #[error("training failed: {0}")]
-    Train(#[source] candle_core::Error),
+    Train(candle_core::Error),
 }
 
 /// The embedding space a probe belongs to: which checkpoint, and a fingerprint of what makes
@@ -117,7 +115,7 @@ impl ModelIdentity {
     pub fn of(files: &ModelFiles, classifier: &Classifier) -> Result<Self, ProbeError> {
         let read_err = |source| ProbeError::Read {
             path: files.weights.clone(),
-            source,
+            cause: source,
         };
         let mut file = std::fs::File::open(&files.weights).map_err(read_err)?;
         let len = file.metadata().map_err(read_err)?.len();
@@ -400,7 +398,7 @@ impl Probe {
     pub fn save(&self, path: &Path) -> Result<(), ProbeError> {
         let write_err = |source| ProbeError::Write {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         let name = path
             .file_name()
@@ -470,7 +468,7 @@ impl Probe {
     pub fn load(path: &Path) -> Result<Self, ProbeError> {
         let read_err = |source| ProbeError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         let len = std::fs::metadata(path).map_err(read_err)?.len();
         if len > MAX_FILE_BYTES {

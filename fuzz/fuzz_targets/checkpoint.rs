@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use candle_core::Device;
 use libfuzzer_sys::fuzz_target;
-use vlm::config::ClipConfig;
+use vlm::model::config::ClipConfig;
 use vlm::model::ClipModel;
 
 fn dir() -> &'static tempfile::TempDir {

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod classify;
+pub use classify::ClassifyArgs;
 mod eval;
 pub use eval::{EvalArgs, EvalFormat};
 mod embed;
@@ -40,144 +42,14 @@ pub enum Command {
     Search(Box<SearchArgs>),
     /// Measure images and prompts per second, cold start and memory on this machine.
     Bench(Box<BenchArgs>),
-}
-
-#[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("label_source").required(true).args(["labels", "labels_file", "probe"])))]
-pub struct ClassifyArgs {
-    /// Images to classify: files, directories (searched recursively), quoted glob
-    /// patterns such as "photos/**/*.jpg", or http(s) URLs.
-    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
-    pub inputs: Vec<String>,
-
-    // Labels and prompts.
-    /// Comma-separated labels, e.g. "dog,cat,hot dog"; "cat|kitten" makes synonyms one class.
-    #[arg(short, long, value_name = "LIST", help_heading = "Labels")]
-    pub labels: Option<String>,
-
-    /// File with one label per line (commas allowed); blank lines and # comments skipped.
-    #[arg(long, value_name = "FILE", help_heading = "Labels")]
-    pub labels_file: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub prompts: TemplateArgs,
-
-    /// A linear probe from `vlm fit` to score with instead of prompts; the labels are the
-    /// probe's, and it must have been trained on the same --model.
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with_all = ["template", "templates", "multi_label", "examples"],
-        help_heading = "Labels"
-    )]
-    pub probe: Option<PathBuf>,
-
-    // Few-shot.
-    /// A few example images per label in DIR/<label>/ (every folder must be one of the
-    /// labels): they sharpen the prompts (Tip-Adapter); labels without examples use the
-    /// prompt alone.
-    #[arg(
-        long,
-        value_name = "DIR",
-        conflicts_with = "multi_label",
-        help_heading = "Few-shot"
-    )]
-    pub examples: Option<PathBuf>,
-
-    /// How much the examples count against the prompts (Tip-Adapter's alpha; 0 ignores them).
-    #[arg(long, value_name = "A", default_value_t = vlm::fewshot::DEFAULT_WEIGHT,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_weight: f32,
-
-    /// How fast an example stops counting as an image looks less like it (Tip-Adapter's beta).
-    #[arg(long, value_name = "B", default_value_t = vlm::fewshot::DEFAULT_SHARPNESS,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_sharpness: f32,
-
-    #[command(flatten)]
-    pub filter: InputArgs,
-
-    #[command(flatten)]
-    pub model: ModelArgs,
-
-    // Decisions.
-    /// Decide each label on its own: select every label that reaches --threshold, instead of
-    /// picking the most probable one.
-    #[arg(long, help_heading = "Decisions")]
-    pub multi_label: bool,
-
-    /// What a label needs to be selected with --multi-label. Sigmoid-scored models (SigLIP):
-    /// its own probability, 0-1, default 0.5, the boundary the model was trained for.
-    /// Softmax-scored models (CLIP, MetaCLIP 2, open_clip): its cosine similarity, default
-    /// 0.25, because a softmax share depends on the other labels given. With --probe: the
-    /// probe's logit.
-    #[arg(
-        long,
-        value_name = "T",
-        requires = "multi_label",
-        allow_negative_numbers = true,
-        help_heading = "Decisions"
-    )]
-    pub threshold: Option<f32>,
-
-    /// Mark an image uncertain when its top label's probability is below P (0-1).
-    #[arg(
-        long,
-        value_name = "P",
-        conflicts_with = "multi_label",
-        help_heading = "Decisions"
-    )]
-    pub min_probability: Option<f32>,
-
-    /// Sort the images into DEST/<top label>/ (uncertain ones into DEST/_uncertain/).
-    #[arg(
-        long,
-        value_enum,
-        value_name = "MODE",
-        requires = "dest",
-        help_heading = "Decisions"
-    )]
-    pub organize: Option<OrganizeArg>,
-
-    /// Destination folder for --organize.
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "organize",
-        help_heading = "Decisions"
-    )]
-    pub dest: Option<PathBuf>,
-
-    /// With --organize: print what would be done, change nothing.
-    #[arg(long, requires = "organize", help_heading = "Decisions")]
-    pub dry_run: bool,
-
-    // Output.
-    /// Output format [default: from the --output extension (.jsonl, .json, .csv, .tsv), else table].
-    #[arg(short, long, value_enum, help_heading = "Output")]
-    pub format: Option<FormatArg>,
-
-    /// Write results to FILE instead of stdout.
-    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
-    pub output: Option<PathBuf>,
-
-    /// Keep the results already in --output (JSON Lines) and classify only the inputs not
-    /// in it yet; a line cut short by a killed run is removed first.
-    #[arg(long, requires = "output", help_heading = "Output")]
-    pub resume: bool,
-
-    /// Report only the N most probable labels per image.
-    #[arg(short = 'k', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
-          help_heading = "Output")]
-    pub top_k: Option<u64>,
-
-    /// No progress bar, warnings or summary on stderr (errors are still printed).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
-
-    /// Also report skipped files and cache statistics on stderr.
-    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
-    pub verbose: bool,
+    /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `vlm man > ~/.local/share/man/man1/vlm.1`.
+    Man,
 }
 
 /// Which files to take from the inputs: options shared by every command that reads images.
@@ -391,4 +263,47 @@ pub enum DeviceArg {
     Cuda,
     /// An Apple GPU (needs a build with `--features metal`).
     Metal,
+}
+
+impl From<DeviceArg> for vlm::device::DeviceKind {
+    fn from(arg: DeviceArg) -> Self {
+        match arg {
+            DeviceArg::Auto => Self::Auto,
+            DeviceArg::Cpu => Self::Cpu,
+            DeviceArg::Cuda => Self::Cuda,
+            DeviceArg::Metal => Self::Metal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// docs/cli.md is rendered from these definitions; a flag added or changed without
+    /// regenerating it fails here. Regenerate with `VLM_BLESS=1 cargo test --bin vlm cli_reference`.
+    #[test]
+    fn cli_reference_is_current() {
+        let options = clap_markdown::MarkdownOptions::new()
+            .title("vlm command-line reference".to_string())
+            .show_footer(false)
+            .show_table_of_contents(true);
+        let rendered = clap_markdown::help_markdown_custom::<Cli>(&options);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md");
+        if std::env::var_os("VLM_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &rendered).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == rendered,
+            "docs/cli.md is stale; regenerate it with `VLM_BLESS=1 cargo test --bin vlm cli_reference` and commit it"
+        );
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -90,6 +90,52 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         "matmul: {gemm:.1} GFLOP/s; one image is {image_gflop:.2} GFLOP, so the image tower is bound at {bound:.1} images/s"
     ))?;
 
+    let image = image_rates(args, classifier, budget, bound, &mut say)?;
+    let text = if args.text_prompts > 0 {
+        let rate = bench::text_rate(classifier, args.text_prompts, budget)?;
+        say(format!(
+            "text tower, {} prompts: {:.1} prompts/s",
+            rate.prompts, rate.prompts_per_second
+        ))?;
+        Some(rate)
+    } else {
+        None
+    };
+    let (cold_start, folder) = process_runs(args, &mut say)?;
+
+    let report = Report {
+        version: env!("CARGO_PKG_VERSION"),
+        model: model.files.id.clone(),
+        device: device_name(device).to_string(),
+        dtype: classifier.numeric_fingerprint(),
+        threads,
+        cpu,
+        load_seconds,
+        gemm_gflops: gemm,
+        image_gflop,
+        image_bound_per_second: bound,
+        image,
+        text,
+        cold_start,
+        folder,
+        peak_rss_mib: peak_rss_mib(),
+    };
+    if args.json {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// The image tower's rate at each `--batch-sizes` entry.
+fn image_rates(
+    args: &BenchArgs,
+    classifier: &vlm::Classifier,
+    budget: Duration,
+    bound: f64,
+    say: &mut impl FnMut(String) -> io::Result<()>,
+) -> anyhow::Result<Vec<ImageRate>> {
     let mut image = Vec::new();
     for &batch in &args.batch_sizes {
         let batch = usize::try_from(batch).context("batch size too large")?;
@@ -101,17 +147,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         ))?;
         image.push(rate);
     }
-    let text = if args.text_prompts > 0 {
-        let rate = bench::text_rate(classifier, args.text_prompts, budget)?;
-        say(format!(
-            "text tower, {} prompts: {:.1} prompts/s",
-            rate.prompts, rate.prompts_per_second
-        ))?;
-        Some(rate)
-    } else {
-        None
-    };
+    Ok(image)
+}
 
+/// `--cold-start` and `--folder`: whole `vlm classify` processes, timed from outside.
+fn process_runs(
+    args: &BenchArgs,
+    say: &mut impl FnMut(String) -> io::Result<()>,
+) -> anyhow::Result<(Option<ColdStart>, Option<FolderRun>)> {
     let extra: Vec<String> = args
         .classify_args
         .as_deref()
@@ -143,30 +186,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-
-    let report = Report {
-        version: env!("CARGO_PKG_VERSION"),
-        model: model.files.id.clone(),
-        device: device_name(device).to_string(),
-        dtype: classifier.numeric_fingerprint(),
-        threads,
-        cpu,
-        load_seconds,
-        gemm_gflops: gemm,
-        image_gflop,
-        image_bound_per_second: bound,
-        image,
-        text,
-        cold_start,
-        folder,
-        peak_rss_mib: peak_rss_mib(),
-    };
-    if args.json {
-        let mut out = io::stdout().lock();
-        serde_json::to_writer(&mut out, &report)?;
-        writeln!(out)?;
-    }
-    Ok(EXIT_OK)
+    Ok((cold_start, folder))
 }
 
 fn device_name(device: &candle_core::Device) -> &'static str {

@@ -6,16 +6,16 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::{
-    find_inputs, load_model, open_cache, pipeline_options, progress_bar, report_encoder,
-    report_failure, warn_truncated, Model, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
+    find_inputs, load_model, warn_truncated, Model, Printer, Session, EXIT_INTERRUPTED, EXIT_OK,
+    EXIT_SOME_FAILED,
 };
 use crate::cli::EmbedArgs;
-use vlm::embedder;
 use vlm::export::{self, Embeddings, ExportFormat, Metadata, RowKind};
 use vlm::search::normalize;
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let printer = Printer::new(args.quiet, args.verbose);
     let format = match args.format {
         Some(format) => format.into(),
         None => ExportFormat::from_path(&args.output)?,
@@ -26,74 +26,53 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
         (None, None) => None,
     };
     if let Some(texts) = texts {
-        return embed_texts(args, format, texts);
+        return embed_texts(args, &printer, format, texts);
     }
 
-    let found = find_inputs(&args.inputs, &args.filter, args.verbose)?;
+    let found = find_inputs(&args.inputs, &args.filter, &printer)?;
     for input in &found.inputs {
         export::check_name(format, &args.output, &input.display)?;
     }
     export::check_writable(&args.output)?;
-    let model = load_model(&args.model)?;
-    let classifier = &model.classifier;
-    let cache = open_cache(&args.model, &model)?;
+    let session = Session::open(&args.model, printer)?;
     let mut embeddings = Embeddings::new(
-        classifier.config().projection_dim,
-        metadata(&model, RowKind::Image, !args.no_normalize),
+        session.classifier().config().projection_dim,
+        metadata(&session.model, RowKind::Image, !args.no_normalize),
     );
     let mut failed = found.failed;
-    let progress = progress_bar(found.inputs.len(), args.quiet, "images");
-    let summary = embedder::embed_inputs(
-        classifier,
-        cache.as_ref(),
-        found.inputs.into_iter(),
-        pipeline_options(&args.model),
-        |batch| {
-            for done in batch {
-                match done.embedding {
-                    Ok(mut row) => {
-                        if !args.no_normalize {
-                            normalize(&mut row);
-                        }
-                        embeddings.push(done.input.display, &row)?;
+    let stats = session.embed(found.inputs, "images", |_, batch| {
+        for done in batch {
+            match done.embedding {
+                Ok(mut row) => {
+                    if !args.no_normalize {
+                        normalize(&mut row);
                     }
-                    Err(err) => {
-                        failed += 1;
-                        report_failure(&progress, &done.input.display, &err);
-                    }
+                    embeddings.push(done.input.display, &row)?;
                 }
-                progress.inc(1);
+                Err(_) => failed += 1,
             }
-            Ok::<(), anyhow::Error>(())
-        },
-    )?;
-    progress.finish_and_clear();
-    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
-        eprintln!("vlm: warning: {err}");
-    }
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
     let written = export::write(&args.output, format, &embeddings)?;
-    let stats = summary.stats;
+    let printer = &session.printer;
     if stats.cancelled {
-        eprintln!(
-            "vlm: interrupted: {} embeddings written to {}; the rest were not embedded",
+        printer.error(format_args!(
+            "interrupted: {} embeddings written to {}; the rest were not embedded",
             embeddings.len(),
             list(&written)
-        );
+        ));
         return Ok(EXIT_INTERRUPTED);
     }
-    if !args.quiet {
-        eprintln!(
-            "vlm: embedded {}, failed {}, skipped {} in {:.1} s; wrote {}",
-            embeddings.len(),
-            failed,
-            found.skipped,
-            started.elapsed().as_secs_f64(),
-            list(&written)
-        );
-    }
-    if args.verbose {
-        report_encoder(&stats, cache.as_ref());
-    }
+    printer.note(format_args!(
+        "embedded {}, failed {}, skipped {} in {:.1} s; wrote {}",
+        embeddings.len(),
+        failed,
+        found.skipped,
+        started.elapsed().as_secs_f64(),
+        list(&written)
+    ));
+    session.report(&stats);
     Ok(if failed > 0 {
         EXIT_SOME_FAILED
     } else {
@@ -101,7 +80,12 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn embed_texts(args: &EmbedArgs, format: ExportFormat, texts: Vec<String>) -> anyhow::Result<u8> {
+fn embed_texts(
+    args: &EmbedArgs,
+    printer: &Printer,
+    format: ExportFormat,
+    texts: Vec<String>,
+) -> anyhow::Result<u8> {
     for text in &texts {
         export::check_name(format, &args.output, text)?;
     }
@@ -109,13 +93,12 @@ fn embed_texts(args: &EmbedArgs, format: ExportFormat, texts: Vec<String>) -> an
     let model = load_model(&args.model)?;
     let classifier = &model.classifier;
     let prompts = classifier.embed_prompts(&texts)?;
-    if !args.quiet {
-        warn_truncated(
-            &texts,
-            &prompts.truncated,
-            classifier.model().text_context(),
-        );
-    }
+    warn_truncated(
+        printer,
+        &texts,
+        &prompts.truncated,
+        classifier.model().text_context(),
+    );
     let rows = prompts
         .embeddings
         .to_vec2::<f32>()
@@ -131,13 +114,11 @@ fn embed_texts(args: &EmbedArgs, format: ExportFormat, texts: Vec<String>) -> an
         embeddings.push(text, &row)?;
     }
     let written = export::write(&args.output, format, &embeddings)?;
-    if !args.quiet {
-        eprintln!(
-            "vlm: embedded {} prompts; wrote {}",
-            embeddings.len(),
-            list(&written)
-        );
-    }
+    printer.note(format_args!(
+        "embedded {} prompts; wrote {}",
+        embeddings.len(),
+        list(&written)
+    ));
     Ok(EXIT_OK)
 }
 

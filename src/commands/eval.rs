@@ -2,24 +2,24 @@
 //! side by side.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::{
-    load_model, open_cache, pipeline_options, progress_bar, report_encoder, report_failure,
-    warn_truncated, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
-};
+use super::{warn_truncated, Printer, Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use crate::cli::{EvalArgs, EvalFormat, ModelArgs};
 use vlm::dataset::{Dataset, LabelMap};
-use vlm::embedder::{self, Embedded};
+use vlm::embedder::Embedded;
+use vlm::evaluation::heatmap;
 use vlm::evaluation::report::{self, Failure};
-use vlm::evaluation::{self, PromptSpec, SpecResult};
-use vlm::heatmap;
+use vlm::evaluation::{self, SpecResult};
 use vlm::labels::PromptSet;
+use vlm::labels::PromptSpec;
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let printer = Printer::new(args.quiet, args.verbose);
     if args.filter.files_from.is_some() {
         bail!("vlm eval takes its images from DIR/<label>/ folders; --files-from does not apply");
     }
@@ -29,81 +29,37 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         .map(LabelMap::read)
         .transpose()?;
     let dataset = Dataset::from_dir(&args.dir, &args.filter.options(), mapping.as_ref())?;
-    let specs = if args.compare_templates.is_empty() {
-        vec![PromptSpec::from_options(
-            &args.prompts.template,
-            args.prompts.templates.as_deref(),
-        )?]
-    } else {
-        evaluation::parse_specs(&args.compare_templates)?
-    };
-    // Bad labels or templates should fail before any image is embedded.
-    for spec in &specs {
-        PromptSet::new(&dataset.labels, &spec.templates)?;
-    }
-
-    if args.verbose {
-        for (path, reason) in &dataset.skipped {
-            eprintln!("vlm: skipped {}: {reason}", path.display());
-        }
-    }
-    let mut failed: Vec<Failure> = Vec::new();
-    for err in &dataset.errors {
-        eprintln!("vlm: {err}");
-        failed.push(Failure {
-            path: err
-                .subject()
-                .unwrap_or_else(|| args.dir.display().to_string()),
-            error: err.to_string(),
-        });
-    }
+    let specs = prompt_specs(args, &dataset.labels)?;
+    let failed = dataset_failures(&printer, &dataset, &args.dir);
 
     if !args.models.is_empty() {
         return compare_models(args, &dataset, &specs[0], failed);
     }
-    let run = evaluate_model(args, &args.model, &dataset, &specs, failed)?;
-    let Some(ModelRun {
+    let Some(run) = evaluate_model(args, &args.model, printer, &dataset, &specs, failed)? else {
+        return Ok(EXIT_INTERRUPTED);
+    };
+    let ModelRun {
+        session,
+        stats,
         mut results,
         failed,
         evaluated,
-        summary,
-        cache,
         ..
-    }) = run
-    else {
-        return Ok(EXIT_INTERRUPTED);
-    };
-
-    let text = if args.compare_templates.is_empty() {
-        let result = &results[0];
-        write_files(args, result)?;
-        match args.format {
-            EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
-            EvalFormat::Json => report::json(result, &failed, args.most_confused)?,
-        }
-    } else {
-        evaluation::sort_best_first(&mut results);
-        match args.format {
-            EvalFormat::Table => report::comparison_table(&results, failed.len()),
-            EvalFormat::Json => report::comparison_json(&results, &failed)?,
-        }
-    };
+    } = run;
+    let printer = &session.printer;
+    let text = render(args, &mut results, &failed)?;
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
 
-    if !args.quiet {
-        eprintln!(
-            "vlm: evaluated {}, failed {}, skipped {} in {:.1} s",
-            evaluated,
-            failed.len(),
-            dataset.skipped.len(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if args.verbose {
-        report_encoder(&summary.stats, cache.as_ref());
-    }
+    printer.note(format_args!(
+        "evaluated {}, failed {}, skipped {} in {:.1} s",
+        evaluated,
+        failed.len(),
+        dataset.skipped.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    session.report(&stats);
     Ok(if failed.is_empty() {
         EXIT_OK
     } else {
@@ -111,56 +67,39 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// One checkpoint's evaluation; `None` when interrupted.
+/// One checkpoint's evaluation of the dataset.
 struct ModelRun {
+    session: Session,
+    stats: vlm::pipeline::PipelineStats,
     results: Vec<SpecResult>,
     failed: Vec<Failure>,
     evaluated: usize,
-    summary: embedder::EmbedSummary,
-    cache: Option<vlm::cache::EmbeddingCache>,
     /// Images embedded per second (decoding included; cached images count too).
     images_per_second: f64,
-    weights_bytes: u64,
-    family: vlm::family::Family,
 }
 
-/// Embeds the dataset's images with the checkpoint of `model_args` and scores every spec.
+/// Embeds the dataset's images with the checkpoint of `model_args` and scores every spec;
+/// `None` when interrupted.
 fn evaluate_model(
     args: &EvalArgs,
     model_args: &ModelArgs,
+    printer: Printer,
     dataset: &Dataset,
     specs: &[PromptSpec],
     mut failed: Vec<Failure>,
 ) -> anyhow::Result<Option<ModelRun>> {
-    let model = load_model(model_args)?;
-    let classifier = &model.classifier;
-    let cache = open_cache(&args.model, &model)?;
-    let progress = progress_bar(dataset.images.len(), args.quiet, "images");
+    let session = Session::open(model_args, printer)?;
     let embedding_started = Instant::now();
     let mut embedded: Vec<Embedded> = Vec::with_capacity(dataset.images.len());
-    let summary = embedder::embed_inputs(
-        classifier,
-        cache.as_ref(),
-        dataset.images.iter().map(|image| image.input.clone()),
-        pipeline_options(&args.model),
-        |batch| {
-            for done in &batch {
-                if let Err(err) = &done.embedding {
-                    report_failure(&progress, &done.input.display, err);
-                }
-            }
-            progress.inc(batch.len() as u64);
-            embedded.extend(batch);
-            Ok::<(), vlm::Error>(())
-        },
-    )?;
-    progress.finish_and_clear();
+    let inputs = dataset.images.iter().map(|i| i.input.clone()).collect();
+    let stats = session.embed(inputs, "images", |_, batch| {
+        embedded.extend(batch);
+        Ok::<(), vlm::Error>(())
+    })?;
     let seconds = embedding_started.elapsed().as_secs_f64();
-    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
-        eprintln!("vlm: warning: {err}");
-    }
-    if summary.stats.cancelled {
-        eprintln!("vlm: interrupted: no metrics were computed");
+    let printer = &session.printer;
+    if stats.cancelled {
+        printer.error("interrupted: no metrics were computed");
         return Ok(None);
     }
 
@@ -185,34 +124,26 @@ fn evaluate_model(
             args.dir.display()
         );
     }
-
+    let classifier = session.classifier();
     let mut results: Vec<SpecResult> = Vec::with_capacity(specs.len());
     for spec in specs {
         let result = evaluation::evaluate(classifier, &dataset.labels, spec, &rows, &truth)?;
-        if !args.quiet {
-            warn_truncated(
-                &result.prompts.prompts,
-                &result.truncated,
-                classifier.model().text_context(),
-            );
-        }
+        let context = classifier.model().text_context();
+        warn_truncated(printer, &result.prompts.prompts, &result.truncated, context);
         results.push(result);
     }
-
-    let weights_bytes = std::fs::metadata(&model.files.weights).map_or(0, |m| m.len());
+    let evaluated = rows.len();
     Ok(Some(ModelRun {
-        results,
-        failed,
-        evaluated: rows.len(),
         images_per_second: if seconds > 0.0 {
             embedded.len() as f64 / seconds
         } else {
             0.0
         },
-        weights_bytes,
-        family: classifier.family(),
-        summary,
-        cache,
+        session,
+        stats,
+        results,
+        failed,
+        evaluated,
     }))
 }
 
@@ -235,12 +166,12 @@ fn compare_models(
             spec: name.to_string(),
             ..args.model.clone()
         };
-        if !args.quiet {
-            eprintln!("vlm: evaluating {name}");
-        }
+        let printer = Printer::new(args.quiet, args.verbose);
+        printer.note(format_args!("evaluating {name}"));
         let run = evaluate_model(
             args,
             &model_args,
+            printer,
             dataset,
             std::slice::from_ref(spec),
             failed.clone(),
@@ -250,14 +181,16 @@ fn compare_models(
             return Ok(EXIT_INTERRUPTED);
         };
         any_failed |= !run.failed.is_empty();
-        let result = run.results.remove(0);
+        let classifier = run.session.classifier();
+        let weights_bytes =
+            std::fs::metadata(&run.session.model.files.weights).map_or(0, |m| m.len());
         rows.push(report::ModelRow {
             model: name.to_string(),
-            family: run.family.name(),
-            scoring: run.family.scoring().name(),
-            evaluation: result.evaluation,
+            family: classifier.family().name(),
+            scoring: classifier.scoring().name(),
+            evaluation: run.results.remove(0).evaluation,
             images_per_second: run.images_per_second,
-            weights_bytes: run.weights_bytes,
+            weights_bytes,
             failed: run.failed.len(),
         });
     }
@@ -276,6 +209,62 @@ fn compare_models(
         EXIT_SOME_FAILED
     } else {
         EXIT_OK
+    })
+}
+
+/// The prompt specs to measure, checked against the labels before any image is embedded.
+fn prompt_specs(args: &EvalArgs, labels: &[String]) -> anyhow::Result<Vec<PromptSpec>> {
+    let specs = if args.compare_templates.is_empty() {
+        vec![PromptSpec::from_options(
+            &args.prompts.template,
+            args.prompts.templates.as_deref(),
+        )?]
+    } else {
+        evaluation::parse_specs(&args.compare_templates)?
+    };
+    for spec in &specs {
+        PromptSet::new(labels, &spec.templates)?;
+    }
+    Ok(specs)
+}
+
+/// Reports what the folder walk skipped (with `--verbose`) and could not read.
+fn dataset_failures(printer: &Printer, dataset: &Dataset, dir: &Path) -> Vec<Failure> {
+    for (path, reason) in &dataset.skipped {
+        printer.detail(format_args!("skipped {}: {reason}", path.display()));
+    }
+    dataset
+        .errors
+        .iter()
+        .map(|err| {
+            printer.error(err);
+            Failure {
+                path: err.subject().unwrap_or_else(|| dir.display().to_string()),
+                error: err.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The report for one spec (and its files), or the comparison of several, best first.
+fn render(
+    args: &EvalArgs,
+    results: &mut [SpecResult],
+    failed: &[Failure],
+) -> anyhow::Result<String> {
+    Ok(if args.compare_templates.is_empty() {
+        let result = &results[0];
+        write_files(args, result)?;
+        match args.format {
+            EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
+            EvalFormat::Json => report::json(result, failed, args.most_confused)?,
+        }
+    } else {
+        evaluation::sort_best_first(results);
+        match args.format {
+            EvalFormat::Table => report::comparison_table(results, failed.len()),
+            EvalFormat::Json => report::comparison_json(results, failed)?,
+        }
     })
 }
 

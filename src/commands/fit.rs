@@ -4,20 +4,17 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use super::{
-    load_model, open_cache, pipeline_options, progress_bar, report_failure, EXIT_INTERRUPTED,
-    EXIT_OK, EXIT_SOME_FAILED,
-};
+use super::{Printer, Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use crate::cli::FitArgs;
 use vlm::dataset::{Dataset, LabelMap};
-use vlm::embedder;
 use vlm::inputs::InputOptions;
 use vlm::labels::{PromptSet, Template, Templates};
-use vlm::probe::{ModelIdentity, Probe, Sample, TrainOptions};
+use vlm::probe::{ModelIdentity, Probe, Sample, TrainOptions, TrainReport};
 use vlm::Classifier;
 
 pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let printer = Printer::new(args.quiet, args.verbose);
     if !(0.0..1.0).contains(&args.holdout) {
         bail!(
             "--holdout must be at least 0 and less than 1, got {}",
@@ -38,24 +35,7 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         .transpose()?;
     let dataset = Dataset::from_dir(&args.dir, &InputOptions::default(), mapping.as_ref())?;
     let mut failed = dataset.errors.len();
-    for err in &dataset.errors {
-        eprintln!("vlm: {err}");
-    }
-    if args.verbose {
-        for (path, reason) in &dataset.skipped {
-            eprintln!("vlm: skipped {}: {reason}", path.display());
-        }
-    }
-    if !args.quiet {
-        for (label, _) in dataset
-            .labels
-            .iter()
-            .zip(dataset.class_counts())
-            .filter(|(_, n)| *n == 0)
-        {
-            eprintln!("vlm: warning: no images of {label:?}: the probe will never choose it");
-        }
-    }
+    report_dataset(&printer, &dataset);
     // `split` holds out at least one image of every label with two or more; 0 means none.
     let (train, held) = if args.holdout > 0.0 {
         dataset.split(args.holdout, args.seed)
@@ -63,39 +43,23 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         ((0..dataset.images.len()).collect(), Vec::new())
     };
 
-    let model = load_model(&args.model)?;
-    let classifier = &model.classifier;
-    let cache = open_cache(&args.model, &model)?;
-    let identity = ModelIdentity::of(&model.files, classifier)?;
-    let progress = progress_bar(dataset.images.len(), args.quiet, "images");
+    let session = Session::open(&args.model, printer)?;
+    let classifier = session.classifier();
+    let identity = ModelIdentity::of(&session.model.files, classifier)?;
+    // One slot per image, in order, so a failed image never shifts the labels after it.
     let mut embeddings: Vec<Option<Vec<f32>>> = Vec::with_capacity(dataset.images.len());
-    let summary = embedder::embed_inputs(
-        classifier,
-        cache.as_ref(),
-        dataset.images.iter().map(|image| image.input.clone()),
-        pipeline_options(&args.model),
-        |batch| {
-            for done in batch {
-                match done.embedding {
-                    Ok(embedding) => embeddings.push(Some(embedding)),
-                    Err(err) => {
-                        failed += 1;
-                        report_failure(&progress, &done.input.display, &err);
-                        embeddings.push(None);
-                    }
-                }
-                progress.inc(1);
-            }
-            Ok::<(), vlm::Error>(())
-        },
-    )?;
-    progress.finish_and_clear();
-    if summary.stats.cancelled {
-        eprintln!("vlm: interrupted: no probe was written");
+    let inputs = dataset.images.iter().map(|i| i.input.clone()).collect();
+    let stats = session.embed(inputs, "images", |_, batch| {
+        for done in batch {
+            failed += usize::from(done.embedding.is_err());
+            embeddings.push(done.embedding.ok());
+        }
+        Ok::<(), vlm::Error>(())
+    })?;
+    let printer = &session.printer;
+    if stats.cancelled {
+        printer.error("interrupted: no probe was written");
         return Ok(EXIT_INTERRUPTED);
-    }
-    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
-        eprintln!("vlm: warning: {err}");
     }
     let samples = |indices: &[usize]| -> Vec<Sample> {
         indices
@@ -114,11 +78,55 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
     probe.note("seed", args.seed);
     probe.note("holdout", args.holdout);
     probe.save(&args.out)?;
+    print_report(args, classifier, &dataset.labels, &report, &train, &held)?;
+    printer.note(format_args!(
+        "trained on {} images, held out {}, failed {} in {:.1} s",
+        train.len(),
+        held.len(),
+        failed,
+        started.elapsed().as_secs_f64()
+    ));
+    session.report(&stats);
+    Ok(if failed > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    })
+}
 
+/// Reports the folder walk's errors and skips, and labels without images.
+fn report_dataset(printer: &Printer, dataset: &Dataset) {
+    for err in &dataset.errors {
+        printer.error(err);
+    }
+    for (path, reason) in &dataset.skipped {
+        printer.detail(format_args!("skipped {}: {reason}", path.display()));
+    }
+    for (label, _) in dataset
+        .labels
+        .iter()
+        .zip(dataset.class_counts())
+        .filter(|(_, n)| *n == 0)
+    {
+        printer.warn(format_args!(
+            "no images of {label:?}: the probe will never choose it"
+        ));
+    }
+}
+
+/// The probe file, the epochs, and train, held-out and zero-shot accuracy, on stdout.
+fn print_report(
+    args: &FitArgs,
+    classifier: &Classifier,
+    labels: &[String],
+    report: &TrainReport,
+    train: &[Sample],
+    held: &[Sample],
+) -> anyhow::Result<()> {
     println!(
         "wrote {}: {} labels; {} epochs, kept epoch {}",
         args.out.display(),
-        dataset.labels.len(),
+        labels.len(),
         report.epochs,
         report.best_epoch
     );
@@ -126,39 +134,25 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         "{}",
         accuracy_line("train", report.train_accuracy, train.len(), "images")
     );
-    match report.held_out_accuracy {
-        Some(accuracy) => {
-            println!(
-                "{}",
-                accuracy_line("held-out", accuracy, held.len(), "held-out images")
-            );
-            if let Some(zero_shot) = zero_shot_accuracy(classifier, &dataset.labels, &held)? {
-                let what = format!(
-                    "held-out images, prompt \"{}\"",
-                    vlm::labels::DEFAULT_TEMPLATE
-                );
-                println!(
-                    "{}",
-                    accuracy_line("zero-shot", zero_shot, held.len(), &what)
-                );
-            }
-        }
-        None => println!("held-out accuracy: none (no images held out)"),
-    }
-    if !args.quiet {
-        eprintln!(
-            "vlm: trained on {} images, held out {}, failed {} in {:.1} s",
-            train.len(),
-            held.len(),
-            failed,
-            started.elapsed().as_secs_f64()
+    let Some(accuracy) = report.held_out_accuracy else {
+        println!("held-out accuracy: none (no images held out)");
+        return Ok(());
+    };
+    println!(
+        "{}",
+        accuracy_line("held-out", accuracy, held.len(), "held-out images")
+    );
+    if let Some(zero_shot) = zero_shot_accuracy(classifier, labels, held)? {
+        let what = format!(
+            "held-out images, prompt \"{}\"",
+            vlm::labels::DEFAULT_TEMPLATE
+        );
+        println!(
+            "{}",
+            accuracy_line("zero-shot", zero_shot, held.len(), &what)
         );
     }
-    Ok(if failed > 0 {
-        EXIT_SOME_FAILED
-    } else {
-        EXIT_OK
-    })
+    Ok(())
 }
 
 /// "held-out accuracy:   87.5% (7 of 8 held-out images)".

@@ -3,30 +3,38 @@
 
 pub mod bench;
 pub mod classify;
+pub mod docs;
 pub mod embed;
 pub mod eval;
 pub mod fit;
 pub mod models;
+mod printer;
 pub mod search;
 
-use std::io::{self, IsTerminal};
+pub use printer::Printer;
+
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{DeviceArg, InputArgs, ModelArgs};
-use crate::INTERRUPTED;
+use crate::cli::{InputArgs, ModelArgs};
 use vlm::cache::EmbeddingCache;
-use vlm::device::{self, DeviceKind};
-use vlm::embedder;
+use vlm::device;
+use vlm::embedder::{self, Embedded};
+use vlm::fewshot::{self, ExampleCache};
 use vlm::inputs::{self, Event, FilesFrom, Input};
+use vlm::labels::PromptSet;
 use vlm::output::Format;
 use vlm::pipeline::{PipelineOptions, PipelineStats};
 use vlm::preprocess::DecodeOptions;
 use vlm::source::{self, HubOptions, ModelFiles};
 use vlm::Classifier;
+
+/// Set by the first Ctrl-C (main installs the handler); the pipeline then finishes the
+/// batch in hand and stops.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Every input was handled.
 pub const EXIT_OK: u8 = 0;
@@ -61,12 +69,7 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
         args.revision.as_deref(),
         &HubOptions::from_env(),
     )?;
-    let device = device::select(match args.device {
-        DeviceArg::Auto => DeviceKind::Auto,
-        DeviceArg::Cpu => DeviceKind::Cpu,
-        DeviceArg::Cuda => DeviceKind::Cuda,
-        DeviceArg::Metal => DeviceKind::Metal,
-    })?;
+    let device = device::select(args.device.into())?;
     let mut classifier = Classifier::load_as(&files, &device, args.dtype.into())?;
     let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels);
     if args.jpeg_downscale {
@@ -103,12 +106,12 @@ pub fn pipeline_options(args: &ModelArgs) -> PipelineOptions {
     }
 }
 
-/// Prints a warning for each prompt cut to the model's context.
-pub fn warn_truncated(prompts: &[String], truncated: &[bool], context: usize) {
+/// Warns about each prompt cut to the model's context.
+pub fn warn_truncated(printer: &Printer, prompts: &[String], truncated: &[bool], context: usize) {
     for (prompt, _) in prompts.iter().zip(truncated).filter(|(_, &cut)| cut) {
-        eprintln!(
-            "vlm: warning: prompt {prompt:?} is longer than the model's {context} tokens and was truncated"
-        );
+        printer.warn(format_args!(
+            "prompt {prompt:?} is longer than the model's {context} tokens and was truncated"
+        ));
     }
 }
 
@@ -124,8 +127,8 @@ pub struct Found {
     pub failed: usize,
 }
 
-/// Walks the inputs; skips (with `verbose`) and per-entry errors are reported as they come.
-pub fn find_inputs(paths: &[String], args: &InputArgs, verbose: bool) -> anyhow::Result<Found> {
+/// Walks the inputs; skips (with `--verbose`) and per-entry errors are reported as they come.
+pub fn find_inputs(paths: &[String], args: &InputArgs, printer: &Printer) -> anyhow::Result<Found> {
     let options = args.options();
     let files_from = args.files_from.as_ref().map(FilesFrom::from_arg);
     let mut found = Found::default();
@@ -134,13 +137,11 @@ pub fn find_inputs(paths: &[String], args: &InputArgs, verbose: bool) -> anyhow:
             Event::Input(input) => found.inputs.push(input),
             Event::Skipped { path, reason } => {
                 found.skipped += 1;
-                if verbose {
-                    eprintln!("vlm: skipped {}: {reason}", path.display());
-                }
+                printer.detail(format_args!("skipped {}: {reason}", path.display()));
             }
             Event::Error(err) => {
                 found.failed += 1;
-                eprintln!("vlm: {err}");
+                printer.error(&err);
                 if let Some(path) = err.subject() {
                     found.unreadable.push((path, err.to_string()));
                 }
@@ -148,32 +149,6 @@ pub fn find_inputs(paths: &[String], args: &InputArgs, verbose: bool) -> anyhow:
         }
     }
     Ok(found)
-}
-
-/// A progress bar on a terminal's stderr, hidden otherwise or with `quiet`.
-pub fn progress_bar(len: usize, quiet: bool, unit: &str) -> ProgressBar {
-    if quiet || !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}");
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style);
-    }
-    bar
-}
-
-/// Prints a per-input failure without breaking the progress bar; the message names the
-/// input unless it already does.
-pub fn report_failure(progress: &ProgressBar, display: &str, err: &vlm::Error) {
-    let message = err.to_string();
-    progress.suspend(|| {
-        if message.contains(display) {
-            eprintln!("vlm: {message}");
-        } else {
-            eprintln!("vlm: {display}: {message}");
-        }
-    });
 }
 
 /// The process's peak resident set size in MiB, where the OS reports it (Linux).
@@ -196,27 +171,155 @@ fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
 
-/// With --verbose: how much work the image encoder did and what the cache saved.
-pub fn report_encoder(stats: &PipelineStats, cache: Option<&EmbeddingCache>) {
-    eprintln!(
-        "vlm: image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
+/// With `--verbose`: how much work the image encoder did and what the cache saved.
+pub fn report_encoder(printer: &Printer, stats: &PipelineStats, cache: Option<&EmbeddingCache>) {
+    printer.detail(format_args!(
+        "image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
         stats.encoded,
         stats.reused,
         seconds(stats.waiting),
         seconds(stats.encoding)
-    );
+    ));
     if let Some(peak) = peak_memory() {
-        eprintln!("vlm: peak memory (resident): {peak}");
+        printer.detail(format_args!("peak memory (resident): {peak}"));
     }
     if let Some(cache) = cache {
         let c = cache.stats();
-        eprintln!(
-            "vlm: cache {}: {} hits, {} misses, {} written",
+        printer.detail(format_args!(
+            "cache {}: {} hits, {} misses, {} written",
             cache.dir().display(),
             c.hits,
             c.misses,
             c.writes
+        ));
+    }
+}
+
+/// The loaded model and cache of a command that embeds images, and the run skeleton they
+/// share: progress, per-file failures, the cache warning and the encoder report.
+pub struct Session {
+    pub printer: Printer,
+    pub model: Model,
+    pub cache: Option<EmbeddingCache>,
+    options: PipelineOptions,
+}
+
+impl Session {
+    /// Loads `--model` and opens `--cache`.
+    pub fn open(args: &ModelArgs, printer: Printer) -> anyhow::Result<Self> {
+        let model = load_model(args)?;
+        let cache = open_cache(args, &model)?;
+        Ok(Self {
+            printer,
+            model,
+            cache,
+            options: pipeline_options(args),
+        })
+    }
+
+    pub fn classifier(&self) -> &Classifier {
+        &self.model.classifier
+    }
+
+    /// Batch size, decoding threads and Ctrl-C, as the flags set them.
+    pub fn options(&self) -> PipelineOptions {
+        self.options
+    }
+
+    /// Embeds `inputs` with a progress bar of `unit`s, reporting each failed input, and
+    /// hands every batch to `sink` in input order. Returns the pipeline's counts; the caller
+    /// says what an interrupted run leaves behind.
+    pub fn embed<S, X>(
+        &self,
+        inputs: Vec<Input>,
+        unit: &str,
+        mut sink: S,
+    ) -> anyhow::Result<PipelineStats>
+    where
+        S: FnMut(&Printer, Vec<Embedded>) -> Result<(), X>,
+        X: From<vlm::Error>,
+        anyhow::Error: From<X>,
+    {
+        // A copy carries the progress bar, so the sink may borrow the session meanwhile.
+        let mut printer = self.printer.clone();
+        printer.start_progress(inputs.len(), unit);
+        let progress = &printer;
+        let summary = embedder::embed_inputs(
+            &self.model.classifier,
+            self.cache.as_ref(),
+            inputs.into_iter(),
+            self.options,
+            |batch: Vec<Embedded>| {
+                for done in &batch {
+                    if let Err(err) = &done.embedding {
+                        progress.failure(&done.input.display, err);
+                    }
+                }
+                let count = batch.len();
+                sink(progress, batch)?;
+                progress.advance(count);
+                Ok::<(), X>(())
+            },
         );
+        printer.finish_progress();
+        let summary = summary?;
+        if let Some(err) = &summary.cache_error {
+            self.printer.warn(err);
+        }
+        Ok(summary.stats)
+    }
+
+    /// With `--verbose`: the encoder's work and the cache's counts.
+    pub fn report(&self, stats: &PipelineStats) {
+        report_encoder(&self.printer, stats, self.cache.as_ref());
+    }
+
+    /// Reads and embeds `--examples` for `prompts`' classes, reporting what could not be
+    /// used; `None` when Ctrl-C stopped it.
+    pub fn examples(
+        &self,
+        dir: &Path,
+        prompts: &PromptSet,
+    ) -> anyhow::Result<Option<ExampleCache>> {
+        let printer = &self.printer;
+        let examples = fewshot::load_examples(
+            self.classifier(),
+            self.cache.as_ref(),
+            dir,
+            &prompts.classes,
+            self.options,
+        )?;
+        if examples.summary.stats.cancelled {
+            printer.error("interrupted while reading the examples; nothing was labelled");
+            return Ok(None);
+        }
+        for err in &examples.unreadable {
+            printer.error(format_args!("example left out: {err}"));
+        }
+        for (display, err) in &examples.failed {
+            printer.failure(display, &format_args!("example left out: {err}"));
+        }
+        for (path, reason) in &examples.skipped {
+            printer.detail(format_args!("skipped example {}: {reason}", path.display()));
+        }
+        if let Some(err) = &examples.summary.cache_error {
+            printer.warn(err);
+        }
+        let counts = examples.cache.counts();
+        printer.note(format_args!(
+            "{} examples for {} of {} labels from {}",
+            examples.cache.len(),
+            counts.iter().filter(|&&n| n > 0).count(),
+            counts.len(),
+            dir.display()
+        ));
+        if !examples.without_examples.is_empty() {
+            printer.warn(format_args!(
+                "no examples for {}: scored by the prompt alone, so chosen less often than labels with examples",
+                examples.without_examples.join(", ")
+            ));
+        }
+        Ok(Some(examples.cache))
     }
 }
 

@@ -6,12 +6,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::{
-    find_inputs, load_model, open_cache, output_format, pipeline_options, progress_bar,
-    report_encoder, report_failure, warn_truncated, write_failed, Model, EXIT_INTERRUPTED, EXIT_OK,
-    EXIT_SOME_FAILED,
+    find_inputs, output_format, warn_truncated, write_failed, Printer, Session, EXIT_INTERRUPTED,
+    EXIT_OK, EXIT_SOME_FAILED,
 };
 use crate::cli::SearchArgs;
-use vlm::cache::EmbeddingCache;
 use vlm::embedder;
 use vlm::inputs::{self, Event, Input, InputOptions, Source};
 use vlm::output::Format;
@@ -19,7 +17,83 @@ use vlm::search::{self, cosine, Hit, Match, TopN};
 
 pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let printer = Printer::new(args.quiet, args.verbose);
     let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
+    let (text, paths) = query_and_paths(args)?;
+    let found = find_inputs(&paths, &args.filter, &printer)?;
+    let mut failed = found.failed;
+    let mut todo = found.inputs;
+    let query_input = args.image.as_deref().map(query_image).transpose()?;
+    if let Some(Input {
+        source: Source::File(path),
+        ..
+    }) = &query_input
+    {
+        if search::exclude_file(&mut todo, path) > 0 {
+            printer.detail(format_args!(
+                "left the query image {} out of the results",
+                path.display()
+            ));
+        }
+    }
+
+    let session = Session::open(&args.model, printer)?;
+    let query = match (&text, query_input) {
+        (Some(text), _) => text_query(&session, text)?,
+        (None, Some(input)) => image_query(&session, input)?,
+        (None, None) => bail!("give a text query or --image IMAGE"),
+    };
+    let names: Vec<String> = todo.iter().map(|input| input.display.clone()).collect();
+    let mut top = TopN::new(usize::try_from(args.top).unwrap_or(usize::MAX));
+    let mut index = 0;
+    let mut searched = 0;
+    let stats = session.embed(todo, "images", |_, batch| {
+        for done in batch {
+            match &done.embedding {
+                Ok(row) => {
+                    searched += 1;
+                    let similarity = cosine(&query, row);
+                    top.push(Hit { index, similarity });
+                }
+                Err(_) => failed += 1,
+            }
+            index += 1;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let results: Vec<Match> = top
+        .into_sorted()
+        .into_iter()
+        .enumerate()
+        .map(|(rank, hit)| Match {
+            rank: rank + 1,
+            path: names[hit.index].clone(),
+            similarity: hit.similarity,
+        })
+        .collect();
+    write_matches(args, format, &results)?;
+    let printer = &session.printer;
+    if stats.cancelled {
+        printer.error(format_args!(
+            "interrupted: the results rank only the {searched} images embedded before Ctrl-C"
+        ));
+        return Ok(EXIT_INTERRUPTED);
+    }
+    printer.note(format_args!(
+        "searched {searched} images, failed {failed}, skipped {} in {:.1} s",
+        found.skipped,
+        started.elapsed().as_secs_f64()
+    ));
+    session.report(&stats);
+    Ok(if failed > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// The text query (none with `--image`) and the paths to search.
+fn query_and_paths(args: &SearchArgs) -> anyhow::Result<(Option<String>, Vec<String>)> {
     // With --image the first positional argument is an input, not a text query.
     let (text, paths) = match &args.image {
         Some(_) => (
@@ -40,80 +114,11 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
     if paths.is_empty() && args.filter.files_from.is_none() {
         bail!("no images to search: give files, directories or globs after the query, or --files-from");
     }
+    Ok((text, paths))
+}
 
-    let found = find_inputs(&paths, &args.filter, args.verbose)?;
-    let mut failed = found.failed;
-    let mut todo = found.inputs;
-    let query_input = args.image.as_deref().map(query_image).transpose()?;
-    if let Some(Input {
-        source: Source::File(path),
-        ..
-    }) = &query_input
-    {
-        let left_out = search::exclude_file(&mut todo, path);
-        if left_out > 0 && args.verbose {
-            eprintln!(
-                "vlm: left the query image {} out of the results",
-                path.display()
-            );
-        }
-    }
-
-    let model = load_model(&args.model)?;
-    let cache = open_cache(&args.model, &model)?;
-    let query = match (&text, query_input) {
-        (Some(text), _) => text_query(&model, text, args.quiet)?,
-        (None, Some(input)) => image_query(&model, cache.as_ref(), input, args)?,
-        (None, None) => bail!("give a text query or --image IMAGE"),
-    };
-
-    let names: Vec<String> = todo.iter().map(|input| input.display.clone()).collect();
-    let top_n = usize::try_from(args.top).unwrap_or(usize::MAX);
-    let mut top = TopN::new(top_n);
-    let mut index = 0;
-    let mut searched = 0;
-    let progress = progress_bar(todo.len(), args.quiet, "images");
-    let summary = embedder::embed_inputs(
-        &model.classifier,
-        cache.as_ref(),
-        todo.into_iter(),
-        pipeline_options(&args.model),
-        |batch| {
-            for done in batch {
-                match &done.embedding {
-                    Ok(row) => {
-                        searched += 1;
-                        top.push(Hit {
-                            index,
-                            similarity: cosine(&query, row),
-                        });
-                    }
-                    Err(err) => {
-                        failed += 1;
-                        report_failure(&progress, &done.input.display, err);
-                    }
-                }
-                index += 1;
-                progress.inc(1);
-            }
-            Ok::<(), anyhow::Error>(())
-        },
-    )?;
-    progress.finish_and_clear();
-    if let (Some(err), false) = (&summary.cache_error, args.quiet) {
-        eprintln!("vlm: warning: {err}");
-    }
-
-    let results: Vec<Match> = top
-        .into_sorted()
-        .into_iter()
-        .enumerate()
-        .map(|(rank, hit)| Match {
-            rank: rank + 1,
-            path: names[hit.index].clone(),
-            similarity: hit.similarity,
-        })
-        .collect();
+/// Writes the ranked matches to `--output` or stdout.
+fn write_matches(args: &SearchArgs, format: Format, results: &[Match]) -> anyhow::Result<()> {
     let out_name = args.output.as_ref().map_or_else(
         || "standard output".to_string(),
         |p| p.display().to_string(),
@@ -126,30 +131,8 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
         ),
         None => Box::new(io::stdout().lock()),
     };
-    search::write_results(out, format, &results).with_context(|| write_failed(&out_name))?;
-
-    let stats = summary.stats;
-    if stats.cancelled {
-        eprintln!(
-            "vlm: interrupted: the results rank only the {searched} images embedded before Ctrl-C"
-        );
-        return Ok(EXIT_INTERRUPTED);
-    }
-    if !args.quiet {
-        eprintln!(
-            "vlm: searched {searched} images, failed {failed}, skipped {} in {:.1} s",
-            found.skipped,
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if args.verbose {
-        report_encoder(&stats, cache.as_ref());
-    }
-    Ok(if failed > 0 {
-        EXIT_SOME_FAILED
-    } else {
-        EXIT_OK
-    })
+    search::write_results(out, format, results).with_context(|| write_failed(&out_name))?;
+    Ok(())
 }
 
 /// The --image argument as one input, found the way inputs are.
@@ -168,16 +151,16 @@ fn query_image(arg: &str) -> anyhow::Result<Input> {
     found.with_context(|| format!("--image {arg} names no image"))
 }
 
-fn text_query(model: &Model, text: &str, quiet: bool) -> anyhow::Result<Vec<f32>> {
+fn text_query(session: &Session, text: &str) -> anyhow::Result<Vec<f32>> {
     let prompts = [text.to_string()];
-    let embedded = model.classifier.embed_prompts(&prompts)?;
-    if !quiet {
-        warn_truncated(
-            &prompts,
-            &embedded.truncated,
-            model.classifier.model().text_context(),
-        );
-    }
+    let classifier = session.classifier();
+    let embedded = classifier.embed_prompts(&prompts)?;
+    warn_truncated(
+        &session.printer,
+        &prompts,
+        &embedded.truncated,
+        classifier.model().text_context(),
+    );
     embedded
         .embeddings
         .to_vec2::<f32>()
@@ -186,23 +169,17 @@ fn text_query(model: &Model, text: &str, quiet: bool) -> anyhow::Result<Vec<f32>
         .context("internal error: the text encoder returned no embedding; please report it")
 }
 
-fn image_query(
-    model: &Model,
-    cache: Option<&EmbeddingCache>,
-    input: Input,
-    args: &SearchArgs,
-) -> anyhow::Result<Vec<f32>> {
+fn image_query(session: &Session, input: Input) -> anyhow::Result<Vec<f32>> {
     let display = input.display.clone();
+    // Not through `Session::embed`: a failure here is the run's error, not a file's.
     let (mut done, _) = embedder::embed_all(
-        &model.classifier,
-        cache,
+        session.classifier(),
+        session.cache.as_ref(),
         vec![input],
-        pipeline_options(&args.model),
+        session.options(),
     )?;
-    let embedded = done
-        .pop()
-        .context("internal error: the query image was not embedded; please report it")?;
-    embedded
+    done.pop()
+        .context("internal error: the query image was not embedded; please report it")?
         .embedding
         .with_context(|| format!("cannot use the query image {display}"))
 }

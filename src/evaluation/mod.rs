@@ -6,12 +6,14 @@
 //! `imagenet7`) or a file of templates, so that `--compare-templates` can set several
 //! against each other on the same images.
 
+pub mod heatmap;
+pub mod metrics;
 pub mod report;
 
-use crate::classify::{Classifier, PromptEmbeddings};
+use crate::checkpoint::{Classifier, PromptEmbeddings};
 use crate::error::Error;
-use crate::labels::{LabelError, PromptSet, Template, Templates};
-use crate::metrics::{self, Evaluation, MetricsError};
+use crate::labels::{LabelError, PromptSet, PromptSpec};
+use metrics::{Evaluation, MetricsError};
 
 /// Images ranked per call: bounds the similarity matrix for large folders.
 const RANK_CHUNK: usize = 1024;
@@ -19,66 +21,15 @@ const RANK_CHUNK: usize = 1024;
 /// Why an evaluation could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("prompt spec {spec:?} has no {{}} placeholder, is not imagenet80 or imagenet7, and cannot be used as a templates file: {source}; write a template such as \"a photo of a {{}}.\", an ensemble name, or the path of a file with one template per line")]
-    Spec {
-        spec: String,
-        #[source]
-        source: LabelError,
-    },
+    #[error(transparent)]
+    Labels(#[from] LabelError),
+    /// Embedding or ranking below the evaluation failed.
+    #[error(transparent)]
+    Core(#[from] Error),
     #[error("empty prompt spec in {list:?}; separate specs with single commas (write \\, for a comma inside a template)")]
     EmptySpec { list: String },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-}
-
-/// A named set of templates: one template, or an ensemble averaged per class.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PromptSpec {
-    /// As the user wrote it: the template, the ensemble name or the file path.
-    pub name: String,
-    pub templates: Templates,
-}
-
-impl PromptSpec {
-    /// A template if `spec` contains `{}`; else `imagenet80`, `imagenet7`, or a file with
-    /// one template per line.
-    pub fn parse(spec: &str) -> Result<Self, EvalError> {
-        let templates = if spec.contains("{}") {
-            Template::new(spec).map(Templates::single)
-        } else {
-            Templates::from_arg(spec)
-        }
-        .map_err(|source| EvalError::Spec {
-            spec: spec.to_string(),
-            source,
-        })?;
-        Ok(Self {
-            name: spec.to_string(),
-            templates,
-        })
-    }
-
-    /// The spec for `vlm classify`-style `--template T` / `--templates SET` options.
-    pub fn from_options(template: &str, templates: Option<&str>) -> Result<Self, LabelError> {
-        Ok(match templates {
-            Some(set) => Self {
-                name: set.to_string(),
-                templates: Templates::from_arg(set)?,
-            },
-            None => Self {
-                name: template.to_string(),
-                templates: Templates::single(Template::new(template)?),
-            },
-        })
-    }
-
-    /// The name, with the number of templates when there are several.
-    pub fn describe(&self) -> String {
-        match self.templates.as_slice().len() {
-            1 => self.name.clone(),
-            n => format!("{} ({n} templates)", self.name),
-        }
-    }
 }
 
 /// Splits a comma-separated list of prompt specs; `\,` is a comma inside a spec and `\\` a
@@ -156,12 +107,12 @@ pub fn evaluate(
     spec: &PromptSpec,
     rows: &[&[f32]],
     truth: &[usize],
-) -> Result<SpecResult, Error> {
+) -> Result<SpecResult, EvalError> {
     let prompts = PromptSet::new(labels, &spec.templates)?;
     let text = classifier.embed_classes(&prompts)?;
     let k = metrics::default_k(labels.len());
     let rankings = rank_classes(classifier, rows, &text, k)?;
-    let evaluation = Evaluation::new(labels.len(), truth, &rankings).map_err(EvalError::from)?;
+    let evaluation = Evaluation::new(labels.len(), truth, &rankings)?;
     Ok(SpecResult {
         spec: spec.clone(),
         prompts,
@@ -219,14 +170,5 @@ mod tests {
 
         let err = PromptSpec::parse("a photo of a cat").unwrap_err();
         assert!(err.to_string().contains("\"a photo of a cat\""), "{err}");
-    }
-
-    #[test]
-    fn classify_options_become_a_spec() {
-        let one = PromptSpec::from_options("itap of a {}.", None).unwrap();
-        assert_eq!(one.describe(), "itap of a {}.");
-        let set = PromptSpec::from_options("ignored {}", Some("imagenet7")).unwrap();
-        assert_eq!(set.templates.as_slice().len(), 7);
-        assert!(PromptSpec::from_options("no placeholder", None).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::SpecResult;
-use crate::metrics::{self, ConfusionMatrix};
+use crate::evaluation::metrics::{self, ConfusionMatrix};
 use crate::output::csv_field;
 
 /// Above this many classes the terminal table leaves out the confusion matrix (it cannot
@@ -413,9 +413,9 @@ pub fn confusion_csv(names: &[String], matrix: &ConfusionMatrix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluation::PromptSpec;
+    use crate::evaluation::metrics::Evaluation;
     use crate::labels::PromptSet;
-    use crate::metrics::Evaluation;
+    use crate::labels::PromptSpec;
 
     fn result(spec: &str, truth: &[usize], rankings: &[Vec<usize>]) -> SpecResult {
         let labels = ["cat", "dog", "hot, dog"].map(String::from);

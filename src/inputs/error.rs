@@ -16,14 +16,12 @@ pub enum InputError {
     },
 
     /// A glob pattern (an input argument or `--exclude`) does not parse.
-    #[error(
-        "invalid glob pattern `{pattern}`: {source}; fix the pattern, or quote it differently"
-    )]
+    #[error("invalid glob pattern `{pattern}`: {cause}; fix the pattern, or quote it differently")]
     BadGlob {
         /// The pattern as given.
         pattern: String,
         /// The parser's complaint.
-        source: globset::Error,
+        cause: globset::Error,
     },
 
     /// An `--ext` list holds an empty entry (e.g. `jpg,,png`).
@@ -34,21 +32,21 @@ pub enum InputError {
     },
 
     /// The `--files-from` list could not be opened.
-    #[error("cannot open the path list {}: {source}; check the --files-from path", path.display())]
+    #[error("cannot open the path list {}: {cause}; check the --files-from path", path.display())]
     OpenList {
         /// The list file.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// Reading the `--files-from` list failed part way; the entries read so far were used.
-    #[error("cannot read the path list {list}: {source}; the entries before this point were used, the rest were not")]
+    #[error("cannot read the path list {list}: {cause}; the entries before this point were used, the rest were not")]
     ReadList {
         /// The list file, or `<stdin>`.
         list: String,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A `--files-from` entry is not valid UTF-8 on a platform that needs it.
@@ -86,12 +84,12 @@ pub enum InputError {
     },
 
     /// A filesystem error on one entry while inspecting an input or walking a directory.
-    #[error("{}: {source}; check its permissions, or --exclude it", path.display())]
+    #[error("{}: {cause}; check its permissions, or --exclude it", path.display())]
     Io {
         /// The entry.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// An error walking a directory that carries no I/O error (walkdir reports loops so,

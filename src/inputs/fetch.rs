@@ -26,7 +26,7 @@ pub fn read_bytes(source: &Source, max_bytes: u64) -> Result<Vec<u8>, InputError
 fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, InputError> {
     let io = |source| InputError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     // The length is only a hint (the file may grow, or be a pipe), so the read is capped too.

@@ -48,7 +48,7 @@ impl InputGlob {
             .build()
             .map_err(|source| InputError::BadGlob {
                 pattern: pattern.to_string(),
-                source,
+                cause: source,
             })?
             .compile_matcher();
         let max_depth = if rest.contains("**") {

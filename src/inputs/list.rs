@@ -33,7 +33,7 @@ impl ListReader {
                 Err(source) => {
                     return Some(Err(InputError::ReadList {
                         list: self.name.clone(),
-                        source,
+                        cause: source,
                     }))
                 }
             }

@@ -208,7 +208,7 @@ pub fn discover(
         Some(FilesFrom::Path(path)) => {
             let file = std::fs::File::open(&path).map_err(|source| InputError::OpenList {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
             Some(ListReader::new(
                 Box::new(std::io::BufReader::new(file)),
@@ -332,7 +332,10 @@ impl Discover {
                         InputError::NotFound { path }
                     }))
                 }
-                Err(source) => Some(Event::Error(InputError::Io { path, source })),
+                Err(source) => Some(Event::Error(InputError::Io {
+                    path,
+                    cause: source,
+                })),
             },
         }
     }
@@ -478,13 +481,13 @@ impl Ctx {
                     .build()
                     .map_err(|source| InputError::BadGlob {
                         pattern: pattern.clone(),
-                        source,
+                        cause: source,
                     })?;
                 set.add(glob);
             }
             Some(set.build().map_err(|source| InputError::BadGlob {
                 pattern: options.exclude.join(" "),
-                source,
+                cause: source,
             })?)
         };
         Ok(Ctx {
@@ -603,7 +606,10 @@ impl Ctx {
         match self.image_check(&path) {
             Ok(None) => self.take_file(path),
             Ok(Some(reason)) => Some(skipped(path, reason)),
-            Err(source) => Some(Event::Error(InputError::Io { path, source })),
+            Err(source) => Some(Event::Error(InputError::Io {
+                path,
+                cause: source,
+            })),
         }
     }
 
@@ -672,7 +678,10 @@ impl Ctx {
         }
         let message = err.to_string();
         Some(Event::Error(match err.into_io_error() {
-            Some(source) => InputError::Io { path, source },
+            Some(source) => InputError::Io {
+                path,
+                cause: source,
+            },
             None => InputError::Walk { path, message },
         }))
     }

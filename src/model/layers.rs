@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
-use crate::config::Activation;
+use super::config::Activation;
 
 /// Sizes of one tower's transformer stack.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +25,7 @@ pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     }
 }
 
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L280-L335
 /// Self-attention with the query, key and value projections fused into one matrix
 /// multiply, and the 1/sqrt(head_dim) score scale folded into the query weights at load.
 struct Attention {
@@ -81,6 +82,7 @@ impl Attention {
     }
 }
 
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L338-L350
 struct Mlp {
     fc1: Linear,
     fc2: Linear,
@@ -102,6 +104,7 @@ impl Mlp {
     }
 }
 
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L353-L380
 struct Block {
     norm1: LayerNorm,
     attention: Attention,

@@ -21,8 +21,10 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
-use crate::config::ClipConfig;
+pub mod config;
+
 use crate::family::{Family, Scoring};
+use config::ClipConfig;
 use siglip::SiglipVision;
 use text::TextTower;
 use vision::VisionTower;
@@ -33,14 +35,13 @@ pub(crate) use layers::l2_normalize;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(
-        "cannot load weights from {}: {source}; the file is damaged or does not match its config.json — \
+        "cannot load weights from {}: {cause}; the file is damaged or does not match its config.json — \
          re-download the checkpoint (delete it from the cache) or point --model at a complete directory",
         path.display()
     )]
     Weights {
         path: PathBuf,
-        #[source]
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
     #[error("{} is neither .safetensors nor a PyTorch .bin/.pt/.pth file; vlm reads those two formats", path.display())]
     WeightsFormat { path: PathBuf },
@@ -50,11 +51,10 @@ pub enum ModelError {
         device: &'static str,
         hint: &'static str,
     },
-    #[error("the model failed while encoding {what}: {source}")]
+    #[error("the model failed while encoding {what}: {cause}")]
     Run {
         what: &'static str,
-        #[source]
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
 }
 
@@ -97,7 +97,7 @@ impl ClipModel {
         let vb = open_weights(weights, dtype, device, config.family)?;
         let wrap = |source| ModelError::Weights {
             path: weights.to_path_buf(),
-            source,
+            cause: source,
         };
         let text =
             TextTower::load(vb.clone(), &config.text, config.projection_dim).map_err(wrap)?;
@@ -188,7 +188,7 @@ impl ClipModel {
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
                 what: "text",
-                source,
+                cause: source,
             })
     }
 
@@ -203,7 +203,7 @@ impl ClipModel {
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
                 what: "images",
-                source,
+                cause: source,
             })
     }
 }
@@ -268,16 +268,16 @@ pub fn tensor_shape(path: &Path, family: Family, name: &str) -> Result<Vec<usize
     backend
         .get_unchecked(name, DType::F32, &Device::Cpu)
         .map(|t| t.dims().to_vec())
-        .map_err(|source| ModelError::Weights {
+        .map_err(|cause| ModelError::Weights {
             path: path.to_path_buf(),
-            source,
+            cause,
         })
 }
 
 fn open_file(path: &Path, read_ahead: bool) -> Result<Box<dyn SimpleBackend>, ModelError> {
     let wrap = |source| ModelError::Weights {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let backend: Box<dyn SimpleBackend> = match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => {

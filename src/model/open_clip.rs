@@ -13,8 +13,10 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 use serde_json::{Map, Value};
 
-use crate::config::{Activation, ClipConfig, ConfigError, EosPooling, TextConfig, VisionConfig};
 use crate::family::Family;
+use crate::model::config::{
+    Activation, ClipConfig, ConfigError, EosPooling, TextConfig, VisionConfig,
+};
 
 /// The parts of `open_clip_config.json` vlm uses besides the architecture.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,9 +73,9 @@ pub fn apply_pins(
 /// Reads `open_clip_config.json`: the model architecture (intermediate sizes still to be
 /// taken from the weights, see [`ClipConfig`]'s use in `Classifier`) and the preprocessing.
 pub fn read_config(path: &Path) -> Result<(ClipConfig, OpenClipPreprocess), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse_config(&text, path)
 }
@@ -91,9 +93,9 @@ pub fn parse_config(
     json: &str,
     origin: &Path,
 ) -> Result<(ClipConfig, OpenClipPreprocess), ConfigError> {
-    let root: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
+    let root: Value = serde_json::from_str(json).map_err(|cause| ConfigError::Json {
         path: origin.to_path_buf(),
-        source,
+        cause,
     })?;
     let root = root
         .as_object()

@@ -9,7 +9,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::layers::{activate, Encoder, StackShape};
-use crate::config::{Activation, VisionConfig};
+use crate::model::config::{Activation, VisionConfig};
 
 /// `vision_model.head`: one learned query (`probe`) attending over all patch tokens with
 /// torch's `nn.MultiheadAttention`, then a residual MLP.

@@ -7,8 +7,8 @@ use candle_nn::{
     embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
 };
 
+use super::config::{EosPooling, TextConfig};
 use super::layers::{Encoder, StackShape};
-use crate::config::{EosPooling, TextConfig};
 
 pub(crate) struct TextTower {
     token_embedding: Embedding,
@@ -71,6 +71,7 @@ impl TextTower {
     }
 
     /// The position transformers pools at for one unpadded sequence.
+    // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L552-L574
     fn pool_position(&self, ids: &[u32]) -> usize {
         // Both rules take the first match, as torch's argmax does on ties.
         match self.pooling {

@@ -4,8 +4,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
+use super::config::VisionConfig;
 use super::layers::{Encoder, StackShape};
-use crate::config::VisionConfig;
 
 pub(crate) struct VisionTower {
     /// The patch convolution as a matrix (hidden, channels * patch * patch): a stride-patch
@@ -66,6 +66,7 @@ impl VisionTower {
     }
 
     /// `pixels`: (batch, 3, size, size). Returns projected (not normalised) embeddings.
+    // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L604-L640
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let (batch, channels, height, width) = pixels.dims4()?;
         if height != self.image_size || width != self.image_size {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::PreprocessError;
+use super::error::PreprocessError;
 
 /// `OPENAI_CLIP_MEAN` from `transformers.image_utils`.
 pub const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -142,7 +142,7 @@ impl PreprocessConfig {
     pub fn from_file(path: &Path) -> Result<Self, PreprocessError> {
         let text = std::fs::read_to_string(path).map_err(|source| PreprocessError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::from_json_str(&text, path)
     }
@@ -152,12 +152,12 @@ impl PreprocessConfig {
         let value: Value =
             serde_json::from_str(s).map_err(|source| PreprocessError::ConfigJson {
                 path: origin.to_path_buf(),
-                source,
+                cause: source,
             })?;
         let Value::Object(map) = value else {
             return Err(PreprocessError::ConfigJson {
                 path: origin.to_path_buf(),
-                source: serde::de::Error::custom("the top level is not a JSON object"),
+                cause: serde::de::Error::custom("the top level is not a JSON object"),
             });
         };
         let fields = Fields { map: &map, origin };

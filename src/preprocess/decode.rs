@@ -20,7 +20,9 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
 
-use super::{jpeg, PreprocessConfig, PreprocessError};
+use super::config::PreprocessConfig;
+use super::error::PreprocessError;
+use super::jpeg;
 
 /// Pillow refuses images above twice `Image.MAX_IMAGE_PIXELS` as decompression bombs; vlm
 /// uses the same ceiling by default so it opens what Python opens.
@@ -99,7 +101,7 @@ pub fn decode_file_region(
 ) -> Result<Decoded, PreprocessError> {
     let bytes = std::fs::read(path).map_err(|source| PreprocessError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     decode_bytes_region(&bytes, path, options)
 }
@@ -128,11 +130,11 @@ pub fn decode_bytes_region(
     let decode_err = |source| match source {
         image::ImageError::Unsupported(source) => PreprocessError::Unsupported {
             path: origin.to_path_buf(),
-            source,
+            cause: source,
         },
         source => PreprocessError::Decode {
             path: origin.to_path_buf(),
-            source,
+            cause: source,
         },
     };
     let mut reader = ImageReader::new(Cursor::new(bytes))

@@ -10,12 +10,11 @@
 
 mod config;
 mod decode;
+mod error;
 mod jpeg;
 #[cfg(test)]
 mod parity;
 mod resize;
-
-use std::path::PathBuf;
 
 use image::RgbImage;
 
@@ -26,88 +25,7 @@ pub use decode::{
     decode_bytes, decode_bytes_region, decode_bytes_with, decode_file, decode_file_region,
     decode_file_with, DecodeOptions, Decoded, DEFAULT_MAX_PIXELS,
 };
-
-/// Failures while reading configs, decoding images or preprocessing pixels.
-#[derive(Debug, thiserror::Error)]
-pub enum PreprocessError {
-    #[error("cannot read {}: {source}; check that the path exists and is readable", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{} is not a valid preprocessor config ({source}); fix the JSON or re-download the checkpoint",
-        path.display()
-    )]
-    ConfigJson {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error(
-        "{}: field `{field}` {reason}; fix or remove it (missing fields take CLIP's defaults)",
-        path.display()
-    )]
-    ConfigField {
-        path: PathBuf,
-        field: String,
-        reason: String,
-    },
-    #[error(
-        "{} is not an image vlm can read (PNG, JPEG, GIF, WebP, BMP, TIFF); check the file type",
-        path.display()
-    )]
-    UnknownFormat { path: PathBuf },
-    #[error(
-        "{} uses an image feature vlm cannot decode ({source}); convert it to PNG or JPEG",
-        path.display()
-    )]
-    Unsupported {
-        path: PathBuf,
-        source: image::error::UnsupportedError,
-    },
-    #[error(
-        "cannot decode {}: {source}; the file may be truncated or corrupt, try re-saving it as PNG or JPEG",
-        path.display()
-    )]
-    Decode {
-        path: PathBuf,
-        source: image::ImageError,
-    },
-    #[error(
-        "{} is {width}x{height} pixels, over the limit of {max_pixels} pixels; downscale the image or raise the limit",
-        path.display()
-    )]
-    TooLarge {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-        max_pixels: u64,
-    },
-    #[error("{} has no pixels ({width}x{height}); re-export the image", path.display())]
-    EmptyFile {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-    },
-    #[error(
-        "the preprocessing config gives this image a {}x{} output instead of {}x{}; \
-         enable do_center_crop or resize to an exact size",
-        got.1, got.0, expected.1, expected.0
-    )]
-    VariableOutputSize {
-        /// `(height, width)` promised by [`PreprocessConfig::output_size`].
-        expected: (u32, u32),
-        /// `(height, width)` this image would get.
-        got: (u32, u32),
-    },
-    #[error("cannot preprocess a {width}x{height} image: it has no pixels")]
-    EmptyImage { width: u32, height: u32 },
-    #[error(
-        "a {width}x{height} image would be resized to {long} pixels along its long side, which \
-         is too elongated to process; crop it to a less extreme aspect ratio first"
-    )]
-    TooElongated { width: u32, height: u32, long: u64 },
-}
+pub use error::PreprocessError;
 
 /// Turns decoded RGB images into the normalised tensors CLIP's vision encoder expects.
 #[derive(Debug, Clone)]
@@ -236,6 +154,7 @@ fn sample_value(cfg: &PreprocessConfig, channel: usize, v: u8) -> f32 {
     x
 }
 
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/image_transforms.py#L249
 /// Output `(height, width)` of the resize step, as transformers'
 /// `get_resize_output_image_size(default_to_square=False)` computes it.
 fn resized_size(
@@ -284,6 +203,7 @@ struct CropAxis {
     len: u32,
 }
 
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/image_transforms.py#L448
 /// transformers' `center_crop`: offset `(size - crop) // 2` when the image is large enough,
 /// otherwise the whole axis placed at `ceil((crop - size) / 2)` in a zero canvas.
 /// torchvision (open_clip) rounds the offset half to even instead: `round(margin / 2)`.

@@ -1,6 +1,7 @@
 //! Pillow-exact resampling of 8-bit RGB images.
 //!
-//! Reimplements the arithmetic of Pillow's `ImagingResample` (libImaging/Resample.c) so that
+//! Reimplements the arithmetic of Pillow's `ImagingResample`
+//! (<https://github.com/python-pillow/Pillow/blob/13.0.0/src/libImaging/Resample.c>) so that
 //! results are bit-identical: per-axis filter weights computed in `f64`, normalised to sum to
 //! one, converted to 22-bit fixed point, then two separable passes with an 8-bit intermediate
 //! (rounded and clamped) in the order Pillow 13 picks. NEAREST follows Pillow's affine

@@ -15,8 +15,7 @@
 //! are written after that, each by an atomic rename, so an interrupted run never leaves a cache
 //! entry that looks complete.
 
-use super::hub::classify_status;
-use super::{HubOptions, SourceError};
+use super::{is_commit_hash, HubOptions, SourceError};
 use hf_hub::{Repo, RepoType};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
@@ -157,7 +156,7 @@ impl Downloader {
         let pointer = repo_dir.join("snapshots").join(&meta.commit).join(file);
         link_snapshot(&blob, &pointer, file).map_err(|e| ctx.disk(&self.cache_dir, &pointer, e))?;
         // Python's cache has no ref for a commit revision; snapshots/{commit} is found directly.
-        if !super::hub::is_commit_hash(revision) {
+        if !is_commit_hash(revision) {
             let ref_path = repo_dir.join("refs").join(revision);
             write_atomic(&ref_path, meta.commit.as_bytes())
                 .map_err(|e| ctx.disk(&self.cache_dir, &ref_path, e))?;
@@ -204,7 +203,7 @@ impl Downloader {
             .ok_or_else(|| ctx.bad("no x-repo-commit header"))?
             .trim()
             .to_string();
-        if !super::hub::is_commit_hash(&commit) {
+        if !is_commit_hash(&commit) {
             return Err(ctx.bad(format!("x-repo-commit {commit:?} is not a 40-hex commit")));
         }
         let linked = response.header("x-linked-etag");
@@ -424,7 +423,7 @@ impl Downloader {
     /// A failed request as a [`SourceError`]: HTTP status, timeout or unreachable hub.
     fn request_error(&self, ctx: &Ctx, url: &str, err: ureq::Error) -> SourceError {
         match err {
-            ureq::Error::Status(status, response) => classify_status(
+            ureq::Error::Status(status, response) => SourceError::from_hub_status(
                 status,
                 response.header("x-error-code"),
                 response.header("x-error-message"),

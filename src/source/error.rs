@@ -265,3 +265,50 @@ pub enum SourceError {
         cause: String,
     },
 }
+
+impl SourceError {
+    /// Turn an HTTP error status (plus the hub's `x-error-code`) into a [`SourceError`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_hub_status(
+        status: u16,
+        code: Option<&str>,
+        message: Option<&str>,
+        url: &str,
+        repo: &str,
+        revision: &str,
+        file: &str,
+        endpoint: &str,
+    ) -> Self {
+        match (code, status) {
+            // The hub answers 401 + RepoNotFound for unknown repos when no token is sent.
+            (Some("RepoNotFound"), _) => SourceError::RepoNotFound {
+                repo: repo.to_string(),
+                endpoint: endpoint.to_string(),
+            },
+            (Some("RevisionNotFound"), _) => SourceError::RevisionNotFound {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+            },
+            (Some("EntryNotFound"), _) | (None, 404) => SourceError::FileNotFound {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+                file: file.to_string(),
+            },
+            (Some("GatedRepo"), _) | (_, 401 | 403) => SourceError::Unauthorized {
+                repo: repo.to_string(),
+                file: file.to_string(),
+                status,
+                endpoint: endpoint.to_string(),
+            },
+            _ => SourceError::Http {
+                repo: repo.to_string(),
+                file: file.to_string(),
+                status,
+                url: url.to_string(),
+                detail: message
+                    .map(|m| format!("; hub says: {m}"))
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}

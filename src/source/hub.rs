@@ -13,7 +13,9 @@
 //! `--revision` or delete the repo's cache folder to update.
 
 use super::download::Downloader;
-use super::{HubOptions, ModelFiles, SourceError, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS};
+use super::{
+    is_commit_hash, HubOptions, ModelFiles, SourceError, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
+};
 use hf_hub::{Cache, Repo, RepoType};
 use std::cell::OnceCell;
 use std::path::PathBuf;
@@ -35,14 +37,6 @@ fn is_siglip(config: &std::path::Path) -> bool {
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .is_some_and(|v| v.get("model_type").and_then(|t| t.as_str()) == Some("siglip"))
-}
-
-/// Whether `revision` is a full commit hash (40 lowercase hex digits).
-pub(crate) fn is_commit_hash(revision: &str) -> bool {
-    revision.len() == 40
-        && revision
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Path of `file` for `repo` at `revision` in the cache, if present. Never touches the network.
@@ -259,51 +253,6 @@ impl<'a> Fetcher<'a> {
     }
 }
 
-/// Turn an HTTP error status (plus the hub's `x-error-code`) into a [`SourceError`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn classify_status(
-    status: u16,
-    code: Option<&str>,
-    message: Option<&str>,
-    url: &str,
-    repo: &str,
-    revision: &str,
-    file: &str,
-    endpoint: &str,
-) -> SourceError {
-    match (code, status) {
-        // The hub answers 401 + RepoNotFound for unknown repos when no token is sent.
-        (Some("RepoNotFound"), _) => SourceError::RepoNotFound {
-            repo: repo.to_string(),
-            endpoint: endpoint.to_string(),
-        },
-        (Some("RevisionNotFound"), _) => SourceError::RevisionNotFound {
-            repo: repo.to_string(),
-            revision: revision.to_string(),
-        },
-        (Some("EntryNotFound"), _) | (None, 404) => SourceError::FileNotFound {
-            repo: repo.to_string(),
-            revision: revision.to_string(),
-            file: file.to_string(),
-        },
-        (Some("GatedRepo"), _) | (_, 401 | 403) => SourceError::Unauthorized {
-            repo: repo.to_string(),
-            file: file.to_string(),
-            status,
-            endpoint: endpoint.to_string(),
-        },
-        _ => SourceError::Http {
-            repo: repo.to_string(),
-            file: file.to_string(),
-            status,
-            url: url.to_string(),
-            detail: message
-                .map(|m| format!("; hub says: {m}"))
-                .unwrap_or_default(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +261,7 @@ mod tests {
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
     fn classify(status: u16, code: Option<&str>) -> SourceError {
-        classify_status(
+        SourceError::from_hub_status(
             status,
             code,
             Some("boom"),

@@ -324,6 +324,14 @@ pub(crate) fn is_repo_id(s: &str) -> bool {
     matches!(s.split_once('/'), Some((owner, name)) if part(owner) && part(name))
 }
 
+/// Whether `revision` is a full commit hash (40 lowercase hex digits).
+pub(crate) fn is_commit_hash(revision: &str) -> bool {
+    revision.len() == 40
+        && revision
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,8 @@
 //! to `tests/fixtures/reference/`; this test only reads them (no Python needed).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
+use crate::common::fixtures;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 use vlm::labels::Template;
@@ -13,10 +13,6 @@ use vlm::source::ModelFiles;
 use vlm::Classifier;
 
 const MODELS: [&str; 2] = ["tiny-quickgelu", "tiny-gelu-f16"];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 struct Reference {
     json: Value,
@@ -243,7 +239,7 @@ fn files_to_probabilities_match_transformers() {
 #[test]
 fn pytorch_pickle_weights_match_transformers() {
     let dir = fixtures().join("models/tiny-pickle");
-    let config = vlm::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let config = vlm::model::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
     let model =
         vlm::model::ClipModel::load(&config, &dir.join("pytorch_model.bin"), &Device::Cpu).unwrap();
     let r = candle_core::safetensors::load(

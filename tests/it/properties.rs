@@ -6,8 +6,8 @@ use std::path::Path;
 use image::{ImageEncoder, RgbImage};
 use proptest::prelude::*;
 use serde_json::Value;
-use vlm::config::ClipConfig;
 use vlm::labels::{parse_list, PromptSet, Template, Templates};
+use vlm::model::config::ClipConfig;
 use vlm::preprocess::{decode_bytes_with, DecodeOptions, PreprocessConfig, Preprocessor, Resample};
 
 const TINY: &str = concat!(

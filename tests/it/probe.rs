@@ -5,24 +5,17 @@
 //! Commands run inside the temporary directory with relative paths, so the held-out split
 //! (a hash of each image's path) is the same on every run.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::common::{self, stderr};
 use serde_json::Value;
 
-const LABELS: &str = "red,green,blue,yellow";
-
 fn vlm(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlm"))
-        .current_dir(dir)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VLM_MODEL")
-        .args(args)
-        .output()
-        .unwrap()
+    common::vlm().current_dir(dir).args(args).output().unwrap()
 }
+
+const LABELS: &str = "red,green,blue,yellow";
 
 fn model() -> String {
     common::tiny_model().display().to_string()
@@ -34,10 +27,6 @@ fn other_model() -> PathBuf {
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Training images (16 per colour) and a separate test set (12 per colour, another seed).

@@ -1,25 +1,20 @@
 //! `vlm embed` and `vlm search` end to end, on the tiny checkpoint and a generated domain,
 //! checked against readers and rankings computed here, independently of vlm's own.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::{self, stderr};
 use candle_core::Device;
 use serde_json::Value;
 use vlm::source::ModelFiles;
 use vlm::Classifier;
 
-/// `vlm <subcommand> --model <tiny>`, never reaching for a hub or a user's cache.
 fn vlm(subcommand: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
+    let mut command = common::vlm();
     command
         .arg(subcommand)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VLM_MODEL")
-        .env_remove("VLM_CACHE_DIR")
         .arg("--model")
         .arg(common::tiny_model());
     command
@@ -27,10 +22,6 @@ fn vlm(subcommand: &str) -> Command {
 
 fn run(command: &mut Command) -> Output {
     command.output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 fn stdout(output: &Output) -> String {

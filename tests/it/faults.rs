@@ -3,24 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{stderr, vlm};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
 fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-quickgelu")
-}
-
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    command.env("HF_HUB_OFFLINE", "1").env_remove("VLM_MODEL");
-    command
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// `count` PNGs of `side` x `side`: up to ten distinct pictures, copied under more names.

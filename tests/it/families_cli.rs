@@ -2,32 +2,23 @@
 //! multi-label thresholds per scoring, few-shot examples, probes), eval (and `--models`),
 //! fit, embed, search, the embedding cache and bench.
 
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use crate::common::{self, fixtures};
 use serde_json::Value;
 
 fn model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
+    fixtures().join("models").join(name)
 }
 
 fn image(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/images")
-        .join(name)
+    fixtures().join("images").join(name)
 }
 
 fn vlm(command: &str) -> Command {
-    let mut vlm = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    vlm.arg(command)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VLM_MODEL")
-        .env_remove("VLM_CACHE_DIR")
-        .env_remove("RAYON_NUM_THREADS");
+    let mut vlm = common::vlm();
+    vlm.arg(command);
     vlm
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::metrics::ConfusionMatrix;
+use super::metrics::ConfusionMatrix;
 
 /// Up to this many classes, each cell shows its percentage.
 pub const MAX_CLASSES_WITH_VALUES: usize = 20;

@@ -5,8 +5,8 @@
 //! the embedding cache keeps the two apart.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use crate::common::{fixtures, stderr, vlm};
 use candle_core::Device;
 use image::{imageops, RgbImage};
 use serde_json::Value;
@@ -18,10 +18,6 @@ use vlm::preprocess::{
 use vlm::probe::ModelIdentity;
 use vlm::source::ModelFiles;
 use vlm::Classifier;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn photo(name: &str) -> RgbImage {
     image::open(fixtures().join("images").join(name))
@@ -294,19 +290,6 @@ fn probes_apply_either_way() {
     );
     assert_eq!(ModelIdentity::of(&files, &classifier).unwrap(), plain);
     assert_ne!(classifier.compute_fingerprint(), cache_key);
-}
-
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    command
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VLM_MODEL")
-        .env_remove("VLM_CACHE_DIR");
-    command
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

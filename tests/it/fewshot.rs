@@ -8,21 +8,16 @@
 //! dominate, `--examples-weight 100 --examples-sharpness 50`, instead of Tip-Adapter's
 //! defaults (1 and 5.5), which do not beat the random prompts on this model.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::common::{self, stderr};
 use serde_json::Value;
 
-const LABELS: &str = "red,green,blue,yellow";
-
 fn vlm(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
+    let mut command = common::vlm();
     command
         .current_dir(dir)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VLM_MODEL")
         .arg("classify")
         .arg("--model")
         .arg(common::tiny_model())
@@ -30,12 +25,10 @@ fn vlm(dir: &Path) -> Command {
     command
 }
 
+const LABELS: &str = "red,green,blue,yellow";
+
 fn run(command: &mut Command) -> Output {
     command.output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// One record per image, by path.

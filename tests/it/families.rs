@@ -3,14 +3,14 @@
 //! fixed-res and MetaCLIP 2 (Hugging Face layout), open_clip 3.3.0 for the open_clip layout.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
+use crate::common::fixtures;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use vlm::classify::Classifier;
 use vlm::family::{Family, Scoring};
 use vlm::labels::Template;
 use vlm::source::ModelFiles;
+use vlm::Classifier;
 
 /// (fixture, family it must be detected as).
 const MODELS: [(&str, Family); 5] = [
@@ -20,10 +20,6 @@ const MODELS: [(&str, Family); 5] = [
     ("openclip-quickgelu", Family::OpenClip),
     ("openclip-squash", Family::OpenClip),
 ];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 struct Reference {
     json: Value,

@@ -4,10 +4,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::ClipConfig;
 use crate::error::{Error, Result};
 use crate::family::{Family, Scoring};
 use crate::labels::PromptSet;
+use crate::model::config::ClipConfig;
 use crate::model::{l2_normalize, ClipModel};
 use crate::preprocess::{self, DecodeOptions, PreprocessConfig, Preprocessor};
 use crate::score::{self, Score};
@@ -140,7 +140,7 @@ impl Classifier {
             }
             parts.push(self.model.encode_text(&ids)?);
         }
-        let embeddings = Tensor::cat(&parts, 0).map_err(Error::Score)?;
+        let embeddings = Tensor::cat(&parts, 0).map_err(Error::Tensor)?;
         Ok(PromptEmbeddings {
             embeddings,
             truncated,
@@ -164,7 +164,7 @@ impl Classifier {
             l2_normalize(&Tensor::cat(&means, 0)?)
         };
         Ok(PromptEmbeddings {
-            embeddings: ensemble().map_err(Error::Score)?,
+            embeddings: ensemble().map_err(Error::Tensor)?,
             truncated: prompts.truncated,
         })
     }
@@ -188,14 +188,14 @@ impl Classifier {
         let batch = Tensor::from_vec(flat, (pixels.len(), 3, size, size), self.model.device())
             .map_err(|source| crate::model::ModelError::Run {
                 what: "images",
-                source,
+                cause: source,
             })?;
         Ok(self.model.encode_images(&batch)?)
     }
 
     /// Embeds a batch of preprocessed images, one row of floats per image.
     pub fn embed_pixels_rows(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
-        self.embed_pixels(pixels)?.to_vec2().map_err(Error::Score)
+        self.embed_pixels(pixels)?.to_vec2().map_err(Error::Tensor)
     }
 
     /// Ranks the prompts for image embeddings given as rows of floats.
@@ -209,7 +209,7 @@ impl Classifier {
         };
         let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
         let matrix = Tensor::from_vec(flat, (rows.len(), first.len()), self.model.device())
-            .map_err(Error::Score)?;
+            .map_err(Error::Tensor)?;
         self.rank(&matrix, prompts)
     }
 
@@ -226,7 +226,7 @@ impl Classifier {
             self.model.logit_bias(),
             self.scoring(),
         )
-        .map_err(Error::Score)
+        .map_err(Error::Tensor)
     }
 }
 

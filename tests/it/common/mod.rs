@@ -76,3 +76,35 @@ pub fn draw_domain(dir: &Path, classes: usize, per_class: usize, seed: u64) -> V
 pub fn tiny_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-quickgelu")
 }
+
+/// The one `vlm` command builder of the tests: the built binary with every variable vlm
+/// reads removed, so a developer's settings never leak into a test, and the hub offline.
+pub fn vlm() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"));
+    for var in [
+        "VLM_MODEL",
+        "VLM_CACHE_DIR",
+        "VLM_HUB_TIMEOUT",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+        "RAYON_NUM_THREADS",
+    ] {
+        command.env_remove(var);
+    }
+    // Never reach for a real hub from the tests.
+    command.env("HF_HUB_OFFLINE", "1");
+    command
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The committed fixtures folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}

@@ -2,11 +2,10 @@
 //! number is checked against predictions taken from `vlm classify` on the same images and
 //! measured here with the test's own arithmetic.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::common::{self, stderr, vlm};
 use serde_json::Value;
 
 /// Sorted, as `vlm eval` orders classes by folder name.
@@ -16,13 +15,6 @@ const PER_CLASS: usize = 6;
 const WIDE: [&str; 7] = ["blue", "green", "grey", "orange", "purple", "red", "yellow"];
 /// A template under which the tiny random model's predictions vary on [`wide_domain`].
 const TEMPLATE: &str = "itap of a {}.";
-
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    // Never reach for a real hub or a user's cache from the tests.
-    command.env("HF_HUB_OFFLINE", "1").env_remove("VLM_MODEL");
-    command
-}
 
 fn eval(dir: &Path, extra: &[&str]) -> Output {
     vlm()
@@ -37,10 +29,6 @@ fn eval(dir: &Path, extra: &[&str]) -> Output {
 
 fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 fn json(output: &Output) -> Value {

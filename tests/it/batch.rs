@@ -3,31 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::common::{fixtures, stderr, vlm};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
-}
-
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    command
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VLM_MODEL")
-        .env_remove("VLM_CACHE_DIR");
-    command
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn jsonl(text: &str) -> Vec<Value> {

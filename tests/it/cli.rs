@@ -4,13 +4,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::common::{fixtures, stderr, vlm};
 use serde_json::Value;
 
 const MODEL: &str = "tiny-quickgelu";
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn model_dir() -> PathBuf {
     fixtures().join("models").join(MODEL)
@@ -49,23 +46,12 @@ fn labels(reference: &Value) -> Vec<String> {
         .collect()
 }
 
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    // Never reach for a real hub or a user's cache from the tests.
-    command.env("HF_HUB_OFFLINE", "1").env_remove("VLM_MODEL");
-    command
-}
-
 fn run(command: &mut Command) -> Output {
     command.output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 #[test]

@@ -15,15 +15,15 @@ use crate::family::Family;
 /// Why a `config.json` could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}; check that the model directory is complete", path.display())]
+    #[error("cannot read {}: {cause}; check that the model directory is complete", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{} is not valid JSON: {source}; re-download the checkpoint", path.display())]
+    #[error("{} is not valid JSON: {cause}; re-download the checkpoint", path.display())]
     Json {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("{}: field `{field}` {problem}", path.display())]
     Field {
@@ -134,7 +134,7 @@ impl ClipConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::from_json_str(&text, path)
     }
@@ -143,7 +143,7 @@ impl ClipConfig {
     pub fn from_json_str(json: &str, origin: &Path) -> Result<Self, ConfigError> {
         let root: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
             path: origin.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let fields = Fields {
             path: origin,

@@ -4,17 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::common::{fixtures, stderr, vlm};
 use candle_core::Device;
 use serde_json::Value;
 use vlm::preprocess::{decode_file, PreprocessConfig, PreprocessError, Preprocessor};
 use vlm::source::ModelFiles;
 use vlm::Classifier;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn hostile_dir() -> PathBuf {
     fixtures().join("hostile")
@@ -22,16 +19,6 @@ fn hostile_dir() -> PathBuf {
 
 fn model_dir() -> PathBuf {
     fixtures().join("models/tiny-quickgelu")
-}
-
-fn vlm() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vlm"));
-    command.env("HF_HUB_OFFLINE", "1").env_remove("VLM_MODEL");
-    command
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn jsonl(output: &Output) -> Vec<Value> {

@@ -1,0 +1,145 @@
+//! Arguments of `vlm classify`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{FormatArg, InputArgs, ModelArgs, OrganizeArg, TemplateArgs};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("label_source").required(true).args(["labels", "labels_file", "probe"])))]
+pub struct ClassifyArgs {
+    /// Images to classify: files, directories (searched recursively), quoted glob
+    /// patterns such as "photos/**/*.jpg", or http(s) URLs.
+    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
+    pub inputs: Vec<String>,
+
+    // Labels and prompts.
+    /// Comma-separated labels, e.g. "dog,cat,hot dog"; "cat|kitten" makes synonyms one class.
+    #[arg(short, long, value_name = "LIST", help_heading = "Labels")]
+    pub labels: Option<String>,
+
+    /// File with one label per line (commas allowed); blank lines and # comments skipped.
+    #[arg(long, value_name = "FILE", help_heading = "Labels")]
+    pub labels_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub prompts: TemplateArgs,
+
+    /// A linear probe from `vlm fit` to score with instead of prompts; the labels are the
+    /// probe's, and it must have been trained on the same --model.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["template", "templates", "multi_label", "examples"],
+        help_heading = "Labels"
+    )]
+    pub probe: Option<PathBuf>,
+
+    // Few-shot.
+    /// A few example images per label in DIR/<label>/ (every folder must be one of the
+    /// labels): they sharpen the prompts (Tip-Adapter); labels without examples use the
+    /// prompt alone.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "multi_label",
+        help_heading = "Few-shot"
+    )]
+    pub examples: Option<PathBuf>,
+
+    /// How much the examples count against the prompts (Tip-Adapter's alpha; 0 ignores them).
+    #[arg(long, value_name = "A", default_value_t = vlm::fewshot::DEFAULT_WEIGHT,
+          requires = "examples", help_heading = "Few-shot")]
+    pub examples_weight: f32,
+
+    /// How fast an example stops counting as an image looks less like it (Tip-Adapter's beta).
+    #[arg(long, value_name = "B", default_value_t = vlm::fewshot::DEFAULT_SHARPNESS,
+          requires = "examples", help_heading = "Few-shot")]
+    pub examples_sharpness: f32,
+
+    #[command(flatten)]
+    pub filter: InputArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    // Decisions.
+    /// Decide each label on its own: select every label that reaches --threshold, instead of
+    /// picking the most probable one.
+    #[arg(long, help_heading = "Decisions")]
+    pub multi_label: bool,
+
+    /// What a label needs to be selected with --multi-label. Sigmoid-scored models (SigLIP):
+    /// its own probability, 0-1, default 0.5, the boundary the model was trained for.
+    /// Softmax-scored models (CLIP, MetaCLIP 2, open_clip): its cosine similarity, default
+    /// 0.25, because a softmax share depends on the other labels given. With --probe: the
+    /// probe's logit.
+    #[arg(
+        long,
+        value_name = "T",
+        requires = "multi_label",
+        allow_negative_numbers = true,
+        help_heading = "Decisions"
+    )]
+    pub threshold: Option<f32>,
+
+    /// Mark an image uncertain when its top label's probability is below P (0-1).
+    #[arg(
+        long,
+        value_name = "P",
+        conflicts_with = "multi_label",
+        help_heading = "Decisions"
+    )]
+    pub min_probability: Option<f32>,
+
+    /// Sort the images into DEST/<top label>/ (uncertain ones into DEST/_uncertain/).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        requires = "dest",
+        help_heading = "Decisions"
+    )]
+    pub organize: Option<OrganizeArg>,
+
+    /// Destination folder for --organize.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "organize",
+        help_heading = "Decisions"
+    )]
+    pub dest: Option<PathBuf>,
+
+    /// With --organize: print what would be done, change nothing.
+    #[arg(long, requires = "organize", help_heading = "Decisions")]
+    pub dry_run: bool,
+
+    // Output.
+    /// Output format [default: from the --output extension (.jsonl, .json, .csv, .tsv), else table].
+    #[arg(short, long, value_enum, help_heading = "Output")]
+    pub format: Option<FormatArg>,
+
+    /// Write results to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub output: Option<PathBuf>,
+
+    /// Keep the results already in --output (JSON Lines) and classify only the inputs not
+    /// in it yet; a line cut short by a killed run is removed first.
+    #[arg(long, requires = "output", help_heading = "Output")]
+    pub resume: bool,
+
+    /// Report only the N most probable labels per image.
+    #[arg(short = 'k', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          help_heading = "Output")]
+    pub top_k: Option<u64>,
+
+    /// No progress bar, warnings or summary on stderr (errors are still printed).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Also report skipped files and cache statistics on stderr.
+    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
+    pub verbose: bool,
+}

@@ -1,0 +1,386 @@
+//! How labels are chosen for an image: the [`Scorer`] turns an image embedding into ranked
+//! label scores (by prompts, by prompts and example images, or by a linear probe), and the
+//! [`Decisions`] turn those scores into a report (top-k, multi-label selection, the
+//! "uncertain" flag) and a destination for `--organize`.
+
+use crate::checkpoint::{Classifier, PromptEmbeddings};
+use crate::error::Result;
+use crate::family::Scoring;
+use crate::fewshot::{ExampleCache, TipParams};
+use crate::labels::PromptSet;
+use crate::output::{ImageReport, LabelResult, Outcome};
+use crate::probe::Probe;
+use crate::score::Score;
+
+/// A setting of the decisions that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("--min-probability must be between 0 and 1, got {0}")]
+    MinProbability(f32),
+    #[error("--threshold must be a finite number, got {0}")]
+    Threshold(f32),
+    #[error(
+        "--threshold is a probability (0-1) for this model, whose scores are sigmoids \
+         (one per label); got {0}"
+    )]
+    ProbabilityThreshold(f32),
+}
+
+/// `--multi-label`'s default threshold on the cosine similarity (softmax-scored models).
+pub const DEFAULT_COSINE_THRESHOLD: f32 = 0.25;
+/// `--multi-label`'s default threshold on a sigmoid probability: the decision boundary
+/// SigLIP was trained for.
+pub const DEFAULT_SIGMOID_THRESHOLD: f32 = 0.5;
+
+/// How each image's labels are scored.
+pub enum Scorer {
+    /// Prompts, and example images when given (Tip-Adapter).
+    Prompts {
+        prompts: PromptSet,
+        text: PromptEmbeddings,
+        examples: Option<(ExampleCache, TipParams)>,
+    },
+    /// A linear probe.
+    Probe(Probe),
+}
+
+impl Scorer {
+    /// Ranked scores for each embedding in `rows`, best first.
+    pub fn rank(&self, classifier: &Classifier, rows: &[&[f32]]) -> Result<Vec<Vec<Score>>> {
+        match self {
+            Self::Prompts {
+                text,
+                examples: None,
+                ..
+            } => classifier.rank_rows(rows, text),
+            Self::Prompts {
+                text,
+                examples: Some((examples, params)),
+                ..
+            } => {
+                let model = classifier.model();
+                let logits = (model.logit_scale(), model.logit_bias());
+                Ok(classifier
+                    .rank_rows(rows, text)?
+                    .iter()
+                    .zip(rows)
+                    .map(|(scores, row)| {
+                        examples.rank_scored(row, scores, logits, model.scoring(), *params)
+                    })
+                    .collect())
+            }
+            Self::Probe(probe) => Ok(rows.iter().map(|row| probe.rank(row)).collect()),
+        }
+    }
+
+    /// The name of class `index`.
+    pub fn label(&self, index: usize) -> &str {
+        match self {
+            Self::Prompts { prompts, .. } => &prompts.classes[index].name,
+            Self::Probe(probe) => &probe.labels()[index],
+        }
+    }
+
+    /// The class's (first) prompt; a probe has none.
+    pub fn prompt(&self, index: usize) -> &str {
+        match self {
+            Self::Prompts { prompts, .. } => prompts.first_prompt(index),
+            Self::Probe(_) => "",
+        }
+    }
+
+    /// What the `similarity` column holds: the cosine for prompts, the logit for a probe.
+    pub fn similarity_name(&self) -> &'static str {
+        match self {
+            Self::Prompts { .. } => "cos",
+            Self::Probe(_) => "logit",
+        }
+    }
+
+    /// How the probabilities are computed, as every output names it: the checkpoint's
+    /// scoring for prompts (`softmax` or `sigmoid`), `probe-softmax` for a probe, which is
+    /// its own softmax classifier over the classes whatever the family.
+    pub fn scoring_name(&self, classifier: &Classifier) -> &'static str {
+        match self {
+            Self::Prompts { .. } => classifier.scoring().name(),
+            Self::Probe(_) => "probe-softmax",
+        }
+    }
+
+    /// Whether `--multi-label` thresholds each label's probability (sigmoid-scored prompts:
+    /// each probability is a calibrated yes/no) rather than its similarity (a softmax share
+    /// depends on the other labels; a probe's similarity is its logit).
+    pub fn thresholds_probability(&self, classifier: &Classifier) -> bool {
+        matches!(self, Self::Prompts { .. }) && classifier.scoring() == Scoring::Sigmoid
+    }
+}
+
+/// The decision settings of one run, checked once.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Decisions {
+    /// Report at most this many labels per image; `None` reports all.
+    pub top_k: Option<usize>,
+    /// Multi-label mode: every label whose similarity (or, with
+    /// [`Self::multi_label_on_probability`], probability) reaches this is selected.
+    pub multi_label: Option<f32>,
+    /// The multi-label threshold applies to the probability (sigmoid scoring).
+    pub multi_label_on_probability: bool,
+    /// Single-label mode: a top probability below this marks the image uncertain.
+    pub min_probability: Option<f32>,
+}
+
+impl Decisions {
+    /// Checks the settings: a probability must lie in 0..=1, a threshold be finite.
+    pub fn new(
+        top_k: Option<usize>,
+        multi_label: Option<f32>,
+        min_probability: Option<f32>,
+    ) -> Result<Self, DecideError> {
+        if let Some(p) = min_probability {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(DecideError::MinProbability(p));
+            }
+        }
+        if let Some(t) = multi_label.filter(|t| !t.is_finite()) {
+            return Err(DecideError::Threshold(t));
+        }
+        Ok(Self {
+            top_k,
+            multi_label,
+            min_probability,
+            multi_label_on_probability: false,
+        })
+    }
+
+    /// Fits the multi-label threshold to the scorer: `requested` (the user's `--threshold`)
+    /// or the default, on the probability when `on_probability` (see
+    /// [`Scorer::thresholds_probability`]), else on the similarity.
+    pub fn with_threshold_on(
+        mut self,
+        requested: Option<f32>,
+        on_probability: bool,
+    ) -> Result<Self, DecideError> {
+        if self.multi_label.is_none() {
+            return Ok(self);
+        }
+        let threshold = requested.unwrap_or(if on_probability {
+            DEFAULT_SIGMOID_THRESHOLD
+        } else {
+            DEFAULT_COSINE_THRESHOLD
+        });
+        if on_probability && !(0.0..=1.0).contains(&threshold) {
+            return Err(DecideError::ProbabilityThreshold(threshold));
+        }
+        self.multi_label = Some(threshold);
+        self.multi_label_on_probability = on_probability;
+        Ok(self)
+    }
+
+    /// The report for one image from its ranked `scores` (best first).
+    pub fn report(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageReport {
+        let passes = |s: &Score, threshold: f32| {
+            if self.multi_label_on_probability {
+                s.probability >= threshold
+            } else {
+                s.similarity >= threshold
+            }
+        };
+        let results = scores
+            .iter()
+            .take(self.top_k.unwrap_or(usize::MAX))
+            .map(|s| LabelResult {
+                label: scorer.label(s.index).to_string(),
+                prompt: scorer.prompt(s.index).to_string(),
+                probability: s.probability,
+                similarity: s.similarity,
+                selected: self.multi_label.map(|t| passes(s, t)),
+            })
+            .collect();
+        let labels = self.multi_label.map(|threshold| {
+            scores
+                .iter()
+                .filter(|s| passes(s, threshold))
+                .map(|s| scorer.label(s.index).to_string())
+                .collect()
+        });
+        let uncertain = self
+            .min_probability
+            .map(|p| scores.first().is_none_or(|top| top.probability < p));
+        ImageReport {
+            path: path.to_string(),
+            outcome: Outcome::Ranked(results),
+            uncertain,
+            labels,
+        }
+    }
+}
+
+/// Where `--organize` puts an image: `Some(Some(label))` into that label's folder,
+/// `Some(None)` into the folder for images without a label (uncertain, or no label selected
+/// in multi-label mode), `None` nowhere (the image failed).
+pub fn destination(report: &ImageReport) -> Option<Option<String>> {
+    match (&report.labels, &report.outcome) {
+        (_, Outcome::Failed(_)) => None,
+        (Some(selected), _) => Some(selected.first().cloned()),
+        (None, _) if report.uncertain == Some(true) => Some(None),
+        (None, Outcome::Ranked(results)) => Some(results.first().map(|r| r.label.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::{Template, Templates};
+
+    fn scorer() -> Scorer {
+        let labels = ["cat".to_string(), "dog".to_string(), "car".to_string()];
+        let templates = Templates::single(Template::new("a photo of a {}.").unwrap());
+        let prompts = PromptSet::new(&labels, &templates).unwrap();
+        Scorer::Prompts {
+            prompts,
+            // Not used by `report`, which only reads names and prompts.
+            text: PromptEmbeddings {
+                embeddings: candle_core::Tensor::zeros(
+                    (3, 4),
+                    candle_core::DType::F32,
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap(),
+                truncated: vec![false; 3],
+            },
+            examples: None,
+        }
+    }
+
+    fn scores() -> Vec<Score> {
+        vec![
+            Score {
+                index: 1,
+                probability: 0.6,
+                similarity: 0.31,
+            },
+            Score {
+                index: 0,
+                probability: 0.3,
+                similarity: 0.27,
+            },
+            Score {
+                index: 2,
+                probability: 0.1,
+                similarity: 0.20,
+            },
+        ]
+    }
+
+    fn labels(report: &ImageReport) -> Vec<&str> {
+        match &report.outcome {
+            Outcome::Ranked(r) => r.iter().map(|r| r.label.as_str()).collect(),
+            Outcome::Failed(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn single_label_reports_all_ranked_with_prompts() {
+        let report = Decisions::default().report("x.jpg", &scores(), &scorer());
+        assert_eq!(labels(&report), ["dog", "cat", "car"]);
+        let Outcome::Ranked(results) = &report.outcome else {
+            panic!("ranked")
+        };
+        assert_eq!(results[0].prompt, "a photo of a dog.");
+        assert_eq!(results[0].selected, None);
+        assert_eq!(report.uncertain, None);
+        assert_eq!(report.labels, None);
+        assert_eq!(destination(&report), Some(Some("dog".to_string())));
+    }
+
+    #[test]
+    fn top_k_cuts_the_list_but_not_the_multi_label_selection() {
+        let decisions = Decisions::new(Some(1), Some(0.25), None).unwrap();
+        let report = decisions.report("x.jpg", &scores(), &scorer());
+        assert_eq!(labels(&report), ["dog"]);
+        // The selection looks at every label, not only the reported ones.
+        assert_eq!(
+            report.labels,
+            Some(vec!["dog".to_string(), "cat".to_string()])
+        );
+        let Outcome::Ranked(results) = &report.outcome else {
+            panic!("ranked")
+        };
+        assert_eq!(results[0].selected, Some(true));
+    }
+
+    #[test]
+    fn sigmoid_scoring_thresholds_the_probability() {
+        let decisions = Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(Some(0.3), true)
+            .unwrap();
+        let report = decisions.report("x.jpg", &scores(), &scorer());
+        // Probabilities 0.6, 0.3, 0.1: the first two reach 0.3 (similarities would select none).
+        assert_eq!(
+            report.labels,
+            Some(vec!["dog".to_string(), "cat".to_string()])
+        );
+        let default = Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(None, true)
+            .unwrap();
+        assert_eq!(default.multi_label, Some(DEFAULT_SIGMOID_THRESHOLD));
+        assert!(Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(Some(1.5), true)
+            .is_err());
+        let cosine = Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(None, false)
+            .unwrap();
+        assert_eq!(cosine.multi_label, Some(DEFAULT_COSINE_THRESHOLD));
+        assert!(!cosine.multi_label_on_probability);
+    }
+
+    #[test]
+    fn multi_label_with_nothing_selected_goes_to_the_unlabelled_folder() {
+        let decisions = Decisions::new(None, Some(0.5), None).unwrap();
+        let report = decisions.report("x.jpg", &scores(), &scorer());
+        assert_eq!(report.labels, Some(Vec::new()));
+        assert_eq!(destination(&report), Some(None));
+    }
+
+    #[test]
+    fn min_probability_marks_unsure_images() {
+        let sure = Decisions::new(None, None, Some(0.6)).unwrap();
+        let report = sure.report("x.jpg", &scores(), &scorer());
+        assert_eq!(report.uncertain, Some(false), "0.6 reaches 0.6");
+        let strict = Decisions::new(None, None, Some(0.61)).unwrap();
+        let report = strict.report("x.jpg", &scores(), &scorer());
+        assert_eq!(report.uncertain, Some(true));
+        assert_eq!(destination(&report), Some(None));
+        // No scores at all is uncertain, not a panic.
+        assert_eq!(strict.report("x.jpg", &[], &scorer()).uncertain, Some(true));
+    }
+
+    #[test]
+    fn failed_images_go_nowhere() {
+        let report = ImageReport {
+            path: "x.jpg".into(),
+            outcome: Outcome::Failed("broken".into()),
+            uncertain: None,
+            labels: None,
+        };
+        assert_eq!(destination(&report), None);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(matches!(
+            Decisions::new(None, None, Some(1.5)),
+            Err(DecideError::MinProbability(_))
+        ));
+        assert!(Decisions::new(None, None, Some(-0.1)).is_err());
+        assert!(matches!(
+            Decisions::new(None, Some(f32::NAN), None),
+            Err(DecideError::Threshold(_))
+        ));
+        assert!(Decisions::new(Some(3), Some(0.2), Some(0.0)).is_ok());
+    }
+}

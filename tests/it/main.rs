@@ -1,0 +1,21 @@
+//! The integration tests, one binary (as ripgrep does): one link instead of one per file.
+
+mod common;
+
+mod batch;
+mod cli;
+mod embed_search;
+mod eval;
+mod families;
+mod families_cli;
+mod faults;
+mod fewshot;
+mod hostile;
+mod hub;
+mod inputs;
+mod jpeg_downscale;
+mod organize;
+mod parity;
+mod partial_cache;
+mod probe;
+mod properties;
