@@ -1,9 +1,12 @@
 //! Comparison against real Pillow/transformers outputs, generated outside the repository.
 //!
-//! Run with `VLM_PARITY_DIR=<dir> cargo test --lib preprocess::parity -- --ignored --nocapture`,
-//! where `<dir>/cases.json` lists cases written by a Python script: raw `resize` inputs and
-//! Pillow outputs, `pipeline` images with `CLIPImageProcessorPil` pixel values, and `decode`
-//! images with the RGB array transformers feeds its processor.
+//! Write the cases with `python tests/fixtures/make_resize_goldens.py --parity-dir <dir>`
+//! (Pillow 13.0.0, transformers 5.23.0: tests/fixtures/requirements.txt), then run
+//! `VLM_PARITY_DIR=<dir> cargo test --lib preprocess::parity -- --ignored --nocapture`.
+//! `<dir>/cases.json` lists raw `resize` inputs and Pillow outputs, `pipeline` images with
+//! `CLIPImageProcessorPil` pixel values, and `decode` images with the RGB array
+//! transformers' processor resizes (decode differences are printed, not asserted: lossy
+//! codecs and 16-bit files differ legitimately).
 
 use std::path::{Path, PathBuf};
 

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
-use crate::common::{fixtures, stderr, vlm};
+use crate::common::{self, fixtures, stderr};
 use candle_core::Device;
 use serde_json::Value;
 use vlm::preprocess::{decode_file, PreprocessConfig, PreprocessError, Preprocessor};
@@ -21,6 +21,13 @@ fn model_dir() -> PathBuf {
     fixtures().join("models/tiny-quickgelu")
 }
 
+/// The one command builder, under [`common::limit_memory`].
+fn vlm() -> Command {
+    let mut command = common::vlm();
+    common::limit_memory(&mut command);
+    command
+}
+
 fn jsonl(output: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -32,6 +39,11 @@ fn assert_no_panic(output: &Output) {
     let err = stderr(output);
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("memory allocation of"),
+        "ran out of the {} MiB data limit (was a file decoded past the pixel limit?): {err}",
+        common::DATA_LIMIT >> 20
+    );
 }
 
 /// `vlm: peak memory (resident): 123.4 MiB` from a `--verbose` run, in MiB.
@@ -136,6 +148,9 @@ fn every_fixture_has_an_expectation() {
 
 #[test]
 fn hostile_images_through_the_library() {
+    if common::in_capped_child(module_path!(), "hostile_images_through_the_library") {
+        return;
+    }
     let preprocessor = tiny_preprocessor();
     let (h, w) = preprocessor.output_size();
     let expect = expectations();
@@ -159,6 +174,9 @@ fn hostile_images_through_the_library() {
 
 #[test]
 fn bomb_errors_say_how_big_and_what_to_do() {
+    if common::in_capped_child(module_path!(), "bomb_errors_say_how_big_and_what_to_do") {
+        return;
+    }
     let err = decode_file(&hostile_dir().join("bomb.png")).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("50000x50000"), "{message}");
