@@ -176,6 +176,11 @@ pub struct ModelArgs {
     #[arg(long, help_heading = "Model")]
     pub jpeg_downscale: bool,
 
+    /// Use images whose file stops early (a cut download or copy), with the missing part
+    /// filled in, as Pillow's LOAD_TRUNCATED_IMAGES does; without it they are errors.
+    #[arg(long, help_heading = "Inputs")]
+    pub allow_truncated: bool,
+
     /// Refuse images larger than this many million pixels, before decoding them (guards
     /// against decompression bombs).
     #[arg(

@@ -70,8 +70,10 @@ enum Expect {
     TooLarge,
     /// Some per-file error naming the file.
     Error,
-    /// A result or an error (e.g. a truncated JPEG that the decoder pads), never a panic.
+    /// A result or an error, never a panic.
     Either,
+    /// Refused as truncated (Pillow: "image file is truncated"), naming the file.
+    Truncated,
 }
 
 fn expectations() -> BTreeMap<&'static str, Expect> {
@@ -103,9 +105,9 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ("signature_then_garbage.png", Error),
         ("tall_1x4000.png", Ok),
         ("text_renamed.jpg", Error),
-        ("truncated.jpg", Either),
-        ("truncated.png", Error),
-        ("truncated.webp", Error),
+        ("truncated.jpg", Truncated),
+        ("truncated.png", Truncated),
+        ("truncated.webp", Truncated),
         ("wide_4000x1.png", Ok),
         ("zero_bytes.jpg", Error),
         ("zero_width.png", Error),
@@ -163,6 +165,7 @@ fn hostile_images_through_the_library() {
                 assert!(pixels.iter().all(|v| v.is_finite()), "{name}");
             }
             (Err(PreprocessError::TooLarge { .. }), Expect::TooLarge)
+            | (Err(PreprocessError::Truncated { .. }), Expect::Truncated)
             | (Err(_), Expect::Error | Expect::Either) => {
                 let message = outcome.as_ref().unwrap_err().to_string();
                 assert!(message.contains(name), "{name}: {message}");
@@ -224,6 +227,13 @@ fn hostile_folder_through_the_cli() {
             Expect::TooLarge | Expect::Error => {
                 let error = record["error"].as_str().unwrap_or_default();
                 assert!(error.contains(name), "{name}: {record}");
+            }
+            Expect::Truncated => {
+                let error = record["error"].as_str().unwrap_or_default();
+                assert!(
+                    error.contains(name) && error.contains("is truncated"),
+                    "{name}: {record}"
+                );
             }
             Expect::Either => assert!(
                 record.get("results").is_some() || record.get("error").is_some(),
