@@ -41,6 +41,7 @@ use crate::checkpoint::Classifier;
 use crate::dataset::{Dataset, DatasetError};
 use crate::embedder::{self, EmbedSummary};
 use crate::error::Error;
+use crate::family::Scoring;
 use crate::inputs::{InputError, InputOptions};
 use crate::labels::Class;
 use crate::pipeline::PipelineOptions;
@@ -349,7 +350,31 @@ impl ExampleCache {
         logit_scale: f32,
         params: TipParams,
     ) -> Vec<Score> {
+        self.rank_scored(
+            image,
+            zero_shot,
+            (logit_scale, 0.0),
+            Scoring::Softmax,
+            params,
+        )
+    }
+
+    /// [`Self::rank`] with the model's scoring: for [`Scoring::Sigmoid`] (SigLIP) the
+    /// examples' votes are added to `exp(scale) * cos + bias`, and each label's sigmoid is
+    /// reported, so that a weight of 0 still gives the zero-shot scores.
+    pub fn rank_scored(
+        &self,
+        image: &[f32],
+        zero_shot: &[Score],
+        (logit_scale, logit_bias): (f32, f32),
+        scoring: Scoring,
+        params: TipParams,
+    ) -> Vec<Score> {
         let scale = f64::from(logit_scale).exp();
+        let bias = match scoring {
+            Scoring::Softmax => 0.0,
+            Scoring::Sigmoid => f64::from(logit_bias),
+        };
         let mut similarities = vec![0.0; zero_shot.len()];
         for s in zero_shot {
             if let Some(slot) = similarities.get_mut(s.index) {
@@ -362,10 +387,13 @@ impl ExampleCache {
             .enumerate()
             .map(|(c, &s)| {
                 let vote = votes.get(c).copied().unwrap_or(0.0);
-                scale * f64::from(s) + f64::from(params.weight) * vote
+                scale * f64::from(s) + bias + f64::from(params.weight) * vote
             })
             .collect();
-        score::rank_logits(&logits, &similarities)
+        match scoring {
+            Scoring::Softmax => score::rank_logits(&logits, &similarities),
+            Scoring::Sigmoid => score::rank_sigmoid(&logits, &similarities),
+        }
     }
 }
 

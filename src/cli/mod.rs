@@ -135,7 +135,7 @@ impl InputArgs {
 
 /// Which model, where it runs, and how images flow through it: shared by every command that
 /// embeds images or text.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Checkpoint: a local directory, an alias from `vlm models`, or a Hugging Face repo id.
     #[arg(short = 'm', long = "model", id = "model", env = "VLM_MODEL", default_value = vlm::source::DEFAULT_MODEL, help_heading = "Model")]

@@ -52,11 +52,18 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let Some(scorer) = scorer(args, &session, settings.source)? else {
         return Ok(EXIT_INTERRUPTED);
     };
+    // The multi-label threshold applies to the probability or the cosine depending on the
+    // loaded model's scoring, known only now.
+    let decisions = settings.decisions.with_threshold_on(
+        args.threshold,
+        scorer.thresholds_probability(session.classifier()),
+    )?;
     let organizer = match (args.organize, &args.dest) {
         (Some(mode), Some(dest)) => Some(Organizer::new(dest, mode.into(), args.dry_run)?),
         _ => None,
     };
-    let (mut writer, out_name) = open_writer(args, settings.format, &scorer)?;
+    let (writer, out_name) = open_writer(args, settings.format, &scorer)?;
+    let mut writer = writer.with_scoring(scorer.scoring_name(session.classifier()));
     for (path, message) in found.unreadable {
         let report = failed_report(path, message);
         writer
@@ -71,7 +78,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let mut sink = Sink {
         args,
         scorer: &scorer,
-        decisions: settings.decisions,
+        decisions,
         organizer,
         writer,
         tally: &mut tally,
@@ -127,7 +134,8 @@ impl Settings {
         let top_k = args.top_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
         let decisions = Decisions::new(
             top_k,
-            args.multi_label.then_some(args.threshold),
+            args.multi_label
+                .then_some(args.threshold.unwrap_or(decide::DEFAULT_COSINE_THRESHOLD)),
             args.min_probability,
         )?;
         Ok(Self {

@@ -33,7 +33,7 @@ pub(crate) struct StackShape {
     pub eps: f64,
 }
 
-fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
+pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     match act {
         Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
         Activation::Gelu => xs.gelu_erf(),

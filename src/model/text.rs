@@ -1,5 +1,6 @@
-//! The text tower: token and position embeddings, a causal transformer, pooling at the
-//! end-of-text token, and the projection into the shared space.
+//! The text tower: token and position embeddings, a transformer (causal for CLIP,
+//! bidirectional for SigLIP), pooling (at the end-of-text token, or SigLIP's last position),
+//! and the projection into the shared space (SigLIP's is a `head` with a bias).
 
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
@@ -16,6 +17,7 @@ pub(crate) struct TextTower {
     pooling: EosPooling,
     pad_id: u32,
     context: usize,
+    causal: bool,
 }
 
 impl TextTower {
@@ -52,16 +54,29 @@ impl TextTower {
                 config.layer_norm_eps,
                 tower.pp("final_layer_norm"),
             )?,
-            projection: Dense::load(
-                vb.pp("text_projection"),
-                config.hidden_size,
-                projection_dim,
-                false,
-                compute,
-            )?,
+            // SigLIP: `text_model.head`, a Linear with bias (modeling_siglip.py,
+            // SiglipTextTransformer); CLIP: `text_projection` without one.
+            projection: if config.pooling == EosPooling::Last {
+                Dense::load(
+                    tower.pp("head"),
+                    config.hidden_size,
+                    projection_dim,
+                    true,
+                    compute,
+                )?
+            } else {
+                Dense::load(
+                    vb.pp("text_projection"),
+                    config.hidden_size,
+                    projection_dim,
+                    false,
+                    compute,
+                )?
+            },
             pooling: config.pooling,
             pad_id: config.pad_token_id,
             context: config.max_position_embeddings,
+            causal: config.causal,
         })
     }
 
@@ -85,6 +100,7 @@ impl TextTower {
                     .0
             }
             EosPooling::FirstToken(eos) => ids.iter().position(|&id| id == eos).unwrap_or(0),
+            EosPooling::Last => ids.len().saturating_sub(1),
         }
     }
 
@@ -99,8 +115,20 @@ impl TextTower {
                 self.context
             );
         }
-        // Padding sits after every end-of-text token, and the causal mask keeps earlier
-        // positions from seeing it, so the pooled rows do not depend on it.
+        // SigLIP attends to its padding (no mask) and pools at the last position, so its
+        // input must be the tokenizer's fixed-length sequence; padding here would change it.
+        if self.pooling == EosPooling::Last {
+            if let Some(bad) = sequences.iter().find(|ids| ids.len() != self.context) {
+                candle_core::bail!(
+                    "this text tower pools at the last of exactly {} tokens (padded by the \
+                     tokenizer), got {}",
+                    self.context,
+                    bad.len()
+                );
+            }
+        }
+        // For causal towers, padding sits after every end-of-text token, and the causal
+        // mask keeps earlier positions from seeing it, so the pooled rows do not depend on it.
         let mut flat = Vec::with_capacity(batch * seq);
         let mut gather = Vec::with_capacity(batch);
         for (row, ids) in sequences.iter().enumerate() {
@@ -114,7 +142,7 @@ impl TextTower {
             .token_embedding
             .forward(&ids)?
             .broadcast_add(&positions)?;
-        let hidden = self.encoder.forward(&xs, true)?;
+        let hidden = self.encoder.forward(&xs, self.causal)?;
         let hidden_size = hidden.dim(2)?;
         let gather = Tensor::from_vec(gather, batch, device)?;
         let pooled = hidden

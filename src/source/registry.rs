@@ -13,8 +13,20 @@ pub struct ModelEntry {
     pub repo: String,
     /// Revision resolved by default (branch, tag, `refs/pr/N` or commit).
     pub revision: String,
-    /// Architecture family, e.g. `clip`.
+    /// Architecture family: `clip`, `siglip`, `metaclip_2` or `open_clip`
+    /// ([`crate::family::Family::name`]).
     pub family: String,
+    /// How probabilities are computed: `softmax` or `sigmoid`; must be the family's.
+    pub scoring: String,
+    /// Size of the weights file vlm downloads, in MB (approximate, as the hub lists it).
+    pub weights_mb: u32,
+    /// open_clip only: the activation the checkpoint was trained with, for repos whose
+    /// `open_clip_config.json` omits `quick_gelu` (the flag is not in the weights).
+    #[serde(default)]
+    pub quick_gelu: Option<bool>,
+    /// open_clip only: the resize mode (`shortest` or `squash`), for repos whose config omits it.
+    #[serde(default)]
+    pub resize_mode: Option<String>,
     /// Square input resolution in pixels.
     pub image_size: u32,
     /// Dimension of the joint embedding space (projection dim).
@@ -45,6 +57,34 @@ const FILES: &[(&str, &str)] = &[
     (
         "laion-h14.toml",
         include_str!("../../models/laion-h14.toml"),
+    ),
+    (
+        "siglip-b16.toml",
+        include_str!("../../models/siglip-b16.toml"),
+    ),
+    (
+        "siglip-so400m.toml",
+        include_str!("../../models/siglip-so400m.toml"),
+    ),
+    (
+        "siglip2-b16.toml",
+        include_str!("../../models/siglip2-b16.toml"),
+    ),
+    (
+        "siglip2-so400m.toml",
+        include_str!("../../models/siglip2-so400m.toml"),
+    ),
+    (
+        "metaclip2-l14.toml",
+        include_str!("../../models/metaclip2-l14.toml"),
+    ),
+    (
+        "dfn5b-h14-378.toml",
+        include_str!("../../models/dfn5b-h14-378.toml"),
+    ),
+    (
+        "metaclip-l14.toml",
+        include_str!("../../models/metaclip-l14.toml"),
     ),
 ];
 
@@ -131,8 +171,40 @@ fn parse(file: &str, text: &str) -> Result<ModelEntry, SourceError> {
             return Err(bad(format!("{name} is empty")));
         }
     }
-    if entry.image_size == 0 || entry.embed_dim == 0 {
-        return Err(bad("image_size and embed_dim must be positive".into()));
+    let family = crate::family::Family::parse(&entry.family).ok_or_else(|| {
+        bad(format!(
+            "family `{}` is not one of clip, siglip, metaclip_2, open_clip",
+            entry.family
+        ))
+    })?;
+    if entry.scoring != family.scoring().name() {
+        return Err(bad(format!(
+            "scoring `{}` is not the {} family's ({})",
+            entry.scoring,
+            family,
+            family.scoring()
+        )));
+    }
+    if family != crate::family::Family::OpenClip
+        && (entry.quick_gelu.is_some() || entry.resize_mode.is_some())
+    {
+        return Err(bad(
+            "quick_gelu and resize_mode are for open_clip entries".into()
+        ));
+    }
+    if let Some(mode) = entry
+        .resize_mode
+        .as_deref()
+        .filter(|m| !["shortest", "squash"].contains(m))
+    {
+        return Err(bad(format!(
+            "resize_mode `{mode}` is not shortest or squash"
+        )));
+    }
+    if entry.image_size == 0 || entry.embed_dim == 0 || entry.weights_mb == 0 {
+        return Err(bad(
+            "image_size, embed_dim and weights_mb must be positive".into()
+        ));
     }
     Ok(entry)
 }
@@ -176,13 +248,27 @@ mod tests {
     #[test]
     fn entries_parse_and_are_consistent() {
         let entries = entries().expect("registry parses");
-        assert_eq!(entries.len(), 7);
+        assert_eq!(entries.len(), 14);
         let aliases: HashSet<_> = entries.iter().map(|e| e.alias.as_str()).collect();
         assert_eq!(aliases.len(), entries.len(), "aliases are unique");
         let repos: HashSet<_> = entries.iter().map(|e| e.repo.as_str()).collect();
         assert_eq!(repos.len(), entries.len(), "repos are unique");
-        for e in &entries {
-            assert_eq!(e.family, "clip", "{}", e.alias);
+        for e in entries
+            .iter()
+            .filter(|e| e.family == "siglip" || e.family == "open_clip")
+        {
+            let family = crate::family::Family::parse(&e.family).expect("known family");
+            assert_eq!(e.scoring, family.scoring().name(), "{}", e.alias);
+            // The repo name states the input size.
+            assert!(
+                e.repo.contains(&e.image_size.to_string()),
+                "{}: {}",
+                e.alias,
+                e.image_size
+            );
+        }
+        for e in entries.iter().filter(|e| e.family == "clip") {
+            assert_eq!(e.scoring, "softmax", "{}", e.alias);
             assert!(
                 [224, 336].contains(&e.image_size),
                 "{}: {}",
@@ -203,6 +289,37 @@ mod tests {
             };
             assert_eq!(e.embed_dim, expected, "{}", e.alias);
         }
+    }
+
+    #[test]
+    fn every_family_has_an_alias_and_open_clip_entries_pin_their_training() {
+        let entries = entries().expect("registry parses");
+        for family in crate::family::Family::ALL {
+            assert!(
+                entries.iter().any(|e| e.family == family.name()),
+                "no alias for {family}"
+            );
+        }
+        for e in entries.iter().filter(|e| e.family == "open_clip") {
+            assert!(
+                e.quick_gelu.is_some() && e.resize_mode.is_some(),
+                "{}",
+                e.alias
+            );
+        }
+        let dfn = lookup("dfn5b-h14-378").expect("alias");
+        assert_eq!(
+            (dfn.quick_gelu, dfn.resize_mode.as_deref()),
+            (Some(true), Some("squash"))
+        );
+        let text = include_str!("../../models/siglip-b16.toml");
+        let err = parse(
+            "siglip-b16.toml",
+            &text.replace("\"sigmoid\"", "\"softmax\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("scoring"), "{err}");
     }
 
     #[test]

@@ -169,7 +169,7 @@ fn csv_json_table_and_top_k() {
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(
         rows[0],
-        "path,rank,label,prompt,probability,similarity,selected,uncertain,error"
+        "path,rank,label,prompt,probability,similarity,selected,uncertain,error,scoring"
     );
     assert_eq!(rows.len(), 1 + 2 * 2);
     assert!(rows[2].contains(",2,"));
@@ -369,6 +369,19 @@ fn models_lists_the_registry() {
         text.contains("laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
         "{text}"
     );
+    // Every family, with its scoring.
+    let row = |alias: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{alias} ")))
+            .unwrap_or_else(|| panic!("no {alias} in {text}"))
+            .to_string()
+    };
+    assert!(row("siglip-so400m").contains("siglip") && row("siglip-so400m").contains("sigmoid"));
+    assert!(
+        row("metaclip2-l14").contains("metaclip_2") && row("metaclip2-l14").contains("softmax")
+    );
+    assert!(row("dfn5b-h14-378").contains("open_clip") && row("dfn5b-h14-378").contains("378"));
+    assert!(row("clip-b32").contains("605 MB"), "{}", row("clip-b32"));
 }
 
 #[test]

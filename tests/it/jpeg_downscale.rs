@@ -254,7 +254,7 @@ fn camera_size_jpegs_keep_probabilities_and_top_label() {
         let dir = fixtures().join("models").join(model);
         let mut classifier =
             Classifier::load(&ModelFiles::from_dir(&dir).unwrap(), &Device::Cpu).unwrap();
-        assert_eq!(classifier.compute_fingerprint(), "f32");
+        assert_eq!(classifier.compute_fingerprint(), "family clip; f32");
         let reference: Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures().join(format!("reference/{model}.json"))).unwrap(),
         )
@@ -273,7 +273,10 @@ fn camera_size_jpegs_keep_probabilities_and_top_label() {
         classifier.set_decode_options(
             DecodeOptions::default().with_jpeg_downscale(classifier.preprocessor().config()),
         );
-        assert_eq!(classifier.compute_fingerprint(), "f32; jpeg-downscale");
+        assert_eq!(
+            classifier.compute_fingerprint(),
+            "family clip; f32; jpeg-downscale"
+        );
         for ((name, bytes), full) in images.iter().zip(&full) {
             let fast = probabilities(&classifier, &prompts, bytes);
             let (max, _) = diff(full, &fast);

@@ -7,6 +7,8 @@ mod cli;
 mod embed_search;
 mod eval;
 mod failure_paths;
+mod families;
+mod families_cli;
 mod faults;
 mod fewshot;
 mod hostile;
