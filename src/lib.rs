@@ -12,7 +12,7 @@
 //! numbers from [`evaluation::metrics`] and a confusion heat map from [`evaluation::heatmap`]. [`export`] writes
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
-//! head on embeddings instead.
+//! head on embeddings instead. [`report`] writes a review page of results for a browser.
 
 pub mod bench;
 pub mod cache;
@@ -34,6 +34,7 @@ pub mod output;
 pub mod pipeline;
 pub mod preprocess;
 pub mod probe;
+pub mod report;
 pub mod score;
 pub mod search;
 pub mod source;

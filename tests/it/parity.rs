@@ -235,15 +235,15 @@ fn files_to_probabilities_match_transformers() {
     }
 }
 
-/// A checkpoint that ships only `pytorch_model.bin` loads through candle's pickle reader.
-#[test]
-fn pytorch_pickle_weights_match_transformers() {
-    let dir = fixtures().join("models/tiny-pickle");
+/// Runs `weights` in `models/<model>` on the `input_ids` and `pixel_values` of
+/// `reference/<reference>.safetensors` (no tokenizer or preprocessor involved) and returns
+/// the largest differences from transformers' text and image embeddings.
+fn encoders_against_reference(model: &str, weights: &str, reference: &str) -> (f32, f32) {
+    let dir = fixtures().join("models").join(model);
     let config = vlm::model::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
-    let model =
-        vlm::model::ClipModel::load(&config, &dir.join("pytorch_model.bin"), &Device::Cpu).unwrap();
+    let model = vlm::model::ClipModel::load(&config, &dir.join(weights), &Device::Cpu).unwrap();
     let r = candle_core::safetensors::load(
-        fixtures().join("reference/tiny-pickle.safetensors"),
+        fixtures().join(format!("reference/{reference}.safetensors")),
         &Device::Cpu,
     )
     .unwrap();
@@ -258,8 +258,98 @@ fn pytorch_pickle_weights_match_transformers() {
         &model.encode_images(&r["pixel_values"]).unwrap(),
         &r["image_embeds"],
     );
+    (text, image)
+}
+
+/// A checkpoint that ships only `pytorch_model.bin` loads through candle's pickle reader.
+#[test]
+fn pytorch_pickle_weights_match_transformers() {
+    let (text, image) =
+        encoders_against_reference("tiny-pickle", "pytorch_model.bin", "tiny-pickle");
     eprintln!("tiny-pickle: text {text:e}, image {image:e}");
     assert!(text <= 1e-4 && image <= 1e-4, "text {text}, image {image}");
+}
+
+/// Each tower's layer-norm epsilon comes from its own config. The other fixtures use 1e-5
+/// and 1e-6, too small next to the variance for a hard-coded value to show; this one has
+/// 1e-2 (text) and 4e-2 (vision) on small embeddings, where 1e-5 instead moves the
+/// embeddings by about 0.7 (make_fixtures.py checks that).
+#[test]
+fn far_layer_norm_epsilons_match_transformers() {
+    let dir = fixtures().join("models/tiny-eps-f16");
+    let config = vlm::model::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!(config.text.layer_norm_eps, 1e-2);
+    assert_eq!(config.vision.layer_norm_eps, 4e-2);
+    let (text, image) =
+        encoders_against_reference("tiny-eps-f16", "model.safetensors", "tiny-eps-f16");
+    eprintln!("tiny-eps-f16: text {text:e}, image {image:e}");
+    assert!(text <= 1e-4 && image <= 1e-4, "text {text}, image {image}");
+}
+
+/// Fixture images whose centre crop starts at a rounded offset: after transformers'
+/// shortest-edge resize the long side exceeds the crop by an odd number of pixels, so
+/// `(size - crop) // 2` drops a half. Each model has one such image on each axis, and their
+/// pixels are transformers' exactly (up to float rounding).
+#[test]
+fn odd_crop_margins_match_transformers() {
+    for model in MODELS {
+        let r = load(model);
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                fixtures()
+                    .join("models")
+                    .join(model)
+                    .join("preprocessor_config.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let edge = config["size"]["shortest_edge"].as_u64().unwrap();
+        let crop = (
+            config["crop_size"]["width"].as_u64().unwrap(),
+            config["crop_size"]["height"].as_u64().unwrap(),
+        );
+        let mut odd = (0, 0);
+        for (i, image) in r.json["images"].as_array().unwrap().iter().enumerate() {
+            let file = image["file"].as_str().unwrap();
+            if image["kind"] != "lossless" || file != image["compare_to"].as_str().unwrap() {
+                continue;
+            }
+            let (w, h) = image::image_dimensions(fixtures().join(file)).unwrap();
+            let (w, h) = (u64::from(w), u64::from(h));
+            // transformers' get_resize_output_image_size: the long side is truncated.
+            let (rw, rh) = if w <= h {
+                (edge, edge * h / w)
+            } else {
+                (edge * w / h, edge)
+            };
+            let horizontal = rw > crop.0 && (rw - crop.0) % 2 == 1;
+            let vertical = rh > crop.1 && (rh - crop.1) % 2 == 1;
+            if !(horizontal || vertical) {
+                continue;
+            }
+            odd.0 += usize::from(horizontal);
+            odd.1 += usize::from(vertical);
+            let pixels = r.classifier.load_pixels(&fixtures().join(file)).unwrap();
+            let want = r.tensors[&format!("pixel_values.{i}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(pixels.len(), want.len(), "{model}: {file}");
+            let diff = pixels
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            eprintln!("{model}: {file} resized to {rw}x{rh}, pixels max diff {diff:e}");
+            assert!(diff <= 1e-4, "{model}: {file}: pixels differ by {diff}");
+        }
+        assert!(
+            odd.0 >= 1 && odd.1 >= 1,
+            "{model}: no fixture image with an odd crop margin on each axis ({odd:?})"
+        );
+    }
 }
 
 /// `--dtype f16` computes in half precision: embeddings stay close to transformers' f32
