@@ -103,7 +103,7 @@ impl VisionTower {
         let xs = self.encoder.forward(&xs, false)?;
         let pooled = self
             .post_layernorm
-            .forward(&xs.narrow(1, 0, 1)?.squeeze(1)?)?;
+            .forward(&xs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?)?;
         self.projection.forward(&pooled)
     }
 }
