@@ -5,6 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::family::{Family, Scoring};
 use crate::labels::PromptSet;
 use crate::model::config::ClipConfig;
 use crate::model::{l2_normalize, ClipModel};
@@ -41,8 +42,7 @@ impl Classifier {
 
     /// Loads a checkpoint's four files onto `device`, computing in `dtype`.
     pub fn load_as(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
-        let config = ClipConfig::from_file(&files.config)?;
-        let preprocess_config = PreprocessConfig::from_file(&files.preprocessor)?;
+        let (config, preprocess_config) = read_configs(files)?;
         let (height, width) = preprocess_config.output_size();
         let size = config.vision.image_size;
         if height as usize != size || width as usize != size {
@@ -54,7 +54,12 @@ impl Classifier {
             });
         }
         let model = ClipModel::load_as(&config, &files.weights, device, dtype)?;
-        let tokenizer = ClipTokenizer::from_file(&files.tokenizer, model.text_context())?;
+        let tokenizer_file = files
+            .tokenizer
+            .is_file()
+            .then_some(files.tokenizer.as_path());
+        let tokenizer =
+            ClipTokenizer::for_family(tokenizer_file, model.text_context(), config.family)?;
         Ok(Self {
             model,
             tokenizer,
@@ -73,6 +78,16 @@ impl Classifier {
     /// The decoding options in use.
     pub fn decode_options(&self) -> &DecodeOptions {
         &self.decode
+    }
+
+    /// The checkpoint's family.
+    pub fn family(&self) -> Family {
+        self.config.family
+    }
+
+    /// How this checkpoint's probabilities are computed.
+    pub fn scoring(&self) -> Scoring {
+        self.config.family.scoring()
     }
 
     /// The encoders.
@@ -96,11 +111,17 @@ impl Classifier {
     }
 
     /// How this classifier computes beyond the checkpoint and its preprocessing config
-    /// (numeric type, decoding shortcuts): cached embeddings are only valid for the same.
+    /// (numeric type, decoding shortcuts, whether truncated files are accepted): cached embeddings are only valid for the same.
     pub fn compute_fingerprint(&self) -> String {
-        let mut fingerprint = self.numeric_fingerprint();
+        let mut fingerprint = format!("family {}; {}", self.family(), self.numeric_fingerprint());
         if self.decode.jpeg_downscale.is_some() {
             fingerprint.push_str("; jpeg-downscale");
+        }
+        // Pixels of complete files do not change, but a cache hit skips decoding: an
+        // embedding of a truncated file stored with the flag must not answer for it
+        // without the flag.
+        if self.decode.allow_truncated {
+            fingerprint.push_str("; allow-truncated");
         }
         fingerprint
     }
@@ -112,20 +133,35 @@ impl Classifier {
         dtype_name(self.model.dtype()).to_string()
     }
 
-    /// Tokenises and embeds prompts, a bounded batch at a time.
+    /// Tokenises and embeds prompts, a bounded batch at a time. Batches are formed from
+    /// prompts of similar length (sorted by token count), so little of each batch is
+    /// padding; rows come back in the order of `prompts`.
     pub fn embed_prompts(&self, prompts: &[String]) -> Result<PromptEmbeddings> {
         let mut truncated = Vec::with_capacity(prompts.len());
-        let mut parts = Vec::new();
-        for chunk in prompts.chunks(TEXT_BATCH) {
-            let mut ids = Vec::with_capacity(chunk.len());
-            for prompt in chunk {
-                let tokens = self.tokenizer.encode(prompt)?;
-                truncated.push(tokens.truncated);
-                ids.push(tokens.ids);
-            }
-            parts.push(self.model.encode_text(&ids)?);
+        let mut ids = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let tokens = self.tokenizer.encode(prompt)?;
+            truncated.push(tokens.truncated);
+            ids.push(tokens.ids);
         }
-        let embeddings = Tensor::cat(&parts, 0).map_err(Error::Tensor)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut parts = Vec::new();
+        for chunk in order.chunks(TEXT_BATCH) {
+            let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+            parts.push(self.model.encode_text(&batch)?);
+        }
+        // Row `r` of the sorted result is prompt `order[r]`; gather them back.
+        let mut position = vec![0u32; order.len()];
+        for (row, &i) in order.iter().enumerate() {
+            position[i] = row as u32;
+        }
+        let unsort = || -> candle_core::Result<Tensor> {
+            let sorted = Tensor::cat(&parts, 0)?;
+            let position = Tensor::from_vec(position, order.len(), sorted.device())?;
+            sorted.index_select(&position, 0)
+        };
+        let embeddings = unsort().map_err(Error::Tensor)?;
         Ok(PromptEmbeddings {
             embeddings,
             truncated,
@@ -204,13 +240,80 @@ impl Classifier {
         image_embeddings: &Tensor,
         prompts: &PromptEmbeddings,
     ) -> Result<Vec<Vec<Score>>> {
-        score::rank(
+        score::rank_scored(
             image_embeddings,
             &prompts.embeddings,
             self.model.logit_scale(),
+            self.model.logit_bias(),
+            self.scoring(),
         )
         .map_err(Error::Tensor)
     }
+}
+
+/// The architecture and preprocessing of a checkpoint, from `config.json` and
+/// `preprocessor_config.json`, or from `open_clip_config.json` (whose MLP widths are then
+/// read from the weights, which state them exactly where the config's `mlp_ratio` rounds).
+fn read_configs(files: &ModelFiles) -> Result<(ClipConfig, PreprocessConfig)> {
+    let is_open_clip = files
+        .config
+        .file_name()
+        .is_some_and(|n| n == crate::source::OPEN_CLIP_CONFIG);
+    if !is_open_clip {
+        let config = ClipConfig::from_file(&files.config)?;
+        let preprocess = if config.family == Family::Siglip && !files.preprocessor.is_file() {
+            PreprocessConfig::siglip_defaults()
+        } else {
+            PreprocessConfig::from_file(&files.preprocessor)?
+        };
+        return Ok((config, preprocess));
+    }
+    let (mut config, mut open) = crate::model::open_clip::read_config(&files.config)?;
+    if let Some(entry) = crate::source::registry::lookup_repo(&files.id) {
+        crate::model::open_clip::apply_pins(
+            &mut config,
+            &mut open,
+            entry.quick_gelu,
+            entry.resize_mode.as_deref(),
+            &files.config,
+        )?;
+    }
+    let rows = |name: &str| -> Result<usize> {
+        let shape = crate::model::tensor_shape(&files.weights, Family::OpenClip, name)?;
+        Ok(shape.first().copied().unwrap_or(0))
+    };
+    config.vision.intermediate_size = rows("vision_model.encoder.layers.0.mlp.fc1.weight")?;
+    config.text.intermediate_size = rows("text_model.encoder.layers.0.mlp.fc1.weight")?;
+    let size = config.vision.image_size as u32;
+    let (size_target, crop) = if open.squash {
+        (
+            crate::preprocess::ResizeTarget::Exact {
+                height: size,
+                width: size,
+            },
+            false,
+        )
+    } else {
+        (crate::preprocess::ResizeTarget::ShortestEdge(size), true)
+    };
+    // open_clip 3.3.0 `transform.py` `image_transform`: Resize, CenterCrop (torchvision
+    // rounding), ToTensor (divide by 255), Normalize.
+    let preprocess = PreprocessConfig {
+        size: size_target,
+        resample: if open.bilinear {
+            crate::preprocess::Resample::Bilinear
+        } else {
+            crate::preprocess::Resample::Bicubic
+        },
+        do_center_crop: crop,
+        crop_size: (size, size),
+        image_mean: open.mean,
+        image_std: open.std,
+        crop_rounding: crate::preprocess::CropRounding::HalfEven,
+        divide_by_255: true,
+        ..PreprocessConfig::default()
+    };
+    Ok((config, preprocess))
 }
 
 /// The usual short name of a float type.

@@ -413,9 +413,21 @@ impl Dataset {
     /// (train, held-out) indices into [`Self::images`]. The same seed and files give the
     /// same split on every machine, whatever order the files were found in.
     pub fn split(&self, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+        self.split_among(0..self.images.len(), fraction, seed)
+    }
+
+    /// [`Self::split`] of the images at `indices` only (e.g. those that could be read), as
+    /// if the others were not in the folder: each image's side depends on its path and on how
+    /// many of its class take part, never on the images left out.
+    pub fn split_among(
+        &self,
+        indices: impl IntoIterator<Item = usize>,
+        fraction: f64,
+        seed: u64,
+    ) -> (Vec<usize>, Vec<usize>) {
         let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.labels.len()];
-        for (i, image) in self.images.iter().enumerate() {
-            by_class[image.label].push(i);
+        for i in indices {
+            by_class[self.images[i].label].push(i);
         }
         let (mut train, mut held) = (Vec::new(), Vec::new());
         for mut members in by_class {
@@ -538,6 +550,35 @@ mod tests {
         assert_eq!(data.split(0.3, 7), (train.clone(), held.clone()));
         let others: Vec<_> = (0..20).map(|seed| data.split(0.3, seed).1).collect();
         assert!(others.iter().any(|h| *h != held));
+    }
+
+    #[test]
+    fn a_split_among_some_images_is_the_split_without_the_others() {
+        let all = tree(&[("a", 9), ("b", 7)]);
+        let data = Dataset::from_dir(all.path(), &InputOptions::default(), None).unwrap();
+        // The same folder without a/3.png, b/0.png and b/5.png.
+        let fewer = tree(&[("a", 9), ("b", 7)]);
+        for gone in ["a/3.png", "b/0.png", "b/5.png"] {
+            std::fs::remove_file(fewer.path().join(gone)).unwrap();
+        }
+        let less = Dataset::from_dir(fewer.path(), &InputOptions::default(), None).unwrap();
+        let kept: Vec<usize> = (0..data.images.len())
+            .filter(|&i| {
+                !["a/3.png", "b/0.png", "b/5.png"].contains(&data.images[i].relative.as_str())
+            })
+            .collect();
+        let names = |data: &Dataset, indices: Vec<usize>| -> Vec<String> {
+            indices
+                .into_iter()
+                .map(|i| data.images[i].relative.clone())
+                .collect()
+        };
+        for seed in 0..5 {
+            let (train, held) = data.split_among(kept.iter().copied(), 0.3, seed);
+            let (want_train, want_held) = less.split(0.3, seed);
+            assert_eq!(names(&data, train), names(&less, want_train), "seed {seed}");
+            assert_eq!(names(&data, held), names(&less, want_held), "seed {seed}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::checkpoint::{Classifier, PromptEmbeddings};
 use crate::error::Result;
+use crate::family::Scoring;
 use crate::fewshot::{ExampleCache, TipParams};
 use crate::labels::PromptSet;
 use crate::output::{ImageReport, LabelResult, Outcome};
@@ -18,7 +19,18 @@ pub enum DecideError {
     MinProbability(f32),
     #[error("--threshold must be a finite number, got {0}")]
     Threshold(f32),
+    #[error(
+        "--threshold is a probability (0-1) for this model, whose scores are sigmoids \
+         (one per label); got {0}"
+    )]
+    ProbabilityThreshold(f32),
 }
+
+/// `--multi-label`'s default threshold on the cosine similarity (softmax-scored models).
+pub const DEFAULT_COSINE_THRESHOLD: f32 = 0.25;
+/// `--multi-label`'s default threshold on a sigmoid probability: the decision boundary
+/// SigLIP was trained for.
+pub const DEFAULT_SIGMOID_THRESHOLD: f32 = 0.5;
 
 /// How each image's labels are scored.
 pub enum Scorer {
@@ -46,12 +58,15 @@ impl Scorer {
                 examples: Some((examples, params)),
                 ..
             } => {
-                let scale = classifier.model().logit_scale();
+                let model = classifier.model();
+                let logits = (model.logit_scale(), model.logit_bias());
                 Ok(classifier
                     .rank_rows(rows, text)?
                     .iter()
                     .zip(rows)
-                    .map(|(scores, row)| examples.rank(row, scores, scale, *params))
+                    .map(|(scores, row)| {
+                        examples.rank_scored(row, scores, logits, model.scoring(), *params)
+                    })
                     .collect())
             }
             Self::Probe(probe) => Ok(rows.iter().map(|row| probe.rank(row)).collect()),
@@ -81,6 +96,23 @@ impl Scorer {
             Self::Probe(_) => "logit",
         }
     }
+
+    /// How the probabilities are computed, as every output names it: the checkpoint's
+    /// scoring for prompts (`softmax` or `sigmoid`), `probe-softmax` for a probe, which is
+    /// its own softmax classifier over the classes whatever the family.
+    pub fn scoring_name(&self, classifier: &Classifier) -> &'static str {
+        match self {
+            Self::Prompts { .. } => classifier.scoring().name(),
+            Self::Probe(_) => "probe-softmax",
+        }
+    }
+
+    /// Whether `--multi-label` thresholds each label's probability (sigmoid-scored prompts:
+    /// each probability is a calibrated yes/no) rather than its similarity (a softmax share
+    /// depends on the other labels; a probe's similarity is its logit).
+    pub fn thresholds_probability(&self, classifier: &Classifier) -> bool {
+        matches!(self, Self::Prompts { .. }) && classifier.scoring() == Scoring::Sigmoid
+    }
 }
 
 /// The decision settings of one run, checked once.
@@ -88,8 +120,11 @@ impl Scorer {
 pub struct Decisions {
     /// Report at most this many labels per image; `None` reports all.
     pub top_k: Option<usize>,
-    /// Multi-label mode: every label whose similarity reaches this is selected.
+    /// Multi-label mode: every label whose similarity (or, with
+    /// [`Self::multi_label_on_probability`], probability) reaches this is selected.
     pub multi_label: Option<f32>,
+    /// The multi-label threshold applies to the probability (sigmoid scoring).
+    pub multi_label_on_probability: bool,
     /// Single-label mode: a top probability below this marks the image uncertain.
     pub min_probability: Option<f32>,
 }
@@ -113,12 +148,43 @@ impl Decisions {
             top_k,
             multi_label,
             min_probability,
+            multi_label_on_probability: false,
         })
+    }
+
+    /// Fits the multi-label threshold to the scorer: `requested` (the user's `--threshold`)
+    /// or the default, on the probability when `on_probability` (see
+    /// [`Scorer::thresholds_probability`]), else on the similarity.
+    pub fn with_threshold_on(
+        mut self,
+        requested: Option<f32>,
+        on_probability: bool,
+    ) -> Result<Self, DecideError> {
+        if self.multi_label.is_none() {
+            return Ok(self);
+        }
+        let threshold = requested.unwrap_or(if on_probability {
+            DEFAULT_SIGMOID_THRESHOLD
+        } else {
+            DEFAULT_COSINE_THRESHOLD
+        });
+        if on_probability && !(0.0..=1.0).contains(&threshold) {
+            return Err(DecideError::ProbabilityThreshold(threshold));
+        }
+        self.multi_label = Some(threshold);
+        self.multi_label_on_probability = on_probability;
+        Ok(self)
     }
 
     /// The report for one image from its ranked `scores` (best first).
     pub fn report(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageReport {
-        let selected = |similarity: f32| self.multi_label.map(|t| similarity >= t);
+        let passes = |s: &Score, threshold: f32| {
+            if self.multi_label_on_probability {
+                s.probability >= threshold
+            } else {
+                s.similarity >= threshold
+            }
+        };
         let results = scores
             .iter()
             .take(self.top_k.unwrap_or(usize::MAX))
@@ -127,13 +193,13 @@ impl Decisions {
                 prompt: scorer.prompt(s.index).to_string(),
                 probability: s.probability,
                 similarity: s.similarity,
-                selected: selected(s.similarity),
+                selected: self.multi_label.map(|t| passes(s, t)),
             })
             .collect();
         let labels = self.multi_label.map(|threshold| {
             scores
                 .iter()
-                .filter(|s| s.similarity >= threshold)
+                .filter(|s| passes(s, threshold))
                 .map(|s| scorer.label(s.index).to_string())
                 .collect()
         });
@@ -241,6 +307,35 @@ mod tests {
             panic!("ranked")
         };
         assert_eq!(results[0].selected, Some(true));
+    }
+
+    #[test]
+    fn sigmoid_scoring_thresholds_the_probability() {
+        let decisions = Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(Some(0.3), true)
+            .unwrap();
+        let report = decisions.report("x.jpg", &scores(), &scorer());
+        // Probabilities 0.6, 0.3, 0.1: the first two reach 0.3 (similarities would select none).
+        assert_eq!(
+            report.labels,
+            Some(vec!["dog".to_string(), "cat".to_string()])
+        );
+        let default = Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(None, true)
+            .unwrap();
+        assert_eq!(default.multi_label, Some(DEFAULT_SIGMOID_THRESHOLD));
+        assert!(Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(Some(1.5), true)
+            .is_err());
+        let cosine = Decisions::new(None, Some(0.25), None)
+            .unwrap()
+            .with_threshold_on(None, false)
+            .unwrap();
+        assert_eq!(cosine.multi_label, Some(DEFAULT_COSINE_THRESHOLD));
+        assert!(!cosine.multi_label_on_probability);
     }
 
     #[test]

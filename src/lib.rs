@@ -6,7 +6,9 @@
 //! image, and [`output`] writes the results. [`pipeline`] runs that flow over many files
 //! with decoding on worker threads; [`embedder`] runs it for every command that needs image
 //! embeddings, [`cache`] keeps them between runs, and [`organize`] sorts files into label
-//! folders. [`Classifier`] ties a checkpoint together.
+//! folders. [`Classifier`] ties a checkpoint together; its [`family`] (CLIP, SigLIP,
+//! MetaCLIP 2, open_clip) decides pooling, tokenizer padding, preprocessing defaults and
+//! scoring.
 //!
 //! [`evaluation`] measures zero-shot accuracy on labelled folders ([`dataset`]), with the
 //! numbers from [`evaluation::metrics`] and a confusion heat map from [`evaluation::heatmap`]. [`export`] writes
@@ -24,8 +26,10 @@ pub mod embedder;
 pub mod error;
 pub mod evaluation;
 pub mod export;
+pub mod family;
 pub mod fewshot;
 pub mod inputs;
+pub(crate) mod kernels;
 pub mod labels;
 pub mod model;
 pub mod organize;

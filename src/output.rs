@@ -60,6 +60,8 @@ pub enum Format {
 struct JsonRanked<'a> {
     path: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    scoring: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     uncertain: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     labels: Option<&'a [String]>,
@@ -72,7 +74,7 @@ struct JsonFailed<'a> {
     error: &'a str,
 }
 
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "path",
     "rank",
     "label",
@@ -82,6 +84,7 @@ const COLUMNS: [&str; 9] = [
     "selected",
     "uncertain",
     "error",
+    "scoring",
 ];
 
 /// Streams reports in one format.
@@ -93,6 +96,9 @@ pub struct ReportWriter<W: Write> {
     record: Vec<u8>,
     /// What the table calls the similarity.
     similarity_name: &'static str,
+    /// How probabilities were computed (`softmax`, `sigmoid`, `probe-softmax`), written
+    /// with every result.
+    scoring: Option<&'static str>,
 }
 
 impl<W: Write> ReportWriter<W> {
@@ -104,7 +110,15 @@ impl<W: Write> ReportWriter<W> {
             written: 0,
             record: Vec::new(),
             similarity_name: "cos",
+            scoring: None,
         }
+    }
+
+    /// Says how probabilities were computed, in every format: a `scoring` field (JSON), a
+    /// `scoring` column (CSV/TSV), `[scoring]` after each path (table).
+    pub fn with_scoring(mut self, scoring: &'static str) -> Self {
+        self.scoring = Some(scoring);
+        self
     }
 
     /// Names the similarity in tables ("cos" unless told; a linear probe's is a "logit").
@@ -156,6 +170,7 @@ impl<W: Write> ReportWriter<W> {
                 &mut self.record,
                 &JsonRanked {
                     path: &report.path,
+                    scoring: self.scoring,
                     uncertain: report.uncertain,
                     labels: report.labels.as_deref(),
                     results,
@@ -185,7 +200,10 @@ impl<W: Write> ReportWriter<W> {
         } else {
             ""
         };
-        writeln!(self.record, "{}{note}", report.path)?;
+        match self.scoring {
+            Some(scoring) => writeln!(self.record, "{}  [{scoring}]{note}", report.path)?,
+            None => writeln!(self.record, "{}{note}", report.path)?,
+        }
         let width = results
             .iter()
             .map(|r| r.label.chars().count())
@@ -220,6 +238,7 @@ impl<W: Write> ReportWriter<W> {
                         flag(r.selected),
                         flag(report.uncertain),
                         String::new(),
+                        self.scoring.unwrap_or_default().to_string(),
                     ])?;
                 }
                 Ok(())
@@ -234,11 +253,12 @@ impl<W: Write> ReportWriter<W> {
                 String::new(),
                 String::new(),
                 error.clone(),
+                String::new(),
             ]),
         }
     }
 
-    fn row(&mut self, fields: &[String; 9]) -> io::Result<()> {
+    fn row(&mut self, fields: &[String; 10]) -> io::Result<()> {
         let (separator, escape): (&str, fn(&str) -> String) = match self.format {
             Format::Tsv => ("\t", tsv_field),
             _ => (",", csv_field),
@@ -454,19 +474,41 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "path,rank,label,prompt,probability,similarity,selected,uncertain,error"
+            "path,rank,label,prompt,probability,similarity,selected,uncertain,error,scoring"
         );
         assert_eq!(
             lines[1],
-            "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,,,"
+            "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,,,,"
         );
-        assert_eq!(lines[3], "broken.png,,,,,,,,cannot decode");
+        assert_eq!(lines[3], "broken.png,,,,,,,,cannot decode,");
 
         let tsv = render(Format::Tsv);
         assert_eq!(
             tsv.lines().nth(2).unwrap(),
-            "a, \"b\".jpg\t2\tdog\ta photo of a dog.\t0.25\t0.125\t\t\t"
+            "a, \"b\".jpg\t2\tdog\ta photo of a dog.\t0.25\t0.125\t\t\t\t"
         );
+    }
+
+    #[test]
+    fn scoring_shows_in_every_format() {
+        let report = reports().remove(0);
+        let written = |format| {
+            let mut writer = ReportWriter::new(Vec::new(), format).with_scoring("sigmoid");
+            writer.write(&report).unwrap();
+            String::from_utf8(writer.finish().unwrap()).unwrap()
+        };
+        let line: serde_json::Value = serde_json::from_str(&written(Format::Jsonl)).unwrap();
+        assert_eq!(line["scoring"], "sigmoid");
+        let json: serde_json::Value = serde_json::from_str(&written(Format::Json)).unwrap();
+        assert_eq!(json[0]["scoring"], "sigmoid");
+        let csv = written(Format::Csv);
+        assert!(csv.lines().nth(1).unwrap().ends_with(",sigmoid"), "{csv}");
+        assert!(written(Format::Tsv)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("\tsigmoid"));
+        assert!(written(Format::Table).starts_with("a, \"b\".jpg  [sigmoid]\n"));
     }
 
     #[test]
@@ -491,7 +533,7 @@ mod tests {
         let csv = csv.split_once('\n').unwrap().1;
         assert!(
             csv.starts_with(
-                "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,true,true,\n"
+                "\"a, \"\"b\"\".jpg\",1,cat,a photo of a cat.,0.75,0.3125,true,true,,\n"
             ),
             "{csv}"
         );

@@ -10,7 +10,7 @@
 //! batch as the encoder runs the current one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -117,9 +117,13 @@ where
     let (done_tx, done_rx) =
         mpsc::sync_channel::<(usize, T, Result<Prepared<K>, Error>)>(in_flight);
 
+    // Inputs handed to the workers so far; when every one of them has come back and the
+    // input has nothing new, a partial batch is not held back (a stream on stdin).
+    let fed = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let cancel = options.cancel;
-        scope.spawn(move || feed(items, &token_rx, &job_tx, cancel));
+        let fed = &fed;
+        scope.spawn(move || feed(items, &token_rx, &job_tx, cancel, fed));
         let load = &load;
         for _ in 0..workers {
             let done_tx = done_tx.clone();
@@ -146,6 +150,7 @@ where
             token_tx,
             batch_size,
             cancel,
+            fed,
             &mut encode,
             &mut sink,
         )
@@ -161,11 +166,13 @@ fn feed<T, I: Iterator<Item = T>>(
     tokens: &Receiver<()>,
     jobs: &SyncSender<(usize, T)>,
     cancel: Option<&AtomicBool>,
+    fed: &AtomicUsize,
 ) {
     for (seq, item) in items.enumerate() {
         if is_set(cancel) || tokens.recv().is_err() || jobs.send((seq, item)).is_err() {
             return;
         }
+        fed.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -174,6 +181,7 @@ fn collect<T, K, E, S, X>(
     tokens: SyncSender<()>,
     batch_size: usize,
     cancel: Option<&AtomicBool>,
+    fed: &AtomicUsize,
     encode: &mut E,
     sink: &mut S,
 ) -> Result<PipelineStats, X>
@@ -192,6 +200,9 @@ where
     // pending batch by items as well leaves `in_flight - max_pending` tokens for the inputs
     // still being loaded, so the input always moves.
     let max_pending = 2 * batch_size;
+    let mut received = 0usize;
+    // Set when the input went quiet with every fed item back: hand on what is pending.
+    let mut idle = false;
 
     loop {
         if is_set(cancel) {
@@ -216,7 +227,8 @@ where
         let due = pixels_pending >= batch_size
             || pending.len() >= max_pending
             || (pixels_pending == 0 && !pending.is_empty())
-            || (finished && !pending.is_empty());
+            || ((finished || idle) && !pending.is_empty());
+        idle = false;
         if due {
             let batch = std::mem::take(&mut pending);
             pixels_pending = 0;
@@ -236,9 +248,15 @@ where
         let started = Instant::now();
         match done.recv_timeout(CANCEL_POLL) {
             Ok((seq, item, prepared)) => {
+                received += 1;
                 waiting.insert(seq, (item, prepared));
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            // Nothing in flight and nothing new from the input for a poll interval: the
+            // input is a stream that is waiting (e.g. stdin), so the results so far go out
+            // now rather than when a batch fills.
+            Err(RecvTimeoutError::Timeout) => {
+                idle = waiting.is_empty() && received == fed.load(Ordering::SeqCst);
+            }
             Err(RecvTimeoutError::Disconnected) => finished = true,
         }
         stats.waiting += started.elapsed();
@@ -308,9 +326,9 @@ mod tests {
     /// Items are numbers; odd multiples of 7 fail, multiples of 5 are "cached".
     fn load(n: &usize) -> Result<Prepared, Error> {
         std::thread::sleep(Duration::from_micros((n * 37 % 11) as u64 * 100));
-        if n % 7 == 0 && n % 2 == 1 {
+        if n.is_multiple_of(7) && n % 2 == 1 {
             Err(labels_error())
-        } else if n % 5 == 0 {
+        } else if n.is_multiple_of(5) {
             Ok(Prepared::Embedding(vec![*n as f32, 1.0]))
         } else {
             Ok(Prepared::Pixels(vec![*n as f32], ()))
@@ -584,6 +602,57 @@ mod tests {
             !first_batch.is_empty() && first_batch.iter().all(|&i| i < 10),
             "{first_batch:?}"
         );
+    }
+
+    #[test]
+    fn a_waiting_stream_gets_its_results_before_the_batch_fills() {
+        // Inputs arrive through a channel, as lines on stdin would: three, then a pause in
+        // which the caller waits for their results, then two more, then the end.
+        let (input_tx, input_rx) = mpsc::channel::<usize>();
+        let (seen_tx, seen_rx) = mpsc::channel::<usize>();
+        let runner = std::thread::spawn(move || {
+            run(
+                input_rx.into_iter(),
+                PipelineOptions {
+                    batch_size: 16,
+                    workers: 2,
+                    cancel: None,
+                },
+                |&i: &usize| {
+                    if i == 1 {
+                        Ok(Prepared::Embedding(vec![i as f32]))
+                    } else {
+                        Ok(Prepared::Pixels(vec![i as f32], ()))
+                    }
+                },
+                |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
+                |done: Vec<Done<usize>>| -> Result<(), Error> {
+                    for d in done {
+                        let _ = seen_tx.send(d.item);
+                    }
+                    Ok(())
+                },
+            )
+        });
+        for i in 0..3 {
+            input_tx.send(i).unwrap();
+        }
+        let first: Vec<usize> = (0..3)
+            .map(|_| {
+                seen_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("results of a waiting stream were held back for a full batch")
+            })
+            .collect();
+        assert_eq!(first, [0, 1, 2]);
+        input_tx.send(3).unwrap();
+        input_tx.send(4).unwrap();
+        drop(input_tx);
+        let stats = runner.join().unwrap().unwrap();
+        let rest: Vec<usize> = seen_rx.try_iter().collect();
+        assert_eq!(rest, [3, 4]);
+        assert_eq!(stats.items, 5);
+        assert_eq!(stats.encoded, 4);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Ranking prompts against images: cosine similarity, scaled by the model's logit scale,
-//! softmax over the prompts of each image.
+//! then the family's scoring: softmax over the prompts of each image (CLIP-like), or a
+//! sigmoid per prompt with the learned bias (SigLIP).
 
 use candle_core::Tensor;
 
+use crate::family::Scoring;
 use crate::model::l2_normalize;
 
 /// One prompt's score for one image.
@@ -10,7 +12,8 @@ use crate::model::l2_normalize;
 pub struct Score {
     /// Index of the prompt (label) in the order it was given.
     pub index: usize,
-    /// Softmax of `exp(logit_scale) * similarity` over all prompts for this image.
+    /// Softmax of `exp(logit_scale) * similarity` over all prompts for this image, or, with
+    /// [`Scoring::Sigmoid`], `sigmoid(exp(logit_scale) * similarity + logit_bias)` alone.
     pub probability: f32,
     /// Raw cosine similarity between the image and prompt embeddings.
     pub similarity: f32,
@@ -32,6 +35,55 @@ pub fn rank(
         .iter()
         .map(|row| rank_row(row, scale))
         .collect())
+}
+
+/// Like [`rank`], with the family's scoring: `logit_bias` is added before a sigmoid
+/// ([`Scoring::Sigmoid`]) and ignored by softmax, where it would cancel.
+pub fn rank_scored(
+    images: &Tensor,
+    texts: &Tensor,
+    logit_scale: f32,
+    logit_bias: f32,
+    scoring: Scoring,
+) -> candle_core::Result<Vec<Vec<Score>>> {
+    if scoring == Scoring::Softmax {
+        return rank(images, texts, logit_scale);
+    }
+    let images = l2_normalize(&images.to_dtype(candle_core::DType::F32)?)?;
+    let texts = l2_normalize(&texts.to_dtype(candle_core::DType::F32)?)?;
+    let similarities: Vec<Vec<f32>> = images.matmul(&texts.t()?)?.to_vec2()?;
+    let scale = f64::from(logit_scale).exp();
+    Ok(similarities
+        .iter()
+        .map(|row| {
+            let logits: Vec<f64> = row
+                .iter()
+                .map(|&s| scale * f64::from(s) + f64::from(logit_bias))
+                .collect();
+            rank_sigmoid(&logits, row)
+        })
+        .collect())
+}
+
+/// Ranks classes by the sigmoid of their `logits`, each independently, highest first (ties
+/// keep the classes' order); `similarities[i]` is reported with class `i`.
+pub fn rank_sigmoid(logits: &[f64], similarities: &[f32]) -> Vec<Score> {
+    let mut scores: Vec<Score> = logits
+        .iter()
+        .zip(similarities)
+        .enumerate()
+        .map(|(index, (&l, &similarity))| Score {
+            index,
+            probability: (1.0 / (1.0 + (-l).exp())) as f32,
+            similarity,
+        })
+        .collect();
+    scores.sort_by(|a, b| {
+        b.probability
+            .total_cmp(&a.probability)
+            .then(a.index.cmp(&b.index))
+    });
+    scores
 }
 
 /// Softmax over one image's similarities, in f64 so that the probabilities of confident
@@ -102,6 +154,28 @@ mod tests {
         assert!((ranked[1][0].probability - p1[1]).abs() < 1e-6);
         let total: f32 = ranked[1].iter().map(|s| s.probability).sum();
         assert!((total - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sigmoid_scores_each_label_alone_with_the_bias() {
+        let device = Device::Cpu;
+        let images = Tensor::new(&[[1.0f32, 0.0]], &device).unwrap();
+        let texts = Tensor::new(&[[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]], &device).unwrap();
+        let ranked = rank_scored(&images, &texts, 10f32.ln(), -2.0, Scoring::Sigmoid)
+            .unwrap()
+            .remove(0);
+        let sigmoid = |x: f64| (1.0 / (1.0 + (-x).exp())) as f32;
+        let half = std::f64::consts::FRAC_1_SQRT_2;
+        assert_eq!(
+            ranked.iter().map(|s| s.index).collect::<Vec<_>>(),
+            [0, 2, 1]
+        );
+        assert!((ranked[0].probability - sigmoid(10.0 - 2.0)).abs() < 1e-6);
+        assert!((ranked[1].probability - sigmoid(10.0 * half - 2.0)).abs() < 1e-6);
+        assert!((ranked[2].probability - sigmoid(-2.0)).abs() < 1e-6);
+        // Independent: they do not sum to one.
+        let total: f32 = ranked.iter().map(|s| s.probability).sum();
+        assert!(total > 1.5, "{total}");
     }
 
     #[test]

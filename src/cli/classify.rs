@@ -49,14 +49,26 @@ pub struct ClassifyArgs {
     pub examples: Option<PathBuf>,
 
     /// How much the examples count against the prompts (Tip-Adapter's alpha; 0 ignores them).
-    #[arg(long, value_name = "A", default_value_t = vlm::fewshot::DEFAULT_WEIGHT,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_weight: f32,
+    /// Default: chosen by leave-one-out over the examples when every label has at least 4,
+    /// else 1.
+    #[arg(
+        long,
+        value_name = "A",
+        requires = "examples",
+        help_heading = "Few-shot"
+    )]
+    pub examples_weight: Option<f32>,
 
     /// How fast an example stops counting as an image looks less like it (Tip-Adapter's beta).
-    #[arg(long, value_name = "B", default_value_t = vlm::fewshot::DEFAULT_SHARPNESS,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_sharpness: f32,
+    /// Default: chosen by leave-one-out over the examples when every label has at least 4,
+    /// else 5.5.
+    #[arg(
+        long,
+        value_name = "B",
+        requires = "examples",
+        help_heading = "Few-shot"
+    )]
+    pub examples_sharpness: Option<f32>,
 
     #[command(flatten)]
     pub filter: InputArgs,
@@ -65,21 +77,24 @@ pub struct ClassifyArgs {
     pub model: ModelArgs,
 
     // Decisions.
-    /// Decide each label on its own: select every label whose cosine similarity is at least
-    /// --threshold, instead of picking the most probable one.
+    /// Decide each label on its own: select every label that reaches --threshold, instead of
+    /// picking the most probable one.
     #[arg(long, help_heading = "Decisions")]
     pub multi_label: bool,
 
-    /// Cosine similarity a label needs to be selected with --multi-label.
+    /// What a label needs to be selected with --multi-label. Sigmoid-scored models (SigLIP):
+    /// its own probability, 0-1, default 0.5, the boundary the model was trained for.
+    /// Softmax-scored models (CLIP, MetaCLIP 2, open_clip): its cosine similarity, default
+    /// 0.25, because a softmax share depends on the other labels given. With --probe: the
+    /// probe's logit.
     #[arg(
         long,
-        value_name = "COS",
-        default_value_t = 0.25,
+        value_name = "T",
         requires = "multi_label",
         allow_negative_numbers = true,
         help_heading = "Decisions"
     )]
-    pub threshold: f32,
+    pub threshold: Option<f32>,
 
     /// Mark an image uncertain when its top label's probability is below P (0-1).
     #[arg(

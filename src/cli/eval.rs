@@ -47,6 +47,18 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
+    /// Evaluate several checkpoints (aliases, repo ids or directories, comma-separated) on
+    /// the same folder and print one table, best first: how to choose a model for your data.
+    /// The other --model options apply to each.
+    #[arg(
+        long,
+        value_name = "MODEL[,MODEL...]",
+        value_delimiter = ',',
+        conflicts_with_all = ["compare_templates", "confusion_csv", "heatmap"],
+        help_heading = "Model"
+    )]
+    pub models: Vec<String>,
+
     // Output.
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = EvalFormat::Table, help_heading = "Output")]

@@ -135,7 +135,7 @@ impl InputArgs {
 
 /// Which model, where it runs, and how images flow through it: shared by every command that
 /// embeds images or text.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Checkpoint: a local directory, an alias from `vlm models`, or a Hugging Face repo id.
     #[arg(short = 'm', long = "model", id = "model", env = "VLM_MODEL", default_value = vlm::source::DEFAULT_MODEL, help_heading = "Model")]
@@ -150,7 +150,7 @@ pub struct ModelArgs {
     pub device: DeviceArg,
 
     /// Number type the encoders compute in: f16 halves the weights' memory; bf16 needs a
-    /// GPU. Embeddings and scores are f32 either way.
+    /// GPU or, on the CPU, Intel AMX-BF16. Embeddings and scores are f32 either way.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32, help_heading = "Model")]
     pub dtype: DTypeArg,
 
@@ -180,6 +180,11 @@ pub struct ModelArgs {
     /// about 0.01.
     #[arg(long, help_heading = "Model")]
     pub jpeg_downscale: bool,
+
+    /// Use images whose file stops early (a cut download or copy), with the missing part
+    /// filled in, as Pillow's LOAD_TRUNCATED_IMAGES does; without it they are errors.
+    #[arg(long, help_heading = "Inputs")]
+    pub allow_truncated: bool,
 
     /// Refuse images larger than this many million pixels, before decoding them (guards
     /// against decompression bombs).

@@ -37,10 +37,15 @@ struct Report {
     model: String,
     device: String,
     dtype: String,
+    /// Which implementation ran the encoders: "candle" or "packed avx512" and the like.
+    kernels: String,
     threads: usize,
     cpu: Option<String>,
     load_seconds: f64,
     gemm_gflops: f64,
+    /// The packed kernels' rate on the same shape, f32 and bf16 (null without AMX).
+    kernel_f32_gflops: f64,
+    kernel_bf16_gflops: Option<f64>,
     image_gflop: f64,
     image_bound_per_second: f64,
     image: Vec<ImageRate>,
@@ -75,32 +80,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let threads = candle_core::utils::get_num_threads();
     let cpu = cpu_name();
     say(format!(
-        "vlm {} bench: {} on {} ({}), {}, {threads} threads; model loaded in {load_seconds:.2} s",
+        "vlm {} bench: {} on {} ({}), {} ({}), {threads} threads; model loaded in {load_seconds:.2} s",
         env!("CARGO_PKG_VERSION"),
         model.files.id,
         device_name(device),
         cpu.as_deref().unwrap_or("unknown CPU"),
         classifier.compute_fingerprint(),
+        classifier.model().kernels(),
     ))?;
 
-    let gemm = bench::gemm_gflops(device, budget)?;
+    let rates = matmul_rates(classifier, budget, &mut say)?;
+    let (gemm, kernel_f32, kernel_bf16, rate) =
+        (rates.gemm, rates.kernel_f32, rates.kernel_bf16, rates.model);
     let image_gflop = bench::image_flops(&config.vision, config.projection_dim) / 1e9;
-    let bound = bench::image_bound(config, gemm);
+    let bound = bench::image_bound(config, rate);
     say(format!(
-        "matmul: {gemm:.1} GFLOP/s; one image is {image_gflop:.2} GFLOP, so the image tower is bound at {bound:.1} images/s"
+        "one image is {image_gflop:.2} GFLOP, so at {rate:.1} GFLOP/s the image tower is bound at {bound:.1} images/s"
     ))?;
 
     let image = image_rates(args, classifier, budget, bound, &mut say)?;
-    let text = if args.text_prompts > 0 {
-        let rate = bench::text_rate(classifier, args.text_prompts, budget)?;
-        say(format!(
-            "text tower, {} prompts: {:.1} prompts/s",
-            rate.prompts, rate.prompts_per_second
-        ))?;
-        Some(rate)
-    } else {
-        None
-    };
+    let text = text_rate(args, classifier, budget, &mut say)?;
     let (cold_start, folder) = process_runs(args, &mut say)?;
 
     let report = Report {
@@ -108,10 +107,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         model: model.files.id.clone(),
         device: device_name(device).to_string(),
         dtype: classifier.numeric_fingerprint(),
+        kernels: classifier.model().kernels().to_string(),
         threads,
         cpu,
         load_seconds,
         gemm_gflops: gemm,
+        kernel_f32_gflops: kernel_f32,
+        kernel_bf16_gflops: kernel_bf16,
         image_gflop,
         image_bound_per_second: bound,
         image,
@@ -126,6 +128,58 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         writeln!(out)?;
     }
     Ok(EXIT_OK)
+}
+
+/// Matrix-multiply rates: candle's, the packed kernels' in f32 and bf16 (where AMX is
+/// present), and the one of the products this model actually runs.
+struct MatmulRates {
+    gemm: f64,
+    kernel_f32: f64,
+    kernel_bf16: Option<f64>,
+    model: f64,
+}
+
+fn matmul_rates(
+    classifier: &vlm::Classifier,
+    budget: Duration,
+    say: &mut impl FnMut(String) -> io::Result<()>,
+) -> anyhow::Result<MatmulRates> {
+    let gemm = bench::gemm_gflops(classifier.model().device(), budget)?;
+    let kernel_f32 = bench::kernel_gflops(false, budget)?.unwrap_or(0.0);
+    let kernel_bf16 = bench::kernel_gflops(true, budget)?;
+    say(format!(
+        "matmul: candle {gemm:.1} GFLOP/s; packed kernels f32 {kernel_f32:.1} GFLOP/s, bf16 {}",
+        kernel_bf16.map_or_else(|| "n/a (no AMX)".to_string(), |r| format!("{r:.1} GFLOP/s"))
+    ))?;
+    let model = match classifier.model().kernels() {
+        "candle" => gemm,
+        "packed amx-bf16" => kernel_bf16.unwrap_or(gemm),
+        _ => kernel_f32,
+    };
+    Ok(MatmulRates {
+        gemm,
+        kernel_f32,
+        kernel_bf16,
+        model,
+    })
+}
+
+/// The text tower's rate on `--text-prompts` distinct prompts (none when 0).
+fn text_rate(
+    args: &BenchArgs,
+    classifier: &vlm::Classifier,
+    budget: Duration,
+    say: &mut impl FnMut(String) -> io::Result<()>,
+) -> anyhow::Result<Option<TextRate>> {
+    if args.text_prompts == 0 {
+        return Ok(None);
+    }
+    let rate = bench::text_rate(classifier, args.text_prompts, budget)?;
+    say(format!(
+        "text tower, {} prompts: {:.1} prompts/s",
+        rate.prompts, rate.prompts_per_second
+    ))?;
+    Ok(Some(rate))
 }
 
 /// The image tower's rate at each `--batch-sizes` entry.

@@ -2,25 +2,30 @@
 //! Labels are scored by their prompts, by prompts and example images (`--examples`), or by
 //! a linear probe (`--probe`); [`vlm::decide`] chooses what to report.
 
+use std::collections::HashSet;
 use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
 use super::{
-    find_inputs, output_format, warn_truncated, write_failed, Printer, Session, EXIT_INTERRUPTED,
-    EXIT_OK, EXIT_SOME_FAILED,
+    find_inputs, output_format, stream_inputs, warn_truncated, write_failed, Found, Printer,
+    Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
 };
 use crate::cli::ClassifyArgs;
 use vlm::decide::{self, Decisions, Scorer};
 use vlm::embedder::Embedded;
-use vlm::fewshot::TipParams;
+use vlm::fewshot::{self, ExampleCache, NotTuned, ParamsChoice, TipParams};
 use vlm::inputs::{Input, Source};
 use vlm::labels::{self, PromptSet, PromptSpec};
 use vlm::organize::Organizer;
 use vlm::output::{self, Format, ImageReport, Outcome, ReportWriter};
+use vlm::pipeline::PipelineStats;
 use vlm::probe::{ModelIdentity, Probe};
-use vlm::Classifier;
+use vlm::{Classifier, PromptEmbeddings};
 
 /// Counters for the summary line.
 #[derive(Default)]
@@ -33,45 +38,32 @@ struct Tally {
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let printer = Printer::new(args.quiet, args.verbose);
-    let source = match &args.probe {
-        Some(path) => LabelSource::Probe(Probe::load(path)?),
-        None => LabelSource::Prompts(prompt_set(args)?),
+    let settings = Settings::resolve(args)?;
+    // `--files-from -` streams: each line is labelled while stdin stays open, for a
+    // long-lived worker fed by Spark or Ray.
+    let streaming = args.filter.files_from.as_deref() == Some(Path::new("-"));
+    let found = if streaming {
+        Found::default()
+    } else {
+        find_inputs(&args.inputs, &args.filter, &printer)?
     };
-    let params = TipParams::new(args.examples_weight, args.examples_sharpness)?;
-    let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
-    if args.resume && format != Format::Jsonl {
-        bail!(
-            "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
-        );
-    }
-    let top_k = args.top_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
-    let decisions = Decisions::new(
-        top_k,
-        args.multi_label.then_some(args.threshold),
-        args.min_probability,
-    )?;
-    let found = find_inputs(&args.inputs, &args.filter, &printer)?;
-    let todo = still_to_do(args, &printer, found.inputs)?;
+    let done = already_done(args, &printer)?;
     let session = Session::open(&args.model, printer)?;
-    let Some(scorer) = scorer(args, &session, source, params)? else {
+    let Some(scorer) = scorer(args, &session, settings.source)? else {
         return Ok(EXIT_INTERRUPTED);
     };
+    // The multi-label threshold applies to the probability or the cosine depending on the
+    // loaded model's scoring, known only now.
+    let decisions = settings.decisions.with_threshold_on(
+        args.threshold,
+        scorer.thresholds_probability(session.classifier()),
+    )?;
     let organizer = match (args.organize, &args.dest) {
         (Some(mode), Some(dest)) => Some(Organizer::new(dest, mode.into(), args.dry_run)?),
         _ => None,
     };
-    let out_name = args.output.as_ref().map_or_else(
-        || "standard output".to_string(),
-        |p| p.display().to_string(),
-    );
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            output::open_output(path, args.resume)
-                .with_context(|| format!("cannot open {} for writing", path.display()))?,
-        ),
-        None => Box::new(io::stdout().lock()),
-    };
-    let mut writer = ReportWriter::new(out, format).with_similarity_name(scorer.similarity_name());
+    let (writer, out_name) = open_writer(args, settings.format, &scorer)?;
+    let mut writer = writer.with_scoring(scorer.scoring_name(session.classifier()));
     for (path, message) in found.unreadable {
         let report = failed_report(path, message);
         writer
@@ -92,11 +84,98 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         tally: &mut tally,
         out_name: &out_name,
     };
-    let stats = session.embed(todo, "images", |printer, batch| {
-        sink.write(printer, session.classifier(), batch)
-    })?;
+    let write = |printer: &Printer, batch| sink.write(printer, session.classifier(), batch);
+    let stream_failed = Arc::new(AtomicUsize::new(0));
+    let stats = if streaming {
+        let failed = Arc::clone(&stream_failed);
+        let inputs = stream_inputs(&args.inputs, &args.filter, &session.printer, failed)?
+            .filter(|i| !done.contains(&i.display));
+        session.embed_stream(inputs, None, "images", write)?
+    } else {
+        let todo: Vec<Input> = found
+            .inputs
+            .into_iter()
+            .filter(|i| !done.contains(&i.display))
+            .collect();
+        let len = todo.len();
+        session.embed_stream(todo.into_iter(), Some(len), "images", write)?
+    };
     let Sink { writer, .. } = sink;
     writer.finish().with_context(|| write_failed(&out_name))?;
+    tally.failed += stream_failed.load(Ordering::Relaxed);
+    Ok(summary(args, &session, &tally, &stats, started, &out_name))
+}
+
+/// The flags that need checking, resolved once before anything is loaded.
+struct Settings {
+    source: LabelSource,
+    format: Format,
+    decisions: Decisions,
+}
+
+impl Settings {
+    fn resolve(args: &ClassifyArgs) -> anyhow::Result<Self> {
+        let source = match &args.probe {
+            Some(path) => LabelSource::Probe(Probe::load(path)?),
+            None => LabelSource::Prompts(prompt_set(args)?),
+        };
+        // Checked before the model loads; the values used are settled with the examples.
+        TipParams::new(
+            args.examples_weight.unwrap_or(fewshot::DEFAULT_WEIGHT),
+            args.examples_sharpness
+                .unwrap_or(fewshot::DEFAULT_SHARPNESS),
+        )?;
+        let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
+        if args.resume && format != Format::Jsonl {
+            bail!(
+                "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
+            );
+        }
+        let top_k = args.top_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+        let decisions = Decisions::new(
+            top_k,
+            args.multi_label
+                .then_some(args.threshold.unwrap_or(decide::DEFAULT_COSINE_THRESHOLD)),
+            args.min_probability,
+        )?;
+        Ok(Self {
+            source,
+            format,
+            decisions,
+        })
+    }
+}
+
+/// The report writer on `--output` (appending with `--resume`) or stdout, and its name.
+fn open_writer(
+    args: &ClassifyArgs,
+    format: Format,
+    scorer: &Scorer,
+) -> anyhow::Result<(ReportWriter<Box<dyn Write>>, String)> {
+    let out_name = args.output.as_ref().map_or_else(
+        || "standard output".to_string(),
+        |p| p.display().to_string(),
+    );
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(
+            output::open_output(path, args.resume)
+                .with_context(|| format!("cannot open {} for writing", path.display()))?,
+        ),
+        None => Box::new(io::stdout().lock()),
+    };
+    let writer = ReportWriter::new(out, format).with_similarity_name(scorer.similarity_name());
+    Ok((writer, out_name))
+}
+
+/// The closing line (or what an interrupted run left) and the exit status.
+fn summary(
+    args: &ClassifyArgs,
+    session: &Session,
+    tally: &Tally,
+    stats: &PipelineStats,
+    started: Instant,
+    out_name: &str,
+) -> u8 {
     let printer = &session.printer;
     if stats.cancelled {
         printer.error(format_args!(
@@ -108,7 +187,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
                 ""
             }
         ));
-        return Ok(EXIT_INTERRUPTED);
+        return EXIT_INTERRUPTED;
     }
     printer.note(format_args!(
         "labelled {}, failed {}, skipped {} in {:.1} s",
@@ -117,32 +196,27 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         tally.skipped,
         started.elapsed().as_secs_f64()
     ));
-    session.report(&stats);
-    Ok(if tally.failed > 0 {
+    session.report(stats);
+    if tally.failed > 0 {
         EXIT_SOME_FAILED
     } else {
         EXIT_OK
-    })
+    }
 }
 
-/// The inputs not yet in `--output` when resuming, else all of them.
-fn still_to_do(
-    args: &ClassifyArgs,
-    printer: &Printer,
-    mut todo: Vec<Input>,
-) -> anyhow::Result<Vec<Input>> {
-    if let Some(path) = args.output.as_ref().filter(|_| args.resume) {
-        let done = output::resume_jsonl(path)
-            .with_context(|| format!("cannot read {} to resume", path.display()))?;
-        let before = todo.len();
-        todo.retain(|input| !done.contains(&input.display));
-        printer.detail(format_args!(
-            "resuming: {} inputs already in {}",
-            before - todo.len(),
-            path.display()
-        ));
-    }
-    Ok(todo)
+/// With `--resume`: the inputs already in `--output` (reported with `--verbose`).
+fn already_done(args: &ClassifyArgs, printer: &Printer) -> anyhow::Result<HashSet<String>> {
+    let Some(path) = args.output.as_ref().filter(|_| args.resume) else {
+        return Ok(HashSet::new());
+    };
+    let done = output::resume_jsonl(path)
+        .with_context(|| format!("cannot read {} to resume", path.display()))?;
+    printer.detail(format_args!(
+        "resuming: {} inputs already in {}",
+        done.len(),
+        path.display()
+    ));
+    Ok(done)
 }
 
 /// The labels and prompts from the command line (`--labels`, `--labels-file`, templates).
@@ -170,7 +244,6 @@ fn scorer(
     args: &ClassifyArgs,
     session: &Session,
     source: LabelSource,
-    params: TipParams,
 ) -> anyhow::Result<Option<Scorer>> {
     let classifier = session.classifier();
     Ok(Some(match source {
@@ -190,7 +263,10 @@ fn scorer(
             );
             let examples = match &args.examples {
                 Some(dir) => match session.examples(dir, &prompts)? {
-                    Some(examples) => Some((examples, params)),
+                    Some(examples) => {
+                        let params = example_params(args, session, &text, &examples, &prompts)?;
+                        Some((examples, params))
+                    }
                     None => return Ok(None),
                 },
                 None => None,
@@ -202,6 +278,44 @@ fn scorer(
             }
         }
     }))
+}
+
+/// Tip-Adapter's α and β: the flags where given, the rest chosen on the examples when
+/// possible; `--verbose` says which and why.
+fn example_params(
+    args: &ClassifyArgs,
+    session: &Session,
+    text: &PromptEmbeddings,
+    examples: &ExampleCache,
+    prompts: &PromptSet,
+) -> anyhow::Result<TipParams> {
+    let (params, choice) = fewshot::choose_params(
+        examples,
+        session.classifier(),
+        text,
+        args.examples_weight,
+        args.examples_sharpness,
+    )?;
+    let (a, b) = (params.weight, params.sharpness);
+    let printer = &session.printer;
+    match choice {
+        ParamsChoice::Tuned(t) => printer.detail(format_args!(
+            "examples weight {a}, sharpness {b}, chosen by leave-one-out over {} examples: \
+             {:.3} of them ranked right (prompts alone {:.3})",
+            t.held_out, t.accuracy, t.zero_shot_accuracy
+        )),
+        ParamsChoice::Kept(NotTuned::Given) => {
+            printer.detail(format_args!("examples weight {a}, sharpness {b}, as given"))
+        }
+        ParamsChoice::Kept(NotTuned::TooFew { class, count }) => printer.detail(format_args!(
+            "examples weight {a}, sharpness {b} (Tip-Adapter's defaults where not given): \
+             label {:?} has {count} examples, and choosing them by leave-one-out needs {} of \
+             each label",
+            prompts.classes.get(class).map_or("?", |c| c.name.as_str()),
+            fewshot::MIN_EXAMPLES_TO_TUNE
+        )),
+    }
+    Ok(params)
 }
 
 fn failed_report(path: String, message: String) -> ImageReport {

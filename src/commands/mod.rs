@@ -25,7 +25,7 @@ use vlm::cache::EmbeddingCache;
 use vlm::device;
 use vlm::embedder::{self, Embedded};
 use vlm::fewshot::{self, ExampleCache};
-use vlm::inputs::{self, Event, FilesFrom, Input};
+use vlm::inputs::{self, Event, FilesFrom, Input, Source};
 use vlm::labels::PromptSet;
 use vlm::output::Format;
 use vlm::pipeline::{PipelineOptions, PipelineStats};
@@ -72,7 +72,8 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
     )?;
     let device = device::select(args.device.into())?;
     let mut classifier = Classifier::load_as(&files, &device, args.dtype.into())?;
-    let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels);
+    let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels)
+        .with_allow_truncated(args.allow_truncated);
     if args.jpeg_downscale {
         decode = decode.with_jpeg_downscale(classifier.preprocessor().config());
     }
@@ -150,6 +151,44 @@ pub fn find_inputs(paths: &[String], args: &InputArgs, printer: &Printer) -> any
         }
     }
     Ok(found)
+}
+
+/// The inputs as a lazy stream, for `--files-from -`: each is handed to the pipeline as
+/// it is read, so results come back while stdin stays open. Skips are reported with
+/// `--verbose`; an entry that names a path but cannot be used goes on as an input, so it
+/// fails in order with an error record of its own; other errors are printed and counted.
+pub fn stream_inputs(
+    paths: &[String],
+    args: &InputArgs,
+    printer: &Printer,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<impl Iterator<Item = Input> + Send> {
+    let options = args.options();
+    let files_from = args.files_from.as_ref().map(FilesFrom::from_arg);
+    let printer = printer.clone();
+    let events = inputs::discover(paths, files_from, &options)?;
+    Ok(events.filter_map(move |event| match event {
+        Event::Input(input) => Some(input),
+        Event::Skipped { path, reason } => {
+            printer.detail(format_args!("skipped {}: {reason}", path.display()));
+            None
+        }
+        Event::Error(err) => match err.subject() {
+            Some(display) => Some(Input {
+                source: if display.starts_with("http://") || display.starts_with("https://") {
+                    Source::Url(display.clone())
+                } else {
+                    Source::File(display.clone().into())
+                },
+                display,
+            }),
+            None => {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                printer.error(&err);
+                None
+            }
+        },
+    }))
 }
 
 /// The process's peak resident set size in MiB, where the OS reports it (Linux).
@@ -234,21 +273,42 @@ impl Session {
         &self,
         inputs: Vec<Input>,
         unit: &str,
-        mut sink: S,
+        sink: S,
     ) -> anyhow::Result<PipelineStats>
     where
         S: FnMut(&Printer, Vec<Embedded>) -> Result<(), X>,
         X: From<vlm::Error>,
         anyhow::Error: From<X>,
     {
+        let len = inputs.len();
+        self.embed_stream(inputs.into_iter(), Some(len), unit, sink)
+    }
+
+    /// [`Session::embed`] over inputs that arrive as the run goes (a list on stdin): each
+    /// batch is handed on as soon as the input pauses, and the progress bar has no total.
+    pub fn embed_stream<I, S, X>(
+        &self,
+        inputs: I,
+        len: Option<usize>,
+        unit: &str,
+        mut sink: S,
+    ) -> anyhow::Result<PipelineStats>
+    where
+        I: Iterator<Item = Input> + Send,
+        S: FnMut(&Printer, Vec<Embedded>) -> Result<(), X>,
+        X: From<vlm::Error>,
+        anyhow::Error: From<X>,
+    {
         // A copy carries the progress bar, so the sink may borrow the session meanwhile.
         let mut printer = self.printer.clone();
-        printer.start_progress(inputs.len(), unit);
+        if let Some(len) = len {
+            printer.start_progress(len, unit);
+        }
         let progress = &printer;
         let summary = embedder::embed_inputs(
             &self.model.classifier,
             self.cache.as_ref(),
-            inputs.into_iter(),
+            inputs,
             self.options,
             |batch: Vec<Embedded>| {
                 for done in &batch {

@@ -1,4 +1,4 @@
-//! `vlm models`: the built-in aliases.
+//! `vlm models`: the built-in aliases, with their family and scoring.
 
 use std::io::{self, IsTerminal, Write};
 
@@ -8,35 +8,47 @@ use vlm::source;
 pub fn run() -> anyhow::Result<u8> {
     let entries = source::registry::entries()?;
     let mut out = io::stdout().lock();
-    let alias_width = entries
-        .iter()
-        .map(|e| e.alias.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let repo_width = entries
-        .iter()
-        .map(|e| e.repo.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = |get: fn(&source::registry::ModelEntry) -> usize, title: &str| {
+        entries.iter().map(get).max().unwrap_or(0).max(title.len())
+    };
+    let alias_width = width(|e| e.alias.len(), "ALIAS");
+    let repo_width = width(|e| e.repo.len(), "REPO");
+    let family_width = width(|e| e.family.len(), "FAMILY");
     writeln!(
         out,
-        "{:<alias_width$}  {:<repo_width$}  {:>5}  {:>5}  LICENSE",
-        "ALIAS", "REPO", "SIZE", "DIM"
+        "{:<alias_width$}  {:<repo_width$}  {:<family_width$}  {:<7}  {:>4}  {:>4}  {:>7}  LICENSE",
+        "ALIAS", "REPO", "FAMILY", "SCORING", "SIZE", "DIM", "WEIGHTS"
     )?;
     for e in &entries {
         writeln!(
             out,
-            "{:<alias_width$}  {:<repo_width$}  {:>5}  {:>5}  {}",
-            e.alias, e.repo, e.image_size, e.embed_dim, e.license
+            "{:<alias_width$}  {:<repo_width$}  {:<family_width$}  {:<7}  {:>4}  {:>4}  {:>7}  {}",
+            e.alias,
+            e.repo,
+            e.family,
+            e.scoring,
+            e.image_size,
+            e.embed_dim,
+            weights(e.weights_mb),
+            e.license
         )?;
+        writeln!(out, "{:<alias_width$}  {}", "", e.description)?;
     }
     if io::stdout().is_terminal() {
         writeln!(
             out,
-            "\nUse one with: vlm classify --model ALIAS IMAGE... --labels ..."
+            "\nUse one with: vlm classify --model ALIAS IMAGE... --labels ...\n\
+             Compare several on your own labelled folder: vlm eval DIR --models a,b,c"
         )?;
     }
     Ok(EXIT_OK)
+}
+
+/// "605 MB", "3.9 GB".
+fn weights(mb: u32) -> String {
+    if mb >= 1000 {
+        format!("{:.1} GB", f64::from(mb) / 1000.0)
+    } else {
+        format!("{mb} MB")
+    }
 }

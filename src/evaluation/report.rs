@@ -528,3 +528,135 @@ mod tests {
         );
     }
 }
+
+/// One checkpoint's result in `vlm eval --models`.
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    /// The `--models` entry as given.
+    pub model: String,
+    /// [`crate::family::Family::name`].
+    pub family: &'static str,
+    /// [`crate::family::Scoring::name`].
+    pub scoring: &'static str,
+    pub evaluation: metrics::Evaluation,
+    /// Images embedded per second, decoding included.
+    pub images_per_second: f64,
+    /// Size of the weights file.
+    pub weights_bytes: u64,
+    /// Images that could not be evaluated with this model.
+    pub failed: usize,
+}
+
+/// Best first: top-1, then top-k, then macro-F1; ties keep the order given.
+pub fn sort_models_best_first(rows: &mut [ModelRow]) {
+    rows.sort_by(|a, b| {
+        let (a, b) = (&a.evaluation, &b.evaluation);
+        b.top1
+            .total_cmp(&a.top1)
+            .then(b.top_k.total_cmp(&a.top_k))
+            .then(b.macro_average.f1.total_cmp(&a.macro_average.f1))
+    });
+}
+
+/// "605 MB", "3.9 GB".
+fn megabytes(bytes: u64) -> String {
+    let mb = bytes as f64 / 1e6;
+    if mb >= 1000.0 {
+        format!("{:.1} GB", mb / 1000.0)
+    } else if mb >= 10.0 {
+        format!("{mb:.0} MB")
+    } else {
+        format!("{mb:.1} MB")
+    }
+}
+
+/// The models side by side, as [`sort_models_best_first`] leaves them.
+pub fn models_table(rows: &[ModelRow]) -> String {
+    let mut out = String::new();
+    let Some(first) = rows.first() else {
+        return out;
+    };
+    let e = &first.evaluation;
+    let _ = writeln!(
+        out,
+        "{} images, {} classes, {} models",
+        e.images(),
+        e.classes.len(),
+        rows.len()
+    );
+    let _ = writeln!(out);
+    let top_k = format!("top-{}", e.k);
+    let model_width = rows
+        .iter()
+        .map(|r| width(&r.model))
+        .chain([width("model")])
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{:<model_width$}  {:<10}  {:<7}    top-1  {top_k:>7}  macro-F1  images/s   weights",
+        "model", "family", "scoring"
+    );
+    for r in rows {
+        let e = &r.evaluation;
+        let _ = writeln!(
+            out,
+            "{:<model_width$}  {:<10}  {:<7}  {:>7}  {:>7}  {:>8.4}  {:>8.1}  {:>8}{}",
+            r.model,
+            r.family,
+            r.scoring,
+            percent(e.top1),
+            percent(e.top_k),
+            e.macro_average.f1,
+            r.images_per_second,
+            megabytes(r.weights_bytes),
+            failed_note(r.failed)
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "best: {} (top-1 {})",
+        first.model,
+        percent(first.evaluation.top1)
+    );
+    out
+}
+
+#[derive(Serialize)]
+struct JsonModelRow<'a> {
+    model: &'a str,
+    family: &'a str,
+    scoring: &'a str,
+    images: u64,
+    failed: usize,
+    k: usize,
+    top1: f64,
+    top_k: f64,
+    macro_f1: f64,
+    images_per_second: f64,
+    weights_bytes: u64,
+}
+
+/// The models as a JSON array, best first.
+pub fn models_json(rows: &[ModelRow]) -> serde_json::Result<String> {
+    let rows: Vec<JsonModelRow> = rows
+        .iter()
+        .map(|r| JsonModelRow {
+            model: &r.model,
+            family: r.family,
+            scoring: r.scoring,
+            images: r.evaluation.images(),
+            failed: r.failed,
+            k: r.evaluation.k,
+            top1: r.evaluation.top1,
+            top_k: r.evaluation.top_k,
+            macro_f1: r.evaluation.macro_average.f1,
+            images_per_second: r.images_per_second,
+            weights_bytes: r.weights_bytes,
+        })
+        .collect();
+    let mut text = serde_json::to_string(&rows)?;
+    text.push('\n');
+    Ok(text)
+}

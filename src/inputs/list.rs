@@ -6,7 +6,7 @@ use std::io::BufRead;
 
 /// Reads entries from a path list one at a time, so a long list streams.
 pub(crate) struct ListReader {
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     /// `<stdin>` or the list's path, for messages.
     name: String,
     separator: u8,
@@ -14,7 +14,7 @@ pub(crate) struct ListReader {
 }
 
 impl ListReader {
-    pub fn new(reader: Box<dyn BufRead>, name: String, null_separated: bool) -> Self {
+    pub fn new(reader: Box<dyn BufRead + Send>, name: String, null_separated: bool) -> Self {
         ListReader {
             reader,
             name,

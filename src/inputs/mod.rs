@@ -201,7 +201,8 @@ pub fn discover(
     let list = match files_from {
         None => None,
         Some(FilesFrom::Stdin) => Some(ListReader::new(
-            Box::new(std::io::stdin().lock()),
+            // Not `stdin().lock()`: a stream is read on the pipeline's feeder thread.
+            Box::new(std::io::BufReader::new(std::io::stdin())),
             "<stdin>".to_string(),
             options.null_separated,
         )),
@@ -223,7 +224,7 @@ pub fn discover(
 /// Like [`discover`], reading the path list from `reader` (named `name` in messages).
 pub fn discover_with_list(
     args: &[String],
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     name: &str,
     options: &InputOptions,
 ) -> Result<Discover, InputError> {

@@ -1,13 +1,16 @@
-//! The architecture of a CLIP checkpoint, read from its `config.json`.
+//! The architecture of a checkpoint, read from its `config.json`.
 //!
-//! Keys that a config leaves out take the defaults of transformers' `CLIPTextConfig`,
-//! `CLIPVisionConfig` and `CLIPConfig`, because that is what the checkpoint's authors
-//! relied on (LAION's ports, for one, list only the values that differ). A key that is
-//! present but unusable is an error that names the file and the field.
+//! Keys that a config leaves out take the defaults of the family's transformers config
+//! classes (`CLIPTextConfig`/`CLIPVisionConfig`/`CLIPConfig`, `MetaClip2Config`, or
+//! `SiglipTextConfig`/`SiglipVisionConfig`), because that is what the checkpoint's authors
+//! relied on (LAION's ports and Google's SigLIP configs list only the values that differ).
+//! A key that is present but unusable is an error that names the file and the field.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
+
+use crate::family::Family;
 
 /// Why a `config.json` could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +32,16 @@ pub enum ConfigError {
         problem: String,
     },
     #[error(
-        "{} describes a `{model_type}` model, not CLIP; pass a CLIP checkpoint with --model (see `vlm models`)",
+        "{} describes a `{model_type}` model ({what}), which vlm cannot run; vlm runs the families \
+         clip, siglip (SigLIP and fixed-resolution SigLIP 2), metaclip_2 and open_clip (plain ViT): \
+         pass one of those with --model (see `vlm models`)",
         path.display()
     )]
-    NotClip { path: PathBuf, model_type: String },
+    NotClip {
+        path: PathBuf,
+        model_type: String,
+        what: &'static str,
+    },
 }
 
 /// The activation between the two MLP layers of every transformer block.
@@ -67,6 +76,9 @@ pub enum EosPooling {
     ArgmaxId,
     /// Pool at the first position holding this token id.
     FirstToken(u32),
+    /// Pool at the last position of the fixed-length (padded) sequence: SigLIP, whose text
+    /// tower sees no mask, so the last position is usually a pad token.
+    Last,
 }
 
 /// The text tower.
@@ -82,6 +94,8 @@ pub struct TextConfig {
     pub layer_norm_eps: f64,
     pub pad_token_id: u32,
     pub pooling: EosPooling,
+    /// Whether attention is causal (CLIP) or bidirectional (SigLIP).
+    pub causal: bool,
 }
 
 /// The vision tower.
@@ -105,9 +119,11 @@ impl VisionConfig {
     }
 }
 
-/// A whole CLIP model: both towers and the shared embedding size.
+/// A whole model: its family, both towers and the shared embedding size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipConfig {
+    /// The family, from `model_type` (or the open_clip layout).
+    pub family: Family,
     pub text: TextConfig,
     pub vision: VisionConfig,
     pub projection_dim: usize,
@@ -134,43 +150,81 @@ impl ClipConfig {
             prefix: "",
         };
         let root = fields.object(&root, "")?;
-        if let Some(model_type) = root.get("model_type") {
+        let family = if let Some(model_type) = root.get("model_type") {
             let model_type = model_type.as_str().unwrap_or_default();
-            if model_type != "clip" {
-                return Err(ConfigError::NotClip {
-                    path: origin.to_path_buf(),
-                    model_type: model_type.to_string(),
-                });
-            }
+            family_of(model_type).map_err(|what| ConfigError::NotClip {
+                path: origin.to_path_buf(),
+                model_type: model_type.to_string(),
+                what,
+            })?
         } else if !root.contains_key("text_config") || !root.contains_key("vision_config") {
             return Err(fields.error(
                 "text_config",
                 "is missing (and there is no model_type); this does not look like a CLIP config.json",
             ));
-        }
+        } else {
+            Family::Clip
+        };
 
         let text_map = tower_map(root, "text_config", &fields)?;
         let vision_map = tower_map(root, "vision_config", &fields)?;
-        let text = TextConfig::parse(
-            &text_map,
-            &Fields {
-                path: origin,
-                prefix: "text_config.",
-            },
-        )?;
-        let vision = VisionConfig::parse(
-            &vision_map,
-            &Fields {
-                path: origin,
-                prefix: "vision_config.",
-            },
-        )?;
-        let projection_dim = fields.usize(root, "projection_dim", 512)?;
+        let text_fields = Fields {
+            path: origin,
+            prefix: "text_config.",
+        };
+        let vision_fields = Fields {
+            path: origin,
+            prefix: "vision_config.",
+        };
+        let text = TextConfig::parse(&text_map, &text_fields, family)?;
+        let vision = VisionConfig::parse(&vision_map, &vision_fields, family)?;
+        let projection_dim = if family == Family::Siglip {
+            // No projection on the vision side: the embedding is the MAP head's output, and
+            // the text head projects to the same width.
+            if vision_fields.present_bool(&vision_map, "vision_use_head") == Some(false) {
+                return Err(vision_fields.error(
+                    "vision_use_head",
+                    "is false: this SigLIP has no pooled image embedding, so it cannot classify",
+                ));
+            }
+            let text_out = text_fields.usize(&text_map, "projection_size", text.hidden_size)?;
+            if text_out != vision.hidden_size {
+                return Err(text_fields.error(
+                    "projection_size",
+                    &format!(
+                        "({text_out}) differs from vision_config.hidden_size ({}), so text and \
+                         image embeddings cannot be compared",
+                        vision.hidden_size
+                    ),
+                ));
+            }
+            vision.hidden_size
+        } else {
+            fields.usize(root, "projection_dim", 512)?
+        };
         Ok(Self {
+            family,
             text,
             vision,
             projection_dim,
         })
+    }
+}
+
+/// The family a `model_type` names, or what it is when vlm cannot run it.
+fn family_of(model_type: &str) -> Result<Family, &'static str> {
+    match model_type {
+        "clip" => Ok(Family::Clip),
+        "siglip" => Ok(Family::Siglip),
+        "metaclip_2" => Ok(Family::MetaClip2),
+        "siglip2" => Err("SigLIP 2 NaFlex, variable resolution; not supported yet, use a fixed-resolution SigLIP 2 checkpoint such as google/siglip2-base-patch16-224"),
+        "chinese_clip" => Err("ChineseCLIP, a BERT text tower; not supported yet"),
+        "altclip" => Err("AltCLIP, an XLM-R text tower; not supported"),
+        "blip" | "blip-2" | "blip_2" => Err("BLIP, a captioning model"),
+        "clip_text_model" | "clip_vision_model" | "siglip_text_model" | "siglip_vision_model" => {
+            Err("a single tower; vlm needs the full image-text checkpoint")
+        }
+        _ => Err("not an image-text model family vlm knows"),
     }
 }
 
@@ -195,26 +249,50 @@ fn tower_map(
 }
 
 impl TextConfig {
-    fn parse(map: &Map<String, Value>, f: &Fields) -> Result<Self, ConfigError> {
-        let vocab_size = f.usize(map, "vocab_size", 49408)?;
-        let pad_token_id = f.u32(map, "pad_token_id", 1)?;
-        let eos = f.u32(map, "eos_token_id", 49407)?;
-        let pooling = if eos == 2 {
-            EosPooling::ArgmaxId
+    fn parse(map: &Map<String, Value>, f: &Fields, family: Family) -> Result<Self, ConfigError> {
+        let siglip = family == Family::Siglip;
+        let vocab_size = f.usize(map, "vocab_size", if siglip { 32000 } else { 49408 })?;
+        // SigLIP's pad/eos ids in config.json are meaningless (transformers' defaults are
+        // CLIP's); its tokenizer pads, and pooling takes the last position.
+        let pad_token_id = if siglip {
+            0
         } else {
-            EosPooling::FirstToken(eos)
+            f.u32(map, "pad_token_id", 1)?
+        };
+        let pooling = match family {
+            Family::Siglip => EosPooling::Last,
+            // transformers' MetaClip2TextTransformer always pools at the first EOS, "even if
+            // the EOS token is 2 (it is set to 2 in released weights)".
+            Family::MetaClip2 => EosPooling::FirstToken(f.u32(map, "eos_token_id", 2)?),
+            Family::Clip | Family::OpenClip => match f.u32(map, "eos_token_id", 49407)? {
+                2 => EosPooling::ArgmaxId,
+                eos => EosPooling::FirstToken(eos),
+            },
         };
         let config = Self {
             vocab_size,
-            hidden_size: f.usize(map, "hidden_size", 512)?,
-            intermediate_size: f.usize(map, "intermediate_size", 2048)?,
+            hidden_size: f.usize(map, "hidden_size", if siglip { 768 } else { 512 })?,
+            intermediate_size: f.usize(
+                map,
+                "intermediate_size",
+                if siglip { 3072 } else { 2048 },
+            )?,
             num_hidden_layers: f.usize(map, "num_hidden_layers", 12)?,
-            num_attention_heads: f.usize(map, "num_attention_heads", 8)?,
-            max_position_embeddings: f.usize(map, "max_position_embeddings", 77)?,
-            hidden_act: f.activation(map)?,
-            layer_norm_eps: f.f64(map, "layer_norm_eps", 1e-5)?,
+            num_attention_heads: f.usize(
+                map,
+                "num_attention_heads",
+                if siglip { 12 } else { 8 },
+            )?,
+            max_position_embeddings: f.usize(
+                map,
+                "max_position_embeddings",
+                if siglip { 64 } else { 77 },
+            )?,
+            hidden_act: f.activation(map, family)?,
+            layer_norm_eps: f.f64(map, "layer_norm_eps", if siglip { 1e-6 } else { 1e-5 })?,
             pad_token_id,
             pooling,
+            causal: !siglip,
         };
         f.divisible(
             config.hidden_size,
@@ -234,7 +312,8 @@ impl TextConfig {
 }
 
 impl VisionConfig {
-    fn parse(map: &Map<String, Value>, f: &Fields) -> Result<Self, ConfigError> {
+    fn parse(map: &Map<String, Value>, f: &Fields, family: Family) -> Result<Self, ConfigError> {
+        let siglip = family == Family::Siglip;
         let config = Self {
             hidden_size: f.usize(map, "hidden_size", 768)?,
             intermediate_size: f.usize(map, "intermediate_size", 3072)?,
@@ -242,16 +321,23 @@ impl VisionConfig {
             num_attention_heads: f.usize(map, "num_attention_heads", 12)?,
             num_channels: f.usize(map, "num_channels", 3)?,
             image_size: f.usize(map, "image_size", 224)?,
-            patch_size: f.usize(map, "patch_size", 32)?,
-            hidden_act: f.activation(map)?,
-            layer_norm_eps: f.f64(map, "layer_norm_eps", 1e-5)?,
+            patch_size: f.usize(map, "patch_size", if siglip { 16 } else { 32 })?,
+            hidden_act: f.activation(map, family)?,
+            layer_norm_eps: f.f64(map, "layer_norm_eps", if siglip { 1e-6 } else { 1e-5 })?,
         };
         f.divisible(
             config.hidden_size,
             config.num_attention_heads,
             "num_attention_heads",
         )?;
-        f.divisible(config.image_size, config.patch_size, "patch_size")?;
+        // SigLIP's "valid" patch convolution drops the right and bottom `image_size mod
+        // patch_size` pixels (so400m: 384 px, patch 14, 6 px dropped); CLIP's position table
+        // is sized for an exact grid.
+        if !siglip {
+            f.divisible(config.image_size, config.patch_size, "patch_size")?;
+        } else if config.patch_size > config.image_size {
+            return Err(f.error("patch_size", "is larger than image_size"));
+        }
         if config.num_channels != 3 {
             return Err(f.error("num_channels", "must be 3 (RGB input)"));
         }
@@ -332,8 +418,17 @@ impl Fields<'_> {
         }
     }
 
-    fn activation(&self, map: &Map<String, Value>) -> Result<Activation, ConfigError> {
+    fn present_bool(&self, map: &Map<String, Value>, key: &str) -> Option<bool> {
+        Self::present(map, key).and_then(Value::as_bool)
+    }
+
+    fn activation(
+        &self,
+        map: &Map<String, Value>,
+        family: Family,
+    ) -> Result<Activation, ConfigError> {
         match Self::present(map, "hidden_act") {
+            None if family == Family::Siglip => Ok(Activation::GeluTanh),
             None => Ok(Activation::QuickGelu),
             Some(v) => v.as_str().and_then(Activation::parse).ok_or_else(|| {
                 self.error(
@@ -345,7 +440,7 @@ impl Fields<'_> {
     }
 
     fn divisible(&self, size: usize, by: usize, field: &str) -> Result<(), ConfigError> {
-        if size % by == 0 {
+        if size.is_multiple_of(by) {
             Ok(())
         } else {
             Err(self.error(field, &format!("({by}) must divide {size} evenly")))
@@ -356,6 +451,40 @@ impl Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn siglip_takes_siglip_defaults_and_pools_last() {
+        let config = parse(
+            r#"{"model_type": "siglip", "text_config": {"pad_token_id": 1, "eos_token_id": 49407},
+                "vision_config": {"image_size": 384, "patch_size": 14}}"#,
+        )
+        .expect("siglip parses");
+        assert_eq!(config.family, Family::Siglip);
+        assert_eq!(config.text.pooling, EosPooling::Last);
+        assert!(!config.text.causal);
+        assert_eq!(config.text.max_position_embeddings, 64);
+        assert_eq!(config.text.hidden_act, Activation::GeluTanh);
+        assert_eq!(config.text.layer_norm_eps, 1e-6);
+        assert_eq!(config.vision.grid(), 27);
+        assert_eq!(config.projection_dim, 768);
+        let err = parse(
+            r#"{"model_type": "siglip", "text_config": {"projection_size": 512}, "vision_config": {}}"#,
+        )
+        .expect_err("mismatched head");
+        assert!(err.to_string().contains("projection_size"), "{err}");
+    }
+
+    #[test]
+    fn metaclip_2_pools_at_the_first_eos_even_when_it_is_two() {
+        let config = parse(
+            r#"{"model_type": "metaclip_2", "text_config": {"eos_token_id": 2, "vocab_size": 901629},
+                "vision_config": {}}"#,
+        )
+        .expect("parses");
+        assert_eq!(config.family, Family::MetaClip2);
+        assert_eq!(config.text.pooling, EosPooling::FirstToken(2));
+        assert!(config.text.causal);
+    }
 
     fn parse(json: &str) -> Result<ClipConfig, ConfigError> {
         ClipConfig::from_json_str(json, Path::new("m/config.json"))
@@ -424,9 +553,10 @@ mod tests {
 
     #[test]
     fn other_architectures_are_refused() {
-        let err = parse(r#"{"model_type": "siglip", "text_config": {}, "vision_config": {}}"#)
-            .expect_err("siglip");
+        let err = parse(r#"{"model_type": "siglip2", "text_config": {}, "vision_config": {}}"#)
+            .expect_err("naflex");
         assert!(matches!(err, ConfigError::NotClip { .. }));
+        assert!(err.to_string().contains("NaFlex"), "{err}");
         let err =
             parse(r#"{"architectures": ["BertModel"], "hidden_size": 768}"#).expect_err("bert");
         assert!(

@@ -1,4 +1,6 @@
-//! The CLIP encoders, written on candle-nn with weights read through a `VarBuilder`.
+//! The encoders of every family (CLIP, SigLIP, MetaCLIP 2, open_clip), written on candle-nn
+//! with weights read through a `VarBuilder`; on the CPU in f32 (and bf16 with AMX) the
+//! transformer layers run on the crate's packed kernels instead.
 //!
 //! candle-transformers' own `clip` module is not used: it supports only QuickGELU, fixes
 //! the layer-norm epsilon, replaces missing tensors with random or default values, and
@@ -6,6 +8,8 @@
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
 mod layers;
+pub mod open_clip;
+mod siglip;
 mod text;
 mod vision;
 mod weights;
@@ -20,7 +24,10 @@ use candle_nn::{Init, VarBuilder};
 
 pub mod config;
 
+use crate::family::{Family, Scoring};
 use config::ClipConfig;
+use layers::Compute;
+use siglip::SiglipVision;
 use text::TextTower;
 use vision::VisionTower;
 
@@ -53,13 +60,24 @@ pub enum ModelError {
     },
 }
 
-/// A loaded CLIP model: both encoders and the learned logit scale.
+/// The image encoder of a family.
+enum Vision {
+    /// Class token, pre-LayerNorm and a projection (CLIP, MetaCLIP 2, open_clip).
+    Clip(VisionTower),
+    /// No class token, MAP head (SigLIP).
+    Siglip(SiglipVision),
+}
+
+/// A loaded model: both encoders, the learned logit scale (and bias), and its scoring.
 pub struct ClipModel {
     text: TextTower,
-    vision: VisionTower,
+    vision: Vision,
     logit_scale: f32,
+    logit_bias: f32,
+    family: Family,
     dtype: DType,
     device: Device,
+    compute: Compute,
 }
 
 impl ClipModel {
@@ -78,27 +96,106 @@ impl ClipModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self, ModelError> {
-        check_dtype(dtype, device)?;
-        let vb = open_weights(weights, dtype, device)?;
+        let compute = match (device, dtype) {
+            (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
+            (Device::Cpu, DType::BF16) => Compute::Amx,
+            _ => Compute::Candle,
+        };
+        Self::load_for(config, weights, device, dtype, compute)
+    }
+
+    /// Like [`Self::load_as`], but on candle's tensor ops even where the packed CPU kernels
+    /// would run: the reference the kernels are measured and tested against.
+    pub fn load_on_candle(
+        config: &ClipConfig,
+        weights: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
+        Self::load_for(config, weights, device, dtype, Compute::Candle)
+    }
+
+    fn load_for(
+        config: &ClipConfig,
+        weights: &Path,
+        device: &Device,
+        dtype: DType,
+        compute: Compute,
+    ) -> Result<Self, ModelError> {
+        check_dtype(dtype, device, compute, crate::kernels::amx_available())?;
+        // The packed kernels read f32 weights and round them to their own type when packing.
+        let stored = if compute == Compute::Candle {
+            dtype
+        } else {
+            DType::F32
+        };
+        let vb = open_weights(weights, stored, device, config.family)?;
         let wrap = |source| ModelError::Weights {
             path: weights.to_path_buf(),
             cause: source,
         };
-        let text =
-            TextTower::load(vb.clone(), &config.text, config.projection_dim).map_err(wrap)?;
-        let vision =
-            VisionTower::load(vb.clone(), &config.vision, config.projection_dim).map_err(wrap)?;
-        let logit_scale = vb
-            .get((), "logit_scale")
-            .and_then(|t| t.to_dtype(DType::F32)?.to_scalar::<f32>())
+        let text = TextTower::load(vb.clone(), &config.text, config.projection_dim, compute)
             .map_err(wrap)?;
+        let vision = match config.family {
+            Family::Siglip => Vision::Siglip(
+                SiglipVision::load(vb.clone(), &config.vision, compute).map_err(wrap)?,
+            ),
+            _ => Vision::Clip(
+                VisionTower::load(vb.clone(), &config.vision, config.projection_dim, compute)
+                    .map_err(wrap)?,
+            ),
+        };
+        // A scalar in CLIP and open_clip, shape [1] in SigLIP.
+        let scalar = |name: &str| {
+            vb.get_unchecked(name)
+                .and_then(|t| t.to_dtype(DType::F32)?.flatten_all())
+                .and_then(|t| match t.dims1()? {
+                    1 => t.get(0)?.to_scalar::<f32>(),
+                    n => candle_core::bail!("`{name}` holds {n} values, expected one"),
+                })
+                .map_err(wrap)
+        };
+        let logit_scale = scalar("logit_scale")?;
+        let logit_bias = if config.family == Family::Siglip {
+            scalar("logit_bias")?
+        } else {
+            0.0
+        };
         Ok(Self {
             text,
             vision,
             logit_scale,
+            logit_bias,
+            family: config.family,
             dtype,
             device: device.clone(),
+            compute,
         })
+    }
+
+    /// Which implementation runs the encoders: `"candle"`, or the packed CPU kernels and
+    /// the instruction set they use (`"packed avx512"`).
+    pub fn kernels(&self) -> &'static str {
+        match self.compute {
+            Compute::Candle => "candle",
+            Compute::Packed(isa) => isa.label(),
+            Compute::Amx => "packed amx-bf16",
+        }
+    }
+
+    /// The learned bias added to SigLIP's scaled cosine before its sigmoid (0 elsewhere).
+    pub fn logit_bias(&self) -> f32 {
+        self.logit_bias
+    }
+
+    /// The checkpoint's family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// How this model's scores are computed.
+    pub fn scoring(&self) -> Scoring {
+        self.family.scoring()
     }
 
     /// The learned temperature, as stored (a log): logits are `exp(logit_scale) * cosine`.
@@ -123,7 +220,10 @@ impl ClipModel {
 
     /// The side of the square pixel input.
     pub fn image_size(&self) -> usize {
-        self.vision.image_size()
+        match &self.vision {
+            Vision::Clip(v) => v.image_size(),
+            Vision::Siglip(v) => v.image_size(),
+        }
     }
 
     /// Projected, unnormalised text embeddings (rows follow `token_ids`). Each sequence
@@ -140,9 +240,16 @@ impl ClipModel {
 
     /// Projected, unnormalised image embeddings for `pixels` of shape (batch, 3, size, size).
     pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
+        let input = match self.compute {
+            Compute::Candle => self.dtype,
+            _ => DType::F32,
+        };
         pixels
-            .to_dtype(self.dtype)
-            .and_then(|p| self.vision.forward(&p))
+            .to_dtype(input)
+            .and_then(|p| match &self.vision {
+                Vision::Clip(v) => v.forward(&p),
+                Vision::Siglip(v) => v.forward(&p),
+            })
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
                 what: "images",
@@ -152,10 +259,23 @@ impl ClipModel {
 }
 
 /// Refuses a compute type the device cannot multiply matrices in, before loading anything.
-fn check_dtype(dtype: DType, device: &Device) -> Result<(), ModelError> {
+/// `amx`: whether this CPU and OS run the AMX bf16 kernels.
+fn check_dtype(
+    dtype: DType,
+    device: &Device,
+    compute: Compute,
+    amx: bool,
+) -> Result<(), ModelError> {
     match (dtype, device) {
         (DType::F32 | DType::F16, _) => Ok(()),
         (DType::BF16, Device::Cuda(_) | Device::Metal(_)) => Ok(()),
+        (DType::BF16, Device::Cpu) if compute == Compute::Amx && amx => Ok(()),
+        (DType::BF16, Device::Cpu) if compute == Compute::Amx => Err(ModelError::DType {
+            dtype,
+            device: "CPU",
+            hint: "bf16 on the CPU needs Intel AMX-BF16 (Xeon Sapphire Rapids or later, Linux) \
+                   and this CPU or kernel has none; use --dtype f32",
+        }),
         (DType::BF16, Device::Cpu) => Err(ModelError::DType {
             dtype,
             device: "CPU",
@@ -173,19 +293,67 @@ fn open_weights(
     path: &Path,
     dtype: DType,
     device: &Device,
+    family: Family,
 ) -> Result<VarBuilder<'static>, ModelError> {
+    let backend = open_backend(path, family, true)?;
+    Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
+}
+
+/// The tensors of a weights file, under the Hugging Face names the towers read; with
+/// `read_ahead`, a safetensors file is read whole at once (for a load).
+fn open_backend(
+    path: &Path,
+    family: Family,
+    read_ahead: bool,
+) -> Result<Box<dyn SimpleBackend>, ModelError> {
+    let backend = open_file(path, read_ahead)?;
+    if family != Family::OpenClip {
+        return Ok(backend);
+    }
+    // A training checkpoint saved from DistributedDataParallel prefixes every name.
+    let prefix = if !backend.contains_tensor("logit_scale")
+        && backend.contains_tensor("module.logit_scale")
+    {
+        "module."
+    } else {
+        ""
+    };
+    Ok(Box::new(open_clip::OpenClipNames {
+        inner: backend,
+        prefix: prefix.to_string(),
+    }))
+}
+
+/// Reads a tensor's shape from a weights file without building a model: open_clip
+/// configs do not state their MLP widths exactly, the weights do.
+pub fn tensor_shape(path: &Path, family: Family, name: &str) -> Result<Vec<usize>, ModelError> {
+    let backend = open_backend(path, family, false)?;
+    backend
+        .get_unchecked(name, DType::F32, &Device::Cpu)
+        .map(|t| t.dims().to_vec())
+        .map_err(|cause| ModelError::Weights {
+            path: path.to_path_buf(),
+            cause,
+        })
+}
+
+fn open_file(path: &Path, read_ahead: bool) -> Result<Box<dyn SimpleBackend>, ModelError> {
     let wrap = |source| ModelError::Weights {
         path: path.to_path_buf(),
         cause: source,
     };
     let backend: Box<dyn SimpleBackend> = match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => Box::new(
-            weights::SafetensorsFile::open(path)
-                .map_err(wrap)?
-                .read_all(),
-        ),
+        Some("safetensors") => {
+            let file = weights::SafetensorsFile::open(path).map_err(wrap)?;
+            Box::new(if read_ahead { file.read_all() } else { file })
+        }
         Some("bin" | "pt" | "pth") => {
-            let tensors = PthTensors::new(path, None).map_err(wrap)?;
+            let mut tensors = PthTensors::new(path, None).map_err(wrap)?;
+            // Training checkpoints wrap the weights: {"state_dict": {...}} (open_clip's
+            // `load_state_dict` unwraps the same key).
+            if tensors.tensor_infos().is_empty() {
+                tensors = PthTensors::new(path, Some("state_dict")).map_err(wrap)?;
+            }
             let non_float = tensors
                 .tensor_infos()
                 .iter()
@@ -203,7 +371,7 @@ fn open_weights(
             })
         }
     };
-    Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
+    Ok(backend)
 }
 
 /// A weights backend that refuses tensors stored as integers or booleans: converted to
@@ -251,5 +419,25 @@ impl<B: SimpleBackend> SimpleBackend for FloatOnly<B> {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.inner.contains_tensor(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_on_a_cpu_without_amx_is_refused_with_what_to_do() {
+        let err = check_dtype(DType::BF16, &Device::Cpu, Compute::Amx, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("AMX-BF16") && err.contains("--dtype f32"),
+            "{err}"
+        );
+        assert!(check_dtype(DType::BF16, &Device::Cpu, Compute::Amx, true).is_ok());
+        // candle's own ops have no CPU bf16 product, AMX or not.
+        assert!(check_dtype(DType::BF16, &Device::Cpu, Compute::Candle, true).is_err());
+        assert!(check_dtype(DType::F32, &Device::Cpu, Compute::Amx, false).is_ok());
     }
 }

@@ -1,26 +1,33 @@
-//! The text tower: token and position embeddings, a causal transformer, pooling at the
-//! end-of-text token, and the projection into the shared space.
+//! The text tower: token and position embeddings, a transformer (causal for CLIP,
+//! bidirectional for SigLIP), pooling (at the end-of-text token, or SigLIP's last position),
+//! and the projection into the shared space (SigLIP's is a `head` with a bias).
 
-use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 
 use super::config::{EosPooling, TextConfig};
-use super::layers::{Encoder, StackShape};
+use super::layers::{Compute, Dense, Encoder, StackShape};
 
 pub(crate) struct TextTower {
     token_embedding: Embedding,
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
-    projection: Linear,
+    projection: Dense,
     pooling: EosPooling,
     pad_id: u32,
     context: usize,
+    causal: bool,
 }
 
 impl TextTower {
     /// `vb` is the checkpoint root: the tower lives under `text_model`, its projection beside it.
-    pub fn load(vb: VarBuilder, config: &TextConfig, projection_dim: usize) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        config: &TextConfig,
+        projection_dim: usize,
+        compute: Compute,
+    ) -> Result<Self> {
         let tower = vb.pp("text_model");
         let embeddings = tower.pp("embeddings");
         let shape = StackShape {
@@ -41,20 +48,35 @@ impl TextTower {
                 (config.max_position_embeddings, config.hidden_size),
                 "position_embedding.weight",
             )?,
-            encoder: Encoder::load(tower.pp("encoder"), &shape)?,
+            encoder: Encoder::load(tower.pp("encoder"), &shape, compute)?,
             final_layer_norm: layer_norm(
                 config.hidden_size,
                 config.layer_norm_eps,
                 tower.pp("final_layer_norm"),
             )?,
-            projection: linear_no_bias(
-                config.hidden_size,
-                projection_dim,
-                vb.pp("text_projection"),
-            )?,
+            // SigLIP: `text_model.head`, a Linear with bias (modeling_siglip.py,
+            // SiglipTextTransformer); CLIP: `text_projection` without one.
+            projection: if config.pooling == EosPooling::Last {
+                Dense::load(
+                    tower.pp("head"),
+                    config.hidden_size,
+                    projection_dim,
+                    true,
+                    compute,
+                )?
+            } else {
+                Dense::load(
+                    vb.pp("text_projection"),
+                    config.hidden_size,
+                    projection_dim,
+                    false,
+                    compute,
+                )?
+            },
             pooling: config.pooling,
             pad_id: config.pad_token_id,
             context: config.max_position_embeddings,
+            causal: config.causal,
         })
     }
 
@@ -78,6 +100,7 @@ impl TextTower {
                     .0
             }
             EosPooling::FirstToken(eos) => ids.iter().position(|&id| id == eos).unwrap_or(0),
+            EosPooling::Last => ids.len().saturating_sub(1),
         }
     }
 
@@ -92,8 +115,20 @@ impl TextTower {
                 self.context
             );
         }
-        // Padding sits after every end-of-text token, and the causal mask keeps earlier
-        // positions from seeing it, so the pooled rows do not depend on it.
+        // SigLIP attends to its padding (no mask) and pools at the last position, so its
+        // input must be the tokenizer's fixed-length sequence; padding here would change it.
+        if self.pooling == EosPooling::Last {
+            if let Some(bad) = sequences.iter().find(|ids| ids.len() != self.context) {
+                candle_core::bail!(
+                    "this text tower pools at the last of exactly {} tokens (padded by the \
+                     tokenizer), got {}",
+                    self.context,
+                    bad.len()
+                );
+            }
+        }
+        // For causal towers, padding sits after every end-of-text token, and the causal
+        // mask keeps earlier positions from seeing it, so the pooled rows do not depend on it.
         let mut flat = Vec::with_capacity(batch * seq);
         let mut gather = Vec::with_capacity(batch);
         for (row, ids) in sequences.iter().enumerate() {
@@ -107,8 +142,7 @@ impl TextTower {
             .token_embedding
             .forward(&ids)?
             .broadcast_add(&positions)?;
-        let mask = causal_mask(seq, xs.dtype(), device)?;
-        let hidden = self.encoder.forward(&xs, Some(&mask))?;
+        let hidden = self.encoder.forward(&xs, self.causal)?;
         let hidden_size = hidden.dim(2)?;
         let gather = Tensor::from_vec(gather, batch, device)?;
         let pooled = hidden
@@ -117,11 +151,4 @@ impl TextTower {
         let pooled = self.final_layer_norm.forward(&pooled)?;
         self.projection.forward(&pooled)
     }
-}
-
-fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)
 }

@@ -1,4 +1,6 @@
-//! `preprocessor_config.json` parsing with `CLIPImageProcessorPil`'s defaults.
+//! `preprocessor_config.json` parsing with the defaults of the image processor the file
+//! names: `CLIPImageProcessorPil`'s, or `SiglipImageProcessorPil`'s for SigLIP (squash to
+//! 224x224, no centre crop, mean and std 0.5).
 
 use std::path::{Path, PathBuf};
 
@@ -64,7 +66,17 @@ pub enum ResizeTarget {
     Exact { height: u32, width: u32 },
 }
 
-/// Parsed `preprocessor_config.json`, with `CLIPImageProcessorPil`'s defaults for missing keys.
+/// How the centre crop places its window when the margin is odd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropRounding {
+    /// transformers' `center_crop`: offset `(size - crop) // 2`.
+    Floor,
+    /// torchvision's `center_crop` (open_clip): offset `int(round((size - crop) / 2.0))`,
+    /// Python's round half to even; one pixel further whenever `(size - crop) mod 4 == 3`.
+    HalfEven,
+}
+
+/// Parsed `preprocessor_config.json`, with the image processor's defaults for missing keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessConfig {
     pub do_resize: bool,
@@ -80,6 +92,11 @@ pub struct PreprocessConfig {
     pub image_std: [f64; 3],
     /// Parsed for completeness; decoding always yields RGB, which is what `true` gives.
     pub do_convert_rgb: bool,
+    /// Where the centre crop starts on an odd margin (transformers: floor).
+    pub crop_rounding: CropRounding,
+    /// Rescale by dividing by 255 in f32 (torchvision's `ToTensor`, open_clip) instead of
+    /// transformers' f64 multiply by `rescale_factor`.
+    pub divide_by_255: bool,
 }
 
 impl Default for PreprocessConfig {
@@ -96,6 +113,26 @@ impl Default for PreprocessConfig {
             image_mean: OPENAI_CLIP_MEAN,
             image_std: OPENAI_CLIP_STD,
             do_convert_rgb: true,
+            crop_rounding: CropRounding::Floor,
+            divide_by_255: false,
+        }
+    }
+}
+
+impl PreprocessConfig {
+    /// `SiglipImageProcessorPil`'s defaults (transformers 5.23.0
+    /// `image_processing_pil_siglip.py`): squash to 224x224 bicubic, no centre crop,
+    /// mean and std 0.5.
+    pub fn siglip_defaults() -> Self {
+        Self {
+            size: ResizeTarget::Exact {
+                height: 224,
+                width: 224,
+            },
+            do_center_crop: false,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            ..Self::default()
         }
     }
 }
@@ -124,7 +161,21 @@ impl PreprocessConfig {
             });
         };
         let fields = Fields { map: &map, origin };
-        let defaults = Self::default();
+        let kind = map
+            .get("image_processor_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if kind.starts_with("Siglip2") {
+            return Err(fields.err(
+                "image_processor_type",
+                format!("is {kind:?}, SigLIP 2 NaFlex's variable-resolution processor, which vlm does not support yet"),
+            ));
+        }
+        let defaults = if kind.starts_with("Siglip") {
+            Self::siglip_defaults()
+        } else {
+            Self::default()
+        };
         let config = Self {
             do_resize: fields.bool("do_resize")?.unwrap_or(defaults.do_resize),
             size: fields.size()?.unwrap_or(defaults.size),
@@ -145,6 +196,8 @@ impl PreprocessConfig {
             do_convert_rgb: fields
                 .bool("do_convert_rgb")?
                 .unwrap_or(defaults.do_convert_rgb),
+            crop_rounding: CropRounding::Floor,
+            divide_by_255: false,
         };
         config.validate(origin)?;
         Ok(config)
@@ -484,6 +537,25 @@ mod tests {
     fn missing_file_is_a_read_error() {
         let err = PreprocessConfig::from_file(Path::new("/nonexistent/vlm/cfg.json")).unwrap_err();
         assert!(matches!(err, PreprocessError::Read { .. }));
+    }
+
+    #[test]
+    fn siglip_processors_take_siglip_defaults() {
+        let config = PreprocessConfig::from_json_str(
+            r#"{"image_processor_type": "SiglipImageProcessor", "size": {"height": 384, "width": 384}}"#,
+            Path::new("p.json"),
+        )
+        .expect("parses");
+        assert!(!config.do_center_crop);
+        assert_eq!(config.output_size(), (384, 384));
+        assert_eq!(config.image_mean, [0.5; 3]);
+        assert_eq!(config.resample, Resample::Bicubic);
+        let err = PreprocessConfig::from_json_str(
+            r#"{"image_processor_type": "Siglip2ImageProcessorFast"}"#,
+            Path::new("p.json"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("NaFlex"), "{err}");
     }
 
     #[test]

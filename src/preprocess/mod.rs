@@ -15,10 +15,13 @@ mod jpeg;
 #[cfg(test)]
 mod parity;
 mod resize;
+mod truncation;
 
 use image::RgbImage;
 
-pub use config::{PreprocessConfig, Resample, ResizeTarget, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
+pub use config::{
+    CropRounding, PreprocessConfig, Resample, ResizeTarget, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
+};
 pub use decode::{
     decode_bytes, decode_bytes_region, decode_bytes_with, decode_file, decode_file_region,
     decode_file_with, DecodeOptions, Decoded, DEFAULT_MAX_PIXELS,
@@ -100,8 +103,8 @@ impl Preprocessor {
                 got: (oh, ow),
             });
         }
-        let ys = crop_axis(rh, oh);
-        let xs = crop_axis(rw, ow);
+        let ys = crop_axis(rh, oh, cfg.crop_rounding);
+        let xs = crop_axis(rw, ow, cfg.crop_rounding);
         let window = resize::resize_box_window(
             image,
             bounds,
@@ -139,7 +142,9 @@ impl Preprocessor {
 /// `rescale` (f64 multiply, cast to f32) then `normalize` (f32 subtract and divide), in
 /// transformers' order and precisions.
 fn sample_value(cfg: &PreprocessConfig, channel: usize, v: u8) -> f32 {
-    let mut x = if cfg.do_rescale {
+    let mut x = if cfg.divide_by_255 {
+        f32::from(v) / 255.0
+    } else if cfg.do_rescale {
         (f64::from(v) * cfg.rescale_factor) as f32
     } else {
         f32::from(v)
@@ -202,10 +207,18 @@ struct CropAxis {
 // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/image_transforms.py#L448
 /// transformers' `center_crop`: offset `(size - crop) // 2` when the image is large enough,
 /// otherwise the whole axis placed at `ceil((crop - size) / 2)` in a zero canvas.
-fn crop_axis(size: u32, crop: u32) -> CropAxis {
+/// torchvision (open_clip) rounds the offset half to even instead: `round(margin / 2)`.
+fn crop_axis(size: u32, crop: u32, rounding: CropRounding) -> CropAxis {
     if size >= crop {
+        let margin = size - crop;
+        let src = match rounding {
+            CropRounding::Floor => margin / 2,
+            // margin / 2 ends in .5 exactly when margin is odd; then round to the even one.
+            CropRounding::HalfEven if margin % 2 == 1 && (margin / 2) % 2 == 1 => margin / 2 + 1,
+            CropRounding::HalfEven => margin / 2,
+        };
         CropAxis {
-            src: (size - crop) / 2,
+            src,
             dst: 0,
             len: crop,
         }
@@ -246,9 +259,18 @@ mod tests {
     }
 
     #[test]
+    fn torchvision_crop_rounds_half_to_even() {
+        // margin 15: transformers 7, torchvision round(7.5) = 8; margin 13: round(6.5) = 6.
+        assert_eq!(crop_axis(45, 30, CropRounding::Floor).src, 7);
+        assert_eq!(crop_axis(45, 30, CropRounding::HalfEven).src, 8);
+        assert_eq!(crop_axis(43, 30, CropRounding::HalfEven).src, 6);
+        assert_eq!(crop_axis(46, 30, CropRounding::HalfEven).src, 8);
+    }
+
+    #[test]
     fn crop_axis_offsets_and_padding() {
         assert_eq!(
-            crop_axis(298, 224),
+            crop_axis(298, 224, CropRounding::Floor),
             CropAxis {
                 src: 37,
                 dst: 0,
@@ -256,7 +278,7 @@ mod tests {
             }
         );
         assert_eq!(
-            crop_axis(225, 224),
+            crop_axis(225, 224, CropRounding::Floor),
             CropAxis {
                 src: 0,
                 dst: 0,
@@ -264,7 +286,7 @@ mod tests {
             }
         );
         assert_eq!(
-            crop_axis(1, 224),
+            crop_axis(1, 224, CropRounding::Floor),
             CropAxis {
                 src: 0,
                 dst: 112,
@@ -272,7 +294,7 @@ mod tests {
             }
         );
         assert_eq!(
-            crop_axis(8, 5),
+            crop_axis(8, 5, CropRounding::Floor),
             CropAxis {
                 src: 1,
                 dst: 0,
@@ -280,7 +302,7 @@ mod tests {
             }
         );
         assert_eq!(
-            crop_axis(3, 6),
+            crop_axis(3, 6, CropRounding::Floor),
             CropAxis {
                 src: 0,
                 dst: 2,

@@ -13,7 +13,9 @@
 //! `--revision` or delete the repo's cache folder to update.
 
 use super::download::Downloader;
-use super::{is_commit_hash, HubOptions, ModelFiles, SourceError};
+use super::{
+    is_commit_hash, HubOptions, ModelFiles, SourceError, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
+};
 use hf_hub::{Cache, Repo, RepoType};
 use std::cell::OnceCell;
 use std::path::PathBuf;
@@ -26,6 +28,16 @@ const TOKENIZER: &str = "tokenizer.json";
 const PREPROCESSOR: &str = "preprocessor_config.json";
 const SAFETENSORS: &str = "model.safetensors";
 const PYTORCH: &str = "pytorch_model.bin";
+/// SigLIP's tokenizer class, case, pad token and padding side live here.
+const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+
+/// Whether a `config.json` names the SigLIP family, whose tokenizer settings are needed too.
+fn is_siglip(config: &std::path::Path) -> bool {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|v| v.get("model_type").and_then(|t| t.as_str()) == Some("siglip"))
+}
 
 /// Path of `file` for `repo` at `revision` in the cache, if present. Never touches the network.
 pub(crate) fn cached_file(
@@ -57,8 +69,22 @@ pub(crate) fn resolve_repo(
     }
     let endpoint = endpoint(opts);
     let fetcher = Fetcher::new(repo, revision, opts, &endpoint);
-    let config = fetcher.get(CONFIG)?;
+    let config = match fetcher.get(CONFIG) {
+        // A repo in open_clip's own layout (apple/DFN5B-*, timm/*) has no config.json.
+        Err(SourceError::FileNotFound { .. }) => match fetcher.get(OPEN_CLIP_CONFIG) {
+            Ok(config) => return fetcher.open_clip(config),
+            Err(SourceError::FileNotFound { .. }) => fetcher.get(CONFIG)?,
+            Err(other) => return Err(other),
+        },
+        other => other?,
+    };
     let tokenizer = fetcher.get(TOKENIZER)?;
+    if is_siglip(&config) {
+        match fetcher.get(TOKENIZER_CONFIG) {
+            Ok(_) | Err(SourceError::FileNotFound { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
     let preprocessor = fetcher.get(PREPROCESSOR)?;
     let weights = fetcher.weights()?;
     Ok(ModelFiles {
@@ -86,6 +112,20 @@ fn resolve_offline(
         }
         found
     };
+    if find(CONFIG).is_none() {
+        if let Some(config) = find(OPEN_CLIP_CONFIG) {
+            if let Some(weights) = OPEN_CLIP_WEIGHTS.into_iter().find_map(&find) {
+                return Ok(ModelFiles {
+                    id: repo.to_string(),
+                    revision: Some(revision.to_string()),
+                    tokenizer: config.with_file_name(TOKENIZER),
+                    preprocessor: config.clone(),
+                    config,
+                    weights,
+                });
+            }
+        }
+    }
     let config = need(CONFIG);
     let tokenizer = need(TOKENIZER);
     let preprocessor = need(PREPROCESSOR);
@@ -157,6 +197,40 @@ impl<'a> Fetcher<'a> {
             return Ok(path);
         }
         self.downloader()?.download(self.repo, self.revision, file)
+    }
+
+    /// The files of an open_clip-layout repo whose `open_clip_config.json` is `config`: the
+    /// first weights file open_clip itself would take, and `tokenizer.json` when the repo
+    /// has one (else the bundled CLIP BPE tokenizer applies).
+    fn open_clip(&self, config: PathBuf) -> Result<ModelFiles, SourceError> {
+        let mut weights = None;
+        for file in OPEN_CLIP_WEIGHTS {
+            match self.get(file) {
+                Ok(path) => {
+                    weights = Some(path);
+                    break;
+                }
+                Err(SourceError::FileNotFound { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        let weights = weights.ok_or_else(|| SourceError::NoWeights {
+            repo: self.repo.to_string(),
+            revision: self.revision.to_string(),
+        })?;
+        let tokenizer = match self.get(TOKENIZER) {
+            Ok(path) => path,
+            Err(SourceError::FileNotFound { .. }) => config.with_file_name(TOKENIZER),
+            Err(other) => return Err(other),
+        };
+        Ok(ModelFiles {
+            id: self.repo.to_string(),
+            revision: Some(self.revision.to_string()),
+            preprocessor: config.clone(),
+            config,
+            weights,
+            tokenizer,
+        })
     }
 
     /// `model.safetensors`, else `pytorch_model.bin`: cached copies first, then the hub.
@@ -330,5 +404,33 @@ mod tests {
         assert!(files.weights.ends_with("pytorch_model.bin"));
         assert_eq!(files.revision.as_deref(), Some("main"));
         assert_eq!(files.id, "o/n");
+    }
+
+    #[test]
+    fn an_open_clip_repo_resolves_from_the_cache() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fake_cache(
+            tmp.path(),
+            Some("main"),
+            &["open_clip_config.json", "open_clip_pytorch_model.bin"],
+        );
+        let opts = HubOptions {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            token: None,
+            cache_dir: tmp.path().to_path_buf(),
+            offline: true,
+            progress: false,
+            timeout: super::super::DEFAULT_HUB_TIMEOUT,
+            proxy: None,
+        };
+        let files = resolve_repo("o/n", "main", &opts).expect("open_clip layout");
+        assert!(files.config.ends_with("open_clip_config.json"));
+        assert_eq!(files.preprocessor, files.config);
+        assert!(files.weights.ends_with("open_clip_pytorch_model.bin"));
+        // No tokenizer in the repo: the bundled one applies.
+        assert!(!files.tokenizer.exists());
+        fake_cache(tmp.path(), None, &["open_clip_model.safetensors"]);
+        let files = resolve_repo("o/n", "main", &opts).expect("open_clip layout");
+        assert!(files.weights.ends_with("open_clip_model.safetensors"));
     }
 }

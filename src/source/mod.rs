@@ -19,10 +19,23 @@ use std::time::Duration;
 /// Hub timeout when `VLM_HUB_TIMEOUT` is unset.
 pub const DEFAULT_HUB_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// open_clip's own config file: its presence (without `config.json`) marks the open_clip layout.
+pub const OPEN_CLIP_CONFIG: &str = "open_clip_config.json";
+
+/// open_clip weight files, in the order open_clip 3.3.0's `_find_checkpoint_in_dir` tries them.
+pub const OPEN_CLIP_WEIGHTS: [&str; 3] = [
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+];
+
 /// Repo id of the model used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "openai/clip-vit-base-patch32";
 
-/// The four files of a checkpoint in Hugging Face layout, resolved on disk.
+/// The files of a checkpoint, resolved on disk: the four of the Hugging Face layout, or, for
+/// the open_clip layout, `open_clip_config.json` as both `config` and `preprocessor`, the
+/// open_clip weights, and a `tokenizer` path that may not exist (the bundled CLIP BPE
+/// tokenizer is used then).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFiles {
     /// Repo id, the alias's repo, or the directory as given.
@@ -46,6 +59,9 @@ impl ModelFiles {
             return Err(SourceError::DirNotFound {
                 path: dir.to_path_buf(),
             });
+        }
+        if !dir.join("config.json").is_file() && dir.join(OPEN_CLIP_CONFIG).is_file() {
+            return Self::open_clip_dir(dir);
         }
         let mut missing = Vec::new();
         let mut need = |name: &str| {
@@ -82,6 +98,33 @@ impl ModelFiles {
             weights,
             tokenizer,
             preprocessor,
+        })
+    }
+}
+
+impl ModelFiles {
+    fn open_clip_dir(dir: &Path) -> Result<Self, SourceError> {
+        let config = dir.join(OPEN_CLIP_CONFIG);
+        let Some(weights) = OPEN_CLIP_WEIGHTS
+            .into_iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file())
+        else {
+            return Err(SourceError::MissingLocalFiles {
+                dir: dir.to_path_buf(),
+                missing: vec![format!(
+                    "{} (or {} / {})",
+                    OPEN_CLIP_WEIGHTS[0], OPEN_CLIP_WEIGHTS[1], OPEN_CLIP_WEIGHTS[2]
+                )],
+            });
+        };
+        Ok(Self {
+            id: dir.display().to_string(),
+            revision: None,
+            preprocessor: config.clone(),
+            config,
+            weights,
+            tokenizer: dir.join("tokenizer.json"),
         })
     }
 }
@@ -248,6 +291,7 @@ pub fn resolve(
         None => {
             return Err(SourceError::UnknownModel {
                 spec: spec.to_string(),
+                suggestion: registry::suggest(spec),
             })
         }
     };
@@ -387,6 +431,9 @@ mod tests {
         let err = resolve("not-an-alias", None, &opts).unwrap_err();
         assert!(matches!(err, SourceError::UnknownModel { .. }), "{err}");
         assert!(err.to_string().contains("vlm models"));
+        assert!(!err.to_string().contains("did you mean"), "{err}");
+        let err = resolve("clip-b23", None, &opts).unwrap_err().to_string();
+        assert!(err.contains("did you mean `clip-b32`?"), "{err}");
         // Alias and repo id go to the (offline) hub cache with the right repo and revision.
         let err = resolve("clip-l14", None, &opts).unwrap_err();
         let SourceError::OfflineMissing { repo, revision, .. } = &err else {

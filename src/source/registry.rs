@@ -13,8 +13,20 @@ pub struct ModelEntry {
     pub repo: String,
     /// Revision resolved by default (branch, tag, `refs/pr/N` or commit).
     pub revision: String,
-    /// Architecture family, e.g. `clip`.
+    /// Architecture family: `clip`, `siglip`, `metaclip_2` or `open_clip`
+    /// ([`crate::family::Family::name`]).
     pub family: String,
+    /// How probabilities are computed: `softmax` or `sigmoid`; must be the family's.
+    pub scoring: String,
+    /// Size of the weights file vlm downloads, in MB (approximate, as the hub lists it).
+    pub weights_mb: u32,
+    /// open_clip only: the activation the checkpoint was trained with, for repos whose
+    /// `open_clip_config.json` omits `quick_gelu` (the flag is not in the weights).
+    #[serde(default)]
+    pub quick_gelu: Option<bool>,
+    /// open_clip only: the resize mode (`shortest` or `squash`), for repos whose config omits it.
+    #[serde(default)]
+    pub resize_mode: Option<String>,
     /// Square input resolution in pixels.
     pub image_size: u32,
     /// Dimension of the joint embedding space (projection dim).
@@ -46,6 +58,34 @@ const FILES: &[(&str, &str)] = &[
         "laion-h14.toml",
         include_str!("../../models/laion-h14.toml"),
     ),
+    (
+        "siglip-b16.toml",
+        include_str!("../../models/siglip-b16.toml"),
+    ),
+    (
+        "siglip-so400m.toml",
+        include_str!("../../models/siglip-so400m.toml"),
+    ),
+    (
+        "siglip2-b16.toml",
+        include_str!("../../models/siglip2-b16.toml"),
+    ),
+    (
+        "siglip2-so400m.toml",
+        include_str!("../../models/siglip2-so400m.toml"),
+    ),
+    (
+        "metaclip2-l14.toml",
+        include_str!("../../models/metaclip2-l14.toml"),
+    ),
+    (
+        "dfn5b-h14-378.toml",
+        include_str!("../../models/dfn5b-h14-378.toml"),
+    ),
+    (
+        "metaclip-l14.toml",
+        include_str!("../../models/metaclip-l14.toml"),
+    ),
 ];
 
 /// All registry entries, in registry order (default model first).
@@ -56,6 +96,42 @@ pub fn entries() -> Result<Vec<ModelEntry>, SourceError> {
 /// The entry whose alias is `alias`, if any.
 pub fn lookup(alias: &str) -> Option<ModelEntry> {
     entries().ok()?.into_iter().find(|e| e.alias == alias)
+}
+
+/// The alias closest to a mistyped `spec`, as cargo and git suggest commands: the smallest
+/// edit distance (a swap of two neighbouring characters counts as one edit), if it is at
+/// most a third of the longer name (at least 1). Case is ignored.
+pub fn suggest(spec: &str) -> Option<String> {
+    let spec = spec.to_ascii_lowercase();
+    entries()
+        .ok()?
+        .into_iter()
+        .map(|e| (edit_distance(&spec, &e.alias), e.alias))
+        .filter(|(d, alias)| *d <= (spec.chars().count().max(alias.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, alias)| alias)
+}
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and
+/// transpositions of adjacent characters each cost 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows: two back (for transpositions), previous, current.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut prev, cur);
+    }
+    prev[b.len()]
 }
 
 /// The entry whose repo id is `repo`, if any (used to apply its pinned revision).
@@ -95,8 +171,40 @@ fn parse(file: &str, text: &str) -> Result<ModelEntry, SourceError> {
             return Err(bad(format!("{name} is empty")));
         }
     }
-    if entry.image_size == 0 || entry.embed_dim == 0 {
-        return Err(bad("image_size and embed_dim must be positive".into()));
+    let family = crate::family::Family::parse(&entry.family).ok_or_else(|| {
+        bad(format!(
+            "family `{}` is not one of clip, siglip, metaclip_2, open_clip",
+            entry.family
+        ))
+    })?;
+    if entry.scoring != family.scoring().name() {
+        return Err(bad(format!(
+            "scoring `{}` is not the {} family's ({})",
+            entry.scoring,
+            family,
+            family.scoring()
+        )));
+    }
+    if family != crate::family::Family::OpenClip
+        && (entry.quick_gelu.is_some() || entry.resize_mode.is_some())
+    {
+        return Err(bad(
+            "quick_gelu and resize_mode are for open_clip entries".into()
+        ));
+    }
+    if let Some(mode) = entry
+        .resize_mode
+        .as_deref()
+        .filter(|m| !["shortest", "squash"].contains(m))
+    {
+        return Err(bad(format!(
+            "resize_mode `{mode}` is not shortest or squash"
+        )));
+    }
+    if entry.image_size == 0 || entry.embed_dim == 0 || entry.weights_mb == 0 {
+        return Err(bad(
+            "image_size, embed_dim and weights_mb must be positive".into()
+        ));
     }
     Ok(entry)
 }
@@ -140,13 +248,27 @@ mod tests {
     #[test]
     fn entries_parse_and_are_consistent() {
         let entries = entries().expect("registry parses");
-        assert_eq!(entries.len(), 7);
+        assert_eq!(entries.len(), 14);
         let aliases: HashSet<_> = entries.iter().map(|e| e.alias.as_str()).collect();
         assert_eq!(aliases.len(), entries.len(), "aliases are unique");
         let repos: HashSet<_> = entries.iter().map(|e| e.repo.as_str()).collect();
         assert_eq!(repos.len(), entries.len(), "repos are unique");
-        for e in &entries {
-            assert_eq!(e.family, "clip", "{}", e.alias);
+        for e in entries
+            .iter()
+            .filter(|e| e.family == "siglip" || e.family == "open_clip")
+        {
+            let family = crate::family::Family::parse(&e.family).expect("known family");
+            assert_eq!(e.scoring, family.scoring().name(), "{}", e.alias);
+            // The repo name states the input size.
+            assert!(
+                e.repo.contains(&e.image_size.to_string()),
+                "{}: {}",
+                e.alias,
+                e.image_size
+            );
+        }
+        for e in entries.iter().filter(|e| e.family == "clip") {
+            assert_eq!(e.scoring, "softmax", "{}", e.alias);
             assert!(
                 [224, 336].contains(&e.image_size),
                 "{}: {}",
@@ -170,6 +292,37 @@ mod tests {
     }
 
     #[test]
+    fn every_family_has_an_alias_and_open_clip_entries_pin_their_training() {
+        let entries = entries().expect("registry parses");
+        for family in crate::family::Family::ALL {
+            assert!(
+                entries.iter().any(|e| e.family == family.name()),
+                "no alias for {family}"
+            );
+        }
+        for e in entries.iter().filter(|e| e.family == "open_clip") {
+            assert!(
+                e.quick_gelu.is_some() && e.resize_mode.is_some(),
+                "{}",
+                e.alias
+            );
+        }
+        let dfn = lookup("dfn5b-h14-378").expect("alias");
+        assert_eq!(
+            (dfn.quick_gelu, dfn.resize_mode.as_deref()),
+            (Some(true), Some("squash"))
+        );
+        let text = include_str!("../../models/siglip-b16.toml");
+        let err = parse(
+            "siglip-b16.toml",
+            &text.replace("\"sigmoid\"", "\"softmax\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("scoring"), "{err}");
+    }
+
+    #[test]
     fn default_model_is_first_and_known() {
         let entries = entries().expect("registry parses");
         assert_eq!(entries[0].repo, super::super::DEFAULT_MODEL);
@@ -188,6 +341,27 @@ mod tests {
             lookup_repo("openai/clip-vit-base-patch16").map(|e| e.alias),
             Some("clip-b16".to_string())
         );
+    }
+
+    #[test]
+    fn edit_distance_counts_swaps_as_one() {
+        assert_eq!(edit_distance("clip-b23", "clip-b32"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+    }
+
+    #[test]
+    fn mistyped_aliases_get_the_nearest_alias() {
+        assert_eq!(suggest("clip-b23").as_deref(), Some("clip-b32"));
+        assert_eq!(suggest("CLIP-B32").as_deref(), Some("clip-b32"));
+        assert_eq!(suggest("clip-l14-33").as_deref(), Some("clip-l14-336"));
+        assert_eq!(suggest("laoin-h14").as_deref(), Some("laion-h14"));
+        assert_eq!(suggest("clipb16").as_deref(), Some("clip-b16"));
+        // Nothing close: no guess.
+        assert_eq!(suggest("resnet50"), None);
+        assert_eq!(suggest("x"), None);
     }
 
     #[test]

@@ -225,11 +225,16 @@ fn partly_cached_runs_finish_in_order_and_match_uncached() {
                             (None, Err(_)) => {}
                             (Some(want), Ok(got)) => {
                                 assert_eq!(result.reused, kind == Kind::Cached, "{case}");
+                                // Relative to the embedding's largest value: the packed
+                                // kernels block a batch of 1 and of 16 differently, which
+                                // moves the last bit of a raw (unnormalised) projection.
+                                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
                                 let diff = want
                                     .iter()
                                     .zip(got)
                                     .map(|(a, b)| (a - b).abs())
-                                    .fold(0f32, f32::max);
+                                    .fold(0f32, f32::max)
+                                    / scale;
                                 assert!(diff <= 1e-6, "{case}: {path:?} differs by {diff}");
                             }
                             (want, got) => panic!(
