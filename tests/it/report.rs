@@ -50,9 +50,12 @@ const CANDIDATES: [&str; 4] = [
 
 /// Headless Chromium, or `None` (with a notice) when there is none and it is not required.
 fn browser() -> Option<Browser> {
-    let path = std::env::var_os("VLM_CHROMIUM")
-        .map(PathBuf::from)
-        .or_else(|| CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()));
+    // $VLM_CHROMIUM, when set, is the only browser tried (a path that is not a file means
+    // none, which is how the skipping itself can be checked).
+    let path = match std::env::var_os("VLM_CHROMIUM") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()),
+    };
     let required = std::env::var("VLM_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
     let Some(path) = path else {
         assert!(
