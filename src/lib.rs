@@ -36,6 +36,7 @@ pub mod probe;
 pub mod score;
 pub mod search;
 pub mod source;
+pub mod store;
 pub mod tokenize;
 
 pub use checkpoint::{Classifier, PromptEmbeddings};

@@ -18,7 +18,14 @@ fn stdin_lines_are_labelled_while_stdin_stays_open() {
         .collect();
     let mut child = vlm()
         .arg("classify")
-        .args(["--files-from", "-", "--format", "jsonl", "--labels", "red,green"])
+        .args([
+            "--files-from",
+            "-",
+            "--format",
+            "jsonl",
+            "--labels",
+            "red,green",
+        ])
         .args(["--batch-size", "16", "--model"])
         .arg(common::tiny_model())
         .stdin(Stdio::piped())
