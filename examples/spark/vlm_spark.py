@@ -109,6 +109,11 @@ def main(argv=None):
             "log_dir": args.log_dir,
         }
         sc = spark.sparkContext
+        # The workers import these modules: ship them (on a cluster --py-files does too).
+        import vlm_worker
+        sc.addPyFile(os.path.abspath(vlm_worker.__file__))
+        if __name__ != "__main__":
+            sc.addPyFile(os.path.abspath(__file__))
         rdd = sc.parallelize(todo, args.partitions or sc.defaultParallelism)
         rows = rdd.mapPartitions(label_partition(conf))
         spark.createDataFrame(rows, SCHEMA).write.mode("append").format(args.format).save(args.out)

@@ -332,7 +332,10 @@ fn embed_to_postgres_matches_the_file_output_and_upserts_only_changes() {
     let changed = red.join("00.png").display().to_string();
     let twin = red.join("01.png").display().to_string();
     assert_eq!(after[&changed].hash, after[&twin].hash);
-    assert_eq!(after[&changed].embedding, after[&twin].embedding);
+    // Same bytes, so the same embedding, up to the batch's rounding (embedded alone here).
+    for (a, b) in after[&changed].embedding.iter().zip(&after[&twin].embedding) {
+        assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+    }
     assert_rows_match(&after, &file_embeddings(tmp.path(), &pics));
 }
 
@@ -570,7 +573,7 @@ fn a_server_killed_mid_run_is_exit_2_and_a_rerun_stores_every_image_once() {
     // Enough one-image batches that the run is still going when the server dies.
     let pics = images(tmp.path(), 150);
     let url = server.url("emb");
-    let mut child = vlm(&["embed", "--to", &url, "--batch-size", "1", "--workers", "1"])
+    let child = vlm(&["embed", "--to", &url, "--batch-size", "1", "--workers", "1"])
         .arg(&pics)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
