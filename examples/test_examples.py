@@ -95,7 +95,7 @@ def test_ray(tmp, paths, broken, list_file):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     sys.path.insert(0, os.path.join(HERE, "ray"))
-    import vlm_ray
+    import vlm_ray  # before ray.init: sets PYTHONPATH for the workers
     out, logs = os.path.join(tmp, "ray-out"), os.path.join(tmp, "ray-logs")
     os.makedirs(logs)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

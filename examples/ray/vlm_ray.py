@@ -16,7 +16,12 @@ import sys
 import pandas
 import ray
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+# Workers a local Ray starts inherit this, so they can import the actor's module and the
+# helper; on a cluster, ship both with runtime_env={"working_dir": ...} instead.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [HERE, os.path.join(HERE, ".."), *filter(None, [os.environ.get("PYTHONPATH")])])
 from vlm_worker import COLUMNS, VlmProcess  # noqa: E402
 
 
