@@ -12,7 +12,8 @@
 //! numbers from [`evaluation::metrics`] and a confusion heat map from [`evaluation::heatmap`]. [`export`] writes
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
-//! head on embeddings instead.
+//! head on embeddings instead. [`store`] keeps embeddings and labels in PostgreSQL with
+//! pgvector (cargo feature `postgres`, on by default).
 
 pub mod bench;
 pub mod cache;

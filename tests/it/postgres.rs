@@ -333,7 +333,11 @@ fn embed_to_postgres_matches_the_file_output_and_upserts_only_changes() {
     let twin = red.join("01.png").display().to_string();
     assert_eq!(after[&changed].hash, after[&twin].hash);
     // Same bytes, so the same embedding, up to the batch's rounding (embedded alone here).
-    for (a, b) in after[&changed].embedding.iter().zip(&after[&twin].embedding) {
+    for (a, b) in after[&changed]
+        .embedding
+        .iter()
+        .zip(&after[&twin].embedding)
+    {
         assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
     }
     assert_rows_match(&after, &file_embeddings(tmp.path(), &pics));
