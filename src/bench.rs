@@ -103,6 +103,46 @@ pub fn gemm_gflops(device: &Device, budget: Duration) -> Result<f64> {
     Ok(2.0 * (m * k * n) as f64 / best.as_secs_f64() / 1e9)
 }
 
+/// The packed CPU kernels' matrix-multiply rate in GFLOP/s on the same B/32 MLP shape as
+/// [`gemm_gflops`], with the weight packed once beforehand as the model does: f32 on the
+/// widest instruction set here, or bf16 on AMX tiles (`None` where the CPU has no AMX).
+pub fn kernel_gflops(bf16: bool, budget: Duration) -> Result<Option<f64>> {
+    kernel_gflops_on((1600, 768, 3072), bf16, budget)
+}
+
+fn kernel_gflops_on(
+    (m, k, n): (usize, usize, usize),
+    bf16: bool,
+    budget: Duration,
+) -> Result<Option<f64>> {
+    use crate::kernels::{self, Act, AmxMatrix, Epilogue, Isa, PackedMatrix};
+    if bf16 && !kernels::amx_available() {
+        return Ok(None);
+    }
+    let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) / 97.0).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| ((i % 89) as f32) / 89.0).collect();
+    let mut out = vec![0.0f32; m * n];
+    let ep = Epilogue {
+        bias: None,
+        act: Act::Identity,
+        accumulate: false,
+    };
+    let best = if bf16 {
+        let packed = AmxMatrix::pack(&w, n, k);
+        best_time(budget, || {
+            kernels::matmul_amx(&x, m, &packed, &ep, &mut out);
+            Ok(())
+        })?
+    } else {
+        let packed = PackedMatrix::pack(&w, n, k, Isa::detect());
+        best_time(budget, || {
+            kernels::matmul(&x, m, &packed, &ep, &mut out);
+            Ok(())
+        })?
+    };
+    Ok(Some(2.0 * (m * k * n) as f64 / best.as_secs_f64() / 1e9))
+}
+
 /// Floating-point operations (multiply and add counted apart) of one transformer stack
 /// over `seq` tokens: projections, attention products and the MLP.
 fn stack_flops(hidden: usize, intermediate: usize, layers: usize, seq: usize) -> f64 {
@@ -163,6 +203,18 @@ mod tests {
             * (2.0 * 10.0 * 512.0 * (4.0 * 512.0 + 2.0 * 2048.0) + 4.0 * 100.0 * 512.0)
             + 2.0 * 512.0 * 512.0;
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn kernel_rates_are_positive_and_finite_where_they_run() {
+        // A small shape: unoptimised test builds are slow.
+        let shape = (40, 64, 96);
+        let f32_rate = kernel_gflops_on(shape, false, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        assert!(f32_rate.is_finite() && f32_rate > 0.0);
+        let bf16_rate = kernel_gflops_on(shape, true, Duration::ZERO).unwrap();
+        assert_eq!(bf16_rate.is_some(), crate::kernels::amx_available());
     }
 
     #[test]

@@ -96,11 +96,17 @@ impl Classifier {
     }
 
     /// How this classifier computes beyond the checkpoint and its preprocessing config
-    /// (numeric type, decoding shortcuts): cached embeddings are only valid for the same.
+    /// (numeric type, decoding shortcuts, whether truncated files are accepted): cached embeddings are only valid for the same.
     pub fn compute_fingerprint(&self) -> String {
         let mut fingerprint = self.numeric_fingerprint();
         if self.decode.jpeg_downscale.is_some() {
             fingerprint.push_str("; jpeg-downscale");
+        }
+        // Pixels of complete files do not change, but a cache hit skips decoding: an
+        // embedding of a truncated file stored with the flag must not answer for it
+        // without the flag.
+        if self.decode.allow_truncated {
+            fingerprint.push_str("; allow-truncated");
         }
         fingerprint
     }
@@ -112,20 +118,35 @@ impl Classifier {
         dtype_name(self.model.dtype()).to_string()
     }
 
-    /// Tokenises and embeds prompts, a bounded batch at a time.
+    /// Tokenises and embeds prompts, a bounded batch at a time. Batches are formed from
+    /// prompts of similar length (sorted by token count), so little of each batch is
+    /// padding; rows come back in the order of `prompts`.
     pub fn embed_prompts(&self, prompts: &[String]) -> Result<PromptEmbeddings> {
         let mut truncated = Vec::with_capacity(prompts.len());
-        let mut parts = Vec::new();
-        for chunk in prompts.chunks(TEXT_BATCH) {
-            let mut ids = Vec::with_capacity(chunk.len());
-            for prompt in chunk {
-                let tokens = self.tokenizer.encode(prompt)?;
-                truncated.push(tokens.truncated);
-                ids.push(tokens.ids);
-            }
-            parts.push(self.model.encode_text(&ids)?);
+        let mut ids = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let tokens = self.tokenizer.encode(prompt)?;
+            truncated.push(tokens.truncated);
+            ids.push(tokens.ids);
         }
-        let embeddings = Tensor::cat(&parts, 0).map_err(Error::Tensor)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut parts = Vec::new();
+        for chunk in order.chunks(TEXT_BATCH) {
+            let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+            parts.push(self.model.encode_text(&batch)?);
+        }
+        // Row `r` of the sorted result is prompt `order[r]`; gather them back.
+        let mut position = vec![0u32; order.len()];
+        for (row, &i) in order.iter().enumerate() {
+            position[i] = row as u32;
+        }
+        let unsort = || -> candle_core::Result<Tensor> {
+            let sorted = Tensor::cat(&parts, 0)?;
+            let position = Tensor::from_vec(position, order.len(), sorted.device())?;
+            sorted.index_select(&position, 0)
+        };
+        let embeddings = unsort().map_err(Error::Tensor)?;
         Ok(PromptEmbeddings {
             embeddings,
             truncated,

@@ -5,6 +5,10 @@
 //! (`FOLDER<TAB>LABEL` or `FOLDER=LABEL` per line, for folders named like `n01440764`).
 //! Images are found below each class folder with the same rules as every other input
 //! (recursive, hidden files skipped, images by extension or content).
+//!
+//! A labelled list works too: a JSON Lines file of `{"path": ..., "label": ...}` objects
+//! (what the review page of `vlm report` exports as corrections), either instead of `DIR`
+//! or as the mapping file, where each listed file's label replaces its folder's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,24 +38,94 @@ pub enum DatasetError {
         first: String,
         second: String,
     },
+    #[error("{}, line {line}: expected a JSON object {{\"path\": ..., \"label\": ...}} with a non-empty label ({reason}); fix or remove the line", path.display())]
+    ListSyntax {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{}: no labelled images listed; add {{\"path\": ..., \"label\": ...}} lines", path.display())]
+    EmptyList { path: PathBuf },
     #[error(transparent)]
     Input(#[from] InputError),
 }
 
-/// Folder name → label, read from a mapping file.
+/// One line of a labelled list.
+#[derive(serde::Deserialize)]
+struct ListLine {
+    path: String,
+    label: String,
+}
+
+/// Reads a labelled list: `(path, label)` per non-blank line.
+fn read_list(path: &Path) -> Result<Vec<(String, String)>, DatasetError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| DatasetError::Read {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let syntax = |reason: String| DatasetError::ListSyntax {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+        };
+        let parsed: ListLine = serde_json::from_str(line).map_err(|e| syntax(e.to_string()))?;
+        let label = parsed.label.trim();
+        if label.is_empty() || parsed.path.is_empty() {
+            return Err(syntax("empty path or label".to_string()));
+        }
+        entries.push((parsed.path, label.to_string()));
+    }
+    Ok(entries)
+}
+
+/// Whether `path` holds a labelled list rather than folder mappings: named `.jsonl`, or
+/// its first non-blank line is a JSON object.
+fn is_list(path: &Path, text: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+        || text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| l.trim_start().starts_with('{'))
+}
+
+/// The key a file is matched by: its canonical path, else the path as given.
+fn file_key(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Folder name → label, read from a mapping file; or file → label, from a labelled list.
 #[derive(Debug, Clone, Default)]
 pub struct LabelMap {
     map: BTreeMap<String, String>,
+    /// Per-file labels (a labelled list), by [`file_key`], in the list's order.
+    files: Vec<(PathBuf, String, String)>,
 }
 
 impl LabelMap {
-    /// Reads `FOLDER<TAB>LABEL` or `FOLDER=LABEL` lines; blank lines and `#` comments are
-    /// skipped.
+    /// Reads `FOLDER<TAB>LABEL` or `FOLDER=LABEL` lines (blank lines and `#` comments are
+    /// skipped), or a labelled list (`{"path","label"}` JSON Lines) whose labels replace
+    /// the folders' for the files it names.
     pub fn read(path: &Path) -> Result<Self, DatasetError> {
         let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
             path: path.to_path_buf(),
             cause: source,
         })?;
+        if is_list(path, &text) {
+            let files = read_list(path)?
+                .into_iter()
+                .map(|(file, label)| (file_key(Path::new(&file)), file, label))
+                .collect();
+            return Ok(Self {
+                map: BTreeMap::new(),
+                files,
+            });
+        }
         Self::parse(&text, path)
     }
 
@@ -78,7 +152,10 @@ impl LabelMap {
                 });
             }
         }
-        Ok(Self { map })
+        Ok(Self {
+            map,
+            files: Vec::new(),
+        })
     }
 
     /// The label for a folder: mapped, else the folder name itself.
@@ -183,18 +260,142 @@ impl Dataset {
                 }
             }
         }
-        if images.is_empty() {
-            return Err(DatasetError::NoImages {
-                path: dir.to_path_buf(),
-            });
-        }
-        Ok(Self {
+        let mut data = Self {
             labels,
             folders,
             images,
             skipped,
             errors,
-        })
+        };
+        if !mapping.files.is_empty() {
+            data.relabel(&mapping.files, options)?;
+        }
+        if data.images.is_empty() {
+            return Err(DatasetError::NoImages {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(data)
+    }
+
+    /// A labelled folder (`DIR/<label>/`) or a labelled list (a `{"path","label"}` JSON
+    /// Lines file, as `vlm report` exports), whichever `path` is.
+    pub fn open(
+        path: &Path,
+        options: &InputOptions,
+        mapping: Option<&LabelMap>,
+    ) -> Result<Self, DatasetError> {
+        if path.is_file() {
+            Self::from_list(path, options, mapping)
+        } else {
+            Self::from_dir(path, options, mapping)
+        }
+    }
+
+    /// Reads a labelled list: each line `{"path": ..., "label": ...}`, relative paths taken
+    /// from the current folder. Classes are the labels in name order (each is also its own
+    /// "folder"); `mapping` renames them as it renames folders.
+    pub fn from_list(
+        path: &Path,
+        options: &InputOptions,
+        mapping: Option<&LabelMap>,
+    ) -> Result<Self, DatasetError> {
+        let entries = read_list(path)?;
+        if entries.is_empty() {
+            return Err(DatasetError::EmptyList {
+                path: path.to_path_buf(),
+            });
+        }
+        let empty = LabelMap::default();
+        let mapping = mapping.unwrap_or(&empty);
+        let mut data = Self {
+            labels: Vec::new(),
+            folders: Vec::new(),
+            images: Vec::new(),
+            skipped: Vec::new(),
+            errors: Vec::new(),
+        };
+        let files: Vec<(PathBuf, String, String)> = entries
+            .into_iter()
+            .map(|(file, label)| {
+                let label = mapping.label(&label).to_string();
+                (file_key(Path::new(&file)), file, label)
+            })
+            .collect();
+        data.relabel(&files, options)?;
+        if data.images.is_empty() {
+            return Err(DatasetError::NoImages {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Gives the listed files their listed labels: images already found take the new
+    /// label, others are found and added; then classes are the labels still in use, in
+    /// name order.
+    fn relabel(
+        &mut self,
+        files: &[(PathBuf, String, String)],
+        options: &InputOptions,
+    ) -> Result<(), DatasetError> {
+        let mut names: Vec<String> = self.labels.clone();
+        let index_of = |names: &mut Vec<String>, label: &str| {
+            names.iter().position(|l| l == label).unwrap_or_else(|| {
+                names.push(label.to_string());
+                names.len() - 1
+            })
+        };
+        let mut known: std::collections::HashMap<PathBuf, usize> = self
+            .images
+            .iter()
+            .enumerate()
+            .filter_map(|(i, image)| match &image.input.source {
+                crate::inputs::Source::File(p) => Some((file_key(p), i)),
+                _ => None,
+            })
+            .collect();
+        for (key, file, label) in files {
+            let class = index_of(&mut names, label);
+            if let Some(&i) = known.get(key) {
+                self.images[i].label = class;
+                continue;
+            }
+            for event in inputs::discover(std::slice::from_ref(file), None, options)? {
+                match event {
+                    Event::Input(input) => {
+                        known.insert(key.clone(), self.images.len());
+                        self.images.push(LabelledImage {
+                            relative: input.display.clone(),
+                            input,
+                            label: class,
+                        });
+                    }
+                    Event::Skipped { path, reason } => {
+                        self.skipped.push((path, reason.to_string()))
+                    }
+                    Event::Error(err) => self.errors.push(err),
+                }
+            }
+        }
+        // Classes in name order, the unused ones dropped; images grouped by class.
+        let mut used: Vec<usize> = self.images.iter().map(|i| i.label).collect();
+        used.sort_unstable();
+        used.dedup();
+        used.sort_by(|&a, &b| names[a].cmp(&names[b]));
+        let mut new_index = vec![usize::MAX; names.len()];
+        for (new, &old) in used.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let folder_of = |old: usize| self.folders.get(old).cloned().unwrap_or(names[old].clone());
+        let folders: Vec<String> = used.iter().map(|&old| folder_of(old)).collect();
+        self.labels = used.iter().map(|&old| names[old].clone()).collect();
+        self.folders = folders;
+        for image in &mut self.images {
+            image.label = new_index[image.label];
+        }
+        self.images.sort_by_key(|i| i.label);
+        Ok(())
     }
 
     /// Number of images of each class.
@@ -212,9 +413,21 @@ impl Dataset {
     /// (train, held-out) indices into [`Self::images`]. The same seed and files give the
     /// same split on every machine, whatever order the files were found in.
     pub fn split(&self, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+        self.split_among(0..self.images.len(), fraction, seed)
+    }
+
+    /// [`Self::split`] of the images at `indices` only (e.g. those that could be read), as
+    /// if the others were not in the folder: each image's side depends on its path and on how
+    /// many of its class take part, never on the images left out.
+    pub fn split_among(
+        &self,
+        indices: impl IntoIterator<Item = usize>,
+        fraction: f64,
+        seed: u64,
+    ) -> (Vec<usize>, Vec<usize>) {
         let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.labels.len()];
-        for (i, image) in self.images.iter().enumerate() {
-            by_class[image.label].push(i);
+        for i in indices {
+            by_class[self.images[i].label].push(i);
         }
         let (mut train, mut held) = (Vec::new(), Vec::new());
         for mut members in by_class {
@@ -337,5 +550,95 @@ mod tests {
         assert_eq!(data.split(0.3, 7), (train.clone(), held.clone()));
         let others: Vec<_> = (0..20).map(|seed| data.split(0.3, seed).1).collect();
         assert!(others.iter().any(|h| *h != held));
+    }
+
+    #[test]
+    fn a_split_among_some_images_is_the_split_without_the_others() {
+        let all = tree(&[("a", 9), ("b", 7)]);
+        let data = Dataset::from_dir(all.path(), &InputOptions::default(), None).unwrap();
+        // The same folder without a/3.png, b/0.png and b/5.png.
+        let fewer = tree(&[("a", 9), ("b", 7)]);
+        for gone in ["a/3.png", "b/0.png", "b/5.png"] {
+            std::fs::remove_file(fewer.path().join(gone)).unwrap();
+        }
+        let less = Dataset::from_dir(fewer.path(), &InputOptions::default(), None).unwrap();
+        let kept: Vec<usize> = (0..data.images.len())
+            .filter(|&i| {
+                !["a/3.png", "b/0.png", "b/5.png"].contains(&data.images[i].relative.as_str())
+            })
+            .collect();
+        let names = |data: &Dataset, indices: Vec<usize>| -> Vec<String> {
+            indices
+                .into_iter()
+                .map(|i| data.images[i].relative.clone())
+                .collect()
+        };
+        for seed in 0..5 {
+            let (train, held) = data.split_among(kept.iter().copied(), 0.3, seed);
+            let (want_train, want_held) = less.split(0.3, seed);
+            assert_eq!(names(&data, train), names(&less, want_train), "seed {seed}");
+            assert_eq!(names(&data, held), names(&less, want_held), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_labelled_list_is_a_dataset() {
+        let dir = tree(&[("x", 3)]);
+        let file = |i: usize| dir.path().join("x").join(format!("{i}.png"));
+        let list = dir.path().join("fixes.jsonl");
+        let lines = [
+            serde_json::json!({"path": file(0), "label": "zebra"}),
+            serde_json::json!({"path": file(1), "label": "ant"}),
+            serde_json::json!({"path": file(2), "label": "zebra", "extra": 1}),
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n\n")).collect();
+        std::fs::write(&list, text).unwrap();
+        let data = Dataset::open(&list, &InputOptions::default(), None).unwrap();
+        assert_eq!(data.labels, ["ant", "zebra"]);
+        assert_eq!(data.folders, ["ant", "zebra"]);
+        assert_eq!(data.class_counts(), [1, 2]);
+        assert_eq!(data.images[0].input.display, file(1).display().to_string());
+
+        std::fs::write(&list, "{\"path\": \"a.png\"}\n").unwrap();
+        let err = Dataset::open(&list, &InputOptions::default(), None).unwrap_err();
+        assert!(
+            matches!(err, DatasetError::ListSyntax { line: 1, .. }),
+            "{err}"
+        );
+        std::fs::write(&list, "\n").unwrap();
+        assert!(matches!(
+            Dataset::open(&list, &InputOptions::default(), None),
+            Err(DatasetError::EmptyList { .. })
+        ));
+    }
+
+    #[test]
+    fn a_labelled_list_as_mapping_relabels_the_files_it_names() {
+        let dir = tree(&[("a", 2), ("b", 1)]);
+        let extra = tree(&[("elsewhere", 1)]);
+        let list = extra.path().join("fixes.jsonl");
+        let lines = [
+            // b's only image moves to a: class b is left empty and dropped.
+            serde_json::json!({"path": dir.path().join("b/0.png"), "label": "a"}),
+            serde_json::json!({"path": dir.path().join("a/1.png"), "label": "new"}),
+            // A file outside the folder is added.
+            serde_json::json!({"path": extra.path().join("elsewhere/0.png"), "label": "new"}),
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&list, text).unwrap();
+        let map = LabelMap::read(&list).unwrap();
+        let data = Dataset::from_dir(dir.path(), &InputOptions::default(), Some(&map)).unwrap();
+        assert_eq!(data.labels, ["a", "new"]);
+        assert_eq!(data.folders, ["a", "new"]);
+        assert_eq!(data.class_counts(), [2, 2]);
+        let of = |name: &str| {
+            data.images
+                .iter()
+                .find(|i| i.input.display.ends_with(name))
+                .map(|i| data.labels[i.label].as_str())
+        };
+        assert_eq!(of("b/0.png"), Some("a"));
+        assert_eq!(of("a/1.png"), Some("new"));
+        assert_eq!(of("elsewhere/0.png"), Some("new"));
     }
 }

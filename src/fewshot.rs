@@ -24,6 +24,13 @@
 //! image-prompt cosine; only the probabilities (and so the ranking) take the examples into
 //! account.
 //!
+//! When every label has at least [`MIN_EXAMPLES_TO_TUNE`] examples, α and β are not fixed but
+//! chosen as the paper's authors choose them, on held-out data: [`ExampleCache::tune`]
+//! tries a grid of both and keeps the pair that classifies the examples best when each is
+//! left out of the cache in turn (leave-one-out). The paper's defaults suit prompts and
+//! examples of a real CLIP on photographs; on a domain the prompts get wrong, the examples
+//! must count for much more, and only the examples can say how much.
+//!
 //! Labels with examples gain up to `α` per close example, labels without none, so with
 //! examples for some labels only, the others are chosen less often: give every label a few.
 
@@ -38,11 +45,33 @@ use crate::inputs::{InputError, InputOptions};
 use crate::labels::Class;
 use crate::pipeline::PipelineOptions;
 use crate::score::{self, Score};
+use crate::PromptEmbeddings;
 
 /// Tip-Adapter's residual ratio α: how much the examples count against the prompts.
 pub const DEFAULT_WEIGHT: f32 = 1.0;
 /// Tip-Adapter's sharpness β: how quickly an example's vote fades with distance.
 pub const DEFAULT_SHARPNESS: f32 = 5.5;
+
+/// Fewest examples of every label for which [`ExampleCache::tune`] chooses α and β; with
+/// fewer, leaving one out removes too much of its label to say anything.
+pub const MIN_EXAMPLES_TO_TUNE: usize = 4;
+
+/// The α tried by [`ExampleCache::tune`]: 0 (prompts alone) and powers of two from 1/4 to
+/// 256, wide enough for prompts whose logits spread over a few units (a real CLIP) or a few
+/// tens (a random or mismatched text tower).
+pub const WEIGHT_GRID: [f32; 12] = [
+    0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0,
+];
+
+/// The β tried by [`ExampleCache::tune`]: the paper's 5.5 and about a factor 1.6 apart
+/// from 1 to 100; a large β lets only near-duplicates vote, which suits embeddings whose
+/// cosines all crowd near 1.
+pub const SHARPNESS_GRID: [f32; 11] = [1.0, 1.6, 2.5, 4.0, 5.5, 8.0, 13.0, 20.0, 32.0, 50.0, 80.0];
+
+/// At most this many examples are held out in turn (evenly spread over the cache): tuning
+/// then computes at most this many times the number of examples cosines, enough to rank
+/// 132 parameter pairs without costing seconds on tens of thousands of examples.
+const MAX_HELD_OUT: usize = 500;
 
 /// Why examples cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +135,28 @@ impl TipParams {
         }
         Ok(Self { weight, sharpness })
     }
+}
+
+/// What [`ExampleCache::tune`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuned {
+    /// The chosen α and β.
+    pub params: TipParams,
+    /// Share of held-out examples ranked right with them.
+    pub accuracy: f64,
+    /// Share ranked right by the prompts alone.
+    pub zero_shot_accuracy: f64,
+    /// Number of examples held out in turn.
+    pub held_out: usize,
+}
+
+/// Why [`ExampleCache::tune`] did not tune.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotTuned {
+    /// Both knobs were given.
+    Given,
+    /// Class `class` has only `count` examples, fewer than [`MIN_EXAMPLES_TO_TUNE`].
+    TooFew { class: usize, count: usize },
 }
 
 /// The example images as Tip-Adapter's key-value cache.
@@ -180,6 +231,113 @@ impl ExampleCache {
         votes
     }
 
+    /// Chooses α and β by leave-one-out over the examples, as Tip-Adapter tunes them on
+    /// held-out data: each example in turn is scored by its prompt similarities and by the
+    /// *other* examples, for every pair of [`WEIGHT_GRID`] x [`SHARPNESS_GRID`], and the pair
+    /// ranking the most examples right wins (ties: the lowest mean negative log-likelihood,
+    /// then the smaller β, then the smaller α). `weight` or `sharpness`, when given, is kept and only the
+    /// other is searched; with both given, or fewer than [`MIN_EXAMPLES_TO_TUNE`] examples
+    /// of some class, nothing is tuned and the caller keeps its values.
+    ///
+    /// `similarities[k][c]` is the cosine of example `k` (in the order added) with class
+    /// `c`'s prompt embedding, `logit_scale` the model's (log) scale.
+    pub fn tune(
+        &self,
+        similarities: &[Vec<f32>],
+        logit_scale: f32,
+        weight: Option<f32>,
+        sharpness: Option<f32>,
+    ) -> Result<Tuned, NotTuned> {
+        if weight.is_some() && sharpness.is_some() {
+            return Err(NotTuned::Given);
+        }
+        if let Some(why) = self.too_few() {
+            return Err(why);
+        }
+        let weights: Vec<f32> = weight.map_or_else(|| WEIGHT_GRID.to_vec(), |w| vec![w]);
+        let sharpnesses: Vec<f32> = sharpness.map_or_else(|| SHARPNESS_GRID.to_vec(), |b| vec![b]);
+        let n = self.len();
+        let stride = n.div_ceil(MAX_HELD_OUT).max(1);
+        let held: Vec<usize> = (0..n).step_by(stride).collect();
+        let scale = f64::from(logit_scale).exp();
+        let prompt_logits: Vec<Vec<f64>> = held
+            .iter()
+            .map(|&i| {
+                (0..self.classes)
+                    .map(|c| {
+                        let s = similarities.get(i).and_then(|row| row.get(c));
+                        scale * f64::from(s.copied().unwrap_or(0.0))
+                    })
+                    .collect()
+            })
+            .collect();
+        // Cosines of each held-out example with every other one, computed once.
+        let cosines: Vec<Vec<f32>> = held
+            .iter()
+            .map(|&i| {
+                let key = self.key(i);
+                (0..n)
+                    .map(|k| key.iter().zip(self.key(k)).map(|(a, b)| a * b).sum())
+                    .collect()
+            })
+            .collect();
+        let truth: Vec<usize> = held.iter().map(|&i| self.labels[i]).collect();
+        let zero_shot_accuracy = loo_score(&prompt_logits, None, 0.0, &truth).0;
+        let mut best: Option<(f64, f64, TipParams)> = None;
+        for &beta in &sharpnesses {
+            let votes: Vec<Vec<f64>> = held
+                .iter()
+                .zip(&cosines)
+                .map(|(&i, cos)| {
+                    let mut votes = vec![0.0; self.classes];
+                    for (k, (&c, &label)) in cos.iter().zip(&self.labels).enumerate() {
+                        if k != i {
+                            votes[label] += (-f64::from(beta) * (1.0 - f64::from(c))).exp();
+                        }
+                    }
+                    votes
+                })
+                .collect();
+            for &alpha in &weights {
+                let (accuracy, nll) = loo_score(&prompt_logits, Some(&votes), alpha, &truth);
+                let better =
+                    best.is_none_or(|(a, l, _)| accuracy > a || (accuracy == a && nll < l));
+                if better {
+                    best = Some((
+                        accuracy,
+                        nll,
+                        TipParams {
+                            weight: alpha,
+                            sharpness: beta,
+                        },
+                    ));
+                }
+            }
+        }
+        let (accuracy, _, params) = best.ok_or(NotTuned::Given)?;
+        Ok(Tuned {
+            params,
+            accuracy,
+            zero_shot_accuracy,
+            held_out: held.len(),
+        })
+    }
+
+    /// [`NotTuned::TooFew`] for the first class with fewer than [`MIN_EXAMPLES_TO_TUNE`]
+    /// examples, if any.
+    pub fn too_few(&self) -> Option<NotTuned> {
+        self.counts()
+            .iter()
+            .enumerate()
+            .find(|(_, &n)| n < MIN_EXAMPLES_TO_TUNE)
+            .map(|(class, &count)| NotTuned::TooFew { class, count })
+    }
+
+    /// The normalised embedding of example `k`.
+    fn key(&self, k: usize) -> &[f32] {
+        &self.keys[k * self.dim..(k + 1) * self.dim]
+    }
+
     /// Re-ranks one image's zero-shot scores (from [`Classifier::rank_rows`], whose
     /// `similarity` is the image-prompt cosine) with the examples. `logit_scale` is the
     /// model's (log) scale, as in zero-shot scoring; with a weight of 0 the result is the
@@ -211,6 +369,58 @@ impl ExampleCache {
     }
 }
 
+/// How [`choose_params`] arrived at α and β.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamsChoice {
+    /// Chosen by leave-one-out over the examples.
+    Tuned(Tuned),
+    /// As given (flags or defaults), and why nothing was tuned.
+    Kept(NotTuned),
+}
+
+/// α and β for `cache`: `weight` and `sharpness` where given (an explicit value always
+/// wins), the rest chosen by [`ExampleCache::tune`] when every class has enough examples,
+/// else Tip-Adapter's defaults. `text` holds the class embeddings the images are scored
+/// against.
+pub fn choose_params(
+    cache: &ExampleCache,
+    classifier: &Classifier,
+    text: &PromptEmbeddings,
+    weight: Option<f32>,
+    sharpness: Option<f32>,
+) -> Result<(TipParams, ParamsChoice), FewShotError> {
+    let given = TipParams::new(
+        weight.unwrap_or(DEFAULT_WEIGHT),
+        sharpness.unwrap_or(DEFAULT_SHARPNESS),
+    )?;
+    let kept = |why| Ok((given, ParamsChoice::Kept(why)));
+    if weight.is_some() && sharpness.is_some() {
+        return kept(NotTuned::Given);
+    }
+    if let Some(why) = cache.too_few() {
+        return kept(why);
+    }
+    let rows: Vec<&[f32]> = cache.keys.chunks_exact(cache.dim).collect();
+    let similarities: Vec<Vec<f32>> = classifier
+        .rank_rows(&rows, text)?
+        .iter()
+        .map(|scores| {
+            let mut row = vec![0.0; cache.classes];
+            for s in scores {
+                if let Some(slot) = row.get_mut(s.index) {
+                    *slot = s.similarity;
+                }
+            }
+            row
+        })
+        .collect();
+    let scale = classifier.model().logit_scale();
+    match cache.tune(&similarities, scale, weight, sharpness) {
+        Ok(tuned) => Ok((tuned.params, ParamsChoice::Tuned(tuned))),
+        Err(why) => kept(why),
+    }
+}
+
 /// Example images read and embedded.
 pub struct Examples {
     pub cache: ExampleCache,
@@ -237,7 +447,7 @@ pub fn load_examples(
     classes: &[Class],
     options: PipelineOptions,
 ) -> Result<Examples, FewShotError> {
-    let dataset = Dataset::from_dir(dir, &InputOptions::default(), None)?;
+    let dataset = Dataset::open(dir, &InputOptions::default(), None)?;
     let class_of = match_folders(dir, &dataset.folders, classes)?;
     let labels: Vec<usize> = dataset.images.iter().map(|i| i.label).collect();
     let inputs = dataset.images.into_iter().map(|i| i.input).collect();
@@ -299,6 +509,34 @@ pub fn match_folders(
         class_of.push(class);
     }
     Ok(class_of)
+}
+
+/// Accuracy and mean negative log-likelihood of `prompt_logits + alpha * votes` against
+/// `truth`, one row per held-out example.
+fn loo_score(
+    prompt_logits: &[Vec<f64>],
+    votes: Option<&[Vec<f64>]>,
+    alpha: f32,
+    truth: &[usize],
+) -> (f64, f64) {
+    let mut right = 0usize;
+    let mut nll = 0.0;
+    for (row, (logits, &label)) in prompt_logits.iter().zip(truth).enumerate() {
+        let logit = |c: usize| {
+            let vote = votes.map_or(0.0, |v| v[row][c]);
+            logits[c] + f64::from(alpha) * vote
+        };
+        let all: Vec<f64> = (0..logits.len()).map(logit).collect();
+        let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let log_sum = all.iter().map(|l| (l - max).exp()).sum::<f64>().ln() + max;
+        nll += log_sum - all[label];
+        // Ties count against: the first maximum must be the label itself.
+        if all.iter().position(|&l| l == max) == Some(label) {
+            right += 1;
+        }
+    }
+    let n = truth.len().max(1) as f64;
+    (right as f64 / n, nll / n)
 }
 
 /// `v` scaled to unit length (a zero vector stays zero).
@@ -381,6 +619,71 @@ mod tests {
         let after = p(&on, 1) / p(&on, 2);
         assert!((before / after - 1.0).abs() < 1e-4, "{before} vs {after}");
         assert!(p(&on, 0) > p(&scores, 0));
+    }
+
+    /// `per_class` examples of each of 2 classes on the unit circle at `angle(class, i)`
+    /// degrees, with prompt cosines favouring class `prompt_class(k)` for example `k`.
+    fn circle(
+        per_class: usize,
+        angle: impl Fn(usize, usize) -> f32,
+        prompt_right: bool,
+    ) -> (ExampleCache, Vec<Vec<f32>>) {
+        let mut cache = ExampleCache::new(2, 2);
+        let mut sims = Vec::new();
+        for class in 0..2 {
+            for i in 0..per_class {
+                let a = angle(class, i).to_radians();
+                cache.add(class, &[a.cos(), a.sin()]).unwrap();
+                let favoured = if prompt_right { class } else { 1 - class };
+                let mut row = vec![0.20, 0.20];
+                row[favoured] = 0.22;
+                sims.push(row);
+            }
+        }
+        (cache, sims)
+    }
+
+    #[test]
+    fn tuning_trusts_clustered_examples_over_wrong_prompts() {
+        // Class 0 near 0 degrees, class 1 near 90; the prompts get every example wrong.
+        let (cache, sims) = circle(5, |c, i| 90.0 * c as f32 + 3.0 * i as f32, false);
+        let tuned = cache.tune(&sims, 100f32.ln(), None, None).unwrap();
+        assert_eq!(tuned.zero_shot_accuracy, 0.0);
+        assert_eq!(tuned.accuracy, 1.0);
+        assert!(tuned.params.weight > 0.0, "{tuned:?}");
+        assert_eq!(tuned.held_out, 10);
+    }
+
+    #[test]
+    fn tuning_leaves_each_example_out_of_its_own_cache() {
+        // Each example's nearest *other* example is of the other class (classes interleave
+        // around the circle 20 degrees apart), while the prompts are right. Counting an
+        // example's own key would vote for its own class and make a large weight look
+        // perfect; left out, the examples only mislead, so the prompts alone win.
+        let (cache, sims) = circle(4, |c, i| 40.0 * i as f32 + 20.0 * c as f32, true);
+        let tuned = cache.tune(&sims, 100f32.ln(), None, None).unwrap();
+        assert_eq!(tuned.zero_shot_accuracy, 1.0);
+        assert_eq!(tuned.params.weight, 0.0, "{tuned:?}");
+    }
+
+    #[test]
+    fn tuning_needs_enough_examples_and_keeps_given_values() {
+        let (cache, sims) = circle(3, |c, i| 90.0 * c as f32 + i as f32, false);
+        assert_eq!(
+            cache.tune(&sims, 100f32.ln(), None, None),
+            Err(NotTuned::TooFew { class: 0, count: 3 })
+        );
+        let (cache, sims) = circle(4, |c, i| 90.0 * c as f32 + i as f32, false);
+        assert_eq!(
+            cache.tune(&sims, 100f32.ln(), Some(2.0), Some(3.0)),
+            Err(NotTuned::Given)
+        );
+        let tuned = cache.tune(&sims, 100f32.ln(), Some(7.0), None).unwrap();
+        assert_eq!(tuned.params.weight, 7.0);
+        assert!(SHARPNESS_GRID.contains(&tuned.params.sharpness));
+        let tuned = cache.tune(&sims, 100f32.ln(), None, Some(9.0)).unwrap();
+        assert_eq!(tuned.params.sharpness, 9.0);
+        assert!(WEIGHT_GRID.contains(&tuned.params.weight));
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! numbers from [`evaluation::metrics`] and a confusion heat map from [`evaluation::heatmap`]. [`export`] writes
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
-//! head on embeddings instead. [`store`] keeps embeddings and labels in PostgreSQL with
-//! pgvector (cargo feature `postgres`, on by default).
+//! head on embeddings instead. [`report`] writes a review page of results for a browser.
+//! [`store`] keeps embeddings and labels in PostgreSQL with pgvector (cargo feature
+//! `postgres`, on by default).
 
 pub mod bench;
 pub mod cache;
@@ -27,6 +28,7 @@ pub mod evaluation;
 pub mod export;
 pub mod fewshot;
 pub mod inputs;
+pub(crate) mod kernels;
 pub mod labels;
 pub mod model;
 pub mod organize;
@@ -34,6 +36,7 @@ pub mod output;
 pub mod pipeline;
 pub mod preprocess;
 pub mod probe;
+pub mod report;
 pub mod score;
 pub mod search;
 pub mod source;

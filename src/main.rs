@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(&args),
         Command::Search(args) => commands::search::run(&args),
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Report(args) => commands::report::run(*args),
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
     };

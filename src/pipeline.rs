@@ -326,9 +326,9 @@ mod tests {
     /// Items are numbers; odd multiples of 7 fail, multiples of 5 are "cached".
     fn load(n: &usize) -> Result<Prepared, Error> {
         std::thread::sleep(Duration::from_micros((n * 37 % 11) as u64 * 100));
-        if n % 7 == 0 && n % 2 == 1 {
+        if n.is_multiple_of(7) && n % 2 == 1 {
             Err(labels_error())
-        } else if n % 5 == 0 {
+        } else if n.is_multiple_of(5) {
             Ok(Prepared::Embedding(vec![*n as f32, 1.0]))
         } else {
             Ok(Prepared::Pixels(vec![*n as f32], ()))

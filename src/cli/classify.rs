@@ -38,8 +38,8 @@ pub struct ClassifyArgs {
 
     // Few-shot.
     /// A few example images per label in DIR/<label>/ (every folder must be one of the
-    /// labels): they sharpen the prompts (Tip-Adapter); labels without examples use the
-    /// prompt alone.
+    /// labels), or a labelled list ({"path","label"} JSON Lines, as `vlm report` exports):
+    /// they sharpen the prompts (Tip-Adapter); labels without examples use the prompt alone.
     #[arg(
         long,
         value_name = "DIR",
@@ -49,14 +49,26 @@ pub struct ClassifyArgs {
     pub examples: Option<PathBuf>,
 
     /// How much the examples count against the prompts (Tip-Adapter's alpha; 0 ignores them).
-    #[arg(long, value_name = "A", default_value_t = vlm::fewshot::DEFAULT_WEIGHT,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_weight: f32,
+    /// Default: chosen by leave-one-out over the examples when every label has at least 4,
+    /// else 1.
+    #[arg(
+        long,
+        value_name = "A",
+        requires = "examples",
+        help_heading = "Few-shot"
+    )]
+    pub examples_weight: Option<f32>,
 
     /// How fast an example stops counting as an image looks less like it (Tip-Adapter's beta).
-    #[arg(long, value_name = "B", default_value_t = vlm::fewshot::DEFAULT_SHARPNESS,
-          requires = "examples", help_heading = "Few-shot")]
-    pub examples_sharpness: f32,
+    /// Default: chosen by leave-one-out over the examples when every label has at least 4,
+    /// else 5.5.
+    #[arg(
+        long,
+        value_name = "B",
+        requires = "examples",
+        help_heading = "Few-shot"
+    )]
+    pub examples_sharpness: Option<f32>,
 
     #[command(flatten)]
     pub filter: InputArgs,

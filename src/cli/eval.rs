@@ -14,13 +14,16 @@ use super::{InputArgs, ModelArgs, TemplateArgs};
     mut_arg("null", |a| a.hide(true))
 )]
 pub struct EvalArgs {
-    /// Labelled folder: DIR/<label>/ holds the images of each label.
+    /// Labelled folder: DIR/<label>/ holds the images of each label; or a labelled list,
+    /// a JSON Lines file of {"path": ..., "label": ...} (as `vlm report` exports).
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
 
     // Labels and prompts.
     /// Map folder names to labels: one FOLDER<TAB>LABEL or FOLDER=LABEL per line (for
-    /// folders named like n01440764); unmapped folders keep their names.
+    /// folders named like n01440764); unmapped folders keep their names. A labelled list
+    /// ({"path","label"} JSON Lines, e.g. corrections from `vlm report`) instead gives the
+    /// files it names their labels.
     #[arg(long, value_name = "FILE", help_heading = "Labels")]
     pub labels_file: Option<PathBuf>,
 
@@ -56,6 +59,17 @@ pub struct EvalArgs {
     /// Also write a heat map of the row-normalised confusion matrix to FILE as SVG.
     #[arg(long, value_name = "FILE.svg", help_heading = "Output")]
     pub heatmap: Option<PathBuf>,
+
+    /// Also write an interactive page to FILE: the metrics, a confusion heat map whose
+    /// cells list their images, the most confused pairs and per-class bars (thumbnails in
+    /// FILE_files/ beside it).
+    #[arg(
+        long,
+        value_name = "FILE.html",
+        conflicts_with = "compare_templates",
+        help_heading = "Output"
+    )]
+    pub report: Option<PathBuf>,
 
     /// How many of the most confused (true, predicted) pairs to list.
     #[arg(long, value_name = "N", default_value_t = 10, help_heading = "Output")]

@@ -8,7 +8,8 @@ use super::ModelArgs;
 
 #[derive(Debug, Args)]
 pub struct FitArgs {
-    /// Labelled images: one subfolder per label, DIR/<label>/..., searched recursively.
+    /// Labelled images: one subfolder per label, DIR/<label>/..., searched recursively; or
+    /// a labelled list, a JSON Lines file of {"path": ..., "label": ...}.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
 
@@ -17,7 +18,7 @@ pub struct FitArgs {
     pub out: PathBuf,
 
     /// FOLDER<TAB>LABEL or FOLDER=LABEL lines naming the labels of folders such as n01440764
-    /// (the same file as `vlm eval --labels-file`).
+    /// (the same file as `vlm eval --labels-file`), or a labelled list of files.
     #[arg(long, value_name = "FILE", alias = "label-map")]
     pub labels_file: Option<PathBuf>,
 

@@ -16,6 +16,8 @@ mod bench;
 pub use bench::BenchArgs;
 mod fit;
 pub use fit::FitArgs;
+mod report;
+pub use report::ReportArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -42,6 +44,9 @@ pub enum Command {
     Search(Box<SearchArgs>),
     /// Measure images and prompts per second, cold start and memory on this machine.
     Bench(Box<BenchArgs>),
+    /// Write a review page (HTML, opened from disk) of classify results: thumbnails by
+    /// label, the least sure first, corrections exported for --examples and `vlm fit`.
+    Report(Box<ReportArgs>),
     /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.
     Completions {
         /// The shell to complete for.
@@ -145,7 +150,7 @@ pub struct ModelArgs {
     pub device: DeviceArg,
 
     /// Number type the encoders compute in: f16 halves the weights' memory; bf16 needs a
-    /// GPU. Embeddings and scores are f32 either way.
+    /// GPU or, on the CPU, Intel AMX-BF16. Embeddings and scores are f32 either way.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32, help_heading = "Model")]
     pub dtype: DTypeArg,
 
@@ -175,6 +180,11 @@ pub struct ModelArgs {
     /// about 0.01.
     #[arg(long, help_heading = "Model")]
     pub jpeg_downscale: bool,
+
+    /// Use images whose file stops early (a cut download or copy), with the missing part
+    /// filled in, as Pillow's LOAD_TRUNCATED_IMAGES does; without it they are errors.
+    #[arg(long, help_heading = "Inputs")]
+    pub allow_truncated: bool,
 
     /// Refuse images larger than this many million pixels, before decoding them (guards
     /// against decompression bombs).

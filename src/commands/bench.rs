@@ -37,10 +37,15 @@ struct Report {
     model: String,
     device: String,
     dtype: String,
+    /// Which implementation ran the encoders: "candle" or "packed avx512" and the like.
+    kernels: String,
     threads: usize,
     cpu: Option<String>,
     load_seconds: f64,
     gemm_gflops: f64,
+    /// The packed kernels' rate on the same shape, f32 and bf16 (null without AMX).
+    kernel_f32_gflops: f64,
+    kernel_bf16_gflops: Option<f64>,
     image_gflop: f64,
     image_bound_per_second: f64,
     image: Vec<ImageRate>,
@@ -75,19 +80,32 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let threads = candle_core::utils::get_num_threads();
     let cpu = cpu_name();
     say(format!(
-        "vlm {} bench: {} on {} ({}), {}, {threads} threads; model loaded in {load_seconds:.2} s",
+        "vlm {} bench: {} on {} ({}), {} ({}), {threads} threads; model loaded in {load_seconds:.2} s",
         env!("CARGO_PKG_VERSION"),
         model.files.id,
         device_name(device),
         cpu.as_deref().unwrap_or("unknown CPU"),
         classifier.compute_fingerprint(),
+        classifier.model().kernels(),
     ))?;
 
     let gemm = bench::gemm_gflops(device, budget)?;
-    let image_gflop = bench::image_flops(&config.vision, config.projection_dim) / 1e9;
-    let bound = bench::image_bound(config, gemm);
+    let kernel_f32 = bench::kernel_gflops(false, budget)?.unwrap_or(0.0);
+    let kernel_bf16 = bench::kernel_gflops(true, budget)?;
     say(format!(
-        "matmul: {gemm:.1} GFLOP/s; one image is {image_gflop:.2} GFLOP, so the image tower is bound at {bound:.1} images/s"
+        "matmul: candle {gemm:.1} GFLOP/s; packed kernels f32 {kernel_f32:.1} GFLOP/s, bf16 {}",
+        kernel_bf16.map_or_else(|| "n/a (no AMX)".to_string(), |r| format!("{r:.1} GFLOP/s"))
+    ))?;
+    // The bound is the rate of the products this model actually runs.
+    let rate = match classifier.model().kernels() {
+        "candle" => gemm,
+        "packed amx-bf16" => kernel_bf16.unwrap_or(gemm),
+        _ => kernel_f32,
+    };
+    let image_gflop = bench::image_flops(&config.vision, config.projection_dim) / 1e9;
+    let bound = bench::image_bound(config, rate);
+    say(format!(
+        "one image is {image_gflop:.2} GFLOP, so at {rate:.1} GFLOP/s the image tower is bound at {bound:.1} images/s"
     ))?;
 
     let image = image_rates(args, classifier, budget, bound, &mut say)?;
@@ -108,10 +126,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         model: model.files.id.clone(),
         device: device_name(device).to_string(),
         dtype: classifier.numeric_fingerprint(),
+        kernels: classifier.model().kernels().to_string(),
         threads,
         cpu,
         load_seconds,
         gemm_gflops: gemm,
+        kernel_f32_gflops: kernel_f32,
+        kernel_bf16_gflops: kernel_bf16,
         image_gflop,
         image_bound_per_second: bound,
         image,

@@ -19,7 +19,7 @@ use super::{
 use crate::cli::ClassifyArgs;
 use vlm::decide::{self, Decisions, Scorer};
 use vlm::embedder::Embedded;
-use vlm::fewshot::TipParams;
+use vlm::fewshot::{self, ExampleCache, NotTuned, ParamsChoice, TipParams};
 use vlm::inputs::{Input, Source};
 use vlm::labels::{self, PromptSet, PromptSpec};
 use vlm::organize::Organizer;
@@ -27,7 +27,7 @@ use vlm::output::{self, Format, ImageReport, Outcome, ReportWriter};
 use vlm::pipeline::PipelineStats;
 use vlm::probe::{ModelIdentity, Probe};
 use vlm::store::Address;
-use vlm::Classifier;
+use vlm::{Classifier, PromptEmbeddings};
 
 /// Counters for the summary line.
 #[derive(Default)]
@@ -61,7 +61,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         .as_ref()
         .map(|address| LabelStore::open(address, &session))
         .transpose()?;
-    let Some(scorer) = scorer(args, &session, settings.source, settings.params)? else {
+    let Some(scorer) = scorer(args, &session, settings.source)? else {
         return Ok(EXIT_INTERRUPTED);
     };
     let organizer = match (args.organize, &args.dest) {
@@ -115,7 +115,6 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
 /// The flags that need checking, resolved once before anything is loaded.
 struct Settings {
     source: LabelSource,
-    params: TipParams,
     format: Format,
     decisions: Decisions,
 }
@@ -126,7 +125,12 @@ impl Settings {
             Some(path) => LabelSource::Probe(Probe::load(path)?),
             None => LabelSource::Prompts(prompt_set(args)?),
         };
-        let params = TipParams::new(args.examples_weight, args.examples_sharpness)?;
+        // Checked before the model loads; the values used are settled with the examples.
+        TipParams::new(
+            args.examples_weight.unwrap_or(fewshot::DEFAULT_WEIGHT),
+            args.examples_sharpness
+                .unwrap_or(fewshot::DEFAULT_SHARPNESS),
+        )?;
         let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
         if args.resume && format != Format::Jsonl {
             bail!(
@@ -141,7 +145,6 @@ impl Settings {
         )?;
         Ok(Self {
             source,
-            params,
             format,
             decisions,
         })
@@ -246,7 +249,6 @@ fn scorer(
     args: &ClassifyArgs,
     session: &Session,
     source: LabelSource,
-    params: TipParams,
 ) -> anyhow::Result<Option<Scorer>> {
     let classifier = session.classifier();
     Ok(Some(match source {
@@ -266,7 +268,10 @@ fn scorer(
             );
             let examples = match &args.examples {
                 Some(dir) => match session.examples(dir, &prompts)? {
-                    Some(examples) => Some((examples, params)),
+                    Some(examples) => {
+                        let params = example_params(args, session, &text, &examples, &prompts)?;
+                        Some((examples, params))
+                    }
                     None => return Ok(None),
                 },
                 None => None,
@@ -278,6 +283,44 @@ fn scorer(
             }
         }
     }))
+}
+
+/// Tip-Adapter's α and β: the flags where given, the rest chosen on the examples when
+/// possible; `--verbose` says which and why.
+fn example_params(
+    args: &ClassifyArgs,
+    session: &Session,
+    text: &PromptEmbeddings,
+    examples: &ExampleCache,
+    prompts: &PromptSet,
+) -> anyhow::Result<TipParams> {
+    let (params, choice) = fewshot::choose_params(
+        examples,
+        session.classifier(),
+        text,
+        args.examples_weight,
+        args.examples_sharpness,
+    )?;
+    let (a, b) = (params.weight, params.sharpness);
+    let printer = &session.printer;
+    match choice {
+        ParamsChoice::Tuned(t) => printer.detail(format_args!(
+            "examples weight {a}, sharpness {b}, chosen by leave-one-out over {} examples: \
+             {:.3} of them ranked right (prompts alone {:.3})",
+            t.held_out, t.accuracy, t.zero_shot_accuracy
+        )),
+        ParamsChoice::Kept(NotTuned::Given) => {
+            printer.detail(format_args!("examples weight {a}, sharpness {b}, as given"))
+        }
+        ParamsChoice::Kept(NotTuned::TooFew { class, count }) => printer.detail(format_args!(
+            "examples weight {a}, sharpness {b} (Tip-Adapter's defaults where not given): \
+             label {:?} has {count} examples, and choosing them by leave-one-out needs {} of \
+             each label",
+            prompts.classes.get(class).map_or("?", |c| c.name.as_str()),
+            fewshot::MIN_EXAMPLES_TO_TUNE
+        )),
+    }
+    Ok(params)
 }
 
 fn failed_report(path: String, message: String) -> ImageReport {

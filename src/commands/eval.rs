@@ -28,7 +28,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(LabelMap::read)
         .transpose()?;
-    let dataset = Dataset::from_dir(&args.dir, &args.filter.options(), mapping.as_ref())?;
+    let dataset = Dataset::open(&args.dir, &args.filter.options(), mapping.as_ref())?;
+    if let Some(page) = &args.report {
+        super::report::check_eval_page(&args.dir, page)?;
+    }
     let specs = prompt_specs(args, &dataset.labels)?;
     let mut failed = dataset_failures(&printer, &dataset, &args.dir);
 
@@ -73,6 +76,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<u8> {
         let context = classifier.model().text_context();
         warn_truncated(printer, &result.prompts.prompts, &result.truncated, context);
         results.push(result);
+    }
+    if let (Some(page), [result]) = (&args.report, results.as_slice()) {
+        let max_mp = args.model.max_megapixels;
+        super::report::write_eval_page(
+            page, classifier, &dataset, &embedded, &failed, result, max_mp, printer,
+        )?;
     }
     let text = render(args, &mut results, &failed)?;
     let mut out = io::stdout().lock();

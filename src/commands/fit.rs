@@ -21,15 +21,9 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(LabelMap::read)
         .transpose()?;
-    let dataset = Dataset::from_dir(&args.dir, &InputOptions::default(), mapping.as_ref())?;
+    let dataset = Dataset::open(&args.dir, &InputOptions::default(), mapping.as_ref())?;
     let mut failed = dataset.errors.len();
     report_dataset(&printer, &dataset);
-    // `split` holds out at least one image of every label with two or more; 0 means none.
-    let (train, held) = if args.holdout > 0.0 {
-        dataset.split(args.holdout, args.seed)
-    } else {
-        ((0..dataset.images.len()).collect(), Vec::new())
-    };
 
     let session = Session::open(&args.model, printer)?;
     let classifier = session.classifier();
@@ -49,12 +43,28 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         printer.error("interrupted: no probe was written");
         return Ok(EXIT_INTERRUPTED);
     }
+    if embeddings.len() != dataset.images.len() {
+        bail!(
+            "internal error: {} embedding results for {} images; please report this",
+            embeddings.len(),
+            dataset.images.len()
+        );
+    }
+    // Split the images that were read, as if the unreadable ones were not there, so a broken
+    // file changes neither the labels nor the split of the others. `split_among` holds out
+    // at least one image of every label with two or more; 0 means none.
+    let readable = (0..dataset.images.len()).filter(|&i| embeddings[i].is_some());
+    let (train, held) = if args.holdout > 0.0 {
+        dataset.split_among(readable, args.holdout, args.seed)
+    } else {
+        (readable.collect(), Vec::new())
+    };
     let samples = |indices: &[usize]| -> Vec<Sample> {
         indices
             .iter()
             .filter_map(|&i| {
                 Some(Sample {
-                    embedding: embeddings.get(i)?.as_deref()?,
+                    embedding: embeddings[i].as_deref()?,
                     label: dataset.images[i].label,
                 })
             })

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod fit;
 pub mod models;
 mod printer;
+pub mod report;
 pub mod search;
 
 pub use printer::Printer;
@@ -74,7 +75,8 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
     )?;
     let device = device::select(args.device.into())?;
     let mut classifier = Classifier::load_as(&files, &device, args.dtype.into())?;
-    let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels);
+    let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels)
+        .with_allow_truncated(args.allow_truncated);
     if args.jpeg_downscale {
         decode = decode.with_jpeg_downscale(classifier.preprocessor().config());
     }

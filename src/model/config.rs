@@ -345,7 +345,7 @@ impl Fields<'_> {
     }
 
     fn divisible(&self, size: usize, by: usize, field: &str) -> Result<(), ConfigError> {
-        if size % by == 0 {
+        if size.is_multiple_of(by) {
             Ok(())
         } else {
             Err(self.error(field, &format!("({by}) must divide {size} evenly")))

@@ -1,9 +1,26 @@
 //! The transformer block shared by both towers: pre-norm self-attention and MLP.
+//!
+//! Two implementations of the same block: candle's ops (GPUs, and f16 on the CPU), and on
+//! the CPU in f32 the crate's own kernels ([`crate::kernels`]) with each weight packed
+//! once at load and bias, activation and residual add fused into the products.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::config::Activation;
+use crate::kernels::{self, Act, AmxMatrix, Epilogue, Heads, Isa, PackedMatrix};
+
+/// How a tower computes: which implementation its layers are built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compute {
+    /// candle's tensor ops, on the model's device and dtype.
+    Candle,
+    /// The packed CPU kernels for `isa`, in f32.
+    Packed(Isa),
+    /// The packed CPU kernels on AMX tiles: bf16 products with f32 accumulation; layer
+    /// norm, softmax and everything between the products in f32.
+    Amx,
+}
 
 /// Sizes of one tower's transformer stack.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +42,117 @@ fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     }
 }
 
-// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L280-L335
+fn kernel_act(act: Activation) -> Act {
+    match act {
+        Activation::QuickGelu => Act::QuickGelu,
+        Activation::Gelu => Act::GeluErf,
+        Activation::GeluTanh => Act::GeluTanh,
+        Activation::Relu => Act::Relu,
+    }
+}
+
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A weight packed for one of the CPU kernels.
+enum PackedWeight {
+    F32(PackedMatrix),
+    Bf16(AmxMatrix),
+}
+
+/// A weight packed for the CPU kernels, with its bias as host floats.
+pub(crate) struct PackedLinear {
+    weight: PackedWeight,
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedLinear {
+    /// `weight`: (out, in) as PyTorch stores it. `compute` must be a packed kind.
+    fn new(weight: &Tensor, bias: Option<&Tensor>, compute: Compute) -> Result<Self> {
+        let (n, k) = weight.dims2()?;
+        let values = host(weight)?;
+        let weight = match compute {
+            Compute::Packed(isa) => PackedWeight::F32(PackedMatrix::pack(&values, n, k, isa)),
+            Compute::Amx => PackedWeight::Bf16(AmxMatrix::pack(&values, n, k)),
+            Compute::Candle => candle_core::bail!("internal: packing a weight for candle"),
+        };
+        Ok(Self {
+            weight,
+            bias: bias.map(host).transpose()?,
+        })
+    }
+
+    /// (output features, input features).
+    fn dims(&self) -> (usize, usize) {
+        match &self.weight {
+            PackedWeight::F32(w) => (w.n(), w.k()),
+            PackedWeight::Bf16(w) => (w.n(), w.k()),
+        }
+    }
+
+    /// `out = act(x · wᵀ + b)`, or `out += …` when `accumulate`.
+    fn run(&self, x: &[f32], rows: usize, act: Act, accumulate: bool, out: &mut [f32]) {
+        let ep = Epilogue {
+            bias: self.bias.as_deref(),
+            act,
+            accumulate,
+        };
+        match &self.weight {
+            PackedWeight::F32(w) => kernels::matmul(x, rows, w, &ep, out),
+            PackedWeight::Bf16(w) => kernels::matmul_amx(x, rows, w, &ep, out),
+        }
+    }
+}
+
+/// A linear layer of either implementation, on tensors: used outside the transformer
+/// stack (patch embedding, projections).
+pub(crate) enum Dense {
+    Candle(Linear),
+    Packed(PackedLinear),
+}
+
+impl Dense {
+    /// `weight`: (out, in).
+    pub fn new(weight: Tensor, bias: Option<Tensor>, compute: Compute) -> Result<Self> {
+        Ok(match compute {
+            Compute::Candle => Dense::Candle(Linear::new(weight, bias)),
+            _ => Dense::Packed(PackedLinear::new(&weight, bias.as_ref(), compute)?),
+        })
+    }
+
+    /// Reads `weight` (and `bias` when `with_bias`) under `vb`.
+    pub fn load(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        with_bias: bool,
+        compute: Compute,
+    ) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = with_bias.then(|| vb.get(out_dim, "bias")).transpose()?;
+        Self::new(weight, bias, compute)
+    }
+
+    /// Applies the layer to the last dimension of `xs`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Dense::Candle(linear) => linear.forward(xs),
+            Dense::Packed(packed) => {
+                let (n, k) = packed.dims();
+                let mut dims = xs.dims().to_vec();
+                let rows = xs.elem_count() / k.max(1);
+                let mut out = vec![0.0f32; rows * n];
+                packed.run(&host(xs)?, rows, Act::Identity, false, &mut out);
+                if let Some(last) = dims.last_mut() {
+                    *last = n;
+                }
+                Tensor::from_vec(out, dims, xs.device())
+            }
+        }
+    }
+}
+
 /// Self-attention with the query, key and value projections fused into one matrix
 /// multiply, and the 1/sqrt(head_dim) score scale folded into the query weights at load.
 struct Attention {
@@ -35,25 +162,32 @@ struct Attention {
     head_dim: usize,
 }
 
+/// The fused q/k/v weight and bias, with the query rows pre-scaled.
+fn fused_qkv(vb: &VarBuilder, shape: &StackShape) -> Result<(Tensor, Tensor)> {
+    let h = shape.hidden;
+    let head_dim = h / shape.heads;
+    let scale = (head_dim as f64).powf(-0.5);
+    let part = |name: &str| -> Result<(Tensor, Tensor)> {
+        let vb = vb.pp(name);
+        Ok((vb.get((h, h), "weight")?, vb.get(h, "bias")?))
+    };
+    let (qw, qb) = part("q_proj")?;
+    let (kw, kb) = part("k_proj")?;
+    let (vw, vb_) = part("v_proj")?;
+    let weight = Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?;
+    let bias = Tensor::cat(&[&(qb * scale)?, &kb, &vb_], 0)?;
+    Ok((weight, bias))
+}
+
 impl Attention {
     fn load(vb: VarBuilder, shape: &StackShape) -> Result<Self> {
         let h = shape.hidden;
-        let head_dim = h / shape.heads;
-        let scale = (head_dim as f64).powf(-0.5);
-        let part = |name: &str| -> Result<(Tensor, Tensor)> {
-            let vb = vb.pp(name);
-            Ok((vb.get((h, h), "weight")?, vb.get(h, "bias")?))
-        };
-        let (qw, qb) = part("q_proj")?;
-        let (kw, kb) = part("k_proj")?;
-        let (vw, vb_) = part("v_proj")?;
-        let weight = Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?;
-        let bias = Tensor::cat(&[&(qb * scale)?, &kb, &vb_], 0)?;
+        let (weight, bias) = fused_qkv(&vb, shape)?;
         Ok(Self {
             qkv: Linear::new(weight, Some(bias)),
             out: linear(h, h, vb.pp("out_proj"))?,
             heads: shape.heads,
-            head_dim,
+            head_dim: h / shape.heads,
         })
     }
 
@@ -104,8 +238,7 @@ impl Mlp {
     }
 }
 
-// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/clip/modeling_clip.py#L353-L380
-struct Block {
+pub(crate) struct Block {
     norm1: LayerNorm,
     attention: Attention,
     norm2: LayerNorm,
@@ -130,27 +263,148 @@ impl Block {
     }
 }
 
+/// Layer-norm parameters as host floats.
+pub(crate) struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+impl Norm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            gamma: host(&vb.get(dim, "weight")?)?,
+            beta: host(&vb.get(dim, "bias")?)?,
+            eps: eps as f32,
+        })
+    }
+
+    pub fn run(&self, x: &[f32], out: &mut [f32]) {
+        kernels::layer_norm(x, self.gamma.len(), &self.gamma, &self.beta, self.eps, out);
+    }
+}
+
+/// One block on the packed CPU kernels.
+pub(crate) struct PackedBlock {
+    norm1: Norm,
+    qkv: PackedLinear,
+    out: PackedLinear,
+    norm2: Norm,
+    fc1: PackedLinear,
+    fc2: PackedLinear,
+}
+
+impl PackedBlock {
+    fn load(vb: VarBuilder, shape: &StackShape, compute: Compute) -> Result<Self> {
+        let (h, i) = (shape.hidden, shape.intermediate);
+        let attn = vb.pp("self_attn");
+        let (qkv_w, qkv_b) = fused_qkv(&attn, shape)?;
+        let linear = |vb: VarBuilder, n: usize, k: usize| {
+            PackedLinear::new(
+                &vb.get((n, k), "weight")?,
+                Some(&vb.get(n, "bias")?),
+                compute,
+            )
+        };
+        Ok(Self {
+            norm1: Norm::load(vb.pp("layer_norm1"), h, shape.eps)?,
+            qkv: PackedLinear::new(&qkv_w, Some(&qkv_b), compute)?,
+            out: linear(attn.pp("out_proj"), h, h)?,
+            norm2: Norm::load(vb.pp("layer_norm2"), h, shape.eps)?,
+            fc1: linear(vb.pp("mlp").pp("fc1"), i, h)?,
+            fc2: linear(vb.pp("mlp").pp("fc2"), h, i)?,
+        })
+    }
+}
+
+/// Scratch buffers of one forward pass, reused by every block.
+struct Scratch {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    mid: Vec<f32>,
+}
+
 /// `encoder.layers.*` of a CLIP tower.
-pub(crate) struct Encoder {
-    blocks: Vec<Block>,
+pub(crate) enum Encoder {
+    Candle(Vec<Block>),
+    Packed {
+        blocks: Vec<PackedBlock>,
+        shape: StackShape,
+    },
 }
 
 impl Encoder {
-    pub fn load(vb: VarBuilder, shape: &StackShape) -> Result<Self> {
+    pub fn load(vb: VarBuilder, shape: &StackShape, compute: Compute) -> Result<Self> {
         let vb = vb.pp("layers");
-        let blocks = (0..shape.layers)
-            .map(|i| Block::load(vb.pp(i), shape))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { blocks })
+        Ok(match compute {
+            Compute::Candle => Encoder::Candle(
+                (0..shape.layers)
+                    .map(|i| Block::load(vb.pp(i), shape))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            Compute::Packed(_) | Compute::Amx => Encoder::Packed {
+                blocks: (0..shape.layers)
+                    .map(|i| PackedBlock::load(vb.pp(i), shape, compute))
+                    .collect::<Result<Vec<_>>>()?,
+                shape: *shape,
+            },
+        })
     }
 
-    pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let mut xs = xs.clone();
-        for block in &self.blocks {
-            xs = block.forward(&xs, mask)?;
+    /// `xs`: (batch, seq, hidden). With `causal`, token `i` attends only to `0..=i`.
+    pub fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+        match self {
+            Encoder::Candle(blocks) => {
+                let (_, seq, _) = xs.dims3()?;
+                let mask = causal
+                    .then(|| causal_mask(seq, xs.dtype(), xs.device()))
+                    .transpose()?;
+                let mut xs = xs.clone();
+                for block in blocks {
+                    xs = block.forward(&xs, mask.as_ref())?;
+                }
+                Ok(xs)
+            }
+            Encoder::Packed { blocks, shape } => {
+                let (batch, seq, hidden) = xs.dims3()?;
+                let mut x = host(xs)?;
+                let heads = Heads {
+                    batch,
+                    seq,
+                    heads: shape.heads,
+                    head_dim: hidden / shape.heads,
+                    causal,
+                };
+                let tokens = batch * seq;
+                let mut s = Scratch {
+                    normed: vec![0.0; tokens * hidden],
+                    qkv: vec![0.0; tokens * 3 * hidden],
+                    context: vec![0.0; tokens * hidden],
+                    mid: vec![0.0; tokens * shape.intermediate],
+                };
+                let act = kernel_act(shape.act);
+                for b in blocks {
+                    b.norm1.run(&x, &mut s.normed);
+                    b.qkv
+                        .run(&s.normed, tokens, Act::Identity, false, &mut s.qkv);
+                    kernels::attention(&s.qkv, heads, &mut s.context);
+                    b.out.run(&s.context, tokens, Act::Identity, true, &mut x);
+                    b.norm2.run(&x, &mut s.normed);
+                    b.fc1.run(&s.normed, tokens, act, false, &mut s.mid);
+                    b.fc2.run(&s.mid, tokens, Act::Identity, true, &mut x);
+                }
+                Tensor::from_vec(x, (batch, seq, hidden), xs.device())
+            }
         }
-        Ok(xs)
     }
+}
+
+fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)
 }
 
 /// Row-wise L2 normalisation of a (rows, dim) matrix.

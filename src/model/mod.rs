@@ -1,4 +1,5 @@
-//! The CLIP encoders, written on candle-nn with weights read through a `VarBuilder`.
+//! The CLIP encoders, written on candle-nn with weights read through a `VarBuilder`; on
+//! the CPU in f32 the transformer layers run on the crate's packed kernels instead.
 //!
 //! candle-transformers' own `clip` module is not used: it supports only QuickGELU, fixes
 //! the layer-norm epsilon, replaces missing tensors with random or default values, and
@@ -21,6 +22,7 @@ use candle_nn::{Init, VarBuilder};
 pub mod config;
 
 use config::ClipConfig;
+use layers::Compute;
 use text::TextTower;
 use vision::VisionTower;
 
@@ -60,6 +62,7 @@ pub struct ClipModel {
     logit_scale: f32,
     dtype: DType,
     device: Device,
+    compute: Compute,
 }
 
 impl ClipModel {
@@ -78,16 +81,48 @@ impl ClipModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self, ModelError> {
-        check_dtype(dtype, device)?;
-        let vb = open_weights(weights, dtype, device)?;
+        let compute = match (device, dtype) {
+            (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
+            (Device::Cpu, DType::BF16) => Compute::Amx,
+            _ => Compute::Candle,
+        };
+        Self::load_for(config, weights, device, dtype, compute)
+    }
+
+    /// Like [`Self::load_as`], but on candle's tensor ops even where the packed CPU kernels
+    /// would run: the reference the kernels are measured and tested against.
+    pub fn load_on_candle(
+        config: &ClipConfig,
+        weights: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
+        Self::load_for(config, weights, device, dtype, Compute::Candle)
+    }
+
+    fn load_for(
+        config: &ClipConfig,
+        weights: &Path,
+        device: &Device,
+        dtype: DType,
+        compute: Compute,
+    ) -> Result<Self, ModelError> {
+        check_dtype(dtype, device, compute, crate::kernels::amx_available())?;
+        // The packed kernels read f32 weights and round them to their own type when packing.
+        let stored = if compute == Compute::Candle {
+            dtype
+        } else {
+            DType::F32
+        };
+        let vb = open_weights(weights, stored, device)?;
         let wrap = |source| ModelError::Weights {
             path: weights.to_path_buf(),
             cause: source,
         };
-        let text =
-            TextTower::load(vb.clone(), &config.text, config.projection_dim).map_err(wrap)?;
-        let vision =
-            VisionTower::load(vb.clone(), &config.vision, config.projection_dim).map_err(wrap)?;
+        let text = TextTower::load(vb.clone(), &config.text, config.projection_dim, compute)
+            .map_err(wrap)?;
+        let vision = VisionTower::load(vb.clone(), &config.vision, config.projection_dim, compute)
+            .map_err(wrap)?;
         let logit_scale = vb
             .get((), "logit_scale")
             .and_then(|t| t.to_dtype(DType::F32)?.to_scalar::<f32>())
@@ -98,7 +133,18 @@ impl ClipModel {
             logit_scale,
             dtype,
             device: device.clone(),
+            compute,
         })
+    }
+
+    /// Which implementation runs the encoders: `"candle"`, or the packed CPU kernels and
+    /// the instruction set they use (`"packed avx512"`).
+    pub fn kernels(&self) -> &'static str {
+        match self.compute {
+            Compute::Candle => "candle",
+            Compute::Packed(isa) => isa.label(),
+            Compute::Amx => "packed amx-bf16",
+        }
     }
 
     /// The learned temperature, as stored (a log): logits are `exp(logit_scale) * cosine`.
@@ -140,8 +186,12 @@ impl ClipModel {
 
     /// Projected, unnormalised image embeddings for `pixels` of shape (batch, 3, size, size).
     pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
+        let input = match self.compute {
+            Compute::Candle => self.dtype,
+            _ => DType::F32,
+        };
         pixels
-            .to_dtype(self.dtype)
+            .to_dtype(input)
             .and_then(|p| self.vision.forward(&p))
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|source| ModelError::Run {
@@ -152,10 +202,23 @@ impl ClipModel {
 }
 
 /// Refuses a compute type the device cannot multiply matrices in, before loading anything.
-fn check_dtype(dtype: DType, device: &Device) -> Result<(), ModelError> {
+/// `amx`: whether this CPU and OS run the AMX bf16 kernels.
+fn check_dtype(
+    dtype: DType,
+    device: &Device,
+    compute: Compute,
+    amx: bool,
+) -> Result<(), ModelError> {
     match (dtype, device) {
         (DType::F32 | DType::F16, _) => Ok(()),
         (DType::BF16, Device::Cuda(_) | Device::Metal(_)) => Ok(()),
+        (DType::BF16, Device::Cpu) if compute == Compute::Amx && amx => Ok(()),
+        (DType::BF16, Device::Cpu) if compute == Compute::Amx => Err(ModelError::DType {
+            dtype,
+            device: "CPU",
+            hint: "bf16 on the CPU needs Intel AMX-BF16 (Xeon Sapphire Rapids or later, Linux) \
+                   and this CPU or kernel has none; use --dtype f32",
+        }),
         (DType::BF16, Device::Cpu) => Err(ModelError::DType {
             dtype,
             device: "CPU",
@@ -251,5 +314,25 @@ impl<B: SimpleBackend> SimpleBackend for FloatOnly<B> {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.inner.contains_tensor(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_on_a_cpu_without_amx_is_refused_with_what_to_do() {
+        let err = check_dtype(DType::BF16, &Device::Cpu, Compute::Amx, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("AMX-BF16") && err.contains("--dtype f32"),
+            "{err}"
+        );
+        assert!(check_dtype(DType::BF16, &Device::Cpu, Compute::Amx, true).is_ok());
+        // candle's own ops have no CPU bf16 product, AMX or not.
+        assert!(check_dtype(DType::BF16, &Device::Cpu, Compute::Candle, true).is_err());
+        assert!(check_dtype(DType::F32, &Device::Cpu, Compute::Amx, false).is_ok());
     }
 }

@@ -1,18 +1,18 @@
 //! The text tower: token and position embeddings, a causal transformer, pooling at the
 //! end-of-text token, and the projection into the shared space.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 
 use super::config::{EosPooling, TextConfig};
-use super::layers::{Encoder, StackShape};
+use super::layers::{Compute, Dense, Encoder, StackShape};
 
 pub(crate) struct TextTower {
     token_embedding: Embedding,
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
-    projection: Linear,
+    projection: Dense,
     pooling: EosPooling,
     pad_id: u32,
     context: usize,
@@ -20,7 +20,12 @@ pub(crate) struct TextTower {
 
 impl TextTower {
     /// `vb` is the checkpoint root: the tower lives under `text_model`, its projection beside it.
-    pub fn load(vb: VarBuilder, config: &TextConfig, projection_dim: usize) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        config: &TextConfig,
+        projection_dim: usize,
+        compute: Compute,
+    ) -> Result<Self> {
         let tower = vb.pp("text_model");
         let embeddings = tower.pp("embeddings");
         let shape = StackShape {
@@ -41,16 +46,18 @@ impl TextTower {
                 (config.max_position_embeddings, config.hidden_size),
                 "position_embedding.weight",
             )?,
-            encoder: Encoder::load(tower.pp("encoder"), &shape)?,
+            encoder: Encoder::load(tower.pp("encoder"), &shape, compute)?,
             final_layer_norm: layer_norm(
                 config.hidden_size,
                 config.layer_norm_eps,
                 tower.pp("final_layer_norm"),
             )?,
-            projection: linear_no_bias(
+            projection: Dense::load(
+                vb.pp("text_projection"),
                 config.hidden_size,
                 projection_dim,
-                vb.pp("text_projection"),
+                false,
+                compute,
             )?,
             pooling: config.pooling,
             pad_id: config.pad_token_id,
@@ -107,8 +114,7 @@ impl TextTower {
             .token_embedding
             .forward(&ids)?
             .broadcast_add(&positions)?;
-        let mask = causal_mask(seq, xs.dtype(), device)?;
-        let hidden = self.encoder.forward(&xs, Some(&mask))?;
+        let hidden = self.encoder.forward(&xs, true)?;
         let hidden_size = hidden.dim(2)?;
         let gather = Tensor::from_vec(gather, batch, device)?;
         let pooled = hidden
@@ -117,11 +123,4 @@ impl TextTower {
         let pooled = self.final_layer_norm.forward(&pooled)?;
         self.projection.forward(&pooled)
     }
-}
-
-fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)
 }

@@ -2,21 +2,21 @@
 //! the class token into the shared space.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{layer_norm, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 
 use super::config::VisionConfig;
-use super::layers::{Encoder, StackShape};
+use super::layers::{Compute, Dense, Encoder, StackShape};
 
 pub(crate) struct VisionTower {
-    /// The patch convolution as a matrix (hidden, channels * patch * patch): a stride-patch
-    /// convolution is a matmul over non-overlapping patches, without im2col copies.
-    patch_weight: Tensor,
+    /// The patch convolution as a linear layer from channels * patch * patch to hidden: a
+    /// stride-patch convolution is a matmul over non-overlapping patches.
+    patch_embedding: Dense,
     class_embedding: Tensor,
     position_embedding: Tensor,
     pre_layernorm: LayerNorm,
     encoder: Encoder,
     post_layernorm: LayerNorm,
-    projection: Linear,
+    projection: Dense,
     patch: usize,
     grid: usize,
     image_size: usize,
@@ -24,7 +24,12 @@ pub(crate) struct VisionTower {
 
 impl VisionTower {
     /// `vb` is the checkpoint root: the tower lives under `vision_model`.
-    pub fn load(vb: VarBuilder, config: &VisionConfig, projection_dim: usize) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        config: &VisionConfig,
+        projection_dim: usize,
+        compute: Compute,
+    ) -> Result<Self> {
         let tower = vb.pp("vision_model");
         let embeddings = tower.pp("embeddings");
         let hidden = config.hidden_size;
@@ -45,15 +50,21 @@ impl VisionTower {
             )?
             .reshape((hidden, config.num_channels * patch * patch))?;
         Ok(Self {
-            patch_weight: patch_weight.t()?.contiguous()?,
+            patch_embedding: Dense::new(patch_weight, None, compute)?,
             class_embedding: embeddings.get(hidden, "class_embedding")?,
             position_embedding: embeddings
                 .get((grid * grid + 1, hidden), "position_embedding.weight")?,
             // "pre_layrnorm" is the checkpoint's own spelling.
             pre_layernorm: layer_norm(hidden, config.layer_norm_eps, tower.pp("pre_layrnorm"))?,
-            encoder: Encoder::load(tower.pp("encoder"), &shape)?,
+            encoder: Encoder::load(tower.pp("encoder"), &shape, compute)?,
             post_layernorm: layer_norm(hidden, config.layer_norm_eps, tower.pp("post_layernorm"))?,
-            projection: linear_no_bias(hidden, projection_dim, vb.pp("visual_projection"))?,
+            projection: Dense::load(
+                vb.pp("visual_projection"),
+                hidden,
+                projection_dim,
+                false,
+                compute,
+            )?,
             patch,
             grid,
             image_size: config.image_size,
@@ -80,17 +91,16 @@ impl VisionTower {
             .reshape((batch, channels, g, p, g, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((batch * g * g, channels * p * p))?;
-        let hidden = self.patch_weight.dim(1)?;
-        let patches = patches
-            .matmul(&self.patch_weight)?
-            .reshape((batch, g * g, hidden))?;
+        let patches = self.patch_embedding.forward(&patches)?;
+        let hidden = patches.dim(1)?;
+        let patches = patches.reshape((batch, g * g, hidden))?;
         let class = self
             .class_embedding
             .reshape((1, 1, hidden))?
             .broadcast_as((batch, 1, hidden))?;
         let xs = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         let xs = self.pre_layernorm.forward(&xs)?;
-        let xs = self.encoder.forward(&xs, None)?;
+        let xs = self.encoder.forward(&xs, false)?;
         let pooled = self
             .post_layernorm
             .forward(&xs.narrow(1, 0, 1)?.squeeze(1)?)?;

@@ -23,6 +23,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbIma
 use super::config::PreprocessConfig;
 use super::error::PreprocessError;
 use super::jpeg;
+use super::truncation::{jpeg_truncation, partial_png, with_eoi, JpegTruncation};
 
 /// Pillow refuses images above twice `Image.MAX_IMAGE_PIXELS` as decompression bombs; vlm
 /// uses the same ceiling by default so it opens what Python opens.
@@ -39,6 +40,10 @@ pub struct DecodeOptions {
     /// faster for camera photos; the pixels differ slightly from a full decode. `None` (the
     /// default) decodes every image at full size.
     pub jpeg_downscale: Option<u32>,
+    /// Decode files that stop before their end, filling in the missing part, as Pillow does
+    /// with `ImageFile.LOAD_TRUNCATED_IMAGES = True`. `false` (the default, Pillow's too)
+    /// refuses them with [`PreprocessError::Truncated`].
+    pub allow_truncated: bool,
 }
 
 impl Default for DecodeOptions {
@@ -46,6 +51,7 @@ impl Default for DecodeOptions {
         Self {
             max_pixels: DEFAULT_MAX_PIXELS,
             jpeg_downscale: None,
+            allow_truncated: false,
         }
     }
 }
@@ -56,6 +62,15 @@ impl DecodeOptions {
         Self {
             max_pixels: (megapixels.max(0.0) * 1e6) as u64,
             ..Self::default()
+        }
+    }
+
+    /// These options, accepting truncated files when `allow` is set (see
+    /// [`DecodeOptions::allow_truncated`]).
+    pub fn with_allow_truncated(self, allow: bool) -> Self {
+        Self {
+            allow_truncated: allow,
+            ..self
         }
     }
 
@@ -137,7 +152,7 @@ pub fn decode_bytes_region(
             cause: source,
         },
     };
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(image::ImageError::IoError(e)))?;
     let Some(format) = reader.format() else {
@@ -145,8 +160,84 @@ pub fn decode_bytes_region(
             path: origin.to_path_buf(),
         });
     };
+    // Checked before either JPEG decoder reads anything, so the rule is the same with and
+    // without --jpeg-downscale. An accepted cut file is decoded as libjpeg decodes it: the
+    // well-formed part, then an end-of-image marker.
+    if format == ImageFormat::Jpeg {
+        if let Some((cut, keep)) = jpeg_truncation(bytes) {
+            // Cut in the headers, there is no image to fill in.
+            let can_fill = !matches!(cut, JpegTruncation::InSegment { .. });
+            if !(options.allow_truncated && can_fill) {
+                return Err(PreprocessError::Truncated {
+                    path: origin.to_path_buf(),
+                    detail: cut.to_string(),
+                    can_fill,
+                });
+            }
+            let closed = with_eoi(bytes, keep);
+            return decode_complete(&closed, format, origin, options);
+        }
+    }
+    if format == ImageFormat::WebP {
+        if let Some((got, declared)) = riff_shortfall(bytes) {
+            return Err(PreprocessError::Truncated {
+                path: origin.to_path_buf(),
+                detail: format!(
+                    "the file has {got} of the {declared} bytes its RIFF header declares, \
+                     {} are missing",
+                    declared - got
+                ),
+                can_fill: false,
+            });
+        }
+    }
+    decode_complete(bytes, format, origin, options)
+}
+
+/// `(length, declared length)` of a RIFF file (WebP) shorter than its header says; the
+/// WebP decoder only reports a corrupt bitstream.
+fn riff_shortfall(bytes: &[u8]) -> Option<(u64, u64)> {
+    if bytes.get(..4) != Some(b"RIFF") {
+        return None;
+    }
+    let size = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let declared = u64::from(size) + 8;
+    let got = bytes.len() as u64;
+    (got < declared).then_some((got, declared))
+}
+
+/// [`decode_bytes_region`] for a file already sniffed as `format` and, for a JPEG, checked
+/// for truncation.
+fn decode_complete(
+    bytes: &[u8],
+    format: ImageFormat,
+    origin: &Path,
+    options: &DecodeOptions,
+) -> Result<Decoded, PreprocessError> {
+    let decode_err = |source| match source {
+        image::ImageError::Unsupported(source) => PreprocessError::Unsupported {
+            path: origin.to_path_buf(),
+            cause: source,
+        },
+        source => PreprocessError::Decode {
+            path: origin.to_path_buf(),
+            cause: source,
+        },
+    };
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(options.limits());
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let mut decoder = reader.into_decoder().map_err(|err| {
+        if ran_out(&err) {
+            // Cut in the headers (or, for TIFF, its directory at the end): no rows to keep.
+            PreprocessError::Truncated {
+                path: origin.to_path_buf(),
+                detail: format!("the {format:?} headers end early ({err})"),
+                can_fill: false,
+            }
+        } else {
+            decode_err(err)
+        }
+    })?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > options.max_pixels {
@@ -174,21 +265,73 @@ pub fn decode_bytes_region(
             return Ok(decoded);
         }
     }
-    let image = DynamicImage::from_decoder(decoder).map_err(|source| match source {
-        image::ImageError::Limits(_) => PreprocessError::TooLarge {
-            path: origin.to_path_buf(),
-            width,
-            height,
-            max_pixels: options.max_pixels,
-        },
-        other => decode_err(other),
-    })?;
+    let image = match DynamicImage::from_decoder(decoder) {
+        Ok(image) => image,
+        Err(image::ImageError::Limits(_)) => {
+            return Err(PreprocessError::TooLarge {
+                path: origin.to_path_buf(),
+                width,
+                height,
+                max_pixels: options.max_pixels,
+            })
+        }
+        Err(err) if ran_out(&err) => {
+            let partial = match format {
+                ImageFormat::Png => partial_png(bytes, options.max_alloc()),
+                _ => None,
+            };
+            match partial {
+                Some((image, _, _)) if options.allow_truncated => image,
+                Some((_, rows, height)) => {
+                    return Err(PreprocessError::Truncated {
+                        path: origin.to_path_buf(),
+                        detail: format!(
+                            "the image data ends after row {rows} of {height}, \
+                             {} rows are missing",
+                            height - rows
+                        ),
+                        can_fill: true,
+                    })
+                }
+                None => {
+                    return Err(PreprocessError::Truncated {
+                        path: origin.to_path_buf(),
+                        detail: format!("the {format:?} data ends early ({err})"),
+                        can_fill: false,
+                    })
+                }
+            }
+        }
+        Err(other) => return Err(decode_err(other)),
+    };
 
     let key = color_key(format, bytes);
     let rgb = to_rgb(image, key);
     let mut upright = DynamicImage::ImageRgb8(rgb);
     upright.apply_orientation(orientation);
     Ok(Decoded::from(upright.into_rgb8()))
+}
+
+/// Whether a decoder's error means that the data ran out rather than that it is wrong: an
+/// unexpected end of file somewhere in the error's chain.
+fn ran_out(err: &image::ImageError) -> bool {
+    // ImageError's `source` skips the io::Error of its IoError variant.
+    if let image::ImageError::IoError(io) = err {
+        return io.kind() == std::io::ErrorKind::UnexpectedEof;
+    }
+    let mut cause = std::error::Error::source(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return true;
+            }
+        }
+        if let Some(gif::DecodingError::UnexpectedEof) = e.downcast_ref::<gif::DecodingError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Decodes a `width` x `height` JPEG at the reduction that keeps its shorter side at least
@@ -604,6 +747,116 @@ mod tests {
         assert!(err.to_string().contains("cut.png"), "{err}");
     }
 
+    fn parity_fixture(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/jpeg_parity")
+            .join(name);
+        std::fs::read(path).unwrap()
+    }
+
+    fn allowing() -> DecodeOptions {
+        DecodeOptions::default().with_allow_truncated(true)
+    }
+
+    #[test]
+    fn cut_jpegs_are_refused_unless_allowed_on_both_decoder_paths() {
+        for name in [
+            "chelsea_420_base.jpg",
+            "chelsea_420_prog.jpg",
+            "chelsea_444_prog.jpg",
+        ] {
+            let full = parity_fixture(name);
+            let whole = decode_bytes(&full, Path::new(name)).unwrap();
+            for cut in [
+                full.len() / 3,
+                full.len() / 2,
+                full.len() - 40,
+                full.len() - 2,
+            ] {
+                let bytes = &full[..cut];
+                for options in [DecodeOptions::default(), downscaling(20)] {
+                    let err = decode_bytes_with(bytes, Path::new("cut.jpg"), &options).unwrap_err();
+                    let message = err.to_string();
+                    assert!(
+                        matches!(err, PreprocessError::Truncated { can_fill: true, .. })
+                            && message.contains("cut.jpg")
+                            && message.contains("scan")
+                            && message.contains("--allow-truncated"),
+                        "{name} cut at {cut}: {message}"
+                    );
+                    let allowed = options.with_allow_truncated(true);
+                    let image = decode_bytes_region(bytes, Path::new("cut.jpg"), &allowed).unwrap();
+                    assert_eq!(image.full_size(), whole.dimensions(), "{name} {cut}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_jpeg_cut_in_its_headers_cannot_be_filled() {
+        let full = parity_fixture("chelsea_420_base.jpg");
+        let err = decode_bytes_with(&full[..200], Path::new("h.jpg"), &allowing()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(
+                err,
+                PreprocessError::Truncated {
+                    can_fill: false,
+                    ..
+                }
+            ) && message.contains("in its headers")
+                && !message.contains("pass --allow-truncated"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_cut_png_says_how_many_rows_it_has_and_keeps_them_when_allowed() {
+        let data: Vec<u8> = (0..60 * 40 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let full = png(&data, 60, 40, ExtendedColorType::Rgb8);
+        let bytes = &full[..full.len() / 2];
+        let err = decode_bytes(bytes, Path::new("cut.png")).unwrap_err();
+        let message = err.to_string();
+        let PreprocessError::Truncated { can_fill: true, .. } = err else {
+            panic!("{message}");
+        };
+        assert!(
+            message.contains("of 40") && message.contains("cut.png"),
+            "{message}"
+        );
+        let image = decode_bytes_with(bytes, Path::new("cut.png"), &allowing()).unwrap();
+        assert_eq!(image.dimensions(), (60, 40));
+        // Rows read are the original's; the missing ones are black, as Pillow leaves them.
+        assert_eq!(&image.as_raw()[..180], &data[..180]);
+        assert!(image.as_raw()[image.as_raw().len() - 180..]
+            .iter()
+            .all(|&v| v == 0));
+    }
+
+    #[test]
+    fn other_cut_formats_are_truncation_errors() {
+        let image = RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 77]));
+        let dynamic = DynamicImage::ImageRgb8(image);
+        for format in [
+            ImageFormat::Bmp,
+            ImageFormat::Tiff,
+            ImageFormat::WebP,
+            ImageFormat::Gif,
+        ] {
+            let mut full = Cursor::new(Vec::new());
+            dynamic.write_to(&mut full, format).unwrap();
+            let full = full.into_inner();
+            let bytes = &full[..full.len() * 2 / 3];
+            for options in [DecodeOptions::default(), allowing()] {
+                let err = decode_bytes_with(bytes, Path::new("cut.img"), &options).unwrap_err();
+                assert!(
+                    matches!(err, PreprocessError::Truncated { .. }),
+                    "{format:?}: {err}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn pixel_limit_is_enforced() {
         let bytes = png(&[0; 300], 10, 10, ExtendedColorType::Rgb8);
@@ -703,6 +956,7 @@ mod tests {
         let opts = DecodeOptions {
             max_pixels: 640 * 480 - 1,
             jpeg_downscale: Some(40),
+            allow_truncated: false,
         };
         let err = decode_bytes_with(&bytes, Path::new("big.jpg"), &opts).unwrap_err();
         assert!(

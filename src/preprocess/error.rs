@@ -48,6 +48,26 @@ pub enum PreprocessError {
         path: PathBuf,
         cause: image::ImageError,
     },
+    /// The file stops before its end (Pillow: "image file is truncated").
+    #[error(
+        "{} is truncated: {detail}; {}",
+        path.display(),
+        if *can_fill {
+            "re-download or re-export it, or pass --allow-truncated to use it anyway with \
+             the missing part filled in"
+        } else {
+            "re-download or re-export it (vlm can fill in the missing part of JPEG and \
+             non-interlaced PNG files cut in their image data only)"
+        }
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Where the data stops and what that leaves out.
+        detail: String,
+        /// Whether `--allow-truncated` would fill in the missing part.
+        can_fill: bool,
+    },
     #[error(
         "{} is {width}x{height} pixels, over the limit of {max_pixels} pixels; downscale the image or raise the limit",
         path.display()

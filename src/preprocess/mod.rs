@@ -15,6 +15,7 @@ mod jpeg;
 #[cfg(test)]
 mod parity;
 mod resize;
+mod truncation;
 
 use image::RgbImage;
 

@@ -1,9 +1,12 @@
 //! Comparison against real Pillow/transformers outputs, generated outside the repository.
 //!
-//! Run with `VLM_PARITY_DIR=<dir> cargo test --lib preprocess::parity -- --ignored --nocapture`,
-//! where `<dir>/cases.json` lists cases written by a Python script: raw `resize` inputs and
-//! Pillow outputs, `pipeline` images with `CLIPImageProcessorPil` pixel values, and `decode`
-//! images with the RGB array transformers feeds its processor.
+//! Write the cases with `python tests/fixtures/make_resize_goldens.py --parity-dir <dir>`
+//! (Pillow 13.0.0, transformers 5.23.0: tests/fixtures/requirements.txt), then run
+//! `VLM_PARITY_DIR=<dir> cargo test --lib preprocess::parity -- --ignored --nocapture`.
+//! `<dir>/cases.json` lists raw `resize` inputs and Pillow outputs, `pipeline` images with
+//! `CLIPImageProcessorPil` pixel values, and `decode` images with the RGB array
+//! transformers' processor resizes (decode differences are printed, not asserted: lossy
+//! codecs and 16-bit files differ legitimately).
 
 use std::path::{Path, PathBuf};
 
@@ -113,4 +116,45 @@ fn matches_pillow_and_transformers() {
     );
     assert_eq!(resize_bad, 0);
     assert!(pipe_max <= 1e-6);
+}
+
+/// Share of samples within 1 level of `want`, and the largest difference.
+fn closeness(got: &[u8], want: &[u8]) -> (f64, u8) {
+    assert_eq!(got.len(), want.len());
+    let near = got
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| a.abs_diff(**b) <= 1)
+        .count();
+    let max = got.iter().zip(want).map(|(a, b)| a.abs_diff(*b)).max();
+    (near as f64 / got.len() as f64, max.unwrap_or(0))
+}
+
+/// The committed JPEGs of every layout against the pixels Pillow 13 (libjpeg-turbo 3.1)
+/// decodes them to (`tests/fixtures/make_jpeg_parity.py`). The bounds are today's: zune-jpeg
+/// differs from libjpeg-turbo in its IDCT rounding, chroma upsampling and colour
+/// conversion, so they guard against regressions, not for parity.
+#[test]
+fn committed_jpegs_stay_near_pillow() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg_parity");
+    // (subsampling, share within 1 level today, largest difference today).
+    for (sub, floor, ceiling) in [("444", 0.998, 3), ("422", 0.955, 3), ("420", 0.915, 3)] {
+        for mode in ["base", "prog"] {
+            let name = format!("chelsea_{sub}_{mode}");
+            let got = decode_file(&dir.join(format!("{name}.jpg"))).unwrap();
+            let want = image::open(dir.join(format!("{name}.png")))
+                .unwrap()
+                .into_rgb8();
+            let (near, max) = closeness(got.as_raw(), want.as_raw());
+            let bytes = std::fs::read(dir.join(format!("{name}.jpg"))).unwrap();
+            let other = super::jpeg::decode_reduced(&bytes, 1, usize::MAX).unwrap();
+            let (other_near, other_max) = closeness(other.as_raw(), want.as_raw());
+            println!(
+                "{name}: zune-jpeg {:.3}% within 1, max {max}; jpeg-decoder {:.3}% within 1, max {other_max}",
+                100.0 * near,
+                100.0 * other_near
+            );
+            assert!(near >= floor && max <= ceiling, "{name}: {near} {max}");
+        }
+    }
 }

@@ -32,12 +32,15 @@ pub enum SourceError {
 
     /// The spec is neither a directory, an alias nor an `owner/name` repo id.
     #[error(
-        "`{spec}` is not a local directory, a registry alias or an owner/name repo id; \
-         run `vlm models` to list the aliases, or pass e.g. openai/clip-vit-base-patch32"
+        "`{spec}` is not a local directory, a registry alias or an owner/name repo id; {}\
+         run `vlm models` to list the aliases, or pass e.g. openai/clip-vit-base-patch32",
+        suggestion.as_ref().map(|s| format!("did you mean `{s}`? ")).unwrap_or_default()
     )]
     UnknownModel {
         /// The `--model` value as given.
         spec: String,
+        /// The registry alias nearest to `spec`, when one is close enough to be a typo.
+        suggestion: Option<String>,
     },
 
     /// Offline mode and the cache lacks some files for this revision.

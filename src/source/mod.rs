@@ -248,6 +248,7 @@ pub fn resolve(
         None => {
             return Err(SourceError::UnknownModel {
                 spec: spec.to_string(),
+                suggestion: registry::suggest(spec),
             })
         }
     };
@@ -387,6 +388,9 @@ mod tests {
         let err = resolve("not-an-alias", None, &opts).unwrap_err();
         assert!(matches!(err, SourceError::UnknownModel { .. }), "{err}");
         assert!(err.to_string().contains("vlm models"));
+        assert!(!err.to_string().contains("did you mean"), "{err}");
+        let err = resolve("clip-b23", None, &opts).unwrap_err().to_string();
+        assert!(err.contains("did you mean `clip-b32`?"), "{err}");
         // Alias and repo id go to the (offline) hub cache with the right repo and revision.
         let err = resolve("clip-l14", None, &opts).unwrap_err();
         let SourceError::OfflineMissing { repo, revision, .. } = &err else {

@@ -58,6 +58,42 @@ pub fn lookup(alias: &str) -> Option<ModelEntry> {
     entries().ok()?.into_iter().find(|e| e.alias == alias)
 }
 
+/// The alias closest to a mistyped `spec`, as cargo and git suggest commands: the smallest
+/// edit distance (a swap of two neighbouring characters counts as one edit), if it is at
+/// most a third of the longer name (at least 1). Case is ignored.
+pub fn suggest(spec: &str) -> Option<String> {
+    let spec = spec.to_ascii_lowercase();
+    entries()
+        .ok()?
+        .into_iter()
+        .map(|e| (edit_distance(&spec, &e.alias), e.alias))
+        .filter(|(d, alias)| *d <= (spec.chars().count().max(alias.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, alias)| alias)
+}
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and
+/// transpositions of adjacent characters each cost 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows: two back (for transpositions), previous, current.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut prev, cur);
+    }
+    prev[b.len()]
+}
+
 /// The entry whose repo id is `repo`, if any (used to apply its pinned revision).
 pub(crate) fn lookup_repo(repo: &str) -> Option<ModelEntry> {
     entries().ok()?.into_iter().find(|e| e.repo == repo)
@@ -188,6 +224,27 @@ mod tests {
             lookup_repo("openai/clip-vit-base-patch16").map(|e| e.alias),
             Some("clip-b16".to_string())
         );
+    }
+
+    #[test]
+    fn edit_distance_counts_swaps_as_one() {
+        assert_eq!(edit_distance("clip-b23", "clip-b32"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+    }
+
+    #[test]
+    fn mistyped_aliases_get_the_nearest_alias() {
+        assert_eq!(suggest("clip-b23").as_deref(), Some("clip-b32"));
+        assert_eq!(suggest("CLIP-B32").as_deref(), Some("clip-b32"));
+        assert_eq!(suggest("clip-l14-33").as_deref(), Some("clip-l14-336"));
+        assert_eq!(suggest("laoin-h14").as_deref(), Some("laion-h14"));
+        assert_eq!(suggest("clipb16").as_deref(), Some("clip-b16"));
+        // Nothing close: no guess.
+        assert_eq!(suggest("resnet50"), None);
+        assert_eq!(suggest("x"), None);
     }
 
     #[test]

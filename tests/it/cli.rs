@@ -268,6 +268,95 @@ fn offline_miss_names_the_missing_files() {
 }
 
 #[test]
+fn truncated_jpegs_are_errors_unless_allowed() {
+    // Baseline and progressive, 4:2:0 and 4:4:4, each cut at several points in its scans.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cut_files = Vec::new();
+    for name in [
+        "chelsea_420_base",
+        "chelsea_420_prog",
+        "chelsea_444_base",
+        "chelsea_444_prog",
+    ] {
+        let bytes = std::fs::read(fixtures().join(format!("jpeg_parity/{name}.jpg"))).unwrap();
+        for (i, cut) in [
+            bytes.len() / 4,
+            bytes.len() / 2,
+            bytes.len() - 100,
+            bytes.len() - 2,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = dir.path().join(format!("{name}_cut{i}.jpg"));
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            cut_files.push(path);
+        }
+    }
+    for extra in [&[][..], &["--jpeg-downscale"][..]] {
+        let output = run(vlm()
+            .args(["classify", "-f", "jsonl", "-l", "cat,dog", "-m"])
+            .arg(model_dir())
+            .args(extra)
+            .args(&cut_files));
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        let records: Vec<Value> = stdout(&output)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), cut_files.len());
+        for record in &records {
+            let error = record["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("is truncated")
+                    && error.contains("scan")
+                    && error.contains("--allow-truncated"),
+                "{record}"
+            );
+        }
+        assert!(
+            stderr(&output).contains("is truncated"),
+            "{}",
+            stderr(&output)
+        );
+
+        let output = run(vlm()
+            .args([
+                "classify",
+                "-f",
+                "jsonl",
+                "-l",
+                "cat,dog",
+                "--allow-truncated",
+                "-m",
+            ])
+            .arg(model_dir())
+            .args(extra)
+            .args(&cut_files));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let labelled = stdout(&output)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["results"].as_array().is_some_and(|r| r.len() == 2))
+            .count();
+        assert_eq!(labelled, cut_files.len());
+    }
+}
+
+#[test]
+fn a_mistyped_alias_gets_a_hint() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = run(vlm()
+        .args([
+            "classify", "x.jpg", "--labels", "cat", "--model", "clip-b23",
+        ])
+        .env("HF_HUB_CACHE", cache.path()));
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(err.contains("did you mean `clip-b32`?"), "{err}");
+}
+
+#[test]
 fn models_lists_the_registry() {
     let output = run(vlm().arg("models"));
     assert!(output.status.success());

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
-use crate::common::{fixtures, stderr, vlm};
+use crate::common::{self, fixtures, stderr};
 use candle_core::Device;
 use serde_json::Value;
 use vlm::preprocess::{decode_file, PreprocessConfig, PreprocessError, Preprocessor};
@@ -21,6 +21,13 @@ fn model_dir() -> PathBuf {
     fixtures().join("models/tiny-quickgelu")
 }
 
+/// The one command builder, under [`common::limit_memory`].
+fn vlm() -> Command {
+    let mut command = common::vlm();
+    common::limit_memory(&mut command);
+    command
+}
+
 fn jsonl(output: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -32,6 +39,11 @@ fn assert_no_panic(output: &Output) {
     let err = stderr(output);
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("memory allocation of"),
+        "ran out of the {} MiB data limit (was a file decoded past the pixel limit?): {err}",
+        common::DATA_LIMIT >> 20
+    );
 }
 
 /// `vlm: peak memory (resident): 123.4 MiB` from a `--verbose` run, in MiB.
@@ -58,8 +70,10 @@ enum Expect {
     TooLarge,
     /// Some per-file error naming the file.
     Error,
-    /// A result or an error (e.g. a truncated JPEG that the decoder pads), never a panic.
+    /// A result or an error, never a panic.
     Either,
+    /// Refused as truncated (Pillow: "image file is truncated"), naming the file.
+    Truncated,
 }
 
 fn expectations() -> BTreeMap<&'static str, Expect> {
@@ -91,9 +105,9 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ("signature_then_garbage.png", Error),
         ("tall_1x4000.png", Ok),
         ("text_renamed.jpg", Error),
-        ("truncated.jpg", Either),
-        ("truncated.png", Error),
-        ("truncated.webp", Error),
+        ("truncated.jpg", Truncated),
+        ("truncated.png", Truncated),
+        ("truncated.webp", Truncated),
         ("wide_4000x1.png", Ok),
         ("zero_bytes.jpg", Error),
         ("zero_width.png", Error),
@@ -136,6 +150,9 @@ fn every_fixture_has_an_expectation() {
 
 #[test]
 fn hostile_images_through_the_library() {
+    if common::in_capped_child(module_path!(), "hostile_images_through_the_library") {
+        return;
+    }
     let preprocessor = tiny_preprocessor();
     let (h, w) = preprocessor.output_size();
     let expect = expectations();
@@ -148,6 +165,7 @@ fn hostile_images_through_the_library() {
                 assert!(pixels.iter().all(|v| v.is_finite()), "{name}");
             }
             (Err(PreprocessError::TooLarge { .. }), Expect::TooLarge)
+            | (Err(PreprocessError::Truncated { .. }), Expect::Truncated)
             | (Err(_), Expect::Error | Expect::Either) => {
                 let message = outcome.as_ref().unwrap_err().to_string();
                 assert!(message.contains(name), "{name}: {message}");
@@ -159,6 +177,9 @@ fn hostile_images_through_the_library() {
 
 #[test]
 fn bomb_errors_say_how_big_and_what_to_do() {
+    if common::in_capped_child(module_path!(), "bomb_errors_say_how_big_and_what_to_do") {
+        return;
+    }
     let err = decode_file(&hostile_dir().join("bomb.png")).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("50000x50000"), "{message}");
@@ -206,6 +227,13 @@ fn hostile_folder_through_the_cli() {
             Expect::TooLarge | Expect::Error => {
                 let error = record["error"].as_str().unwrap_or_default();
                 assert!(error.contains(name), "{name}: {record}");
+            }
+            Expect::Truncated => {
+                let error = record["error"].as_str().unwrap_or_default();
+                assert!(
+                    error.contains(name) && error.contains("is truncated"),
+                    "{name}: {record}"
+                );
             }
             Expect::Either => assert!(
                 record.get("results").is_some() || record.get("error").is_some(),

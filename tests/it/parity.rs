@@ -235,15 +235,15 @@ fn files_to_probabilities_match_transformers() {
     }
 }
 
-/// A checkpoint that ships only `pytorch_model.bin` loads through candle's pickle reader.
-#[test]
-fn pytorch_pickle_weights_match_transformers() {
-    let dir = fixtures().join("models/tiny-pickle");
+/// Runs `weights` in `models/<model>` on the `input_ids` and `pixel_values` of
+/// `reference/<reference>.safetensors` (no tokenizer or preprocessor involved) and returns
+/// the largest differences from transformers' text and image embeddings.
+fn encoders_against_reference(model: &str, weights: &str, reference: &str) -> (f32, f32) {
+    let dir = fixtures().join("models").join(model);
     let config = vlm::model::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
-    let model =
-        vlm::model::ClipModel::load(&config, &dir.join("pytorch_model.bin"), &Device::Cpu).unwrap();
+    let model = vlm::model::ClipModel::load(&config, &dir.join(weights), &Device::Cpu).unwrap();
     let r = candle_core::safetensors::load(
-        fixtures().join("reference/tiny-pickle.safetensors"),
+        fixtures().join(format!("reference/{reference}.safetensors")),
         &Device::Cpu,
     )
     .unwrap();
@@ -258,8 +258,98 @@ fn pytorch_pickle_weights_match_transformers() {
         &model.encode_images(&r["pixel_values"]).unwrap(),
         &r["image_embeds"],
     );
+    (text, image)
+}
+
+/// A checkpoint that ships only `pytorch_model.bin` loads through candle's pickle reader.
+#[test]
+fn pytorch_pickle_weights_match_transformers() {
+    let (text, image) =
+        encoders_against_reference("tiny-pickle", "pytorch_model.bin", "tiny-pickle");
     eprintln!("tiny-pickle: text {text:e}, image {image:e}");
     assert!(text <= 1e-4 && image <= 1e-4, "text {text}, image {image}");
+}
+
+/// Each tower's layer-norm epsilon comes from its own config. The other fixtures use 1e-5
+/// and 1e-6, too small next to the variance for a hard-coded value to show; this one has
+/// 1e-2 (text) and 4e-2 (vision) on small embeddings, where 1e-5 instead moves the
+/// embeddings by about 0.7 (make_fixtures.py checks that).
+#[test]
+fn far_layer_norm_epsilons_match_transformers() {
+    let dir = fixtures().join("models/tiny-eps-f16");
+    let config = vlm::model::config::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!(config.text.layer_norm_eps, 1e-2);
+    assert_eq!(config.vision.layer_norm_eps, 4e-2);
+    let (text, image) =
+        encoders_against_reference("tiny-eps-f16", "model.safetensors", "tiny-eps-f16");
+    eprintln!("tiny-eps-f16: text {text:e}, image {image:e}");
+    assert!(text <= 1e-4 && image <= 1e-4, "text {text}, image {image}");
+}
+
+/// Fixture images whose centre crop starts at a rounded offset: after transformers'
+/// shortest-edge resize the long side exceeds the crop by an odd number of pixels, so
+/// `(size - crop) // 2` drops a half. Each model has one such image on each axis, and their
+/// pixels are transformers' exactly (up to float rounding).
+#[test]
+fn odd_crop_margins_match_transformers() {
+    for model in MODELS {
+        let r = load(model);
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                fixtures()
+                    .join("models")
+                    .join(model)
+                    .join("preprocessor_config.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let edge = config["size"]["shortest_edge"].as_u64().unwrap();
+        let crop = (
+            config["crop_size"]["width"].as_u64().unwrap(),
+            config["crop_size"]["height"].as_u64().unwrap(),
+        );
+        let mut odd = (0, 0);
+        for (i, image) in r.json["images"].as_array().unwrap().iter().enumerate() {
+            let file = image["file"].as_str().unwrap();
+            if image["kind"] != "lossless" || file != image["compare_to"].as_str().unwrap() {
+                continue;
+            }
+            let (w, h) = image::image_dimensions(fixtures().join(file)).unwrap();
+            let (w, h) = (u64::from(w), u64::from(h));
+            // transformers' get_resize_output_image_size: the long side is truncated.
+            let (rw, rh) = if w <= h {
+                (edge, edge * h / w)
+            } else {
+                (edge * w / h, edge)
+            };
+            let horizontal = rw > crop.0 && (rw - crop.0) % 2 == 1;
+            let vertical = rh > crop.1 && (rh - crop.1) % 2 == 1;
+            if !(horizontal || vertical) {
+                continue;
+            }
+            odd.0 += usize::from(horizontal);
+            odd.1 += usize::from(vertical);
+            let pixels = r.classifier.load_pixels(&fixtures().join(file)).unwrap();
+            let want = r.tensors[&format!("pixel_values.{i}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(pixels.len(), want.len(), "{model}: {file}");
+            let diff = pixels
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            eprintln!("{model}: {file} resized to {rw}x{rh}, pixels max diff {diff:e}");
+            assert!(diff <= 1e-4, "{model}: {file}: pixels differ by {diff}");
+        }
+        assert!(
+            odd.0 >= 1 && odd.1 >= 1,
+            "{model}: no fixture image with an odd crop margin on each axis ({odd:?})"
+        );
+    }
 }
 
 /// `--dtype f16` computes in half precision: embeddings stay close to transformers' f32
@@ -298,12 +388,129 @@ fn f16_compute_stays_close_to_transformers() {
     }
 }
 
+/// Cosine similarity of each row pair of two (rows, dim) matrices.
+fn row_cosines(a: &Tensor, b: &Tensor) -> Vec<f32> {
+    let (a, b) = (a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let norm = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt();
+            dot / (norm(x) * norm(y))
+        })
+        .collect()
+}
+
+/// bf16 on the CPU (AMX tiles) against f32: embeddings within cosine 0.999 and the same
+/// top-1 label for every fixture image. Where the CPU has no AMX-BF16 it must be refused
+/// with what to do instead.
 #[test]
-fn bf16_on_the_cpu_is_refused_before_loading() {
-    let files = ModelFiles::from_dir(&fixtures().join("models/tiny-quickgelu")).unwrap();
-    let err = Classifier::load_as(&files, &Device::Cpu, candle_core::DType::BF16)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("--dtype f32"), "{err}");
+fn bf16_on_the_cpu_stays_close_to_f32_or_is_refused() {
+    for model in MODELS {
+        let r = load(model);
+        let files = ModelFiles::from_dir(&fixtures().join("models").join(model)).unwrap();
+        let bf16 = match Classifier::load_as(&files, &Device::Cpu, candle_core::DType::BF16) {
+            Ok(c) => c,
+            Err(err) => {
+                let err = err.to_string();
+                assert!(
+                    err.contains("AMX-BF16") && err.contains("--dtype f32"),
+                    "{err}"
+                );
+                eprintln!("{model}: bf16 refused on this CPU: {err}");
+                continue;
+            }
+        };
+        assert_eq!(bf16.model().kernels(), "packed amx-bf16");
+
+        let count = r.json["images"].as_array().unwrap().len();
+        let pixels: Vec<Tensor> = (0..count)
+            .map(|i| r.tensors[&format!("pixel_values.{i}")].clone())
+            .collect();
+        let batch = Tensor::stack(&pixels, 0).unwrap();
+        let f32_images = r.classifier.model().encode_images(&batch).unwrap();
+        let bf16_images = bf16.model().encode_images(&batch).unwrap();
+        let worst_image = row_cosines(&f32_images, &bf16_images)
+            .into_iter()
+            .fold(1.0, f32::min);
+
+        let labels = strings(&r.json["labels"]);
+        let template = Template::new(r.json["template"].as_str().unwrap()).unwrap();
+        let prompts: Vec<String> = labels.iter().map(|l| template.apply(l)).collect();
+        let f32_text = r.classifier.embed_prompts(&prompts).unwrap();
+        let bf16_text = bf16.embed_prompts(&prompts).unwrap();
+        let worst_text = row_cosines(&f32_text.embeddings, &bf16_text.embeddings)
+            .into_iter()
+            .fold(1.0, f32::min);
+
+        let mut prob_moved = 0.0f32;
+        for i in 0..count {
+            let want = r
+                .classifier
+                .rank(&f32_images.narrow(0, i, 1).unwrap(), &f32_text)
+                .unwrap()
+                .remove(0);
+            let got = bf16
+                .rank(&bf16_images.narrow(0, i, 1).unwrap(), &bf16_text)
+                .unwrap()
+                .remove(0);
+            assert_eq!(
+                got[0].index, want[0].index,
+                "{model}: image {i}: bf16 changed the top-1 label"
+            );
+            for score in &got {
+                let f32_prob = want
+                    .iter()
+                    .find(|s| s.index == score.index)
+                    .unwrap()
+                    .probability;
+                prob_moved = prob_moved.max((score.probability - f32_prob).abs());
+            }
+        }
+        eprintln!(
+            "{model}: bf16 vs f32: image cosine >= {worst_image:.6}, text cosine >= {worst_text:.6}, \
+             probabilities move <= {prob_moved:.2e}"
+        );
+        assert!(
+            worst_image >= 0.999,
+            "{model}: bf16 image embeddings at cosine {worst_image}"
+        );
+        assert!(
+            worst_text >= 0.999,
+            "{model}: bf16 text embeddings at cosine {worst_text}"
+        );
+        // Not bit-identical to f32: bf16 products were used at all.
+        assert!(
+            worst_image < 1.0 - 1e-7,
+            "{model}: bf16 gave f32's exact result"
+        );
+    }
+}
+
+/// Prompts are embedded in batches of similar length; every row must still be its own
+/// prompt's embedding, in the caller's order, across more than one batch.
+#[test]
+fn prompts_batched_by_length_come_back_in_order() {
+    let r = load("tiny-quickgelu");
+    let words = [
+        "cat",
+        "big dog",
+        "a very small red car",
+        "tree",
+        "two tall old houses by the sea",
+    ];
+    let prompts: Vec<String> = (0..150)
+        .map(|i| format!("{} {i}", words[(i * 7) % words.len()]))
+        .collect();
+    let together = r.classifier.embed_prompts(&prompts).unwrap().embeddings;
+    assert_eq!(together.dim(0).unwrap(), 150);
+    for (i, prompt) in prompts.iter().enumerate().step_by(7) {
+        let alone = r
+            .classifier
+            .embed_prompts(std::slice::from_ref(prompt))
+            .unwrap()
+            .embeddings;
+        let diff = max_abs_diff(&together.narrow(0, i, 1).unwrap(), &alone);
+        assert!(diff <= 1e-5, "prompt {i} {prompt:?}: row differs by {diff}");
+    }
 }

@@ -1,7 +1,9 @@
-//! Shared by the integration tests that need a small labelled domain.
+//! Shared by the integration tests: a small labelled domain, the tiny checkpoint, and a
+//! memory cap for processes that decode hostile files.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The classes of [`draw_domain`], by the colour of their shape.
 pub const COLOURS: [(&str, [u8; 3]); 4] = [
@@ -113,4 +115,70 @@ pub fn stderr(output: &std::process::Output) -> String {
 /// The committed fixtures folder.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The data-segment cap (heap and private writable mappings) of every process these tests
+/// start. A correct run needs a few hundred MiB at most (the 100-megapixel JPEG liar decodes
+/// about 300 MB); a bomb's canvas is 7.5 GB (50000x50000 RGB). Should the pixel limit ever
+/// stop working, the allocation fails at once and the test with it, instead of the machine
+/// running out of memory.
+pub const DATA_LIMIT: u64 = 2 << 30;
+
+/// Applies [`DATA_LIMIT`] to `command`'s process (Linux; elsewhere the tests run uncapped).
+pub fn limit_memory(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the forked child before exec and calls only setrlimit, which is
+        // async-signal-safe; nothing is allocated or locked.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: DATA_LIMIT as libc::rlim_t,
+                    rlim_max: DATA_LIMIT as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+/// Marks the child process of [`in_capped_child`].
+const CAPPED_CHILD: &str = "VLM_TEST_CAPPED_CHILD";
+
+/// For tests that decode hostile files in the test process itself: on Linux, runs the test
+/// `test` of module `module` (the caller's `module_path!()`) again in a child copy of this
+/// test binary under [`DATA_LIMIT`] and returns true (the caller then returns); in that
+/// child, or where no cap is available, returns false and the caller runs its body. A cap
+/// on the test process itself would hold for every other test running beside it.
+pub fn in_capped_child(module: &str, test: &str) -> bool {
+    if cfg!(not(target_os = "linux")) || std::env::var_os(CAPPED_CHILD).is_some() {
+        return false;
+    }
+    // libtest names a test by its path below the crate root.
+    let name = match module.split_once("::") {
+        Some((_, below)) => format!("{below}::{test}"),
+        None => test.to_string(),
+    };
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([name.as_str(), "--exact", "--test-threads=1", "--nocapture"])
+        .env(CAPPED_CHILD, "1");
+    limit_memory(&mut command);
+    let output = command.output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && out.contains("test result: ok. 1 passed"),
+        "{name} under a {} MiB data limit: {:?}\n{out}\n{}",
+        DATA_LIMIT >> 20,
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
 }

@@ -1,0 +1,375 @@
+//! bf16 matrix products on Intel AMX tiles, accumulating in f32.
+//!
+//! AMX keeps eight tile registers of up to 16 rows x 64 bytes; `tdpbf16ps` multiplies a
+//! 16 x 32 bf16 tile of the activations by a 32 x 16 bf16 tile of the weights (stored as
+//! 16 rows of 16 column pairs, the "VNNI" layout) into a 16 x 16 f32 tile. The kernel
+//! keeps a 32 x 32 output block in four tiles and streams the two operand tiles of each
+//! 32-wide slice of `k` through the other four.
+//!
+//! The weights are packed once at load in that tile layout: panels of 32 output columns,
+//! then slices of 32 along `k`, then the two 16-column tiles, each 16 rows of 64 bytes.
+//! The activations are rounded to bf16 once per call, rows padded to a multiple of 32 and
+//! `k` to a multiple of 32 with zeros. The finished block goes through the same fused
+//! output pass as the f32 kernels.
+//!
+//! The tile instructions are written in `asm!`: Rust's AMX intrinsics are not stable. The
+//! tile registers are not allocated by the compiler, so no other code touches them; each
+//! task loads the tile configuration first and releases the tiles at the end.
+
+use super::gemm::{plan, write_out, Epilogue, OutPtr, Task};
+
+/// Output rows and columns per register block (2 x 2 tiles of 16 x 16).
+const BLOCK: usize = 32;
+/// `k` values per tile slice: 64 bytes of bf16.
+const SLICE: usize = 32;
+/// bf16 values in one packed 32-wide slice of a panel: two tiles of 16 x 32.
+const SLICE_VALUES: usize = 2 * 16 * SLICE;
+
+/// Whether this CPU and OS can run the AMX bf16 kernels; asks Linux for the tile state
+/// the first time (it is off for a process until requested).
+pub(crate) fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that reports it (all modern ones).
+            let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+                return false;
+            }
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: arch_prctl with these arguments only changes this process's permitted
+            // register state; it fails cleanly on kernels without AMX support.
+            let status = unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            status == 0
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
+/// Rounds to the nearest bf16, ties to even (finite inputs; NaN stays NaN-or-infinite).
+#[inline(always)]
+pub(crate) fn to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// A weight matrix packed in AMX tile layout, in bf16.
+#[derive(Debug, Clone)]
+pub(crate) struct AmxMatrix {
+    n: usize,
+    k: usize,
+    slices: usize,
+    data: Vec<u16>,
+}
+
+impl AmxMatrix {
+    /// Packs `w`, `(n, k)` row-major f32, rounding each weight to bf16.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            n * k,
+            "weight holds {} values, not {n} x {k}",
+            w.len()
+        );
+        let slices = k.div_ceil(SLICE);
+        let panels = n.div_ceil(BLOCK);
+        let mut data = vec![0u16; panels * slices * SLICE_VALUES];
+        if slices > 0 {
+            use rayon::prelude::*;
+            data.par_chunks_exact_mut(slices * SLICE_VALUES)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for within in 0..BLOCK.min(n - p * BLOCK) {
+                        let (tile, j) = (within / 16, within % 16);
+                        let row = &w[(p * BLOCK + within) * k..][..k];
+                        for (kk, &v) in row.iter().enumerate() {
+                            let (c, in_slice) = (kk / SLICE, kk % SLICE);
+                            let (pair, e) = (in_slice / 2, in_slice % 2);
+                            panel[c * SLICE_VALUES + tile * 512 + pair * 32 + j * 2 + e] =
+                                to_bf16(v);
+                        }
+                    }
+                });
+        }
+        Self { n, k, slices, data }
+    }
+
+    /// Output features.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// `out[m, n] = epilogue(x[m, k] · wᵀ)` in bf16 with f32 accumulation.
+///
+/// # Panics
+/// If [`available`] is false (the packed matrix cannot be built to reach here otherwise
+/// in the model, which checks first).
+pub(crate) fn matmul(x: &[f32], m: usize, w: &AmxMatrix, ep: &Epilogue, out: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    assert!(available(), "AMX bf16 kernels called on a CPU without AMX");
+    assert_eq!(x.len(), m * k, "input is not {m} x {k}");
+    assert_eq!(out.len(), m * n, "output is not {m} x {n}");
+    if let Some(bias) = ep.bias {
+        assert_eq!(bias.len(), n, "bias length");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Activations in bf16, rows padded to a block and k to a slice, zero-filled.
+    let kp = w.slices * SLICE;
+    let mp = m.div_ceil(BLOCK) * BLOCK;
+    let mut a = vec![0u16; mp * kp];
+    if k > 0 {
+        use rayon::prelude::*;
+        a.par_chunks_mut(kp * BLOCK)
+            .zip(x.par_chunks(k * BLOCK))
+            .for_each(|(dst, src)| convert_rows(src, k, kp, dst));
+    }
+    let tasks = plan(m, n.div_ceil(BLOCK), BLOCK, rayon::current_num_threads());
+    let ptr = OutPtr(out.as_mut_ptr());
+    let run = |task: &Task| {
+        // SAFETY: AMX is available (asserted); tasks write disjoint blocks of `out`.
+        unsafe { task_amx(&a, kp, w, ep, ptr, n, m, *task) }
+    };
+    if tasks.len() == 1 {
+        run(&tasks[0]);
+    } else {
+        use rayon::prelude::*;
+        tasks.par_iter().for_each(run);
+    }
+}
+
+super::dispatch! {
+    fn convert_rows(src: &[f32], k: usize, kp: usize, dst: &mut [u16]) => convert_rows_impl
+}
+
+#[inline(always)]
+fn convert_rows_impl(src: &[f32], k: usize, kp: usize, dst: &mut [u16]) {
+    for (s, d) in src.chunks_exact(k).zip(dst.chunks_exact_mut(kp)) {
+        for (d, &v) in d.iter_mut().zip(s) {
+            *d = to_bf16(v);
+        }
+    }
+}
+
+/// The tile configuration: palette 1, eight tiles of 16 rows x 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn new() -> Self {
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        for t in 0..8 {
+            cfg[16 + 2 * t] = 64; // bytes per row, little-endian u16
+            cfg[48 + t] = 16; // rows
+        }
+        Self(cfg)
+    }
+}
+
+/// # Safety
+/// AMX must be available and permitted; `a` holds `mp x kp` bf16 with `mp` covering the
+/// task's rows rounded up to a block; the task's block of `out` is its own.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task_amx(
+    a: &[u16],
+    kp: usize,
+    w: &AmxMatrix,
+    ep: &Epilogue,
+    out: OutPtr,
+    ldo: usize,
+    m: usize,
+    task: Task,
+) {
+    use std::arch::asm;
+    let cfg = TileConfig::new();
+    asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+    let mut tile = [0.0f32; BLOCK * BLOCK];
+    let a_stride = kp * 2;
+    let (r0, r1) = task.rows;
+    for p in task.panels.0..task.panels.1 {
+        let panel = w.data.as_ptr().add(p * w.slices * SLICE_VALUES);
+        let j0 = p * BLOCK;
+        let cols = BLOCK.min(w.n - j0);
+        for i0 in (r0..r1).step_by(BLOCK) {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            let a0 = a.as_ptr().add(i0 * kp);
+            let a1 = a0.add(16 * kp);
+            for c in 0..w.slices {
+                let b0 = panel.add(c * SLICE_VALUES);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0.add(c * SLICE),
+                    a1 = in(reg) a1.add(c * SLICE),
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b0.add(512),
+                    sa = in(reg) a_stride,
+                    sb = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+            }
+            let t = tile.as_mut_ptr();
+            asm!(
+                "tilestored [{t0} + {s}*1], tmm0",
+                "tilestored [{t1} + {s}*1], tmm1",
+                "tilestored [{t2} + {s}*1], tmm2",
+                "tilestored [{t3} + {s}*1], tmm3",
+                t0 = in(reg) t,
+                t1 = in(reg) t.add(16),
+                t2 = in(reg) t.add(16 * BLOCK),
+                t3 = in(reg) t.add(16 * BLOCK + 16),
+                s = in(reg) BLOCK * 4,
+                options(nostack)
+            );
+            let rows = BLOCK.min(m - i0).min(r1 - i0);
+            for r in 0..rows {
+                let src = &tile[r * BLOCK..][..cols];
+                // SAFETY: row i0 + r < m and columns j0..j0 + cols < n belong to this task.
+                let dst = std::slice::from_raw_parts_mut(out.0.add((i0 + r) * ldo + j0), cols);
+                write_out(
+                    src,
+                    dst,
+                    ep.bias.map(|b| &b[j0..j0 + cols]),
+                    ep.act,
+                    ep.accumulate,
+                );
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task_amx(
+    _: &[u16],
+    _: usize,
+    _: &AmxMatrix,
+    _: &Epilogue,
+    _: OutPtr,
+    _: usize,
+    _: usize,
+    _: Task,
+) {
+    unreachable!("AMX is x86-64 only; `available` is false elsewhere")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::math::{activate, Act};
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn bf16_value(v: f32) -> f64 {
+        f32::from_bits((to_bf16(v) as u32) << 16) as f64
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even 1.0.
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(to_bf16(-2.5), 0xc020);
+        for v in values(1000, 3) {
+            assert!((bf16_value(v) - v as f64).abs() <= (v.abs() as f64) / 256.0);
+        }
+    }
+
+    /// The AMX product equals the f64 product of the bf16-rounded inputs up to f32
+    /// accumulation error; shapes cover partial blocks, slices and single rows.
+    #[test]
+    fn amx_kernel_matches_the_rounded_reference_on_odd_shapes() {
+        if !available() {
+            eprintln!("skipped: no AMX-BF16 on this CPU");
+            return;
+        }
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 33, 7),
+            (2, 17, 40),
+            (31, 31, 31),
+            (33, 64, 64),
+            (50, 96, 130),
+            (70, 5, 300),
+        ] {
+            let x = values(m * k, (m * 131 + k) as u64);
+            let w = values(n * k, (n * 17 + k) as u64);
+            let bias = values(n, 11);
+            let packed = AmxMatrix::pack(&w, n, k);
+            let residual = values(m * n, 23);
+            let mut out = residual.clone();
+            let ep = Epilogue {
+                bias: Some(&bias),
+                act: Act::QuickGelu,
+                accumulate: true,
+            };
+            matmul(&x, m, &packed, &ep, &mut out);
+            let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f64 = (0..k)
+                        .map(|kk| bf16_value(x[i * k + kk]) * bf16_value(w[j * k + kk]))
+                        .sum();
+                    let v = (dot + bias[j] as f64) as f32;
+                    let want = residual[i * n + j] as f64 + activate(Act::QuickGelu, v) as f64;
+                    let got = out[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{m}x{n}x{k} [{i},{j}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Multi-head self-attention on the fused q/k/v projection, without copying heads apart.
+//!
+//! The projection's output row for a token is `[q | k | v]`, each `heads * head_dim`
+//! wide; head `h` is the slice at `h * head_dim` of each. Scores, softmax and the weighted
+//! sum of values are computed per (sequence, head) in one task, the score row staying in
+//! L1, and the context is written straight into the `(tokens, hidden)` layout the output
+//! projection reads. The query weights already carry the 1/sqrt(head_dim) scale.
+
+use super::math::exp;
+use super::{dispatch, dot};
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heads {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Token `i` attends only to tokens `0..=i` (the text tower's causal mask).
+    pub causal: bool,
+}
+
+/// Where one head's context rows go: row `i` at `offset + i * stride`, `head_dim` wide.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    offset: usize,
+    stride: usize,
+}
+
+#[inline(always)]
+fn one_head(
+    qkv: &[f32],
+    shape: Heads,
+    b: usize,
+    h: usize,
+    scores: &mut Vec<f32>,
+    ctx: &mut [f32],
+    place: Place,
+) {
+    let hidden = shape.heads * shape.head_dim;
+    let d = shape.head_dim;
+    let row = |t: usize, part: usize| {
+        &qkv[(b * shape.seq + t) * 3 * hidden + part * hidden + h * d..][..d]
+    };
+    for i in 0..shape.seq {
+        let visible = if shape.causal { i + 1 } else { shape.seq };
+        scores.clear();
+        let q = row(i, 0);
+        scores.extend((0..visible).map(|j| dot(q, row(j, 1))));
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = exp(*s - max);
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        let out = &mut ctx[place.offset + i * place.stride..][..d];
+        out.fill(0.0);
+        for (j, &p) in scores.iter().enumerate() {
+            let p = p * inv;
+            for (o, &v) in out.iter_mut().zip(row(j, 2)) {
+                *o += p * v;
+            }
+        }
+    }
+}
+
+/// Heads `heads.0..heads.1` of sequence `b`. With `dense`, `ctx` holds only this one head,
+/// `(seq, head_dim)`; otherwise it is the sequence's `(seq, hidden)` block.
+#[inline(always)]
+fn heads_of_one_sequence(
+    qkv: &[f32],
+    shape: Heads,
+    b: usize,
+    heads: (usize, usize),
+    dense: bool,
+    ctx: &mut [f32],
+) {
+    let mut scores = Vec::with_capacity(shape.seq);
+    let hidden = shape.heads * shape.head_dim;
+    for h in heads.0..heads.1 {
+        let place = if dense {
+            Place {
+                offset: 0,
+                stride: shape.head_dim,
+            }
+        } else {
+            Place {
+                offset: h * shape.head_dim,
+                stride: hidden,
+            }
+        };
+        one_head(qkv, shape, b, h, &mut scores, ctx, place);
+    }
+}
+
+dispatch! {
+    fn heads_dispatch(qkv: &[f32], shape: Heads, b: usize, heads: (usize, usize), dense: bool, ctx: &mut [f32]) => heads_of_one_sequence
+}
+
+/// `qkv`: `(batch * seq, 3 * hidden)`; writes the attention context, `(batch * seq,
+/// hidden)`, into `ctx`.
+pub(crate) fn attention(qkv: &[f32], shape: Heads, ctx: &mut [f32]) {
+    let hidden = shape.heads * shape.head_dim;
+    let tokens = shape.batch * shape.seq;
+    assert_eq!(qkv.len(), tokens * 3 * hidden, "qkv shape");
+    assert_eq!(ctx.len(), tokens * hidden, "context shape");
+    if tokens == 0 {
+        return;
+    }
+    use rayon::prelude::*;
+    let seq_len = shape.seq * hidden;
+    if shape.batch >= 4 * rayon::current_num_threads() {
+        ctx.par_chunks_mut(seq_len)
+            .enumerate()
+            .for_each(|(b, ctx)| heads_dispatch(qkv, shape, b, (0, shape.heads), false, ctx));
+    } else {
+        // Few sequences: one task per head. Heads write disjoint columns of the same rows,
+        // so each task fills its own (seq, head_dim) block, copied in afterwards.
+        let d = shape.head_dim;
+        let parts: Vec<(usize, usize, Vec<f32>)> = (0..shape.batch)
+            .flat_map(|b| (0..shape.heads).map(move |h| (b, h)))
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(b, h)| {
+                let mut part = vec![0.0f32; shape.seq * d];
+                heads_dispatch(qkv, shape, b, (h, h + 1), true, &mut part);
+                (b, h, part)
+            })
+            .collect();
+        for (b, h, part) in parts {
+            for (i, row) in part.chunks_exact(d).enumerate() {
+                ctx[b * seq_len + i * hidden + h * d..][..d].copy_from_slice(row);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(qkv: &[f32], s: Heads) -> Vec<f64> {
+        let hidden = s.heads * s.head_dim;
+        let mut ctx = vec![0.0f64; s.batch * s.seq * hidden];
+        let at = |b: usize, t: usize, part: usize, h: usize, e: usize| {
+            qkv[(b * s.seq + t) * 3 * hidden + part * hidden + h * s.head_dim + e] as f64
+        };
+        for b in 0..s.batch {
+            for h in 0..s.heads {
+                for i in 0..s.seq {
+                    let scores: Vec<f64> = (0..s.seq)
+                        .map(|j| {
+                            if s.causal && j > i {
+                                f64::NEG_INFINITY
+                            } else {
+                                (0..s.head_dim)
+                                    .map(|e| at(b, i, 0, h, e) * at(b, j, 1, h, e))
+                                    .sum()
+                            }
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let total: f64 = w.iter().sum();
+                    for e in 0..s.head_dim {
+                        ctx[(b * s.seq + i) * hidden + h * s.head_dim + e] =
+                            (0..s.seq).map(|j| w[j] / total * at(b, j, 2, h, e)).sum();
+                    }
+                }
+            }
+        }
+        ctx
+    }
+
+    #[test]
+    fn attention_matches_softmax_of_scores_times_values() {
+        for &(batch, seq, heads, head_dim, causal) in &[
+            (1, 1, 1, 1, false),
+            (1, 5, 2, 3, true),
+            (2, 7, 3, 20, false),
+            (3, 50, 2, 64, true),
+            (9, 4, 1, 17, false),
+        ] {
+            let s = Heads {
+                batch,
+                seq,
+                heads,
+                head_dim,
+                causal,
+            };
+            let len = batch * seq * 3 * heads * head_dim;
+            let qkv: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1.5)
+                .collect();
+            let mut ctx = vec![f32::NAN; batch * seq * heads * head_dim];
+            attention(&qkv, s, &mut ctx);
+            let want = reference(&qkv, s);
+            for (i, (&g, &w)) in ctx.iter().zip(&want).enumerate() {
+                assert!((g as f64 - w).abs() < 2e-5, "{s:?} [{i}]: {g} vs {w}");
+            }
+        }
+    }
+}

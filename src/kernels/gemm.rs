@@ -1,0 +1,586 @@
+//! `out = act(x · wᵀ + bias)` (optionally added into `out`) with `w` packed once.
+//!
+//! The weight of a linear layer, `(n, k)` row-major as PyTorch stores it, is packed at
+//! load into panels of `nr` output columns: panel `p` holds, for each `kk < k`, the `nr`
+//! weights `w[p*nr + j][kk]` side by side (zero past `n`). The microkernel streams one
+//! panel while it keeps an `mr x nr` block of the output in registers, so a call never
+//! re-packs the weight (candle's gemm re-packs it on every call). The activation rows are
+//! packed per task, `mr` rows interleaved, which is a small copy next to the product.
+//!
+//! Work is split into tasks of (a run of `mr`-row blocks, a run of panels) over rayon; the
+//! bias, activation and residual add are applied while the finished block is written out.
+
+use std::cell::RefCell;
+
+use super::math::{activate, Act};
+use super::Isa;
+
+/// A weight matrix packed for one instruction set's microkernel.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedMatrix {
+    n: usize,
+    k: usize,
+    nr: usize,
+    isa: Isa,
+    data: Vec<f32>,
+}
+
+impl PackedMatrix {
+    /// Packs `w`, `(n, k)` row-major, for the microkernel of `isa`.
+    pub fn pack(w: &[f32], n: usize, k: usize, isa: Isa) -> Self {
+        assert_eq!(
+            w.len(),
+            n * k,
+            "weight holds {} values, not {n} x {k}",
+            w.len()
+        );
+        let nr = isa.nr();
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0.0f32; panels * k * nr];
+        if k > 0 {
+            use rayon::prelude::*;
+            data.par_chunks_exact_mut(k * nr)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    // Row blocks of the panel, so reads and writes both stay in cache.
+                    for k0 in (0..k).step_by(64) {
+                        let k1 = (k0 + 64).min(k);
+                        for j in 0..nr.min(n - p * nr) {
+                            let row = &w[(p * nr + j) * k..][k0..k1];
+                            for (kk, &v) in (k0..k1).zip(row) {
+                                panel[kk * nr + j] = v;
+                            }
+                        }
+                    }
+                });
+        }
+        Self {
+            n,
+            k,
+            nr,
+            isa,
+            data,
+        }
+    }
+
+    /// Output features.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(self.nr)
+    }
+
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.k * self.nr..][..self.k * self.nr]
+    }
+}
+
+/// What the output pass does with each finished value `v = (x · wᵀ)[i][j]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    /// Added to column `j` first.
+    pub bias: Option<&'a [f32]>,
+    /// Then applied.
+    pub act: Act,
+    /// Then: `out += v` (a residual add into `out`) rather than `out = v`.
+    pub accumulate: bool,
+}
+
+/// A raw output pointer shared by tasks that write disjoint blocks of it.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: every task writes a block of rows x panels no other task touches.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// One task: rows `rows.0..rows.1`, panels `panels.0..panels.1`.
+#[derive(Clone, Copy)]
+pub(crate) struct Task {
+    pub(crate) rows: (usize, usize),
+    pub(crate) panels: (usize, usize),
+}
+
+thread_local! {
+    /// Each thread's packed-activation buffer, reused across calls.
+    static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out[m, n] = epilogue(x[m, k] · wᵀ)`. `x` is row-major `(m, k)`, `out` row-major `(m, n)`.
+pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedMatrix, ep: &Epilogue, out: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    assert_eq!(x.len(), m * k, "input is not {m} x {k}");
+    assert_eq!(out.len(), m * n, "output is not {m} x {n}");
+    if let Some(bias) = ep.bias {
+        assert_eq!(bias.len(), n, "bias length");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let tasks = plan(m, w.panels(), w.isa.mr(), rayon::current_num_threads());
+    let ptr = OutPtr(out.as_mut_ptr());
+    let run = |task: &Task| {
+        PACK_A.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            // SAFETY: tasks cover disjoint output blocks inside `out` (checked above), and
+            // the packed matrix was built for `w.isa`, which was detected on this CPU.
+            unsafe { run_task(x, k, w, ep, ptr, n, *task, &mut buf) }
+        })
+    };
+    if tasks.len() == 1 {
+        run(&tasks[0]);
+    } else {
+        use rayon::prelude::*;
+        tasks.par_iter().for_each(run);
+    }
+}
+
+/// Splits the output into tasks: enough for every thread to have a few, each as large as
+/// possible so the packed rows and the weight panel stay in the core's caches.
+pub(crate) fn plan(m: usize, panels: usize, mr: usize, threads: usize) -> Vec<Task> {
+    let blocks = m.div_ceil(mr);
+    let want = if threads <= 1 { 1 } else { 4 * threads };
+    let mut rows_per = blocks.min(8);
+    let mut panels_per = panels.min(4);
+    let count = |r: usize, p: usize| blocks.div_ceil(r) * panels.div_ceil(p);
+    while count(rows_per, panels_per) < want && panels_per > 1 {
+        panels_per -= 1;
+    }
+    while count(rows_per, panels_per) < want && rows_per > 1 {
+        rows_per -= 1;
+    }
+    let mut tasks = Vec::with_capacity(count(rows_per, panels_per));
+    for b in (0..blocks).step_by(rows_per) {
+        for p in (0..panels).step_by(panels_per) {
+            tasks.push(Task {
+                rows: (b * mr, ((b + rows_per) * mr).min(m)),
+                panels: (p, (p + panels_per).min(panels)),
+            });
+        }
+    }
+    tasks
+}
+
+/// # Safety
+/// `w.isa` must be supported by this CPU; `out` must point to `m x ldo` floats of which
+/// this task alone writes its block.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_task(
+    x: &[f32],
+    k: usize,
+    w: &PackedMatrix,
+    ep: &Epilogue,
+    out: OutPtr,
+    ldo: usize,
+    task: Task,
+    buf: &mut Vec<f32>,
+) {
+    match w.isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::task_avx512(x, k, w, ep, out, ldo, task, buf),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::task_avx2(x, k, w, ep, out, ldo, task, buf),
+        Isa::Scalar => {
+            task_generic::<SCALAR_MR, SCALAR_NR>(x, k, w, ep, out, ldo, task, buf, scalar_kernel)
+        }
+    }
+}
+
+pub(crate) const SCALAR_MR: usize = 4;
+pub(crate) const SCALAR_NR: usize = 16;
+
+/// Copies rows `r0..r1` of `x` into blocks of `MR` rows interleaved by column:
+/// block `b`, column `kk`, row `r` sits at `b*k*MR + kk*MR + r` (zero past `r1`).
+#[inline(always)]
+fn pack_rows<const MR: usize>(x: &[f32], k: usize, r0: usize, r1: usize, buf: &mut Vec<f32>) {
+    let blocks = (r1 - r0).div_ceil(MR);
+    buf.clear();
+    buf.resize(blocks * k * MR, 0.0);
+    for (b, block) in buf.chunks_exact_mut(k * MR).enumerate() {
+        for r in 0..MR.min(r1 - r0 - b * MR) {
+            let row = &x[(r0 + b * MR + r) * k..][..k];
+            for (kk, &v) in row.iter().enumerate() {
+                block[kk * MR + r] = v;
+            }
+        }
+    }
+}
+
+/// The task loop shared by every instruction set, generic over the microkernel so that
+/// each instantiation is compiled inside its own `#[target_feature]` function.
+///
+/// `kernel(rows, k, a, b, c)` computes `rows <= MR` rows of an `MR x NR` block into `c`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn task_generic<const MR: usize, const NR: usize>(
+    x: &[f32],
+    k: usize,
+    w: &PackedMatrix,
+    ep: &Epilogue,
+    out: OutPtr,
+    ldo: usize,
+    task: Task,
+    buf: &mut Vec<f32>,
+    kernel: impl Fn(usize, usize, *const f32, *const f32, &mut [f32; 384]),
+) {
+    debug_assert!(MR * NR <= 384 && w.nr == NR);
+    let (r0, r1) = task.rows;
+    pack_rows::<MR>(x, k, r0, r1, buf);
+    let mut tile = [0.0f32; 384];
+    for p in task.panels.0..task.panels.1 {
+        let panel = w.panel(p);
+        let j0 = p * NR;
+        let cols = NR.min(w.n - j0);
+        for (b, block) in buf.chunks_exact(k * MR).enumerate() {
+            let i0 = r0 + b * MR;
+            let rows = MR.min(r1 - i0);
+            kernel(rows, k, block.as_ptr(), panel.as_ptr(), &mut tile);
+            for r in 0..rows {
+                let src = &tile[r * NR..][..cols];
+                // SAFETY: row i0 + r < m and columns j0..j0 + cols < n belong to this task.
+                let dst = std::slice::from_raw_parts_mut(out.0.add((i0 + r) * ldo + j0), cols);
+                write_out(
+                    src,
+                    dst,
+                    ep.bias.map(|b| &b[j0..j0 + cols]),
+                    ep.act,
+                    ep.accumulate,
+                );
+            }
+        }
+    }
+}
+
+/// The fused output pass of one row of a finished block.
+#[inline(always)]
+pub(crate) fn write_out(
+    src: &[f32],
+    dst: &mut [f32],
+    bias: Option<&[f32]>,
+    act: Act,
+    accumulate: bool,
+) {
+    macro_rules! pass {
+        ($act:expr) => {
+            match (bias, accumulate) {
+                (Some(b), false) => {
+                    for ((d, &s), &b) in dst.iter_mut().zip(src).zip(b) {
+                        *d = activate($act, s + b);
+                    }
+                }
+                (Some(b), true) => {
+                    for ((d, &s), &b) in dst.iter_mut().zip(src).zip(b) {
+                        *d += activate($act, s + b);
+                    }
+                }
+                (None, false) => {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = activate($act, s);
+                    }
+                }
+                (None, true) => {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += activate($act, s);
+                    }
+                }
+            }
+        };
+    }
+    // One loop per activation, so each is vectorised without a branch inside.
+    match act {
+        Act::Identity => pass!(Act::Identity),
+        Act::QuickGelu => pass!(Act::QuickGelu),
+        Act::GeluErf => pass!(Act::GeluErf),
+        Act::GeluTanh => pass!(Act::GeluTanh),
+        Act::Relu => pass!(Act::Relu),
+    }
+}
+
+/// The portable microkernel: plain arrays the compiler vectorises for the baseline target.
+#[inline(always)]
+fn scalar_kernel(rows: usize, k: usize, a: *const f32, b: *const f32, c: &mut [f32; 384]) {
+    let mut acc = [[0.0f32; SCALAR_NR]; SCALAR_MR];
+    for kk in 0..k {
+        // SAFETY: the packed blocks hold k * MR and k * NR values.
+        let (a, b) = unsafe {
+            (
+                &*(a.add(kk * SCALAR_MR) as *const [f32; SCALAR_MR]),
+                &*(b.add(kk * SCALAR_NR) as *const [f32; SCALAR_NR]),
+            )
+        };
+        for r in 0..SCALAR_MR {
+            for j in 0..SCALAR_NR {
+                acc[r][j] += a[r] * b[j];
+            }
+        }
+    }
+    for r in 0..rows {
+        c[r * SCALAR_NR..][..SCALAR_NR].copy_from_slice(&acc[r]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{task_generic, Epilogue, OutPtr, PackedMatrix, Task};
+
+    /// Rows and columns of the AVX-512 register block: 24 accumulators of 16 lanes.
+    pub const AVX512_MR: usize = 12;
+    pub const AVX512_NR: usize = 32;
+    /// AVX2: 12 accumulators of 8 lanes, leaving registers for the panel and a broadcast.
+    pub const AVX2_MR: usize = 6;
+    pub const AVX2_NR: usize = 16;
+
+    /// `R` rows of a 12 x 32 block; `R` is a constant so the accumulators stay in registers.
+    #[inline(always)]
+    unsafe fn block512<const R: usize>(k: usize, a: *const f32, b: *const f32, c: *mut f32) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for kk in 0..k {
+            let b0 = _mm512_loadu_ps(b.add(kk * AVX512_NR));
+            let b1 = _mm512_loadu_ps(b.add(kk * AVX512_NR + 16));
+            let a = a.add(kk * AVX512_MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r));
+                acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(r * AVX512_NR), acc[0]);
+            _mm512_storeu_ps(c.add(r * AVX512_NR + 16), acc[1]);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn block256<const R: usize>(k: usize, a: *const f32, b: *const f32, c: *mut f32) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for kk in 0..k {
+            let b0 = _mm256_loadu_ps(b.add(kk * AVX2_NR));
+            let b1 = _mm256_loadu_ps(b.add(kk * AVX2_NR + 8));
+            let a = a.add(kk * AVX2_MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(r));
+                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(c.add(r * AVX2_NR), acc[0]);
+            _mm256_storeu_ps(c.add(r * AVX2_NR + 8), acc[1]);
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F; see `run_task`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn task_avx512(
+        x: &[f32],
+        k: usize,
+        w: &PackedMatrix,
+        ep: &Epilogue,
+        out: OutPtr,
+        ldo: usize,
+        task: Task,
+        buf: &mut Vec<f32>,
+    ) {
+        task_generic::<AVX512_MR, AVX512_NR>(
+            x,
+            k,
+            w,
+            ep,
+            out,
+            ldo,
+            task,
+            buf,
+            |rows, k, a, b, c| {
+                let c = c.as_mut_ptr();
+                match rows {
+                    12 => block512::<12>(k, a, b, c),
+                    11 => block512::<11>(k, a, b, c),
+                    10 => block512::<10>(k, a, b, c),
+                    9 => block512::<9>(k, a, b, c),
+                    8 => block512::<8>(k, a, b, c),
+                    7 => block512::<7>(k, a, b, c),
+                    6 => block512::<6>(k, a, b, c),
+                    5 => block512::<5>(k, a, b, c),
+                    4 => block512::<4>(k, a, b, c),
+                    3 => block512::<3>(k, a, b, c),
+                    2 => block512::<2>(k, a, b, c),
+                    _ => block512::<1>(k, a, b, c),
+                }
+            },
+        )
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; see `run_task`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn task_avx2(
+        x: &[f32],
+        k: usize,
+        w: &PackedMatrix,
+        ep: &Epilogue,
+        out: OutPtr,
+        ldo: usize,
+        task: Task,
+        buf: &mut Vec<f32>,
+    ) {
+        task_generic::<AVX2_MR, AVX2_NR>(x, k, w, ep, out, ldo, task, buf, |rows, k, a, b, c| {
+            let c = c.as_mut_ptr();
+            match rows {
+                6 => block256::<6>(k, a, b, c),
+                5 => block256::<5>(k, a, b, c),
+                4 => block256::<4>(k, a, b, c),
+                3 => block256::<3>(k, a, b, c),
+                2 => block256::<2>(k, a, b, c),
+                _ => block256::<1>(k, a, b, c),
+            }
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{AVX2_MR, AVX2_NR, AVX512_MR, AVX512_NR};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The plain triple loop in f64.
+    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|kk| x[i * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum();
+            }
+        }
+        out
+    }
+
+    /// Shapes that are not multiples of any tile, single rows and columns, and the CLIP
+    /// shapes' remainders.
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (1, 33, 7),
+        (1, 768, 64),
+        (2, 17, 3),
+        (5, 31, 1),
+        (13, 33, 65),
+        (12, 32, 16),
+        (25, 47, 19),
+        (50, 96, 40),
+        (7, 5, 300),
+        (61, 130, 9),
+    ];
+
+    fn check(isa: Isa) {
+        for &(m, n, k) in SHAPES {
+            let x = values(m * k, (m * 1000 + n * 10 + k) as u64);
+            let w = values(n * k, (n * 7 + k) as u64);
+            let bias = values(n, 99);
+            let packed = PackedMatrix::pack(&w, n, k, isa);
+            let want = reference(&x, &w, m, n, k);
+            // Sums of k products of values in [-1, 1] in f32: error grows with sqrt(k).
+            let tol = 2e-6 * (k as f64).sqrt().max(1.0) * 4.0;
+
+            let mut out = vec![f32::NAN; m * n];
+            let plain = Epilogue {
+                bias: None,
+                act: Act::Identity,
+                accumulate: false,
+            };
+            matmul(&x, m, &packed, &plain, &mut out);
+            for (i, (&g, &r)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - r).abs() <= tol,
+                    "{isa:?} {m}x{n}x{k} [{i}]: {g} vs {r}"
+                );
+            }
+
+            let residual = values(m * n, 5);
+            let mut out = residual.clone();
+            let fused = Epilogue {
+                bias: Some(&bias),
+                act: Act::GeluErf,
+                accumulate: true,
+            };
+            matmul(&x, m, &packed, &fused, &mut out);
+            for i in 0..m * n {
+                let v = (want[i] + bias[i % n] as f64) as f32;
+                let expect = residual[i] as f64 + activate(Act::GeluErf, v) as f64;
+                assert!(
+                    (out[i] as f64 - expect).abs() <= tol * 2.0,
+                    "{isa:?} fused {m}x{n}x{k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_kernel_matches_the_reference_product_on_odd_shapes() {
+        check(Isa::Scalar);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernel_matches_the_reference_product_on_odd_shapes() {
+        if Isa::Avx2.supported() {
+            check(Isa::Avx2);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_kernel_matches_the_reference_product_on_odd_shapes() {
+        if Isa::Avx512.supported() {
+            check(Isa::Avx512);
+        }
+    }
+
+    #[test]
+    fn tasks_cover_every_block_once() {
+        for &(m, panels, mr, threads) in &[
+            (50, 24, 12, 2),
+            (1, 1, 12, 8),
+            (1600, 96, 12, 2),
+            (7, 3, 6, 1),
+        ] {
+            let tasks = plan(m, panels, mr, threads);
+            let mut seen = vec![0u8; m * panels];
+            for t in &tasks {
+                for i in t.rows.0..t.rows.1 {
+                    for p in t.panels.0..t.panels.1 {
+                        seen[i * panels + p] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{m} {panels} {mr} {threads}");
+        }
+    }
+}

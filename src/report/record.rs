@@ -1,0 +1,233 @@
+//! The records a page shows: read from `vlm classify --format jsonl` lines, or built by
+//! `vlm eval`, and written into the page as compact JSON.
+//!
+//! Labels are numbered in order of first appearance so that a record carries small
+//! indices instead of repeating label names 20,000 times; the names are written once, after
+//! the records, which lets the page stream without a first pass over the results.
+
+use std::collections::HashMap;
+
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+
+/// One label's result as `vlm classify` writes it. Fields the page does not use (`prompt`)
+/// and fields added later are ignored, so newer result files still open.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResultLine {
+    pub label: String,
+    /// Softmax probability, or an independent score for sigmoid-scored models: the page
+    /// never assumes they sum to one.
+    pub probability: f64,
+    #[serde(default)]
+    pub similarity: Option<f64>,
+    #[serde(default)]
+    pub selected: Option<bool>,
+}
+
+/// One line of a results file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResultRecord {
+    pub path: String,
+    #[serde(default)]
+    pub results: Option<Vec<ResultLine>>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub uncertain: Option<bool>,
+    /// With `--multi-label`: the selected labels.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+}
+
+/// Label names numbered in order of first appearance.
+#[derive(Debug, Default)]
+pub struct LabelIndex {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl LabelIndex {
+    /// A table that already holds `names`, in order (the run's labels, when known).
+    pub fn with_names(names: &[String]) -> Self {
+        let mut table = Self::default();
+        for name in names {
+            table.id(name);
+        }
+        table
+    }
+
+    /// The number of `name`, added when new.
+    pub fn id(&mut self, name: &str) -> usize {
+        if let Some(&id) = self.index.get(name) {
+            return id;
+        }
+        let id = self.names.len();
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), id);
+        id
+    }
+
+    /// Every name, by number.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// One label's score on the page: `[label number, probability, similarity, selected]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PageScore {
+    pub label: usize,
+    pub probability: f64,
+    pub similarity: Option<f64>,
+    pub selected: Option<bool>,
+}
+
+impl Serialize for PageScore {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(4))?;
+        seq.serialize_element(&self.label)?;
+        seq.serialize_element(&round(self.probability))?;
+        seq.serialize_element(&self.similarity.map(round))?;
+        seq.serialize_element(&self.selected)?;
+        seq.end()
+    }
+}
+
+/// Six decimals are more than a bar or a percentage shows, and keep 20,000 records small.
+fn round(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1e6).round() / 1e6
+    } else {
+        0.0
+    }
+}
+
+/// One image as the page receives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageRecord {
+    /// The path as the results name it (shown, searched, exported).
+    pub path: String,
+    /// Thumbnail URL: relative to the page, or a `data:` URI; absent when none was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumb: Option<String>,
+    /// Why there is no thumbnail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumb_error: Option<String>,
+    /// The image's absolute path, where it was found (exports name it, so they work from
+    /// any folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// `file:` URL of the original image for the detail view (not in self-contained pages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// Scores, best first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<PageScore>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertain: Option<bool>,
+    /// Multi-label: the selected labels' numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Eval pages: the true label's number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth: Option<usize>,
+}
+
+impl PageRecord {
+    /// A record with a path and nothing else.
+    pub fn new(path: String) -> Self {
+        Self {
+            path,
+            thumb: None,
+            thumb_error: None,
+            file: None,
+            src: None,
+            scores: Vec::new(),
+            uncertain: None,
+            selected: None,
+            error: None,
+            truth: None,
+        }
+    }
+
+    /// A page record for a results line; its labels are numbered in `labels`.
+    pub fn from_result(record: ResultRecord, labels: &mut LabelIndex) -> Self {
+        let mut scores: Vec<PageScore> = record
+            .results
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| PageScore {
+                label: labels.id(&r.label),
+                probability: r.probability,
+                similarity: r.similarity,
+                selected: r.selected,
+            })
+            .collect();
+        // vlm writes them best first; a file from elsewhere may not.
+        scores.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        let selected = record
+            .labels
+            .map(|names| names.iter().map(|n| labels.id(n)).collect());
+        Self {
+            scores,
+            uncertain: record.uncertain,
+            selected,
+            error: record.error,
+            ..Self::new(record.path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> ResultRecord {
+        serde_json::from_str(line).unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_classify_line_becomes_a_record() {
+        let mut labels = LabelIndex::default();
+        let single = PageRecord::from_result(
+            parse(
+                r#"{"path":"a.jpg","uncertain":true,"results":[{"label":"cat","prompt":"p","probability":0.4,"similarity":0.2},{"label":"dog","prompt":"p","probability":0.6,"similarity":0.3}]}"#,
+            ),
+            &mut labels,
+        );
+        assert_eq!(single.scores[0].label, 1, "sorted best first");
+        assert_eq!(single.uncertain, Some(true));
+        let multi = PageRecord::from_result(
+            parse(
+                r#"{"path":"b.jpg","labels":["dog"],"results":[{"label":"dog","prompt":"p","probability":0.9,"similarity":0.3,"selected":true},{"label":"car","prompt":"p","probability":0.8,"similarity":0.1,"selected":false}]}"#,
+            ),
+            &mut labels,
+        );
+        assert_eq!(multi.selected, Some(vec![1]));
+        assert_eq!(labels.names(), ["cat", "dog", "car"]);
+        let failed = PageRecord::from_result(
+            parse(r#"{"path":"c.jpg","error":"cannot decode c.jpg"}"#),
+            &mut labels,
+        );
+        assert!(failed.scores.is_empty());
+        let json = serde_json::to_string(&failed).unwrap();
+        assert_eq!(json, r#"{"path":"c.jpg","error":"cannot decode c.jpg"}"#);
+        let json = serde_json::to_string(&single.scores[0]).unwrap();
+        assert_eq!(json, "[1,0.6,0.3,null]");
+    }
+
+    #[test]
+    fn unknown_fields_and_sigmoid_scores_are_accepted() {
+        let mut labels = LabelIndex::default();
+        let record = PageRecord::from_result(
+            parse(
+                r#"{"path":"a.jpg","model":"x","results":[{"label":"a","probability":0.9},{"label":"b","probability":0.8}]}"#,
+            ),
+            &mut labels,
+        );
+        let total: f64 = record.scores.iter().map(|s| s.probability).sum();
+        assert!((total - 1.7).abs() < 1e-9);
+    }
+}
