@@ -645,7 +645,7 @@ mod tests {
         assert_eq!(pgpass_lookup(file, &config).as_deref(), Some("fallback"));
         let config = config_for("postgresql://bob@elsewhere/x");
         assert_eq!(pgpass_lookup(file, &config), None);
-        let config = config_for("postgresql://ann@localhost/pics?host=/tmp/sock&port=5433");
+        let config = config_for("postgresql://ann@/pics?host=/tmp/sock&port=5433");
         assert_eq!(
             pgpass_lookup("localhost:5433:pics:ann:socket\n", &config).as_deref(),
             Some("socket")
