@@ -15,6 +15,8 @@
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
 //! head on embeddings instead. [`report`] writes a review page of results for a browser.
+//! [`store`] keeps embeddings and labels in PostgreSQL with pgvector (cargo feature
+//! `postgres`, on by default).
 
 pub mod bench;
 pub mod cache;
@@ -41,6 +43,7 @@ pub mod report;
 pub mod score;
 pub mod search;
 pub mod source;
+pub mod store;
 pub mod tokenize;
 
 pub use checkpoint::{Classifier, PromptEmbeddings};

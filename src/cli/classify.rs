@@ -73,6 +73,17 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     pub filter: InputArgs,
 
+    /// Also store each image's embedding and labels in PostgreSQL with pgvector:
+    /// postgresql://USER@HOST[:PORT]/DB[?table=NAME]. Embeddings go to the table (as with
+    /// `vlm embed --to`), labels to NAME_labels (path, top_label, top_probability, labels
+    /// as jsonb).
+    #[arg(long, value_name = "ADDRESS", help_heading = "Database")]
+    pub to: Option<String>,
+
+    /// The table to use with --to [default: vlm_embeddings, or ?table= in the address].
+    #[arg(long, value_name = "NAME", requires = "to", help_heading = "Database")]
+    pub table: Option<String>,
+
     #[command(flatten)]
     pub model: ModelArgs,
 

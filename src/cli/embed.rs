@@ -36,8 +36,26 @@ pub struct EmbedArgs {
 
     /// File to write: .npy (plus NAME.paths.txt listing each row's path or prompt),
     /// .safetensors or .jsonl.
-    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
-    pub output: PathBuf,
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "to",
+        help_heading = "Output"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Store image embeddings in PostgreSQL with pgvector instead of a file:
+    /// postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?table=NAME] (PGPASSWORD and ~/.pgpass
+    /// work as with psql). The table is made if missing; a re-run embeds only new or
+    /// changed files.
+    #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["output", "format", "text", "text_file"],
+          help_heading = "Database")]
+    pub to: Option<String>,
+
+    /// The table to use with --to [default: vlm_embeddings, or ?table= in the address].
+    #[arg(long, value_name = "NAME", requires = "to", help_heading = "Database")]
+    pub table: Option<String>,
 
     /// File format [default: from the --output extension].
     #[arg(short, long, value_enum, help_heading = "Output")]

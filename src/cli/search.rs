@@ -24,6 +24,20 @@ pub struct SearchArgs {
     #[arg(long, value_name = "IMAGE", help_heading = "Query")]
     pub image: Option<String>,
 
+    /// Search the embeddings stored by `vlm embed --to` in PostgreSQL (through its HNSW
+    /// index) instead of INPUTs: postgresql://USER@HOST[:PORT]/DB[?table=NAME].
+    #[arg(long = "in", value_name = "ADDRESS", help_heading = "Database")]
+    pub in_database: Option<String>,
+
+    /// The table to search with --in [default: vlm_embeddings, or ?table= in the address].
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "in_database",
+        help_heading = "Database"
+    )]
+    pub table: Option<String>,
+
     /// Report the N most similar images.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..), help_heading = "Output")]

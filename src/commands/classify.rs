@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use super::database::LabelStore;
 use super::{
     find_inputs, output_format, stream_inputs, warn_truncated, write_failed, Found, Printer,
     Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,
@@ -25,6 +26,7 @@ use vlm::organize::Organizer;
 use vlm::output::{self, Format, ImageReport, Outcome, ReportWriter};
 use vlm::pipeline::PipelineStats;
 use vlm::probe::{ModelIdentity, Probe};
+use vlm::store::Address;
 use vlm::{Classifier, PromptEmbeddings};
 
 /// Counters for the summary line.
@@ -39,6 +41,11 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let printer = Printer::new(args.quiet, args.verbose);
     let settings = Settings::resolve(args)?;
+    let address = args
+        .to
+        .as_deref()
+        .map(|to| Address::parse(to, args.table.as_deref()))
+        .transpose()?;
     // `--files-from -` streams: each line is labelled while stdin stays open, for a
     // long-lived worker fed by Spark or Ray.
     let streaming = args.filter.files_from.as_deref() == Some(Path::new("-"));
@@ -49,6 +56,11 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     };
     let done = already_done(args, &printer)?;
     let session = Session::open(&args.model, printer)?;
+    // Opened before labelling, so that a table of another model is refused before any work.
+    let store = address
+        .as_ref()
+        .map(|address| LabelStore::open(address, &session))
+        .transpose()?;
     let Some(scorer) = scorer(args, &session, settings.source)? else {
         return Ok(EXIT_INTERRUPTED);
     };
@@ -83,6 +95,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         writer,
         tally: &mut tally,
         out_name: &out_name,
+        store,
     };
     let write = |printer: &Printer, batch| sink.write(printer, session.classifier(), batch);
     let stream_failed = Arc::new(AtomicUsize::new(0));
@@ -336,6 +349,8 @@ struct Sink<'a, W: Write> {
     writer: ReportWriter<W>,
     tally: &'a mut Tally,
     out_name: &'a str,
+    /// `--to`: where each batch's embeddings and labels are also stored.
+    store: Option<LabelStore>,
 }
 
 impl<W: Write> Sink<'_, W> {
@@ -350,6 +365,7 @@ impl<W: Write> Sink<'_, W> {
             .filter_map(|d| d.embedding.as_ref().ok().map(Vec::as_slice))
             .collect();
         let mut ranked = self.scorer.rank(classifier, &rows)?.into_iter();
+        let mut labelled = Vec::new();
         for done in &batch {
             let report = match &done.embedding {
                 Ok(_) => {
@@ -371,6 +387,16 @@ impl<W: Write> Sink<'_, W> {
             if let Some(label) = decide::destination(&report) {
                 self.organize(printer, &done.input, label.as_deref());
             }
+            if let (Some(_), Ok(embedding)) = (&self.store, &done.embedding) {
+                labelled.push((&done.input, report, embedding.as_slice()));
+            }
+        }
+        if let Some(store) = &mut self.store {
+            let labelled: Vec<_> = labelled
+                .iter()
+                .map(|(input, report, row)| (*input, report, *row))
+                .collect();
+            store.store(&labelled)?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! `vlm embed`: write image or prompt embeddings to a file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,9 +16,16 @@ use vlm::search::normalize;
 pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let printer = Printer::new(args.quiet, args.verbose);
+    if let Some(to) = &args.to {
+        return to_database(args, to, printer, started);
+    }
+    let output = args
+        .output
+        .as_deref()
+        .context("give --output FILE or --to ADDRESS")?;
     let format = match args.format {
         Some(format) => format.into(),
-        None => ExportFormat::from_path(&args.output)?,
+        None => ExportFormat::from_path(output)?,
     };
     let texts = match (&args.text, &args.text_file) {
         (Some(list), _) => Some(export::prompts_from_list(list)?),
@@ -26,14 +33,14 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
         (None, None) => None,
     };
     if let Some(texts) = texts {
-        return embed_texts(args, &printer, format, texts);
+        return embed_texts(args, output, &printer, format, texts);
     }
 
     let found = find_inputs(&args.inputs, &args.filter, &printer)?;
     for input in &found.inputs {
-        export::check_name(format, &args.output, &input.display)?;
+        export::check_name(format, output, &input.display)?;
     }
-    export::check_writable(&args.output)?;
+    export::check_writable(output)?;
     let session = Session::open(&args.model, printer)?;
     let mut embeddings = Embeddings::new(
         session.classifier().config().projection_dim,
@@ -54,7 +61,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
         }
         Ok::<(), anyhow::Error>(())
     })?;
-    let written = export::write(&args.output, format, &embeddings)?;
+    let written = export::write(output, format, &embeddings)?;
     let printer = &session.printer;
     if stats.cancelled {
         printer.error(format_args!(
@@ -80,16 +87,30 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// `--to ADDRESS`: embeddings into a database table instead of a file.
+fn to_database(
+    args: &EmbedArgs,
+    to: &str,
+    printer: Printer,
+    started: Instant,
+) -> anyhow::Result<u8> {
+    let address = vlm::store::Address::parse(to, args.table.as_deref())?;
+    let found = find_inputs(&args.inputs, &args.filter, &printer)?;
+    let session = Session::open(&args.model, printer)?;
+    super::database::embed_to(&address, &session, found, !args.no_normalize, started)
+}
+
 fn embed_texts(
     args: &EmbedArgs,
+    output: &Path,
     printer: &Printer,
     format: ExportFormat,
     texts: Vec<String>,
 ) -> anyhow::Result<u8> {
     for text in &texts {
-        export::check_name(format, &args.output, text)?;
+        export::check_name(format, output, text)?;
     }
-    export::check_writable(&args.output)?;
+    export::check_writable(output)?;
     let model = load_model(&args.model)?;
     let classifier = &model.classifier;
     let prompts = classifier.embed_prompts(&texts)?;
@@ -113,7 +134,7 @@ fn embed_texts(
         }
         embeddings.push(text, &row)?;
     }
-    let written = export::write(&args.output, format, &embeddings)?;
+    let written = export::write(output, format, &embeddings)?;
     printer.note(format_args!(
         "embedded {} prompts; wrote {}",
         embeddings.len(),

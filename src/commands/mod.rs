@@ -3,6 +3,9 @@
 
 pub mod bench;
 pub mod classify;
+// Without the `postgres` feature, a stub whose every entry says so.
+#[cfg_attr(not(feature = "postgres"), path = "database_stub.rs")]
+mod database;
 pub mod docs;
 pub mod embed;
 pub mod eval;
@@ -247,7 +250,14 @@ pub struct Session {
 impl Session {
     /// Loads `--model` and opens `--cache`.
     pub fn open(args: &ModelArgs, printer: Printer) -> anyhow::Result<Self> {
+        let started = std::time::Instant::now();
         let model = load_model(args)?;
+        // Spark and Ray workers count these lines to check that a model loads once per worker.
+        printer.detail(format_args!(
+            "loaded model {} in {}",
+            model.files.id,
+            seconds(started.elapsed())
+        ));
         let cache = open_cache(args, &model)?;
         Ok(Self {
             printer,

@@ -19,6 +19,9 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let printer = Printer::new(args.quiet, args.verbose);
     let format = output_format(args.format.map(Format::from), args.output.as_deref())?;
+    if let Some(address) = &args.in_database {
+        return in_database(args, address, printer, format, started);
+    }
     let (text, paths) = query_and_paths(args)?;
     let found = find_inputs(&paths, &args.filter, &printer)?;
     let mut failed = found.failed;
@@ -90,6 +93,58 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// `--in ADDRESS`: ranks the rows of a database table through its index.
+fn in_database(
+    args: &SearchArgs,
+    address: &str,
+    printer: Printer,
+    format: Format,
+    started: Instant,
+) -> anyhow::Result<u8> {
+    let address = vlm::store::Address::parse(address, args.table.as_deref())?;
+    if !args.inputs.is_empty() || args.filter.files_from.is_some() {
+        bail!("--in searches the table; leave out the INPUTs (vlm embed INPUTS --to ADDRESS adds them)");
+    }
+    let text = match (&args.image, &args.query) {
+        (Some(_), Some(_)) => bail!(
+            "--in searches the table; give either a text query or --image IMAGE, and no INPUTs"
+        ),
+        (None, Some(text)) if text.trim().is_empty() => {
+            bail!("the query is empty; give the text to search for, or --image IMAGE")
+        }
+        (None, Some(text)) => Some(text.clone()),
+        (Some(_), None) => None,
+        (None, None) => bail!("give a text query or --image IMAGE"),
+    };
+    let query_input = args.image.as_deref().map(query_image).transpose()?;
+    let session = Session::open(&args.model, printer)?;
+    let exclude = query_input.as_ref().map(|input| input.display.clone());
+    let query = match (&text, query_input) {
+        (Some(text), _) => text_query(&session, text)?,
+        (None, Some(input)) => image_query(&session, input)?,
+        (None, None) => bail!("give a text query or --image IMAGE"),
+    };
+    let n = usize::try_from(args.top).unwrap_or(usize::MAX);
+    let hits = super::database::search_in(&address, &session, &query, n, exclude.as_deref())?;
+    let results: Vec<Match> = hits
+        .into_iter()
+        .enumerate()
+        .map(|(rank, hit)| Match {
+            rank: rank + 1,
+            path: hit.path,
+            similarity: hit.similarity,
+        })
+        .collect();
+    write_matches(args, format, &results)?;
+    session.printer.note(format_args!(
+        "{} matches from {} in {:.1} s",
+        results.len(),
+        address.shown,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(EXIT_OK)
 }
 
 /// The text query (none with `--image`) and the paths to search.

@@ -18,6 +18,8 @@ mod jpeg_downscale;
 mod organize;
 mod parity;
 mod partial_cache;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod probe;
 mod properties;
 mod report;

@@ -93,6 +93,12 @@ pub fn vlm() -> std::process::Command {
         "HF_TOKEN",
         "HF_TOKEN_PATH",
         "RAYON_NUM_THREADS",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
     ] {
         command.env_remove(var);
     }
