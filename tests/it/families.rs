@@ -2,9 +2,8 @@
 //! `tests/fixtures/make_family_fixtures.py` builds: transformers 5.23.0 for SigLIP, SigLIP 2
 //! fixed-res and MetaCLIP 2 (Hugging Face layout), open_clip 3.3.0 for the open_clip layout.
 
-use std::collections::HashMap;
-
 use crate::common::fixtures;
+use crate::parity::{load, max_abs_diff};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 use vlm::family::{Family, Scoring};
@@ -20,46 +19,6 @@ const MODELS: [(&str, Family); 5] = [
     ("openclip-quickgelu", Family::OpenClip),
     ("openclip-squash", Family::OpenClip),
 ];
-
-struct Reference {
-    json: Value,
-    tensors: HashMap<String, Tensor>,
-    classifier: Classifier,
-}
-
-fn load(model: &str) -> Reference {
-    let json: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(format!("reference/{model}.json"))).unwrap(),
-    )
-    .unwrap();
-    let tensors = candle_core::safetensors::load(
-        fixtures().join(format!("reference/{model}.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let files = ModelFiles::from_dir(&fixtures().join("models").join(model)).unwrap();
-    let classifier = Classifier::load(&files, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{model}: cannot load: {e}"));
-    Reference {
-        json,
-        tensors,
-        classifier,
-    }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 fn ids(value: &Value) -> Vec<u32> {
     value

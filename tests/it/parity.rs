@@ -14,13 +14,15 @@ use vlm::Classifier;
 
 const MODELS: [&str; 2] = ["tiny-quickgelu", "tiny-gelu-f16"];
 
-struct Reference {
-    json: Value,
-    tensors: HashMap<String, Tensor>,
-    classifier: Classifier,
+/// A fixture checkpoint loaded beside the reference outputs recorded for it (shared with
+/// the family parity tests).
+pub(crate) struct Reference {
+    pub json: Value,
+    pub tensors: HashMap<String, Tensor>,
+    pub classifier: Classifier,
 }
 
-fn load(model: &str) -> Reference {
+pub(crate) fn load(model: &str) -> Reference {
     let dir = fixtures();
     let text = std::fs::read_to_string(dir.join(format!("reference/{model}.json"))).unwrap();
     let json: Value = serde_json::from_str(&text).unwrap();
@@ -38,7 +40,7 @@ fn load(model: &str) -> Reference {
     }
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
     (a - b)
         .unwrap()
