@@ -95,17 +95,10 @@ fn decode_unguarded(
         .with_markers(&[Marker::APP(1)])
         .from_mem(bytes)
         .map_err(io)?;
+    // libjpeg keeps dimensions in 32 bits (at most 65500 each), so these never saturate.
     let (w, h) = decoder.size();
-    let (width, height) = (
-        u32::try_from(w).map_err(|_| JpegError::TooLarge {
-            width: u32::MAX,
-            height: 0,
-        })?,
-        u32::try_from(h).map_err(|_| JpegError::TooLarge {
-            width: 0,
-            height: u32::MAX,
-        })?,
-    );
+    let width = u32::try_from(w).unwrap_or(u32::MAX);
+    let height = u32::try_from(h).unwrap_or(u32::MAX);
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(JpegError::TooLarge { width, height });
     }
