@@ -17,6 +17,7 @@
 //! task loads the tile configuration first and releases the tiles at the end.
 
 use super::gemm::{plan, write_out, Epilogue, OutPtr, Task};
+use super::store::Store;
 
 /// Output rows and columns per register block (2 x 2 tiles of 16 x 16).
 const BLOCK: usize = 32;
@@ -71,12 +72,12 @@ pub(crate) fn to_bf16(v: f32) -> u16 {
 }
 
 /// A weight matrix packed in AMX tile layout, in bf16.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct AmxMatrix {
     n: usize,
     k: usize,
     slices: usize,
-    data: Vec<u16>,
+    data: Store<u16>,
 }
 
 impl AmxMatrix {
@@ -108,7 +109,29 @@ impl AmxMatrix {
                     }
                 });
         }
-        Self { n, k, slices, data }
+        Self {
+            n,
+            k,
+            slices,
+            data: Store::Owned(data),
+        }
+    }
+
+    /// Values packed earlier (read from a pack file); None when their number does not
+    /// match an `(n, k)` matrix in this layout.
+    pub fn from_store(n: usize, k: usize, data: Store<u16>) -> Option<Self> {
+        let slices = k.div_ceil(SLICE);
+        (n.div_ceil(BLOCK) * slices * SLICE_VALUES == data.as_slice().len()).then_some(Self {
+            n,
+            k,
+            slices,
+            data,
+        })
+    }
+
+    /// The packed values.
+    pub fn store(&self) -> &Store<u16> {
+        &self.data
     }
 
     /// Output features.
@@ -214,7 +237,7 @@ unsafe fn task_amx(
     let a_stride = kp * 2;
     let (r0, r1) = task.rows;
     for p in task.panels.0..task.panels.1 {
-        let panel = w.data.as_ptr().add(p * w.slices * SLICE_VALUES);
+        let panel = w.data.as_slice().as_ptr().add(p * w.slices * SLICE_VALUES);
         let j0 = p * BLOCK;
         let cols = BLOCK.min(w.n - j0);
         for i0 in (r0..r1).step_by(BLOCK) {

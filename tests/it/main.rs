@@ -16,6 +16,7 @@ mod hub;
 mod inputs;
 mod jpeg_downscale;
 mod organize;
+mod pack_cache;
 mod parity;
 mod partial_cache;
 #[cfg(feature = "postgres")]
