@@ -80,6 +80,7 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
         } else {
             vlm::model::default_pack_dir()
         },
+        bf16_kernel: bf16_kernel()?,
     };
     let mut classifier = Classifier::load_with(&files, &device, args.dtype.into(), &options)?;
     let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels)
@@ -89,6 +90,21 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
     }
     classifier.set_decode_options(decode);
     Ok(Model { files, classifier })
+}
+
+/// Environment variable that picks the CPU's bf16 kernel (`amx` or `avx512bf16`) instead
+/// of the fastest one present: to measure or test the AVX512-BF16 kernel on a CPU with AMX.
+pub const BF16_KERNEL_ENV: &str = "VLM_BF16_KERNEL";
+
+/// The bf16 kernel named by [`BF16_KERNEL_ENV`], if set.
+pub fn bf16_kernel() -> anyhow::Result<Option<vlm::model::Bf16Kernel>> {
+    match std::env::var(BF16_KERNEL_ENV) {
+        Ok(name) if !name.is_empty() => name
+            .parse()
+            .map(Some)
+            .map_err(|e: String| anyhow::anyhow!("{BF16_KERNEL_ENV}: {e}, or unset it")),
+        _ => Ok(None),
+    }
 }
 
 /// Opens the embedding cache when `--cache` was given.

@@ -12,8 +12,9 @@ mod math;
 mod norm;
 mod store;
 
-pub(crate) use amx::matmul as matmul_amx;
-pub(crate) use amx::{available as amx_available, AmxMatrix};
+pub(crate) use amx::matmul as matmul_bf16;
+pub(crate) use amx::AmxMatrix;
+pub use amx::Bf16Kernel;
 pub(crate) use attention::{attention, Heads};
 pub(crate) use gemm::{matmul, Epilogue, PackedMatrix};
 pub(crate) use math::Act;

@@ -9,7 +9,7 @@ use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::config::Activation;
 use super::pack::{PackedWeight, Packing};
-use crate::kernels::{self, Act, Epilogue, Heads, Isa};
+use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads, Isa};
 
 /// How a tower computes: which implementation its layers are built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,13 +21,6 @@ pub(crate) enum Compute {
     /// The packed CPU kernels in bf16: bf16 products with f32 accumulation; layer norm,
     /// softmax and everything between the products in f32.
     Bf16(Bf16Kernel),
-}
-
-/// Which instructions multiply bf16 matrices; both read the same packed weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Bf16Kernel {
-    /// AMX tiles (`tdpbf16ps`).
-    Amx,
 }
 
 /// How a load builds its layers: the implementation, and where packed weights come from.
@@ -83,6 +76,7 @@ pub(crate) fn host(t: &Tensor) -> Result<Vec<f32>> {
 pub(crate) struct PackedLinear {
     weight: PackedWeight,
     bias: Option<Vec<f32>>,
+    compute: Compute,
 }
 
 impl PackedLinear {
@@ -94,7 +88,11 @@ impl PackedLinear {
         build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
     ) -> Result<Self> {
         let (weight, bias) = p.packing.linear(name, p.compute, build)?;
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            compute: p.compute,
+        })
     }
 
     /// (output features, input features).
@@ -114,7 +112,14 @@ impl PackedLinear {
         };
         match &self.weight {
             PackedWeight::F32(w) => kernels::matmul(x, rows, w, &ep, out),
-            PackedWeight::Bf16(w) => kernels::matmul_amx(x, rows, w, &ep, out),
+            PackedWeight::Bf16(w) => {
+                let kernel = match self.compute {
+                    Compute::Bf16(kernel) => kernel,
+                    // Only bf16 loads make bf16 weights; AMX is the layout's first kernel.
+                    _ => Bf16Kernel::Amx,
+                };
+                kernels::matmul_bf16(x, rows, w, &ep, out, kernel)
+            }
         }
     }
 }

@@ -27,7 +27,9 @@ pub mod config;
 
 use crate::family::{Family, Scoring};
 use config::ClipConfig;
-use layers::{Bf16Kernel, Compute, Packer};
+use layers::{Compute, Packer};
+
+pub use crate::kernels::Bf16Kernel;
 use pack::{PackFile, PackKey, Packing};
 
 pub use pack::{default_dir as default_pack_dir, PackStatus, PACK_DIR_ENV};
@@ -91,6 +93,9 @@ pub struct LoadOptions {
     /// Where packed weights are kept between runs (see [`default_pack_dir`]); None packs
     /// at every load and writes nothing. Only the CPU kernels use it.
     pub pack_dir: Option<PathBuf>,
+    /// The bf16 kernel to use on the CPU instead of the fastest one present (to test or
+    /// measure the AVX512-BF16 kernel on a CPU that also has AMX).
+    pub bf16_kernel: Option<Bf16Kernel>,
 }
 
 impl ClipModel {
@@ -122,7 +127,12 @@ impl ClipModel {
     ) -> Result<Self, ModelError> {
         let compute = match (device, dtype) {
             (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
-            (Device::Cpu, DType::BF16) => Compute::Bf16(Bf16Kernel::Amx),
+            (Device::Cpu, DType::BF16) => Compute::Bf16(
+                options
+                    .bf16_kernel
+                    .or_else(Bf16Kernel::detect)
+                    .unwrap_or(Bf16Kernel::Amx),
+            ),
             _ => Compute::Candle,
         };
         Self::load_for(config, weights, device, dtype, compute, options)
@@ -154,7 +164,11 @@ impl ClipModel {
         compute: Compute,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        check_dtype(dtype, device, compute, crate::kernels::amx_available())?;
+        let bf16_runs = match compute {
+            Compute::Bf16(kernel) => kernel.supported(),
+            _ => false,
+        };
+        check_dtype(dtype, device, compute, bf16_runs)?;
         let wrap = |source| ModelError::Weights {
             path: weights.to_path_buf(),
             cause: source,
@@ -297,7 +311,7 @@ impl ClipModel {
         match self.compute {
             Compute::Candle => "candle",
             Compute::Packed(isa) => isa.label(),
-            Compute::Bf16(Bf16Kernel::Amx) => "packed amx-bf16",
+            Compute::Bf16(kernel) => kernel.label(),
         }
     }
 
@@ -377,26 +391,26 @@ impl ClipModel {
 }
 
 /// Refuses a compute type the device cannot multiply matrices in, before loading anything.
-/// `amx`: whether this CPU and OS run the AMX bf16 kernels.
+/// `bf16_runs`: whether this CPU and OS run the chosen bf16 kernel.
 fn check_dtype(
     dtype: DType,
     device: &Device,
     compute: Compute,
-    amx: bool,
+    bf16_runs: bool,
 ) -> Result<(), ModelError> {
+    let bf16_kernels = matches!(compute, Compute::Bf16(_));
     match (dtype, device) {
         (DType::F32 | DType::F16, _) => Ok(()),
         (DType::BF16, Device::Cuda(_) | Device::Metal(_)) => Ok(()),
-        (DType::BF16, Device::Cpu) if compute == Compute::Bf16(Bf16Kernel::Amx) && amx => Ok(()),
-        (DType::BF16, Device::Cpu) if compute == Compute::Bf16(Bf16Kernel::Amx) => {
-            Err(ModelError::DType {
-                dtype,
-                device: "CPU",
-                hint:
-                    "bf16 on the CPU needs Intel AMX-BF16 (Xeon Sapphire Rapids or later, Linux) \
-                   and this CPU or kernel has none; use --dtype f32",
-            })
-        }
+        (DType::BF16, Device::Cpu) if bf16_kernels && bf16_runs => Ok(()),
+        (DType::BF16, Device::Cpu) if bf16_kernels => Err(ModelError::DType {
+            dtype,
+            device: "CPU",
+            hint: "bf16 on the CPU needs Intel AMX-BF16 (Xeon Sapphire Rapids or later, on \
+                   Linux) or AVX512-BF16 (Xeon Cooper Lake, AMD Zen 4 or later), and this CPU \
+                   or kernel lacks the one needed (VLM_BF16_KERNEL may name one it lacks); use \
+                   --dtype f32",
+        }),
         (DType::BF16, Device::Cpu) => Err(ModelError::DType {
             dtype,
             device: "CPU",
@@ -558,7 +572,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("AMX-BF16") && err.contains("--dtype f32"),
+            err.contains("AMX-BF16") && err.contains("AVX512-BF16") && err.contains("--dtype f32"),
             "{err}"
         );
         assert!(check_dtype(

@@ -25,6 +25,7 @@ fn run(model: &Path, dtype: DType, pack_dir: Option<&Path>) -> Run {
     let files = ModelFiles::from_dir(model).unwrap();
     let options = LoadOptions {
         pack_dir: pack_dir.map(Path::to_path_buf),
+        ..Default::default()
     };
     let classifier = Classifier::load_with(&files, &Device::Cpu, dtype, &options).unwrap();
     let images = common::fixtures().join("images");
