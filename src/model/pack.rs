@@ -188,7 +188,7 @@ fn weights_identity(weights: &Path) -> std::io::Result<String> {
 
 /// This build of vlm: a rebuilt binary may lay weights out differently.
 fn build_identity() -> String {
-    let exe = std::env::current_exe().and_then(|p| fs::metadata(p));
+    let exe = std::env::current_exe().and_then(fs::metadata);
     let stamp = exe
         .map(|m| {
             let modified = m
@@ -319,7 +319,7 @@ impl PackFile {
                 .and_then(|b| e.offset.checked_add(b))
                 .filter(|&end| end <= bytes.len() && e.offset >= HEADER_LEN + table_len)
                 .ok_or_else(|| format!("entry {} lies outside the file", e.name))?;
-            if e.offset % ALIGN != 0 {
+            if !e.offset.is_multiple_of(ALIGN) {
                 return Err(format!("entry {} is not aligned", e.name));
             }
             if edges(&bytes[e.offset..end]) != e.edges {

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole CPU comparison in one command: examples/compare_transformers.py for CLIP B/32 and
+# L/14 shapes (random weights, built locally: no network), 2 threads, pinned to 2 CPUs after
+# the setup, vlm f32 and bf16 against transformers f32 and bf16 autocast and ONNX Runtime f32
+# and int8. Needs python3 with torch, transformers, pillow, numpy (and onnxruntime, onnx,
+# onnxscript for the ONNX Runtime rows) and a vlm release binary; no cargo.
+#
+#   examples/bench_all.sh target/release/vlm /tmp/vlm-bench-all
+#
+# Writes WORKDIR/compare-results-{b32,l14}.{json,md} and WORKDIR/bench-all.md (both tables,
+# after the CPU it ran on). PYTHON picks the interpreter (default python3), THREADS the thread
+# count (default 2), CPUS the CPUs to pin to (default 0,1; empty: no pinning). Checkpoints,
+# JPEGs and ONNX exports are kept in WORKDIR and reused by a second run.
+set -euo pipefail
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 VLM_BINARY WORKDIR" >&2
+    exit 2
+fi
+vlm=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+work=$2
+python=${PYTHON:-python3}
+threads=${THREADS:-2}
+cpus=${CPUS-0,1}
+here=$(cd "$(dirname "$0")" && pwd)
+[ -x "$vlm" ] || { echo "no executable vlm at $1" >&2; exit 2; }
+mkdir -p "$work"
+started=$(date +%s)
+
+cpu_line() {
+    local model flags
+    model=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
+    flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)
+    local have=""
+    for f in avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8; do
+        if [[ " $flags " == *" $f "* ]]; then have+=" $f:yes"; else have+=" $f:no"; fi
+    done
+    echo "CPU: ${model:-unknown} ($(nproc) CPUs);$have"
+}
+cpu_line | tee "$work/cpu.txt"
+"$vlm" --version | tee -a "$work/cpu.txt"
+
+pin=()
+if [ -n "$cpus" ] && [ "$(nproc)" -ge 2 ]; then
+    pin=(--pin-cpus "$cpus")
+fi
+
+# B/32: every row, the end-to-end jobs on 16 JPEGs, one round.
+"$python" "$here/compare_transformers.py" --vlm "$vlm" --work "$work" --shape b32 --threads "$threads" \
+    "${pin[@]}" --rounds 1 --batch-sizes 1,8,32 --min-seconds 1 --min-reps 2 --text-prompts 1000 \
+    --images 16 --folder-batch 16 --cold-runs 3 | tee "$work/b32.log"
+
+# L/14: 18x the FLOPs per image; towers only, batch 1 and 8, one timed call after the warm-up.
+"$python" "$here/compare_transformers.py" --vlm "$vlm" --work "$work" --shape l14 --threads "$threads" \
+    "${pin[@]}" --rounds 1 --batch-sizes 1,8 --min-seconds 0 --min-reps 1 --text-prompts 256 \
+    --skip-e2e | tee "$work/l14.log"
+
+{
+    echo "# vlm CPU comparison"
+    echo
+    cat "$work/cpu.txt"
+    echo
+    echo "## B/32"
+    echo
+    cat "$work/compare-results-b32.md"
+    echo
+    echo "## L/14"
+    echo
+    cat "$work/compare-results-l14.md"
+    echo
+    echo "Total $(( ($(date +%s) - started) / 60 )) min $(( ($(date +%s) - started) % 60 )) s."
+} > "$work/bench-all.md"
+echo "written: $work/bench-all.md, $work/compare-results-b32.{json,md}, $work/compare-results-l14.{json,md}"
