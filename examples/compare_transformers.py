@@ -809,6 +809,9 @@ def main() -> None:
             cold_runs["vlm_first_run"] = first
             log("cold start, vlm first run (pack written): " + ", ".join(
                 f"{r['wall_s']:.2f} s {r['peak_rss_mib']:.0f} MiB" for r in first))
+            # the folder jobs below run with warm pack files, f32 and bf16 alike
+            if tower.get("vlm_bf16"):
+                run_measured([*vlm_cold, "--dtype", "bf16"], env, runs / "cold-first.out", runs / "cold-first.err")
         e2e["cold"] = cold_runs
 
         jobs_folder = {

@@ -85,6 +85,8 @@ pub struct ClipModel {
     device: Device,
     compute: Compute,
     pack: PackStatus,
+    /// The pack file still being written; dropping the model waits for it.
+    _pack_writer: Option<pack::PackWriter>,
 }
 
 /// How a model is loaded beyond its files, device and dtype.
@@ -232,17 +234,17 @@ impl ClipModel {
             packing: Packing::Fresh(Some(recorder.clone())),
         };
         let parts = Self::build(config, vb, &packer).map_err(wrap)?;
-        let status = match (pack::write(&key, &recorder), stale) {
-            (Ok(()), None) => PackStatus::Written(path),
-            (Ok(()), Some(reason)) => PackStatus::Rebuilt { path, reason },
-            (Err(e), _) => PackStatus::NotWritten {
-                path,
-                reason: e.to_string(),
-            },
+        let (status, writer) = match (pack::write(&key, &recorder), stale) {
+            (Ok(w), None) => (PackStatus::Written(path), Some(w)),
+            (Ok(w), Some(reason)) => (PackStatus::Rebuilt { path, reason }, Some(w)),
+            (Err(e), _) => {
+                let reason = e.to_string();
+                (PackStatus::NotWritten { path, reason }, None)
+            }
         };
-        Ok(Self::assemble(
-            parts, config, dtype, device, compute, status,
-        ))
+        let mut model = Self::assemble(parts, config, dtype, device, compute, status);
+        model._pack_writer = writer;
+        Ok(model)
     }
 
     /// Builds both towers and reads the logit scale (and bias) through `vb`.
@@ -297,6 +299,7 @@ impl ClipModel {
             device: device.clone(),
             compute,
             pack,
+            _pack_writer: None,
         }
     }
 

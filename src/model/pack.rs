@@ -78,7 +78,8 @@ pub enum PackStatus {
     Off,
     /// The weights were mapped from this pack file.
     Loaded(PathBuf),
-    /// None was there; the weights were packed and written to this file.
+    /// None was there; the weights were packed and are being written to this file (on a
+    /// thread of its own; dropping the model waits until the file is complete).
     Written(PathBuf),
     /// One was there but unusable (the reason); it was rebuilt and rewritten.
     Rebuilt { path: PathBuf, reason: String },
@@ -581,9 +582,25 @@ impl SimpleBackend for FromPack {
     }
 }
 
-/// Writes the pack file of `key` from what `recorder` collected: to a temporary file in
-/// the same directory, then renamed into place.
-pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<()> {
+/// A pack file being written on a thread of its own, so the first run's encoding overlaps
+/// the write; dropping it waits for the write to finish (a process exits after its model is
+/// dropped, so the file is complete or absent, never cut).
+pub(crate) struct PackWriter(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // A panic on the writer only loses the pack file; the next run writes it.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Starts writing the pack file of `key` from what `recorder` collected: the directory and
+/// a temporary file are made now (so an unwritable directory is reported at once), the
+/// values are written on another thread, and the file is renamed into place when complete.
+/// A failure after this point removes the temporary file; the next run packs again.
+pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackWriter> {
     let records = recorder
         .records
         .lock()
@@ -593,7 +610,7 @@ pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<()> {
         .lock()
         .map(|p| p.iter().cloned().collect())
         .unwrap_or_default();
-    // The bytes of each entry; tensors are borrowed from candle's storage where contiguous.
+    // Each entry's values, shared with the model (nothing is copied).
     let mut seen = HashSet::new();
     let mut parts: Vec<(String, Kind, Vec<usize>, Bytes)> = Vec::new();
     for (name, record) in records.iter() {
@@ -608,29 +625,58 @@ pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<()> {
                 (Kind::PackedBf16, vec![w.n(), w.k()], Bytes::Bf16(w.clone()))
             }
             Record::Raw(t) => {
-                let values = t
+                let t = t
                     .to_dtype(DType::F32)
-                    .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                    .and_then(|t| t.contiguous())
                     .map_err(std::io::Error::other)?;
-                (Kind::Raw, t.dims().to_vec(), Bytes::Host(Arc::new(values)))
+                (Kind::Raw, t.dims().to_vec(), Bytes::Tensor(t))
             }
             Record::Host(dims, values) => (Kind::Raw, dims.clone(), Bytes::Host(values.clone())),
         };
         parts.push((name.clone(), kind, dims, bytes));
     }
     drop(records);
+    let dir = key.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    fs::create_dir_all(&dir)?;
+    // Unique per process and load: two loads of one checkpoint may write at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = key
+        .path
+        .with_extension(format!("{EXT}.tmp.{}.{n}", std::process::id()));
+    let file = File::create(&tmp)?;
+    let (path, key) = (key.path.clone(), key.key);
+    let handle = std::thread::Builder::new()
+        .name("vlm-pack-writer".into())
+        .spawn(move || {
+            let written =
+                write_file(file, &key, &parts, present).and_then(|()| fs::rename(&tmp, &path));
+            if written.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+        })?;
+    Ok(PackWriter(Some(handle)))
+}
+
+fn write_file(
+    file: File,
+    key: &[u8; 32],
+    parts: &[(String, Kind, Vec<usize>, Bytes)],
+    present: Vec<String>,
+) -> std::io::Result<()> {
     // Lay out: the table's size depends on the offsets, so fix a generous table area first.
-    let mut entries: Vec<Entry> = parts
-        .iter()
-        .map(|(name, kind, dims, bytes)| Entry {
+    let mut entries = Vec::with_capacity(parts.len());
+    for (name, kind, dims, bytes) in parts {
+        let (len, edges) = bytes.with_bytes(|b| (b.len() / value_size(*kind), edges(b)))?;
+        entries.push(Entry {
             name: name.clone(),
             kind: *kind,
             dims: dims.clone(),
             offset: 0,
-            len: bytes.len(),
-            edges: edges(bytes.as_bytes()),
-        })
-        .collect();
+            len,
+            edges,
+        });
+    }
     let draft = serde_json::to_vec(&Table {
         entries: entries.clone(),
         present: present.clone(),
@@ -639,9 +685,9 @@ pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<()> {
     // Offsets take at most 20 digits each where the draft has one.
     let table_room = draft.len() + 20 * entries.len() + 64;
     let mut offset = (HEADER_LEN + table_room).next_multiple_of(ALIGN);
-    for (e, (_, _, _, bytes)) in entries.iter_mut().zip(&parts) {
+    for e in entries.iter_mut() {
         e.offset = offset;
-        offset = (offset + bytes.as_bytes().len()).next_multiple_of(ALIGN);
+        offset = (offset + e.len * value_size(e.kind)).next_multiple_of(ALIGN);
     }
     let total = offset;
     let mut table =
@@ -652,41 +698,34 @@ pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<()> {
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&(total as u64).to_le_bytes());
     header[24..32].copy_from_slice(&(table.len() as u64).to_le_bytes());
-    header[32..64].copy_from_slice(&key.key);
+    header[32..64].copy_from_slice(key);
     let mut h = Sha256::new();
     h.update(&header[..64]);
     h.update(&table);
     header[64..96].copy_from_slice(&h.finalize());
 
-    let dir = key.path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = key
-        .path
-        .with_extension(format!("{EXT}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        out.write_all(&header)?;
-        out.write_all(&table)?;
-        let mut at = HEADER_LEN + table.len();
-        let zeros = [0u8; ALIGN];
-        for (_, _, _, bytes) in &parts {
-            let pad = at.next_multiple_of(ALIGN) - at;
-            out.write_all(&zeros[..pad])?;
-            out.write_all(bytes.as_bytes())?;
-            at += pad + bytes.as_bytes().len();
-        }
-        out.write_all(&zeros[..at.next_multiple_of(ALIGN) - at])?;
-        // No fsync: forcing 600 MB to disk would cost the first run seconds. After a crash
-        // the renamed file may have the right length and zeroed pages, which the entries'
-        // edge checksums catch.
-        out.flush()?;
-        drop(out);
-        fs::rename(&tmp, &key.path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&header)?;
+    out.write_all(&table)?;
+    let mut at = HEADER_LEN + table.len();
+    let zeros = [0u8; ALIGN];
+    for (_, _, _, bytes) in parts {
+        let pad = at.next_multiple_of(ALIGN) - at;
+        out.write_all(&zeros[..pad])?;
+        at += pad + bytes.with_bytes(|b| out.write_all(b).map(|()| b.len()))??;
     }
-    result
+    out.write_all(&zeros[..at.next_multiple_of(ALIGN) - at])?;
+    // No fsync: forcing 600 MB to disk would cost the first run seconds. After a crash
+    // the renamed file may have the right length and zeroed pages, which the entries'
+    // edge checksums catch.
+    out.flush()
+}
+
+fn value_size(kind: Kind) -> usize {
+    match kind {
+        Kind::Raw | Kind::PackedF32 => 4,
+        Kind::PackedBf16 => 2,
+    }
 }
 
 /// An entry's values, shared with the model that uses them.
@@ -694,26 +733,33 @@ enum Bytes {
     F32(Arc<PackedMatrix>),
     Bf16(Arc<AmxMatrix>),
     Host(Arc<Vec<f32>>),
+    /// A contiguous f32 tensor on the CPU.
+    Tensor(Tensor),
 }
 
 impl Bytes {
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Bytes::F32(w) => w.store().as_bytes(),
-            Bytes::Bf16(w) => w.store().as_bytes(),
-            Bytes::Host(v) => {
-                // SAFETY: f32 has no padding; see `Store::as_bytes` on byte order.
-                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * 4) }
+    /// Calls `f` with the values as little-endian bytes (see `Store::as_bytes`).
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::io::Result<R> {
+        Ok(match self {
+            Bytes::F32(w) => f(w.store().as_bytes()),
+            Bytes::Bf16(w) => f(w.store().as_bytes()),
+            Bytes::Host(v) => f(f32_bytes(v)),
+            Bytes::Tensor(t) => {
+                let (storage, layout) = t.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return Err(std::io::Error::other("a weight is not on the CPU"));
+                };
+                let values = cpu.as_slice::<f32>().map_err(std::io::Error::other)?;
+                let (start, end) = layout
+                    .contiguous_offsets()
+                    .ok_or_else(|| std::io::Error::other("a weight is not contiguous"))?;
+                f(f32_bytes(&values[start..end]))
             }
-        }
+        })
     }
+}
 
-    /// Number of values.
-    fn len(&self) -> usize {
-        match self {
-            Bytes::F32(w) => w.store().as_slice().len(),
-            Bytes::Bf16(w) => w.store().as_slice().len(),
-            Bytes::Host(v) => v.len(),
-        }
-    }
+fn f32_bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding; see `Store::as_bytes` on byte order.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) }
 }
