@@ -9,7 +9,8 @@
 #
 # Writes WORKDIR/compare-results-{b32,l14}.{json,md} and WORKDIR/bench-all.md (both tables,
 # after the CPU it ran on). PYTHON picks the interpreter (default python3), THREADS the thread
-# count (default 2), CPUS the CPUs to pin to (default 0,1; empty: no pinning). Checkpoints,
+# count (default 2), CPUS the CPUs to pin to (default: THREADS CPUs on distinct physical
+# cores, so two threads never share one core's SMT siblings; empty: no pinning). Checkpoints,
 # JPEGs and ONNX exports are kept in WORKDIR and reused by a second run.
 set -euo pipefail
 
@@ -21,7 +22,7 @@ vlm=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 work=$2
 python=${PYTHON:-python3}
 threads=${THREADS:-2}
-cpus=${CPUS-0,1}
+cpus=${CPUS-auto}
 here=$(cd "$(dirname "$0")" && pwd)
 [ -x "$vlm" ] || { echo "no executable vlm at $1" >&2; exit 2; }
 mkdir -p "$work"
@@ -40,9 +41,30 @@ cpu_line() {
 cpu_line | tee "$work/cpu.txt"
 "$vlm" --version | tee -a "$work/cpu.txt"
 
+if [ "$cpus" = auto ]; then
+    # The first CPU of each physical core, as many as threads.
+    cpus=$("$python" - "$threads" <<'EOF'
+import os, sys
+want, chosen, cores = int(sys.argv[1]), [], set()
+for cpu in sorted(os.sched_getaffinity(0)):
+    topo = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+    try:
+        core = tuple(open(topo + f).read().strip() for f in ("physical_package_id", "core_id"))
+    except OSError:
+        core = (cpu,)
+    if core not in cores:
+        cores.add(core)
+        chosen.append(cpu)
+print(",".join(map(str, chosen[:want])) if len(chosen) >= want else "")
+EOF
+)
+fi
 pin=()
-if [ -n "$cpus" ] && [ "$(nproc)" -ge 2 ]; then
+if [ -n "$cpus" ]; then
     pin=(--pin-cpus "$cpus")
+    echo "pinning the measurements to CPUs $cpus" | tee -a "$work/cpu.txt"
+else
+    echo "not pinned (fewer physical cores than threads, or CPUS empty)" | tee -a "$work/cpu.txt"
 fi
 
 # B/32: every row, the end-to-end jobs on 16 JPEGs, one round.
