@@ -386,26 +386,22 @@ const DP_MR: usize = 12;
 /// output columns adds `x[2q] w[2q] + x[2q+1] w[2q+1]` into each f32 lane. The weights
 /// are read straight from the tile layout: for pair `q`, the 16 pairs of tile 0 of slice
 /// `q / 16` at row `q % 16` are one 64-byte register, tile 1's the next 512 values on.
+/// `a` holds the block's activation pairs interleaved by row (`a[q * DP_MR + r]`), so every
+/// broadcast is one pointer plus a constant offset.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn block_dpbf16<const R: usize>(
-    slices: usize,
-    a: *const u16,
-    lda: usize,
-    b: *const u16,
-    c: *mut f32,
-) {
+unsafe fn block_dpbf16<const R: usize>(slices: usize, a: *const u32, b: *const u16, c: *mut f32) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for s in 0..slices {
         let bs = b.add(s * SLICE_VALUES);
+        let a = a.add(s * 16 * DP_MR);
         for p in 0..16 {
-            let q = s * 16 + p;
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bs.add(p * 32).cast()));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bs.add(512 + p * 32).cast()));
+            let a = a.add(p * DP_MR);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let pair = a.add(r * lda + 2 * q).cast::<i32>().read_unaligned();
-                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r) as i32));
                 acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
                 acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
             }
@@ -435,26 +431,40 @@ unsafe fn task_dpbf16(
 ) {
     let mut tile = [0.0f32; DP_MR * BLOCK];
     let (r0, r1) = (task.rows.0, task.rows.1.min(m));
+    // The task's rows as bf16 pairs, blocks of DP_MR rows interleaved (zero past r1), made
+    // once and read for every panel.
+    let pairs = kp / 2;
+    let blocks = (r1 - r0).div_ceil(DP_MR);
+    let mut packed = vec![0u32; blocks * pairs * DP_MR];
+    for (blk, dst) in packed.chunks_exact_mut(pairs * DP_MR).enumerate() {
+        for r in 0..DP_MR.min(r1 - r0 - blk * DP_MR) {
+            let row = &a[(r0 + blk * DP_MR + r) * kp..][..kp];
+            for (q, pair) in row.chunks_exact(2).enumerate() {
+                dst[q * DP_MR + r] = u32::from(pair[0]) | (u32::from(pair[1]) << 16);
+            }
+        }
+    }
     for p in task.panels.0..task.panels.1 {
         let panel = w.data.as_slice().as_ptr().add(p * w.slices * SLICE_VALUES);
         let j0 = p * BLOCK;
         let cols = BLOCK.min(w.n - j0);
-        for i0 in (r0..r1).step_by(DP_MR) {
+        for (blk, ap) in packed.chunks_exact(pairs * DP_MR).enumerate() {
+            let i0 = r0 + blk * DP_MR;
             let rows = DP_MR.min(r1 - i0);
-            let (a0, c) = (a.as_ptr().add(i0 * kp), tile.as_mut_ptr());
+            let (ap, c) = (ap.as_ptr(), tile.as_mut_ptr());
             match rows {
-                12 => block_dpbf16::<12>(w.slices, a0, kp, panel, c),
-                11 => block_dpbf16::<11>(w.slices, a0, kp, panel, c),
-                10 => block_dpbf16::<10>(w.slices, a0, kp, panel, c),
-                9 => block_dpbf16::<9>(w.slices, a0, kp, panel, c),
-                8 => block_dpbf16::<8>(w.slices, a0, kp, panel, c),
-                7 => block_dpbf16::<7>(w.slices, a0, kp, panel, c),
-                6 => block_dpbf16::<6>(w.slices, a0, kp, panel, c),
-                5 => block_dpbf16::<5>(w.slices, a0, kp, panel, c),
-                4 => block_dpbf16::<4>(w.slices, a0, kp, panel, c),
-                3 => block_dpbf16::<3>(w.slices, a0, kp, panel, c),
-                2 => block_dpbf16::<2>(w.slices, a0, kp, panel, c),
-                _ => block_dpbf16::<1>(w.slices, a0, kp, panel, c),
+                12 => block_dpbf16::<12>(w.slices, ap, panel, c),
+                11 => block_dpbf16::<11>(w.slices, ap, panel, c),
+                10 => block_dpbf16::<10>(w.slices, ap, panel, c),
+                9 => block_dpbf16::<9>(w.slices, ap, panel, c),
+                8 => block_dpbf16::<8>(w.slices, ap, panel, c),
+                7 => block_dpbf16::<7>(w.slices, ap, panel, c),
+                6 => block_dpbf16::<6>(w.slices, ap, panel, c),
+                5 => block_dpbf16::<5>(w.slices, ap, panel, c),
+                4 => block_dpbf16::<4>(w.slices, ap, panel, c),
+                3 => block_dpbf16::<3>(w.slices, ap, panel, c),
+                2 => block_dpbf16::<2>(w.slices, ap, panel, c),
+                _ => block_dpbf16::<1>(w.slices, ap, panel, c),
             }
             for r in 0..rows {
                 let src = &tile[r * BLOCK..][..cols];
