@@ -16,7 +16,7 @@
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
 //! head on embeddings instead. [`report`] writes a review page of results for a browser.
 //! [`store`] keeps embeddings and labels in PostgreSQL with pgvector (cargo feature
-//! `postgres`, on by default).
+//! `postgres`, on by default) or Milvus (cargo feature `milvus`).
 
 pub mod bench;
 pub mod cache;

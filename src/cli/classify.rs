@@ -73,14 +73,16 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     pub filter: InputArgs,
 
-    /// Also store each image's embedding and labels in PostgreSQL with pgvector:
-    /// postgresql://USER@HOST[:PORT]/DB[?table=NAME]. Embeddings go to the table (as with
-    /// `vlm embed --to`), labels to NAME_labels (path, top_label, top_probability, labels
-    /// as jsonb).
+    /// Also store each image's embedding and labels in PostgreSQL with pgvector
+    /// (postgresql://USER@HOST[:PORT]/DB[?table=NAME]) or Milvus
+    /// (milvus://HOST[:PORT]/COLLECTION, in a build with --features milvus). PostgreSQL:
+    /// embeddings go to the table (as with `vlm embed --to`), labels to NAME_labels (path,
+    /// top_label, top_probability, labels as jsonb). Milvus: both in the collection's rows.
     #[arg(long, value_name = "ADDRESS", help_heading = "Database")]
     pub to: Option<String>,
 
-    /// The table to use with --to [default: vlm_embeddings, or ?table= in the address].
+    /// The table (or Milvus collection) to use with --to [default: vlm_embeddings, or the
+    /// one the address names].
     #[arg(long, value_name = "NAME", requires = "to", help_heading = "Database")]
     pub table: Option<String>,
 

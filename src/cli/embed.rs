@@ -45,15 +45,17 @@ pub struct EmbedArgs {
     )]
     pub output: Option<PathBuf>,
 
-    /// Store image embeddings in PostgreSQL with pgvector instead of a file:
+    /// Store image embeddings in a database instead of a file: PostgreSQL with pgvector,
     /// postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?table=NAME] (PGPASSWORD and ~/.pgpass
-    /// work as with psql). The table is made if missing; a re-run embeds only new or
-    /// changed files.
+    /// work as with psql), or Milvus, milvus://[USER[:PASSWORD]@]HOST[:PORT]/COLLECTION
+    /// (a build with --features milvus). The table or collection is made if missing; a
+    /// re-run embeds only new or changed files.
     #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["output", "format", "text", "text_file"],
           help_heading = "Database")]
     pub to: Option<String>,
 
-    /// The table to use with --to [default: vlm_embeddings, or ?table= in the address].
+    /// The table (or Milvus collection) to use with --to [default: vlm_embeddings, or the
+    /// one the address names].
     #[arg(long, value_name = "NAME", requires = "to", help_heading = "Database")]
     pub table: Option<String>,
 

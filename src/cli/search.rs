@@ -24,12 +24,14 @@ pub struct SearchArgs {
     #[arg(long, value_name = "IMAGE", help_heading = "Query")]
     pub image: Option<String>,
 
-    /// Search the embeddings stored by `vlm embed --to` in PostgreSQL (through its HNSW
-    /// index) instead of INPUTs: postgresql://USER@HOST[:PORT]/DB[?table=NAME].
+    /// Search the embeddings stored by `vlm embed --to` (through the database's cosine
+    /// index) instead of INPUTs: postgresql://USER@HOST[:PORT]/DB[?table=NAME] or
+    /// milvus://HOST[:PORT]/COLLECTION.
     #[arg(long = "in", value_name = "ADDRESS", help_heading = "Database")]
     pub in_database: Option<String>,
 
-    /// The table to search with --in [default: vlm_embeddings, or ?table= in the address].
+    /// The table (or Milvus collection) to search with --in [default: vlm_embeddings, or the
+    /// one the address names].
     #[arg(
         long,
         value_name = "NAME",

@@ -26,7 +26,6 @@ use vlm::organize::Organizer;
 use vlm::output::{self, Format, ImageReport, Outcome, ReportWriter};
 use vlm::pipeline::PipelineStats;
 use vlm::probe::{ModelIdentity, Probe};
-use vlm::store::Address;
 use vlm::{Classifier, PromptEmbeddings};
 
 /// Counters for the summary line.
@@ -44,7 +43,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let address = args
         .to
         .as_deref()
-        .map(|to| Address::parse(to, args.table.as_deref()))
+        .map(|to| super::database::address(to, args.table.as_deref()))
         .transpose()?;
     // `--files-from -` streams: each line is labelled while stdin stays open, for a
     // long-lived worker fed by Spark or Ray.

@@ -1,5 +1,5 @@
-//! The `--to`/`--in postgresql://...` side of embed, search and classify: wiring only; the
-//! work is in [`vlm::store`].
+//! The `--to`/`--in postgresql://...` or `milvus://...` side of embed, search and
+//! classify: wiring only; the work is in [`vlm::store`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -10,8 +10,14 @@ use super::{Found, Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use vlm::inputs::Input;
 use vlm::output::{ImageReport, Outcome};
 use vlm::search::normalize;
-use vlm::store::postgres::{EmbeddingRow, LabelRow, ModelStamp, PgHit, PgStore};
-use vlm::store::{self, Address};
+use vlm::store::{self, Address, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, StoredHit};
+
+/// `--to`/`--in ADDRESS` (and `--table`), refused at once when this build lacks its client.
+pub fn address(url: &str, table: Option<&str>) -> anyhow::Result<Address> {
+    let address = Address::parse(url, table)?;
+    address.ensure_built()?;
+    Ok(address)
+}
 
 /// The loaded model's identity as a table records it.
 pub fn stamp(session: &Session) -> ModelStamp {
@@ -33,8 +39,8 @@ pub fn embed_to(
 ) -> anyhow::Result<u8> {
     let printer = &session.printer;
     // Connecting checks the table's dimension and model before anything is written.
-    let mut db = PgStore::open_for_writing(address, stamp(session))?;
-    let (todo, hashes, unchanged) = still_to_store(&mut db, found.inputs)?;
+    let mut db = store::open_for_writing(address, stamp(session))?;
+    let (todo, hashes, unchanged) = still_to_store(db.as_mut(), found.inputs)?;
     printer.detail(format_args!(
         "{unchanged} inputs unchanged in {}; embedding {}",
         db.shown(),
@@ -105,7 +111,7 @@ pub fn embed_to(
 /// The inputs whose content differs from the table's row (or that have none), each path
 /// once; their content hashes; how many were left out as unchanged.
 fn still_to_store(
-    db: &mut PgStore,
+    db: &mut dyn EmbeddingStore,
     inputs: Vec<Input>,
 ) -> anyhow::Result<(Vec<Input>, HashMap<String, String>, usize)> {
     let mut seen = HashSet::new();
@@ -135,12 +141,12 @@ fn still_to_store(
 
 /// `vlm classify --to ADDRESS`: the open table.
 pub struct LabelStore {
-    db: PgStore,
+    db: Box<dyn EmbeddingStore>,
 }
 
 impl LabelStore {
     pub fn open(address: &Address, session: &Session) -> anyhow::Result<Self> {
-        let db = PgStore::open_for_writing(address, stamp(session))?;
+        let db = store::open_for_writing(address, stamp(session))?;
         Ok(Self { db })
     }
 
@@ -174,7 +180,6 @@ impl LabelStore {
                 embedding,
             })
             .collect();
-        self.db.upsert(&rows)?;
         let labels = keep
             .iter()
             .map(|(path, hash, top, ranked)| {
@@ -188,7 +193,7 @@ impl LabelStore {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        self.db.upsert_labels(&labels)?;
+        self.db.upsert_labelled(&rows, &labels)?;
         Ok(())
     }
 }
@@ -201,8 +206,8 @@ pub fn search_in(
     query: &[f32],
     n: usize,
     exclude: Option<&str>,
-) -> anyhow::Result<Vec<PgHit>> {
-    let mut db = PgStore::open_for_search(address, stamp(session))?;
+) -> anyhow::Result<Vec<StoredHit>> {
+    let mut db = store::open_for_search(address, stamp(session))?;
     let mut hits = db.search(query, n.saturating_add(usize::from(exclude.is_some())))?;
     hits.retain(|hit| Some(hit.path.as_str()) != exclude);
     hits.truncate(n);

@@ -94,7 +94,7 @@ fn to_database(
     printer: Printer,
     started: Instant,
 ) -> anyhow::Result<u8> {
-    let address = vlm::store::Address::parse(to, args.table.as_deref())?;
+    let address = super::database::address(to, args.table.as_deref())?;
     let found = find_inputs(&args.inputs, &args.filter, &printer)?;
     let session = Session::open(&args.model, printer)?;
     super::database::embed_to(&address, &session, found, !args.no_normalize, started)

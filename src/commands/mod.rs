@@ -3,8 +3,6 @@
 
 pub mod bench;
 pub mod classify;
-// Without the `postgres` feature, a stub whose every entry says so.
-#[cfg_attr(not(feature = "postgres"), path = "database_stub.rs")]
 mod database;
 pub mod docs;
 pub mod embed;

@@ -13,7 +13,7 @@ use crate::cli::SearchArgs;
 use vlm::embedder;
 use vlm::inputs::{self, Event, Input, InputOptions, Source};
 use vlm::output::Format;
-use vlm::search::{self, cosine, Hit, Match, TopN};
+use vlm::search::{self, CosineQuery, Hit, Match, TopN};
 
 pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
@@ -46,6 +46,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
         (None, Some(input)) => image_query(&session, input)?,
         (None, None) => bail!("give a text query or --image IMAGE"),
     };
+    let query = CosineQuery::new(&query);
     let names: Vec<String> = todo.iter().map(|input| input.display.clone()).collect();
     let mut top = TopN::new(usize::try_from(args.top).unwrap_or(usize::MAX));
     let mut index = 0;
@@ -55,7 +56,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
             match &done.embedding {
                 Ok(row) => {
                     searched += 1;
-                    let similarity = cosine(&query, row);
+                    let similarity = query.similarity(row);
                     top.push(Hit { index, similarity });
                 }
                 Err(_) => failed += 1,
@@ -103,7 +104,7 @@ fn in_database(
     format: Format,
     started: Instant,
 ) -> anyhow::Result<u8> {
-    let address = vlm::store::Address::parse(address, args.table.as_deref())?;
+    let address = super::database::address(address, args.table.as_deref())?;
     if !args.inputs.is_empty() || args.filter.files_from.is_some() {
         bail!("--in searches the table; leave out the INPUTs (vlm embed INPUTS --to ADDRESS adds them)");
     }

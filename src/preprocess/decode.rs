@@ -6,10 +6,8 @@
 //! equals a *colour-key* transparency that survived in `info["transparency"]` — PNG `tRNS`
 //! on grey, RGB and simple palette images, and GIF transparent indices.
 //!
-//! Known differences from Pillow 13, measured with a parity script:
-//! - JPEG is decoded by zune-jpeg, not libjpeg-turbo: chroma upsampling and IDCT rounding
-//!   differ by up to 5 levels (mean 0.37) for 4:2:0 files, up to 3 (mean 0.01) for 4:4:4.
-//!   CMYK JPEG conversion differs by at most 1.
+//! JPEG goes through libjpeg-turbo's decoder ([`super::jpeg`]), Pillow's own, so its pixels
+//! are Pillow's exactly. Known differences from Pillow 13, measured with a parity script:
 //! - 16-bit samples are scaled to 8 bits (`v / 257`, rounded). Pillow clips 16-bit grey at 255,
 //!   which turns most such images white, and keeps the high byte of 16-bit RGB (off by <= 1).
 //! - A grey/RGB `tRNS` key is matched at full bit depth; Pillow compares the raw key with
@@ -224,6 +222,9 @@ fn decode_complete(
             cause: source,
         },
     };
+    if format == ImageFormat::Jpeg {
+        return decode_jpeg(bytes, origin, options);
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(options.limits());
     let mut decoder = reader.into_decoder().map_err(|err| {
@@ -259,12 +260,6 @@ fn decode_complete(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    if let (ImageFormat::Jpeg, Some(side)) = (format, options.jpeg_downscale) {
-        // Anything the reduced decoder cannot handle goes the normal way below.
-        if let Some(decoded) = decode_reduced(bytes, (width, height), side, orientation, options) {
-            return Ok(decoded);
-        }
-    }
     let image = match DynamicImage::from_decoder(decoder) {
         Ok(image) => image,
         Err(image::ImageError::Limits(_)) => {
@@ -334,25 +329,37 @@ fn ran_out(err: &image::ImageError) -> bool {
     false
 }
 
-/// Decodes a `width` x `height` JPEG at the reduction that keeps its shorter side at least
-/// `2 * side`, if there is one and the reduced decoder can read the file.
-fn decode_reduced(
+/// Decodes a JPEG (complete, or closed by [`with_eoi`]) with libjpeg-turbo, at full size or,
+/// with [`DecodeOptions::jpeg_downscale`], reduced in the DCT domain; then applies its EXIF
+/// orientation. No other decoder is tried: every JPEG gets Pillow's pixels or an error.
+fn decode_jpeg(
     bytes: &[u8],
-    (width, height): (u32, u32),
-    side: u32,
-    orientation: image::metadata::Orientation,
+    origin: &Path,
     options: &DecodeOptions,
-) -> Option<Decoded> {
+) -> Result<Decoded, PreprocessError> {
     use image::metadata::Orientation as O;
-    let factor = jpeg::reduction(width, height, side);
-    if factor == 1 {
-        return None;
-    }
-    let rgb = jpeg::decode_reduced(bytes, factor, options.max_alloc())?;
+    let decoded = jpeg::decode(bytes, options.max_pixels, options.jpeg_downscale).map_err(
+        |err| match err {
+            jpeg::JpegError::TooLarge { width, height } => PreprocessError::TooLarge {
+                path: origin.to_path_buf(),
+                width,
+                height,
+                max_pixels: options.max_pixels,
+            },
+            jpeg::JpegError::Decode(message) => PreprocessError::Decode {
+                path: origin.to_path_buf(),
+                cause: image::ImageError::Decoding(image::error::DecodingError::new(
+                    image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
+                    message,
+                )),
+            },
+        },
+    )?;
+    let (width, height) = decoded.full_size;
     // The last reduced row and column may stand for fewer than `factor` pixels.
-    let scale = f64::from(factor);
+    let scale = f64::from(decoded.factor);
     let stored = Region {
-        size: rgb.dimensions(),
+        size: decoded.image.dimensions(),
         bounds: [
             0.0,
             0.0,
@@ -360,13 +367,14 @@ fn decode_reduced(
             f64::from(height) / scale,
         ],
     };
-    let mut upright = DynamicImage::ImageRgb8(rgb);
+    let orientation = decoded.orientation;
+    let mut upright = DynamicImage::ImageRgb8(decoded.image);
     upright.apply_orientation(orientation);
     let turned = matches!(
         orientation,
         O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
     );
-    Some(Decoded {
+    Ok(Decoded {
         image: upright.into_rgb8(),
         full_size: if turned {
             (height, width)

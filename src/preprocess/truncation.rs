@@ -1,13 +1,13 @@
 //! Files that stop before their end: finding out whether a JPEG stops before its
 //! end-of-image marker, and reading the rows a cut PNG still has.
 //!
-//! zune-jpeg (behind `image`) pads a cut-off scan with grey and reports success, and the
-//! reduced decoder in [`super::jpeg`] gives up, so neither says that a file is truncated.
-//! Pillow refuses such a file ("image file is truncated") unless `LOAD_TRUNCATED_IMAGES` is
-//! set: libjpeg-turbo's suspending data source runs dry before the EOI marker, in a header
-//! segment or in a scan's entropy-coded data. This module walks the marker structure (no
-//! Huffman decoding, one pass over the bytes) to find the same condition, and how far the file
-//! got.
+//! libjpeg-turbo reading a whole file from memory ([`super::jpeg`]) only warns when the data
+//! runs out, inserts an end-of-image marker and pads the cut scan with grey, so the decoder
+//! does not say that a file is truncated. Pillow refuses such a file ("image file is
+//! truncated") unless `LOAD_TRUNCATED_IMAGES` is set: its suspending data source runs dry
+//! before the EOI marker, in a header segment or in a scan's entropy-coded data. This module
+//! walks the marker structure (no Huffman decoding, one pass over the bytes) to find the same
+//! condition, and how far the file got.
 
 use std::fmt;
 use std::io::Cursor;

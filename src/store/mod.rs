@@ -1,11 +1,18 @@
 //! Embedding stores outside the local cache: where `--to` writes and `--in` searches.
 //!
-//! Only PostgreSQL with pgvector so far ([`postgres`], cargo feature `postgres`, on by
-//! default). The address parsing and redaction here do not need the client, so a build
-//! without the feature can still tell the user what is missing without echoing a password.
+//! Two back ends, each behind a cargo feature: PostgreSQL with pgvector ([`postgres`],
+//! feature `postgres`, on by default) and Milvus through its gRPC API ([`milvus`], feature
+//! `milvus`, off by default because its client doubles a clean build). Commands talk to
+//! either through [`EmbeddingStore`], opened by [`open_for_writing`] or [`open_for_search`].
+//! The address parsing and redaction here do not need a client, so a build without a
+//! feature can still tell the user what is missing without echoing a password.
 
+#[cfg(feature = "milvus")]
+pub mod milvus;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+
+use std::collections::HashMap;
 
 use rayon::prelude::*;
 use thiserror::Error;
@@ -14,28 +21,213 @@ use crate::cache::EmbeddingCache;
 use crate::embedder::MAX_INPUT_BYTES;
 use crate::inputs::{self, Input};
 
-/// The table used when neither `?table=` nor `--table` names one.
+/// The table (or collection) used when neither the address nor `--table` names one.
 pub const DEFAULT_TABLE: &str = "vlm_embeddings";
+
+/// Which kind of database an address names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgresql://` or `postgres://`: PostgreSQL with pgvector.
+    Postgres,
+    /// `milvus://`: a Milvus server's gRPC API.
+    Milvus,
+}
+
+impl Backend {
+    /// Whether this build has the client for it.
+    pub fn is_built(self) -> bool {
+        match self {
+            Self::Postgres => cfg!(feature = "postgres"),
+            Self::Milvus => cfg!(feature = "milvus"),
+        }
+    }
+
+    fn not_built(self) -> AddressError {
+        match self {
+            Self::Postgres => AddressError::NotBuilt {
+                what: "PostgreSQL",
+                feature: "postgres",
+            },
+            Self::Milvus => AddressError::NotBuilt {
+                what: "Milvus",
+                feature: "milvus",
+            },
+        }
+    }
+
+    /// What the address names a table by, for messages.
+    pub fn table_word(self) -> &'static str {
+        match self {
+            Self::Postgres => "table",
+            Self::Milvus => "collection",
+        }
+    }
+}
 
 /// A problem with a `--to`/`--in` address, before any connection is made.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AddressError {
-    #[error("{shown} is not a database address vlm knows; give postgresql://USER@HOST:PORT/DB?table=NAME")]
+    #[error("{shown} is not a database address vlm knows; give postgresql://USER@HOST:PORT/DB?table=NAME or milvus://HOST:PORT/COLLECTION")]
     Scheme { shown: String },
+    #[error("collection name {name:?} is not a Milvus name; use letters, digits and _ (not starting with a digit), at most 255 characters")]
+    CollectionName { name: String },
+    #[error("{shown} names no host; give milvus://[USER[:PASSWORD]@]HOST[:PORT]/COLLECTION")]
+    NoHost { shown: String },
+    #[error("{shown}: the port {port:?} is not a number from 1 to 65535")]
+    Port { shown: String, port: String },
     #[error("table name {name:?} is not a plain SQL name; use letters, digits and _ (optionally SCHEMA.TABLE), at most 63 characters each")]
     TableName { name: String },
     #[error(
         "the table is named twice ({url:?} in the address, {flag:?} by --table); give it once"
     )]
     TableTwice { url: String, flag: String },
-    #[error("this vlm was built without PostgreSQL support; rebuild with the default features (cargo build --features postgres)")]
-    NotBuilt,
+    #[error("this vlm was built without {what} support; rebuild with cargo build --features {feature} (or cargo install --path . --features {feature})")]
+    NotBuilt {
+        what: &'static str,
+        feature: &'static str,
+    },
 }
 
-/// True when `arg` names a database (`postgres://` or `postgresql://`) rather than a path.
-pub fn is_database_url(arg: &str) -> bool {
+/// Which model the rows come from. Its identity is the model id and revision; the
+/// dimension is the embedding column's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelStamp {
+    pub model: String,
+    pub revision: Option<String>,
+    pub dim: usize,
+}
+
+impl ModelStamp {
+    /// `model@revision`, or the model alone, for messages.
+    pub fn name(&self) -> String {
+        match &self.revision {
+            Some(rev) => format!("{}@{rev}", self.model),
+            None => self.model.clone(),
+        }
+    }
+}
+
+/// One embedding to store.
+pub struct EmbeddingRow<'a> {
+    pub path: &'a str,
+    /// 64 hex digits: SHA-256 of the file's bytes.
+    pub content_hash: &'a str,
+    pub embedding: &'a [f32],
+}
+
+/// One image's labels to store beside its embedding.
+pub struct LabelRow<'a> {
+    pub path: &'a str,
+    pub content_hash: &'a str,
+    pub top_label: &'a str,
+    pub top_probability: f32,
+    /// The ranked labels as a JSON array.
+    pub labels_json: String,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHit {
+    pub path: String,
+    /// Cosine similarity to the query.
+    pub similarity: f32,
+}
+
+/// A failure of a store; the message names the address without its password.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+    #[cfg(feature = "milvus")]
+    #[error(transparent)]
+    Milvus(#[from] milvus::MilvusError),
+}
+
+/// A table (or collection) of image embeddings, keyed by path, that one model filled.
+pub trait EmbeddingStore {
+    /// The address as shown in messages (no password).
+    fn shown(&self) -> &str;
+
+    /// The stored content hash of each of `paths` that has a row.
+    fn stored_hashes(&mut self, paths: &[String]) -> Result<HashMap<String, String>, StoreError>;
+
+    /// Inserts or replaces `rows` by path; a failure keeps the batches written before it.
+    /// Returns how many rows were written.
+    fn upsert(&mut self, rows: &[EmbeddingRow<'_>]) -> Result<u64, StoreError>;
+
+    /// Inserts or replaces `rows` and, beside them, `labels` (the same paths).
+    fn upsert_labelled(
+        &mut self,
+        rows: &[EmbeddingRow<'_>],
+        labels: &[LabelRow<'_>],
+    ) -> Result<u64, StoreError>;
+
+    /// The `n` rows nearest to `query` by cosine similarity, best first.
+    fn search(&mut self, query: &[f32], n: usize) -> Result<Vec<StoredHit>, StoreError>;
+}
+
+/// Opens `address` for writing: makes the table and its cosine index if missing, and
+/// refuses (before any write) one of another dimension or model.
+pub fn open_for_writing(
+    address: &Address,
+    stamp: ModelStamp,
+) -> Result<Box<dyn EmbeddingStore>, StoreError> {
+    open(address, stamp, true)
+}
+
+/// Opens an existing table filled by this model, for searching.
+pub fn open_for_search(
+    address: &Address,
+    stamp: ModelStamp,
+) -> Result<Box<dyn EmbeddingStore>, StoreError> {
+    open(address, stamp, false)
+}
+
+#[allow(unused_variables)] // without either feature only the error paths remain
+fn open(
+    address: &Address,
+    stamp: ModelStamp,
+    write: bool,
+) -> Result<Box<dyn EmbeddingStore>, StoreError> {
+    match address.backend {
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => Ok(Box::new(if write {
+            postgres::PgStore::open_for_writing(address, stamp)?
+        } else {
+            postgres::PgStore::open_for_search(address, stamp)?
+        })),
+        #[cfg(not(feature = "postgres"))]
+        Backend::Postgres => Err(Backend::Postgres.not_built().into()),
+        #[cfg(feature = "milvus")]
+        Backend::Milvus => Ok(Box::new(if write {
+            milvus::MilvusStore::open_for_writing(address, stamp)?
+        } else {
+            milvus::MilvusStore::open_for_search(address, stamp)?
+        })),
+        #[cfg(not(feature = "milvus"))]
+        Backend::Milvus => Err(Backend::Milvus.not_built().into()),
+    }
+}
+
+/// The database `arg` names (`postgres://`, `postgresql://` or `milvus://`), or `None` for
+/// a path.
+pub fn backend_of(arg: &str) -> Option<Backend> {
     let lower = arg.get(..13).unwrap_or(arg).to_ascii_lowercase();
-    lower.starts_with("postgresql://") || lower.starts_with("postgres://")
+    if lower.starts_with("postgresql://") || lower.starts_with("postgres://") {
+        Some(Backend::Postgres)
+    } else if lower.starts_with("milvus://") {
+        Some(Backend::Milvus)
+    } else {
+        None
+    }
+}
+
+/// True when `arg` names a database rather than a path.
+pub fn is_database_url(arg: &str) -> bool {
+    backend_of(arg).is_some()
 }
 
 /// `url` with every password (in the user part and as a `password=` parameter) replaced by
@@ -98,6 +290,22 @@ impl TableName {
         Ok(Self(name.to_string()))
     }
 
+    /// Accepts a Milvus collection name: ASCII letters, digits and `_`, not starting with a
+    /// digit, at most 255 bytes (Milvus's limit).
+    pub fn milvus(name: &str) -> Result<Self, AddressError> {
+        let ok = !name.is_empty()
+            && name.len() <= 255
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(AddressError::CollectionName {
+                name: name.to_string(),
+            })
+        }
+    }
+
     /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -119,25 +327,40 @@ impl TableName {
     }
 }
 
-/// A parsed `postgresql://` address: the connection string without vlm's own `table`
-/// parameter, the table, and how to show it.
+/// A parsed `--to`/`--in` address: which database, how to reach it, the table (or
+/// collection), and how to show it.
 #[derive(Debug, Clone)]
 pub struct Address {
-    /// What libpq would be given: the URL minus `table=`. Holds the password; never print it.
+    pub backend: Backend,
+    /// PostgreSQL: what libpq would be given, the URL minus `table=`. Milvus: the URL minus
+    /// the collection. Holds the password; never print it.
     pub connection: String,
+    /// The table (PostgreSQL) or collection (Milvus).
     pub table: TableName,
+    /// Where a Milvus server is (`None` for PostgreSQL).
+    pub milvus: Option<MilvusEndpoint>,
     /// The address with the password replaced, for messages.
     pub shown: String,
 }
 
 impl Address {
-    /// Parses `url`, taking the table from its `table=` parameter or `table_flag`, else
-    /// [`DEFAULT_TABLE`].
+    /// Refuses an address whose client this build lacks; commands call it right after
+    /// parsing, so that it is said before any model is loaded.
+    pub fn ensure_built(&self) -> Result<(), AddressError> {
+        if self.backend.is_built() {
+            Ok(())
+        } else {
+            Err(self.backend.not_built())
+        }
+    }
+
+    /// Parses `url`, taking the table from its `table=` parameter (PostgreSQL), its path
+    /// (Milvus) or `table_flag`, else [`DEFAULT_TABLE`].
     pub fn parse(url: &str, table_flag: Option<&str>) -> Result<Self, AddressError> {
         let shown = redact(url);
-        if !is_database_url(url) {
+        let Some(backend) = backend_of(url) else {
             return Err(AddressError::Scheme { shown });
-        }
+        };
         let (head, query) = match url.split_once('?') {
             Some((head, query)) => (head, query),
             None => (url, ""),
@@ -150,6 +373,22 @@ impl Address {
                 _ => kept.push(pair),
             }
         }
+        let (head, milvus) = match backend {
+            Backend::Postgres => (head.to_string(), None),
+            Backend::Milvus => {
+                let (endpoint, collection, head) = MilvusEndpoint::parse(head, &kept, &shown)?;
+                if let (Some(path), Some(param)) = (&collection, &table_param) {
+                    if path != param {
+                        return Err(AddressError::TableTwice {
+                            url: path.clone(),
+                            flag: param.clone(),
+                        });
+                    }
+                }
+                table_param = table_param.or(collection);
+                (head, Some(endpoint))
+            }
+        };
         let table = match (table_param, table_flag) {
             (Some(url_table), Some(flag)) if url_table != flag => {
                 return Err(AddressError::TableTwice {
@@ -161,18 +400,127 @@ impl Address {
             (None, Some(flag)) => flag.to_string(),
             (None, None) => DEFAULT_TABLE.to_string(),
         };
-        let table = TableName::new(&table)?;
+        let table = match backend {
+            Backend::Postgres => TableName::new(&table)?,
+            Backend::Milvus => TableName::milvus(&table)?,
+        };
         let connection = if kept.is_empty() {
-            head.to_string()
+            head
         } else {
             format!("{head}?{}", kept.join("&"))
         };
         let shown_without_password = redact(&connection);
         Ok(Self {
+            backend,
             connection,
-            shown: format!("{shown_without_password} (table {})", table.as_str()),
+            shown: format!(
+                "{shown_without_password} ({} {})",
+                backend.table_word(),
+                table.as_str()
+            ),
             table,
+            milvus,
         })
+    }
+}
+
+/// Where a Milvus server listens and who to log in as, from
+/// `milvus://[USER[:PASSWORD]@]HOST[:PORT][/COLLECTION][?db=NAME]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MilvusEndpoint {
+    pub host: String,
+    /// 19530 unless the address says otherwise.
+    pub port: u16,
+    pub user: Option<String>,
+    /// Never print it; `Debug` shows `***`.
+    pub password: Option<String>,
+    /// The `?db=` parameter; the server's `default` database when absent.
+    pub database: Option<String>,
+}
+
+/// Milvus's own default port.
+pub const MILVUS_PORT: u16 = 19530;
+
+impl std::fmt::Debug for MilvusEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MilvusEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl MilvusEndpoint {
+    /// Splits the part of a `milvus://` address before `?` into the endpoint, the
+    /// collection named by its path, and the address without that path.
+    fn parse(
+        head: &str,
+        params: &[&str],
+        shown: &str,
+    ) -> Result<(Self, Option<String>, String), AddressError> {
+        let rest = head.split_once("://").map_or(head, |(_, rest)| rest);
+        let (authority, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+            Some((user, password)) => (
+                Some(percent_decode(user)).filter(|u| !u.is_empty()),
+                Some(percent_decode(password)).filter(|p| !p.is_empty()),
+            ),
+            None => (None, None),
+        };
+        // [v6]:port, host:port, host
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((addr, tail)) => (format!("[{addr}]"), tail.strip_prefix(':')),
+                None => (hostport.to_string(), None),
+            },
+            None => match hostport.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (hostport.to_string(), None),
+            },
+        };
+        if host.is_empty() {
+            return Err(AddressError::NoHost {
+                shown: shown.to_string(),
+            });
+        }
+        let port =
+            match port {
+                None | Some("") => MILVUS_PORT,
+                Some(port) => port.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
+                    AddressError::Port {
+                        shown: shown.to_string(),
+                        port: port.to_string(),
+                    }
+                })?,
+            };
+        let database = params
+            .iter()
+            .find_map(|pair| pair.strip_prefix("db="))
+            .map(percent_decode)
+            .filter(|d| !d.is_empty());
+        let collection = Some(percent_decode(path.trim_matches('/'))).filter(|c| !c.is_empty());
+        let without_path = head[..head.len() - path.len()].to_string();
+        Ok((
+            Self {
+                host,
+                port,
+                user,
+                password,
+                database,
+            },
+            collection,
+            without_path,
+        ))
     }
 }
 
@@ -259,10 +607,59 @@ mod tests {
     }
 
     #[test]
+    fn parses_milvus_addresses() {
+        let a = Address::parse("milvus://ann:pa%3Ass@db.example:19531/pics?db=team", None).unwrap();
+        assert_eq!(a.backend, Backend::Milvus);
+        assert_eq!(a.table.as_str(), "pics");
+        let m = a.milvus.as_ref().unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("db.example", 19531));
+        assert_eq!(m.user.as_deref(), Some("ann"));
+        assert_eq!(m.password.as_deref(), Some("pa:ss"));
+        assert_eq!(m.database.as_deref(), Some("team"));
+        assert_eq!(
+            a.shown,
+            "milvus://ann:***@db.example:19531?db=team (collection pics)"
+        );
+        assert!(
+            !format!("{a:?}").contains("pa:ss"),
+            "Debug hides the password"
+        );
+
+        let b = Address::parse("milvus://localhost", Some("emb")).unwrap();
+        let m = b.milvus.as_ref().unwrap();
+        assert_eq!(
+            (m.host.as_str(), m.port, &m.user),
+            ("localhost", MILVUS_PORT, &None)
+        );
+        assert_eq!(b.table.as_str(), "emb");
+        let c = Address::parse("MILVUS://[::1]:1234/", None).unwrap();
+        assert_eq!(c.milvus.as_ref().unwrap().host, "[::1]");
+        assert_eq!(c.table.as_str(), DEFAULT_TABLE);
+
+        for (bad, want) in [
+            ("milvus://h:0/c", "port"),
+            ("milvus://h:x9/c", "port"),
+            ("milvus://u:secret@/c", "no host"),
+            ("milvus://h/a.b", "not a Milvus name"),
+            ("milvus://h/9lives", "not a Milvus name"),
+        ] {
+            let err = Address::parse(bad, None).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+            assert!(!err.contains("secret"), "{bad}: {err}");
+        }
+        assert!(matches!(
+            Address::parse("milvus://h/a", Some("b")),
+            Err(AddressError::TableTwice { .. })
+        ));
+    }
+
+    #[test]
     fn knows_database_addresses() {
         assert!(is_database_url("PostgreSQL://x"));
         assert!(is_database_url("postgres://x"));
         assert!(!is_database_url("photos/"));
         assert!(!is_database_url("http://x/a.jpg"));
+        assert_eq!(backend_of("milvus://h:1/c"), Some(Backend::Milvus));
+        assert_eq!(backend_of("postgres://h"), Some(Backend::Postgres));
     }
 }

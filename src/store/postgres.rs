@@ -31,7 +31,9 @@ use postgres::config::Host;
 use postgres::{Client, Config, NoTls};
 use thiserror::Error;
 
-use super::{Address, TableName};
+use super::{
+    Address, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, StoreError, StoredHit, TableName,
+};
 
 /// How long a connection attempt may take when the address does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,48 +82,8 @@ pub enum PgError {
     Address { shown: String, cause: String },
 }
 
-/// Which model the rows come from. Its identity is the model id and revision; the
-/// dimension is the `vector(D)` type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelStamp {
-    pub model: String,
-    pub revision: Option<String>,
-    pub dim: usize,
-}
-
-impl ModelStamp {
-    fn name(&self) -> String {
-        match &self.revision {
-            Some(rev) => format!("{}@{rev}", self.model),
-            None => self.model.clone(),
-        }
-    }
-}
-
-/// One embedding to store.
-pub struct EmbeddingRow<'a> {
-    pub path: &'a str,
-    /// 64 hex digits: SHA-256 of the file's bytes.
-    pub content_hash: &'a str,
-    pub embedding: &'a [f32],
-}
-
-/// One image's labels to store beside its embedding.
-pub struct LabelRow<'a> {
-    pub path: &'a str,
-    pub content_hash: &'a str,
-    pub top_label: &'a str,
-    pub top_probability: f32,
-    /// The ranked labels as a JSON array.
-    pub labels_json: String,
-}
-
-/// One search hit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PgHit {
-    pub path: String,
-    pub similarity: f32,
-}
+/// The search hit this module returns (the store-wide type).
+pub type PgHit = StoredHit;
 
 /// An open connection to one embeddings table.
 pub struct PgStore {
@@ -600,6 +562,36 @@ impl PgStore {
                 similarity: row.get(1),
             })
             .collect())
+    }
+}
+
+impl EmbeddingStore for PgStore {
+    fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn stored_hashes(&mut self, paths: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        Ok(PgStore::stored_hashes(self, paths)?)
+    }
+
+    fn upsert(&mut self, rows: &[EmbeddingRow<'_>]) -> Result<u64, StoreError> {
+        Ok(PgStore::upsert(self, rows)?)
+    }
+
+    /// The embeddings, then the labels in `<table>_labels`: two transactions, each of which
+    /// a re-run repeats if it was lost.
+    fn upsert_labelled(
+        &mut self,
+        rows: &[EmbeddingRow<'_>],
+        labels: &[LabelRow<'_>],
+    ) -> Result<u64, StoreError> {
+        let written = PgStore::upsert(self, rows)?;
+        self.upsert_labels(labels)?;
+        Ok(written)
+    }
+
+    fn search(&mut self, query: &[f32], n: usize) -> Result<Vec<StoredHit>, StoreError> {
+        Ok(PgStore::search(self, query, n)?)
     }
 }
 

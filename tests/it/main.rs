@@ -15,6 +15,7 @@ mod hostile;
 mod hub;
 mod inputs;
 mod jpeg_downscale;
+mod milvus;
 mod organize;
 mod pack_cache;
 mod parity;

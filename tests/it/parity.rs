@@ -173,7 +173,9 @@ fn files_to_probabilities_match_transformers() {
         let images = r.json["images"].as_array().unwrap();
         for (i, image) in images.iter().enumerate() {
             let file = image["file"].as_str().unwrap();
-            let lossless = image["kind"] == "lossless";
+            // JPEGs are decoded by Pillow's own decoder (libjpeg-turbo), so they are held to
+            // the lossless bounds; only lossy WebP goes through a different decoder.
+            let lossless = image["kind"] == "lossless" || file.ends_with(".jpg");
             let want_probs = floats(&image["probs"]);
             if want_probs.iter().copied().fold(0.0, f32::max) > 2.0 / labels.len() as f32 {
                 far_from_uniform += 1;
@@ -234,6 +236,51 @@ fn files_to_probabilities_match_transformers() {
             far_from_uniform * 2 > images.len(),
             "{model}: reference probabilities are too close to uniform"
         );
+    }
+}
+
+/// JPEGs of every chroma layout, baseline and progressive, to probabilities, against
+/// transformers (`tests/fixtures/make_jpeg_parity.py` wrote `jpeg_parity/probs.json`):
+/// decoded by libjpeg-turbo as Pillow decodes them, so within the lossless-image bound.
+#[test]
+fn jpeg_layouts_to_probabilities_match_transformers() {
+    let dir = fixtures().join("jpeg_parity");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("probs.json")).unwrap()).unwrap();
+    for model in MODELS {
+        let r = load(model);
+        let labels = strings(&r.json["labels"]);
+        let template = Template::new(r.json["template"].as_str().unwrap()).unwrap();
+        let prompts: Vec<String> = labels.iter().map(|l| template.apply(l)).collect();
+        let text = r.classifier.embed_prompts(&prompts).unwrap();
+        let mut files = 0;
+        for sub in ["420", "422", "444"] {
+            for mode in ["base", "prog"] {
+                let file = format!("chelsea_{sub}_{mode}.jpg");
+                let want_probs = floats(&want[model][&file]);
+                assert_eq!(want_probs.len(), labels.len(), "{model}: {file}");
+                let pixels = r.classifier.load_pixels(&dir.join(&file)).unwrap();
+                let embedded = r.classifier.embed_pixels(&[pixels]).unwrap();
+                let ranked = r.classifier.rank(&embedded, &text).unwrap().remove(0);
+                let diff = ranked
+                    .iter()
+                    .map(|s| (s.probability - want_probs[s.index]).abs())
+                    .fold(0.0, f32::max);
+                eprintln!("{model}: {file}: probabilities max diff {diff:.2e}");
+                assert!(
+                    diff <= 3e-3,
+                    "{model}: {file}: probabilities differ by {diff}"
+                );
+                let top = want_probs
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i);
+                assert_eq!(Some(ranked[0].index), top, "{model}: {file}: top-1");
+                files += 1;
+            }
+        }
+        assert_eq!(files, 6);
     }
 }
 
