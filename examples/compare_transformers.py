@@ -1,66 +1,74 @@
 #!/usr/bin/env python3
-"""Compare `vlm` with Hugging Face transformers and ONNX Runtime on CLIP ViT-B/32, CPU, f32.
+"""Compare `vlm` with Hugging Face transformers and ONNX Runtime on CLIP ViT-B/32 or L/14, CPU,
+f32, bf16 and int8.
 
-Optional and by hand only: never run by `cargo test` or CI. Needs the pinned Python packages
-of examples/compare_requirements.txt and a release build of vlm:
+Optional and by hand only: never run by `cargo test` or CI. Needs the Python packages of
+examples/compare_requirements.txt (onnxruntime, onnx and onnxscript only for the ONNX Runtime
+rows, which are left out with a note when missing) and a release build of vlm; no network:
+the checkpoints are random weights built locally. `examples/bench_all.sh VLM WORKDIR` runs it
+for both shapes as the benchmark is meant to be read.
 
     cargo build --release
     python -m venv /tmp/cmp-venv && /tmp/cmp-venv/bin/pip install \\
         --extra-index-url https://download.pytorch.org/whl/cpu -r examples/compare_requirements.txt
-    /tmp/cmp-venv/bin/python examples/compare_transformers.py            # defaults below
+    /tmp/cmp-venv/bin/python examples/compare_transformers.py            # B/32, defaults below
+    /tmp/cmp-venv/bin/python examples/compare_transformers.py --shape l14 --batch-sizes 1,8 --skip-e2e
     /tmp/cmp-venv/bin/python examples/compare_transformers.py --images 4 --rounds 1 \\
         --min-seconds 0.5 --cold-runs 2 --text-prompts 128              # quick smoke run
 
 Everything is made once in a work directory (default $TMPDIR/vlm-compare, `--work DIR`; never
 inside the repository) and reused by later runs:
 
-- a random-weight checkpoint with the exact openai/clip-vit-base-patch32 shapes (CLIPModel
-  built from CLIPConfig() with seeded weights, 605 MB of safetensors), the real CLIP tokenizer
-  copied from the test fixtures and a 224-pixel preprocessor_config.json; no model hub needed;
+- a random-weight checkpoint with the exact shapes of openai/clip-vit-base-patch32 (`--shape
+  b32`, 605 MB of safetensors) or openai/clip-vit-large-patch14 (`--shape l14`: 24 layers of
+  width 1024, patch 14, 224 px; text width 768; 1.7 GB), CLIPModel built from CLIPConfig with
+  seeded weights, the real CLIP tokenizer copied from the test fixtures and a 224-pixel
+  preprocessor_config.json;
 - `--images N` (64) camera-size 3000x2000 JPEGs (quality 90, smooth colour fields, shapes,
   texture and sensor noise, so each is about 1.7 MB as a photo would be) and one more for the
   cold start;
-- the vision tower exported to ONNX (pixel_values -> image_embeds, dynamic batch).
+- the vision tower exported to ONNX (pixel_values -> image_embeds, dynamic batch), and its int8
+  dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`, QInt8 weights);
+- vlm's pack files (WORK/vlm-packs, through VLM_PACK_CACHE_DIR).
 
 What it measures, with the same thread count T (`--threads`, default: all cores) for every
-system (torch.set_num_threads, ORT intra_op_num_threads, RAYON_NUM_THREADS and -j for vlm):
+system (torch.set_num_threads, ORT intra_op_num_threads, RAYON_NUM_THREADS and -j for vlm),
+after pinning to `--pin-cpus` when given (the setup runs unpinned):
 
-1. the f32 GEMM rate of the batch-32 MLP product of B/32, (1600x768) times a 3072x768 weight,
-   in torch (F.linear, sampled before every tower measurement; the best sample is the
-   reference for the FLOP bound, since a busy machine only ever slows it down), in ONNX
-   Runtime's MLAS (once a round), and vlm's own (`gemm_gflops` of `vlm bench`);
-2. the image tower's images/s at batch 1, 8 and 32 on random pixels (transformers
-   get_image_features, ONNX Runtime on the exported tower, `vlm bench`), and the text tower's
-   prompts/s over 1,000 prompts "a photo of a {label}." (transformers: tokenizer +
-   get_text_features in batches of `--text-batch`; vlm: `vlm bench --text-prompts`, which
-   makes its own prompts); `--rounds R` (2) rounds, the systems' order rotated each round,
-   median per system reported;
+1. GEMM rates of the tower's MLP product (B/32: 1600x768 times a 3072x768 weight; L/14:
+   2056x1024 times 4096x1024): torch F.linear in f32 and in bf16 (oneDNN, on AMX tiles where
+   present), sampled before every tower measurement; the best sample of each is the reference
+   for the f32 and bf16 FLOP bounds, since a busy machine only ever slows it down; ONNX
+   Runtime's MLAS once a round; vlm's packed kernels (`vlm bench`);
+2. the image tower's images/s at each `--batch-sizes` on random pixels and the text tower's
+   prompts/s over `--text-prompts` prompts "a photo of a {label}.", for: transformers f32,
+   transformers under torch.autocast("cpu", dtype=torch.bfloat16), ONNX Runtime f32 and int8
+   dynamic, `vlm bench` f32 and `--dtype bf16` (refused, and shown n/a, on a CPU without AMX
+   or AVX512-BF16); `--rounds R` (2) rounds, the systems' order rotated each round, median
+   per system reported, with each system's share of its bound (f32 and bf16 rows of the f32
+   and bf16 bounds; int8 of the f32 bound, no int8 GEMM being measured);
 3. end to end, each run a fresh process timed with os.wait4 (wall time, peak RSS, CPU time):
    (i) cold start, one 3000x2000 JPEG and two labels: a Python one-shot (import torch and
    transformers, load CLIPModel + CLIPProcessor, classify, print) against
-   `vlm classify one.jpg --labels dog,cat`, median of `--cold-runs` (5) after one warm-up run
-   each (so the checkpoint is in the page cache); (ii) the folder job over the N JPEGs: a
-   Python loop as a transformers user writes it (PIL + CLIPProcessor + CLIPModel, batches of
-   32) against `vlm classify DIR -b 32 --format jsonl -o out.jsonl`, and the same with
-   `--jpeg-downscale` when the binary has it; one run each per round, median reported.
+   `vlm classify one.jpg --labels dog,cat` with its pack file warm and with --no-pack-cache,
+   median of `--cold-runs` (5) after one warm-up run each (so the checkpoint is in the page
+   cache), and vlm's first run (the pack file deleted before it: it packs and writes it);
+   (ii) the folder job over the N JPEGs: a Python loop as a transformers user writes it (PIL +
+   CLIPProcessor + CLIPModel, batches of 32) against `vlm classify DIR -b 32 --format jsonl
+   -o out.jsonl`, with `--jpeg-downscale` and with `--dtype bf16`; one run each per round,
+   median reported.
 
-The FLOP bound: a B/32 image costs the FLOPs computed below from the model's shapes
-(about 8.8 GFLOP, almost all of it matrix products), so the measured GEMM rate divided by it
-is the most images/s a perfect implementation could reach on this machine; each system's
-share of that bound is printed. Absolute figures on a shared machine swing by tens of percent
-between runs: the ratios, taken back to back, are what to read.
+The FLOP bound: an image costs the FLOPs computed below from the model's shapes (B/32 about
+8.8 GFLOP, L/14 about 162, almost all of it matrix products), so the measured GEMM rate divided
+by it is the most images/s a perfect implementation could reach on this machine. Absolute
+figures on a shared machine swing by tens of percent between runs: the ratios, taken back to
+back, are what to read.
 
-Output: a table on stdout, a ready-to-paste Markdown table for BENCHMARKS.md, and every raw
-figure in a JSON file (`--json-out`, default WORK/compare-results.json).
-
-The load average is printed and saved with the figures: on a machine shared with other work,
-2-thread OpenMP code (torch) loses much more than its share when the cores are oversubscribed
-(a thread waiting at a barrier for one that is descheduled), worst at batch 1; use more
-`--rounds` there.
-
-Time, on 2 cores: the first run spends about 1.5 minutes making the checkpoint, the 65 JPEGs
-and the ONNX export (reused afterwards); measuring with the defaults took 6.5 minutes without
-`vlm bench` and `--jpeg-downscale` (2026-11-23, a busy machine), so expect 9 to 11 with them.
+Output: the tables on stdout, the same as Markdown in WORK/compare-results-SHAPE.md, and every
+raw figure in WORK/compare-results-SHAPE.json (`--json-out`). The CPU's model name and its
+avx512_bf16 / amx flags are printed first and saved with the figures, as is the load average:
+on a machine shared with other work, 2-thread OpenMP code (torch) loses much more than its
+share when the cores are oversubscribed, worst at batch 1; use more `--rounds` there.
 """
 
 from __future__ import annotations
@@ -85,7 +93,29 @@ IMAGE_SIZE = (3000, 2000)
 JPEG_QUALITY = 90
 LABELS = ["dog", "cat"]
 TEMPLATE = "a photo of a {}."
-GEMM_SHAPE = (1600, 768, 3072)  # 32 images x 50 tokens, hidden 768 -> MLP 3072
+# The architectures measured: the exact shapes of the OpenAI checkpoints, random weights.
+# `gemm` is the MLP product of the vision tower at a batch of images (tokens x hidden ->
+# intermediate), the shape whose rate sets the FLOP bound.
+SHAPES = {
+    "b32": {
+        "repo": "openai/clip-vit-base-patch32",
+        "dir": "clip-b32-random",
+        "config": {},
+        "gemm": (1600, 768, 3072),  # 32 images x 50 tokens, hidden 768 -> MLP 3072
+    },
+    "l14": {
+        "repo": "openai/clip-vit-large-patch14",
+        "dir": "clip-l14-random",
+        "config": {
+            "projection_dim": 768,
+            "text_config": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                            "num_hidden_layers": 12},
+            "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
+                              "num_hidden_layers": 24, "patch_size": 14, "image_size": 224},
+        },
+        "gemm": (2056, 1024, 4096),  # 8 images x 257 tokens, hidden 1024 -> MLP 4096
+    },
+}
 
 # openai/clip-vit-base-patch32's preprocessor_config.json
 PREPROCESSOR = {
@@ -180,10 +210,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-sizes", default="1,8,32", help="image tower batch sizes (default: %(default)s)")
     ap.add_argument("--min-seconds", type=float, default=4.0,
                     help="least timed seconds per tower measurement, after a warm-up call (default: %(default)s)")
+    ap.add_argument("--min-reps", type=int, default=2,
+                    help="least timed calls per tower measurement, after the warm-up call (default: %(default)s)")
     ap.add_argument("--text-prompts", type=int, default=1000, help="prompts for the text tower (default: %(default)s)")
     ap.add_argument("--text-batch", type=int, default=64, help="transformers text batch size (default: %(default)s)")
     ap.add_argument("--folder-batch", type=int, default=32, help="batch size of the folder job (default: %(default)s)")
     ap.add_argument("--cold-runs", type=int, default=5, help="timed cold-start runs per system (default: %(default)s)")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="b32",
+                    help="architecture: b32 (openai/clip-vit-base-patch32) or l14 (openai/clip-vit-large-patch14), "
+                         "random weights either way (default: %(default)s)")
+    ap.add_argument("--pin-cpus", help="after the setup, pin this process, its threads and every system it starts "
+                                       "to these CPUs, e.g. 0,1 (Linux; default: no pinning)")
+    ap.add_argument("--skip-bf16", action="store_true", help="leave the bf16 rows out (vlm bf16, transformers autocast)")
+    ap.add_argument("--skip-int8", action="store_true", help="leave ONNX Runtime int8 (dynamic quantisation) out")
     ap.add_argument("--skip-onnx", action="store_true", help="leave ONNX Runtime out")
     ap.add_argument("--skip-e2e", action="store_true", help="leave the end-to-end jobs out")
     ap.add_argument("--json-out", type=Path, help="raw figures (default: WORK/compare-results.json)")
@@ -192,14 +231,15 @@ def parse_args() -> argparse.Namespace:
     if args.work == REPO or REPO in args.work.parents:
         ap.error(f"--work {args.work} is inside the repository; use a directory outside it")
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    if args.threads < 1 or args.images < 1 or args.rounds < 1 or args.cold_runs < 1:
-        ap.error("--threads, --images, --rounds and --cold-runs must be at least 1")
+    args.pin_cpus = sorted({int(c) for c in args.pin_cpus.split(",")}) if args.pin_cpus else None
+    if min(args.threads, args.images, args.rounds, args.cold_runs, args.min_reps) < 1:
+        ap.error("--threads, --images, --rounds, --cold-runs and --min-reps must be at least 1")
     if args.vlm is None:
         target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
         args.vlm = target / "release" / "vlm"
     if not args.vlm.is_file():
         ap.error(f"no vlm binary at {args.vlm}: run `cargo build --release` or pass --vlm PATH")
-    args.json_out = args.json_out or args.work / "compare-results.json"
+    args.json_out = args.json_out or args.work / f"compare-results-{args.shape}.json"
     return args
 
 
@@ -216,9 +256,10 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def build_checkpoint(ckpt: Path) -> None:
-    """CLIPModel(CLIPConfig()) is exactly the B/32 architecture; only the token ids are set to
-    the legacy ones openai/clip-vit-base-patch32 ships (end-of-text pooled at argmax)."""
+def build_checkpoint(ckpt: Path, shape: str = "b32") -> None:
+    """CLIPModel(CLIPConfig()) is exactly the B/32 architecture, and L/14 sets the widths, depths
+    and patch of openai/clip-vit-large-patch14; the token ids are the legacy ones both ship
+    (end-of-text pooled at argmax)."""
     import torch
     from transformers import CLIPConfig, CLIPModel
 
@@ -226,12 +267,16 @@ def build_checkpoint(ckpt: Path) -> None:
     if all((ckpt / f).is_file() for f in files):
         log(f"checkpoint: reusing {ckpt}")
         return
-    log(f"checkpoint: building random B/32 weights in {ckpt}")
+    log(f"checkpoint: building random {shape} weights in {ckpt}")
     tmp = ckpt.with_name(ckpt.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.manual_seed(SEED)
-    config = CLIPConfig(text_config={"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1})
+    extra = SHAPES[shape]["config"]
+    config = CLIPConfig(text_config={"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+                                     **extra.get("text_config", {})},
+                        vision_config=extra.get("vision_config"),
+                        **{k: v for k, v in extra.items() if k not in ("text_config", "vision_config")})
     model = CLIPModel(config).eval()
     model.save_pretrained(tmp, safe_serialization=True)
     # the real CLIP vocabulary and merges; model_max_length 77 is in tokenizer_config.json
@@ -373,13 +418,16 @@ def timed(fn, items: int, min_seconds: float, min_reps: int = 2) -> dict:
             "calls": len(times), "seconds": sum(times)}
 
 
-def gemm_torch(min_seconds: float = 1.0) -> float:
-    """Best rate of x @ W^T (F.linear, the layout nn.Linear multiplies in) over min_seconds."""
+def gemm_torch(shape, dtype=None, min_seconds: float = 1.0) -> float:
+    """Best rate of x @ W^T (F.linear, the layout nn.Linear multiplies in) over min_seconds, in
+    f32 or (dtype torch.bfloat16) bf16: oneDNN on AMX tiles or AVX512-BF16 where the CPU has them."""
     import torch
 
-    m, k, n = GEMM_SHAPE
+    m, k, n = shape
     g = torch.Generator().manual_seed(0)
     a, w = torch.randn((m, k), generator=g), torch.randn((n, k), generator=g)
+    if dtype is not None:
+        a, w = a.to(dtype), w.to(dtype)
     torch.nn.functional.linear(a, w)
     best, spent = math.inf, 0.0
     while spent < min_seconds:
@@ -390,12 +438,15 @@ def gemm_torch(min_seconds: float = 1.0) -> float:
     return 2 * m * k * n / best / 1e9
 
 
-def gemm_ort(threads: int, min_seconds: float = 1.0) -> float:
+def gemm_ort(shape, threads: int, min_seconds: float = 1.0) -> float | None:
     import numpy as np
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    try:
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:  # onnx is optional when the models are exported already
+        return None
 
-    m, k, n = GEMM_SHAPE
+    m, k, n = shape
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "w")
     graph = helper.make_graph(
@@ -425,15 +476,21 @@ def ort_options(threads: int):
     return so
 
 
-def measure_transformers(model, tok, prompts, args) -> dict:
+def measure_transformers(model, tok, prompts, args, bf16: bool = False) -> dict:
+    """f32, or with bf16: under torch.autocast("cpu", dtype=torch.bfloat16), as a transformers
+    user asks for bf16 on a CPU (the linear layers in bf16 through oneDNN, norms in f32)."""
+    import contextlib
+
     import torch
 
     out = {"image": {}, "text": None}
     g = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
         for b in args.batch_sizes:
             x = torch.randn((b, 3, 224, 224), generator=g)
-            out["image"][b] = timed(lambda: model.get_image_features(pixel_values=x), b, args.min_seconds)
+            out["image"][b] = timed(lambda: model.get_image_features(pixel_values=x), b, args.min_seconds,
+                                    args.min_reps)
         if prompts:
             def text_pass(ps):
                 for i in range(0, len(ps), args.text_batch):
@@ -454,7 +511,7 @@ def measure_ort(sess, args) -> dict:
     out = {"image": {}}
     for b in args.batch_sizes:
         x = rng.standard_normal((b, 3, 224, 224), dtype=np.float32)
-        out["image"][b] = timed(lambda: sess.run(None, {"pixel_values": x}), b, args.min_seconds)
+        out["image"][b] = timed(lambda: sess.run(None, {"pixel_values": x}), b, args.min_seconds, args.min_reps)
     return out
 
 
@@ -463,13 +520,14 @@ def vlm_has(args, argv: list[str], needle: str | None = None) -> bool:
     return r.returncode == 0 and (needle is None or needle in r.stdout)
 
 
-def measure_vlm_bench(args, ckpt: Path, env: dict) -> dict | None:
-    cmd = [str(args.vlm), "bench", "--model", str(ckpt), "--json",
-           "--batch-sizes", ",".join(map(str, args.batch_sizes)),
+def measure_vlm_bench(args, ckpt: Path, env: dict, dtype: str = "f32") -> dict | None:
+    seconds = max(0.5, min(3.0, args.min_seconds))
+    cmd = [str(args.vlm), "bench", "--model", str(ckpt), "--json", "--dtype", dtype,
+           "--batch-sizes", ",".join(map(str, args.batch_sizes)), "--seconds", str(seconds),
            "--text-prompts", str(args.text_prompts), "--threads", str(args.threads)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        log(f"vlm bench failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
+        log(f"vlm bench --dtype {dtype} failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
         return None
     raw = None
     for line in reversed(r.stdout.strip().splitlines()):
@@ -521,6 +579,40 @@ def median(xs):
 # ----------------------------------------------------------------------------------------------
 
 
+def cpu_info() -> dict:
+    """The CPU's model name and the flags that decide which kernels run (Linux /proc/cpuinfo)."""
+    info = {"model": platform.processor() or platform.machine(), "flags": {}, "cpus": os.cpu_count()}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return info
+    model = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), None)
+    flags = set(next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), []))
+    info["model"] = model or info["model"]
+    info["flags"] = {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+                                             "amx_bf16", "amx_int8")}
+    return info
+
+
+def pin(cpus: list[int]) -> list[int]:
+    """Pins every thread of this process (torch's OpenMP pool included) and every process it
+    starts later to `cpus`. Returns the CPUs actually pinned to."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = [c for c in cpus if c in allowed] or allowed[: len(cpus)]
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+    return sorted(os.sched_getaffinity(0))
+
+
+def features(out):
+    """transformers' get_image_features returns a tensor or, in newer releases, an output
+    object with the projected features in pooler_output."""
+    return out if hasattr(out, "shape") else out.pooler_output
+
+
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
@@ -532,13 +624,21 @@ def main() -> None:
     from transformers import CLIPModel, CLIPTokenizer
 
     torch.set_num_threads(args.threads)
+    shape = SHAPES[args.shape]
+    gemm_shape = shape["gemm"]
     args.work.mkdir(parents=True, exist_ok=True)
-    runs = args.work / "runs"
-    runs.mkdir(exist_ok=True)
-    ckpt = args.work / "clip-b32-random"
+    runs = args.work / "runs" / args.shape
+    runs.mkdir(parents=True, exist_ok=True)
+    ckpt = args.work / shape["dir"]
+    # vlm keeps its packed weights here rather than in the user's cache
+    env["VLM_PACK_CACHE_DIR"] = str(args.work / "vlm-packs")
+    env.pop("VLM_NO_PACK_CACHE", None)
+    cpu = cpu_info()
+    log(f"CPU: {cpu['model']}, {cpu['cpus']} logical CPUs; flags: "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items()))
 
     # --- setup -------------------------------------------------------------------------------
-    build_checkpoint(ckpt)
+    build_checkpoint(ckpt, args.shape)
     folder, cold = make_images(args.work, args.images)
     t0 = time.perf_counter()
     model = CLIPModel.from_pretrained(ckpt, dtype=torch.float32).eval()
@@ -546,10 +646,9 @@ def main() -> None:
     tok = CLIPTokenizer.from_pretrained(ckpt)
     assert tok.model_max_length == 77, tok.model_max_length
     flops = vision_flops(model.config.vision_config)
-    log(f"vision tower: {flops['total'] / 1e9:.3f} GFLOP per image ({flops['tokens']} tokens, "
-        f"{flops['layers']} layers x {flops['per_layer'] / 1e9:.3f} + patch embedding "
-        f"{flops['patch_embedding'] / 1e9:.3f}); attention implementation "
-        f"{model.config._attn_implementation}")
+    log(f"{args.shape} ({shape['repo']} shapes) vision tower: {flops['total'] / 1e9:.3f} GFLOP per image "
+        f"({flops['tokens']} tokens, {flops['layers']} layers x {flops['per_layer'] / 1e9:.3f} + patch embedding "
+        f"{flops['patch_embedding'] / 1e9:.3f}); attention implementation {model.config._attn_implementation}")
     prompts = make_prompts(ckpt / "tokenizer.json", args.text_prompts) if args.text_prompts else []
     if prompts:
         lengths = [len(ids) for ids in tok(prompts)["input_ids"]]
@@ -558,12 +657,12 @@ def main() -> None:
 
     has_bench = vlm_has(args, ["bench"])
     has_downscale = vlm_has(args, ["classify"], "--jpeg-downscale")
+    has_pack = vlm_has(args, ["classify"], "--no-pack-cache")
     if not has_bench:
         print("vlm bench not available", flush=True)
-    if not has_downscale:
-        print("vlm classify --jpeg-downscale not available", flush=True)
 
-    # vlm loads the checkpoint and agrees with transformers on it (this also warms the page cache)
+    # vlm loads the checkpoint and agrees with transformers on it (this also warms the page
+    # cache and writes vlm's pack file)
     check = run_measured([str(args.vlm), "classify", str(cold), "--labels", ",".join(LABELS), "--model", str(ckpt),
                           "--format", "json", "-j", str(args.threads)], env, runs / "check.out", runs / "check.err")
     if check["exit"] != 0:
@@ -581,52 +680,102 @@ def main() -> None:
     log(f"check: vlm loads the checkpoint; cosine similarities vlm {[round(vlm_sims[l], 5) for l in LABELS]} "
         f"vs transformers {[round(s, 5) for s in tf_sims]} (max diff {sim_diff:.1e})")
 
-    sess = None
+    sessions = {}
     export_how = None
+    onnx_notes = {}
     if not args.skip_onnx:
-        import onnxruntime as ort
-
-        onnx_path = args.work / "clip-b32-random-vision.onnx"
-        if not onnx_path.is_file():
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            ort = None
+            onnx_notes["ort"] = f"onnxruntime not importable: {e}"
+            log(f"onnx: {onnx_notes['ort']}; ONNX Runtime rows left out")
+        onnx_path = args.work / f"{shape['dir']}-vision.onnx"
+        if ort is not None and not onnx_path.is_file():
             log("onnx: exporting the vision tower")
-            export_how = export_onnx(model, onnx_path, args.work / "onnx-export.log")
-            log(f"onnx: exported with the {export_how} exporter, {onnx_path.stat().st_size / 1e6:.0f} MB")
-        t0 = time.perf_counter()
-        sess = ort.InferenceSession(str(onnx_path), ort_options(args.threads), providers=["CPUExecutionProvider"])
-        ort_load = time.perf_counter() - t0
-        x = torch.randn(3, 3, 224, 224)
-        with torch.inference_mode():
-            ref = model.get_image_features(pixel_values=x).pooler_output
-        got = sess.run(None, {"pixel_values": x.numpy()})[0]
-        log(f"onnx: session ready in {ort_load:.2f} s; max |ORT - torch| on a batch of 3: "
-            f"{abs(got - ref.numpy()).max():.1e}")
+            try:
+                export_how = export_onnx(model, onnx_path, args.work / "onnx-export.log")
+                log(f"onnx: exported with the {export_how} exporter, {onnx_path.stat().st_size / 1e6:.0f} MB")
+            except SystemExit as e:
+                onnx_notes["ort"] = str(e)
+                log(f"onnx: {e}")
+        if ort is not None and onnx_path.is_file():
+            t0 = time.perf_counter()
+            sessions["ort"] = ort.InferenceSession(str(onnx_path), ort_options(args.threads),
+                                                   providers=["CPUExecutionProvider"])
+            ort_load = time.perf_counter() - t0
+            x = torch.randn(3, 3, 224, 224)
+            with torch.inference_mode():
+                ref = features(model.get_image_features(pixel_values=x))
+            got = sessions["ort"].run(None, {"pixel_values": x.numpy()})[0]
+            log(f"onnx: session ready in {ort_load:.2f} s; max |ORT - torch| on a batch of 3: "
+                f"{abs(got - ref.numpy()).max():.1e}")
+            int8_path = onnx_path.with_name(onnx_path.stem + "-int8-dynamic.onnx")
+            if not args.skip_int8:
+                try:
+                    if not int8_path.is_file():
+                        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                        log("onnx: int8 dynamic quantisation (quantize_dynamic, QInt8 weights)")
+                        tmp = int8_path.with_name(int8_path.name + ".partial")
+                        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
+                        tmp.rename(int8_path)
+                    sessions["ort_int8"] = ort.InferenceSession(str(int8_path), ort_options(args.threads),
+                                                                providers=["CPUExecutionProvider"])
+                    got8 = sessions["ort_int8"].run(None, {"pixel_values": x.numpy()})[0]
+                    cos = (got8 * ref.numpy()).sum(-1) / (
+                        ((got8 ** 2).sum(-1) ** 0.5) * ((ref.numpy() ** 2).sum(-1) ** 0.5))
+                    log(f"onnx: int8 session ready; cosine to f32 torch on a batch of 3 >= {cos.min():.4f}")
+                except Exception as e:  # noqa: BLE001 - reported as n/a, the rest still runs
+                    onnx_notes["ort_int8"] = f"{type(e).__name__}: {e}"
+                    log(f"onnx: int8 left out: {onnx_notes['ort_int8'][:300]}")
+
+    # bf16 in vlm needs AMX or AVX512-BF16; a refused run is reported as such
+    vlm_dtypes = ["f32"] + ([] if args.skip_bf16 else ["bf16"])
+    if not has_bench:
+        vlm_dtypes = []
+
+    if args.pin_cpus:
+        pinned = pin(args.pin_cpus)
+        log(f"pinned to CPUs {pinned} (this process, its threads and every system it starts)")
+    else:
+        pinned = None
 
     # --- towers, in rounds ---------------------------------------------------------------------
-    systems = ["transformers"] + (["ort"] if sess else []) + (["vlm"] if has_bench else [])
+    systems = (["transformers"] + ([] if args.skip_bf16 else ["transformers_bf16"]) + list(sessions)
+               + [("vlm" if d == "f32" else "vlm_bf16") for d in vlm_dtypes])
     tower = {s: [] for s in systems}
-    gemm = {"torch": [], "ort": []}
+    failed = {}
+    gemm = {"torch": [], "torch_bf16": [], "ort": []}
     for r in range(args.rounds):
-        if sess:
-            gemm["ort"].append(gemm_ort(args.threads))
-            log(f"round {r + 1}/{args.rounds}: GEMM {GEMM_SHAPE[0]}x{GEMM_SHAPE[1]}x{GEMM_SHAPE[2]} "
-                f"ORT {gemm['ort'][-1]:.1f} GFLOP/s")
+        if "ort" in sessions:
+            rate = gemm_ort(gemm_shape, args.threads)
+            if rate is not None:
+                gemm["ort"].append(rate)
+                log(f"round {r + 1}/{args.rounds}: GEMM {'x'.join(map(str, gemm_shape))} ORT {rate:.1f} GFLOP/s")
         order = systems[r % len(systems):] + systems[: r % len(systems)]
         for s in order:
+            if s in failed:
+                continue
             # sampled before every system: the bound uses the best rate seen in the run
-            gemm["torch"].append(gemm_torch())
-            if s == "transformers":
-                res = measure_transformers(model, tok, prompts, args)
-            elif s == "ort":
-                res = measure_ort(sess, args)
+            gemm["torch"].append(gemm_torch(gemm_shape))
+            if not args.skip_bf16:
+                gemm["torch_bf16"].append(gemm_torch(gemm_shape, torch.bfloat16))
+            if s in ("transformers", "transformers_bf16"):
+                res = measure_transformers(model, tok, prompts, args, bf16=s.endswith("bf16"))
+            elif s in sessions:
+                res = measure_ort(sessions[s], args)
             else:
-                res = measure_vlm_bench(args, ckpt, env)
+                res = measure_vlm_bench(args, ckpt, env, "bf16" if s == "vlm_bf16" else "f32")
             if res is None:
+                failed[s] = "failed; see the log above"
                 continue
             tower[s].append(res)
             imgs = ", ".join(f"b{b} {v['per_second']:.2f}" for b, v in sorted(res["image"].items()))
             text = f"; text {res['text']['per_second']:.1f} prompts/s" if res.get("text") else ""
-            log(f"round {r + 1}: {s:12s} images/s {imgs}{text} (torch GEMM just before: {gemm['torch'][-1]:.1f} "
-                f"GFLOP/s; load average {os.getloadavg()[0]:.1f})")
+            log(f"round {r + 1}: {s:17s} images/s {imgs}{text} (torch GEMM just before: f32 {gemm['torch'][-1]:.1f}"
+                + (f", bf16 {gemm['torch_bf16'][-1]:.1f}" if gemm["torch_bf16"] else "")
+                + f" GFLOP/s; load average {os.getloadavg()[0]:.1f})")
             time.sleep(0.5)  # let the previous system's worker threads go idle
 
     # --- end to end ----------------------------------------------------------------------------
@@ -634,13 +783,13 @@ def main() -> None:
     if not args.skip_e2e:
         labels = ",".join(LABELS)
         py = sys.executable
-        jobs_cold = {
-            "python": [py, "-c", COLD_PY, str(ckpt), str(cold), str(args.threads), labels],
-            "vlm": [str(args.vlm), "classify", str(cold), "--labels", labels, "--model", str(ckpt),
-                    "-j", str(args.threads)],
-        }
+        vlm_cold = [str(args.vlm), "classify", str(cold), "--labels", labels, "--model", str(ckpt),
+                    "-j", str(args.threads)]
+        jobs_cold = {"python": [py, "-c", COLD_PY, str(ckpt), str(cold), str(args.threads), labels], "vlm": vlm_cold}
+        if has_pack:
+            jobs_cold["vlm_no_pack_cache"] = [*vlm_cold, "--no-pack-cache"]
         cold_runs = {k: [] for k in jobs_cold}
-        for k, cmd in jobs_cold.items():  # warm-up: page cache, Python bytecode caches
+        for k, cmd in jobs_cold.items():  # warm-up: page cache, Python bytecode caches, vlm's pack
             run_measured(cmd, env, runs / f"cold-{k}.out", runs / f"cold-{k}.err")
         for i in range(args.cold_runs):
             for k, cmd in jobs_cold.items():
@@ -650,6 +799,19 @@ def main() -> None:
                 cold_runs[k].append(res)
             log(f"cold start {i + 1}/{args.cold_runs}: " + ", ".join(
                 f"{k} {v[-1]['wall_s']:.2f} s {v[-1]['peak_rss_mib']:.0f} MiB" for k, v in cold_runs.items()))
+        if has_pack:
+            # the first run after a new checkpoint or vlm build: packs and writes the pack file
+            packs = args.work / "vlm-packs"
+            first = []
+            for _ in range(max(1, min(2, args.cold_runs))):
+                shutil.rmtree(packs, ignore_errors=True)
+                first.append(run_measured(vlm_cold, env, runs / "cold-first.out", runs / "cold-first.err"))
+            cold_runs["vlm_first_run"] = first
+            log("cold start, vlm first run (pack written): " + ", ".join(
+                f"{r['wall_s']:.2f} s {r['peak_rss_mib']:.0f} MiB" for r in first))
+            # the folder jobs below run with warm pack files, f32 and bf16 alike
+            if tower.get("vlm_bf16"):
+                run_measured([*vlm_cold, "--dtype", "bf16"], env, runs / "cold-first.out", runs / "cold-first.err")
         e2e["cold"] = cold_runs
 
         jobs_folder = {
@@ -662,6 +824,9 @@ def main() -> None:
         if has_downscale:
             jobs_folder["vlm_downscale"] = [*jobs_folder["vlm"][:-1], str(runs / "folder-vlm_downscale.jsonl"),
                                             "--jpeg-downscale"]
+        if "vlm_bf16" in tower and tower["vlm_bf16"]:
+            jobs_folder["vlm_bf16"] = [*jobs_folder["vlm"][:-1], str(runs / "folder-vlm_bf16.jsonl"),
+                                       "--dtype", "bf16"]
         folder_runs = {k: [] for k in jobs_folder}
         for r in range(args.rounds):
             order = list(jobs_folder)
@@ -683,12 +848,20 @@ def main() -> None:
 
     # --- summary -------------------------------------------------------------------------------
     if not gemm["torch"]:
-        gemm["torch"].append(gemm_torch())
-    gemm_ref = max(gemm["torch"])  # the busy machine only ever slows the GEMM down
-    bound = gemm_ref * 1e9 / flops["total"]
-    vlm_raw = tower["vlm"][-1]["raw"] if tower.get("vlm") else {}
-    vlm_gemm = median([t["raw"].get("gemm_gflops") for t in tower.get("vlm", [])
-                       if isinstance(t["raw"].get("gemm_gflops"), (int, float))])
+        gemm["torch"].append(gemm_torch(gemm_shape))
+    # the busy machine only ever slows the GEMM down: the best sample is the reference
+    gemm_ref = max(gemm["torch"])
+    gemm_ref_bf16 = max(gemm["torch_bf16"]) if gemm["torch_bf16"] else None
+    bounds = {"f32": gemm_ref * 1e9 / flops["total"],
+              "bf16": gemm_ref_bf16 * 1e9 / flops["total"] if gemm_ref_bf16 else None}
+    names = {"transformers": ("transformers", "f32"), "transformers_bf16": ("transformers, bf16 autocast", "bf16"),
+             "ort": ("ONNX Runtime", "f32"), "ort_int8": ("ONNX Runtime, int8 dynamic", "int8"),
+             "vlm": ("vlm", "f32"), "vlm_bf16": ("vlm --dtype bf16", "bf16")}
+    vlm_raw = {s: tower[s][-1]["raw"] for s in ("vlm", "vlm_bf16") if tower.get(s)}
+
+    def raw_median(system, key):
+        return median([t["raw"].get(key) for t in tower.get(system, [])
+                       if isinstance(t["raw"].get(key), (int, float))])
 
     def tower_median(system, batch=None):
         rows = tower.get(system) or []
@@ -699,56 +872,82 @@ def main() -> None:
     def e2e_median(kind, system, field):
         return median([run[field] for run in e2e.get(kind, {}).get(system, [])])
 
-    rows = []  # (metric, transformers, ort, vlm, higher_is_better, fmt)
-    rows.append((f"f32 GEMM {GEMM_SHAPE[0]}x{GEMM_SHAPE[1]}x{GEMM_SHAPE[2]}, GFLOP/s (median)",
-                 median(gemm["torch"]), median(gemm["ort"]), vlm_gemm, "{:.1f}"))
-    for b in args.batch_sizes:
-        rows.append((f"image tower, batch {b}, images/s", tower_median("transformers", b), tower_median("ort", b),
-                     tower_median("vlm", b), "{:.2f}"))
-    if prompts:
-        rows.append((f"text tower, {len(prompts)} prompts, prompts/s", tower_median("transformers"), None,
-                     tower_median("vlm"), "{:.1f}"))
-    rows.append(("model load, s (lower is better)", tf_load, None,
-                 vlm_raw.get("load_seconds") if isinstance(vlm_raw.get("load_seconds"), (int, float)) else None,
-                 "{:.2f}"))
-    if e2e:
-        rows.append(("cold start, 1 JPEG, 2 labels: wall s (lower is better)", e2e_median("cold", "python", "wall_s"),
-                     None, e2e_median("cold", "vlm", "wall_s"), "{:.2f}"))
-        rows.append(("cold start: peak RSS MiB (lower is better)", e2e_median("cold", "python", "peak_rss_mib"),
-                     None, e2e_median("cold", "vlm", "peak_rss_mib"), "{:.0f}"))
-        for k, name in (("vlm", "vlm"), ("vlm_downscale", "vlm --jpeg-downscale")):
-            if k not in e2e["folder"]:
-                continue
-            rows.append((f"{args.images} JPEGs 3000x2000 ({name}): wall s (lower is better)",
-                         e2e_median("folder", "python", "wall_s"), None, e2e_median("folder", k, "wall_s"), "{:.2f}"))
-            rows.append((f"{args.images} JPEGs ({name}): images/s", e2e_median("folder", "python", "images_per_second"),
-                         None, e2e_median("folder", k, "images_per_second"), "{:.2f}"))
-            rows.append((f"{args.images} JPEGs ({name}): peak RSS MiB (lower is better)",
-                         e2e_median("folder", "python", "peak_rss_mib"), None,
-                         e2e_median("folder", k, "peak_rss_mib"), "{:.0f}"))
-            rows.append((f"{args.images} JPEGs ({name}): CPU s (lower is better)",
-                         e2e_median("folder", "python", "cpu_s"), None, e2e_median("folder", k, "cpu_s"), "{:.1f}"))
-
     def cell(v, fmt):
         return "n/a" if v is None else fmt.format(v)
 
     def ratio(a, b):
         return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
-    header = ["metric", "transformers", "ONNX Runtime", "vlm", "vlm / transformers", "vlm / ORT"]
-    table = [[m, cell(t, f), cell(o, f), cell(v, f), ratio(v, t), ratio(v, o)] for m, t, o, v, f in rows]
-    bound_header = ["batch", "bound images/s", "transformers", "ONNX Runtime", "vlm"]
-    bound_rows = []
+    # towers: one row per system, images/s per batch, prompts/s, share of its bound
+    bound_of = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: no int8 GEMM measured; share of f32's
+    tower_header = (["system", "dtype"] + [f"batch {b}, images/s" for b in args.batch_sizes]
+                    + ([f"text, {len(prompts)} prompts/s"] if prompts else [])
+                    + [f"batch {b}, share of bound" for b in args.batch_sizes])
+    tower_rows = []
+    for s in systems:
+        name, dtype = names[s]
+        bound = bounds[bound_of[dtype]]
+        rates = [tower_median(s, b) for b in args.batch_sizes]
+        row = [name if s not in failed else f"{name} ({failed[s]})", dtype] + [cell(v, "{:.2f}") for v in rates]
+        if prompts:
+            row.append(cell(tower_median(s), "{:.1f}"))
+        row += ["n/a" if v is None or not bound else f"{100 * v / bound:.0f}%" + (" of f32" if dtype == "int8" else "")
+                for v in rates]
+        tower_rows.append(row)
+
+    gemm_header = ["GEMM " + "x".join(map(str, gemm_shape)) + ", GFLOP/s", "f32", "bf16"]
+    gemm_rows = [
+        ["torch (F.linear; best sample = the bound)", cell(gemm_ref, "{:.1f}"), cell(gemm_ref_bf16, "{:.1f}")],
+        ["torch, median of samples", cell(median(gemm["torch"]), "{:.1f}"), cell(median(gemm["torch_bf16"]), "{:.1f}")],
+        ["ONNX Runtime MLAS (MatMul)", cell(median(gemm["ort"]), "{:.1f}"), "n/a"],
+        ["vlm packed kernels (vlm bench, B/32 MLP shape)", cell(raw_median("vlm", "kernel_f32_gflops"), "{:.1f}"),
+         cell(raw_median("vlm", "kernel_bf16_gflops"), "{:.1f}")],
+    ]
+
+    # the issue's targets, as ratios measured back to back
+    target_rows = []
     for b in args.batch_sizes:
-        shares = [tower_median(s, b) for s in ("transformers", "ort", "vlm")]
-        bound_rows.append([str(b), f"{bound:.2f}"] + [("n/a" if s is None else f"{100 * s / bound:.0f}%") for s in shares])
+        tf, ort_, int8 = tower_median("transformers", b), tower_median("ort", b), tower_median("ort_int8", b)
+        v, vb = tower_median("vlm", b), tower_median("vlm_bf16", b)
+        target_rows.append([f"batch {b}", ratio(v, tf), ratio(v, ort_), ratio(vb, tf), ratio(vb, int8), ratio(vb, v)])
+    if prompts:
+        target_rows.append(["text", ratio(tower_median("vlm"), tower_median("transformers")), "n/a",
+                            ratio(tower_median("vlm_bf16"), tower_median("transformers")), "n/a",
+                            ratio(tower_median("vlm_bf16"), tower_median("vlm"))])
+    target_header = ["", "vlm f32 / transformers f32", "vlm f32 / ORT f32", "vlm bf16 / transformers f32",
+                     "vlm bf16 / ORT int8", "vlm bf16 / vlm f32"]
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    import onnxruntime
+    e2e_header = ["metric", "transformers", "vlm", "vlm / transformers"]
+    e2e_rows = [["model load in the bench process, s", cell(tf_load, "{:.2f}"),
+                 cell(raw_median("vlm", "load_seconds"), "{:.2f}"), ratio(raw_median("vlm", "load_seconds"), tf_load)]]
+    if e2e:
+        for k, name in (("vlm", "vlm (pack cache warm)"), ("vlm_no_pack_cache", "vlm --no-pack-cache"),
+                        ("vlm_first_run", "vlm first run (packs, writes the pack)")):
+            if not e2e["cold"].get(k):
+                continue
+            t, v = e2e_median("cold", "python", "wall_s"), e2e_median("cold", k, "wall_s")
+            e2e_rows.append([f"cold start, 1 JPEG + 2 labels, wall s: {name}", cell(t, "{:.2f}"), cell(v, "{:.2f}"),
+                             ratio(v, t)])
+            t, v = e2e_median("cold", "python", "peak_rss_mib"), e2e_median("cold", k, "peak_rss_mib")
+            e2e_rows.append([f"cold start, peak RSS MiB: {name}", cell(t, "{:.0f}"), cell(v, "{:.0f}"), ratio(v, t)])
+        for k, name in (("vlm", "vlm"), ("vlm_downscale", "vlm --jpeg-downscale"), ("vlm_bf16", "vlm --dtype bf16")):
+            if k not in e2e["folder"]:
+                continue
+            t, v = e2e_median("folder", "python", "images_per_second"), e2e_median("folder", k, "images_per_second")
+            e2e_rows.append([f"{args.images} JPEGs 3000x2000, images/s: {name}", cell(t, "{:.2f}"), cell(v, "{:.2f}"),
+                             ratio(v, t)])
+            t, v = e2e_median("folder", "python", "peak_rss_mib"), e2e_median("folder", k, "peak_rss_mib")
+            e2e_rows.append([f"{args.images} JPEGs, peak RSS MiB: {name}", cell(t, "{:.0f}"), cell(v, "{:.0f}"),
+                             ratio(v, t)])
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-                "onnxruntime": onnxruntime.__version__, "vlm": vlm_raw.get("version")}
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "vlm": next(iter(vlm_raw.values()), {}).get("version")}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
     elapsed = time.perf_counter() - started
 
     def text_table(hdr, body):
@@ -757,36 +956,44 @@ def main() -> None:
         return "\n".join([fmt(hdr), "  ".join("-" * w for w in widths), *map(fmt, body)])
 
     def md_table(hdr, body):
-        return "\n".join(["| " + " | ".join(hdr) + " |", "|" + " --- |" * len(hdr), *("| " + " | ".join(r) + " |" for r in body)])
+        return "\n".join(["| " + " | ".join(hdr) + " |", "|" + " --- |" * len(hdr),
+                          *("| " + " | ".join(r) + " |" for r in body)])
 
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
+    pin_note = f"pinned to CPUs {pinned}" if pinned else "not pinned"
+    heading = (f"{time.strftime('%Y-%m-%d')}, {args.shape} ({shape['repo']} shapes, random weights), CPU {cpu['model']} "
+               f"({flags}), {args.threads} threads, {pin_note}; " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+               + f"; medians of {args.rounds} interleaved round(s); load average {load[0]:.1f} at the start, "
+               f"{os.getloadavg()[0]:.1f} at the end; {elapsed / 60:.1f} min.")
+    bound_note = (f"Bounds: {flops['total'] / 1e9:.2f} GFLOP per image at the best torch GEMM of the run: f32 "
+                  f"{gemm_ref:.1f} GFLOP/s = {bounds['f32']:.2f} images/s"
+                  + (f"; bf16 {gemm_ref_bf16:.1f} GFLOP/s = {bounds['bf16']:.2f} images/s" if bounds["bf16"] else "")
+                  + ". int8 rows are shown against the f32 bound (no int8 GEMM is measured).")
+    notes = "".join(f"\n- {k}: {v}" for k, v in {**onnx_notes, **failed}.items())
+    sections = [("image and text towers", tower_header, tower_rows), ("GEMM rates", gemm_header, gemm_rows),
+                ("ratios (the issue's targets)", target_header, target_rows), ("end to end", e2e_header, e2e_rows)]
     print()
-    print(f"CPU {cpu}, {args.threads} threads; " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
-    print(f"medians over {args.rounds} round(s); cold start: median of {args.cold_runs}; total {elapsed / 60:.1f} min; "
-          f"load average (1 min) {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
-    print(text_table(header, table))
-    print(f"\nFLOP bound: {flops['total'] / 1e9:.2f} GFLOP per image / {gemm_ref:.1f} GFLOP/s (best torch GEMM "
-          f"of the run) = {bound:.2f} images/s; share of it reached:\n")
-    print(text_table(bound_header, bound_rows))
-    if any(v > bound for s in ("transformers", "ort", "vlm") for v in [tower_median(s, b) for b in args.batch_sizes] if v):
-        print("(a share over 100%: the GEMM samples all fell in busier moments than that tower measurement)")
-    print("\n--- Markdown for BENCHMARKS.md ---\n")
-    print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {args.threads} threads, "
-          + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
-          + f"; random-weight checkpoint with the exact B/32 shapes; medians of {args.rounds} interleaved rounds; "
-          f"load average {load[0]:.1f} at the start.\n")
-    print(md_table(header, table))
-    print(f"\nFLOP bound: {flops['total'] / 1e9:.2f} GFLOP per image at {gemm_ref:.1f} GFLOP/s (best torch f32 GEMM of the run) "
-          f"= {bound:.2f} images/s.\n")
-    print(md_table(bound_header, bound_rows))
+    print(heading)
+    for title, hdr, body in sections:
+        print(f"\n{title}:\n")
+        print(text_table(hdr, body))
+    print(f"\n{bound_note}{notes}")
+    markdown = "\n\n".join([heading] + [md_table(h, b) for _, h, b in sections] + [bound_note + notes]) + "\n"
+    md_out = args.json_out.with_suffix(".md")
+    md_out.write_text(markdown)
+    print(f"\n--- Markdown for BENCHMARKS.md (also in {md_out}) ---\n")
+    print(markdown)
 
     results = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu, "threads": args.threads, "versions": versions,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "shape": args.shape, "cpu": cpu, "threads": args.threads,
+        "pinned_cpus": pinned, "versions": versions,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "checkpoint": str(ckpt), "vision_flops": flops, "gemm_gflops": gemm, "vlm_gemm_gflops": vlm_gemm,
-        "flop_bound_images_per_second": bound, "transformers_load_seconds": tf_load,
+        "checkpoint": str(ckpt), "vision_flops": flops, "gemm_shape": gemm_shape, "gemm_gflops": gemm,
+        "flop_bound_images_per_second": bounds, "transformers_load_seconds": tf_load,
         "similarity_check": {"vlm": vlm_sims, "transformers": dict(zip(LABELS, tf_sims)), "max_diff": sim_diff},
-        "onnx_exporter": export_how, "vlm_bench_available": has_bench, "vlm_jpeg_downscale_available": has_downscale,
-        "towers": tower, "e2e": e2e, "table": {"header": header, "rows": table}, "bound_table": bound_rows,
+        "onnx_exporter": export_how, "onnx_notes": onnx_notes, "failed": failed, "vlm_bench_available": has_bench,
+        "towers": tower, "e2e": e2e,
+        "tables": {title: {"header": h, "rows": b} for title, h, b in sections},
         "elapsed_seconds": elapsed, "load_average_start": load, "load_average_end": os.getloadavg(),
     }
     args.json_out.write_text(json.dumps(results, indent=1, default=str) + "\n")

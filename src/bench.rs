@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::Classifier;
 use crate::error::{Error, Result};
+use crate::kernels::Bf16Kernel;
 use crate::model::config::{ClipConfig, TextConfig, VisionConfig};
 
 /// Images per second at one batch size.
@@ -105,18 +106,19 @@ pub fn gemm_gflops(device: &Device, budget: Duration) -> Result<f64> {
 
 /// The packed CPU kernels' matrix-multiply rate in GFLOP/s on the same B/32 MLP shape as
 /// [`gemm_gflops`], with the weight packed once beforehand as the model does: f32 on the
-/// widest instruction set here, or bf16 on AMX tiles (`None` where the CPU has no AMX).
-pub fn kernel_gflops(bf16: bool, budget: Duration) -> Result<Option<f64>> {
+/// widest instruction set here (`bf16` None), or bf16 on the given kernel (`None` where the
+/// CPU lacks it).
+pub fn kernel_gflops(bf16: Option<Bf16Kernel>, budget: Duration) -> Result<Option<f64>> {
     kernel_gflops_on((1600, 768, 3072), bf16, budget)
 }
 
 fn kernel_gflops_on(
     (m, k, n): (usize, usize, usize),
-    bf16: bool,
+    bf16: Option<Bf16Kernel>,
     budget: Duration,
 ) -> Result<Option<f64>> {
     use crate::kernels::{self, Act, AmxMatrix, Epilogue, Isa, PackedMatrix};
-    if bf16 && !kernels::amx_available() {
+    if bf16.is_some_and(|kernel| !kernel.supported()) {
         return Ok(None);
     }
     let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) / 97.0).collect();
@@ -127,10 +129,10 @@ fn kernel_gflops_on(
         act: Act::Identity,
         accumulate: false,
     };
-    let best = if bf16 {
+    let best = if let Some(kernel) = bf16 {
         let packed = AmxMatrix::pack(&w, n, k);
         best_time(budget, || {
-            kernels::matmul_amx(&x, m, &packed, &ep, &mut out);
+            kernels::matmul_bf16(&x, m, &packed, &ep, &mut out, kernel);
             Ok(())
         })?
     } else {
@@ -209,12 +211,15 @@ mod tests {
     fn kernel_rates_are_positive_and_finite_where_they_run() {
         // A small shape: unoptimised test builds are slow.
         let shape = (40, 64, 96);
-        let f32_rate = kernel_gflops_on(shape, false, Duration::ZERO)
+        let f32_rate = kernel_gflops_on(shape, None, Duration::ZERO)
             .unwrap()
             .unwrap();
         assert!(f32_rate.is_finite() && f32_rate > 0.0);
-        let bf16_rate = kernel_gflops_on(shape, true, Duration::ZERO).unwrap();
-        assert_eq!(bf16_rate.is_some(), crate::kernels::amx_available());
+        for kernel in [Bf16Kernel::Amx, Bf16Kernel::Avx512Bf16] {
+            let bf16_rate = kernel_gflops_on(shape, Some(kernel), Duration::ZERO).unwrap();
+            assert_eq!(bf16_rate.is_some(), kernel.supported());
+            assert!(bf16_rate.is_none_or(|r| r.is_finite() && r > 0.0));
+        }
     }
 
     #[test]

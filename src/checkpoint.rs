@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::family::{Family, Scoring};
 use crate::labels::PromptSet;
 use crate::model::config::ClipConfig;
-use crate::model::{l2_normalize, ClipModel};
+use crate::model::{l2_normalize, ClipModel, LoadOptions};
 use crate::preprocess::{self, DecodeOptions, PreprocessConfig, Preprocessor};
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
@@ -42,6 +42,16 @@ impl Classifier {
 
     /// Loads a checkpoint's four files onto `device`, computing in `dtype`.
     pub fn load_as(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_with(files, device, dtype, &LoadOptions::default())
+    }
+
+    /// Like [`Self::load_as`], with a pack cache and other [`LoadOptions`].
+    pub fn load_with(
+        files: &ModelFiles,
+        device: &Device,
+        dtype: DType,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let (config, preprocess_config) = read_configs(files)?;
         let (height, width) = preprocess_config.output_size();
         let size = config.vision.image_size;
@@ -53,13 +63,27 @@ impl Classifier {
                 size,
             });
         }
-        let model = ClipModel::load_as(&config, &files.weights, device, dtype)?;
         let tokenizer_file = files
             .tokenizer
             .is_file()
             .then_some(files.tokenizer.as_path());
-        let tokenizer =
-            ClipTokenizer::for_family(tokenizer_file, model.text_context(), config.family)?;
+        // Parsing tokenizer.json (~50 ms for CLIP's vocabulary and merges) overlaps the
+        // weights' load, which is a page-cache read or a mapping.
+        let (model, tokenizer) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| {
+                ClipTokenizer::for_family(
+                    tokenizer_file,
+                    config.text.max_position_embeddings,
+                    config.family,
+                )
+            });
+            let model = ClipModel::load_with(&config, &files.weights, device, dtype, options);
+            let tokenizer = tokenizer
+                .join()
+                .map_err(|_| Error::Internal("the tokenizer thread panicked"));
+            (model, tokenizer)
+        });
+        let (model, tokenizer) = (model?, tokenizer??);
         Ok(Self {
             model,
             tokenizer,

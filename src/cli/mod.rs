@@ -154,6 +154,12 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = DTypeArg::F32, help_heading = "Model")]
     pub dtype: DTypeArg,
 
+    /// Pack the weights at every start instead of keeping them packed in the cache
+    /// ($VLM_PACK_CACHE_DIR, else <user cache dir>/vlm/packed) and mapping them from
+    /// there; a kept pack is about the size of the weights.
+    #[arg(long, env = "VLM_NO_PACK_CACHE", help_heading = "Model")]
+    pub no_pack_cache: bool,
+
     /// Images encoded together in one forward pass.
     #[arg(short, long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = "Model")]

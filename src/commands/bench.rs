@@ -145,15 +145,23 @@ fn matmul_rates(
     say: &mut impl FnMut(String) -> io::Result<()>,
 ) -> anyhow::Result<MatmulRates> {
     let gemm = bench::gemm_gflops(classifier.model().device(), budget)?;
-    let kernel_f32 = bench::kernel_gflops(false, budget)?.unwrap_or(0.0);
-    let kernel_bf16 = bench::kernel_gflops(true, budget)?;
+    let kernel_f32 = bench::kernel_gflops(None, budget)?.unwrap_or(0.0);
+    // The bf16 kernel the model uses, or would use with --dtype bf16.
+    let bf16 = super::bf16_kernel()?.or_else(vlm::model::Bf16Kernel::detect);
+    let kernel_bf16 = match bf16 {
+        Some(kernel) => bench::kernel_gflops(Some(kernel), budget)?,
+        None => None,
+    };
     say(format!(
         "matmul: candle {gemm:.1} GFLOP/s; packed kernels f32 {kernel_f32:.1} GFLOP/s, bf16 {}",
-        kernel_bf16.map_or_else(|| "n/a (no AMX)".to_string(), |r| format!("{r:.1} GFLOP/s"))
+        match (bf16, kernel_bf16) {
+            (Some(kernel), Some(r)) => format!("{r:.1} GFLOP/s ({})", kernel.name()),
+            _ => "n/a (no AMX or AVX512-BF16)".to_string(),
+        }
     ))?;
-    let model = match classifier.model().kernels() {
-        "candle" => gemm,
-        "packed amx-bf16" => kernel_bf16.unwrap_or(gemm),
+    let model = match classifier.model().dtype() {
+        _ if classifier.model().kernels() == "candle" => gemm,
+        candle_core::DType::BF16 => kernel_bf16.unwrap_or(gemm),
         _ => kernel_f32,
     };
     Ok(MatmulRates {

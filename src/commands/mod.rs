@@ -72,7 +72,15 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
         &HubOptions::from_env(),
     )?;
     let device = device::select(args.device.into())?;
-    let mut classifier = Classifier::load_as(&files, &device, args.dtype.into())?;
+    let options = vlm::model::LoadOptions {
+        pack_dir: if args.no_pack_cache {
+            None
+        } else {
+            vlm::model::default_pack_dir()
+        },
+        bf16_kernel: bf16_kernel()?,
+    };
+    let mut classifier = Classifier::load_with(&files, &device, args.dtype.into(), &options)?;
     let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels)
         .with_allow_truncated(args.allow_truncated);
     if args.jpeg_downscale {
@@ -80,6 +88,21 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
     }
     classifier.set_decode_options(decode);
     Ok(Model { files, classifier })
+}
+
+/// Environment variable that picks the CPU's bf16 kernel (`amx` or `avx512bf16`) instead
+/// of the fastest one present: to measure or test the AVX512-BF16 kernel on a CPU with AMX.
+pub const BF16_KERNEL_ENV: &str = "VLM_BF16_KERNEL";
+
+/// The bf16 kernel named by [`BF16_KERNEL_ENV`], if set.
+pub fn bf16_kernel() -> anyhow::Result<Option<vlm::model::Bf16Kernel>> {
+    match std::env::var(BF16_KERNEL_ENV) {
+        Ok(name) if !name.is_empty() => name
+            .parse()
+            .map(Some)
+            .map_err(|e: String| anyhow::anyhow!("{BF16_KERNEL_ENV}: {e}, or unset it")),
+        _ => Ok(None),
+    }
 }
 
 /// Opens the embedding cache when `--cache` was given.
@@ -245,6 +268,32 @@ pub struct Session {
     options: PipelineOptions,
 }
 
+/// Says (with `--verbose`) where the packed weights came from; warns when they could not
+/// be kept, since every later start then packs again.
+pub fn report_pack(printer: &Printer, status: &vlm::model::PackStatus) {
+    use vlm::model::PackStatus;
+    match status {
+        PackStatus::Off => {}
+        PackStatus::Loaded(path) => printer.detail(format_args!(
+            "packed weights mapped from {}",
+            path.display()
+        )),
+        PackStatus::Written(path) => {
+            printer.detail(format_args!("packed weights written to {}", path.display()))
+        }
+        PackStatus::Rebuilt { path, reason } => printer.detail(format_args!(
+            "packed weights in {} were not used ({reason}); packed again and rewritten",
+            path.display()
+        )),
+        PackStatus::NotWritten { path, reason } => printer.warn(format_args!(
+            "cannot keep the packed weights in {} ({reason}), so every start packs them again; \
+             set {} to a writable directory or pass --no-pack-cache",
+            path.display(),
+            vlm::model::PACK_DIR_ENV
+        )),
+    }
+}
+
 impl Session {
     /// Loads `--model` and opens `--cache`.
     pub fn open(args: &ModelArgs, printer: Printer) -> anyhow::Result<Self> {
@@ -256,6 +305,7 @@ impl Session {
             model.files.id,
             seconds(started.elapsed())
         ));
+        report_pack(&printer, model.classifier.model().pack_status());
         let cache = open_cache(args, &model)?;
         Ok(Self {
             printer,

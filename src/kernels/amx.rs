@@ -17,6 +17,7 @@
 //! task loads the tile configuration first and releases the tiles at the end.
 
 use super::gemm::{plan, write_out, Epilogue, OutPtr, Task};
+use super::store::Store;
 
 /// Output rows and columns per register block (2 x 2 tiles of 16 x 16).
 const BLOCK: usize = 32;
@@ -71,12 +72,12 @@ pub(crate) fn to_bf16(v: f32) -> u16 {
 }
 
 /// A weight matrix packed in AMX tile layout, in bf16.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct AmxMatrix {
     n: usize,
     k: usize,
     slices: usize,
-    data: Vec<u16>,
+    data: Store<u16>,
 }
 
 impl AmxMatrix {
@@ -108,7 +109,29 @@ impl AmxMatrix {
                     }
                 });
         }
-        Self { n, k, slices, data }
+        Self {
+            n,
+            k,
+            slices,
+            data: Store::Owned(data),
+        }
+    }
+
+    /// Values packed earlier (read from a pack file); None when their number does not
+    /// match an `(n, k)` matrix in this layout.
+    pub fn from_store(n: usize, k: usize, data: Store<u16>) -> Option<Self> {
+        let slices = k.div_ceil(SLICE);
+        (n.div_ceil(BLOCK) * slices * SLICE_VALUES == data.as_slice().len()).then_some(Self {
+            n,
+            k,
+            slices,
+            data,
+        })
+    }
+
+    /// The packed values.
+    pub fn store(&self) -> &Store<u16> {
+        &self.data
     }
 
     /// Output features.
@@ -122,14 +145,86 @@ impl AmxMatrix {
     }
 }
 
-/// `out[m, n] = epilogue(x[m, k] · wᵀ)` in bf16 with f32 accumulation.
+/// The instructions that multiply bf16 matrices; both read [`AmxMatrix`]'s layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bf16Kernel {
+    /// AMX tiles (`tdpbf16ps`): Xeon Sapphire Rapids and later.
+    Amx,
+    /// AVX512-BF16 dot products (`vdpbf16ps`) in vector registers: Xeon Cooper Lake,
+    /// AMD Zen 4 and later, where AMX is absent.
+    Avx512Bf16,
+}
+
+impl Bf16Kernel {
+    /// The fastest bf16 kernel this CPU runs, if any.
+    pub fn detect() -> Option<Self> {
+        [Bf16Kernel::Amx, Bf16Kernel::Avx512Bf16]
+            .into_iter()
+            .find(|k| k.supported())
+    }
+
+    /// Whether this CPU (and OS) runs `self`.
+    pub fn supported(self) -> bool {
+        match self {
+            Bf16Kernel::Amx => available(),
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Avx512Bf16 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bf16")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Bf16Kernel::Avx512Bf16 => false,
+        }
+    }
+
+    /// How reports name the kernel.
+    pub fn label(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "packed amx-bf16",
+            Bf16Kernel::Avx512Bf16 => "packed avx512-bf16",
+        }
+    }
+
+    /// The name `VLM_BF16_KERNEL` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512Bf16 => "avx512bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Bf16Kernel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "amx" => Ok(Bf16Kernel::Amx),
+            "avx512bf16" => Ok(Bf16Kernel::Avx512Bf16),
+            other => Err(format!(
+                "unknown bf16 kernel {other:?}; use amx or avx512bf16"
+            )),
+        }
+    }
+}
+
+/// `out[m, n] = epilogue(x[m, k] · wᵀ)` in bf16 with f32 accumulation, on `kernel`.
 ///
 /// # Panics
-/// If [`available`] is false (the packed matrix cannot be built to reach here otherwise
-/// in the model, which checks first).
-pub(crate) fn matmul(x: &[f32], m: usize, w: &AmxMatrix, ep: &Epilogue, out: &mut [f32]) {
+/// If this CPU cannot run `kernel` (the model checks before it loads).
+pub(crate) fn matmul(
+    x: &[f32],
+    m: usize,
+    w: &AmxMatrix,
+    ep: &Epilogue,
+    out: &mut [f32],
+    kernel: Bf16Kernel,
+) {
     let (n, k) = (w.n, w.k);
-    assert!(available(), "AMX bf16 kernels called on a CPU without AMX");
+    assert!(
+        kernel.supported(),
+        "{kernel:?} bf16 kernels called on a CPU without them"
+    );
     assert_eq!(x.len(), m * k, "input is not {m} x {k}");
     assert_eq!(out.len(), m * n, "output is not {m} x {n}");
     if let Some(bias) = ep.bias {
@@ -151,8 +246,13 @@ pub(crate) fn matmul(x: &[f32], m: usize, w: &AmxMatrix, ep: &Epilogue, out: &mu
     let tasks = plan(m, n.div_ceil(BLOCK), BLOCK, rayon::current_num_threads());
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |task: &Task| {
-        // SAFETY: AMX is available (asserted); tasks write disjoint blocks of `out`.
-        unsafe { task_amx(&a, kp, w, ep, ptr, n, m, *task) }
+        // SAFETY: the kernel runs on this CPU (asserted); tasks write disjoint blocks of `out`.
+        unsafe {
+            match kernel {
+                Bf16Kernel::Amx => task_amx(&a, kp, w, ep, ptr, n, m, *task),
+                Bf16Kernel::Avx512Bf16 => task_dpbf16(&a, kp, w, ep, ptr, n, m, *task),
+            }
+        }
     };
     if tasks.len() == 1 {
         run(&tasks[0]);
@@ -214,7 +314,7 @@ unsafe fn task_amx(
     let a_stride = kp * 2;
     let (r0, r1) = task.rows;
     for p in task.panels.0..task.panels.1 {
-        let panel = w.data.as_ptr().add(p * w.slices * SLICE_VALUES);
+        let panel = w.data.as_slice().as_ptr().add(p * w.slices * SLICE_VALUES);
         let j0 = p * BLOCK;
         let cols = BLOCK.min(w.n - j0);
         for i0 in (r0..r1).step_by(BLOCK) {
@@ -278,6 +378,125 @@ unsafe fn task_amx(
     asm!("tilerelease", options(nostack, nomem));
 }
 
+/// Rows per register block of the AVX512-BF16 kernel: 24 accumulators of 16 lanes, two
+/// registers for the weights and one for the broadcast pair.
+const DP_MR: usize = 12;
+
+/// `R` rows of the AVX512-BF16 kernel: per pair of `k` values, one `vdpbf16ps` per 16
+/// output columns adds `x[2q] w[2q] + x[2q+1] w[2q+1]` into each f32 lane. The weights
+/// are read straight from the tile layout: for pair `q`, the 16 pairs of tile 0 of slice
+/// `q / 16` at row `q % 16` are one 64-byte register, tile 1's the next 512 values on.
+/// `a` holds the block's activation pairs interleaved by row (`a[q * DP_MR + r]`), so every
+/// broadcast is one pointer plus a constant offset.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block_dpbf16<const R: usize>(slices: usize, a: *const u32, b: *const u16, c: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for s in 0..slices {
+        let bs = b.add(s * SLICE_VALUES);
+        let a = a.add(s * 16 * DP_MR);
+        for p in 0..16 {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bs.add(p * 32).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bs.add(512 + p * 32).cast()));
+            let a = a.add(p * DP_MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        _mm512_storeu_ps(c.add(r * BLOCK), acc[0]);
+        _mm512_storeu_ps(c.add(r * BLOCK + 16), acc[1]);
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX512-BF16; `a` holds `mp x kp` bf16 with `mp` covering the
+/// task's rows rounded up to a block; the task's block of `out` is its own.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task_dpbf16(
+    a: &[u16],
+    kp: usize,
+    w: &AmxMatrix,
+    ep: &Epilogue,
+    out: OutPtr,
+    ldo: usize,
+    m: usize,
+    task: Task,
+) {
+    let mut tile = [0.0f32; DP_MR * BLOCK];
+    let (r0, r1) = (task.rows.0, task.rows.1.min(m));
+    // The task's rows as bf16 pairs, blocks of DP_MR rows interleaved (zero past r1), made
+    // once and read for every panel.
+    let pairs = kp / 2;
+    let blocks = (r1 - r0).div_ceil(DP_MR);
+    let mut packed = vec![0u32; blocks * pairs * DP_MR];
+    for (blk, dst) in packed.chunks_exact_mut(pairs * DP_MR).enumerate() {
+        for r in 0..DP_MR.min(r1 - r0 - blk * DP_MR) {
+            let row = &a[(r0 + blk * DP_MR + r) * kp..][..kp];
+            for (q, pair) in row.chunks_exact(2).enumerate() {
+                dst[q * DP_MR + r] = u32::from(pair[0]) | (u32::from(pair[1]) << 16);
+            }
+        }
+    }
+    for p in task.panels.0..task.panels.1 {
+        let panel = w.data.as_slice().as_ptr().add(p * w.slices * SLICE_VALUES);
+        let j0 = p * BLOCK;
+        let cols = BLOCK.min(w.n - j0);
+        for (blk, ap) in packed.chunks_exact(pairs * DP_MR).enumerate() {
+            let i0 = r0 + blk * DP_MR;
+            let rows = DP_MR.min(r1 - i0);
+            let (ap, c) = (ap.as_ptr(), tile.as_mut_ptr());
+            match rows {
+                12 => block_dpbf16::<12>(w.slices, ap, panel, c),
+                11 => block_dpbf16::<11>(w.slices, ap, panel, c),
+                10 => block_dpbf16::<10>(w.slices, ap, panel, c),
+                9 => block_dpbf16::<9>(w.slices, ap, panel, c),
+                8 => block_dpbf16::<8>(w.slices, ap, panel, c),
+                7 => block_dpbf16::<7>(w.slices, ap, panel, c),
+                6 => block_dpbf16::<6>(w.slices, ap, panel, c),
+                5 => block_dpbf16::<5>(w.slices, ap, panel, c),
+                4 => block_dpbf16::<4>(w.slices, ap, panel, c),
+                3 => block_dpbf16::<3>(w.slices, ap, panel, c),
+                2 => block_dpbf16::<2>(w.slices, ap, panel, c),
+                _ => block_dpbf16::<1>(w.slices, ap, panel, c),
+            }
+            for r in 0..rows {
+                let src = &tile[r * BLOCK..][..cols];
+                // SAFETY: row i0 + r < m and columns j0..j0 + cols < n belong to this task.
+                let dst = std::slice::from_raw_parts_mut(out.0.add((i0 + r) * ldo + j0), cols);
+                write_out(
+                    src,
+                    dst,
+                    ep.bias.map(|b| &b[j0..j0 + cols]),
+                    ep.act,
+                    ep.accumulate,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task_dpbf16(
+    _: &[u16],
+    _: usize,
+    _: &AmxMatrix,
+    _: &Epilogue,
+    _: OutPtr,
+    _: usize,
+    _: usize,
+    _: Task,
+) {
+    unreachable!("AVX512-BF16 is x86-64 only; `supported` is false elsewhere")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn task_amx(
@@ -330,8 +549,18 @@ mod tests {
     /// accumulation error; shapes cover partial blocks, slices and single rows.
     #[test]
     fn amx_kernel_matches_the_rounded_reference_on_odd_shapes() {
-        if !available() {
-            eprintln!("skipped: no AMX-BF16 on this CPU");
+        check(Bf16Kernel::Amx);
+    }
+
+    /// The same for the AVX512-BF16 kernel, forced here even where AMX is present.
+    #[test]
+    fn avx512_bf16_kernel_matches_the_rounded_reference_on_odd_shapes() {
+        check(Bf16Kernel::Avx512Bf16);
+    }
+
+    fn check(kernel: Bf16Kernel) {
+        if !kernel.supported() {
+            eprintln!("skipped: no {kernel:?} on this CPU");
             return;
         }
         for &(m, n, k) in &[
@@ -342,6 +571,8 @@ mod tests {
             (33, 64, 64),
             (50, 96, 130),
             (70, 5, 300),
+            (13, 40, 33),
+            (25, 64, 768),
         ] {
             let x = values(m * k, (m * 131 + k) as u64);
             let w = values(n * k, (n * 17 + k) as u64);
@@ -354,7 +585,7 @@ mod tests {
                 act: Act::QuickGelu,
                 accumulate: true,
             };
-            matmul(&x, m, &packed, &ep, &mut out);
+            matmul(&x, m, &packed, &ep, &mut out, kernel);
             let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
             for i in 0..m {
                 for j in 0..n {
@@ -366,7 +597,7 @@ mod tests {
                     let got = out[i * n + j] as f64;
                     assert!(
                         (got - want).abs() <= tol,
-                        "{m}x{n}x{k} [{i},{j}]: {got} vs {want}"
+                        "{kernel:?} {m}x{n}x{k} [{i},{j}]: {got} vs {want}"
                     );
                 }
             }

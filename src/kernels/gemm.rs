@@ -13,16 +13,17 @@
 use std::cell::RefCell;
 
 use super::math::{activate, Act};
+use super::store::Store;
 use super::Isa;
 
 /// A weight matrix packed for one instruction set's microkernel.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct PackedMatrix {
     n: usize,
     k: usize,
     nr: usize,
     isa: Isa,
-    data: Vec<f32>,
+    data: Store<f32>,
 }
 
 impl PackedMatrix {
@@ -59,8 +60,26 @@ impl PackedMatrix {
             k,
             nr,
             isa,
-            data,
+            data: Store::Owned(data),
         }
+    }
+
+    /// Values packed earlier for `isa` (read from a pack file); None when their number
+    /// does not match an `(n, k)` matrix packed for `isa`.
+    pub fn from_store(n: usize, k: usize, isa: Isa, data: Store<f32>) -> Option<Self> {
+        let nr = isa.nr();
+        (n.div_ceil(nr) * k * nr == data.as_slice().len()).then_some(Self {
+            n,
+            k,
+            nr,
+            isa,
+            data,
+        })
+    }
+
+    /// The packed values.
+    pub fn store(&self) -> &Store<f32> {
+        &self.data
     }
 
     /// Output features.
@@ -78,7 +97,7 @@ impl PackedMatrix {
     }
 
     fn panel(&self, p: usize) -> &[f32] {
-        &self.data[p * self.k * self.nr..][..self.k * self.nr]
+        &self.data.as_slice()[p * self.k * self.nr..][..self.k * self.nr]
     }
 }
 

@@ -10,13 +10,16 @@ mod attention;
 mod gemm;
 mod math;
 mod norm;
+mod store;
 
-pub(crate) use amx::matmul as matmul_amx;
-pub(crate) use amx::{available as amx_available, AmxMatrix};
+pub(crate) use amx::matmul as matmul_bf16;
+pub(crate) use amx::AmxMatrix;
+pub use amx::Bf16Kernel;
 pub(crate) use attention::{attention, Heads};
 pub(crate) use gemm::{matmul, Epilogue, PackedMatrix};
 pub(crate) use math::Act;
 pub(crate) use norm::layer_norm;
+pub(crate) use store::{Plain, Store};
 
 /// The instruction set a kernel is compiled for; packed weights are laid out for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,7 +8,8 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::config::Activation;
-use crate::kernels::{self, Act, AmxMatrix, Epilogue, Heads, Isa, PackedMatrix};
+use super::pack::{PackedWeight, Packing};
+use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads, Isa};
 
 /// How a tower computes: which implementation its layers are built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,9 +18,25 @@ pub(crate) enum Compute {
     Candle,
     /// The packed CPU kernels for `isa`, in f32.
     Packed(Isa),
-    /// The packed CPU kernels on AMX tiles: bf16 products with f32 accumulation; layer
-    /// norm, softmax and everything between the products in f32.
-    Amx,
+    /// The packed CPU kernels in bf16: bf16 products with f32 accumulation; layer norm,
+    /// softmax and everything between the products in f32.
+    Bf16(Bf16Kernel),
+}
+
+/// How a load builds its layers: the implementation, and where packed weights come from.
+pub(crate) struct Packer {
+    pub compute: Compute,
+    pub packing: Packing,
+}
+
+impl Packer {
+    /// Packs each weight from the weights file, recording nothing.
+    pub fn fresh(compute: Compute) -> Self {
+        Self {
+            compute,
+            packing: Packing::Fresh(None),
+        }
+    }
 }
 
 /// Sizes of one tower's transformer stack.
@@ -51,35 +68,30 @@ fn kernel_act(act: Activation) -> Act {
     }
 }
 
-fn host(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn host(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
-}
-
-/// A weight packed for one of the CPU kernels.
-enum PackedWeight {
-    F32(PackedMatrix),
-    Bf16(AmxMatrix),
 }
 
 /// A weight packed for the CPU kernels, with its bias as host floats.
 pub(crate) struct PackedLinear {
     weight: PackedWeight,
     bias: Option<Vec<f32>>,
+    compute: Compute,
 }
 
 impl PackedLinear {
-    /// `weight`: (out, in) as PyTorch stores it. `compute` must be a packed kind.
-    fn new(weight: &Tensor, bias: Option<&Tensor>, compute: Compute) -> Result<Self> {
-        let (n, k) = weight.dims2()?;
-        let values = host(weight)?;
-        let weight = match compute {
-            Compute::Packed(isa) => PackedWeight::F32(PackedMatrix::pack(&values, n, k, isa)),
-            Compute::Amx => PackedWeight::Bf16(AmxMatrix::pack(&values, n, k)),
-            Compute::Candle => candle_core::bail!("internal: packing a weight for candle"),
-        };
+    /// The packed layer `name`: from the pack file, or packed from `build`'s weight
+    /// (out, in) as PyTorch stores it, and bias. `p.compute` must be a packed kind.
+    fn load(
+        p: &Packer,
+        name: &str,
+        build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
+    ) -> Result<Self> {
+        let (weight, bias) = p.packing.linear(name, p.compute, build)?;
         Ok(Self {
             weight,
-            bias: bias.map(host).transpose()?,
+            bias,
+            compute: p.compute,
         })
     }
 
@@ -100,7 +112,14 @@ impl PackedLinear {
         };
         match &self.weight {
             PackedWeight::F32(w) => kernels::matmul(x, rows, w, &ep, out),
-            PackedWeight::Bf16(w) => kernels::matmul_amx(x, rows, w, &ep, out),
+            PackedWeight::Bf16(w) => {
+                let kernel = match self.compute {
+                    Compute::Bf16(kernel) => kernel,
+                    // Only bf16 loads make bf16 weights; AMX is the layout's first kernel.
+                    _ => Bf16Kernel::Amx,
+                };
+                kernels::matmul_bf16(x, rows, w, &ep, out, kernel)
+            }
         }
     }
 }
@@ -113,11 +132,18 @@ pub(crate) enum Dense {
 }
 
 impl Dense {
-    /// `weight`: (out, in).
-    pub fn new(weight: Tensor, bias: Option<Tensor>, compute: Compute) -> Result<Self> {
-        Ok(match compute {
-            Compute::Candle => Dense::Candle(Linear::new(weight, bias)),
-            _ => Dense::Packed(PackedLinear::new(&weight, bias.as_ref(), compute)?),
+    /// The layer `name`, from `build`'s weight (out, in) and bias (or the pack file).
+    pub fn build(
+        p: &Packer,
+        name: &str,
+        build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
+    ) -> Result<Self> {
+        Ok(match p.compute {
+            Compute::Candle => {
+                let (weight, bias) = build()?;
+                Dense::Candle(Linear::new(weight, bias))
+            }
+            _ => Dense::Packed(PackedLinear::load(p, name, build)?),
         })
     }
 
@@ -127,11 +153,13 @@ impl Dense {
         in_dim: usize,
         out_dim: usize,
         with_bias: bool,
-        compute: Compute,
+        p: &Packer,
     ) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = with_bias.then(|| vb.get(out_dim, "bias")).transpose()?;
-        Self::new(weight, bias, compute)
+        Self::build(p, &vb.prefix(), || {
+            let weight = vb.get((out_dim, in_dim), "weight")?;
+            let bias = with_bias.then(|| vb.get(out_dim, "bias")).transpose()?;
+            Ok((weight, bias))
+        })
     }
 
     /// Applies the layer to the last dimension of `xs`.
@@ -295,20 +323,21 @@ pub(crate) struct PackedBlock {
 }
 
 impl PackedBlock {
-    fn load(vb: VarBuilder, shape: &StackShape, compute: Compute) -> Result<Self> {
+    fn load(vb: VarBuilder, shape: &StackShape, p: &Packer) -> Result<Self> {
         let (h, i) = (shape.hidden, shape.intermediate);
         let attn = vb.pp("self_attn");
-        let (qkv_w, qkv_b) = fused_qkv(&attn, shape)?;
         let linear = |vb: VarBuilder, n: usize, k: usize| {
-            PackedLinear::new(
-                &vb.get((n, k), "weight")?,
-                Some(&vb.get(n, "bias")?),
-                compute,
-            )
+            PackedLinear::load(p, &vb.prefix(), || {
+                Ok((vb.get((n, k), "weight")?, Some(vb.get(n, "bias")?)))
+            })
         };
+        let qkv_name = format!("{}.qkv", attn.prefix());
         Ok(Self {
             norm1: Norm::load(vb.pp("layer_norm1"), h, shape.eps)?,
-            qkv: PackedLinear::new(&qkv_w, Some(&qkv_b), compute)?,
+            qkv: PackedLinear::load(p, &qkv_name, || {
+                let (w, b) = fused_qkv(&attn, shape)?;
+                Ok((w, Some(b)))
+            })?,
             out: linear(attn.pp("out_proj"), h, h)?,
             norm2: Norm::load(vb.pp("layer_norm2"), h, shape.eps)?,
             fc1: linear(vb.pp("mlp").pp("fc1"), i, h)?,
@@ -335,17 +364,17 @@ pub(crate) enum Encoder {
 }
 
 impl Encoder {
-    pub fn load(vb: VarBuilder, shape: &StackShape, compute: Compute) -> Result<Self> {
+    pub fn load(vb: VarBuilder, shape: &StackShape, p: &Packer) -> Result<Self> {
         let vb = vb.pp("layers");
-        Ok(match compute {
+        Ok(match p.compute {
             Compute::Candle => Encoder::Candle(
                 (0..shape.layers)
                     .map(|i| Block::load(vb.pp(i), shape))
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Compute::Packed(_) | Compute::Amx => Encoder::Packed {
+            Compute::Packed(_) | Compute::Bf16(_) => Encoder::Packed {
                 blocks: (0..shape.layers)
-                    .map(|i| PackedBlock::load(vb.pp(i), shape, compute))
+                    .map(|i| PackedBlock::load(vb.pp(i), shape, p))
                     .collect::<Result<Vec<_>>>()?,
                 shape: *shape,
             },

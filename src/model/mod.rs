@@ -9,6 +9,7 @@
 
 mod layers;
 pub mod open_clip;
+mod pack;
 mod siglip;
 mod text;
 mod vision;
@@ -26,7 +27,12 @@ pub mod config;
 
 use crate::family::{Family, Scoring};
 use config::ClipConfig;
-use layers::Compute;
+use layers::{Compute, Packer};
+
+pub use crate::kernels::Bf16Kernel;
+use pack::{PackFile, PackKey, Packing};
+
+pub use pack::{default_dir as default_pack_dir, PackStatus, PACK_DIR_ENV};
 use siglip::SiglipVision;
 use text::TextTower;
 use vision::VisionTower;
@@ -78,6 +84,20 @@ pub struct ClipModel {
     dtype: DType,
     device: Device,
     compute: Compute,
+    pack: PackStatus,
+    /// The pack file still being written; dropping the model waits for it.
+    _pack_writer: Option<pack::PackWriter>,
+}
+
+/// How a model is loaded beyond its files, device and dtype.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Where packed weights are kept between runs (see [`default_pack_dir`]); None packs
+    /// at every load and writes nothing. Only the CPU kernels use it.
+    pub pack_dir: Option<PathBuf>,
+    /// The bf16 kernel to use on the CPU instead of the fastest one present (to test or
+    /// measure the AVX512-BF16 kernel on a CPU that also has AMX).
+    pub bf16_kernel: Option<Bf16Kernel>,
 }
 
 impl ClipModel {
@@ -96,12 +116,28 @@ impl ClipModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self, ModelError> {
+        Self::load_with(config, weights, device, dtype, &LoadOptions::default())
+    }
+
+    /// Like [`Self::load_as`], with a pack cache and other [`LoadOptions`].
+    pub fn load_with(
+        config: &ClipConfig,
+        weights: &Path,
+        device: &Device,
+        dtype: DType,
+        options: &LoadOptions,
+    ) -> Result<Self, ModelError> {
         let compute = match (device, dtype) {
             (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
-            (Device::Cpu, DType::BF16) => Compute::Amx,
+            (Device::Cpu, DType::BF16) => Compute::Bf16(
+                options
+                    .bf16_kernel
+                    .or_else(Bf16Kernel::detect)
+                    .unwrap_or(Bf16Kernel::Amx),
+            ),
             _ => Compute::Candle,
         };
-        Self::load_for(config, weights, device, dtype, compute)
+        Self::load_for(config, weights, device, dtype, compute, options)
     }
 
     /// Like [`Self::load_as`], but on candle's tensor ops even where the packed CPU kernels
@@ -112,7 +148,14 @@ impl ClipModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self, ModelError> {
-        Self::load_for(config, weights, device, dtype, Compute::Candle)
+        Self::load_for(
+            config,
+            weights,
+            device,
+            dtype,
+            Compute::Candle,
+            &LoadOptions::default(),
+        )
     }
 
     fn load_for(
@@ -121,29 +164,104 @@ impl ClipModel {
         device: &Device,
         dtype: DType,
         compute: Compute,
+        options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        check_dtype(dtype, device, compute, crate::kernels::amx_available())?;
-        // The packed kernels read f32 weights and round them to their own type when packing.
-        let stored = if compute == Compute::Candle {
-            dtype
-        } else {
-            DType::F32
+        let bf16_runs = match compute {
+            Compute::Bf16(kernel) => kernel.supported(),
+            _ => false,
         };
-        let vb = open_weights(weights, stored, device, config.family)?;
+        check_dtype(dtype, device, compute, bf16_runs)?;
         let wrap = |source| ModelError::Weights {
             path: weights.to_path_buf(),
             cause: source,
         };
-        let text = TextTower::load(vb.clone(), &config.text, config.projection_dim, compute)
-            .map_err(wrap)?;
+        let key = match (&options.pack_dir, compute) {
+            (Some(dir), Compute::Packed(_) | Compute::Bf16(_)) => {
+                PackKey::new(dir, weights, config, compute).ok()
+            }
+            _ => None,
+        };
+        let Some(key) = key else {
+            // The packed kernels read f32 weights and round them to their own type when
+            // packing.
+            let stored = if compute == Compute::Candle {
+                dtype
+            } else {
+                DType::F32
+            };
+            let vb = open_weights(weights, stored, device, config.family)?;
+            let parts = Self::build(config, vb, &Packer::fresh(compute)).map_err(wrap)?;
+            return Ok(Self::assemble(
+                parts,
+                config,
+                dtype,
+                device,
+                compute,
+                PackStatus::Off,
+            ));
+        };
+        let path = key.path().to_path_buf();
+        let stale = match PackFile::open(&key) {
+            Ok(None) => None,
+            Ok(Some(file)) => {
+                let file = std::sync::Arc::new(file);
+                let backend = Box::new(pack::FromPack(file.clone()));
+                let vb = VarBuilder::from_backend(backend, DType::F32, device.clone());
+                let packer = Packer {
+                    compute,
+                    packing: Packing::File(file),
+                };
+                match Self::build(config, vb, &packer) {
+                    Ok(parts) => {
+                        let status = PackStatus::Loaded(path);
+                        return Ok(Self::assemble(
+                            parts, config, dtype, device, compute, status,
+                        ));
+                    }
+                    Err(e) => Some(format!("it does not fit this model: {e}")),
+                }
+            }
+            Err(reason) => Some(reason),
+        };
+        let recorder = std::sync::Arc::new(pack::Recorder::default());
+        let backend = Box::new(pack::Recording {
+            inner: open_backend(weights, config.family, true)?,
+            recorder: recorder.clone(),
+        });
+        let vb = VarBuilder::from_backend(backend, DType::F32, device.clone());
+        let packer = Packer {
+            compute,
+            packing: Packing::Fresh(Some(recorder.clone())),
+        };
+        let parts = Self::build(config, vb, &packer).map_err(wrap)?;
+        let (status, writer) = match (pack::write(&key, &recorder), stale) {
+            (Ok(w), None) => (PackStatus::Written(path), Some(w)),
+            (Ok(w), Some(reason)) => (PackStatus::Rebuilt { path, reason }, Some(w)),
+            (Err(e), _) => {
+                let reason = e.to_string();
+                (PackStatus::NotWritten { path, reason }, None)
+            }
+        };
+        let mut model = Self::assemble(parts, config, dtype, device, compute, status);
+        model._pack_writer = writer;
+        Ok(model)
+    }
+
+    /// Builds both towers and reads the logit scale (and bias) through `vb`.
+    fn build(
+        config: &ClipConfig,
+        vb: VarBuilder<'static>,
+        p: &Packer,
+    ) -> candle_core::Result<(TextTower, Vision, f32, f32)> {
+        let text = TextTower::load(vb.clone(), &config.text, config.projection_dim, p)?;
         let vision = match config.family {
-            Family::Siglip => Vision::Siglip(
-                SiglipVision::load(vb.clone(), &config.vision, compute).map_err(wrap)?,
-            ),
-            _ => Vision::Clip(
-                VisionTower::load(vb.clone(), &config.vision, config.projection_dim, compute)
-                    .map_err(wrap)?,
-            ),
+            Family::Siglip => Vision::Siglip(SiglipVision::load(vb.clone(), &config.vision, p)?),
+            _ => Vision::Clip(VisionTower::load(
+                vb.clone(),
+                &config.vision,
+                config.projection_dim,
+                p,
+            )?),
         };
         // A scalar in CLIP and open_clip, shape [1] in SigLIP.
         let scalar = |name: &str| {
@@ -153,7 +271,6 @@ impl ClipModel {
                     1 => t.get(0)?.to_scalar::<f32>(),
                     n => candle_core::bail!("`{name}` holds {n} values, expected one"),
                 })
-                .map_err(wrap)
         };
         let logit_scale = scalar("logit_scale")?;
         let logit_bias = if config.family == Family::Siglip {
@@ -161,7 +278,18 @@ impl ClipModel {
         } else {
             0.0
         };
-        Ok(Self {
+        Ok((text, vision, logit_scale, logit_bias))
+    }
+
+    fn assemble(
+        (text, vision, logit_scale, logit_bias): (TextTower, Vision, f32, f32),
+        config: &ClipConfig,
+        dtype: DType,
+        device: &Device,
+        compute: Compute,
+        pack: PackStatus,
+    ) -> Self {
+        Self {
             text,
             vision,
             logit_scale,
@@ -170,7 +298,14 @@ impl ClipModel {
             dtype,
             device: device.clone(),
             compute,
-        })
+            pack,
+            _pack_writer: None,
+        }
+    }
+
+    /// What happened to the pack file of this load.
+    pub fn pack_status(&self) -> &PackStatus {
+        &self.pack
     }
 
     /// Which implementation runs the encoders: `"candle"`, or the packed CPU kernels and
@@ -179,7 +314,7 @@ impl ClipModel {
         match self.compute {
             Compute::Candle => "candle",
             Compute::Packed(isa) => isa.label(),
-            Compute::Amx => "packed amx-bf16",
+            Compute::Bf16(kernel) => kernel.label(),
         }
     }
 
@@ -259,22 +394,25 @@ impl ClipModel {
 }
 
 /// Refuses a compute type the device cannot multiply matrices in, before loading anything.
-/// `amx`: whether this CPU and OS run the AMX bf16 kernels.
+/// `bf16_runs`: whether this CPU and OS run the chosen bf16 kernel.
 fn check_dtype(
     dtype: DType,
     device: &Device,
     compute: Compute,
-    amx: bool,
+    bf16_runs: bool,
 ) -> Result<(), ModelError> {
+    let bf16_kernels = matches!(compute, Compute::Bf16(_));
     match (dtype, device) {
         (DType::F32 | DType::F16, _) => Ok(()),
         (DType::BF16, Device::Cuda(_) | Device::Metal(_)) => Ok(()),
-        (DType::BF16, Device::Cpu) if compute == Compute::Amx && amx => Ok(()),
-        (DType::BF16, Device::Cpu) if compute == Compute::Amx => Err(ModelError::DType {
+        (DType::BF16, Device::Cpu) if bf16_kernels && bf16_runs => Ok(()),
+        (DType::BF16, Device::Cpu) if bf16_kernels => Err(ModelError::DType {
             dtype,
             device: "CPU",
-            hint: "bf16 on the CPU needs Intel AMX-BF16 (Xeon Sapphire Rapids or later, Linux) \
-                   and this CPU or kernel has none; use --dtype f32",
+            hint: "bf16 on the CPU needs Intel AMX-BF16 (Xeon Sapphire Rapids or later, on \
+                   Linux) or AVX512-BF16 (Xeon Cooper Lake, AMD Zen 4 or later), and this CPU \
+                   or kernel lacks the one needed (VLM_BF16_KERNEL may name one it lacks); use \
+                   --dtype f32",
         }),
         (DType::BF16, Device::Cpu) => Err(ModelError::DType {
             dtype,
@@ -428,16 +566,33 @@ mod tests {
 
     #[test]
     fn bf16_on_a_cpu_without_amx_is_refused_with_what_to_do() {
-        let err = check_dtype(DType::BF16, &Device::Cpu, Compute::Amx, false)
-            .unwrap_err()
-            .to_string();
+        let err = check_dtype(
+            DType::BF16,
+            &Device::Cpu,
+            Compute::Bf16(Bf16Kernel::Amx),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.contains("AMX-BF16") && err.contains("--dtype f32"),
+            err.contains("AMX-BF16") && err.contains("AVX512-BF16") && err.contains("--dtype f32"),
             "{err}"
         );
-        assert!(check_dtype(DType::BF16, &Device::Cpu, Compute::Amx, true).is_ok());
+        assert!(check_dtype(
+            DType::BF16,
+            &Device::Cpu,
+            Compute::Bf16(Bf16Kernel::Amx),
+            true
+        )
+        .is_ok());
         // candle's own ops have no CPU bf16 product, AMX or not.
         assert!(check_dtype(DType::BF16, &Device::Cpu, Compute::Candle, true).is_err());
-        assert!(check_dtype(DType::F32, &Device::Cpu, Compute::Amx, false).is_ok());
+        assert!(check_dtype(
+            DType::F32,
+            &Device::Cpu,
+            Compute::Bf16(Bf16Kernel::Amx),
+            false
+        )
+        .is_ok());
     }
 }

@@ -8,7 +8,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
-use super::layers::{activate, Compute, Encoder, StackShape};
+use super::layers::{activate, Encoder, Packer, StackShape};
 use crate::model::config::{Activation, VisionConfig};
 
 /// `vision_model.head`: one learned query (`probe`) attending over all patch tokens with
@@ -97,7 +97,7 @@ pub(crate) struct SiglipVision {
 
 impl SiglipVision {
     /// `vb` is the checkpoint root: the tower lives under `vision_model`.
-    pub fn load(vb: VarBuilder, config: &VisionConfig, compute: Compute) -> Result<Self> {
+    pub fn load(vb: VarBuilder, config: &VisionConfig, p: &Packer) -> Result<Self> {
         let tower = vb.pp("vision_model");
         let embeddings = tower.pp("embeddings");
         let hidden = config.hidden_size;
@@ -122,7 +122,7 @@ impl SiglipVision {
             patch_bias: embeddings.get(hidden, "patch_embedding.bias")?,
             position_embedding: embeddings
                 .get((grid * grid, hidden), "position_embedding.weight")?,
-            encoder: Encoder::load(tower.pp("encoder"), &shape, compute)?,
+            encoder: Encoder::load(tower.pp("encoder"), &shape, p)?,
             post_layernorm: layer_norm(hidden, config.layer_norm_eps, tower.pp("post_layernorm"))?,
             head: MapHead::load(tower.pp("head"), config)?,
             patch,

@@ -6,10 +6,40 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 
 use super::config::{EosPooling, TextConfig};
-use super::layers::{Compute, Dense, Encoder, StackShape};
+use super::layers::{Dense, Encoder, Packer, StackShape};
+use crate::kernels::Store;
+
+/// The token-embedding table: candle's, or rows read in place from a pack file.
+enum TokenTable {
+    Candle(Embedding),
+    Mapped { values: Store<f32>, hidden: usize },
+}
+
+impl TokenTable {
+    /// (batch, seq) ids → (batch, seq, hidden).
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            TokenTable::Candle(e) => e.forward(ids),
+            TokenTable::Mapped { values, hidden } => {
+                let (batch, seq) = ids.dims2()?;
+                let table = values.as_slice();
+                let rows = table.len() / hidden.max(&1);
+                let mut out = Vec::with_capacity(batch * seq * hidden);
+                for id in ids.flatten_all()?.to_vec1::<u32>()? {
+                    let id = id as usize;
+                    if id >= rows {
+                        candle_core::bail!("token id {id} is outside the {rows}-token vocabulary");
+                    }
+                    out.extend_from_slice(&table[id * hidden..][..*hidden]);
+                }
+                Tensor::from_vec(out, (batch, seq, *hidden), ids.device())
+            }
+        }
+    }
+}
 
 pub(crate) struct TextTower {
-    token_embedding: Embedding,
+    token_embedding: TokenTable,
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
@@ -26,7 +56,7 @@ impl TextTower {
         vb: VarBuilder,
         config: &TextConfig,
         projection_dim: usize,
-        compute: Compute,
+        p: &Packer,
     ) -> Result<Self> {
         let tower = vb.pp("text_model");
         let embeddings = tower.pp("embeddings");
@@ -38,17 +68,27 @@ impl TextTower {
             act: config.hidden_act,
             eps: config.layer_norm_eps,
         };
+        let table_vb = embeddings.pp("token_embedding");
+        let token_embedding = match p.packing.table(&format!("{}.weight", table_vb.prefix()))? {
+            Some((dims, values)) if dims == [config.vocab_size, config.hidden_size] => {
+                TokenTable::Mapped {
+                    values,
+                    hidden: config.hidden_size,
+                }
+            }
+            Some((dims, _)) => candle_core::bail!(
+                "pack entry for the token embeddings has shape {dims:?}, config.json implies {:?}",
+                [config.vocab_size, config.hidden_size]
+            ),
+            None => TokenTable::Candle(embedding(config.vocab_size, config.hidden_size, table_vb)?),
+        };
         Ok(Self {
-            token_embedding: embedding(
-                config.vocab_size,
-                config.hidden_size,
-                embeddings.pp("token_embedding"),
-            )?,
+            token_embedding,
             position_embedding: embeddings.get(
                 (config.max_position_embeddings, config.hidden_size),
                 "position_embedding.weight",
             )?,
-            encoder: Encoder::load(tower.pp("encoder"), &shape, compute)?,
+            encoder: Encoder::load(tower.pp("encoder"), &shape, p)?,
             final_layer_norm: layer_norm(
                 config.hidden_size,
                 config.layer_norm_eps,
@@ -62,7 +102,7 @@ impl TextTower {
                     config.hidden_size,
                     projection_dim,
                     true,
-                    compute,
+                    p,
                 )?
             } else {
                 Dense::load(
@@ -70,7 +110,7 @@ impl TextTower {
                     config.hidden_size,
                     projection_dim,
                     false,
-                    compute,
+                    p,
                 )?
             },
             pooling: config.pooling,

@@ -5,7 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 
 use super::config::VisionConfig;
-use super::layers::{Compute, Dense, Encoder, StackShape};
+use super::layers::{Dense, Encoder, Packer, StackShape};
 
 pub(crate) struct VisionTower {
     /// The patch convolution as a linear layer from channels * patch * patch to hidden: a
@@ -28,7 +28,7 @@ impl VisionTower {
         vb: VarBuilder,
         config: &VisionConfig,
         projection_dim: usize,
-        compute: Compute,
+        p: &Packer,
     ) -> Result<Self> {
         let tower = vb.pp("vision_model");
         let embeddings = tower.pp("embeddings");
@@ -43,28 +43,26 @@ impl VisionTower {
             act: config.hidden_act,
             eps: config.layer_norm_eps,
         };
-        let patch_weight = embeddings
-            .get(
-                (hidden, config.num_channels, patch, patch),
-                "patch_embedding.weight",
-            )?
-            .reshape((hidden, config.num_channels * patch * patch))?;
+        let patch_name = format!("{}.patch_embedding", embeddings.prefix());
+        let patch_embedding = Dense::build(p, &patch_name, || {
+            let weight = embeddings
+                .get(
+                    (hidden, config.num_channels, patch, patch),
+                    "patch_embedding.weight",
+                )?
+                .reshape((hidden, config.num_channels * patch * patch))?;
+            Ok((weight, None))
+        })?;
         Ok(Self {
-            patch_embedding: Dense::new(patch_weight, None, compute)?,
+            patch_embedding,
             class_embedding: embeddings.get(hidden, "class_embedding")?,
             position_embedding: embeddings
                 .get((grid * grid + 1, hidden), "position_embedding.weight")?,
             // "pre_layrnorm" is the checkpoint's own spelling.
             pre_layernorm: layer_norm(hidden, config.layer_norm_eps, tower.pp("pre_layrnorm"))?,
-            encoder: Encoder::load(tower.pp("encoder"), &shape, compute)?,
+            encoder: Encoder::load(tower.pp("encoder"), &shape, p)?,
             post_layernorm: layer_norm(hidden, config.layer_norm_eps, tower.pp("post_layernorm"))?,
-            projection: Dense::load(
-                vb.pp("visual_projection"),
-                hidden,
-                projection_dim,
-                false,
-                compute,
-            )?,
+            projection: Dense::load(vb.pp("visual_projection"), hidden, projection_dim, false, p)?,
             patch,
             grid,
             image_size: config.image_size,

@@ -17,6 +17,7 @@ mod inputs;
 mod jpeg_downscale;
 mod milvus;
 mod organize;
+mod pack_cache;
 mod parity;
 mod partial_cache;
 #[cfg(feature = "postgres")]

@@ -455,22 +455,41 @@ fn row_cosines(a: &Tensor, b: &Tensor) -> Vec<f32> {
 /// with what to do instead.
 #[test]
 fn bf16_on_the_cpu_stays_close_to_f32_or_is_refused() {
+    bf16_stays_close_to_f32(vlm::model::Bf16Kernel::Amx);
+}
+
+/// The same with the AVX512-BF16 kernel (the one CPUs without AMX run), forced here on
+/// CPUs that have AMX as well.
+#[test]
+fn bf16_on_avx512_bf16_stays_close_to_f32_or_is_refused() {
+    bf16_stays_close_to_f32(vlm::model::Bf16Kernel::Avx512Bf16);
+}
+
+fn bf16_stays_close_to_f32(kernel: vlm::model::Bf16Kernel) {
     for model in MODELS {
         let r = load(model);
         let files = ModelFiles::from_dir(&fixtures().join("models").join(model)).unwrap();
-        let bf16 = match Classifier::load_as(&files, &Device::Cpu, candle_core::DType::BF16) {
-            Ok(c) => c,
-            Err(err) => {
-                let err = err.to_string();
-                assert!(
-                    err.contains("AMX-BF16") && err.contains("--dtype f32"),
-                    "{err}"
-                );
-                eprintln!("{model}: bf16 refused on this CPU: {err}");
-                continue;
-            }
+        let options = vlm::model::LoadOptions {
+            bf16_kernel: Some(kernel),
+            ..Default::default()
         };
-        assert_eq!(bf16.model().kernels(), "packed amx-bf16");
+        let bf16 =
+            match Classifier::load_with(&files, &Device::Cpu, candle_core::DType::BF16, &options) {
+                Ok(c) => c,
+                Err(err) => {
+                    let err = err.to_string();
+                    assert!(
+                        err.contains("AMX-BF16")
+                            && err.contains("AVX512-BF16")
+                            && err.contains("--dtype f32"),
+                        "{err}"
+                    );
+                    assert!(!kernel.supported(), "{kernel:?} runs here, yet: {err}");
+                    eprintln!("{model}: bf16 refused on this CPU: {err}");
+                    continue;
+                }
+            };
+        assert_eq!(bf16.model().kernels(), kernel.label());
 
         let count = r.json["images"].as_array().unwrap().len();
         let pixels: Vec<Tensor> = (0..count)
@@ -517,8 +536,8 @@ fn bf16_on_the_cpu_stays_close_to_f32_or_is_refused() {
             }
         }
         eprintln!(
-            "{model}: bf16 vs f32: image cosine >= {worst_image:.6}, text cosine >= {worst_text:.6}, \
-             probabilities move <= {prob_moved:.2e}"
+            "{model} ({kernel:?}): bf16 vs f32: image cosine >= {worst_image:.6}, text cosine >= \
+             {worst_text:.6}, probabilities move <= {prob_moved:.2e}"
         );
         assert!(
             worst_image >= 0.999,

@@ -99,9 +99,15 @@ pub fn vlm() -> std::process::Command {
         "PGDATABASE",
         "PGPASSWORD",
         "PGPASSFILE",
+        "VLM_NO_PACK_CACHE",
     ] {
         command.env_remove(var);
     }
+    // Packed weights go to the build's scratch directory, never the user's cache.
+    command.env(
+        "VLM_PACK_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("pack-cache"),
+    );
     // Never reach for a real hub from the tests.
     command.env("HF_HUB_OFFLINE", "1");
     command

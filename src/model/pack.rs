@@ -1,0 +1,765 @@
+//! Pack files: a checkpoint's weights, packed once for the CPU kernels, written to the
+//! cache and memory-mapped by later runs, which read the packed panels in place.
+//!
+//! A load on the packed kernels spends most of its time reading 600 MB of safetensors
+//! into fresh (zeroed) pages and re-laying them out into panels. A pack file holds the
+//! result: every packed weight in the kernels' layout, plus every other tensor the towers
+//! read (layer norms, biases, embeddings), so a later run maps one file and touches only
+//! the pages it computes with; the token-embedding table is gathered from the mapping row
+//! by row.
+//!
+//! Layout (little-endian):
+//!
+//! | bytes    | field                                                           |
+//! |----------|-----------------------------------------------------------------|
+//! | 0..8     | magic `VLMPACK\0`                                               |
+//! | 8..12    | format version, `u32`                                           |
+//! | 16..24   | the file's length, `u64` (a cut file is refused)                |
+//! | 24..32   | the table's length in bytes, `u64`                              |
+//! | 32..64   | the key: SHA-256 of everything the packed values depend on      |
+//! | 64..96   | SHA-256 of bytes 0..64 and the table                            |
+//! | 128..    | the table (JSON): per entry its name, kind, dimensions, offset, |
+//! |          | length and a SHA-256 of its first and last 4 KiB                |
+//! | ...      | the entries' values, each at an offset aligned to 64 bytes      |
+//!
+//! What is verified on open, and why not more: magic, version, length, key, the header and
+//! table checksum, every entry inside the file and not overlapping the next, and each
+//! entry's first and last 4 KiB against the table. A full checksum of 600 MB would cost
+//! about as much as the load it replaces; files are written to a temporary name and
+//! renamed into place, so a reader never sees a partial file from a writer, and what a
+//! crash or a full disk can leave (a short file, zeroed tail pages) fails the length or an
+//! edge check. A flipped bit in the middle of a weight is not detected, as it is not in the
+//! safetensors file either.
+//!
+//! The key covers the weights file's identity (the hub's content hash when the file is a
+//! hub blob, else its size, modification time and a hash of its first MiB and last 64 KiB),
+//! config.json as parsed, the kernels and their layout, the byte order, and this build of
+//! vlm (the executable's size and modification time): a rebuilt vlm packs again once rather
+//! than trusting a layout it may have changed. Anything that fails is discarded and
+//! rebuilt from the weights, never used.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::Init;
+use sha2::{Digest, Sha256};
+
+use super::layers::Compute;
+use crate::kernels::{AmxMatrix, PackedMatrix, Plain, Store};
+
+/// Environment variable naming the directory of pack files.
+pub const PACK_DIR_ENV: &str = "VLM_PACK_CACHE_DIR";
+
+const MAGIC: &[u8; 8] = b"VLMPACK\0";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 128;
+const ALIGN: usize = 64;
+const EDGE: usize = 4096;
+const EXT: &str = "vlmpack";
+
+/// The default directory of pack files: `$VLM_PACK_CACHE_DIR` if set and non-empty, else
+/// `<user cache dir>/vlm/packed`; None when the platform has no user cache directory.
+pub fn default_dir() -> Option<PathBuf> {
+    match std::env::var_os(PACK_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => dirs::cache_dir().map(|d| d.join("vlm").join("packed")),
+    }
+}
+
+/// What happened to the pack file of a load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackStatus {
+    /// Not used: candle's path, or no pack directory was given.
+    Off,
+    /// The weights were mapped from this pack file.
+    Loaded(PathBuf),
+    /// None was there; the weights were packed and are being written to this file (on a
+    /// thread of its own; dropping the model waits until the file is complete).
+    Written(PathBuf),
+    /// One was there but unusable (the reason); it was rebuilt and rewritten.
+    Rebuilt { path: PathBuf, reason: String },
+    /// The weights were packed, but the file could not be written (the reason); the next
+    /// run packs again.
+    NotWritten { path: PathBuf, reason: String },
+}
+
+/// The pack file for one checkpoint, compute and build: where it lives and its key.
+pub(crate) struct PackKey {
+    path: PathBuf,
+    key: [u8; 32],
+}
+
+impl PackKey {
+    /// `config` is the parsed config.json (its `Debug` form is hashed).
+    pub fn new(
+        dir: &Path,
+        weights: &Path,
+        config: &impl std::fmt::Debug,
+        compute: Compute,
+    ) -> std::io::Result<Self> {
+        let identity = weights_identity(weights)?;
+        let layout = layout_name(compute);
+        // The file name: one slot per weights file and layout, so a new build or config
+        // replaces the old file instead of adding one.
+        let mut slot = Sha256::new();
+        field(&mut slot, &identity);
+        field(&mut slot, &layout);
+        let slot = hex(&slot.finalize()[..16]);
+        let mut key = Sha256::new();
+        field(&mut key, "vlm pack key v1");
+        field(&mut key, &identity);
+        field(&mut key, &layout);
+        field(&mut key, &format!("{config:?}"));
+        field(
+            &mut key,
+            if cfg!(target_endian = "little") {
+                "le"
+            } else {
+                "be"
+            },
+        );
+        field(&mut key, &build_identity());
+        Ok(Self {
+            path: dir.join(format!("{slot}.{EXT}")),
+            key: key.finalize().into(),
+        })
+    }
+
+    /// The pack file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn field(h: &mut Sha256, s: &str) {
+    h.update((s.len() as u64).to_le_bytes());
+    h.update(s.as_bytes());
+}
+
+/// How the packed values are laid out for `compute`.
+fn layout_name(compute: Compute) -> String {
+    match compute {
+        Compute::Packed(isa) => format!("f32 {} nr {} mr {}", isa.label(), isa.nr(), isa.mr()),
+        // Both bf16 kernels read the same 32 x 32 pair-interleaved tile layout.
+        Compute::Bf16(_) => "bf16 tiles 32x32 pairs".to_string(),
+        Compute::Candle => "candle".to_string(),
+    }
+}
+
+/// The weights file's identity, cheap to compute: the hub's content hash when the file is
+/// a hub blob (its name is the SHA-256 of its content), else size, modification time and a
+/// hash of the first MiB (the safetensors header and first tensors) and the last 64 KiB.
+fn weights_identity(weights: &Path) -> std::io::Result<String> {
+    let real = weights.canonicalize()?;
+    let meta = fs::metadata(&real)?;
+    let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let in_blobs = real
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|p| p == "blobs");
+    if in_blobs && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(format!("hub blob sha256 {name}, {} bytes", meta.len()));
+    }
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let mut file = File::open(&real)?;
+    let mut h = Sha256::new();
+    let mut head = Vec::new();
+    (&mut file).take(1 << 20).read_to_end(&mut head)?;
+    h.update(&head);
+    let tail = meta.len().saturating_sub(64 << 10).max(head.len() as u64);
+    file.seek(SeekFrom::Start(tail))?;
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest)?;
+    h.update(&rest);
+    Ok(format!(
+        "{} bytes, modified {modified}, edges {}",
+        meta.len(),
+        hex(&h.finalize())
+    ))
+}
+
+/// This build of vlm: a rebuilt binary may lay weights out differently.
+fn build_identity() -> String {
+    let exe = std::env::current_exe().and_then(fs::metadata);
+    let stamp = exe
+        .map(|m| {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{} bytes, modified {modified}", m.len())
+        })
+        .unwrap_or_default();
+    format!("vlm {} ({stamp})", env!("CARGO_PKG_VERSION"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Kind {
+    /// A tensor as the towers read it, f32.
+    Raw,
+    /// A weight `(n, k)` packed for the f32 kernels named in the key.
+    PackedF32,
+    /// A weight `(n, k)` packed in the bf16 tile layout.
+    PackedBf16,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    name: String,
+    kind: Kind,
+    dims: Vec<usize>,
+    /// Byte offset in the file.
+    offset: usize,
+    /// Number of values.
+    len: usize,
+    /// SHA-256 of the first and last 4 KiB of the values, hex.
+    edges: String,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Table {
+    entries: Vec<Entry>,
+    /// Names the towers asked the weights file about and found (optional tensors).
+    present: Vec<String>,
+}
+
+fn edges(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(&bytes[..bytes.len().min(EDGE)]);
+    h.update(&bytes[bytes.len().saturating_sub(EDGE)..]);
+    hex(&h.finalize()[..16])
+}
+
+/// A verified, mapped pack file.
+pub(crate) struct PackFile {
+    map: Arc<memmap2::Mmap>,
+    entries: HashMap<String, Entry>,
+    present: HashSet<String>,
+}
+
+impl PackFile {
+    /// Maps and verifies the file of `key`: `Ok(None)` when there is none, `Err(reason)`
+    /// when there is one that must not be used.
+    pub fn open(key: &PackKey) -> Result<Option<Self>, String> {
+        let file = match File::open(&key.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot open it: {e}")),
+        };
+        // SAFETY: read-only mapping of a file vlm only ever replaces by rename; see
+        // `Store::as_slice`.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map it: {e}"))?;
+        Self::verify(Arc::new(map), &key.key).map(Some)
+    }
+
+    fn verify(map: Arc<memmap2::Mmap>, key: &[u8; 32]) -> Result<Self, String> {
+        let bytes: &[u8] = &map;
+        let header = bytes.get(..HEADER_LEN).ok_or("shorter than its header")?;
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        if &header[..8] != MAGIC {
+            return Err("not a vlm pack file (bad magic)".into());
+        }
+        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        if version != VERSION {
+            return Err(format!(
+                "format version {version}, this vlm writes {VERSION}"
+            ));
+        }
+        if u64_at(16) != bytes.len() as u64 {
+            return Err(format!(
+                "{} bytes long, its header says {} (cut short or extended)",
+                bytes.len(),
+                u64_at(16)
+            ));
+        }
+        let table_len = usize::try_from(u64_at(24)).map_err(|_| "table length too large")?;
+        let table = bytes
+            .get(HEADER_LEN..HEADER_LEN.saturating_add(table_len))
+            .ok_or("table past the end of the file")?;
+        let mut h = Sha256::new();
+        h.update(&header[..64]);
+        h.update(table);
+        if h.finalize()[..] != header[64..96] {
+            return Err("header or table checksum mismatch (damaged)".into());
+        }
+        if &header[32..64] != key {
+            return Err("made for other weights, config, kernels or vlm build (stale)".into());
+        }
+        let table: Table =
+            serde_json::from_slice(table).map_err(|e| format!("unreadable table: {e}"))?;
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(table.entries.len());
+        for e in &table.entries {
+            let size = match e.kind {
+                Kind::Raw | Kind::PackedF32 => 4,
+                Kind::PackedBf16 => 2,
+            };
+            let end = e
+                .len
+                .checked_mul(size)
+                .and_then(|b| e.offset.checked_add(b))
+                .filter(|&end| end <= bytes.len() && e.offset >= HEADER_LEN + table_len)
+                .ok_or_else(|| format!("entry {} lies outside the file", e.name))?;
+            if !e.offset.is_multiple_of(ALIGN) {
+                return Err(format!("entry {} is not aligned", e.name));
+            }
+            if edges(&bytes[e.offset..end]) != e.edges {
+                return Err(format!(
+                    "entry {} does not match its checksum (damaged)",
+                    e.name
+                ));
+            }
+            spans.push((e.offset, end));
+        }
+        spans.sort_unstable();
+        if spans.windows(2).any(|w| w[0].1 > w[1].0) {
+            return Err("entries overlap".into());
+        }
+        Ok(Self {
+            entries: table
+                .entries
+                .into_iter()
+                .map(|e| (e.name.clone(), e))
+                .collect(),
+            present: table.present.into_iter().collect(),
+            map,
+        })
+    }
+
+    fn entry(&self, name: &str, kind: Kind) -> candle_core::Result<&Entry> {
+        match self.entries.get(name) {
+            Some(e) if e.kind == kind => Ok(e),
+            _ => candle_core::bail!("the pack file has no {kind:?} entry `{name}`"),
+        }
+    }
+
+    fn store<T: Plain>(&self, e: &Entry) -> candle_core::Result<Store<T>> {
+        Store::mapped(self.map.clone(), e.offset, e.len)
+            .ok_or_else(|| candle_core::Error::Msg(format!("entry {} out of bounds", e.name)))
+    }
+
+    /// A raw f32 tensor's values, in place.
+    pub fn raw(&self, name: &str) -> candle_core::Result<(Vec<usize>, Store<f32>)> {
+        let e = self.entry(name, Kind::Raw)?;
+        Ok((e.dims.clone(), self.store(e)?))
+    }
+
+    fn packed_f32(&self, name: &str, compute: Compute) -> candle_core::Result<PackedMatrix> {
+        let Compute::Packed(isa) = compute else {
+            candle_core::bail!("internal: f32 panels for {compute:?}")
+        };
+        let e = self.entry(name, Kind::PackedF32)?;
+        match e.dims[..] {
+            [n, k] => PackedMatrix::from_store(n, k, isa, self.store(e)?),
+            _ => None,
+        }
+        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+    }
+
+    fn packed_bf16(&self, name: &str) -> candle_core::Result<AmxMatrix> {
+        let e = self.entry(name, Kind::PackedBf16)?;
+        match e.dims[..] {
+            [n, k] => AmxMatrix::from_store(n, k, self.store(e)?),
+            _ => None,
+        }
+        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+    }
+}
+
+/// A weight packed for the CPU kernels.
+#[derive(Clone)]
+pub(crate) enum PackedWeight {
+    F32(Arc<PackedMatrix>),
+    Bf16(Arc<AmxMatrix>),
+}
+
+/// What a fresh load keeps to write the pack file afterwards.
+enum Record {
+    Weight(PackedWeight),
+    Raw(Tensor),
+    Host(Vec<usize>, Arc<Vec<f32>>),
+}
+
+/// Where a load on the packed kernels takes its weights from.
+pub(crate) enum Packing {
+    /// From the weights file, packing each weight now; with a recorder, noting what the
+    /// pack file will hold.
+    Fresh(Option<Arc<Recorder>>),
+    /// From a verified pack file.
+    File(Arc<PackFile>),
+}
+
+/// Collects, during a fresh load, every packed weight and every tensor read outside a
+/// packing (those the towers keep as tensors).
+#[derive(Default)]
+pub(crate) struct Recorder {
+    records: Mutex<Vec<(String, Record)>>,
+    present: Mutex<HashSet<String>>,
+    /// Nonzero while a weight is being packed: its source tensors are not recorded.
+    packing: std::sync::atomic::AtomicUsize,
+}
+
+impl Recorder {
+    fn push(&self, name: String, record: Record) {
+        if let Ok(mut r) = self.records.lock() {
+            r.push((name, record));
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.packing.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+impl Packing {
+    /// A packed weight named `name`: from the pack file, or built by `build` (weight
+    /// `(n, k)` and optional bias) and packed for `compute`.
+    pub fn linear(
+        &self,
+        name: &str,
+        compute: Compute,
+        build: impl FnOnce() -> candle_core::Result<(Tensor, Option<Tensor>)>,
+    ) -> candle_core::Result<(PackedWeight, Option<Vec<f32>>)> {
+        let (wname, bname) = (format!("{name}#weight"), format!("{name}#bias"));
+        match self {
+            Packing::File(file) => {
+                let weight = match compute {
+                    Compute::Bf16(_) => PackedWeight::Bf16(Arc::new(file.packed_bf16(&wname)?)),
+                    _ => PackedWeight::F32(Arc::new(file.packed_f32(&wname, compute)?)),
+                };
+                let bias = match file.entries.contains_key(&bname) {
+                    true => Some(file.raw(&bname)?.1.as_slice().to_vec()),
+                    false => None,
+                };
+                Ok((weight, bias))
+            }
+            Packing::Fresh(recorder) => {
+                use std::sync::atomic::Ordering;
+                if let Some(r) = recorder {
+                    r.packing.fetch_add(1, Ordering::SeqCst);
+                }
+                let built = build();
+                if let Some(r) = recorder {
+                    r.packing.fetch_sub(1, Ordering::SeqCst);
+                }
+                let (weight, bias) = built?;
+                let (n, k) = weight.dims2()?;
+                let values = super::layers::host(&weight)?;
+                let packed = match compute {
+                    Compute::Packed(isa) => {
+                        PackedWeight::F32(Arc::new(PackedMatrix::pack(&values, n, k, isa)))
+                    }
+                    Compute::Bf16(_) => {
+                        PackedWeight::Bf16(Arc::new(AmxMatrix::pack(&values, n, k)))
+                    }
+                    Compute::Candle => candle_core::bail!("internal: packing a weight for candle"),
+                };
+                let bias = bias.as_ref().map(super::layers::host).transpose()?;
+                if let Some(r) = recorder {
+                    r.push(wname, Record::Weight(packed.clone()));
+                    if let Some(b) = &bias {
+                        r.push(bname, Record::Host(vec![b.len()], Arc::new(b.clone())));
+                    }
+                }
+                Ok((packed, bias))
+            }
+        }
+    }
+
+    /// A large table read by rows (the token embeddings): mapped in place from the pack
+    /// file, else None (the caller keeps candle's tensor, which is recorded as usual).
+    pub fn table(&self, name: &str) -> candle_core::Result<Option<(Vec<usize>, Store<f32>)>> {
+        match self {
+            Packing::File(file) => file.raw(name).map(Some),
+            Packing::Fresh(_) => Ok(None),
+        }
+    }
+}
+
+/// The weights backend of a fresh load that records what the towers read, under the
+/// names they read it by.
+pub(crate) struct Recording {
+    pub inner: Box<dyn SimpleBackend>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl SimpleBackend for Recording {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.inner.get(shape, name, init, dtype, device)?;
+        if !self.recorder.quiet() {
+            self.recorder.push(name.to_string(), Record::Raw(t.clone()));
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.inner.get_unchecked(name, dtype, device)?;
+        if !self.recorder.quiet() {
+            self.recorder.push(name.to_string(), Record::Raw(t.clone()));
+        }
+        Ok(t)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        let found = self.inner.contains_tensor(name);
+        if found && !self.recorder.quiet() {
+            if let Ok(mut p) = self.recorder.present.lock() {
+                p.insert(name.to_string());
+            }
+        }
+        found
+    }
+}
+
+/// The weights backend of a load from a pack file: the tensors the towers keep, copied
+/// out of the mapping (all small but the token table, which is read in place).
+pub(crate) struct FromPack(pub Arc<PackFile>);
+
+impl SimpleBackend for FromPack {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, device)?;
+        if t.shape() != &shape {
+            candle_core::bail!(
+                "pack entry `{name}` has shape {:?}, expected {:?}",
+                t.dims(),
+                shape.dims()
+            );
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let (dims, values) = self.0.raw(name)?;
+        Tensor::from_slice(values.as_slice(), dims, device)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.present.contains(name) || self.0.entries.contains_key(name)
+    }
+}
+
+/// A pack file being written on a thread of its own, so the first run's encoding overlaps
+/// the write; dropping it waits for the write to finish (a process exits after its model is
+/// dropped, so the file is complete or absent, never cut).
+pub(crate) struct PackWriter(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // A panic on the writer only loses the pack file; the next run writes it.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Starts writing the pack file of `key` from what `recorder` collected: the directory and
+/// a temporary file are made now (so an unwritable directory is reported at once), the
+/// values are written on another thread, and the file is renamed into place when complete.
+/// A failure after this point removes the temporary file; the next run packs again.
+pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackWriter> {
+    let records = recorder
+        .records
+        .lock()
+        .map_err(|_| std::io::Error::other("recorder poisoned"))?;
+    let present: Vec<String> = recorder
+        .present
+        .lock()
+        .map(|p| p.iter().cloned().collect())
+        .unwrap_or_default();
+    // Each entry's values, shared with the model (nothing is copied).
+    let mut seen = HashSet::new();
+    let mut parts: Vec<(String, Kind, Vec<usize>, Bytes)> = Vec::new();
+    for (name, record) in records.iter() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let (kind, dims, bytes) = match record {
+            Record::Weight(PackedWeight::F32(w)) => {
+                (Kind::PackedF32, vec![w.n(), w.k()], Bytes::F32(w.clone()))
+            }
+            Record::Weight(PackedWeight::Bf16(w)) => {
+                (Kind::PackedBf16, vec![w.n(), w.k()], Bytes::Bf16(w.clone()))
+            }
+            Record::Raw(t) => {
+                let t = t
+                    .to_dtype(DType::F32)
+                    .and_then(|t| t.contiguous())
+                    .map_err(std::io::Error::other)?;
+                (Kind::Raw, t.dims().to_vec(), Bytes::Tensor(t))
+            }
+            Record::Host(dims, values) => (Kind::Raw, dims.clone(), Bytes::Host(values.clone())),
+        };
+        parts.push((name.clone(), kind, dims, bytes));
+    }
+    drop(records);
+    let dir = key.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    fs::create_dir_all(&dir)?;
+    // Unique per process and load: two loads of one checkpoint may write at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = key
+        .path
+        .with_extension(format!("{EXT}.tmp.{}.{n}", std::process::id()));
+    let file = File::create(&tmp)?;
+    let (path, key) = (key.path.clone(), key.key);
+    let handle = std::thread::Builder::new()
+        .name("vlm-pack-writer".into())
+        .spawn(move || {
+            let written =
+                write_file(file, &key, &parts, present).and_then(|()| fs::rename(&tmp, &path));
+            if written.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+        })?;
+    Ok(PackWriter(Some(handle)))
+}
+
+fn write_file(
+    file: File,
+    key: &[u8; 32],
+    parts: &[(String, Kind, Vec<usize>, Bytes)],
+    present: Vec<String>,
+) -> std::io::Result<()> {
+    // Lay out: the table's size depends on the offsets, so fix a generous table area first.
+    let mut entries = Vec::with_capacity(parts.len());
+    for (name, kind, dims, bytes) in parts {
+        let (len, edges) = bytes.with_bytes(|b| (b.len() / value_size(*kind), edges(b)))?;
+        entries.push(Entry {
+            name: name.clone(),
+            kind: *kind,
+            dims: dims.clone(),
+            offset: 0,
+            len,
+            edges,
+        });
+    }
+    let draft = serde_json::to_vec(&Table {
+        entries: entries.clone(),
+        present: present.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    // Offsets take at most 20 digits each where the draft has one.
+    let table_room = draft.len() + 20 * entries.len() + 64;
+    let mut offset = (HEADER_LEN + table_room).next_multiple_of(ALIGN);
+    for e in entries.iter_mut() {
+        e.offset = offset;
+        offset = (offset + e.len * value_size(e.kind)).next_multiple_of(ALIGN);
+    }
+    let total = offset;
+    let mut table =
+        serde_json::to_vec(&Table { entries, present }).map_err(std::io::Error::other)?;
+    table.resize(table_room, b' ');
+    let mut header = vec![0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&(total as u64).to_le_bytes());
+    header[24..32].copy_from_slice(&(table.len() as u64).to_le_bytes());
+    header[32..64].copy_from_slice(key);
+    let mut h = Sha256::new();
+    h.update(&header[..64]);
+    h.update(&table);
+    header[64..96].copy_from_slice(&h.finalize());
+
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&header)?;
+    out.write_all(&table)?;
+    let mut at = HEADER_LEN + table.len();
+    let zeros = [0u8; ALIGN];
+    for (_, _, _, bytes) in parts {
+        let pad = at.next_multiple_of(ALIGN) - at;
+        out.write_all(&zeros[..pad])?;
+        at += pad + bytes.with_bytes(|b| out.write_all(b).map(|()| b.len()))??;
+    }
+    out.write_all(&zeros[..at.next_multiple_of(ALIGN) - at])?;
+    // No fsync: forcing 600 MB to disk would cost the first run seconds. After a crash
+    // the renamed file may have the right length and zeroed pages, which the entries'
+    // edge checksums catch.
+    out.flush()
+}
+
+fn value_size(kind: Kind) -> usize {
+    match kind {
+        Kind::Raw | Kind::PackedF32 => 4,
+        Kind::PackedBf16 => 2,
+    }
+}
+
+/// An entry's values, shared with the model that uses them.
+enum Bytes {
+    F32(Arc<PackedMatrix>),
+    Bf16(Arc<AmxMatrix>),
+    Host(Arc<Vec<f32>>),
+    /// A contiguous f32 tensor on the CPU.
+    Tensor(Tensor),
+}
+
+impl Bytes {
+    /// Calls `f` with the values as little-endian bytes (see `Store::as_bytes`).
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::io::Result<R> {
+        Ok(match self {
+            Bytes::F32(w) => f(w.store().as_bytes()),
+            Bytes::Bf16(w) => f(w.store().as_bytes()),
+            Bytes::Host(v) => f(f32_bytes(v)),
+            Bytes::Tensor(t) => {
+                let (storage, layout) = t.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return Err(std::io::Error::other("a weight is not on the CPU"));
+                };
+                let values = cpu.as_slice::<f32>().map_err(std::io::Error::other)?;
+                let (start, end) = layout
+                    .contiguous_offsets()
+                    .ok_or_else(|| std::io::Error::other("a weight is not contiguous"))?;
+                f(f32_bytes(&values[start..end]))
+            }
+        })
+    }
+}
+
+fn f32_bytes(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding; see `Store::as_bytes` on byte order.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) }
+}
