@@ -453,7 +453,8 @@ def gemm_ort(shape, threads: int, min_seconds: float = 1.0) -> float | None:
         [helper.make_node("MatMul", ["a", "w"], ["y"])], "gemm",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 10 (onnx 1.16): older ONNX Runtime builds refuse the newest IR versions onnx writes.
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     sess = ort.InferenceSession(proto.SerializeToString(), ort_options(threads), providers=["CPUExecutionProvider"])
     a = rng.standard_normal((m, k), dtype=np.float32)
     sess.run(None, {"a": a})
