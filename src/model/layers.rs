@@ -8,20 +8,9 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::config::Activation;
-use super::pack::{PackedWeight, Packing};
-use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads, Isa};
-
-/// How a tower computes: which implementation its layers are built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Compute {
-    /// candle's tensor ops, on the model's device and dtype.
-    Candle,
-    /// The packed CPU kernels for `isa`, in f32.
-    Packed(Isa),
-    /// The packed CPU kernels in bf16: bf16 products with f32 accumulation; layer norm,
-    /// softmax and everything between the products in f32.
-    Bf16(Bf16Kernel),
-}
+pub(crate) use super::pack::Compute;
+use super::pack::{host, PackedWeight, Packing};
+use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads};
 
 /// How a load builds its layers: the implementation, and where packed weights come from.
 pub(crate) struct Packer {
@@ -66,10 +55,6 @@ fn kernel_act(act: Activation) -> Act {
         Activation::GeluTanh => Act::GeluTanh,
         Activation::Relu => Act::Relu,
     }
-}
-
-pub(crate) fn host(t: &Tensor) -> Result<Vec<f32>> {
-    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
 /// A weight packed for the CPU kernels, with its bias as host floats.

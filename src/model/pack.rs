@@ -49,8 +49,24 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 use sha2::{Digest, Sha256};
 
-use super::layers::Compute;
-use crate::kernels::{AmxMatrix, PackedMatrix, Plain, Store};
+use crate::kernels::{AmxMatrix, Bf16Kernel, Isa, PackedMatrix, Plain, Store};
+
+/// How a tower computes: which implementation its layers are built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compute {
+    /// candle's tensor ops, on the model's device and dtype.
+    Candle,
+    /// The packed CPU kernels for `isa`, in f32.
+    Packed(Isa),
+    /// The packed CPU kernels in bf16: bf16 products with f32 accumulation; layer norm,
+    /// softmax and everything between the products in f32.
+    Bf16(Bf16Kernel),
+}
+
+/// A tensor's values as host f32s, whatever its dtype and device.
+pub(crate) fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
 
 /// Environment variable naming the directory of pack files.
 pub const PACK_DIR_ENV: &str = "VLM_PACK_CACHE_DIR";
@@ -464,7 +480,7 @@ impl Packing {
                 }
                 let (weight, bias) = built?;
                 let (n, k) = weight.dims2()?;
-                let values = super::layers::host(&weight)?;
+                let values = host(&weight)?;
                 let packed = match compute {
                     Compute::Packed(isa) => {
                         PackedWeight::F32(Arc::new(PackedMatrix::pack(&values, n, k, isa)))
@@ -474,7 +490,7 @@ impl Packing {
                     }
                     Compute::Candle => candle_core::bail!("internal: packing a weight for candle"),
                 };
-                let bias = bias.as_ref().map(super::layers::host).transpose()?;
+                let bias = bias.as_ref().map(host).transpose()?;
                 if let Some(r) = recorder {
                     r.push(wname, Record::Weight(packed.clone()));
                     if let Some(b) = &bias {
