@@ -63,8 +63,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let Some(scorer) = scorer(args, &session, settings.source)? else {
         return Ok(EXIT_INTERRUPTED);
     };
-    // The multi-label threshold applies to the probability or the cosine depending on the
-    // loaded model's scoring, known only now.
+    // The threshold applies to the probability or the cosine: the model's scoring decides.
     let decisions = settings.decisions.with_threshold_on(
         args.threshold,
         scorer.thresholds_probability(session.classifier()),
@@ -76,9 +75,8 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
     let (writer, out_name) = open_writer(args, settings.format, &scorer)?;
     let mut writer = writer.with_scoring(scorer.scoring_name(session.classifier()));
     for (path, message) in found.unreadable {
-        let report = failed_report(path, message);
         writer
-            .write(&report)
+            .write(&failed_report(path, message))
             .with_context(|| write_failed(&out_name))?;
     }
     let mut tally = Tally {

@@ -39,7 +39,6 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<u8> {
             ));
         }
     }
-
     let session = Session::open(&args.model, printer)?;
     let query = match (&text, query_input) {
         (Some(text), _) => text_query(&session, text)?,
