@@ -112,7 +112,8 @@ pub fn kernel_gflops(bf16: Option<Bf16Kernel>, budget: Duration) -> Result<Optio
     kernel_gflops_on((1600, 768, 3072), bf16, budget)
 }
 
-fn kernel_gflops_on(
+/// [`kernel_gflops`] on another `(m, k, n)` shape.
+pub fn kernel_gflops_on(
     (m, k, n): (usize, usize, usize),
     bf16: Option<Bf16Kernel>,
     budget: Duration,

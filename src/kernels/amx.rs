@@ -233,15 +233,18 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    // Activations in bf16, rows padded to a block and k to a slice, zero-filled.
+    // Activations in bf16, rows padded to a block and k to a slice, zero-filled: for AMX
+    // in tile order (each 16-row x 32-value tile 1 KiB in one piece, so a tile load reads
+    // 16 consecutive lines rather than 16 rows a whole row apart), for AVX512-BF16 row-major.
     let kp = w.slices * SLICE;
     let mp = m.div_ceil(BLOCK) * BLOCK;
     let mut a = vec![0u16; mp * kp];
     if k > 0 {
         use rayon::prelude::*;
+        let tiles = kernel == Bf16Kernel::Amx;
         a.par_chunks_mut(kp * BLOCK)
             .zip(x.par_chunks(k * BLOCK))
-            .for_each(|(dst, src)| convert_rows(src, k, kp, dst));
+            .for_each(|(dst, src)| convert_rows(src, k, kp, tiles, dst));
     }
     let tasks = plan(m, n.div_ceil(BLOCK), BLOCK, rayon::current_num_threads());
     let ptr = OutPtr(out.as_mut_ptr());
@@ -263,14 +266,26 @@ pub(crate) fn matmul(
 }
 
 super::dispatch! {
-    fn convert_rows(src: &[f32], k: usize, kp: usize, dst: &mut [u16]) => convert_rows_impl
+    fn convert_rows(src: &[f32], k: usize, kp: usize, tiles: bool, dst: &mut [u16]) => convert_rows_impl
 }
 
+/// Rounds up to [`BLOCK`] rows of `k` values to bf16 rows of `kp`, row-major or in tile
+/// order: row `i`, value `kk` at `((i / 16) * slices + kk / 32) * 512 + (i % 16) * 32 + kk % 32`.
 #[inline(always)]
-fn convert_rows_impl(src: &[f32], k: usize, kp: usize, dst: &mut [u16]) {
-    for (s, d) in src.chunks_exact(k).zip(dst.chunks_exact_mut(kp)) {
-        for (d, &v) in d.iter_mut().zip(s) {
-            *d = to_bf16(v);
+fn convert_rows_impl(src: &[f32], k: usize, kp: usize, tiles: bool, dst: &mut [u16]) {
+    for (i, s) in src.chunks_exact(k).enumerate() {
+        if tiles {
+            let group = &mut dst[(i / 16) * 16 * kp..][..16 * kp];
+            for (c, s) in s.chunks(SLICE).enumerate() {
+                let d = &mut group[c * 512 + (i % 16) * SLICE..][..s.len()];
+                for (d, &v) in d.iter_mut().zip(s) {
+                    *d = to_bf16(v);
+                }
+            }
+        } else {
+            for (d, &v) in dst[i * kp..][..k].iter_mut().zip(s) {
+                *d = to_bf16(v);
+            }
         }
     }
 }
@@ -311,7 +326,6 @@ unsafe fn task_amx(
     let cfg = TileConfig::new();
     asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
     let mut tile = [0.0f32; BLOCK * BLOCK];
-    let a_stride = kp * 2;
     let (r0, r1) = task.rows;
     for p in task.panels.0..task.panels.1 {
         let panel = w.data.as_slice().as_ptr().add(p * w.slices * SLICE_VALUES);
@@ -325,10 +339,24 @@ unsafe fn task_amx(
                 "tilezero tmm3",
                 options(nostack, nomem)
             );
+            // Rows i0.. in tile order: the tiles of 16-row group i0 / 16, then the next.
             let a0 = a.as_ptr().add(i0 * kp);
             let a1 = a0.add(16 * kp);
+            // At batch 1 the weights come from memory and each panel serves one or two
+            // blocks: the task's first block fetches the next panel ahead of its turn.
+            let next = (i0 == r0 && p + 1 < w.n.div_ceil(BLOCK))
+                .then(|| panel.add(w.slices * SLICE_VALUES));
             for c in 0..w.slices {
                 let b0 = panel.add(c * SLICE_VALUES);
+                if let Some(next) = next {
+                    let next = next.add(c * SLICE_VALUES);
+                    // The slice's 2 KiB: 32 lines of 64 bytes (32 bf16 values each).
+                    for line in 0..SLICE_VALUES / 32 {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            next.add(line * 32).cast(),
+                        );
+                    }
+                }
                 asm!(
                     "tileloadd tmm4, [{a0} + {sa}*1]",
                     "tileloadd tmm5, [{a1} + {sa}*1]",
@@ -338,11 +366,11 @@ unsafe fn task_amx(
                     "tdpbf16ps tmm1, tmm4, tmm7",
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a0.add(c * SLICE),
-                    a1 = in(reg) a1.add(c * SLICE),
+                    a0 = in(reg) a0.add(c * 512),
+                    a1 = in(reg) a1.add(c * 512),
                     b0 = in(reg) b0,
                     b1 = in(reg) b0.add(512),
-                    sa = in(reg) a_stride,
+                    sa = in(reg) 64usize,
                     sb = in(reg) 64usize,
                     options(nostack, readonly)
                 );

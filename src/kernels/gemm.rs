@@ -4,13 +4,13 @@
 //! load into panels of `nr` output columns: panel `p` holds, for each `kk < k`, the `nr`
 //! weights `w[p*nr + j][kk]` side by side (zero past `n`). The microkernel streams one
 //! panel while it keeps an `mr x nr` block of the output in registers, so a call never
-//! re-packs the weight (candle's gemm re-packs it on every call). The activation rows are
-//! packed per task, `mr` rows interleaved, which is a small copy next to the product.
+//! re-packs the weight (candle's gemm re-packs it on every call). The activations are read
+//! in place: each of the block's `mr` rows is its own stream, broadcast one value at a
+//! time, so nothing is copied per call (packing them per task cost a third of the time at
+//! batch 1, where every task re-packed the same 50 rows).
 //!
 //! Work is split into tasks of (a run of `mr`-row blocks, a run of panels) over rayon; the
 //! bias, activation and residual add are applied while the finished block is written out.
-
-use std::cell::RefCell;
 
 use super::math::{activate, Act};
 use super::store::Store;
@@ -126,11 +126,6 @@ pub(crate) struct Task {
     pub(crate) panels: (usize, usize),
 }
 
-thread_local! {
-    /// Each thread's packed-activation buffer, reused across calls.
-    static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
 /// `out[m, n] = epilogue(x[m, k] · wᵀ)`. `x` is row-major `(m, k)`, `out` row-major `(m, n)`.
 pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedMatrix, ep: &Epilogue, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
@@ -145,12 +140,9 @@ pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedMatrix, ep: &Epilogue, out: 
     let tasks = plan(m, w.panels(), w.isa.mr(), rayon::current_num_threads());
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |task: &Task| {
-        PACK_A.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            // SAFETY: tasks cover disjoint output blocks inside `out` (checked above), and
-            // the packed matrix was built for `w.isa`, which was detected on this CPU.
-            unsafe { run_task(x, k, w, ep, ptr, n, *task, &mut buf) }
-        })
+        // SAFETY: tasks cover disjoint output blocks inside `out` (checked above), and
+        // the packed matrix was built for `w.isa`, which was detected on this CPU.
+        unsafe { run_task(x, k, w, ep, ptr, n, *task) }
     };
     if tasks.len() == 1 {
         run(&tasks[0]);
@@ -198,15 +190,14 @@ unsafe fn run_task(
     out: OutPtr,
     ldo: usize,
     task: Task,
-    buf: &mut Vec<f32>,
 ) {
     match w.isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => x86::task_avx512(x, k, w, ep, out, ldo, task, buf),
+        Isa::Avx512 => x86::task_avx512(x, k, w, ep, out, ldo, task),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::task_avx2(x, k, w, ep, out, ldo, task, buf),
+        Isa::Avx2 => x86::task_avx2(x, k, w, ep, out, ldo, task),
         Isa::Scalar => {
-            task_generic::<SCALAR_MR, SCALAR_NR>(x, k, w, ep, out, ldo, task, buf, scalar_kernel)
+            task_generic::<SCALAR_MR, SCALAR_NR>(x, k, w, ep, out, ldo, task, scalar_kernel)
         }
     }
 }
@@ -214,27 +205,12 @@ unsafe fn run_task(
 pub(crate) const SCALAR_MR: usize = 4;
 pub(crate) const SCALAR_NR: usize = 16;
 
-/// Copies rows `r0..r1` of `x` into blocks of `MR` rows interleaved by column:
-/// block `b`, column `kk`, row `r` sits at `b*k*MR + kk*MR + r` (zero past `r1`).
-#[inline(always)]
-fn pack_rows<const MR: usize>(x: &[f32], k: usize, r0: usize, r1: usize, buf: &mut Vec<f32>) {
-    let blocks = (r1 - r0).div_ceil(MR);
-    buf.clear();
-    buf.resize(blocks * k * MR, 0.0);
-    for (b, block) in buf.chunks_exact_mut(k * MR).enumerate() {
-        for r in 0..MR.min(r1 - r0 - b * MR) {
-            let row = &x[(r0 + b * MR + r) * k..][..k];
-            for (kk, &v) in row.iter().enumerate() {
-                block[kk * MR + r] = v;
-            }
-        }
-    }
-}
-
 /// The task loop shared by every instruction set, generic over the microkernel so that
 /// each instantiation is compiled inside its own `#[target_feature]` function.
 ///
-/// `kernel(rows, k, a, b, c)` computes `rows <= MR` rows of an `MR x NR` block into `c`.
+/// `kernel(rows, k, a, b, next, c)` computes `rows <= MR` rows of an `MR x NR` block into
+/// `c`, reading row `r` of the activations at `a + r * k` (row-major `x`, not packed), and
+/// asks the caches for the panel at `next` (unless null) as it goes.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn task_generic<const MR: usize, const NR: usize>(
@@ -245,21 +221,32 @@ pub(crate) unsafe fn task_generic<const MR: usize, const NR: usize>(
     out: OutPtr,
     ldo: usize,
     task: Task,
-    buf: &mut Vec<f32>,
-    kernel: impl Fn(usize, usize, *const f32, *const f32, &mut [f32; 384]),
+    kernel: impl Fn(usize, usize, *const f32, *const f32, *const f32, &mut [f32; 384]),
 ) {
     debug_assert!(MR * NR <= 384 && w.nr == NR);
     let (r0, r1) = task.rows;
-    pack_rows::<MR>(x, k, r0, r1, buf);
     let mut tile = [0.0f32; 384];
     for p in task.panels.0..task.panels.1 {
         let panel = w.panel(p);
         let j0 = p * NR;
         let cols = NR.min(w.n - j0);
-        for (b, block) in buf.chunks_exact(k * MR).enumerate() {
-            let i0 = r0 + b * MR;
+        for i0 in (r0..r1).step_by(MR) {
             let rows = MR.min(r1 - i0);
-            kernel(rows, k, block.as_ptr(), panel.as_ptr(), &mut tile);
+            // At batch 1 every panel comes from memory and serves a few blocks only: the
+            // first block fetches the next panel ahead of its turn.
+            let next = if i0 == r0 && p + 1 < w.panels() {
+                w.panel(p + 1).as_ptr()
+            } else {
+                std::ptr::null()
+            };
+            kernel(
+                rows,
+                k,
+                x[i0 * k..].as_ptr(),
+                panel.as_ptr(),
+                next,
+                &mut tile,
+            );
             for r in 0..rows {
                 let src = &tile[r * NR..][..cols];
                 // SAFETY: row i0 + r < m and columns j0..j0 + cols < n belong to this task.
@@ -323,19 +310,23 @@ pub(crate) fn write_out(
 
 /// The portable microkernel: plain arrays the compiler vectorises for the baseline target.
 #[inline(always)]
-fn scalar_kernel(rows: usize, k: usize, a: *const f32, b: *const f32, c: &mut [f32; 384]) {
+fn scalar_kernel(
+    rows: usize,
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    _next: *const f32,
+    c: &mut [f32; 384],
+) {
     let mut acc = [[0.0f32; SCALAR_NR]; SCALAR_MR];
     for kk in 0..k {
-        // SAFETY: the packed blocks hold k * MR and k * NR values.
-        let (a, b) = unsafe {
-            (
-                &*(a.add(kk * SCALAR_MR) as *const [f32; SCALAR_MR]),
-                &*(b.add(kk * SCALAR_NR) as *const [f32; SCALAR_NR]),
-            )
-        };
-        for r in 0..SCALAR_MR {
+        // SAFETY: the panel holds k * NR values.
+        let b = unsafe { &*(b.add(kk * SCALAR_NR) as *const [f32; SCALAR_NR]) };
+        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+            // SAFETY: rows r < rows of x hold k values each from `a`.
+            let a = unsafe { *a.add(r * k + kk) };
             for j in 0..SCALAR_NR {
-                acc[r][j] += a[r] * b[j];
+                acc[j] += a * b[j];
             }
         }
     }
@@ -359,14 +350,24 @@ mod x86 {
 
     /// `R` rows of a 12 x 32 block; `R` is a constant so the accumulators stay in registers.
     #[inline(always)]
-    unsafe fn block512<const R: usize>(k: usize, a: *const f32, b: *const f32, c: *mut f32) {
+    unsafe fn block512<const R: usize, const PREFETCH: bool>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        next: *const f32,
+        c: *mut f32,
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for kk in 0..k {
+            if PREFETCH {
+                // The same row of the next panel: two cache lines per step.
+                _mm_prefetch::<_MM_HINT_T0>(next.add(kk * AVX512_NR).cast());
+                _mm_prefetch::<_MM_HINT_T0>(next.add(kk * AVX512_NR + 16).cast());
+            }
             let b0 = _mm512_loadu_ps(b.add(kk * AVX512_NR));
             let b1 = _mm512_loadu_ps(b.add(kk * AVX512_NR + 16));
-            let a = a.add(kk * AVX512_MR);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(r));
+                let av = _mm512_set1_ps(*a.add(r * k + kk));
                 acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
             }
@@ -383,9 +384,8 @@ mod x86 {
         for kk in 0..k {
             let b0 = _mm256_loadu_ps(b.add(kk * AVX2_NR));
             let b1 = _mm256_loadu_ps(b.add(kk * AVX2_NR + 8));
-            let a = a.add(kk * AVX2_MR);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(r));
+                let av = _mm256_broadcast_ss(&*a.add(r * k + kk));
                 acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
             }
@@ -408,7 +408,6 @@ mod x86 {
         out: OutPtr,
         ldo: usize,
         task: Task,
-        buf: &mut Vec<f32>,
     ) {
         task_generic::<AVX512_MR, AVX512_NR>(
             x,
@@ -418,22 +417,30 @@ mod x86 {
             out,
             ldo,
             task,
-            buf,
-            |rows, k, a, b, c| {
+            |rows, k, a, b, next, c| {
                 let c = c.as_mut_ptr();
-                match rows {
-                    12 => block512::<12>(k, a, b, c),
-                    11 => block512::<11>(k, a, b, c),
-                    10 => block512::<10>(k, a, b, c),
-                    9 => block512::<9>(k, a, b, c),
-                    8 => block512::<8>(k, a, b, c),
-                    7 => block512::<7>(k, a, b, c),
-                    6 => block512::<6>(k, a, b, c),
-                    5 => block512::<5>(k, a, b, c),
-                    4 => block512::<4>(k, a, b, c),
-                    3 => block512::<3>(k, a, b, c),
-                    2 => block512::<2>(k, a, b, c),
-                    _ => block512::<1>(k, a, b, c),
+                macro_rules! by_rows {
+                    ($pf:literal) => {
+                        match rows {
+                            12 => block512::<12, $pf>(k, a, b, next, c),
+                            11 => block512::<11, $pf>(k, a, b, next, c),
+                            10 => block512::<10, $pf>(k, a, b, next, c),
+                            9 => block512::<9, $pf>(k, a, b, next, c),
+                            8 => block512::<8, $pf>(k, a, b, next, c),
+                            7 => block512::<7, $pf>(k, a, b, next, c),
+                            6 => block512::<6, $pf>(k, a, b, next, c),
+                            5 => block512::<5, $pf>(k, a, b, next, c),
+                            4 => block512::<4, $pf>(k, a, b, next, c),
+                            3 => block512::<3, $pf>(k, a, b, next, c),
+                            2 => block512::<2, $pf>(k, a, b, next, c),
+                            _ => block512::<1, $pf>(k, a, b, next, c),
+                        }
+                    };
+                }
+                if next.is_null() {
+                    by_rows!(false)
+                } else {
+                    by_rows!(true)
                 }
             },
         )
@@ -451,9 +458,8 @@ mod x86 {
         out: OutPtr,
         ldo: usize,
         task: Task,
-        buf: &mut Vec<f32>,
     ) {
-        task_generic::<AVX2_MR, AVX2_NR>(x, k, w, ep, out, ldo, task, buf, |rows, k, a, b, c| {
+        task_generic::<AVX2_MR, AVX2_NR>(x, k, w, ep, out, ldo, task, |rows, k, a, b, _, c| {
             let c = c.as_mut_ptr();
             match rows {
                 6 => block256::<6>(k, a, b, c),
