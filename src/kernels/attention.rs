@@ -68,10 +68,15 @@ fn one_head(
         let visible = if shape.causal { i + 1 } else { seq };
         scores.clear();
         scores.resize(padded, 0.0);
-        for (dd, &qd) in row(i, 0).iter().enumerate() {
-            for (s, &k) in scores.iter_mut().zip(&keys[dd * padded..][..padded]) {
-                *s = qd.mul_add(k, *s);
-            }
+        let q = row(i, 0);
+        let mut j0 = 0;
+        while j0 + 64 <= padded {
+            score_chunk::<64>(q, keys, padded, j0, scores);
+            j0 += 64;
+        }
+        while j0 < padded {
+            score_chunk::<16>(q, keys, padded, j0, scores);
+            j0 += 16;
         }
         // Masked and padding keys weigh exp(-87) = 2e-38 each against a sum of at least 1.
         scores[visible..].fill(f32::NEG_INFINITY);
@@ -89,14 +94,65 @@ fn one_head(
         }
         let inv = 1.0 / sum(scores);
         let out = &mut ctx[place.offset + i * place.stride..][..d];
-        out.fill(0.0);
-        for (j, &p) in scores[..visible].iter().enumerate() {
-            let p = p * inv;
-            for (o, &v) in out.iter_mut().zip(row(j, 2)) {
-                *o = p.mul_add(v, *o);
-            }
+        let probs = &scores[..visible];
+        let values = |j: usize| row(j, 2);
+        let mut c0 = 0;
+        while c0 + 64 <= d {
+            weigh_chunk::<64>(probs, inv, &values, c0, out);
+            c0 += 64;
+        }
+        while c0 + 16 <= d {
+            weigh_chunk::<16>(probs, inv, &values, c0, out);
+            c0 += 16;
+        }
+        while c0 < d {
+            weigh_chunk::<1>(probs, inv, &values, c0, out);
+            c0 += 1;
         }
     }
+}
+
+/// Scores of query `q` against keys `j0..j0 + W` (`keys` transposed, rows of `padded`),
+/// the `W` sums held in registers across the whole head dimension.
+#[inline(always)]
+fn score_chunk<const W: usize>(
+    q: &[f32],
+    keys: &[f32],
+    padded: usize,
+    j0: usize,
+    scores: &mut [f32],
+) {
+    let mut acc = [0.0f32; W];
+    for (dd, &qd) in q.iter().enumerate() {
+        let k: &[f32; W] = keys[dd * padded + j0..][..W]
+            .try_into()
+            .unwrap_or(&[0.0; W]);
+        for (a, &k) in acc.iter_mut().zip(k) {
+            *a = qd.mul_add(k, *a);
+        }
+    }
+    scores[j0..j0 + W].copy_from_slice(&acc);
+}
+
+/// Context columns `c0..c0 + W` of one query: the value rows weighed by `probs * inv`, the
+/// `W` sums held in registers across all keys.
+#[inline(always)]
+fn weigh_chunk<'a, const W: usize>(
+    probs: &[f32],
+    inv: f32,
+    values: &impl Fn(usize) -> &'a [f32],
+    c0: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [0.0f32; W];
+    for (j, &p) in probs.iter().enumerate() {
+        let p = p * inv;
+        let v: &[f32; W] = values(j)[c0..][..W].try_into().unwrap_or(&[0.0; W]);
+        for (a, &v) in acc.iter_mut().zip(v) {
+            *a = p.mul_add(v, *a);
+        }
+    }
+    out[c0..c0 + W].copy_from_slice(&acc);
 }
 
 /// The sum of `values` in 16 partial sums the compiler keeps in one vector register.
@@ -229,6 +285,9 @@ mod tests {
             (2, 7, 3, 20, false),
             (3, 50, 2, 64, true),
             (9, 4, 1, 17, false),
+            // Keys past one 64-wide chunk, head widths past one 64-wide chunk (16 and 8 over).
+            (1, 70, 2, 72, true),
+            (2, 100, 1, 80, false),
         ] {
             let s = Heads {
                 batch,
