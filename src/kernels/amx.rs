@@ -9,7 +9,7 @@
 //! The weights are packed once at load in that tile layout: panels of 32 output columns,
 //! then slices of 32 along `k`, then the two 16-column tiles, each 16 rows of 64 bytes.
 //! The activations are rounded to bf16 once per call, rows padded to a multiple of 32 and
-//! `k` to a multiple of 32 with zeros. The finished block goes through the same fused
+//! `k` to a multiple of 32 with zeros, and laid out tile by tile (1 KiB each, contiguous). The finished block goes through the same fused
 //! output pass as the f32 kernels.
 //!
 //! The tile instructions are written in `asm!`: Rust's AMX intrinsics are not stable. The
