@@ -16,7 +16,7 @@
 //! tile registers are not allocated by the compiler, so no other code touches them; each
 //! task loads the tile configuration first and releases the tiles at the end.
 
-use super::gemm::{plan, write_out, Epilogue, OutPtr, Task};
+use super::gemm::{plan, write_block, Block, Epilogue, OutPtr, Task};
 use super::store::Store;
 
 /// Output rows and columns per register block (2 x 2 tiles of 16 x 16).
@@ -389,18 +389,9 @@ unsafe fn task_amx(
                 options(nostack)
             );
             let rows = BLOCK.min(m - i0).min(r1 - i0);
-            for r in 0..rows {
-                let src = &tile[r * BLOCK..][..cols];
-                // SAFETY: row i0 + r < m and columns j0..j0 + cols < n belong to this task.
-                let dst = std::slice::from_raw_parts_mut(out.0.add((i0 + r) * ldo + j0), cols);
-                write_out(
-                    src,
-                    dst,
-                    ep.bias.map(|b| &b[j0..j0 + cols]),
-                    ep.act,
-                    ep.accumulate,
-                );
-            }
+            // SAFETY: rows i0..i0 + rows < m and columns j0..j0 + cols < n belong to this task.
+            let block = Block { i0, j0, rows, cols };
+            write_block(&tile, BLOCK, block, out, ldo, ep);
         }
     }
     asm!("tilerelease", options(nostack, nomem));
@@ -494,18 +485,9 @@ unsafe fn task_dpbf16(
                 2 => block_dpbf16::<2>(w.slices, ap, panel, c),
                 _ => block_dpbf16::<1>(w.slices, ap, panel, c),
             }
-            for r in 0..rows {
-                let src = &tile[r * BLOCK..][..cols];
-                // SAFETY: row i0 + r < m and columns j0..j0 + cols < n belong to this task.
-                let dst = std::slice::from_raw_parts_mut(out.0.add((i0 + r) * ldo + j0), cols);
-                write_out(
-                    src,
-                    dst,
-                    ep.bias.map(|b| &b[j0..j0 + cols]),
-                    ep.act,
-                    ep.accumulate,
-                );
-            }
+            // SAFETY: rows i0..i0 + rows < m and columns j0..j0 + cols < n belong to this task.
+            let block = Block { i0, j0, rows, cols };
+            write_block(&tile, BLOCK, block, out, ldo, ep);
         }
     }
 }

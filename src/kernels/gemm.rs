@@ -247,31 +247,49 @@ pub(crate) unsafe fn task_generic<const MR: usize, const NR: usize>(
                 next,
                 &mut tile,
             );
-            for r in 0..rows {
-                let src = &tile[r * NR..][..cols];
-                // SAFETY: row i0 + r < m and columns j0..j0 + cols < n belong to this task.
-                let dst = std::slice::from_raw_parts_mut(out.0.add((i0 + r) * ldo + j0), cols);
-                write_out(
-                    src,
-                    dst,
-                    ep.bias.map(|b| &b[j0..j0 + cols]),
-                    ep.act,
-                    ep.accumulate,
-                );
-            }
+            // SAFETY: rows i0..i0 + rows < m and columns j0..j0 + cols < n belong to this task.
+            let block = Block { i0, j0, rows, cols };
+            write_block(&tile, NR, block, out, ldo, ep);
         }
+    }
+}
+
+/// Where a finished block goes: rows `i0..i0 + rows`, columns `j0..j0 + cols` of the output.
+#[derive(Clone, Copy)]
+pub(crate) struct Block {
+    pub i0: usize,
+    pub j0: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// The fused output pass of a finished block held in `tile` (row `r` at `r * ld`), into
+/// `out` (rows `ldo` apart).
+///
+/// # Safety
+/// The block must lie inside `out` and belong to the calling task alone.
+#[inline(always)]
+pub(crate) unsafe fn write_block(
+    tile: &[f32],
+    ld: usize,
+    block: Block,
+    out: OutPtr,
+    ldo: usize,
+    ep: &Epilogue,
+) {
+    let Block { i0, j0, rows, cols } = block;
+    let bias = ep.bias.map(|b| &b[j0..j0 + cols]);
+    for r in 0..rows {
+        let src = &tile[r * ld..][..cols];
+        // SAFETY: the caller owns this block of `out`.
+        let dst = std::slice::from_raw_parts_mut(out.0.add((i0 + r) * ldo + j0), cols);
+        write_out(src, dst, bias, ep.act, ep.accumulate);
     }
 }
 
 /// The fused output pass of one row of a finished block.
 #[inline(always)]
-pub(crate) fn write_out(
-    src: &[f32],
-    dst: &mut [f32],
-    bias: Option<&[f32]>,
-    act: Act,
-    accumulate: bool,
-) {
+fn write_out(src: &[f32], dst: &mut [f32], bias: Option<&[f32]>, act: Act, accumulate: bool) {
     macro_rules! pass {
         ($act:expr) => {
             match (bias, accumulate) {
