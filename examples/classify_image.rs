@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::Device;
 use vlm::labels::{self, Template};
 use vlm::source::{self, HubOptions};
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let model = rest.first().map_or(source::DEFAULT_MODEL, String::as_str);
 
     let files = source::resolve(model, None, &HubOptions::from_env())?;
-    let classifier = Classifier::load(&files, &Device::Cpu)?;
+    let classifier = Checkpoint::load(&files, &Device::Cpu)?;
 
     let labels = labels::parse_list(label_list)?;
     let template = Template::default();

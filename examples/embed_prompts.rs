@@ -6,7 +6,7 @@
 
 use candle_core::{Device, D};
 use vlm::source::{self, HubOptions};
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let files = source::resolve(&model, None, &HubOptions::from_env())?;
-    let classifier = Classifier::load(&files, &Device::Cpu)?;
+    let classifier = Checkpoint::load(&files, &Device::Cpu)?;
     let embedded = classifier.embed_prompts(&args)?.embeddings;
 
     // Cosine similarity of every pair: normalise the rows, then one matmul.

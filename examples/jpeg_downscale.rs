@@ -20,7 +20,7 @@ use vlm::preprocess::{
     decode_bytes_region, DecodeOptions, PreprocessConfig, Preprocessor, ResizeTarget,
 };
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 const PHOTOS: [&str; 4] = ["chelsea", "astronaut", "coffee", "rocket"];
 const MODELS: [&str; 2] = ["tiny-quickgelu", "tiny-gelu-f16"];
@@ -149,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     println!("\nfixture models: max |probability difference| over 6 labels, top-1 kept?");
     for model in MODELS {
         let dir = fixtures().join("models").join(model);
-        let mut classifier = Classifier::load(&ModelFiles::from_dir(&dir)?, &Device::Cpu)?;
+        let mut classifier = Checkpoint::load(&ModelFiles::from_dir(&dir)?, &Device::Cpu)?;
         let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
             fixtures().join(format!("reference/{model}.json")),
         )?)?;

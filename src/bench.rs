@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
-use crate::checkpoint::Classifier;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::kernels::Bf16Kernel;
 use crate::model::config::{ClipConfig, TextConfig, VisionConfig};
@@ -57,7 +57,7 @@ fn synthetic_pixels(count: usize, size: usize) -> Vec<Vec<f32>> {
 }
 
 /// Image-tower throughput at `batch`, from preprocessed pixels to embeddings.
-pub fn image_rate(classifier: &Classifier, batch: usize, budget: Duration) -> Result<ImageRate> {
+pub fn image_rate(classifier: &Checkpoint, batch: usize, budget: Duration) -> Result<ImageRate> {
     let pixels = synthetic_pixels(batch.max(1), classifier.model().image_size());
     let best = best_time(budget, || classifier.embed_pixels(&pixels).map(drop))?;
     Ok(ImageRate {
@@ -68,7 +68,7 @@ pub fn image_rate(classifier: &Classifier, batch: usize, budget: Duration) -> Re
 
 /// Text-tower throughput for `count` distinct prompts "a photo of a label N.", tokenised
 /// and embedded the way `vlm classify` does it.
-pub fn text_rate(classifier: &Classifier, count: usize, budget: Duration) -> Result<TextRate> {
+pub fn text_rate(classifier: &Checkpoint, count: usize, budget: Duration) -> Result<TextRate> {
     let prompts: Vec<String> = (0..count.max(1))
         .map(|i| format!("a photo of a label {i}."))
         .collect();

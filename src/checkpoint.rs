@@ -26,7 +26,7 @@ pub struct PromptEmbeddings {
 }
 
 /// Everything needed to turn image files and prompts into ranked scores.
-pub struct Classifier {
+pub struct Checkpoint {
     model: ClipModel,
     tokenizer: ClipTokenizer,
     preprocessor: Preprocessor,
@@ -34,7 +34,7 @@ pub struct Classifier {
     config: ClipConfig,
 }
 
-impl Classifier {
+impl Checkpoint {
     /// Loads a checkpoint's four files onto `device`, computing in f32.
     pub fn load(files: &ModelFiles, device: &Device) -> Result<Self> {
         Self::load_as(files, device, DType::F32)

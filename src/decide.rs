@@ -3,12 +3,12 @@
 //! [`Decisions`] turn those scores into a report (top-k, multi-label selection, the
 //! "uncertain" flag) and a destination for `--organize`.
 
-use crate::checkpoint::{Classifier, PromptEmbeddings};
+use crate::checkpoint::{Checkpoint, PromptEmbeddings};
 use crate::error::Result;
 use crate::family::Scoring;
-use crate::fewshot::{ExampleCache, TipParams};
+use crate::fewshot::{TipAdapterCache, TipParams};
 use crate::labels::PromptSet;
-use crate::output::{ImageReport, LabelResult, Outcome};
+use crate::output::{ImageResult, LabelResult, Outcome};
 use crate::probe::Probe;
 use crate::score::Score;
 
@@ -38,7 +38,7 @@ pub enum Scorer {
     Prompts {
         prompts: PromptSet,
         text: PromptEmbeddings,
-        examples: Option<(ExampleCache, TipParams)>,
+        examples: Option<(TipAdapterCache, TipParams)>,
     },
     /// A linear probe.
     Probe(Probe),
@@ -46,7 +46,7 @@ pub enum Scorer {
 
 impl Scorer {
     /// Ranked scores for each embedding in `rows`, best first.
-    pub fn rank(&self, classifier: &Classifier, rows: &[&[f32]]) -> Result<Vec<Vec<Score>>> {
+    pub fn rank(&self, classifier: &Checkpoint, rows: &[&[f32]]) -> Result<Vec<Vec<Score>>> {
         match self {
             Self::Prompts {
                 text,
@@ -100,7 +100,7 @@ impl Scorer {
     /// How the probabilities are computed, as every output names it: the checkpoint's
     /// scoring for prompts (`softmax` or `sigmoid`), `probe-softmax` for a probe, which is
     /// its own softmax classifier over the classes whatever the family.
-    pub fn scoring_name(&self, classifier: &Classifier) -> &'static str {
+    pub fn scoring_name(&self, classifier: &Checkpoint) -> &'static str {
         match self {
             Self::Prompts { .. } => classifier.scoring().name(),
             Self::Probe(_) => "probe-softmax",
@@ -110,7 +110,7 @@ impl Scorer {
     /// Whether `--multi-label` thresholds each label's probability (sigmoid-scored prompts:
     /// each probability is a calibrated yes/no) rather than its similarity (a softmax share
     /// depends on the other labels; a probe's similarity is its logit).
-    pub fn thresholds_probability(&self, classifier: &Classifier) -> bool {
+    pub fn thresholds_probability(&self, classifier: &Checkpoint) -> bool {
         matches!(self, Self::Prompts { .. }) && classifier.scoring() == Scoring::Sigmoid
     }
 }
@@ -177,7 +177,7 @@ impl Decisions {
     }
 
     /// The report for one image from its ranked `scores` (best first).
-    pub fn report(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageReport {
+    pub fn report(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageResult {
         let passes = |s: &Score, threshold: f32| {
             if self.multi_label_on_probability {
                 s.probability >= threshold
@@ -206,7 +206,7 @@ impl Decisions {
         let uncertain = self
             .min_probability
             .map(|p| scores.first().is_none_or(|top| top.probability < p));
-        ImageReport {
+        ImageResult {
             path: path.to_string(),
             outcome: Outcome::Ranked(results),
             uncertain,
@@ -218,7 +218,7 @@ impl Decisions {
 /// Where `--organize` puts an image: `Some(Some(label))` into that label's folder,
 /// `Some(None)` into the folder for images without a label (uncertain, or no label selected
 /// in multi-label mode), `None` nowhere (the image failed).
-pub fn destination(report: &ImageReport) -> Option<Option<String>> {
+pub fn destination(report: &ImageResult) -> Option<Option<String>> {
     match (&report.labels, &report.outcome) {
         (_, Outcome::Failed(_)) => None,
         (Some(selected), _) => Some(selected.first().cloned()),
@@ -272,7 +272,7 @@ mod tests {
         ]
     }
 
-    fn labels(report: &ImageReport) -> Vec<&str> {
+    fn labels(report: &ImageResult) -> Vec<&str> {
         match &report.outcome {
             Outcome::Ranked(r) => r.iter().map(|r| r.label.as_str()).collect(),
             Outcome::Failed(_) => Vec::new(),
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn failed_images_go_nowhere() {
-        let report = ImageReport {
+        let report = ImageResult {
             path: "x.jpg".into(),
             outcome: Outcome::Failed("broken".into()),
             uncertain: None,

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::cache::{CacheError, CacheNamespace, ContentKey, EmbeddingCache};
-use crate::checkpoint::Classifier;
+use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::inputs::{self, Input};
 use crate::pipeline::{self, PipelineOptions, PipelineStats, Prepared};
@@ -39,7 +39,7 @@ pub struct EmbedSummary {
 /// Cached embeddings are reused and new ones stored. An error returned by `sink` or by the
 /// encoder stops the run; an input that cannot be read or decoded is an `Err` embedding.
 pub fn embed_inputs<I, S, X>(
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     cache: Option<&EmbeddingCache>,
     inputs: I,
     options: PipelineOptions,
@@ -83,7 +83,7 @@ where
 
 /// Embeds inputs and collects the results, in input order.
 pub fn embed_all(
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     cache: Option<&EmbeddingCache>,
     inputs: Vec<Input>,
     options: PipelineOptions,
@@ -100,7 +100,7 @@ pub fn embed_all(
 /// preprocess it.
 fn load(
     input: &Input,
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     cache: Option<&EmbeddingCache>,
     embedding_dim: usize,
 ) -> Result<Prepared<Option<ContentKey>>, Error> {
@@ -117,7 +117,7 @@ fn load(
 
 /// What makes cached embeddings of this checkpoint valid: the exact weights file (a hub
 /// snapshot path names its commit), how pixels are prepared and how the encoder computes.
-pub fn cache_namespace(files: &ModelFiles, classifier: &Classifier) -> CacheNamespace {
+pub fn cache_namespace(files: &ModelFiles, classifier: &Checkpoint) -> CacheNamespace {
     let weights = files
         .weights
         .canonicalize()

@@ -25,7 +25,7 @@
 //! account.
 //!
 //! When every label has at least [`MIN_EXAMPLES_TO_TUNE`] examples, α and β are not fixed but
-//! chosen as the paper's authors choose them, on held-out data: [`ExampleCache::tune`]
+//! chosen as the paper's authors choose them, on held-out data: [`TipAdapterCache::tune`]
 //! tries a grid of both and keeps the pair that classifies the examples best when each is
 //! left out of the cache in turn (leave-one-out). The paper's defaults suit prompts and
 //! examples of a real CLIP on photographs; on a domain the prompts get wrong, the examples
@@ -37,7 +37,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::EmbeddingCache;
-use crate::checkpoint::Classifier;
+use crate::checkpoint::Checkpoint;
 use crate::dataset::{Dataset, DatasetError};
 use crate::embedder::{self, EmbedSummary};
 use crate::error::Error;
@@ -53,18 +53,18 @@ pub const DEFAULT_WEIGHT: f32 = 1.0;
 /// Tip-Adapter's sharpness β: how quickly an example's vote fades with distance.
 pub const DEFAULT_SHARPNESS: f32 = 5.5;
 
-/// Fewest examples of every label for which [`ExampleCache::tune`] chooses α and β; with
+/// Fewest examples of every label for which [`TipAdapterCache::tune`] chooses α and β; with
 /// fewer, leaving one out removes too much of its label to say anything.
 pub const MIN_EXAMPLES_TO_TUNE: usize = 4;
 
-/// The α tried by [`ExampleCache::tune`]: 0 (prompts alone) and powers of two from 1/4 to
+/// The α tried by [`TipAdapterCache::tune`]: 0 (prompts alone) and powers of two from 1/4 to
 /// 256, wide enough for prompts whose logits spread over a few units (a real CLIP) or a few
 /// tens (a random or mismatched text tower).
 pub const WEIGHT_GRID: [f32; 12] = [
     0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0,
 ];
 
-/// The β tried by [`ExampleCache::tune`]: the paper's 5.5 and about a factor 1.6 apart
+/// The β tried by [`TipAdapterCache::tune`]: the paper's 5.5 and about a factor 1.6 apart
 /// from 1 to 100; a large β lets only near-duplicates vote, which suits embeddings whose
 /// cosines all crowd near 1.
 pub const SHARPNESS_GRID: [f32; 11] = [1.0, 1.6, 2.5, 4.0, 5.5, 8.0, 13.0, 20.0, 32.0, 50.0, 80.0];
@@ -138,7 +138,7 @@ impl TipParams {
     }
 }
 
-/// What [`ExampleCache::tune`] found.
+/// What [`TipAdapterCache::tune`] found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tuned {
     /// The chosen α and β.
@@ -151,7 +151,7 @@ pub struct Tuned {
     pub held_out: usize,
 }
 
-/// Why [`ExampleCache::tune`] did not tune.
+/// Why [`TipAdapterCache::tune`] did not tune.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotTuned {
     /// Both knobs were given.
@@ -162,7 +162,7 @@ pub enum NotTuned {
 
 /// The example images as Tip-Adapter's key-value cache.
 #[derive(Debug, Clone)]
-pub struct ExampleCache {
+pub struct TipAdapterCache {
     classes: usize,
     dim: usize,
     /// Normalised example embeddings, one row of `dim` values each.
@@ -171,7 +171,7 @@ pub struct ExampleCache {
     labels: Vec<usize>,
 }
 
-impl ExampleCache {
+impl TipAdapterCache {
     /// An empty cache for `classes` classes of `dim`-value embeddings.
     pub fn new(classes: usize, dim: usize) -> Self {
         Self {
@@ -339,7 +339,7 @@ impl ExampleCache {
         &self.keys[k * self.dim..(k + 1) * self.dim]
     }
 
-    /// Re-ranks one image's zero-shot scores (from [`Classifier::rank_rows`], whose
+    /// Re-ranks one image's zero-shot scores (from [`Checkpoint::rank_rows`], whose
     /// `similarity` is the image-prompt cosine) with the examples. `logit_scale` is the
     /// model's (log) scale, as in zero-shot scoring; with a weight of 0 the result is the
     /// zero-shot ranking itself.
@@ -407,12 +407,12 @@ pub enum ParamsChoice {
 }
 
 /// α and β for `cache`: `weight` and `sharpness` where given (an explicit value always
-/// wins), the rest chosen by [`ExampleCache::tune`] when every class has enough examples,
+/// wins), the rest chosen by [`TipAdapterCache::tune`] when every class has enough examples,
 /// else Tip-Adapter's defaults. `text` holds the class embeddings the images are scored
 /// against.
 pub fn choose_params(
-    cache: &ExampleCache,
-    classifier: &Classifier,
+    cache: &TipAdapterCache,
+    classifier: &Checkpoint,
     text: &PromptEmbeddings,
     weight: Option<f32>,
     sharpness: Option<f32>,
@@ -451,7 +451,7 @@ pub fn choose_params(
 
 /// Example images read and embedded.
 pub struct Examples {
-    pub cache: ExampleCache,
+    pub cache: TipAdapterCache,
     /// Label names without any usable example: they are scored by their prompts alone.
     pub without_examples: Vec<String>,
     /// Example images that could not be embedded: (displayed path, why); they are left out.
@@ -469,7 +469,7 @@ pub struct Examples {
 /// the embedding cache when one is given. A folder that matches no class is an error; an
 /// image that cannot be embedded is reported in [`Examples::failed`] and left out.
 pub fn load_examples(
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     embedding_cache: Option<&EmbeddingCache>,
     dir: &Path,
     classes: &[Class],
@@ -480,7 +480,7 @@ pub fn load_examples(
     let labels: Vec<usize> = dataset.images.iter().map(|i| i.label).collect();
     let inputs = dataset.images.into_iter().map(|i| i.input).collect();
     let (embedded, summary) = embedder::embed_all(classifier, embedding_cache, inputs, options)?;
-    let mut cache = ExampleCache::new(classes.len(), classifier.config().projection_dim);
+    let mut cache = TipAdapterCache::new(classes.len(), classifier.config().projection_dim);
     let mut failed = Vec::new();
     for (done, label) in embedded.into_iter().zip(labels) {
         match done.embedding {
@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn examples_outvote_the_prompts_near_them() {
         // The prompts prefer class 0 slightly; the image sits on class 1's examples.
-        let mut cache = ExampleCache::new(2, 2);
+        let mut cache = TipAdapterCache::new(2, 2);
         cache.add(1, &[0.0, 3.0]).unwrap();
         cache.add(1, &[0.1, 1.0]).unwrap();
         cache.add(0, &[1.0, 0.0]).unwrap();
@@ -619,7 +619,7 @@ mod tests {
 
     #[test]
     fn the_vote_is_tip_adapters_affinity_sum() {
-        let mut cache = ExampleCache::new(2, 2);
+        let mut cache = TipAdapterCache::new(2, 2);
         cache.add(0, &[1.0, 0.0]).unwrap();
         cache.add(0, &[0.0, 1.0]).unwrap();
         let votes = cache.affinities(&[2.0, 0.0], 2.0);
@@ -630,7 +630,7 @@ mod tests {
 
     #[test]
     fn weight_zero_is_zero_shot_and_a_label_without_examples_keeps_its_logit() {
-        let mut cache = ExampleCache::new(3, 2);
+        let mut cache = TipAdapterCache::new(3, 2);
         cache.add(0, &[1.0, 0.0]).unwrap();
         let scores = zero_shot(&[0.2, 0.25, 0.1]);
         let off = cache.rank(
@@ -655,8 +655,8 @@ mod tests {
         per_class: usize,
         angle: impl Fn(usize, usize) -> f32,
         prompt_right: bool,
-    ) -> (ExampleCache, Vec<Vec<f32>>) {
-        let mut cache = ExampleCache::new(2, 2);
+    ) -> (TipAdapterCache, Vec<Vec<f32>>) {
+        let mut cache = TipAdapterCache::new(2, 2);
         let mut sims = Vec::new();
         for class in 0..2 {
             for i in 0..per_class {
@@ -719,7 +719,7 @@ mod tests {
         assert!(TipParams::new(-1.0, 1.0).is_err());
         assert!(TipParams::new(1.0, f32::NAN).is_err());
         assert!(TipParams::new(0.0, 0.0).is_ok());
-        let mut cache = ExampleCache::new(2, 3);
+        let mut cache = TipAdapterCache::new(2, 3);
         assert!(matches!(
             cache.add(0, &[1.0, 0.0]),
             Err(FewShotError::Dimension { got: 2, want: 3 })

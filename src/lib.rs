@@ -6,7 +6,7 @@
 //! image, and [`output`] writes the results. [`pipeline`] runs that flow over many files
 //! with decoding on worker threads; [`embedder`] runs it for every command that needs image
 //! embeddings, [`cache`] keeps them between runs, and [`organize`] sorts files into label
-//! folders. [`Classifier`] ties a checkpoint together; its [`family`] (CLIP, SigLIP,
+//! folders. [`Checkpoint`] ties a checkpoint together; its [`family`] (CLIP, SigLIP,
 //! MetaCLIP 2, open_clip) decides pooling, tokenizer padding, preprocessing defaults and
 //! scoring.
 //!
@@ -14,7 +14,7 @@
 //! numbers from [`evaluation::metrics`] and a confusion heat map from [`evaluation::heatmap`]. [`export`] writes
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
-//! head on embeddings instead. [`report`] writes a review page of results for a browser.
+//! head on embeddings instead. [`review`] writes a review page of results for a browser.
 //! [`store`] keeps embeddings and labels in PostgreSQL with pgvector (cargo feature
 //! `postgres`, on by default) or Milvus (cargo feature `milvus`).
 
@@ -39,12 +39,12 @@ pub mod output;
 pub mod pipeline;
 pub mod preprocess;
 pub mod probe;
-pub mod report;
+pub mod review;
 pub mod score;
 pub mod search;
 pub mod source;
 pub mod store;
 pub mod tokenize;
 
-pub use checkpoint::{Classifier, PromptEmbeddings};
+pub use checkpoint::{Checkpoint, PromptEmbeddings};
 pub use error::{Error, Result};

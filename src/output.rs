@@ -32,7 +32,7 @@ pub enum Outcome {
 
 /// One input's report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ImageReport {
+pub struct ImageResult {
     pub path: String,
     pub outcome: Outcome,
     /// In single-label mode with a minimum probability: the top label fell short of it.
@@ -88,7 +88,7 @@ const COLUMNS: [&str; 10] = [
 ];
 
 /// Streams reports in one format.
-pub struct ReportWriter<W: Write> {
+pub struct ResultWriter<W: Write> {
     out: W,
     format: Format,
     written: usize,
@@ -101,7 +101,7 @@ pub struct ReportWriter<W: Write> {
     scoring: Option<&'static str>,
 }
 
-impl<W: Write> ReportWriter<W> {
+impl<W: Write> ResultWriter<W> {
     /// A writer that has written nothing yet.
     pub fn new(out: W, format: Format) -> Self {
         Self {
@@ -128,7 +128,7 @@ impl<W: Write> ReportWriter<W> {
     }
 
     /// Writes one image's report, in one write, and flushes it.
-    pub fn write(&mut self, report: &ImageReport) -> io::Result<()> {
+    pub fn write(&mut self, report: &ImageResult) -> io::Result<()> {
         let first = self.written == 0;
         self.written += 1;
         self.record.clear();
@@ -164,7 +164,7 @@ impl<W: Write> ReportWriter<W> {
         Ok(self.out)
     }
 
-    fn json(&mut self, report: &ImageReport) -> io::Result<()> {
+    fn json(&mut self, report: &ImageResult) -> io::Result<()> {
         match &report.outcome {
             Outcome::Ranked(results) => serde_json::to_writer(
                 &mut self.record,
@@ -187,7 +187,7 @@ impl<W: Write> ReportWriter<W> {
         .map_err(io::Error::from)
     }
 
-    fn table(&mut self, report: &ImageReport) -> io::Result<()> {
+    fn table(&mut self, report: &ImageResult) -> io::Result<()> {
         // Failures go to stderr from the caller; the table holds results only.
         let Outcome::Ranked(results) = &report.outcome else {
             return Ok(());
@@ -223,7 +223,7 @@ impl<W: Write> ReportWriter<W> {
         Ok(())
     }
 
-    fn rows(&mut self, report: &ImageReport) -> io::Result<()> {
+    fn rows(&mut self, report: &ImageResult) -> io::Result<()> {
         match &report.outcome {
             Outcome::Ranked(results) => {
                 let flag = |b: Option<bool>| b.map(|b| b.to_string()).unwrap_or_default();
@@ -402,9 +402,9 @@ pub(crate) fn tsv_field(field: &str) -> String {
 mod tests {
     use super::*;
 
-    fn reports() -> Vec<ImageReport> {
+    fn reports() -> Vec<ImageResult> {
         vec![
-            ImageReport {
+            ImageResult {
                 path: "a, \"b\".jpg".into(),
                 outcome: Outcome::Ranked(vec![
                     LabelResult {
@@ -425,7 +425,7 @@ mod tests {
                 uncertain: None,
                 labels: None,
             },
-            ImageReport {
+            ImageResult {
                 path: "broken.png".into(),
                 outcome: Outcome::Failed("cannot decode".into()),
                 uncertain: None,
@@ -435,7 +435,7 @@ mod tests {
     }
 
     fn render(format: Format) -> String {
-        let mut writer = ReportWriter::new(Vec::new(), format);
+        let mut writer = ResultWriter::new(Vec::new(), format);
         for report in reports() {
             writer.write(&report).unwrap();
         }
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(lines[0]["results"][0]["prompt"], "a photo of a cat.");
         assert_eq!(lines[1]["path"], "broken.png");
 
-        let empty = ReportWriter::new(Vec::new(), Format::Json)
+        let empty = ResultWriter::new(Vec::new(), Format::Json)
             .finish()
             .unwrap();
         assert_eq!(
@@ -493,7 +493,7 @@ mod tests {
     fn scoring_shows_in_every_format() {
         let report = reports().remove(0);
         let written = |format| {
-            let mut writer = ReportWriter::new(Vec::new(), format).with_scoring("sigmoid");
+            let mut writer = ResultWriter::new(Vec::new(), format).with_scoring("sigmoid");
             writer.write(&report).unwrap();
             String::from_utf8(writer.finish().unwrap()).unwrap()
         };
@@ -520,14 +520,14 @@ mod tests {
             results[0].selected = Some(true);
             results[1].selected = Some(false);
         }
-        let mut writer = ReportWriter::new(Vec::new(), Format::Jsonl);
+        let mut writer = ResultWriter::new(Vec::new(), Format::Jsonl);
         writer.write(&report).unwrap();
         let line: serde_json::Value = serde_json::from_slice(&writer.finish().unwrap()).unwrap();
         assert_eq!(line["uncertain"], true);
         assert_eq!(line["labels"], serde_json::json!(["cat"]));
         assert_eq!(line["results"][1]["selected"], false);
 
-        let mut writer = ReportWriter::new(Vec::new(), Format::Csv);
+        let mut writer = ResultWriter::new(Vec::new(), Format::Csv);
         writer.write(&report).unwrap();
         let csv = String::from_utf8(writer.finish().unwrap()).unwrap();
         let csv = csv.split_once('\n').unwrap().1;
@@ -538,7 +538,7 @@ mod tests {
             "{csv}"
         );
 
-        let mut writer = ReportWriter::new(Vec::new(), Format::Table);
+        let mut writer = ResultWriter::new(Vec::new(), Format::Table);
         writer.write(&report).unwrap();
         let table = String::from_utf8(writer.finish().unwrap()).unwrap();
         assert!(table.starts_with("a, \"b\".jpg  (uncertain)\n"), "{table}");
@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn a_full_disk_leaves_only_whole_lines() {
         let report = reports().remove(0);
-        let mut line = ReportWriter::new(Vec::new(), Format::Jsonl);
+        let mut line = ResultWriter::new(Vec::new(), Format::Jsonl);
         line.write(&report).unwrap();
         let line_len = line.finish().unwrap().len();
 
@@ -609,7 +609,7 @@ mod tests {
             data: Vec::new(),
             room: line_len * 2 + line_len / 2,
         };
-        let mut writer = ReportWriter::new(RecordFile::new(disk, 0), Format::Jsonl);
+        let mut writer = ResultWriter::new(RecordFile::new(disk, 0), Format::Jsonl);
         writer.write(&report).unwrap();
         writer.write(&report).unwrap();
         let err = writer.write(&report).unwrap_err();

@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::Classifier;
+use crate::checkpoint::Checkpoint;
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
 
@@ -112,7 +112,7 @@ impl ModelIdentity {
     /// (1 MiB read instead of gigabytes): a different checkpoint differs almost everywhere,
     /// and unlike the embedding cache's key, a copied or re-downloaded checkpoint keeps its
     /// identity.
-    pub fn of(files: &ModelFiles, classifier: &Classifier) -> Result<Self, ProbeError> {
+    pub fn of(files: &ModelFiles, classifier: &Checkpoint) -> Result<Self, ProbeError> {
         let read_err = |source| ProbeError::Read {
             path: files.weights.clone(),
             cause: source,

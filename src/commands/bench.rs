@@ -140,7 +140,7 @@ struct MatmulRates {
 }
 
 fn matmul_rates(
-    classifier: &vlm::Classifier,
+    classifier: &vlm::Checkpoint,
     budget: Duration,
     say: &mut impl FnMut(String) -> io::Result<()>,
 ) -> anyhow::Result<MatmulRates> {
@@ -175,7 +175,7 @@ fn matmul_rates(
 /// The text tower's rate on `--text-prompts` distinct prompts (none when 0).
 fn text_rate(
     args: &BenchArgs,
-    classifier: &vlm::Classifier,
+    classifier: &vlm::Checkpoint,
     budget: Duration,
     say: &mut impl FnMut(String) -> io::Result<()>,
 ) -> anyhow::Result<Option<TextRate>> {
@@ -193,7 +193,7 @@ fn text_rate(
 /// The image tower's rate at each `--batch-sizes` entry.
 fn image_rates(
     args: &BenchArgs,
-    classifier: &vlm::Classifier,
+    classifier: &vlm::Checkpoint,
     budget: Duration,
     bound: f64,
     say: &mut impl FnMut(String) -> io::Result<()>,

@@ -19,14 +19,14 @@ use super::{
 use crate::cli::ClassifyArgs;
 use vlm::decide::{self, Decisions, Scorer};
 use vlm::embedder::Embedded;
-use vlm::fewshot::{self, ExampleCache, NotTuned, ParamsChoice, TipParams};
+use vlm::fewshot::{self, NotTuned, ParamsChoice, TipAdapterCache, TipParams};
 use vlm::inputs::{Input, Source};
 use vlm::labels::{self, PromptSet, PromptSpec};
 use vlm::organize::Organizer;
-use vlm::output::{self, Format, ImageReport, Outcome, ReportWriter};
+use vlm::output::{self, Format, ImageResult, Outcome, ResultWriter};
 use vlm::pipeline::PipelineStats;
 use vlm::probe::{ModelIdentity, Probe};
-use vlm::{Classifier, PromptEmbeddings};
+use vlm::{Checkpoint, PromptEmbeddings};
 
 /// Counters for the summary line.
 #[derive(Default)]
@@ -161,7 +161,7 @@ fn open_writer(
     args: &ClassifyArgs,
     format: Format,
     scorer: &Scorer,
-) -> anyhow::Result<(ReportWriter<Box<dyn Write>>, String)> {
+) -> anyhow::Result<(ResultWriter<Box<dyn Write>>, String)> {
     let out_name = args.output.as_ref().map_or_else(
         || "standard output".to_string(),
         |p| p.display().to_string(),
@@ -173,7 +173,7 @@ fn open_writer(
         ),
         None => Box::new(io::stdout().lock()),
     };
-    let writer = ReportWriter::new(out, format).with_similarity_name(scorer.similarity_name());
+    let writer = ResultWriter::new(out, format).with_similarity_name(scorer.similarity_name());
     Ok((writer, out_name))
 }
 
@@ -296,7 +296,7 @@ fn example_params(
     args: &ClassifyArgs,
     session: &Session,
     text: &PromptEmbeddings,
-    examples: &ExampleCache,
+    examples: &TipAdapterCache,
     prompts: &PromptSet,
 ) -> anyhow::Result<TipParams> {
     let (params, choice) = fewshot::choose_params(
@@ -328,8 +328,8 @@ fn example_params(
     Ok(params)
 }
 
-fn failed_report(path: String, message: String) -> ImageReport {
-    ImageReport {
+fn failed_report(path: String, message: String) -> ImageResult {
+    ImageResult {
         path,
         outcome: Outcome::Failed(message),
         uncertain: None,
@@ -343,7 +343,7 @@ struct Sink<'a, W: Write> {
     scorer: &'a Scorer,
     decisions: Decisions,
     organizer: Option<Organizer>,
-    writer: ReportWriter<W>,
+    writer: ResultWriter<W>,
     tally: &'a mut Tally,
     out_name: &'a str,
     /// `--to`: where each batch's embeddings and labels are also stored.
@@ -354,7 +354,7 @@ impl<W: Write> Sink<'_, W> {
     fn write(
         &mut self,
         printer: &Printer,
-        classifier: &Classifier,
+        classifier: &Checkpoint,
         batch: Vec<Embedded>,
     ) -> anyhow::Result<()> {
         let rows: Vec<&[f32]> = batch

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::{Found, Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use vlm::inputs::Input;
-use vlm::output::{ImageReport, Outcome};
+use vlm::output::{ImageResult, Outcome};
 use vlm::search::normalize;
 use vlm::store::{self, Address, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, StoredHit};
 
@@ -153,7 +153,7 @@ impl LabelStore {
     /// Stores one batch: the (normalised) embedding and the ranked labels of every image
     /// that was labelled.
     /// Inputs are streamed, so their content hashes are taken here, a batch at a time.
-    pub fn store(&mut self, labelled: &[(&Input, &ImageReport, &[f32])]) -> anyhow::Result<()> {
+    pub fn store(&mut self, labelled: &[(&Input, &ImageResult, &[f32])]) -> anyhow::Result<()> {
         let inputs: Vec<Input> = labelled
             .iter()
             .map(|(input, _, _)| (*input).clone())

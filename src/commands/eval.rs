@@ -12,7 +12,7 @@ use crate::cli::{EvalArgs, EvalFormat, ModelArgs};
 use vlm::dataset::{Dataset, LabelMap};
 use vlm::embedder::Embedded;
 use vlm::evaluation::heatmap;
-use vlm::evaluation::report::{self, Failure};
+use vlm::evaluation::summary::{self, Failure};
 use vlm::evaluation::{self, SpecResult};
 use vlm::labels::PromptSet;
 use vlm::labels::PromptSpec;
@@ -196,7 +196,7 @@ fn compare_models(
         let classifier = run.session.classifier();
         let weights_bytes =
             std::fs::metadata(&run.session.model.files.weights).map_or(0, |m| m.len());
-        rows.push(report::ModelRow {
+        rows.push(summary::ModelRow {
             model: name.to_string(),
             family: classifier.family().name(),
             scoring: classifier.scoring().name(),
@@ -209,10 +209,10 @@ fn compare_models(
     if rows.is_empty() {
         bail!("--models names no model; give a comma-separated list such as clip-b32,siglip-b16");
     }
-    report::sort_models_best_first(&mut rows);
+    summary::sort_models_best_first(&mut rows);
     let text = match args.format {
-        EvalFormat::Table => report::models_table(&rows),
-        EvalFormat::Json => report::models_json(&rows)?,
+        EvalFormat::Table => summary::models_table(&rows),
+        EvalFormat::Json => summary::models_json(&rows)?,
     };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
@@ -268,24 +268,24 @@ fn render(
         let result = &results[0];
         write_files(args, result)?;
         match args.format {
-            EvalFormat::Table => report::table(result, failed.len(), args.most_confused),
-            EvalFormat::Json => report::json(result, failed, args.most_confused)?,
+            EvalFormat::Table => summary::table(result, failed.len(), args.most_confused),
+            EvalFormat::Json => summary::json(result, failed, args.most_confused)?,
         }
     } else {
         evaluation::sort_best_first(results);
         match args.format {
-            EvalFormat::Table => report::comparison_table(results, failed.len()),
-            EvalFormat::Json => report::comparison_json(results, failed)?,
+            EvalFormat::Table => summary::comparison_table(results, failed.len()),
+            EvalFormat::Json => summary::comparison_json(results, failed)?,
         }
     })
 }
 
 /// Writes the confusion matrix CSV and the heat map, when asked for.
 fn write_files(args: &EvalArgs, result: &SpecResult) -> anyhow::Result<()> {
-    let names = report::class_names(result);
+    let names = summary::class_names(result);
     let e = &result.evaluation;
     if let Some(path) = &args.confusion_csv {
-        std::fs::write(path, report::confusion_csv(&names, &e.confusion)).with_context(|| {
+        std::fs::write(path, summary::confusion_csv(&names, &e.confusion)).with_context(|| {
             format!(
                 "cannot write the confusion matrix to {}; choose another --confusion-csv",
                 path.display()

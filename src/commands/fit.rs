@@ -10,7 +10,7 @@ use vlm::dataset::{Dataset, LabelMap};
 use vlm::inputs::InputOptions;
 use vlm::labels::{PromptSet, Template, Templates};
 use vlm::probe::{ModelIdentity, Probe, Sample, TrainOptions, TrainReport};
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
@@ -133,7 +133,7 @@ fn report_dataset(printer: &Printer, dataset: &Dataset) {
 /// The probe file, the epochs, and train, held-out and zero-shot accuracy, on stdout.
 fn print_report(
     args: &FitArgs,
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     labels: &[String],
     report: &TrainReport,
     train: &[Sample],
@@ -184,7 +184,7 @@ fn accuracy_line(name: &str, accuracy: f64, total: usize, what: &str) -> String 
 /// How well the labels as prompts do on the same images, for comparison; `None` when the
 /// label names cannot be prompts (e.g. an empty synonym in "a|").
 fn zero_shot_accuracy(
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     labels: &[String],
     samples: &[Sample],
 ) -> anyhow::Result<Option<f64>> {

@@ -25,14 +25,14 @@ use crate::cli::{InputArgs, ModelArgs};
 use vlm::cache::EmbeddingCache;
 use vlm::device;
 use vlm::embedder::{self, Embedded};
-use vlm::fewshot::{self, ExampleCache};
+use vlm::fewshot::{self, TipAdapterCache};
 use vlm::inputs::{self, Event, FilesFrom, Input, Source};
 use vlm::labels::PromptSet;
 use vlm::output::Format;
 use vlm::pipeline::{PipelineOptions, PipelineStats};
 use vlm::preprocess::DecodeOptions;
 use vlm::source::{self, HubOptions, ModelFiles};
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 /// Set by the first Ctrl-C (main installs the handler); the pipeline then finishes the
 /// batch in hand and stops.
@@ -50,7 +50,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// A checkpoint resolved to local files and loaded.
 pub struct Model {
     pub files: ModelFiles,
-    pub classifier: Classifier,
+    pub classifier: Checkpoint,
 }
 
 /// Resolves `--model` (local directory, alias or hub repo) and loads it on `--device`.
@@ -80,7 +80,7 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
         },
         bf16_kernel: bf16_kernel()?,
     };
-    let mut classifier = Classifier::load_with(&files, &device, args.dtype.into(), &options)?;
+    let mut classifier = Checkpoint::load_with(&files, &device, args.dtype.into(), &options)?;
     let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels)
         .with_allow_truncated(args.allow_truncated);
     if args.jpeg_downscale {
@@ -315,7 +315,7 @@ impl Session {
         })
     }
 
-    pub fn classifier(&self) -> &Classifier {
+    pub fn classifier(&self) -> &Checkpoint {
         &self.model.classifier
     }
 
@@ -399,7 +399,7 @@ impl Session {
         &self,
         dir: &Path,
         prompts: &PromptSet,
-    ) -> anyhow::Result<Option<ExampleCache>> {
+    ) -> anyhow::Result<Option<TipAdapterCache>> {
         let printer = &self.printer;
         let examples = fewshot::load_examples(
             self.classifier(),

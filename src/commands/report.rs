@@ -10,10 +10,10 @@ use super::{Printer, EXIT_INTERRUPTED, EXIT_OK};
 use crate::cli::{FormatArg, ReportArgs};
 use vlm::dataset::Dataset;
 use vlm::embedder::Embedded;
-use vlm::evaluation::report::Failure;
+use vlm::evaluation::summary::Failure;
 use vlm::evaluation::SpecResult;
-use vlm::report::{self, EvalClass, EvalImage, EvalMeta, ReportOptions, ReportSummary};
-use vlm::Classifier;
+use vlm::review::{self, EvalClass, EvalImage, EvalMeta, ReportOptions, ReportSummary};
+use vlm::Checkpoint;
 
 /// Images ranked per call when scoring an eval page (bounds the similarity matrix).
 const RANK_CHUNK: usize = 1024;
@@ -73,7 +73,7 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<u8> {
     options.self_contained = args.self_contained;
     options.title = title;
     options.max_pixels = max_pixels(args.classify.model.max_megapixels);
-    let summary = report::write_results_report(&results, &options)?;
+    let summary = review::write_results_report(&results, &options)?;
     print_summary(&printer, &output, &summary, args.self_contained, started);
     Ok(status)
 }
@@ -108,7 +108,7 @@ fn print_summary(
     let thumbs = if inline {
         "inlined".to_string()
     } else {
-        format!("in {}", report::files_dir(output).display())
+        format!("in {}", review::files_dir(output).display())
     };
     printer.note(format_args!(
         "wrote {}: {} images ({} failed), {} thumbnails {thumbs}, {} without one, in {:.1} s",
@@ -124,7 +124,7 @@ fn print_summary(
 /// Refuses an eval page inside the labelled folder `dir`: its thumbnail folder would become
 /// a class of the next `vlm eval` of that folder.
 pub fn check_eval_page(dir: &Path, page: &Path) -> anyhow::Result<()> {
-    let files = report::files_dir(page);
+    let files = review::files_dir(page);
     let parent = files.parent().filter(|p| !p.as_os_str().is_empty());
     let parent = parent.unwrap_or(Path::new("."));
     if let (Ok(dir), Ok(parent)) = (std::fs::canonicalize(dir), std::fs::canonicalize(parent)) {
@@ -146,7 +146,7 @@ pub fn check_eval_page(dir: &Path, page: &Path) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 pub fn write_eval_page(
     path: &Path,
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     dataset: &Dataset,
     embedded: &[Embedded],
     failed: &[Failure],
@@ -169,7 +169,7 @@ pub fn write_eval_page(
         scores.extend(classifier.rank_rows(chunk, &text)?);
     }
     let e = &result.evaluation;
-    let classes = vlm::evaluation::report::class_names(result);
+    let classes = vlm::evaluation::summary::class_names(result);
     let meta = EvalMeta {
         spec: result.spec.describe(),
         images: e.images(),
@@ -204,7 +204,7 @@ pub fn write_eval_page(
             scores,
         });
     let failures = failed.iter().map(|f| (f.path.clone(), f.error.clone()));
-    let summary = report::write_eval_report(&classes, &meta, pages, failures, &options)?;
+    let summary = review::write_eval_report(&classes, &meta, pages, failures, &options)?;
     print_summary(printer, path, &summary, false, started);
     Ok(())
 }

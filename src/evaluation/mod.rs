@@ -1,6 +1,6 @@
 //! Zero-shot evaluation on a labelled folder: the classes' prompts are embedded once per
 //! prompt spec, ranked against image embeddings computed once, and measured with
-//! [`metrics`]. [`report`] writes the results.
+//! [`metrics`]. [`summary`] writes the results.
 //!
 //! A prompt spec is one template (`"a photo of a {}."`), a built-in ensemble (`imagenet80`,
 //! `imagenet7`) or a file of templates, so that `--compare-templates` can set several
@@ -8,9 +8,9 @@
 
 pub mod heatmap;
 pub mod metrics;
-pub mod report;
+pub mod summary;
 
-use crate::checkpoint::{Classifier, PromptEmbeddings};
+use crate::checkpoint::{Checkpoint, PromptEmbeddings};
 use crate::error::Error;
 use crate::labels::{LabelError, PromptSet, PromptSpec};
 use metrics::{Evaluation, MetricsError};
@@ -74,7 +74,7 @@ pub fn parse_specs<S: AsRef<str>>(lists: &[S]) -> Result<Vec<PromptSpec>, EvalEr
 
 /// For each image embedding, the `k` best classes, best first (ties keep class order).
 pub fn rank_classes(
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     rows: &[&[f32]],
     text: &PromptEmbeddings,
     k: usize,
@@ -102,7 +102,7 @@ pub struct SpecResult {
 /// Embeds the classes' prompts under `spec` once and measures the images: `rows[i]` is the
 /// embedding of an image of class `truth[i]`, an index into `labels`.
 pub fn evaluate(
-    classifier: &Classifier,
+    classifier: &Checkpoint,
     labels: &[String],
     spec: &PromptSpec,
     rows: &[&[f32]],

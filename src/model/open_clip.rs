@@ -71,7 +71,7 @@ pub fn apply_pins(
 }
 
 /// Reads `open_clip_config.json`: the model architecture (intermediate sizes still to be
-/// taken from the weights, see [`ClipConfig`]'s use in `Classifier`) and the preprocessing.
+/// taken from the weights, see [`ClipConfig`]'s use in `Checkpoint`) and the preprocessing.
 pub fn read_config(path: &Path) -> Result<(ClipConfig, OpenClipPreprocess), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),

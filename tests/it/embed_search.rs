@@ -9,7 +9,7 @@ use crate::common::{self, stderr};
 use candle_core::Device;
 use serde_json::Value;
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 fn vlm(subcommand: &str) -> Command {
     let mut command = common::vlm();
@@ -44,13 +44,13 @@ fn domain(dir: &Path, per_class: usize) -> (PathBuf, Vec<String>) {
     (root, images)
 }
 
-fn classifier() -> Classifier {
+fn classifier() -> Checkpoint {
     let files = ModelFiles::from_dir(&common::tiny_model()).unwrap();
-    Classifier::load(&files, &Device::Cpu).unwrap()
+    Checkpoint::load(&files, &Device::Cpu).unwrap()
 }
 
 /// The encoder's raw embedding of each image, computed in this process, in one batch.
-fn library_embeddings(classifier: &Classifier, images: &[String]) -> HashMap<String, Vec<f32>> {
+fn library_embeddings(classifier: &Checkpoint, images: &[String]) -> HashMap<String, Vec<f32>> {
     let pixels: Vec<Vec<f32>> = images
         .iter()
         .map(|p| classifier.load_pixels(Path::new(p)).unwrap())

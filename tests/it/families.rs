@@ -9,7 +9,7 @@ use serde_json::Value;
 use vlm::family::{Family, Scoring};
 use vlm::labels::Template;
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 /// (fixture, family it must be detected as).
 const MODELS: [(&str, Family); 5] = [
@@ -229,7 +229,7 @@ fn unknown_families_and_layouts_are_refused_with_what_they_are() {
     )
     .unwrap();
     let files = ModelFiles::from_dir(dir).unwrap();
-    let err = Classifier::load(&files, &Device::Cpu)
+    let err = Checkpoint::load(&files, &Device::Cpu)
         .err()
         .unwrap()
         .to_string();
@@ -244,7 +244,7 @@ fn unknown_families_and_layouts_are_refused_with_what_they_are() {
     .unwrap();
     std::fs::write(oc.join("open_clip_model.safetensors"), "not read").unwrap();
     let files = ModelFiles::from_dir(&oc).unwrap();
-    let err = Classifier::load(&files, &Device::Cpu)
+    let err = Checkpoint::load(&files, &Device::Cpu)
         .err()
         .unwrap()
         .to_string();

@@ -11,7 +11,7 @@ use candle_core::Device;
 use serde_json::Value;
 use vlm::preprocess::{decode_file, PreprocessConfig, PreprocessError, Preprocessor};
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 fn hostile_dir() -> PathBuf {
     fixtures().join("hostile")
@@ -333,9 +333,9 @@ impl Safetensors {
 
 const WEIGHTS: &str = "model.safetensors";
 
-fn load(dir: &Path) -> Result<Classifier, vlm::Error> {
+fn load(dir: &Path) -> Result<Checkpoint, vlm::Error> {
     let files = ModelFiles::from_dir(dir)?;
-    Classifier::load(&files, &Device::Cpu)
+    Checkpoint::load(&files, &Device::Cpu)
 }
 
 /// Damages a copy of the checkpoint's weights with `damage`, then checks that loading

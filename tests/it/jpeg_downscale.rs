@@ -17,7 +17,7 @@ use vlm::preprocess::{
 };
 use vlm::probe::ModelIdentity;
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 fn photo(name: &str) -> RgbImage {
     image::open(fixtures().join("images").join(name))
@@ -210,7 +210,7 @@ fn colour_greyscale_and_orientation_match_the_normal_path() {
     }
 }
 
-fn probabilities(classifier: &Classifier, prompts: &[String], bytes: &[u8]) -> Vec<f32> {
+fn probabilities(classifier: &Checkpoint, prompts: &[String], bytes: &[u8]) -> Vec<f32> {
     let text = classifier.embed_prompts(prompts).unwrap();
     let pixels = classifier
         .pixels_from_bytes(bytes, Path::new("camera.jpg"))
@@ -256,7 +256,7 @@ fn camera_size_jpegs_keep_probabilities_and_top_label() {
     for model in ["tiny-quickgelu", "tiny-gelu-f16"] {
         let dir = fixtures().join("models").join(model);
         let mut classifier =
-            Classifier::load(&ModelFiles::from_dir(&dir).unwrap(), &Device::Cpu).unwrap();
+            Checkpoint::load(&ModelFiles::from_dir(&dir).unwrap(), &Device::Cpu).unwrap();
         assert_eq!(classifier.compute_fingerprint(), "family clip; f32");
         let reference: Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures().join(format!("reference/{model}.json"))).unwrap(),
@@ -295,7 +295,7 @@ fn camera_size_jpegs_keep_probabilities_and_top_label() {
 #[test]
 fn probes_apply_either_way() {
     let files = ModelFiles::from_dir(&fixtures().join("models/tiny-quickgelu")).unwrap();
-    let mut classifier = Classifier::load(&files, &Device::Cpu).unwrap();
+    let mut classifier = Checkpoint::load(&files, &Device::Cpu).unwrap();
     let plain = ModelIdentity::of(&files, &classifier).unwrap();
     let cache_key = classifier.compute_fingerprint();
     classifier.set_decode_options(

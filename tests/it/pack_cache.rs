@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use vlm::model::{LoadOptions, PackStatus};
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 use crate::common::{self, stderr};
 
@@ -27,7 +27,7 @@ fn run(model: &Path, dtype: DType, pack_dir: Option<&Path>) -> Run {
         pack_dir: pack_dir.map(Path::to_path_buf),
         ..Default::default()
     };
-    let classifier = Classifier::load_with(&files, &Device::Cpu, dtype, &options).unwrap();
+    let classifier = Checkpoint::load_with(&files, &Device::Cpu, dtype, &options).unwrap();
     let images = common::fixtures().join("images");
     let pixels: Vec<f32> = ["chelsea.png", "astronaut.png"]
         .iter()
@@ -103,7 +103,7 @@ fn a_mapped_pack_gives_the_same_embeddings_as_packing_at_load_in_every_family() 
 fn a_bf16_pack_is_mapped_and_gives_the_same_embeddings() {
     let model = model_dir("tiny-quickgelu");
     let files = ModelFiles::from_dir(&model).unwrap();
-    if Classifier::load_as(&files, &Device::Cpu, DType::BF16).is_err() {
+    if Checkpoint::load_as(&files, &Device::Cpu, DType::BF16).is_err() {
         eprintln!("skipped: no bf16 kernels on this CPU");
         return;
     }

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 use vlm::labels::Template;
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 const MODELS: [&str; 2] = ["tiny-quickgelu", "tiny-gelu-f16"];
 
@@ -19,7 +19,7 @@ const MODELS: [&str; 2] = ["tiny-quickgelu", "tiny-gelu-f16"];
 pub(crate) struct Reference {
     pub json: Value,
     pub tensors: HashMap<String, Tensor>,
-    pub classifier: Classifier,
+    pub classifier: Checkpoint,
 }
 
 pub(crate) fn load(model: &str) -> Reference {
@@ -32,7 +32,7 @@ pub(crate) fn load(model: &str) -> Reference {
     )
     .unwrap();
     let files = ModelFiles::from_dir(&dir.join("models").join(model)).unwrap();
-    let classifier = Classifier::load(&files, &Device::Cpu).unwrap();
+    let classifier = Checkpoint::load(&files, &Device::Cpu).unwrap();
     Reference {
         json,
         tensors,
@@ -408,7 +408,7 @@ fn f16_compute_stays_close_to_transformers() {
     for model in MODELS {
         let r = load(model);
         let files = ModelFiles::from_dir(&fixtures().join("models").join(model)).unwrap();
-        let half = Classifier::load_as(&files, &Device::Cpu, candle_core::DType::F16).unwrap();
+        let half = Checkpoint::load_as(&files, &Device::Cpu, candle_core::DType::F16).unwrap();
         let count = r.json["images"].as_array().unwrap().len();
         let pixels: Vec<Tensor> = (0..count)
             .map(|i| r.tensors[&format!("pixel_values.{i}")].clone())
@@ -474,7 +474,7 @@ fn bf16_stays_close_to_f32(kernel: vlm::model::Bf16Kernel) {
             ..Default::default()
         };
         let bf16 =
-            match Classifier::load_with(&files, &Device::Cpu, candle_core::DType::BF16, &options) {
+            match Checkpoint::load_with(&files, &Device::Cpu, candle_core::DType::BF16, &options) {
                 Ok(c) => c,
                 Err(err) => {
                     let err = err.to_string();

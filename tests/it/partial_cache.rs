@@ -17,7 +17,7 @@ use vlm::embedder;
 use vlm::inputs::{Input, Source};
 use vlm::pipeline::PipelineOptions;
 use vlm::source::ModelFiles;
-use vlm::Classifier;
+use vlm::Checkpoint;
 
 use crate::common::{self, stderr, vlm};
 
@@ -103,9 +103,9 @@ fn file_input(path: PathBuf) -> Input {
     }
 }
 
-fn load_tiny() -> (ModelFiles, Classifier) {
+fn load_tiny() -> (ModelFiles, Checkpoint) {
     let files = ModelFiles::from_dir(&common::tiny_model()).unwrap();
-    let classifier = Classifier::load(&files, &Device::Cpu).unwrap();
+    let classifier = Checkpoint::load(&files, &Device::Cpu).unwrap();
     (files, classifier)
 }
 
