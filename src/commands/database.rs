@@ -51,8 +51,9 @@ pub fn embed_to(
     let stats = session.embed(todo, "images", |_, batch| {
         let mut rows = Vec::with_capacity(batch.len());
         for done in &batch {
-            match (&done.embedding, hashes.get(&done.input.display)) {
-                (Ok(row), Some(hash)) => rows.push((done.input.display.as_str(), hash, row)),
+            let key = done.input.key();
+            match (&done.embedding, hashes.get(&key)) {
+                (Ok(row), Some(hash)) => rows.push((key, hash, row)),
                 (Ok(_), None) => {
                     failed += 1;
                     printer.error(format_args!(
@@ -109,7 +110,7 @@ pub fn embed_to(
 }
 
 /// The inputs whose content differs from the table's row (or that have none), each path
-/// once; their content hashes; how many were left out as unchanged.
+/// once; their content hashes by [`Input::key`]; how many were left out as unchanged.
 fn still_to_store(
     db: &mut dyn EmbeddingStore,
     inputs: Vec<Input>,
@@ -117,19 +118,19 @@ fn still_to_store(
     let mut seen = HashSet::new();
     let inputs: Vec<Input> = inputs
         .into_iter()
-        .filter(|input| seen.insert(input.display.clone()))
+        .filter(|input| seen.insert(input.key()))
         .collect();
     let hashes = store::content_hashes(&inputs);
-    let paths: Vec<String> = inputs.iter().map(|i| i.display.clone()).collect();
+    let paths: Vec<String> = inputs.iter().map(Input::key).collect();
     let known = db.stored_hashes(&paths)?;
     let mut todo = Vec::new();
     let mut by_path = HashMap::new();
     let mut unchanged = 0;
-    for (input, hash) in inputs.into_iter().zip(hashes) {
+    for ((input, hash), key) in inputs.into_iter().zip(hashes).zip(paths) {
         match hash {
-            Some(hash) if known.get(&input.display) == Some(&hash) => unchanged += 1,
+            Some(hash) if known.get(&key) == Some(&hash) => unchanged += 1,
             Some(hash) => {
-                by_path.insert(input.display.clone(), hash);
+                by_path.insert(key, hash);
                 todo.push(input);
             }
             // Unreadable: the embedding run reports why.
@@ -161,7 +162,7 @@ impl LabelStore {
         let hashes = store::content_hashes(&inputs);
         let mut vectors = Vec::new();
         let mut keep = Vec::new();
-        for ((_, report, embedding), hash) in labelled.iter().zip(&hashes) {
+        for ((input, report, embedding), hash) in labelled.iter().zip(&hashes) {
             let (Outcome::Ranked(ranked), Some(hash)) = (&report.outcome, hash) else {
                 continue;
             };
@@ -169,7 +170,7 @@ impl LabelStore {
             let mut row = embedding.to_vec();
             normalize(&mut row);
             vectors.push(row);
-            keep.push((report.path.as_str(), hash.as_str(), top, ranked));
+            keep.push((input.key(), hash.as_str(), top, ranked));
         }
         let rows: Vec<EmbeddingRow<'_>> = keep
             .iter()

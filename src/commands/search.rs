@@ -120,7 +120,7 @@ fn in_database(
     };
     let query_input = args.image.as_deref().map(query_image).transpose()?;
     let session = Session::open(&args.model, printer)?;
-    let exclude = query_input.as_ref().map(|input| input.display.clone());
+    let exclude = query_input.as_ref().map(|input| input.key());
     let query = match (&text, query_input) {
         (Some(text), _) => text_query(&session, text)?,
         (None, Some(input)) => image_query(&session, input)?,

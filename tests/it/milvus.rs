@@ -709,6 +709,67 @@ mod with_client {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     }
 
+    /// `text` with every byte but ASCII letters and digits percent-encoded.
+    fn encode(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+                b => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn passwords_made_of_url_characters_are_never_shown() {
+        let Some(server) = Server::start() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let pics = images(tmp.path(), 1);
+        let closed = free_port();
+        for password in [
+            "Pa/ss/w0rd",
+            "Pa?ss?w0rd",
+            "Pa#ss#w0rd",
+            "Pa@ss@w0rd",
+            "Pa:ss:w0rd",
+            "Pa%ss%w0rd",
+            "Pa&ss&w0rd",
+            "Pa=ss=w0rd",
+            "Pa ss w0rd",
+            "Pässwörd€9",
+            "P/?#@:%&= äw0rd€",
+        ] {
+            let encoded = encode(password);
+            let hidden = |out: &Output, url: &str| {
+                for stream in [&out.stdout, &out.stderr] {
+                    let text = String::from_utf8_lossy(stream);
+                    for secret in [password, encoded.as_str()] {
+                        assert!(!text.contains(secret), "{url}: {secret:?} shown:\n{text}");
+                    }
+                }
+            };
+            // milvus-lite has no users: it takes any password, so these runs succeed.
+            let good = format!("milvus://vlm:{encoded}@127.0.0.1:{}/emb", server.port);
+            let out = vlm(&["embed", "--to", &good]).arg(&pics).output().unwrap();
+            hidden(&out, &good);
+            assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+            assert!(stderr(&out).contains("vlm:***@"), "{}", stderr(&out));
+            let out = vlm(&["search", "a cat", "--in", &good]).output().unwrap();
+            hidden(&out, &good);
+            assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+            for bad in [
+                format!("milvus://vlm:{encoded}@127.0.0.1:{closed}/emb"),
+                format!("milvus://vlm:{password}@127.0.0.1:{closed}/emb"),
+                format!("milvus://vlm:{password}@127.0.0.1:x{closed}/emb"),
+            ] {
+                let out = vlm(&["search", "a cat", "--in", &bad]).output().unwrap();
+                hidden(&out, &bad);
+                assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+            }
+        }
+    }
+
     #[test]
     fn a_server_killed_mid_run_is_exit_2_and_a_rerun_stores_every_image_once() {
         let Some(mut server) = Server::start() else {
