@@ -121,12 +121,12 @@ impl AmxMatrix {
     /// match an `(n, k)` matrix in this layout.
     pub fn from_store(n: usize, k: usize, data: Store<u16>) -> Option<Self> {
         let slices = k.div_ceil(SLICE);
-        (n.div_ceil(BLOCK) * slices * SLICE_VALUES == data.as_slice().len()).then_some(Self {
-            n,
-            k,
-            slices,
-            data,
-        })
+        // Checked: see `PackedMatrix::from_store`.
+        let len = n
+            .div_ceil(BLOCK)
+            .checked_mul(slices)?
+            .checked_mul(SLICE_VALUES)?;
+        (len == data.as_slice().len()).then_some(Self { n, k, slices, data })
     }
 
     /// The packed values.

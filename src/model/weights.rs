@@ -129,32 +129,49 @@ impl SafetensorsFile {
 
     /// Reads `count` plain numbers of type `T` at `offset` into a new buffer.
     fn read_elements<T: Plain>(&self, offset: u64, count: usize) -> candle_core::Result<Vec<T>> {
-        let mut values: Vec<T> = Vec::with_capacity(count);
-        let bytes = count * std::mem::size_of::<T>();
-        advise_huge_pages(values.as_mut_ptr().cast(), bytes);
-        // SAFETY: the buffer has capacity for `bytes` bytes; `T` is a plain number type for
-        // which every bit pattern is valid, and the length is set only after the read
-        // filled every byte.
-        unsafe {
-            let raw = std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), bytes);
-            read_exact_at(&self.file, raw, offset).map_err(|e| {
-                candle_core::Error::Msg(format!(
-                    "cannot read {} bytes at offset {offset} of {}: {e}",
-                    bytes,
-                    self.path.display()
-                ))
-            })?;
-            values.set_len(count);
-        }
+        // Zeroed, not merely reserved: the read writes through a `&mut [u8]`, which must
+        // not cover uninitialised memory. A large zeroed buffer comes from the kernel's
+        // zero pages (calloc), so this costs no extra pass over it.
+        let mut values: Vec<T> = vec![T::ZERO; count];
+        let raw = as_bytes_mut(&mut values);
+        advise_huge_pages(raw.as_mut_ptr(), raw.len());
+        read_exact_at(&self.file, raw, offset).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "cannot read {} bytes at offset {offset} of {}: {e}",
+                raw.len(),
+                self.path.display()
+            ))
+        })?;
         Ok(values)
     }
 }
 
-/// Number types that any bit pattern of their size is a valid value of.
-trait Plain: Copy {}
-impl Plain for f32 {}
-impl Plain for f64 {}
-impl Plain for u16 {}
+/// Number types that any bit pattern of their size is a valid value of, without padding.
+trait Plain: Copy {
+    const ZERO: Self;
+}
+impl Plain for f32 {
+    const ZERO: Self = 0.0;
+}
+impl Plain for f64 {
+    const ZERO: Self = 0.0;
+}
+impl Plain for u16 {
+    const ZERO: Self = 0;
+}
+
+/// The bytes of `values`, to be overwritten.
+fn as_bytes_mut<T: Plain>(values: &mut [T]) -> &mut [u8] {
+    // SAFETY: `values` is initialised; `T` has no padding and accepts any bit pattern, so
+    // every byte written through the slice leaves valid values; the slice covers exactly
+    // `values`' memory and borrows it mutably for as long as it lives.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            values.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(values),
+        )
+    }
+}
 
 #[cfg(unix)]
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
