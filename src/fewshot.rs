@@ -464,18 +464,25 @@ pub struct Examples {
     pub summary: EmbedSummary,
 }
 
-/// Reads `dir/<label>/` example folders, matches each folder to one of `classes` (by the
-/// class name or any of its synonyms) and embeds the images through the [`embedder`], with
-/// the embedding cache when one is given. A folder that matches no class is an error; an
-/// image that cannot be embedded is reported in [`Examples::failed`] and left out.
+/// Reads `dir/<label>/` example folders, taking the files that `filter` takes (extensions,
+/// exclusions, hidden files, depth; never a shard: every shard of a run labels with all the
+/// examples), matches each folder to one of `classes` (by the class name or any of its
+/// synonyms) and embeds the images through the [`embedder`], with the embedding cache when
+/// one is given. A folder that matches no class is an error; an image that cannot be
+/// embedded is reported in [`Examples::failed`] and left out.
 pub fn load_examples(
     classifier: &Checkpoint,
     embedding_cache: Option<&EmbeddingCache>,
     dir: &Path,
     classes: &[Class],
+    filter: &InputOptions,
     options: PipelineOptions,
 ) -> Result<Examples, FewShotError> {
-    let dataset = Dataset::open(dir, &InputOptions::default(), None)?;
+    let filter = InputOptions {
+        shard: None,
+        ..filter.clone()
+    };
+    let dataset = Dataset::open(dir, &filter, None)?;
     let class_of = match_folders(dir, &dataset.folders, classes)?;
     let labels: Vec<usize> = dataset.images.iter().map(|i| i.label).collect();
     let inputs = dataset.images.into_iter().map(|i| i.input).collect();

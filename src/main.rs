@@ -38,6 +38,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_OK),
+        // As ripgrep does when nothing matched: not an error in the arguments, exit 1.
+        Err(err) if is_nothing_found(&err) => {
+            eprintln!("vlm: {}", describe(&err));
+            ExitCode::from(commands::EXIT_SOME_FAILED)
+        }
         Err(err) => {
             eprintln!("vlm: error: {}", describe(&err));
             ExitCode::from(EXIT_ERROR)
@@ -68,6 +73,14 @@ fn describe(err: &anyhow::Error) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+/// The inputs held no image (see `--allow-empty`).
+fn is_nothing_found(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<vlm::inputs::InputError>(),
+        Some(vlm::inputs::InputError::NoImages { .. })
+    )
 }
 
 /// A closed stdout (`vlm ... | head -1`) ends the run quietly, as other Unix tools do.

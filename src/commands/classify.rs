@@ -272,7 +272,7 @@ fn scorer(
                 classifier.model().text_context(),
             );
             let examples = match &args.examples {
-                Some(dir) => match session.examples(dir, &prompts)? {
+                Some(dir) => match session.examples(dir, &prompts, &args.filter.options())? {
                     Some(examples) => {
                         let params = example_params(args, session, &text, &examples, &prompts)?;
                         Some((examples, params))

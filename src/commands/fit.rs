@@ -7,7 +7,6 @@ use anyhow::bail;
 use super::{Printer, Session, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use crate::cli::FitArgs;
 use vlm::dataset::{Dataset, LabelMap};
-use vlm::inputs::InputOptions;
 use vlm::labels::{PromptSet, Template, Templates};
 use vlm::probe::{ModelIdentity, Probe, Sample, TrainOptions, TrainReport};
 use vlm::Checkpoint;
@@ -21,7 +20,7 @@ pub fn run(args: &FitArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(LabelMap::read)
         .transpose()?;
-    let dataset = Dataset::open(&args.dir, &InputOptions::default(), mapping.as_ref())?;
+    let dataset = Dataset::open(&args.dir, &args.filter.options(), mapping.as_ref())?;
     let mut failed = dataset.errors.len();
     report_dataset(&printer, &dataset);
 

@@ -157,6 +157,7 @@ pub struct Found {
 pub fn find_inputs(paths: &[String], args: &InputArgs, printer: &Printer) -> anyhow::Result<Found> {
     let options = args.options();
     let files_from = args.files_from.as_ref().map(FilesFrom::from_arg);
+    let nothing = inputs::no_images(paths, files_from.as_ref(), &options);
     let mut found = Found::default();
     for event in inputs::discover(paths, files_from, &options)? {
         match event {
@@ -173,6 +174,9 @@ pub fn find_inputs(paths: &[String], args: &InputArgs, printer: &Printer) -> any
                 }
             }
         }
+    }
+    if found.inputs.is_empty() && found.failed == 0 && !args.allow_empty {
+        return Err(nothing.into());
     }
     Ok(found)
 }
@@ -399,6 +403,7 @@ impl Session {
         &self,
         dir: &Path,
         prompts: &PromptSet,
+        filter: &vlm::inputs::InputOptions,
     ) -> anyhow::Result<Option<TipAdapterCache>> {
         let printer = &self.printer;
         let examples = fewshot::load_examples(
@@ -406,6 +411,7 @@ impl Session {
             self.cache.as_ref(),
             dir,
             &prompts.classes,
+            filter,
             self.options,
         )?;
         if examples.summary.stats.cancelled {
