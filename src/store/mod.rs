@@ -747,17 +747,21 @@ mod tests {
             .collect()
     }
 
+    /// The tail every test password ends with: a leak of any part of a password after one
+    /// of its special characters shows it.
+    const TAIL: &str = "Zq8w0rd";
+
     /// Passwords made of every character that means something in a URL.
     fn hostile_passwords() -> Vec<String> {
         let mut passwords: Vec<String> = ["/", "?", "#", "@", ":", "%", "&", "=", " ", "ä", "€"]
             .iter()
-            .map(|c| format!("Pa{c}ss{c}w0rd"))
+            .map(|c| format!("Pa{c}ss{c}Zq8w0rd"))
             .collect();
-        passwords.push("P/?#@:%&= äw0rd€".to_string());
-        passwords.push("%41%zz@@//Pw".to_string());
+        passwords.push("P/?#@:%&= äZq8w0rd€".to_string());
+        passwords.push("%41%zz@@//PZq8w0rd".to_string());
         // The first '@' ends the user part; the rest must not pass for a host or path.
-        passwords.push("Pa@ss/w0rd".to_string());
-        passwords.push("Pa@ss?a=w0rd".to_string());
+        passwords.push("Pa@ss/Zq8w0rd".to_string());
+        passwords.push("Pa@ss?a=Zq8w0rd".to_string());
         passwords
     }
 
@@ -785,7 +789,9 @@ mod tests {
         for password in hostile_passwords() {
             let secrets = [password.clone(), encode(&password)];
             for url in addresses_with(&password) {
-                let leaks = |text: &str| secrets.iter().any(|s| text.contains(s.as_str()));
+                let leaks = |text: &str| {
+                    text.contains(TAIL) || secrets.iter().any(|s| text.contains(s.as_str()))
+                };
                 assert!(!leaks(&redact(&url)), "{url} -> {}", redact(&url));
                 match Address::parse(&url, None) {
                     Ok(address) => {

@@ -728,23 +728,23 @@ mod with_client {
         let pics = images(tmp.path(), 1);
         let closed = free_port();
         for password in [
-            "Pa/ss/w0rd",
-            "Pa?ss?w0rd",
-            "Pa#ss#w0rd",
-            "Pa@ss@w0rd",
-            "Pa:ss:w0rd",
-            "Pa%ss%w0rd",
-            "Pa&ss&w0rd",
-            "Pa=ss=w0rd",
-            "Pa ss w0rd",
-            "Pässwörd€9",
-            "P/?#@:%&= äw0rd€",
+            "Pa/ss/Zq8w0rd",
+            "Pa?ss?Zq8w0rd",
+            "Pa#ss#Zq8w0rd",
+            "Pa@ss@Zq8w0rd",
+            "Pa:ss:Zq8w0rd",
+            "Pa%ss%Zq8w0rd",
+            "Pa&ss&Zq8w0rd",
+            "Pa=ss=Zq8w0rd",
+            "Pa ss Zq8w0rd",
+            "Pässwörd€Zq8w0rd",
+            "P/?#@:%&= äZq8w0rd€",
         ] {
             let encoded = encode(password);
             let hidden = |out: &Output, url: &str| {
                 for stream in [&out.stdout, &out.stderr] {
                     let text = String::from_utf8_lossy(stream);
-                    for secret in [password, encoded.as_str()] {
+                    for secret in [password, encoded.as_str(), "Zq8w0rd"] {
                         assert!(!text.contains(secret), "{url}: {secret:?} shown:\n{text}");
                     }
                 }
@@ -758,10 +758,11 @@ mod with_client {
             let out = vlm(&["search", "a cat", "--in", &good]).output().unwrap();
             hidden(&out, &good);
             assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+            // Failing: nothing listens on the port (each such run takes seconds of
+            // retries, so one a password), or the port is not a number.
             for bad in [
-                format!("milvus://vlm:{encoded}@127.0.0.1:{closed}/emb"),
                 format!("milvus://vlm:{password}@127.0.0.1:{closed}/emb"),
-                format!("milvus://vlm:{password}@127.0.0.1:x{closed}/emb"),
+                format!("milvus://vlm:{encoded}@127.0.0.1:x{closed}/emb"),
             ] {
                 let out = vlm(&["search", "a cat", "--in", &bad]).output().unwrap();
                 hidden(&out, &bad);
