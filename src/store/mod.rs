@@ -79,6 +79,8 @@ pub enum AddressError {
     Parameter,
     #[error("the database address has an `@` that does not end its user part, or a `/`, `?` or `#` in its user name; percent-encode them in the user name and password (`@` as %40, `/` as %2F, `?` as %3F, `#` as %23; the address is not repeated here, as it may hold a password)")]
     Ambiguous,
+    #[error("the database address has a parameter vlm cannot pass on (it knows {known}); a password holding `&` or `=` must be percent-encoded (%26, %3D; the address is not repeated here, as it may hold a password)")]
+    UnknownParameter { known: String },
     #[error("table name {name:?} is not a plain SQL name; use letters, digits and _ (optionally SCHEMA.TABLE), the schema at most 63 characters and the table at most {MAX_TABLE_LEN}, so that its index name (TABLE{INDEX_SUFFIX}) fits PostgreSQL's 63-byte limit on names")]
     TableName { name: String },
     #[error(
@@ -302,11 +304,11 @@ impl<'a> UrlParts<'a> {
         }
         // An '@' the client does not take as the end of the user part (the first one ends
         // it) would put the rest of a password in what vlm shows as the host, path or a
-        // parameter; only a password parameter may hold one.
+        // parameter; only a parameter shown as `***` may hold one.
         let stray_at = hosts.contains('@')
             || path.is_some_and(|p| p.contains('@'))
             || params.iter().any(|(key, value)| {
-                key.contains('@') || (!is_secret_key(key) && value.contains('@'))
+                key.contains('@') || (is_shown_key(key) && value.contains('@'))
             });
         if stray_at || user.is_some_and(|u| u.contains(['/', '?', '#'])) {
             return Err(AddressError::Ambiguous);
@@ -360,7 +362,7 @@ impl<'a> UrlParts<'a> {
             .iter()
             .filter(|(key, _)| keep(&percent_decode(key)))
             .map(|(key, value)| {
-                if hide && is_secret_key(key) {
+                if hide && !is_shown_key(key) {
                     format!("{key}=***")
                 } else {
                     format!("{key}={value}")
@@ -383,12 +385,62 @@ impl<'a> UrlParts<'a> {
     }
 }
 
-/// Whether a parameter carries a secret: `password`, `sslpassword` and the like, however
-/// it is spelled or percent-encoded.
-fn is_secret_key(key: &str) -> bool {
-    percent_decode(key)
-        .to_ascii_lowercase()
-        .contains("password")
+/// Parameters whose values are shown in messages; any other value (a password, an option
+/// vlm does not know, which may be the rest of a password holding `&`) shows as `***`.
+const SHOWN_PARAMS: &[&str] = &[
+    "table",
+    "db",
+    "dbname",
+    "user",
+    "host",
+    "hostaddr",
+    "port",
+    "sslmode",
+    "sslnegotiation",
+    "application_name",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// The parameters a `postgresql://` address may have: those the client (tokio-postgres
+/// 0.7's `Config::param`) knows, and vlm's `table`. The client refuses any other, so vlm
+/// refuses it first, without echoing it.
+const POSTGRES_PARAMS: &[&str] = &[
+    "table",
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// The parameters a `milvus://` address may have.
+const MILVUS_PARAMS: &[&str] = &["db", "table"];
+
+/// Whether the value of the parameter `key` (as written) may be shown.
+fn is_shown_key(key: &str) -> bool {
+    SHOWN_PARAMS.contains(&percent_decode(key).as_str())
 }
 
 /// `url` with every password (in the user part and in any `password` parameter) replaced
@@ -512,6 +564,19 @@ impl Address {
             return Err(AddressError::Scheme { shown: redact(url) });
         };
         let parts = UrlParts::split(url)?;
+        let known = match backend {
+            Backend::Postgres => POSTGRES_PARAMS,
+            Backend::Milvus => MILVUS_PARAMS,
+        };
+        if parts
+            .params
+            .iter()
+            .any(|(key, _)| !known.contains(&percent_decode(key).as_str()))
+        {
+            return Err(AddressError::UnknownParameter {
+                known: known.join(", "),
+            });
+        }
         let not_table = |key: &str| key != "table";
         let (connection, shown, milvus, from_url) = match backend {
             Backend::Postgres => (
