@@ -129,21 +129,26 @@ impl SafetensorsFile {
 
     /// Reads `count` plain numbers of type `T` at `offset` into a new buffer.
     fn read_elements<T: Plain>(&self, offset: u64, count: usize) -> candle_core::Result<Vec<T>> {
-        // Zeroed, not merely reserved: the read writes through a `&mut [u8]`, which must
-        // not cover uninitialised memory. A large zeroed buffer comes from the kernel's
-        // zero pages (calloc), so this costs no extra pass over it.
-        let mut values: Vec<T> = vec![T::ZERO; count];
-        let raw = as_bytes_mut(&mut values);
-        advise_huge_pages(raw.as_mut_ptr(), raw.len());
-        read_exact_at(&self.file, raw, offset).map_err(|e| {
+        read_plain(&self.file, offset, count).map_err(|e| {
             candle_core::Error::Msg(format!(
                 "cannot read {} bytes at offset {offset} of {}: {e}",
-                raw.len(),
+                count * std::mem::size_of::<T>(),
                 self.path.display()
             ))
-        })?;
-        Ok(values)
+        })
     }
+}
+
+/// Reads `count` plain numbers of type `T` at `offset` of `file` into a new buffer.
+fn read_plain<T: Plain>(file: &File, offset: u64, count: usize) -> std::io::Result<Vec<T>> {
+    // Zeroed, not merely reserved: the read writes through a `&mut [u8]`, which must not
+    // cover uninitialised memory. A large zeroed buffer comes from the kernel's zero pages
+    // (calloc), so this costs no extra pass over it.
+    let mut values: Vec<T> = vec![T::ZERO; count];
+    let raw = as_bytes_mut(&mut values);
+    advise_huge_pages(raw.as_mut_ptr(), raw.len());
+    read_exact_at(file, raw, offset)?;
+    Ok(values)
 }
 
 /// Number types that any bit pattern of their size is a valid value of, without padding.
@@ -312,6 +317,28 @@ mod tests {
         assert!(get("ids", 3.into()).contains("stored as I64"));
         assert!(get("x", 3.into()).contains("shape [2]"));
         assert!(get("nope", 3.into()).contains("cannot find tensor `nope`"));
+    }
+
+    /// The one unsafe step of a load, small enough for Miri (which checks that the bytes
+    /// read into are initialised): `cargo +nightly miri test --lib model::weights::tests::plain`.
+    #[test]
+    fn plain_numbers_are_read_in_place() {
+        let path = std::env::temp_dir().join(format!("vlm-plain-{}", std::process::id()));
+        let values = [1.5f32, -2.0, 0.25];
+        let mut bytes = vec![7u8; 3];
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let read: Vec<f32> = read_plain(&file, 3, 3).unwrap();
+        let halves: Vec<u16> = read_plain(&file, 3, 2).unwrap();
+        let short = read_plain::<f64>(&file, 3, 2);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read, values);
+        assert_eq!(halves, [0, u16::from_le_bytes([0xc0, 0x3f])]);
+        assert!(short.is_err(), "reading past the end is an error");
     }
 
     #[test]
