@@ -10,6 +10,7 @@ use crate::labels::PromptSet;
 use crate::model::config::ClipConfig;
 use crate::model::{l2_normalize, ClipModel, LoadOptions};
 use crate::preprocess::{self, DecodeOptions, PreprocessConfig, Preprocessor};
+use crate::progress::{Level, Progress};
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
 use crate::tokenize::ClipTokenizer;
@@ -23,6 +24,24 @@ pub struct PromptEmbeddings {
     pub embeddings: Tensor,
     /// For each prompt, whether it was cut to the model's context.
     pub truncated: Vec<bool>,
+}
+
+/// Warns about each of `prompts` that was cut (`truncated`, in the same order) to the
+/// model's `context` tokens.
+pub fn warn_truncated(
+    prompts: &[String],
+    truncated: &[bool],
+    context: usize,
+    progress: &dyn Progress,
+) {
+    for (prompt, _) in prompts.iter().zip(truncated).filter(|(_, &cut)| cut) {
+        progress.say(
+            Level::Warning,
+            &format_args!(
+                "prompt {prompt:?} is longer than the model's {context} tokens and was truncated"
+            ),
+        );
+    }
 }
 
 /// Everything needed to turn image files and prompts into ranked scores.

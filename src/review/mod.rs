@@ -7,9 +7,12 @@
 //! and the chunk is dropped, so memory does not grow with the number of images (only the
 //! label names are kept). See [`page`] for what keeps file names from becoming markup.
 
+mod eval;
 pub mod page;
 pub mod record;
 pub mod thumbnail;
+
+pub use eval::{check_eval_page, write_eval_page};
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter};
@@ -18,6 +21,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::inputs::is_url;
+use crate::job::{JobError, Progress, Sink};
+use crate::output::Labelled;
 use crate::preprocess::DEFAULT_MAX_PIXELS;
 use page::PageWriter;
 use record::{LabelIndex, PageRecord, ResultRecord};
@@ -39,6 +45,18 @@ pub enum ReportError {
     },
     #[error("cannot write the report {}: {cause}; check that its folder exists and is writable, or choose another --output", path.display())]
     Write { path: PathBuf, cause: io::Error },
+    #[error("cannot create {} for the page; choose another --output", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
+    #[error("cannot read the current folder; run vlm {command} from a folder that exists")]
+    CurrentDir {
+        command: &'static str,
+        #[source]
+        cause: io::Error,
+    },
 }
 
 /// How a page is made.
@@ -83,6 +101,59 @@ pub struct ReportSummary {
     pub thumbnails: usize,
     /// Thumbnails that could not be made (missing or unreadable files, URLs).
     pub thumbnail_errors: usize,
+}
+
+impl ReportSummary {
+    /// The closing line: where the page went, what is in it, how long it took.
+    pub fn describe(&self, output: &Path, inline: bool, seconds: f64) -> String {
+        let thumbs = if inline {
+            "inlined".to_string()
+        } else {
+            format!("in {}", files_dir(output).display())
+        };
+        format!(
+            "wrote {}: {} images ({} failed), {} thumbnails {thumbs}, {} without one, in {seconds:.1} s",
+            output.display(),
+            self.records,
+            self.failed,
+            self.thumbnails,
+            self.thumbnail_errors,
+        )
+    }
+}
+
+/// The pixel limit of [`ReportOptions::max_pixels`] for `--max-megapixels`.
+pub fn max_pixels(megapixels: f64) -> u64 {
+    (megapixels.max(0.0) * 1e6) as u64
+}
+
+/// Creates the folder `output` is to be written in, if missing.
+pub fn create_parent(output: &Path) -> Result<(), ReportError> {
+    match output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|cause| ReportError::CreateDir {
+            path: parent.to_path_buf(),
+            cause,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Where relative image paths of a results file are looked up: where `vlm classify` most
+/// likely ran (here), then beside the results file.
+pub fn search_dirs(results: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let here = std::env::current_dir().map_err(|cause| ReportError::CurrentDir {
+        command: "report",
+        cause,
+    })?;
+    let mut dirs = vec![here.clone()];
+    if let Some(parent) = results.parent() {
+        let beside = here.join(parent);
+        let beside = std::fs::canonicalize(&beside).unwrap_or(beside);
+        if beside != here {
+            dirs.push(beside);
+        }
+    }
+    Ok(dirs)
 }
 
 /// The folder beside `output` that holds its thumbnails: `report.html` → `report_files`.
@@ -136,6 +207,54 @@ pub fn write_results_report(
     }
     build.add(&mut chunk)?;
     build.finish(labels.names())
+}
+
+/// A review page written while a classify run goes: a sink of labelled results, whose
+/// records are thumbnailed a chunk at a time as they come, as [`write_results_report`]
+/// does for the lines of the results file `results_name` (which the run writes beside).
+/// [`ReviewSink::finish`] puts the page in place.
+pub struct ReviewSink<'a> {
+    build: Builder<'a>,
+    labels: LabelIndex,
+    chunk: Vec<PageRecord>,
+}
+
+impl<'a> ReviewSink<'a> {
+    /// Starts the page of `options` for the results written to `results_name`.
+    pub fn start(options: &'a ReportOptions, results_name: &str) -> Result<Self, ReportError> {
+        Ok(Self {
+            build: Builder::start(
+                options,
+                "classify",
+                &ClassifyMeta {
+                    results: results_name,
+                },
+            )?,
+            labels: LabelIndex::default(),
+            chunk: Vec::with_capacity(CHUNK),
+        })
+    }
+
+    /// Thumbnails the last records and puts the page in place.
+    pub fn finish(mut self) -> Result<ReportSummary, ReportError> {
+        self.build.add(&mut self.chunk)?;
+        self.build.finish(self.labels.names())
+    }
+}
+
+impl Sink<Labelled<'_>> for ReviewSink<'_> {
+    fn write(&mut self, batch: &[Labelled<'_>], _: &dyn Progress) -> Result<(), JobError> {
+        for labelled in batch {
+            self.chunk.push(PageRecord::from_image_result(
+                &labelled.result,
+                &mut self.labels,
+            ));
+            if self.chunk.len() == CHUNK {
+                self.build.add(&mut self.chunk).map_err(JobError::sink)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Everything an eval page shows besides the images.
@@ -235,6 +354,8 @@ impl<'a> Builder<'a> {
             cause,
         };
         let files = files_dir(&options.output);
+        // A thumbnails folder made here goes again with a page that is not finished.
+        let made_files = !options.self_contained && !files.exists();
         if !options.self_contained {
             std::fs::create_dir_all(files.join("t")).map_err(|cause| ReportError::Write {
                 path: files.clone(),
@@ -256,6 +377,7 @@ impl<'a> Builder<'a> {
         let file = File::create(&temp).map_err(write_err)?;
         let temp = Partial {
             path: temp,
+            files: made_files.then(|| files.clone()),
             done: false,
         };
         let page = PageWriter::start(BufWriter::new(file), &options.title, kind, meta)
@@ -361,9 +483,11 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The page while it is written: removed unless it was renamed into place.
+/// The page while it is written: removed unless it was renamed into place, with the
+/// thumbnails folder when it was made for this page.
 struct Partial {
     path: PathBuf,
+    files: Option<PathBuf>,
     done: bool,
 }
 
@@ -371,13 +495,11 @@ impl Drop for Partial {
     fn drop(&mut self) {
         if !self.done {
             let _ = std::fs::remove_file(&self.path);
+            if let Some(files) = &self.files {
+                let _ = std::fs::remove_dir_all(files);
+            }
         }
     }
-}
-
-fn is_url(path: &str) -> bool {
-    let lower = path.get(..8).unwrap_or(path).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
 }
 
 /// The absolute path of the image a record names: as given when absolute, else the first
