@@ -30,6 +30,7 @@ pub mod evaluation;
 pub mod export;
 pub mod family;
 pub mod fewshot;
+pub mod fields;
 pub mod inputs;
 pub mod job;
 pub(crate) mod kernels;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::DType;
 
-use crate::cache::{CacheError, CacheNamespace, EmbeddingCache};
+use crate::cache::{file_stamp, CacheError, CacheNamespace, EmbeddingCache};
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceError, DeviceKind};
 use crate::error::Error;
@@ -253,16 +253,7 @@ pub fn cache_namespace(files: &ModelFiles, checkpoint: &Checkpoint) -> CacheName
         .weights
         .canonicalize()
         .unwrap_or_else(|_| files.weights.clone());
-    let stamp = std::fs::metadata(&weights)
-        .map(|m| {
-            let modified = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            format!("{} bytes, modified {modified}", m.len())
-        })
-        .unwrap_or_default();
+    let stamp = file_stamp(&weights);
     let fingerprint = format!(
         "weights {} ({stamp}); preprocessing {:?}; {}",
         weights.display(),

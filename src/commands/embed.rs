@@ -62,11 +62,7 @@ fn images_to_file(
     started: Instant,
 ) -> anyhow::Result<ExitStatus> {
     let found = inputs.find(printer)?;
-    export::check_names(
-        format,
-        path,
-        found.inputs.iter().map(|i| i.display.as_str()),
-    )?;
+    export::check_names(format, path, found.names())?;
     export::check_writable(path)?;
     let session = Session::open(model, printer)?;
     let (embeddings, mut tally) = export::embed_images(

@@ -28,6 +28,13 @@ pub struct Found {
     pub failed: usize,
 }
 
+impl Found {
+    /// How the inputs are named, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.inputs.iter().map(|input| input.display.as_str())
+    }
+}
+
 impl InputSpec {
     /// The list is read from standard input, so the inputs are a stream.
     pub fn is_stream(&self) -> bool {
