@@ -207,7 +207,7 @@ impl Classify {
 impl Classified {
     /// The closing line, or what an interrupted run left, and with `--verbose` the
     /// encoder's work.
-    pub fn report(&self, seconds: f64, progress: &dyn Progress) {
+    pub fn say_summary(&self, seconds: f64, progress: &dyn Progress) {
         let tally = &self.tally;
         if tally.cancelled {
             progress.say(
@@ -232,6 +232,6 @@ impl Classified {
                 tally.done, tally.failed, tally.skipped
             ),
         );
-        self.session.report(tally, progress);
+        self.session.say_stats(tally, progress);
     }
 }

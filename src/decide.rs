@@ -114,7 +114,7 @@ impl Scorer {
                     );
                     return Ok(None);
                 }
-                examples.report(&settings.dir, progress);
+                examples.say_used(&settings.dir, progress);
                 let params = example_params(
                     checkpoint,
                     settings,
@@ -304,7 +304,7 @@ impl Decisions {
     }
 
     /// The report for one image from its ranked `scores` (best first).
-    pub fn report(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageResult {
+    pub fn decide(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageResult {
         let passes = |s: &Score, threshold: f32| {
             if self.multi_label_on_probability {
                 s.probability >= threshold
@@ -402,7 +402,7 @@ where
                         .next()
                         .ok_or(Error::Internal("fewer rankings than images"))?;
                     self.decisions
-                        .report(done.input.name(), &scores, self.scorer)
+                        .decide(done.input.name(), &scores, self.scorer)
                 }
                 Err(err) => ImageResult::failed(done.input.name().to_string(), err.to_string()),
             };
@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn single_label_reports_all_ranked_with_prompts() {
-        let report = Decisions::default().report("x.jpg", &scores(), &scorer());
+        let report = Decisions::default().decide("x.jpg", &scores(), &scorer());
         assert_eq!(labels(&report), ["dog", "cat", "car"]);
         let Outcome::Ranked(results) = &report.outcome else {
             panic!("ranked")
@@ -488,7 +488,7 @@ mod tests {
     #[test]
     fn top_k_cuts_the_list_but_not_the_multi_label_selection() {
         let decisions = Decisions::new(Some(1), Some(0.25), None).unwrap();
-        let report = decisions.report("x.jpg", &scores(), &scorer());
+        let report = decisions.decide("x.jpg", &scores(), &scorer());
         assert_eq!(labels(&report), ["dog"]);
         // The selection looks at every label, not only the reported ones.
         assert_eq!(
@@ -507,7 +507,7 @@ mod tests {
             .unwrap()
             .with_threshold_on(Some(0.3), true)
             .unwrap();
-        let report = decisions.report("x.jpg", &scores(), &scorer());
+        let report = decisions.decide("x.jpg", &scores(), &scorer());
         // Probabilities 0.6, 0.3, 0.1: the first two reach 0.3 (similarities would select none).
         assert_eq!(
             report.labels,
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn multi_label_with_nothing_selected_goes_to_the_unlabelled_folder() {
         let decisions = Decisions::new(None, Some(0.5), None).unwrap();
-        let report = decisions.report("x.jpg", &scores(), &scorer());
+        let report = decisions.decide("x.jpg", &scores(), &scorer());
         assert_eq!(report.labels, Some(Vec::new()));
         assert_eq!(destination(&report), Some(None));
     }
@@ -541,14 +541,14 @@ mod tests {
     #[test]
     fn min_probability_marks_unsure_images() {
         let sure = Decisions::new(None, None, Some(0.6)).unwrap();
-        let report = sure.report("x.jpg", &scores(), &scorer());
+        let report = sure.decide("x.jpg", &scores(), &scorer());
         assert_eq!(report.uncertain, Some(false), "0.6 reaches 0.6");
         let strict = Decisions::new(None, None, Some(0.61)).unwrap();
-        let report = strict.report("x.jpg", &scores(), &scorer());
+        let report = strict.decide("x.jpg", &scores(), &scorer());
         assert_eq!(report.uncertain, Some(true));
         assert_eq!(destination(&report), Some(None));
         // No scores at all is uncertain, not a panic.
-        assert_eq!(strict.report("x.jpg", &[], &scorer()).uncertain, Some(true));
+        assert_eq!(strict.decide("x.jpg", &[], &scorer()).uncertain, Some(true));
     }
 
     #[test]

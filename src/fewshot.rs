@@ -502,7 +502,7 @@ pub fn load_examples(job: &Job, dir: &Path, classes: &[Class]) -> Result<Example
 impl Examples {
     /// Tells `progress` what could not be used, how many examples each label got, and which
     /// labels have none.
-    pub fn report(&self, dir: &Path, progress: &dyn Progress) {
+    pub fn say_used(&self, dir: &Path, progress: &dyn Progress) {
         for err in &self.unreadable {
             progress.say(Level::Error, &format_args!("example left out: {err}"));
         }

@@ -106,7 +106,7 @@ impl Session {
                 seconds(started.elapsed())
             ),
         );
-        report_pack(progress, session.checkpoint.model().pack_status());
+        say_pack(progress, session.checkpoint.model().pack_status());
         session.cache = open_cache(&settings.cache, &session)?;
         Ok(session)
     }
@@ -152,7 +152,7 @@ impl Session {
     }
 
     /// With `--verbose`: how much work the image encoder did and what the cache saved.
-    pub fn report(&self, tally: &Tally, progress: &dyn Progress) {
+    pub fn say_stats(&self, tally: &Tally, progress: &dyn Progress) {
         let stats = &tally.stats;
         progress.say(
             Level::Detail,
@@ -215,7 +215,7 @@ fn open_cache(
 
 /// Says (with `--verbose`) where the packed weights came from; warns when they could not
 /// be kept, since every later start then packs again.
-fn report_pack(progress: &dyn Progress, status: &PackStatus) {
+fn say_pack(progress: &dyn Progress, status: &PackStatus) {
     let (level, message) = match status {
         PackStatus::Off => return,
         PackStatus::Loaded(path) => (

@@ -14,6 +14,6 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitStatus> {
     let Some(run) = settings.classify.run(&settings.model, (), &printer)? else {
         return Ok(ExitStatus::Interrupted);
     };
-    run.report(started.elapsed().as_secs_f64(), &printer);
+    run.say_summary(started.elapsed().as_secs_f64(), &printer);
     Ok(ExitStatus::of(&run.tally))
 }

@@ -89,7 +89,7 @@ fn images_to_file(
         tally.skipped,
         started.elapsed().as_secs_f64(),
     ));
-    session.report(&tally, printer);
+    session.say_stats(&tally, printer);
     Ok(ExitStatus::of(&tally))
 }
 
@@ -134,7 +134,7 @@ fn images_to_database(
         tally.skipped,
         started.elapsed().as_secs_f64(),
     ));
-    session.report(&tally, printer);
+    session.say_stats(&tally, printer);
     Ok(ExitStatus::of(&tally))
 }
 

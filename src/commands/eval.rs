@@ -55,7 +55,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitStatus> {
         tally.skipped,
         started.elapsed().as_secs_f64()
     ));
-    session.report(tally, &printer);
+    session.say_stats(tally, &printer);
     Ok(ExitStatus::of(tally))
 }
 
@@ -74,7 +74,7 @@ fn write_page(
     let started = Instant::now();
     let (checkpoint, rows, max_megapixels) =
         (&session.checkpoint, &run.rows, s.model.max_megapixels);
-    let written = review::write_eval_page(
+    let written = review::write_evaluation_page(
         page,
         checkpoint,
         dataset,

@@ -34,7 +34,7 @@ pub fn run(args: &FitArgs) -> anyhow::Result<ExitStatus> {
         &s.training,
     )?;
     trained.probe.save(&s.out)?;
-    print_report(&s, &dataset.labels, &trained);
+    print_training(&s, &dataset.labels, &trained);
     rows.tally.failed += dataset.errors.len();
     printer.note(format_args!(
         "trained on {} images, held out {}, failed {} in {:.1} s",
@@ -43,12 +43,12 @@ pub fn run(args: &FitArgs) -> anyhow::Result<ExitStatus> {
         rows.tally.failed,
         started.elapsed().as_secs_f64()
     ));
-    session.report(&rows.tally, &printer);
+    session.say_stats(&rows.tally, &printer);
     Ok(ExitStatus::of(&rows.tally))
 }
 
 /// The probe file, the epochs, and train, held-out and zero-shot accuracy, on stdout.
-fn print_report(s: &FitSettings, labels: &[String], trained: &Trained) {
+fn print_training(s: &FitSettings, labels: &[String], trained: &Trained) {
     let report = &trained.report;
     println!(
         "wrote {}: {} labels; {} epochs, kept epoch {}",

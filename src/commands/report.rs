@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{ExitStatus, Printer};
 use crate::cli::settings::{ReportSettings, ReportSource};
 use crate::cli::ReportArgs;
-use vlm::review::{self, ReportOptions, ReviewSink};
+use vlm::review::{self, PageOptions, ReviewSink};
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
@@ -16,15 +16,14 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
     let results = match &settings.source {
         ReportSource::Results(file) | ReportSource::Classify { results: file, .. } => file,
     };
-    let mut options = ReportOptions::new(settings.output.clone(), review::search_dirs(results)?);
+    let mut options = PageOptions::new(settings.output.clone(), review::search_dirs(results)?);
     options.self_contained = settings.self_contained;
     options.title = settings.title;
     options.max_pixels = review::max_pixels(settings.max_megapixels);
     let (summary, status) = match settings.source {
-        ReportSource::Results(file) => (
-            review::write_results_report(&file, &options)?,
-            ExitStatus::Ok,
-        ),
+        ReportSource::Results(file) => {
+            (review::write_results_page(&file, &options)?, ExitStatus::Ok)
+        }
         ReportSource::Classify {
             settings: classify,
             results,
@@ -37,7 +36,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
                 .classify
                 .run(&classify.model, &mut page, &printer)?;
             if let Some(run) = &run {
-                run.report(started.elapsed().as_secs_f64(), &printer);
+                run.say_summary(started.elapsed().as_secs_f64(), &printer);
             }
             let Some(run) = run.filter(|run| !run.tally.cancelled) else {
                 printer.error(format_args!(

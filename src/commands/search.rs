@@ -45,7 +45,7 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitStatus> {
         tally.skipped,
         started.elapsed().as_secs_f64()
     ));
-    session.report(&tally, &printer);
+    session.say_stats(&tally, &printer);
     Ok(ExitStatus::of(&tally))
 }
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    files_dir, max_pixels, write_eval_report, EvalClass, EvalImage, EvalMeta, ReportError,
-    ReportOptions, ReportSummary,
+    files_dir, max_pixels, write_eval_page, EvalClass, EvalImage, EvalMeta, PageError, PageOptions,
+    PageSummary,
 };
 use crate::checkpoint::Checkpoint;
 use crate::dataset::{Dataset, LabelledRows};
@@ -20,7 +20,7 @@ const RANK_CHUNK: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum EvalPageError {
     #[error(transparent)]
-    Page(#[from] ReportError),
+    Page(#[from] PageError),
     #[error(transparent)]
     Score(#[from] Error),
     #[error(
@@ -57,7 +57,7 @@ pub fn check_eval_page(dir: &Path, page: &Path) -> Result<(), EvalPageError> {
 
 /// Writes the page of `vlm eval --report` to `path`: the images of `dataset` embedded in
 /// `rows`, scored against the classes of `result`, and `failed`.
-pub fn write_eval_page(
+pub fn write_evaluation_page(
     path: &Path,
     checkpoint: &Checkpoint,
     dataset: &Dataset,
@@ -65,7 +65,7 @@ pub fn write_eval_page(
     failed: &[Failure],
     result: &SpecResult,
     max_megapixels: f64,
-) -> Result<ReportSummary, EvalPageError> {
+) -> Result<PageSummary, EvalPageError> {
     let text = checkpoint.embed_classes(&result.prompts)?;
     let (embedded, truth) = rows.rows_and_labels(dataset);
     let mut scores = Vec::with_capacity(embedded.len());
@@ -93,11 +93,11 @@ pub fn write_eval_page(
             .collect(),
         macro_f1: e.macro_average.f1,
     };
-    let dir = std::env::current_dir().map_err(|cause| ReportError::CurrentDir {
+    let dir = std::env::current_dir().map_err(|cause| PageError::CurrentDir {
         command: "eval",
         cause,
     })?;
-    let mut options = ReportOptions::new(path.to_path_buf(), vec![dir]);
+    let mut options = PageOptions::new(path.to_path_buf(), vec![dir]);
     options.title = format!("vlm eval: {}", result.spec.describe());
     options.max_pixels = max_pixels(max_megapixels);
     let images =
@@ -110,7 +110,7 @@ pub fn write_eval_page(
                 scores,
             });
     let failures = failed.iter().map(|f| (f.path.clone(), f.error.clone()));
-    Ok(write_eval_report(
+    Ok(write_eval_page(
         &class_names(result),
         &meta,
         images,
