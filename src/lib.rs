@@ -19,11 +19,13 @@
 //! `postgres`, on by default) or Milvus (cargo feature `milvus`).
 
 pub mod bench;
+pub mod build_info;
 pub mod cache;
 pub mod checkpoint;
 pub mod dataset;
 pub mod decide;
 pub mod device;
+pub mod doctor;
 pub mod embedder;
 pub mod error;
 pub mod evaluation;
