@@ -16,14 +16,18 @@
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
 //! head on embeddings instead. [`review`] writes a review page of results for a browser.
 //! [`store`] keeps embeddings and labels in PostgreSQL with pgvector (cargo feature
-//! `postgres`, on by default) or Milvus (cargo feature `milvus`).
+//! `postgres`, on by default) or Milvus (cargo feature `milvus`). [`build_info`] says what
+//! this build is (commit, features, JPEG SIMD) and [`doctor`] reports what vlm sees on the
+//! machine.
 
 pub mod bench;
+pub mod build_info;
 pub mod cache;
 pub mod checkpoint;
 pub mod dataset;
 pub mod decide;
 pub mod device;
+pub mod doctor;
 pub mod embedder;
 pub mod error;
 pub mod evaluation;

@@ -21,7 +21,7 @@ pub use report::ReportArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
-#[command(name = "vlm", version, about, propagate_version = true)]
+#[command(name = "vlm", version, long_version = vlm::build_info::long_version(), about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -55,6 +55,14 @@ pub enum Command {
     },
     /// Print the manual page (roff), e.g. `vlm man > ~/.local/share/man/man1/vlm.1`.
     Man,
+    /// Print what vlm sees on this machine, for bug reports: build, CPU and kernels,
+    /// threads, caches and their sizes, hub settings and whether the hub answers, and the
+    /// programs the optional features use.
+    Doctor {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which files to take from the inputs: options shared by every command that reads images.
