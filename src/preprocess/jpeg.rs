@@ -338,7 +338,7 @@ pub(super) mod tests {
         let mut bytes = started.finish().unwrap();
         let sof = bytes
             .windows(2)
-            .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0 | 0xC1 | 0xC2))
+            .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xC2))
             .unwrap();
         bytes[sof + 5..sof + 7].copy_from_slice(&claimed.1.to_be_bytes());
         bytes[sof + 7..sof + 9].copy_from_slice(&claimed.0.to_be_bytes());
