@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use crate::checkpoint::{self, Checkpoint, PromptEmbeddings};
 use crate::error::{Error, Result};
 use crate::family::Scoring;
-use crate::inputs::InputOptions;
 use crate::fewshot::{self, FewShotError, NotTuned, ParamsChoice, TipAdapterCache, TipParams};
+use crate::inputs::InputOptions;
 use crate::job::{Embedded, Item, JobError, Level, Progress, Sink};
 use crate::labels::PromptSet;
 use crate::output::{ImageResult, LabelResult, Labelled, Outcome};
@@ -109,8 +109,7 @@ impl Scorer {
         let examples = match examples {
             None => None,
             Some(settings) => {
-                let examples =
-                    fewshot::load_examples(
+                let examples = fewshot::load_examples(
                     &session.job(),
                     &settings.dir,
                     &settings.filter,

@@ -613,4 +613,18 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_stored_matrix_whose_dimensions_wrap_is_refused() {
+        // One block of rows and a number of k-slices whose product with the values per
+        // slice wraps around to one slice's worth: refused, never read past.
+        let slices = usize::MAX / SLICE_VALUES + 1;
+        let k = slices * SLICE;
+        let wrapped = slices.wrapping_mul(SLICE_VALUES);
+        assert!(wrapped <= SLICE_VALUES, "{wrapped}");
+        let store = Store::Owned(vec![0u16; wrapped]);
+        assert!(AmxMatrix::from_store(BLOCK, k, store).is_none());
+        let store = Store::Owned(vec![0u16; 2 * SLICE_VALUES]);
+        assert!(AmxMatrix::from_store(BLOCK, 2 * SLICE, store).is_some());
+    }
 }

@@ -635,4 +635,20 @@ mod tests {
             assert!(seen.iter().all(|&s| s == 1), "{m} {panels} {mr} {threads}");
         }
     }
+
+    #[test]
+    fn a_stored_matrix_whose_dimensions_wrap_is_refused() {
+        // As a forged pack file could declare it: one panel and a `k` whose product with
+        // the panel width wraps around to a store of a few values.
+        let isa = Isa::detect();
+        let nr = isa.nr();
+        let k = usize::MAX / nr + 1;
+        let wrapped = k.wrapping_mul(nr);
+        assert!(wrapped < nr, "{wrapped}");
+        let store = Store::Owned(vec![0.0; wrapped]);
+        assert!(PackedMatrix::from_store(nr, k, isa, store).is_none());
+        // The store of the matrix it claims to be is taken.
+        let store = Store::Owned(vec![0.0; nr * 3]);
+        assert!(PackedMatrix::from_store(nr, 3, isa, store).is_some());
+    }
 }
