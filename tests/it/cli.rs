@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{fixtures, stderr, vlm};
+use crate::common::{self, fixtures, stderr, vlm};
 use serde_json::Value;
 
 const MODEL: &str = "tiny-quickgelu";
@@ -561,7 +561,7 @@ fn devices_are_refused_before_reading_and_fifos_are_read() {
         error.contains("/dev/zero: a character device, not a regular file"),
         "{record}"
     );
-    let peak = peak_mib(&output);
+    let peak = common::peak_mib(&output);
     assert!(peak < 150.0, "peak memory {peak} MiB refusing /dev/zero");
     // A FIFO, as `<(cat photo.png)` gives, is read.
     let dir = tempfile::tempdir().unwrap();
@@ -580,19 +580,6 @@ fn devices_are_refused_before_reading_and_fifos_are_read() {
         .arg(&fifo));
     writer.join().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-}
-
-/// `vlm: peak memory (resident): 123.4 MiB` from a `--verbose` run, in MiB.
-fn peak_mib(output: &Output) -> f64 {
-    let err = stderr(output);
-    let line = err
-        .lines()
-        .find(|l| l.contains("peak memory"))
-        .unwrap_or_else(|| panic!("no peak memory line in {err}"));
-    line.rsplit(": ")
-        .next()
-        .and_then(|v| v.trim_end_matches(" MiB").parse().ok())
-        .unwrap_or_else(|| panic!("cannot read {line}"))
 }
 
 #[test]

@@ -46,19 +46,6 @@ fn assert_no_panic(output: &Output) {
     );
 }
 
-/// `vlm: peak memory (resident): 123.4 MiB` from a `--verbose` run, in MiB.
-fn peak_mib(output: &Output) -> f64 {
-    let err = stderr(output);
-    let line = err
-        .lines()
-        .find(|l| l.contains("peak memory"))
-        .unwrap_or_else(|| panic!("no peak memory line in {err}"));
-    line.rsplit(": ")
-        .next()
-        .and_then(|v| v.trim_end_matches(" MiB").parse().ok())
-        .unwrap_or_else(|| panic!("cannot read {line}"))
-}
-
 // ---------------------------------------------------------------- images
 
 /// What each hostile file must do.
@@ -254,7 +241,7 @@ fn hostile_folder_through_the_cli() {
             ),
         }
     }
-    let peak = peak_mib(&output);
+    let peak = common::peak_mib(&output);
     eprintln!("hostile folder: peak memory {peak:.1} MiB");
     assert!(peak < 600.0, "peak memory {peak} MiB");
 }
@@ -281,7 +268,7 @@ fn classify_prefix(prefix: &str) -> f64 {
         .unwrap();
     assert_no_panic(&output);
     assert_eq!(jsonl(&output).len(), files.len());
-    peak_mib(&output)
+    common::peak_mib(&output)
 }
 
 #[test]
@@ -333,6 +320,20 @@ fn jpeg_claiming(
     bytes
 }
 
+/// `n` files `{name}{i}.jpg` in `dir`, each `bytes` with a tail of its own, so that
+/// nothing could be shared between them.
+fn copies(dir: &Path, name: &str, bytes: &[u8], n: u8) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("{name}{i}.jpg"));
+            let mut bytes = bytes.to_vec();
+            bytes.extend_from_slice(&[i; 4]);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
 /// `vlm classify` (jsonl, --verbose, under [`common::limit_memory`]) of `files` with `extra`.
 fn classify_files(files: &[PathBuf], extra: &[&str]) -> Output {
     let output = vlm()
@@ -362,16 +363,7 @@ fn jpegs_that_would_need_too_much_memory_are_refused_from_the_header() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = jpeg_claiming(mozjpeg::ColorSpace::JCS_CMYK, true, (16, 16), 11_000);
     assert!(bytes.len() < 10_000);
-    let files: Vec<PathBuf> = (0..8)
-        .map(|i| {
-            let path = dir.path().join(format!("cmyk{i}.jpg"));
-            // Distinct bytes, so that nothing could be shared between them.
-            let mut bytes = bytes.clone();
-            bytes.extend_from_slice(&[i as u8; 4]);
-            std::fs::write(&path, bytes).unwrap();
-            path
-        })
-        .collect();
+    let files = copies(dir.path(), "cmyk", &bytes, 8);
     let output = classify_files(&files, &[]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let records = jsonl(&output);
@@ -385,7 +377,7 @@ fn jpegs_that_would_need_too_much_memory_are_refused_from_the_header() {
             "{record}"
         );
     }
-    let peak = peak_mib(&output);
+    let peak = common::peak_mib(&output);
     eprintln!("memory-hungry JPEGs: peak memory {peak:.1} MiB");
     assert!(peak < 150.0, "peak memory {peak} MiB");
 }
@@ -398,15 +390,7 @@ fn large_jpegs_decoded_at_once_share_one_memory_limit() {
     // and every one is labelled.
     let dir = tempfile::tempdir().unwrap();
     let bytes = jpeg_claiming(mozjpeg::ColorSpace::JCS_RGB, true, (16, 16), 10_000);
-    let files: Vec<PathBuf> = (0..3)
-        .map(|i| {
-            let path = dir.path().join(format!("big{i}.jpg"));
-            let mut bytes = bytes.clone();
-            bytes.extend_from_slice(&[i as u8; 4]);
-            std::fs::write(&path, bytes).unwrap();
-            path
-        })
-        .collect();
+    let files = copies(dir.path(), "big", &bytes, 3);
     let output = classify_files(&files, &["--workers", "3"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let records = jsonl(&output);
@@ -416,7 +400,7 @@ fn large_jpegs_decoded_at_once_share_one_memory_limit() {
         "{records:?}"
     );
     // One at a time: two at once would be over 1.8 GB resident.
-    let peak = peak_mib(&output);
+    let peak = common::peak_mib(&output);
     eprintln!("3 large JPEGs on 3 workers: peak memory {peak:.1} MiB");
     assert!(peak < 1400.0, "peak memory {peak} MiB");
 }
@@ -773,7 +757,7 @@ fn thousands_of_labels_are_encoded_in_bounded_memory() {
         .map(|r| r["probability"].as_f64().unwrap())
         .sum();
     assert!(total <= 1.0 + 1e-3, "{total}");
-    let peak = peak_mib(&output);
+    let peak = common::peak_mib(&output);
     eprintln!("3000 labels: peak memory {peak:.1} MiB");
     assert!(peak < 400.0, "peak memory {peak} MiB for 3000 labels");
 }

@@ -709,16 +709,6 @@ mod with_client {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     }
 
-    /// `text` with every byte but ASCII letters and digits percent-encoded.
-    fn encode(text: &str) -> String {
-        text.bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
-                b => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-
     #[test]
     fn passwords_made_of_url_characters_are_never_shown() {
         let Some(server) = Server::start() else {
@@ -727,27 +717,10 @@ mod with_client {
         let tmp = tempfile::tempdir().expect("temp dir");
         let pics = images(tmp.path(), 1);
         let closed = free_port();
-        for password in [
-            "Pa/ss/Zq8w0rd",
-            "Pa?ss?Zq8w0rd",
-            "Pa#ss#Zq8w0rd",
-            "Pa@ss@Zq8w0rd",
-            "Pa:ss:Zq8w0rd",
-            "Pa%ss%Zq8w0rd",
-            "Pa&ss&Zq8w0rd",
-            "Pa=ss=Zq8w0rd",
-            "Pa ss Zq8w0rd",
-            "Pässwörd€Zq8w0rd",
-            "P/?#@:%&= äZq8w0rd€",
-        ] {
-            let encoded = encode(password);
+        for password in common::URL_PASSWORDS {
+            let encoded = common::percent_encode(password);
             let hidden = |out: &Output, url: &str| {
-                for stream in [&out.stdout, &out.stderr] {
-                    let text = String::from_utf8_lossy(stream);
-                    for secret in [password, encoded.as_str(), "Zq8w0rd"] {
-                        assert!(!text.contains(secret), "{url}: {secret:?} shown:\n{text}");
-                    }
-                }
+                common::assert_hidden(out, &[password, encoded.as_str()], url);
             };
             // milvus-lite has no users: it takes any password, so these runs succeed.
             let good = format!("milvus://vlm:{encoded}@127.0.0.1:{}/emb", server.port);

@@ -13,7 +13,7 @@ use postgres::{Client, NoTls};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::common::{self, stderr};
+use crate::common::{self, assert_hidden, percent_encode, stderr, URL_PASSWORDS};
 
 const PASSWORD: &str = "Sw0rdf1sh-not-in-logs";
 
@@ -624,33 +624,6 @@ fn a_server_killed_mid_run_is_exit_2_and_a_rerun_stores_every_image_once() {
     );
 }
 
-/// `text` with every byte but ASCII letters and digits percent-encoded.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The tail every test password ends with: a leak of any part of a password after one of
-/// its special characters shows it.
-const TAIL: &str = "Zq8w0rd";
-
-/// Fails when `out` shows any of `secrets`, or [`TAIL`], anywhere.
-fn assert_hidden(out: &Output, secrets: &[&str], what: &str) {
-    for stream in [&out.stdout, &out.stderr] {
-        let text = String::from_utf8_lossy(stream);
-        for secret in secrets.iter().chain(&[TAIL]) {
-            assert!(
-                !text.contains(secret),
-                "{what}: the password {secret:?} was printed:\n{text}"
-            );
-        }
-    }
-}
-
 #[test]
 fn passwords_made_of_url_characters_are_used_and_never_shown() {
     let Some(server) = Server::start() else {
@@ -660,27 +633,14 @@ fn passwords_made_of_url_characters_are_used_and_never_shown() {
     let pics = images(tmp.path(), 1);
     let socket = server.dir.path().display().to_string();
     let mut client = server.client();
-    let passwords = [
-        "Pa/ss/Zq8w0rd",
-        "Pa?ss?Zq8w0rd",
-        "Pa#ss#Zq8w0rd",
-        "Pa@ss@Zq8w0rd",
-        "Pa:ss:Zq8w0rd",
-        "Pa%ss%Zq8w0rd",
-        "Pa&ss&Zq8w0rd",
-        "Pa=ss=Zq8w0rd",
-        "Pa ss Zq8w0rd",
-        "Pässwörd€Zq8w0rd",
-        "P/?#@:%&= äZq8w0rd€",
-    ];
-    for (i, password) in passwords.iter().enumerate() {
+    for (i, password) in URL_PASSWORDS.iter().enumerate() {
         let role = format!("r{i}");
         client
             .batch_execute(&format!(
                 "CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"
             ))
             .expect("create role");
-        let encoded = encode(password);
+        let encoded = percent_encode(password);
         let secrets = [*password, encoded.as_str()];
         let table = format!("t{i}");
         let good = format!("postgresql://{role}:{encoded}@/postgres?host={socket}&table={table}");
