@@ -2,12 +2,12 @@
 
 use std::io::{self, Write};
 
-use super::EXIT_OK;
+use super::ExitStatus;
 use vlm::doctor::{self, DoctorOptions};
 
-pub fn run(json: bool) -> anyhow::Result<u8> {
+pub fn run(json: bool) -> anyhow::Result<ExitStatus> {
     let options = DoctorOptions {
-        bf16_kernel: super::bf16_kernel()?,
+        bf16_kernel: vlm::session::bf16_kernel()?,
     };
     let report = doctor::examine(&options);
     let mut out = io::stdout().lock();
@@ -18,5 +18,5 @@ pub fn run(json: bool) -> anyhow::Result<u8> {
         write!(out, "{}", report.render())?;
     }
     out.flush()?;
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }

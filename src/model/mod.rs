@@ -7,8 +7,8 @@
 //! takes hand-written configs, so it cannot match transformers on the checkpoints we
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
+pub mod family;
 mod layers;
-pub mod open_clip;
 mod pack;
 mod siglip;
 mod text;
@@ -507,7 +507,7 @@ fn open_backend(
     } else {
         ""
     };
-    Ok(Box::new(open_clip::OpenClipNames {
+    Ok(Box::new(family::open_clip::OpenClipNames {
         inner: backend,
         prefix: prefix.to_string(),
     }))
