@@ -21,7 +21,8 @@
 //! [`evaluation::heatmap`]. [`export`] writes embeddings for other tools and [`search`]
 //! ranks images by similarity to a query. [`fewshot`] sharpens prompts with a few example
 //! images and [`probe`] trains a linear head on embeddings instead. [`bench`] measures
-//! throughput. [`fields`] reads JSON config files.
+//! throughput. [`fields`] reads JSON config files. `serve` (cargo feature `serve`, on by
+//! default) keeps a model loaded behind an HTTP API.
 
 pub mod bench;
 pub mod cache;
@@ -50,6 +51,8 @@ pub mod progress;
 pub mod review;
 pub mod score;
 pub mod search;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod session;
 pub mod source;
 pub mod store;

@@ -64,6 +64,7 @@ impl ModelArgs {
                     .and_then(|n| usize::try_from(n).ok())
                     .unwrap_or_else(|| PipelineOptions::default().workers),
                 cancel: Some(&INTERRUPTED),
+                max_wait: None,
             },
         }
     }
