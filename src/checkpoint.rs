@@ -71,7 +71,13 @@ impl Checkpoint {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let (config, preprocess_config) = family::read_configs(files)?;
+        let (config, preprocess_config) = family::read_configs(files, |name| {
+            Ok::<_, Error>(crate::model::tensor_shape(
+                &files.weights,
+                Family::OpenClip,
+                name,
+            )?)
+        })?;
         let (height, width) = preprocess_config.output_size();
         let size = config.vision.image_size;
         if height as usize != size || width as usize != size {

@@ -21,16 +21,19 @@
 //! [`evaluation::heatmap`]. [`export`] writes embeddings for other tools and [`search`]
 //! ranks images by similarity to a query. [`fewshot`] sharpens prompts with a few example
 //! images and [`probe`] trains a linear head on embeddings instead. [`bench`] measures
-//! throughput. [`fields`] reads JSON config files. `serve` (cargo feature `serve`, on by
-//! default) keeps a model loaded behind an HTTP API.
+//! throughput. [`fields`] reads JSON config files. [`build_info`] says what this build is
+//! (commit, features, JPEG SIMD) and [`doctor`] reports what vlm sees on the machine.
+//! `serve` (cargo feature `serve`, on by default) keeps a model loaded behind an HTTP API.
 
 pub mod bench;
+pub mod build_info;
 pub mod cache;
 pub mod checkpoint;
 pub mod classify;
 pub mod dataset;
 pub mod decide;
 pub mod device;
+pub mod doctor;
 pub mod error;
 pub mod evaluation;
 pub mod export;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report::run(&args),
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
+        Command::Doctor { json } => commands::doctor::run(json),
     };
     match result {
         Ok(status) => status.into(),

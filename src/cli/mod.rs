@@ -29,7 +29,7 @@ pub use report::ReportArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
-#[command(name = "vlm", version, about, propagate_version = true)]
+#[command(name = "vlm", version, long_version = vlm::build_info::long_version(), about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -63,6 +63,14 @@ pub enum Command {
     },
     /// Print the manual page (roff), e.g. `vlm man > ~/.local/share/man/man1/vlm.1`.
     Man,
+    /// Print what vlm sees on this machine, for bug reports: build, CPU and kernels,
+    /// threads, caches and their sizes, hub settings and whether the hub answers, and the
+    /// programs the optional features use.
+    Doctor {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Command {
@@ -76,7 +84,10 @@ impl Command {
             Command::Search(args) => args.model.threads,
             Command::Bench(args) => args.model.threads,
             Command::Report(args) => args.classify.model.threads,
-            Command::Models | Command::Completions { .. } | Command::Man => None,
+            Command::Models
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::Doctor { .. } => None,
         }
     }
 }

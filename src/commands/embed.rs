@@ -61,20 +61,19 @@ fn images_to_file(
     printer: &Printer,
     started: Instant,
 ) -> anyhow::Result<ExitStatus> {
-    let found = inputs.find(printer)?;
+    let mut found = inputs.find(printer)?;
     export::check_names(format, path, found.names())?;
     export::check_writable(path)?;
     let session = Session::open(model, printer)?;
     let (embeddings, mut tally) = export::embed_images(
         &session.job(),
         &session.files,
-        found.inputs,
+        std::mem::take(&mut found.inputs),
         normalized,
         printer,
     )?;
     let written = list(&export::write(path, format, &embeddings)?);
-    tally.failed += found.failed;
-    tally.skipped += found.skipped;
+    tally.add_found(&found);
     if tally.cancelled {
         let count = embeddings.len();
         printer.error(format_args!(
@@ -102,7 +101,7 @@ fn images_to_database(
     printer: &Printer,
     started: Instant,
 ) -> anyhow::Result<ExitStatus> {
-    let found = inputs.find(printer)?;
+    let mut found = inputs.find(printer)?;
     let session = Session::open(model, printer)?;
     // Connecting checks the table's dimension and model before anything is written.
     let mut db =
@@ -110,14 +109,13 @@ fn images_to_database(
     let run = store::embed_to(
         session.job(),
         db.as_mut(),
-        found.inputs,
+        std::mem::take(&mut found.inputs),
         normalized,
         printer,
     )?;
     let (stored, unchanged, shown) = (run.stored, run.tally.unchanged, db.shown());
     let mut tally = run.tally;
-    tally.failed += found.failed;
-    tally.skipped += found.skipped;
+    tally.add_found(&found);
     let embedded = run.inputs - unchanged;
     printer.detail(format_args!(
         "{unchanged} inputs unchanged in {shown}; embedding {embedded}"

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod classify;
 pub mod docs;
+pub mod doctor;
 pub mod embed;
 pub mod eval;
 pub mod fit;

@@ -27,11 +27,15 @@ pub fn run(args: &SearchArgs) -> anyhow::Result<ExitStatus> {
     let session = Session::open(&settings.model, &printer)?;
     let job = session.job();
     let embedding = query.embed(&session.checkpoint, &job, &printer)?;
-    let (results, mut tally) =
-        search::rank_inputs(&job, found.inputs, &embedding, settings.top, &printer)?;
+    let (results, mut tally) = search::rank_inputs(
+        &job,
+        std::mem::take(&mut found.inputs),
+        &embedding,
+        settings.top,
+        &printer,
+    )?;
     write(&settings, &results)?;
-    tally.failed += found.failed;
-    tally.skipped += found.skipped;
+    tally.add_found(&found);
     let searched = tally.done;
     if tally.cancelled {
         printer.error(format_args!(

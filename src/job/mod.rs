@@ -121,6 +121,14 @@ pub struct Tally {
     pub cache_error: Option<CacheError>,
 }
 
+impl Tally {
+    /// Counts what finding the inputs skipped and could not use.
+    pub fn add_found(&mut self, found: &inputs::Found) {
+        self.failed += found.failed;
+        self.skipped += found.skipped;
+    }
+}
+
 /// Why a run stopped: the encoder failed as a whole, or a sink could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

@@ -11,14 +11,14 @@
 //! family shares and asks the family here for what differs.
 
 pub mod clip;
+mod hf;
 pub mod open_clip;
 pub mod siglip;
 
-use super::config::{Activation, ClipConfig, EosPooling, TextConfig, VisionConfig};
-use crate::error::Result;
+use super::config::{Activation, ClipConfig, ConfigError, EosPooling, TextConfig, VisionConfig};
 use crate::family::Family;
 use crate::fields::{FieldError, Fields};
-use crate::preprocess::PreprocessConfig;
+use crate::preprocess::{PreprocessConfig, PreprocessError};
 use crate::source::ModelFiles;
 use crate::tokenize::{ClipTokenizer, TokenizeError};
 
@@ -45,7 +45,7 @@ pub fn defaults(family: Family) -> &'static Defaults {
 }
 
 /// The family a `model_type` names, or what it is when vlm cannot run it.
-pub fn of_model_type(model_type: &str) -> std::result::Result<Family, &'static str> {
+pub fn of_model_type(model_type: &str) -> Result<Family, &'static str> {
     match model_type {
         "clip" => Ok(Family::Clip),
         "siglip" => Ok(Family::Siglip),
@@ -62,7 +62,7 @@ pub fn of_model_type(model_type: &str) -> std::result::Result<Family, &'static s
 }
 
 /// The text tower's pad id and where it pools, from `text_config`.
-pub fn text_ids(family: Family, f: &Fields) -> std::result::Result<(u32, EosPooling), FieldError> {
+pub fn text_ids(family: Family, f: &Fields) -> Result<(u32, EosPooling), FieldError> {
     match family {
         Family::Siglip => Ok(siglip::text_ids()),
         Family::Clip | Family::MetaClip2 | Family::OpenClip => clip::text_ids(family, f),
@@ -80,7 +80,7 @@ pub fn check_patches(
     f: &Fields,
     image_size: usize,
     patch_size: usize,
-) -> std::result::Result<(), FieldError> {
+) -> Result<(), FieldError> {
     match family {
         Family::Siglip => siglip::check_patches(f, image_size, patch_size),
         Family::Clip | Family::MetaClip2 | Family::OpenClip => {
@@ -97,17 +97,24 @@ pub fn projection_dim(
     vision_fields: &Fields,
     text: &TextConfig,
     vision: &VisionConfig,
-) -> std::result::Result<usize, FieldError> {
+) -> Result<usize, FieldError> {
     match family {
         Family::Siglip => siglip::projection_dim(text_fields, vision_fields, text, vision),
         Family::Clip | Family::MetaClip2 | Family::OpenClip => root.usize("projection_dim", 512),
     }
 }
 
-/// The architecture and preprocessing of a checkpoint, read the way its family is stored.
-pub fn read_configs(files: &ModelFiles) -> Result<(ClipConfig, PreprocessConfig)> {
+/// The architecture and preprocessing of a checkpoint, read the way its family is stored;
+/// `shape_of` gives the shape of a weights tensor (open_clip states some widths only there).
+pub fn read_configs<E>(
+    files: &ModelFiles,
+    shape_of: impl Fn(&str) -> Result<Vec<usize>, E>,
+) -> Result<(ClipConfig, PreprocessConfig), E>
+where
+    E: From<ConfigError> + From<PreprocessError>,
+{
     if open_clip::is_open_clip(files) {
-        return open_clip::read_configs(files);
+        return open_clip::read_configs(files, shape_of);
     }
     let config = ClipConfig::from_file(&files.config)?;
     let preprocess = match config.family {
@@ -124,7 +131,7 @@ pub fn tokenizer(
     files: &ModelFiles,
     context: usize,
     family: Family,
-) -> std::result::Result<ClipTokenizer, TokenizeError> {
+) -> Result<ClipTokenizer, TokenizeError> {
     let path = files
         .tokenizer
         .is_file()

@@ -83,9 +83,15 @@ pub fn is_open_clip(files: &ModelFiles) -> bool {
 }
 
 /// The architecture and preprocessing of an open_clip checkpoint: `open_clip_config.json`,
-/// the registry's pins for the repo, and the MLP widths read from the weights (which state
-/// them exactly where the config's `mlp_ratio` rounds).
-pub fn read_configs(files: &ModelFiles) -> crate::error::Result<(ClipConfig, PreprocessConfig)> {
+/// the registry's pins for the repo, and the MLP widths read from the weights through
+/// `shape_of` (they state them exactly where the config's `mlp_ratio` rounds).
+pub fn read_configs<E>(
+    files: &ModelFiles,
+    shape_of: impl Fn(&str) -> Result<Vec<usize>, E>,
+) -> Result<(ClipConfig, PreprocessConfig), E>
+where
+    E: From<ConfigError>,
+{
     let (mut config, mut open) = read_config(&files.config)?;
     if let Some(entry) = crate::source::registry::lookup_repo(&files.id) {
         apply_pins(
@@ -96,10 +102,8 @@ pub fn read_configs(files: &ModelFiles) -> crate::error::Result<(ClipConfig, Pre
             &files.config,
         )?;
     }
-    let rows = |name: &str| -> crate::error::Result<usize> {
-        let shape = crate::model::tensor_shape(&files.weights, Family::OpenClip, name)?;
-        Ok(shape.first().copied().unwrap_or(0))
-    };
+    let rows =
+        |name: &str| -> Result<usize, E> { Ok(shape_of(name)?.first().copied().unwrap_or(0)) };
     config.vision.intermediate_size = rows("vision_model.encoder.layers.0.mlp.fc1.weight")?;
     config.text.intermediate_size = rows("text_model.encoder.layers.0.mlp.fc1.weight")?;
     let size = config.vision.image_size as u32;
