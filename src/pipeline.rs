@@ -709,16 +709,16 @@ mod tests {
         assert_eq!(stats.encoded, 4);
     }
 
-    /// Runs a pipeline over a channel's items with `max_wait`; the sink sends each batch's
-    /// items on `batches`.
-    fn stream_with_wait(
-        max_wait: Duration,
-        batch_size: usize,
-    ) -> (
+    /// The input, the batches handed to the sink, and the running pipeline.
+    type Streamed = (
         mpsc::Sender<usize>,
         Receiver<Vec<usize>>,
         std::thread::JoinHandle<Result<PipelineStats, Error>>,
-    ) {
+    );
+
+    /// Runs a pipeline over a channel's items with `max_wait`; the sink sends each batch's
+    /// items on `batches`.
+    fn stream_with_wait(max_wait: Duration, batch_size: usize) -> Streamed {
         let (input_tx, input_rx) = mpsc::channel::<usize>();
         let (batch_tx, batch_rx) = mpsc::channel::<Vec<usize>>();
         let runner = std::thread::spawn(move || {
@@ -752,7 +752,11 @@ mod tests {
             input_tx.send(i).unwrap();
         }
         let first = batches.recv_timeout(Duration::from_secs(20)).unwrap();
-        assert!(started.elapsed() >= wait, "went after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= wait,
+            "went after {:?}",
+            started.elapsed()
+        );
         assert_eq!(first, [0, 1, 2]);
         drop(input_tx);
         runner.join().unwrap().unwrap();
@@ -770,7 +774,10 @@ mod tests {
             assert_eq!(batch, [i]);
         }
         let elapsed = started.elapsed();
-        assert!(elapsed < CANCEL_POLL * 20, "20 lone inputs took {elapsed:?}");
+        assert!(
+            elapsed < CANCEL_POLL * 20,
+            "20 lone inputs took {elapsed:?}"
+        );
         drop(input_tx);
         runner.join().unwrap().unwrap();
     }

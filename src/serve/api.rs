@@ -100,9 +100,7 @@ pub enum EncodingFormat {
 #[derive(Debug, Deserialize)]
 pub struct EmbeddingsRequest {
     pub input: OneOrMany,
-    /// Any value is accepted: the response names the loaded model.
-    #[serde(default)]
-    pub model: Option<String>,
+    // `model`: any value is accepted (and ignored): the response names the loaded model.
     #[serde(default)]
     pub modality: Modality,
     #[serde(default)]
@@ -125,7 +123,9 @@ impl EmbeddingsRequest {
         }
         let inputs = self.input.into_strings("input")?;
         if inputs.is_empty() {
-            return Err(BadRequest::new("\"input\" is an empty list; send at least one"));
+            return Err(BadRequest::new(
+                "\"input\" is an empty list; send at least one",
+            ));
         }
         if self.modality == Modality::Text && inputs.len() > MAX_TEXTS {
             return Err(BadRequest(format!(
@@ -293,10 +293,7 @@ fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
             .with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
     if data.bytes().any(|b| b.is_ascii_whitespace()) {
-        let compact: Vec<u8> = data
-            .bytes()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
+        let compact: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         LENIENT.decode(compact)
     } else {
         LENIENT.decode(data)
@@ -307,9 +304,9 @@ fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
-    /// Any value is accepted: the response's scoring is the loaded model's.
-    #[serde(default)]
-    pub model: Option<String>,
+    /// Any value is accepted: the scoring is the loaded model's.
+    #[serde(default, rename = "model")]
+    pub _model: serde::de::IgnoredAny,
     /// A `data:` URI or an http(s) URL.
     pub image: String,
     /// What the result's `path` says [default: the URL, or "image"].
@@ -376,9 +373,10 @@ impl ClassifyRequest {
                 // Never a path: a request cannot make the server read its files.
                 None => Templates::parse(&set, "templates".into())?,
             },
-            (None, Some(list)) => {
-                Templates::parse(&list.into_strings("templates")?.join("\n"), "templates".into())?
-            }
+            (None, Some(list)) => Templates::parse(
+                &list.into_strings("templates")?.join("\n"),
+                "templates".into(),
+            )?,
             (None, None) => Templates::single(Template::default()),
         };
         if self.threshold.is_some() && !self.multi_label {
@@ -397,10 +395,8 @@ impl ClassifyRequest {
         }
         let decisions = Decisions::new(
             self.top_k,
-            self.multi_label.then_some(
-                self.threshold
-                    .unwrap_or(decide::DEFAULT_COSINE_THRESHOLD),
-            ),
+            self.multi_label
+                .then_some(self.threshold.unwrap_or(decide::DEFAULT_COSINE_THRESHOLD)),
             self.min_probability,
         )?;
         let image = image_ref(&self.image, "image")?;
@@ -472,7 +468,10 @@ mod tests {
         let request: EmbeddingsRequest =
             parse(br#"{"input": "a cat", "model": "x"}"#, "embeddings").unwrap();
         assert_eq!(request.encoding_format, EncodingFormat::Float);
-        assert_eq!(request.inputs(16).unwrap(), (Modality::Text, vec!["a cat".into()]));
+        assert_eq!(
+            request.inputs(16).unwrap(),
+            (Modality::Text, vec!["a cat".into()])
+        );
         let request: EmbeddingsRequest = parse(
             br#"{"input": ["data:;base64,AA=="], "modality": "image", "encoding_format": "base64", "dimensions": 16}"#,
             "embeddings",
@@ -503,13 +502,16 @@ mod tests {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .unwrap();
-        assert_eq!(bytes, [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat());
+        assert_eq!(
+            bytes,
+            [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
+        );
     }
 
     #[test]
     fn classify_requests_take_what_the_cli_takes() {
-        let plan = classify(r#"{"image": "data:;base64,AA==", "labels": "cat|kitten, dog"}"#)
-            .unwrap();
+        let plan =
+            classify(r#"{"image": "data:;base64,AA==", "labels": "cat|kitten, dog"}"#).unwrap();
         assert_eq!(plan.labels, ["cat|kitten", "dog"]);
         assert_eq!(plan.prompts.prompts.len(), 3);
         assert_eq!(plan.name, "image");
@@ -519,7 +521,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.labels, ["cat", "dog, wild"]);
-        assert_eq!(plan.prompts.prompts, ["a cat", "the cat", "a dog, wild", "the dog, wild"]);
+        assert_eq!(
+            plan.prompts.prompts,
+            ["a cat", "the cat", "a dog, wild", "the dog, wild"]
+        );
         assert_eq!(plan.name, "https://x/y.png");
         assert_eq!(plan.decisions.multi_label, Some(0.3));
         assert_eq!(plan.threshold, Some(0.3));
@@ -535,8 +540,10 @@ mod tests {
         let refused = |body: &str| classify(body).unwrap_err().0;
         assert!(refused(r#"{"image": "data:;base64,AA=="}"#).contains("no labels given; send"));
         assert!(refused(r#"{"image": "data:;base64,AA==", "labels": "a,a"}"#).contains("twice"));
-        assert!(refused(r#"{"image": "data:;base64,AA==", "labels": "a", "labels_file": "b"}"#)
-            .contains("not both"));
+        assert!(
+            refused(r#"{"image": "data:;base64,AA==", "labels": "a", "labels_file": "b"}"#)
+                .contains("not both")
+        );
         assert!(
             refused(r#"{"image": "data:;base64,AA==", "labels": "a", "template": "no slot"}"#)
                 .contains("placeholder")
@@ -550,13 +557,17 @@ mod tests {
             refused(r#"{"image": "data:;base64,AA==", "labels": "a", "threshold": 0.2}"#)
                 .contains("\"multi_label\": true")
         );
-        assert!(refused(
-            r#"{"image": "data:;base64,AA==", "labels": "a", "min_probability": 2}"#
-        )
-        .contains("min_probability must be between 0 and 1"));
-        assert!(refused(r#"{"image": "data:;base64,AA==", "labels": "a", "top_k": 0}"#)
-            .contains("at least 1"));
-        assert!(refused(r#"{"image": "data:;base64,AA==", "labels": "a", "colour": 1}"#)
-            .contains("unknown field `colour`"));
+        assert!(
+            refused(r#"{"image": "data:;base64,AA==", "labels": "a", "min_probability": 2}"#)
+                .contains("min_probability must be between 0 and 1")
+        );
+        assert!(
+            refused(r#"{"image": "data:;base64,AA==", "labels": "a", "top_k": 0}"#)
+                .contains("at least 1")
+        );
+        assert!(
+            refused(r#"{"image": "data:;base64,AA==", "labels": "a", "colour": 1}"#)
+                .contains("unknown field `colour`")
+        );
     }
 }

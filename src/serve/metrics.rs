@@ -13,7 +13,9 @@ const LATENCY_BOUNDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Encoder call buckets, in seconds.
-const ENCODE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const ENCODE_BOUNDS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 /// Batch size buckets, in images.
 const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -52,10 +54,23 @@ impl Histogram {
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count;
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let braces = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
         let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
         let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
     }
@@ -119,9 +134,7 @@ impl Metrics {
 
     /// Requests answered so far.
     pub fn answered(&self) -> u64 {
-        self.counts
-            .lock()
-            .map_or(0, |c| c.requests.values().sum())
+        self.counts.lock().map_or(0, |c| c.requests.values().sum())
     }
 
     /// Everything, in Prometheus's text format.
@@ -154,7 +167,9 @@ impl Metrics {
         counts.batch_size.write(&mut out, "vlm_batch_size", "");
         out.push_str("# HELP vlm_encode_seconds Time of each call of the image encoder.\n");
         out.push_str("# TYPE vlm_encode_seconds histogram\n");
-        counts.encode_seconds.write(&mut out, "vlm_encode_seconds", "");
+        counts
+            .encode_seconds
+            .write(&mut out, "vlm_encode_seconds", "");
         out.push_str(
             "# HELP vlm_queue_depth Images accepted and not yet answered (decoding, waiting \
              for the encoder, or in it).\n",

@@ -249,10 +249,14 @@ pub async fn termination() {
         ) else {
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = interrupt.recv() => {}
-        }
+        std::future::poll_fn(|cx| {
+            if term.poll_recv(cx).is_ready() || interrupt.poll_recv(cx).is_ready() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
     #[cfg(not(unix))]
     {

@@ -234,7 +234,10 @@ async fn embeddings(
 
 /// Texts through the text tower, as `vlm embed --text` embeds them (unit length); and the
 /// tokens read.
-async fn embed_texts(app: &Arc<Shared>, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+async fn embed_texts(
+    app: &Arc<Shared>,
+    texts: Vec<String>,
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let _turn = app.text.acquire().await.map_err(|_| ApiError::stopping())?;
     let shared = Arc::clone(app);
     blocking(move || {
@@ -256,7 +259,10 @@ async fn embed_texts(app: &Arc<Shared>, texts: Vec<String>) -> Result<(Vec<Vec<f
 }
 
 /// Images (references) through the queue, unit length, in order.
-async fn embed_images(app: &Arc<Shared>, references: Vec<String>) -> Result<Vec<Vec<f32>>, ApiError> {
+async fn embed_images(
+    app: &Arc<Shared>,
+    references: Vec<String>,
+) -> Result<Vec<Vec<f32>>, ApiError> {
     let capacity = app.queue.capacity();
     if references.len() > capacity {
         return Err(ApiError::new(
@@ -388,7 +394,12 @@ async fn scorer(
     prompts: PromptSet,
 ) -> Result<Arc<Scorer>, ApiError> {
     let key = (labels, prompts.prompts.clone());
-    if let Some(kept) = app.scorers.lock().ok().and_then(|s| s.kept.get(&key).cloned()) {
+    if let Some(kept) = app
+        .scorers
+        .lock()
+        .ok()
+        .and_then(|s| s.kept.get(&key).cloned())
+    {
         return Ok(kept);
     }
     let _turn = app.text.acquire().await.map_err(|_| ApiError::stopping())?;
@@ -412,7 +423,11 @@ async fn scorer(
                 scorers.kept.remove(&oldest);
             }
         }
-        if scorers.kept.insert(key.clone(), Arc::clone(&scorer)).is_none() {
+        if scorers
+            .kept
+            .insert(key.clone(), Arc::clone(&scorer))
+            .is_none()
+        {
             scorers.order.push_back(key);
         }
     }
