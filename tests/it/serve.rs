@@ -255,25 +255,22 @@ fn pictures(dir: &Path, per_class: usize) -> Vec<PathBuf> {
 
 /// `vlm embed` of `paths` (unit length, as the server answers): one row per path.
 fn embed_with_cli(paths: &[PathBuf], dir: &Path) -> Vec<Vec<f32>> {
-    let out = dir.join("cli-embeddings.jsonl");
-    let output = vlm()
-        .arg("embed")
-        .args(paths)
-        .arg("--model")
-        .arg(tiny_model())
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    rows_of_jsonl(&out, "path", paths.iter().map(|p| p.display().to_string()))
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    vlm_embed(&names, "path", &names, dir)
 }
 
 /// `vlm embed --text` of `texts`.
 fn embed_texts_with_cli(texts: &[&str], dir: &Path) -> Vec<Vec<f32>> {
-    let out = dir.join("cli-texts.jsonl");
+    let names: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    vlm_embed(&["--text".into(), texts.join(",")], "text", &names, dir)
+}
+
+/// `vlm embed ARGS -o FILE.jsonl`: the rows named `names` (in field `key`), in that order.
+fn vlm_embed(args: &[String], key: &str, names: &[String], dir: &Path) -> Vec<Vec<f32>> {
+    let out = dir.join("cli-embeddings.jsonl");
     let output = vlm()
-        .args(["embed", "--text", &texts.join(",")])
+        .arg("embed")
+        .args(args)
         .arg("--model")
         .arg(tiny_model())
         .arg("-o")
@@ -281,22 +278,18 @@ fn embed_texts_with_cli(texts: &[&str], dir: &Path) -> Vec<Vec<f32>> {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    rows_of_jsonl(&out, "text", texts.iter().map(|t| t.to_string()))
-}
-
-/// The embeddings of a `vlm embed` JSONL file, in the order of `names` (field `key`).
-fn rows_of_jsonl(path: &Path, key: &str, names: impl Iterator<Item = String>) -> Vec<Vec<f32>> {
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
     let records: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     names
+        .iter()
         .map(|name| {
             let record = records
                 .iter()
                 .find(|r| r[key] == name.as_str())
-                .unwrap_or_else(|| panic!("{name} not in {}", path.display()));
+                .unwrap_or_else(|| panic!("{name} not in {}", out.display()));
             floats(&record["embedding"])
         })
         .collect()
