@@ -846,3 +846,53 @@ fn a_port_in_use_is_said_before_the_model_loads() {
     assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
     assert!(err.contains("choose another --port"), "{err}");
 }
+
+#[test]
+fn image_urls_are_fetched_and_a_missing_one_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = pictures(dir.path(), 1);
+    let want = embed_with_cli(&files[..1], dir.path());
+    let png = std::fs::read(&files[0]).unwrap();
+    let images = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let base = format!("http://{}", images.server_addr().to_ip().unwrap());
+    {
+        let images = Arc::clone(&images);
+        std::thread::spawn(move || {
+            for request in images.incoming_requests() {
+                let response = if request.url() == "/a.png" {
+                    tiny_http::Response::from_data(png.clone())
+                } else {
+                    tiny_http::Response::from_data(b"no".to_vec()).with_status_code(404)
+                };
+                let _ = request.respond(response);
+            }
+        });
+    }
+    let server = Server::start(&[]);
+    let url = format!("{base}/a.png");
+    let reply = server.post(
+        "/v1/embeddings",
+        &json!({"input": url, "modality": "image"}),
+        &[],
+    );
+    assert_close(&response_rows(&reply)[0], &want[0], "fetched from a URL");
+    let classify = server.post(
+        "/v1/classify",
+        &json!({"image": url, "labels": "red,blue"}),
+        &[],
+    );
+    assert_eq!(classify.status, 200, "{}", classify.body);
+    assert_eq!(classify.json()["path"], url.as_str());
+    let missing = format!("{base}/gone.png");
+    let reply = server.post(
+        "/v1/embeddings",
+        &json!({"input": [url, missing], "modality": "image"}),
+        &[],
+    );
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.message().contains(&missing) && reply.message().contains("404"),
+        "{}",
+        reply.body
+    );
+}
