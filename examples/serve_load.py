@@ -71,6 +71,16 @@ class Server:
         # Keep draining its log so that it never blocks on a full pipe.
         threading.Thread(target=self.process.stderr.read, daemon=True).start()
 
+    def batches(self):
+        """(images encoded, encoder calls) so far, from /metrics."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                      if line.startswith(("vlm_batch_size_sum ", "vlm_batch_size_count ")))
+        return float(values["vlm_batch_size_sum"]), float(values["vlm_batch_size_count"])
+
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=60)
@@ -175,8 +185,11 @@ def main():
         classify(0)  # the label set's prompts are embedded once, before timing
         for c in levels:
             local = threading.local()
+            images_before, calls_before = server.batches()
             rows.append(row("vlm serve", c, *timed_rows(c, args.requests, args.seconds,
                                                          classify)))
+            images, calls = server.batches()
+            rows[-1]["mean_batch"] = (images - images_before) / max(1.0, calls - calls_before)
             print(json.dumps(rows[-1]), file=sys.stderr)
     finally:
         server.stop()
@@ -199,11 +212,13 @@ def main():
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; model {args.model}; "
           f"{len(files)} images from {args.images}")
     print()
-    print("| client | concurrency | requests | errors | requests/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| client | concurrency | requests | errors | requests/s | p50 ms | p99 ms "
+          "| images per encoder call |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        batch = f"{r['mean_batch']:.1f}" if "mean_batch" in r else "1 (one process each)"
         print(f"| {r['kind']} | {r['concurrency']} | {r['requests']} | {r['errors']} | "
-              f"{r['per_second']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+              f"{r['per_second']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {batch} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
