@@ -43,9 +43,13 @@ struct Report {
     cpu: Option<String>,
     load_seconds: f64,
     gemm_gflops: f64,
-    /// The packed kernels' rate on the same shape, f32 and bf16 (null without AMX).
+    /// The packed kernels' rate on the same shape, f32 and bf16 (null without AMX or
+    /// AVX512-BF16), and int8 in GOP/s (activations quantised in every call).
     kernel_f32_gflops: f64,
     kernel_bf16_gflops: Option<f64>,
+    kernel_int8_gops: Option<f64>,
+    /// The int8 kernel measured (the model's, or the one `--dtype int8` would use).
+    kernel_int8: Option<&'static str>,
     image_gflop: f64,
     image_bound_per_second: f64,
     image: Vec<ImageRate>,
@@ -92,6 +96,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     let rates = matmul_rates(classifier, budget, &mut say)?;
     let (gemm, kernel_f32, kernel_bf16, rate) =
         (rates.gemm, rates.kernel_f32, rates.kernel_bf16, rates.model);
+    let (kernel_int8, kernel_int8_gops) = rates.kernel_int8;
     let image_gflop = bench::image_flops(&config.vision, config.projection_dim) / 1e9;
     let bound = bench::image_bound(config, rate);
     say(format!(
@@ -114,6 +119,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
         gemm_gflops: gemm,
         kernel_f32_gflops: kernel_f32,
         kernel_bf16_gflops: kernel_bf16,
+        kernel_int8_gops,
+        kernel_int8: Some(kernel_int8.name()),
         image_gflop,
         image_bound_per_second: bound,
         image,
@@ -130,12 +137,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// Matrix-multiply rates: candle's, the packed kernels' in f32 and bf16 (where AMX is
-/// present), and the one of the products this model actually runs.
+/// Matrix-multiply rates: candle's, the packed kernels' in f32, bf16 (where AMX or
+/// AVX512-BF16 is present) and int8, and the one of the products this model actually runs.
 struct MatmulRates {
     gemm: f64,
     kernel_f32: f64,
     kernel_bf16: Option<f64>,
+    kernel_int8: (vlm::model::Int8Kernel, Option<f64>),
     model: f64,
 }
 
@@ -152,22 +160,31 @@ fn matmul_rates(
         Some(kernel) => bench::kernel_gflops(Some(kernel), budget)?,
         None => None,
     };
+    // Likewise the int8 kernel.
+    let int8 = super::int8_kernel()?.unwrap_or_else(vlm::model::Int8Kernel::detect);
+    let kernel_int8 = bench::kernel_int8_gops(int8, budget)?;
     say(format!(
-        "matmul: candle {gemm:.1} GFLOP/s; packed kernels f32 {kernel_f32:.1} GFLOP/s, bf16 {}",
+        "matmul: candle {gemm:.1} GFLOP/s; packed kernels f32 {kernel_f32:.1} GFLOP/s, bf16 {}, int8 {}",
         match (bf16, kernel_bf16) {
             (Some(kernel), Some(r)) => format!("{r:.1} GFLOP/s ({})", kernel.name()),
             _ => "n/a (no AMX or AVX512-BF16)".to_string(),
+        },
+        match kernel_int8 {
+            Some(r) => format!("{r:.1} GOP/s ({})", int8.name()),
+            None => format!("n/a ({} does not run here)", int8.name()),
         }
     ))?;
-    let model = match classifier.model().dtype() {
+    let model = match classifier.model().precision() {
         _ if classifier.model().kernels() == "candle" => gemm,
-        candle_core::DType::BF16 => kernel_bf16.unwrap_or(gemm),
+        vlm::model::Precision::Float(candle_core::DType::BF16) => kernel_bf16.unwrap_or(gemm),
+        vlm::model::Precision::Int8 => kernel_int8.unwrap_or(gemm),
         _ => kernel_f32,
     };
     Ok(MatmulRates {
         gemm,
         kernel_f32,
         kernel_bf16,
+        kernel_int8: (int8, kernel_int8),
         model,
     })
 }

@@ -79,8 +79,9 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
             vlm::model::default_pack_dir()
         },
         bf16_kernel: bf16_kernel()?,
+        int8_kernel: int8_kernel()?,
     };
-    let mut classifier = Checkpoint::load_with(&files, &device, args.dtype.into(), &options)?;
+    let mut classifier = Checkpoint::load_with(&files, &device, args.dtype, &options)?;
     let mut decode = DecodeOptions::with_max_megapixels(args.max_megapixels)
         .with_allow_truncated(args.allow_truncated);
     if args.jpeg_downscale {
@@ -101,6 +102,21 @@ pub fn bf16_kernel() -> anyhow::Result<Option<vlm::model::Bf16Kernel>> {
             .parse()
             .map(Some)
             .map_err(|e: String| anyhow::anyhow!("{BF16_KERNEL_ENV}: {e}, or unset it")),
+        _ => Ok(None),
+    }
+}
+
+/// Environment variable that picks the CPU's int8 kernel (`amx`, `avx512vnni`, `avxvnni`,
+/// `avx2` or `portable`) instead of the fastest one present: to measure or test another.
+pub const INT8_KERNEL_ENV: &str = "VLM_INT8_KERNEL";
+
+/// The int8 kernel named by [`INT8_KERNEL_ENV`], if set.
+pub fn int8_kernel() -> anyhow::Result<Option<vlm::model::Int8Kernel>> {
+    match std::env::var(INT8_KERNEL_ENV) {
+        Ok(name) if !name.is_empty() => name
+            .parse()
+            .map(Some)
+            .map_err(|e: String| anyhow::anyhow!("{INT8_KERNEL_ENV}: {e}, or unset it")),
         _ => Ok(None),
     }
 }

@@ -29,7 +29,7 @@ use crate::family::{Family, Scoring};
 use config::ClipConfig;
 use layers::{Compute, Packer};
 
-pub use crate::kernels::Bf16Kernel;
+pub use crate::kernels::{Bf16Kernel, Int8Kernel};
 use pack::{PackFile, PackKey, Packing};
 
 pub use pack::{default_dir as default_pack_dir, PackStatus, PACK_DIR_ENV};
@@ -59,11 +59,48 @@ pub enum ModelError {
         device: &'static str,
         hint: &'static str,
     },
+    #[error("int8 is not supported on the {device}: {hint}")]
+    Int8 {
+        device: &'static str,
+        hint: &'static str,
+    },
     #[error("the model failed while encoding {what}: {cause}")]
     Run {
         what: &'static str,
         cause: candle_core::Error,
     },
+}
+
+/// The number type the encoders' matrix products run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// A float type (f32, f16 or bf16): weights and products in it (on the CPU the packed
+    /// kernels accumulate bf16 products in f32).
+    Float(DType),
+    /// CPU only: the transformer layers' weights quantised to int8 per output channel and
+    /// their inputs per row, int32 sums, f32 everywhere else (layer norms, attention,
+    /// activations, the patch embedding and the projections). See [`Int8Kernel`].
+    Int8,
+}
+
+impl From<DType> for Precision {
+    fn from(dtype: DType) -> Self {
+        Precision::Float(dtype)
+    }
+}
+
+impl Precision {
+    /// The usual short name: `f32`, `f16`, `bf16`, `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Float(DType::F16) => "f16",
+            Precision::Float(DType::BF16) => "bf16",
+            Precision::Float(DType::F32) => "f32",
+            Precision::Float(DType::F64) => "f64",
+            Precision::Float(_) => "other",
+            Precision::Int8 => "int8",
+        }
+    }
 }
 
 /// The image encoder of a family.
@@ -82,6 +119,7 @@ pub struct ClipModel {
     logit_bias: f32,
     family: Family,
     dtype: DType,
+    precision: Precision,
     device: Device,
     compute: Compute,
     pack: PackStatus,
@@ -98,6 +136,9 @@ pub struct LoadOptions {
     /// The bf16 kernel to use on the CPU instead of the fastest one present (to test or
     /// measure the AVX512-BF16 kernel on a CPU that also has AMX).
     pub bf16_kernel: Option<Bf16Kernel>,
+    /// The int8 kernel to use instead of the fastest one present (to test or measure a
+    /// slower one).
+    pub int8_kernel: Option<Int8Kernel>,
 }
 
 impl ClipModel {
@@ -108,15 +149,15 @@ impl ClipModel {
         Self::load_as(config, weights, device, DType::F32)
     }
 
-    /// Like [`Self::load`], computing in `dtype` (f32, f16 or bf16). Inputs are converted to
-    /// it and embeddings come back as f32.
+    /// Like [`Self::load`], computing in `precision` (a float `DType`: f32, f16 or bf16;
+    /// or [`Precision::Int8`]). Inputs are converted to it and embeddings come back as f32.
     pub fn load_as(
         config: &ClipConfig,
         weights: &Path,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
     ) -> Result<Self, ModelError> {
-        Self::load_with(config, weights, device, dtype, &LoadOptions::default())
+        Self::load_with(config, weights, device, precision, &LoadOptions::default())
     }
 
     /// Like [`Self::load_as`], with a pack cache and other [`LoadOptions`].
@@ -124,18 +165,40 @@ impl ClipModel {
         config: &ClipConfig,
         weights: &Path,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let compute = match (device, dtype) {
-            (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
-            (Device::Cpu, DType::BF16) => Compute::Bf16(
-                options
-                    .bf16_kernel
-                    .or_else(Bf16Kernel::detect)
-                    .unwrap_or(Bf16Kernel::Amx),
+        let isa = crate::kernels::Isa::detect();
+        let (dtype, compute) = match (device, precision.into()) {
+            (Device::Cpu, Precision::Int8) => {
+                let kernel = options.int8_kernel.unwrap_or_else(Int8Kernel::detect);
+                if !kernel.supported() {
+                    return Err(ModelError::Int8 {
+                        device: "CPU",
+                        hint: "this CPU lacks the int8 kernel VLM_INT8_KERNEL names; unset it to \
+                               use the fastest one present",
+                    });
+                }
+                (DType::F32, Compute::Int8(kernel, isa))
+            }
+            (_, Precision::Int8) => {
+                return Err(ModelError::Int8 {
+                    device: "this device",
+                    hint: "int8 runs on the CPU's own kernels; use --device cpu, or --dtype \
+                           f16 or bf16 on a GPU",
+                })
+            }
+            (Device::Cpu, Precision::Float(DType::F32)) => (DType::F32, Compute::Packed(isa)),
+            (Device::Cpu, Precision::Float(DType::BF16)) => (
+                DType::BF16,
+                Compute::Bf16(
+                    options
+                        .bf16_kernel
+                        .or_else(Bf16Kernel::detect)
+                        .unwrap_or(Bf16Kernel::Amx),
+                ),
             ),
-            _ => Compute::Candle,
+            (_, Precision::Float(dtype)) => (dtype, Compute::Candle),
         };
         Self::load_for(config, weights, device, dtype, compute, options)
     }
@@ -176,7 +239,7 @@ impl ClipModel {
             cause: source,
         };
         let key = match (&options.pack_dir, compute) {
-            (Some(dir), Compute::Packed(_) | Compute::Bf16(_)) => {
+            (Some(dir), Compute::Packed(_) | Compute::Bf16(_) | Compute::Int8(..)) => {
                 PackKey::new(dir, weights, config, compute).ok()
             }
             _ => None,
@@ -296,6 +359,10 @@ impl ClipModel {
             logit_bias,
             family: config.family,
             dtype,
+            precision: match compute {
+                Compute::Int8(..) => Precision::Int8,
+                _ => Precision::Float(dtype),
+            },
             device: device.clone(),
             compute,
             pack,
@@ -315,6 +382,7 @@ impl ClipModel {
             Compute::Candle => "candle",
             Compute::Packed(isa) => isa.label(),
             Compute::Bf16(kernel) => kernel.label(),
+            Compute::Int8(kernel, _) => kernel.label(),
         }
     }
 
@@ -338,9 +406,15 @@ impl ClipModel {
         self.logit_scale
     }
 
-    /// The type the encoders compute in.
+    /// The float type the encoders compute in (f32 for int8, whose products alone are
+    /// integer).
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The number type of the encoders' matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The device the weights live on.

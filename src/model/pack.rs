@@ -49,7 +49,9 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 use sha2::{Digest, Sha256};
 
-use crate::kernels::{AmxMatrix, Bf16Kernel, Isa, PackedMatrix, Plain, Store};
+use crate::kernels::{
+    AmxMatrix, Bf16Kernel, Int8Kernel, Int8Matrix, Isa, PackedMatrix, Plain, Store,
+};
 
 /// How a tower computes: which implementation its layers are built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,10 @@ pub(crate) enum Compute {
     /// The packed CPU kernels in bf16: bf16 products with f32 accumulation; layer norm,
     /// softmax and everything between the products in f32.
     Bf16(Bf16Kernel),
+    /// The packed CPU kernels in int8: the transformer's products on int8 weights and
+    /// activations with int32 sums; the layers outside the stack (patch embedding,
+    /// projections) on the f32 kernels of `isa`; everything between the products in f32.
+    Int8(Int8Kernel, Isa),
 }
 
 /// A tensor's values as host f32s, whatever its dtype and device.
@@ -163,6 +169,11 @@ fn layout_name(compute: Compute) -> String {
         Compute::Packed(isa) => format!("f32 {} nr {} mr {}", isa.label(), isa.nr(), isa.mr()),
         // Both bf16 kernels read the same 32 x 32 pair-interleaved tile layout.
         Compute::Bf16(_) => "bf16 tiles 32x32 pairs".to_string(),
+        Compute::Int8(kernel, isa) => format!(
+            "{}; f32 {}",
+            kernel.pack_layout(),
+            layout_name(Compute::Packed(isa))
+        ),
         Compute::Candle => "candle".to_string(),
     }
 }
@@ -233,7 +244,14 @@ enum Kind {
     PackedF32,
     /// A weight `(n, k)` packed in the bf16 tile layout.
     PackedBf16,
+    /// A weight `(n, k)` quantised to int8 and packed for the int8 kernels named in the
+    /// key; its scales and column sums are the raw entry of the same name plus
+    /// [`INT8_AUX`].
+    PackedI8,
 }
+
+/// Suffix of the raw entry holding an int8 weight's per-column scales and column sums.
+const INT8_AUX: &str = ".scales";
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Entry {
@@ -326,10 +344,7 @@ impl PackFile {
             serde_json::from_slice(table).map_err(|e| format!("unreadable table: {e}"))?;
         let mut spans: Vec<(usize, usize)> = Vec::with_capacity(table.entries.len());
         for e in &table.entries {
-            let size = match e.kind {
-                Kind::Raw | Kind::PackedF32 => 4,
-                Kind::PackedBf16 => 2,
-            };
+            let size = value_size(e.kind);
             let end = e
                 .len
                 .checked_mul(size)
@@ -392,6 +407,16 @@ impl PackFile {
         .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
     }
 
+    fn packed_i8(&self, name: &str, kernel: Int8Kernel) -> candle_core::Result<Int8Matrix> {
+        let e = self.entry(name, Kind::PackedI8)?;
+        let (_, aux) = self.raw(&format!("{name}{INT8_AUX}"))?;
+        match e.dims[..] {
+            [n, k] => Int8Matrix::from_store(n, k, kernel, self.store(e)?, aux.as_slice()),
+            _ => None,
+        }
+        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+    }
+
     fn packed_bf16(&self, name: &str) -> candle_core::Result<AmxMatrix> {
         let e = self.entry(name, Kind::PackedBf16)?;
         match e.dims[..] {
@@ -407,6 +432,7 @@ impl PackFile {
 pub(crate) enum PackedWeight {
     F32(Arc<PackedMatrix>),
     Bf16(Arc<AmxMatrix>),
+    I8(Arc<Int8Matrix>),
 }
 
 /// What a fresh load keeps to write the pack file afterwards.
@@ -417,6 +443,7 @@ enum Record {
 }
 
 /// Where a load on the packed kernels takes its weights from.
+#[derive(Clone)]
 pub(crate) enum Packing {
     /// From the weights file, packing each weight now; with a recorder, noting what the
     /// pack file will hold.
@@ -461,6 +488,9 @@ impl Packing {
             Packing::File(file) => {
                 let weight = match compute {
                     Compute::Bf16(_) => PackedWeight::Bf16(Arc::new(file.packed_bf16(&wname)?)),
+                    Compute::Int8(kernel, _) => {
+                        PackedWeight::I8(Arc::new(file.packed_i8(&wname, kernel)?))
+                    }
                     _ => PackedWeight::F32(Arc::new(file.packed_f32(&wname, compute)?)),
                 };
                 let bias = match file.entries.contains_key(&bname) {
@@ -487,6 +517,9 @@ impl Packing {
                     }
                     Compute::Bf16(_) => {
                         PackedWeight::Bf16(Arc::new(AmxMatrix::pack(&values, n, k)))
+                    }
+                    Compute::Int8(kernel, _) => {
+                        PackedWeight::I8(Arc::new(Int8Matrix::pack(&values, n, k, kernel)))
                     }
                     Compute::Candle => candle_core::bail!("internal: packing a weight for candle"),
                 };
@@ -640,6 +673,16 @@ pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackW
             Record::Weight(PackedWeight::Bf16(w)) => {
                 (Kind::PackedBf16, vec![w.n(), w.k()], Bytes::Bf16(w.clone()))
             }
+            Record::Weight(PackedWeight::I8(w)) => {
+                let aux = w.aux();
+                parts.push((
+                    format!("{name}{INT8_AUX}"),
+                    Kind::Raw,
+                    vec![aux.len()],
+                    Bytes::Host(Arc::new(aux)),
+                ));
+                (Kind::PackedI8, vec![w.n(), w.k()], Bytes::I8(w.clone()))
+            }
             Record::Raw(t) => {
                 let t = t
                     .to_dtype(DType::F32)
@@ -741,6 +784,7 @@ fn value_size(kind: Kind) -> usize {
     match kind {
         Kind::Raw | Kind::PackedF32 => 4,
         Kind::PackedBf16 => 2,
+        Kind::PackedI8 => 1,
     }
 }
 
@@ -748,6 +792,7 @@ fn value_size(kind: Kind) -> usize {
 enum Bytes {
     F32(Arc<PackedMatrix>),
     Bf16(Arc<AmxMatrix>),
+    I8(Arc<Int8Matrix>),
     Host(Arc<Vec<f32>>),
     /// A contiguous f32 tensor on the CPU.
     Tensor(Tensor),
@@ -759,6 +804,7 @@ impl Bytes {
         Ok(match self {
             Bytes::F32(w) => f(w.store().as_bytes()),
             Bytes::Bf16(w) => f(w.store().as_bytes()),
+            Bytes::I8(w) => f(w.store().as_bytes()),
             Bytes::Host(v) => f(f32_bytes(v)),
             Bytes::Tensor(t) => {
                 let (storage, layout) = t.storage_and_layout();

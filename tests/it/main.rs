@@ -14,6 +14,7 @@ mod fewshot;
 mod hostile;
 mod hub;
 mod inputs;
+mod int8;
 mod jpeg_downscale;
 mod milvus;
 mod organize;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use vlm::model::{LoadOptions, PackStatus};
+use vlm::model::{LoadOptions, PackStatus, Precision};
 use vlm::source::ModelFiles;
 use vlm::Checkpoint;
 
@@ -21,7 +21,7 @@ fn model_dir(name: &str) -> PathBuf {
     common::fixtures().join("models").join(name)
 }
 
-fn run(model: &Path, dtype: DType, pack_dir: Option<&Path>) -> Run {
+fn run(model: &Path, dtype: impl Into<Precision>, pack_dir: Option<&Path>) -> Run {
     let files = ModelFiles::from_dir(model).unwrap();
     let options = LoadOptions {
         pack_dir: pack_dir.map(Path::to_path_buf),
@@ -121,6 +121,36 @@ fn a_bf16_pack_is_mapped_and_gives_the_same_embeddings() {
     // f32 and bf16 packs of the same weights live side by side.
     run(&model, DType::F32, Some(dir.path()));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn an_int8_pack_is_mapped_and_gives_the_same_embeddings() {
+    for name in ["tiny-quickgelu", "siglip"] {
+        let model = model_dir(name);
+        let dir = tempfile::tempdir().unwrap();
+        let plain = run(&model, Precision::Int8, None);
+        let first = run(&model, Precision::Int8, Some(dir.path()));
+        let second = run(&model, Precision::Int8, Some(dir.path()));
+        assert!(
+            matches!(second.status, PackStatus::Loaded(_)),
+            "{name}: {:?}",
+            second.status
+        );
+        assert_same(&plain, &first);
+        assert_same(&plain, &second);
+        // The int8 pack is its own file: an f32 load beside it packs its own.
+        let f32_run = run(&model, DType::F32, Some(dir.path()));
+        assert!(
+            matches!(f32_run.status, PackStatus::Written(_)),
+            "{name}: {:?}",
+            f32_run.status
+        );
+        assert_ne!(
+            f32_run.images, plain.images,
+            "{name}: int8 gave f32's result"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }
 
 /// Damages the pack file with `damage`, then checks the next load refuses it for a reason
