@@ -433,9 +433,14 @@ def quantize_onnx(src: Path, dst: Path, log_path: Path) -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from onnx import TensorProto
+
     tmp = dst.with_name(dst.name + ".partial")
     with open(log_path, "a") as logf, redirect_stdout(logf), redirect_stderr(logf):
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        # The optimizer's fused operators (com.microsoft domain) leave some tensors without an
+        # inferred type; they are all f32 here, which is what the quantiser is told.
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
     tmp.rename(dst)
 
 

@@ -97,11 +97,16 @@ pub const BF16_KERNEL_ENV: &str = "VLM_BF16_KERNEL";
 
 /// The bf16 kernel named by [`BF16_KERNEL_ENV`], if set.
 pub fn bf16_kernel() -> anyhow::Result<Option<vlm::model::Bf16Kernel>> {
-    match std::env::var(BF16_KERNEL_ENV) {
+    kernel_named_by(BF16_KERNEL_ENV)
+}
+
+/// The kernel the environment variable `var` names, if set and not empty.
+fn kernel_named_by<K: std::str::FromStr<Err = String>>(var: &str) -> anyhow::Result<Option<K>> {
+    match std::env::var(var) {
         Ok(name) if !name.is_empty() => name
             .parse()
             .map(Some)
-            .map_err(|e: String| anyhow::anyhow!("{BF16_KERNEL_ENV}: {e}, or unset it")),
+            .map_err(|e: String| anyhow::anyhow!("{var}: {e}, or unset it")),
         _ => Ok(None),
     }
 }
@@ -112,13 +117,7 @@ pub const INT8_KERNEL_ENV: &str = "VLM_INT8_KERNEL";
 
 /// The int8 kernel named by [`INT8_KERNEL_ENV`], if set.
 pub fn int8_kernel() -> anyhow::Result<Option<vlm::model::Int8Kernel>> {
-    match std::env::var(INT8_KERNEL_ENV) {
-        Ok(name) if !name.is_empty() => name
-            .parse()
-            .map(Some)
-            .map_err(|e: String| anyhow::anyhow!("{INT8_KERNEL_ENV}: {e}, or unset it")),
-        _ => Ok(None),
-    }
+    kernel_named_by(INT8_KERNEL_ENV)
 }
 
 /// Opens the embedding cache when `--cache` was given.

@@ -90,7 +90,10 @@ fn softmax(scores: &mut [f32], visible: usize) {
     masked.fill(0.0);
     let mut lanes = [f32::NEG_INFINITY; 16];
     let chunks = live.chunks_exact(16);
-    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for chunk in chunks {
         for (l, &v) in lanes.iter_mut().zip(chunk) {
             *l = l.max(v);

@@ -1000,9 +1000,7 @@ mod tests {
             let sw = if max > 0.0 { max / wmax as f32 } else { 1.0 };
             let qw: Vec<i64> = row
                 .iter()
-                .map(|&v| {
-                    (round(v * (1.0 / sw)) as i64).clamp(-wmax as i64, wmax as i64)
-                })
+                .map(|&v| (round(v * (1.0 / sw)) as i64).clamp(-wmax as i64, wmax as i64))
                 .collect();
             for i in 0..m {
                 let dot: i64 = (0..k)

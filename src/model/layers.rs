@@ -147,8 +147,7 @@ impl Dense {
         name: &str,
         build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
     ) -> Result<Self> {
-        let keep = std::env::var("VLM_INT8_EDGES_TMP").is_ok_and(|v| !v.is_empty() && name.contains(&v));
-        let p = if keep { Packer { compute: p.compute, packing: p.packing.clone() } } else { p.edge() };
+        let p = p.edge();
         Ok(match p.compute {
             Compute::Candle => {
                 let (weight, bias) = build()?;
