@@ -7,8 +7,8 @@
 //! takes hand-written configs, so it cannot match transformers on the checkpoints we
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
+pub mod family;
 mod layers;
-pub mod open_clip;
 mod pack;
 mod siglip;
 mod text;
@@ -127,6 +127,112 @@ pub struct ClipModel {
     _pack_writer: Option<pack::PackWriter>,
 }
 
+/// What runs the encoders for `precision` on `device`, and the float type around the
+/// products: the packed kernels on the CPU (the widest instruction set for f32;
+/// `options.bf16_kernel`, else the fastest present, for bf16; `options.int8_kernel`, else
+/// the fastest present, for int8), candle everywhere else. int8 is refused off the CPU and
+/// where the CPU lacks the kernel asked for.
+fn choose_compute(
+    device: &Device,
+    precision: Precision,
+    options: &LoadOptions,
+) -> Result<(DType, Compute), ModelError> {
+    let isa = crate::kernels::Isa::detect();
+    Ok(match (device, precision) {
+        (Device::Cpu, Precision::Int8) => {
+            let kernel = options.int8_kernel.unwrap_or_else(Int8Kernel::detect);
+            if !kernel.supported() {
+                return Err(ModelError::Int8 {
+                    device: "CPU",
+                    hint: "this CPU lacks the int8 kernel VLM_INT8_KERNEL names; unset it to \
+                           use the fastest one present",
+                });
+            }
+            (DType::F32, Compute::Int8(kernel, isa))
+        }
+        (_, Precision::Int8) => {
+            return Err(ModelError::Int8 {
+                device: "this device",
+                hint: "int8 runs on the CPU's own kernels; use --device cpu, or --dtype \
+                       f16 or bf16 on a GPU",
+            })
+        }
+        (Device::Cpu, Precision::Float(DType::F32)) => (DType::F32, Compute::Packed(isa)),
+        (Device::Cpu, Precision::Float(DType::BF16)) => (
+            DType::BF16,
+            Compute::Bf16(
+                options
+                    .bf16_kernel
+                    .or_else(Bf16Kernel::detect)
+                    .unwrap_or(Bf16Kernel::Amx),
+            ),
+        ),
+        (_, Precision::Float(dtype)) => (dtype, Compute::Candle),
+    })
+}
+
+/// How reports name a compute path (`"candle"`, `"packed avx512"`, `"packed amx-bf16"`).
+fn compute_label(compute: Compute) -> &'static str {
+    match compute {
+        Compute::Candle => "candle",
+        Compute::Packed(isa) => isa.label(),
+        Compute::Bf16(kernel) => kernel.label(),
+        Compute::Int8(kernel, _) => kernel.label(),
+    }
+}
+
+/// The number types the encoders compute in on the CPU, as `--dtype` names them. A new
+/// number type joins here, and [`cpu_kernels`] (and so `vlm doctor`) reports it.
+pub const CPU_DTYPES: [Precision; 4] = [
+    Precision::Float(DType::F32),
+    Precision::Float(DType::F16),
+    Precision::Float(DType::BF16),
+    Precision::Int8,
+];
+
+/// What a load on the CPU would run for one number type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CpuKernel {
+    /// The number type, as `--dtype` names it.
+    pub dtype: &'static str,
+    /// The implementation a load would choose, as [`ClipModel::kernels`] names it.
+    pub kernel: &'static str,
+    /// Whether this CPU runs it (bf16 needs AMX-BF16 or AVX512-BF16; int8 runs everywhere
+    /// unless `VLM_INT8_KERNEL` names a kernel the CPU lacks).
+    pub available: bool,
+}
+
+/// For each of [`CPU_DTYPES`], the kernel a CPU load would choose here, by the same choice
+/// [`ClipModel::load_with`] makes (the forced kernels as in [`LoadOptions`]).
+pub fn cpu_kernels(options: &LoadOptions) -> Vec<CpuKernel> {
+    CPU_DTYPES
+        .iter()
+        .map(|&precision| {
+            let (kernel, available) = match choose_compute(&Device::Cpu, precision, options) {
+                Ok((_, compute)) => (
+                    compute_label(compute),
+                    match compute {
+                        Compute::Candle => true,
+                        Compute::Packed(isa) => isa.supported(),
+                        Compute::Bf16(kernel) => kernel.supported(),
+                        Compute::Int8(kernel, _) => kernel.supported(),
+                    },
+                ),
+                // Only a forced int8 kernel the CPU lacks is refused.
+                Err(_) => (
+                    options.int8_kernel.map_or("int8", |kernel| kernel.label()),
+                    false,
+                ),
+            };
+            CpuKernel {
+                dtype: precision.name(),
+                kernel,
+                available,
+            }
+        })
+        .collect()
+}
+
 /// How a model is loaded beyond its files, device and dtype.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -168,38 +274,7 @@ impl ClipModel {
         precision: impl Into<Precision>,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let isa = crate::kernels::Isa::detect();
-        let (dtype, compute) = match (device, precision.into()) {
-            (Device::Cpu, Precision::Int8) => {
-                let kernel = options.int8_kernel.unwrap_or_else(Int8Kernel::detect);
-                if !kernel.supported() {
-                    return Err(ModelError::Int8 {
-                        device: "CPU",
-                        hint: "this CPU lacks the int8 kernel VLM_INT8_KERNEL names; unset it to \
-                               use the fastest one present",
-                    });
-                }
-                (DType::F32, Compute::Int8(kernel, isa))
-            }
-            (_, Precision::Int8) => {
-                return Err(ModelError::Int8 {
-                    device: "this device",
-                    hint: "int8 runs on the CPU's own kernels; use --device cpu, or --dtype \
-                           f16 or bf16 on a GPU",
-                })
-            }
-            (Device::Cpu, Precision::Float(DType::F32)) => (DType::F32, Compute::Packed(isa)),
-            (Device::Cpu, Precision::Float(DType::BF16)) => (
-                DType::BF16,
-                Compute::Bf16(
-                    options
-                        .bf16_kernel
-                        .or_else(Bf16Kernel::detect)
-                        .unwrap_or(Bf16Kernel::Amx),
-                ),
-            ),
-            (_, Precision::Float(dtype)) => (dtype, Compute::Candle),
-        };
+        let (dtype, compute) = choose_compute(device, precision.into(), options)?;
         Self::load_for(config, weights, device, dtype, compute, options)
     }
 
@@ -378,12 +453,7 @@ impl ClipModel {
     /// Which implementation runs the encoders: `"candle"`, or the packed CPU kernels and
     /// the instruction set they use (`"packed avx512"`).
     pub fn kernels(&self) -> &'static str {
-        match self.compute {
-            Compute::Candle => "candle",
-            Compute::Packed(isa) => isa.label(),
-            Compute::Bf16(kernel) => kernel.label(),
-            Compute::Int8(kernel, _) => kernel.label(),
-        }
+        compute_label(self.compute)
     }
 
     /// The learned bias added to SigLIP's scaled cosine before its sigmoid (0 elsewhere).
@@ -530,7 +600,7 @@ fn open_backend(
     } else {
         ""
     };
-    Ok(Box::new(open_clip::OpenClipNames {
+    Ok(Box::new(family::open_clip::OpenClipNames {
         inner: backend,
         prefix: prefix.to_string(),
     }))
@@ -637,6 +707,29 @@ impl<B: SimpleBackend> SimpleBackend for FloatOnly<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_kernels_report_the_choice_a_load_makes() {
+        let kernels = cpu_kernels(&LoadOptions::default());
+        let names: Vec<&str> = kernels.iter().map(|k| k.dtype).collect();
+        assert_eq!(names, ["f32", "f16", "bf16", "int8"]);
+        assert_eq!(kernels[0].kernel, crate::kernels::Isa::detect().label());
+        assert!(kernels[0].available);
+        assert_eq!(kernels[1].kernel, "candle");
+        assert_eq!(kernels[2].available, Bf16Kernel::detect().is_some());
+        // int8 runs everywhere: portable code at worst.
+        assert_eq!(kernels[3].kernel, Int8Kernel::detect().label());
+        assert!(kernels[3].available);
+        let forced = cpu_kernels(&LoadOptions {
+            bf16_kernel: Some(Bf16Kernel::Avx512Bf16),
+            int8_kernel: Some(Int8Kernel::Amx),
+            ..LoadOptions::default()
+        });
+        assert_eq!(forced[2].kernel, Bf16Kernel::Avx512Bf16.label());
+        assert_eq!(forced[2].available, Bf16Kernel::Avx512Bf16.supported());
+        assert_eq!(forced[3].kernel, Int8Kernel::Amx.label());
+        assert_eq!(forced[3].available, Int8Kernel::Amx.supported());
+    }
 
     #[test]
     fn bf16_on_a_cpu_without_amx_is_refused_with_what_to_do() {
