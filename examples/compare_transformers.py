@@ -910,7 +910,7 @@ def main() -> None:
             # the first run after a new checkpoint or vlm build: packs and writes the pack file
             packs = args.work / "vlm-packs"
             first = []
-            for _ in range(max(1, min(2, args.cold_runs))):
+            for _ in range(args.cold_runs):  # the median of --cold-runs, as for the others
                 shutil.rmtree(packs, ignore_errors=True)
                 first.append(run_measured(vlm_cold, env, runs / "cold-first.out", runs / "cold-first.err"))
             cold_runs["vlm_first_run"] = first

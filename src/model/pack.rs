@@ -40,7 +40,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -615,25 +615,133 @@ impl SimpleBackend for FromPack {
     }
 }
 
-/// A pack file being written on a thread of its own, so the first run's encoding overlaps
-/// the write; dropping it waits for the write to finish (a process exits after its model is
+/// A pack file being written: a low-priority thread writes its entries in the gaps the
+/// first run leaves (a core waiting on a JPEG decode, on the tokenizer, between batches),
+/// so the writing never takes a core from the encoders and the answer comes as soon as
+/// with `--no-pack-cache`; dropping it (after the answer) writes what is left on every
+/// core, waits, and renames the file into place (a process exits after its model is
 /// dropped, so the file is complete or absent, never cut).
-pub(crate) struct PackWriter(Option<std::thread::JoinHandle<()>>);
+pub(crate) struct PackWriter {
+    job: Option<Arc<WriteJob>>,
+    background: Option<std::thread::JoinHandle<()>>,
+}
 
-impl Drop for PackWriter {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            // A panic on the writer only loses the pack file; the next run writes it.
-            let _ = handle.join();
+/// The entries of one pack file, laid out, and which of them have been claimed.
+struct WriteJob {
+    file: File,
+    parts: Vec<(usize, Bytes)>,
+    /// The next entry to claim; an entry is written by whoever claims it.
+    next: std::sync::atomic::AtomicUsize,
+    error: Mutex<Option<std::io::Error>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl WriteJob {
+    /// Claims and writes entries until none is left (or one failed).
+    fn drain(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some((offset, bytes)) = self.parts.get(i) else {
+                return;
+            };
+            let written = bytes
+                .with_bytes(|b| write_all_at(&self.file, b, *offset as u64))
+                .and_then(|r| r);
+            if let Err(e) = written {
+                if let Ok(mut error) = self.error.lock() {
+                    error.get_or_insert(e);
+                }
+                // Nothing else is worth writing: the file will be removed.
+                self.next.store(self.parts.len(), Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Once every entry is written: renames the file into place, or removes it after a
+    /// failure (the next run packs again).
+    fn finish(&self) {
+        let failed = self.error.lock().map_or(true, |e| e.is_some());
+        // No fsync: forcing 600 MB to disk would cost the first run seconds. After a crash
+        // the renamed file may have the right length and zeroed pages, which the entries'
+        // edge checksums catch.
+        if failed || fs::rename(&self.tmp, &self.path).is_err() {
+            let _ = fs::remove_file(&self.tmp);
         }
     }
 }
 
-/// Starts writing the pack file of `key` from what `recorder` collected: the directory and
-/// a temporary file are made now (so an unwritable directory is reported at once), the
-/// values are written on another thread, and the file is renamed into place when complete.
-/// A failure after this point removes the temporary file; the next run packs again.
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        // The answer is out: what the background thread has not reached is written now,
+        // by every core of the pool, at normal priority.
+        let helpers = rayon::current_num_threads().max(1);
+        rayon::scope(|scope| {
+            for _ in 0..helpers {
+                scope.spawn(|_| job.drain());
+            }
+        });
+        if let Some(handle) = self.background.take() {
+            // A panic on the writer only loses the pack file; the next run writes it.
+            if handle.join().is_err() {
+                if let Ok(mut error) = job.error.lock() {
+                    error.get_or_insert(std::io::Error::other("the pack writer panicked"));
+                }
+            }
+        }
+        job.finish();
+    }
+}
+
+/// Writes all of `bytes` at byte `offset` of `file`, whichever thread calls it.
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut bytes, mut offset) = (bytes, offset);
+        while !bytes.is_empty() {
+            match std::os::windows::fs::FileExt::seek_write(file, bytes, offset)? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => {
+                    bytes = &bytes[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Puts the calling thread at the lowest priority, so it runs only on a core nothing else
+/// wants (Linux, where a nice value is per thread; elsewhere it would lower the whole
+/// process, so nothing is done).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread (`who` 0) only changes its scheduling.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
+/// Starts writing the pack file of `key` from what `recorder` collected: the directory, a
+/// temporary file, its header and table are made now (so an unwritable directory is
+/// reported at once), the entries are written by a low-priority thread and, when the
+/// [`PackWriter`] is dropped, by every core, and the file is renamed into place when
+/// complete. A failure after this point removes the temporary file; the next run packs again.
 pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackWriter> {
+    write_with(key, recorder, true)
+}
+
+/// [`write`]; without `background`, nothing is written before the drop (for tests).
+fn write_with(key: &PackKey, recorder: &Recorder, background: bool) -> std::io::Result<PackWriter> {
     let records = recorder
         .records
         .lock()
@@ -688,28 +796,52 @@ pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackW
         .path
         .with_extension(format!("{EXT}.tmp.{}.{n}", std::process::id()));
     let file = File::create(&tmp)?;
-    let (path, key) = (key.path.clone(), key.key);
-    let handle = std::thread::Builder::new()
-        .name("vlm-pack-writer".into())
-        .spawn(move || {
-            let written =
-                write_file(file, &key, &parts, present).and_then(|()| fs::rename(&tmp, &path));
-            if written.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-        })?;
-    Ok(PackWriter(Some(handle)))
+    let laid_out = lay_out(&file, &key.key, parts, present);
+    let parts = match laid_out {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let job = Arc::new(WriteJob {
+        file,
+        parts,
+        next: std::sync::atomic::AtomicUsize::new(0),
+        error: Mutex::new(None),
+        tmp,
+        path: key.path.clone(),
+    });
+    let background = match background {
+        true => {
+            let job = job.clone();
+            std::thread::Builder::new()
+                .name("vlm-pack-writer".into())
+                .spawn(move || {
+                    lower_priority();
+                    job.drain();
+                })
+                .ok()
+        }
+        false => None,
+    };
+    Ok(PackWriter {
+        job: Some(job),
+        background,
+    })
 }
 
-fn write_file(
-    file: File,
+/// Lays the file out: writes its header and table, sets its length (the gaps between
+/// entries read as zeros), and returns each entry's values with their offset.
+fn lay_out(
+    file: &File,
     key: &[u8; 32],
-    parts: &[(String, Kind, Vec<usize>, Bytes)],
+    parts: Vec<(String, Kind, Vec<usize>, Bytes)>,
     present: Vec<String>,
-) -> std::io::Result<()> {
-    // Lay out: the table's size depends on the offsets, so fix a generous table area first.
+) -> std::io::Result<Vec<(usize, Bytes)>> {
+    // The table's size depends on the offsets, so fix a generous table area first.
     let mut entries = Vec::with_capacity(parts.len());
-    for (name, kind, dims, bytes) in parts {
+    for (name, kind, dims, bytes) in &parts {
         let (len, edges) = bytes.with_bytes(|b| (b.len() / value_size(*kind), edges(b)))?;
         entries.push(Entry {
             name: name.clone(),
@@ -733,6 +865,7 @@ fn write_file(
         offset = (offset + e.len * value_size(e.kind)).next_multiple_of(ALIGN);
     }
     let total = offset;
+    let offsets: Vec<usize> = entries.iter().map(|e| e.offset).collect();
     let mut table =
         serde_json::to_vec(&Table { entries, present }).map_err(std::io::Error::other)?;
     table.resize(table_room, b' ');
@@ -746,22 +879,14 @@ fn write_file(
     h.update(&header[..64]);
     h.update(&table);
     header[64..96].copy_from_slice(&h.finalize());
-
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&header)?;
-    out.write_all(&table)?;
-    let mut at = HEADER_LEN + table.len();
-    let zeros = [0u8; ALIGN];
-    for (_, _, _, bytes) in parts {
-        let pad = at.next_multiple_of(ALIGN) - at;
-        out.write_all(&zeros[..pad])?;
-        at += pad + bytes.with_bytes(|b| out.write_all(b).map(|()| b.len()))??;
-    }
-    out.write_all(&zeros[..at.next_multiple_of(ALIGN) - at])?;
-    // No fsync: forcing 600 MB to disk would cost the first run seconds. After a crash
-    // the renamed file may have the right length and zeroed pages, which the entries'
-    // edge checksums catch.
-    out.flush()
+    header.extend_from_slice(&table);
+    write_all_at(file, &header, 0)?;
+    file.set_len(total as u64)?;
+    Ok(offsets
+        .into_iter()
+        .zip(parts)
+        .map(|(offset, (_, _, _, bytes))| (offset, bytes))
+        .collect())
 }
 
 fn value_size(kind: Kind) -> usize {
@@ -808,4 +933,51 @@ impl Bytes {
 fn f32_bytes(values: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding; see `Store::as_bytes` on byte order.
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entries are written whoever reaches them: the low-priority thread during the
+    /// run, or every core at the drop (all of them when the thread never ran). Either way
+    /// nothing is in place before the drop, and after it the file opens, verified, with
+    /// every value recorded and no temporary left.
+    #[test]
+    fn a_pack_written_in_the_background_or_at_the_drop_holds_every_entry() {
+        let isa = Isa::detect();
+        let w: Vec<f32> = (0..40 * 24).map(|i| (i as f32 * 0.37).sin()).collect();
+        let packed = Arc::new(PackedMatrix::pack(&w, 40, 24, isa));
+        // Larger than a few pages, so a missing write shows in the edges.
+        let host: Arc<Vec<f32>> = Arc::new((0..30_000).map(|i| i as f32 - 7.5).collect());
+        let raw: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
+        for background in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let key = PackKey {
+                path: dir.path().join(format!("t.{EXT}")),
+                key: [7; 32],
+            };
+            let recorder = Recorder::default();
+            recorder.push(
+                "a#weight".into(),
+                Record::Weight(PackedWeight::F32(packed.clone())),
+            );
+            recorder.push("b".into(), Record::Host(vec![300, 100], host.clone()));
+            let tensor = Tensor::from_vec(raw.clone(), (2, 3), &Device::Cpu).unwrap();
+            recorder.push("c".into(), Record::Raw(tensor));
+            let writer = write_with(&key, &recorder, background).unwrap();
+            assert!(!key.path.exists(), "in place before it was complete");
+            drop(writer);
+            let file = PackFile::open(&key)
+                .unwrap_or_else(|e| panic!("background {background}: {e}"))
+                .expect("the pack file was not written");
+            let a = file.packed_f32("a#weight", Compute::Packed(isa)).unwrap();
+            assert_eq!(a.store().as_slice(), packed.store().as_slice());
+            assert_eq!(file.raw("b").unwrap().1.as_slice(), &host[..]);
+            let (dims, c) = file.raw("c").unwrap();
+            assert_eq!((dims, c.as_slice()), (vec![2, 3], &raw[..]));
+            let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+            assert_eq!(names.len(), 1, "a temporary file was left");
+        }
+    }
 }
