@@ -15,7 +15,8 @@ The domain is the tests' one, larger: 64x64 pictures of a filled square or disc 
 colours on a grey background with noise (`--per-class` each, default 40), labelled by colour,
 prompts "a photo of a {colour}.". The checkpoints are random weights, so accuracy itself is near
 chance and says nothing; what matters is how often int8 keeps f32's top-1 label (agreement) and
-the cosine of the image embeddings to f32's. vlm's figures come from `vlm classify --format json`
+the cosine of the image and text embeddings to f32's (vlm's from `vlm embed`), beside how close
+the classes' prompts are to each other in f32. vlm's figures come from `vlm classify --format json`
 (its f32 equals transformers / open_clip at parity, tests/it/parity.rs); ONNX Runtime's from the
 image and text towers exported with the TorchScript exporter (opset 17) and quantised with
 `quantize_dynamic` (QInt8 weights), both towers in int8 as vlm's are.
@@ -96,6 +97,20 @@ def vlm_embeddings(vlm: Path, model: Path, root: Path, dtype: str, out: Path) ->
         raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr[-1000:]}")
     paths = npy.with_suffix(".paths.txt").read_text(encoding="utf-8").splitlines()
     return dict(zip((str(Path(p).resolve()) for p in paths), np.load(npy)))
+
+
+def vlm_text(vlm: Path, model: Path, prompts: list[str], dtype: str, out: Path):
+    """`vlm embed --text` of `prompts` (normalised rows, in order)."""
+    import numpy as np
+
+    npy = out / f"vlm-text-{dtype}.npy"
+    cmd = [str(vlm), "embed", "--text-file", str(out / "prompts.txt"), "--model", str(model), "--output", str(npy),
+           "--dtype", dtype, "--no-pack-cache", "--quiet"]
+    (out / "prompts.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr[-1000:]}")
+    return np.load(npy)
 
 
 class Towers:
@@ -207,6 +222,12 @@ def evaluate(name: str, path: Path, family: str, items, root: Path, vlm: Path, w
     keys = [str(p.resolve()) for p, _ in items]
     vcos = (np.stack([emb["int8"][k] for k in keys]) * np.stack([emb["f32"][k] for k in keys])).sum(-1)
     res["vlm"].update(image_cosine_min=float(vcos.min()), image_cosine_mean=float(vcos.mean()))
+    prompts = [TEMPLATE.format(label) for label in labels]
+    text = {dtype: vlm_text(vlm, path, prompts, dtype, out) for dtype in ("f32", "int8")}
+    res["vlm"]["text_cosine_min"] = float((text["int8"] * text["f32"]).sum(-1).min())
+    # How far apart the classes' prompts are: with random weights they nearly coincide, and
+    # an image's top-1 can swap on a smaller error than this gap.
+    res["prompt_cosine_max"] = float((text["f32"] @ text["f32"].T)[~np.eye(len(labels), dtype=bool)].max())
     # ONNX Runtime
     towers = Towers(path, family)
     # no_grad, not inference_mode: the exporter cannot trace tensors made in inference mode.
@@ -225,9 +246,11 @@ def evaluate(name: str, path: Path, family: str, items, root: Path, vlm: Path, w
         sims = normalise(img) @ normalise(txt).T
         preds[kind] = [labels[i] for i in sims.argmax(-1)]
     cos = (normalise(emb["int8"][0]) * normalise(ref_img)).sum(-1)
+    tcos = (normalise(emb["int8"][1]) * normalise(emb["f32"][1])).sum(-1)
     res["ort"] = {"f32_top1": accuracy(preds["f32"], truth), "int8_top1": accuracy(preds["int8"], truth),
                   "agreement": accuracy(preds["int8"], preds["f32"]), "image_cosine_min": float(cos.min()),
-                  "image_cosine_mean": float(cos.mean())}
+                  "image_cosine_mean": float(cos.mean()),
+                  "text_cosine_min": float(tcos.min())}
     return res
 
 
@@ -257,19 +280,24 @@ def main() -> None:
     def cosines(d):
         return f"{d['image_cosine_min']:.4f} / {d['image_cosine_mean']:.4f}" if "image_cosine_min" in d else "n/a"
 
+    def text_cosine(d):
+        return f"{d['text_cosine_min']:.5f}" if "text_cosine_min" in d else "n/a"
+
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
     header = ["checkpoint (family)", "vlm f32 top-1", "vlm int8 top-1", "vlm int8 = f32",
-              "vlm int8 image cosine (min / mean)", "ORT f32 top-1", "ORT int8 top-1", "ORT int8 = f32",
-              "ORT int8 image cosine (min / mean)"]
+              "vlm int8 image cosine (min / mean)", "vlm int8 text cosine (min)", "ORT f32 top-1",
+              "ORT int8 top-1", "ORT int8 = f32", "ORT int8 image cosine (min / mean)", "ORT int8 text cosine (min)",
+              "closest two prompts (f32 cosine)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in rows:
         o = r.get("ort", {})
         lines.append("| " + " | ".join([f"{r['model']} ({r['family']})", pct(r["vlm"]["f32_top1"]),
                                         pct(r["vlm"]["int8_top1"]), pct(r["vlm"]["agreement"]), cosines(r["vlm"]),
-                                        pct(o.get("f32_top1")), pct(o.get("int8_top1")), pct(o.get("agreement")),
-                                        cosines(o)]) + " |")
+                                        text_cosine(r["vlm"]), pct(o.get("f32_top1")), pct(o.get("int8_top1")),
+                                        pct(o.get("agreement")), cosines(o), text_cosine(o),
+                                        f"{r['prompt_cosine_max']:.5f}"]) + " |")
     table = "\n".join(lines)
     print(f"{len(items)} images, {len(COLOURS)} classes\n\n{table}")
     (args.work / "int8-accuracy.md").write_text(table + "\n")
