@@ -26,6 +26,10 @@ mod fit;
 pub use fit::FitArgs;
 mod report;
 pub use report::ReportArgs;
+#[cfg(feature = "serve")]
+mod serve;
+#[cfg(feature = "serve")]
+pub use serve::ServeArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -55,6 +59,10 @@ pub enum Command {
     /// Write a review page (HTML, opened from disk) of classify results: thumbnails by
     /// label, the least sure first, corrections exported for --examples and `vlm fit`.
     Report(Box<ReportArgs>),
+    /// Keep a model loaded behind a local HTTP API (OpenAI-style embeddings, classify,
+    /// health and Prometheus metrics), batching concurrent requests into the encoder.
+    #[cfg(feature = "serve")]
+    Serve(Box<ServeArgs>),
     /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.
     Completions {
         /// The shell to complete for.
@@ -84,6 +92,8 @@ impl Command {
             Command::Search(args) => args.model.threads,
             Command::Bench(args) => args.model.threads,
             Command::Report(args) => args.classify.model.threads,
+            #[cfg(feature = "serve")]
+            Command::Serve(args) => args.model.threads,
             Command::Models
             | Command::Completions { .. }
             | Command::Man
