@@ -46,6 +46,11 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => status.into(),
         Err(err) if is_broken_pipe(&err) => ExitStatus::Ok.into(),
+        // As ripgrep does when nothing matched: not an error in the arguments, exit 1.
+        Err(err) if is_nothing_found(&err) => {
+            eprintln!("vlm: {}", describe(&err));
+            ExitStatus::SomeFailed.into()
+        }
         Err(err) => {
             eprintln!("vlm: error: {}", describe(&err));
             ExitStatus::Error.into()
@@ -76,6 +81,17 @@ fn describe(err: &anyhow::Error) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+/// The inputs held no image (see `--allow-empty`).
+fn is_nothing_found(err: &anyhow::Error) -> bool {
+    use vlm::classify::ClassifyError;
+    use vlm::inputs::InputError;
+    let nothing = |e: &InputError| matches!(e, InputError::NoImages { .. });
+    err.chain().any(|cause| {
+        cause.downcast_ref::<InputError>().is_some_and(nothing)
+            || matches!(cause.downcast_ref(), Some(ClassifyError::Input(e)) if nothing(e))
+    })
 }
 
 /// A closed stdout (`vlm ... | head -1`) ends the run quietly, as other Unix tools do.

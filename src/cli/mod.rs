@@ -144,6 +144,11 @@ pub struct InputArgs {
     /// split one corpus across N machines.
     #[arg(long, value_name = "K/N", help_heading = "Inputs")]
     pub shard: Option<vlm::inputs::Shard>,
+
+    /// Finding no image is not an error (exit 0, for scripts that label whatever arrives);
+    /// by default it is, with exit status 1.
+    #[arg(long, help_heading = "Inputs")]
+    pub allow_empty: bool,
 }
 
 /// `--quiet` and `--verbose`: what reaches stderr; shared by every command that runs a job.

@@ -81,6 +81,7 @@ impl InputArgs {
             ext,
             exclude,
             shard,
+            allow_empty: _,
         } = self;
         InputOptions {
             max_depth: *max_depth,
@@ -92,12 +93,24 @@ impl InputArgs {
         }
     }
 
+    /// The walk's options for a labelled folder (`vlm eval`, `vlm fit`), which takes its
+    /// images from DIR/<label>/ and not from a list.
+    fn folder_options(&self, command: &str) -> anyhow::Result<InputOptions> {
+        if self.files_from.is_some() {
+            bail!(
+                "vlm {command} takes its images from DIR/<label>/ folders; --files-from does not apply"
+            );
+        }
+        Ok(self.options())
+    }
+
     /// `paths` and the `--files-from` list, found with these flags.
     pub fn spec(&self, paths: &[String]) -> InputSpec {
         InputSpec {
             paths: paths.to_vec(),
             files_from: self.files_from.as_ref().map(FilesFrom::from_arg),
             options: self.options(),
+            allow_empty: self.allow_empty,
         }
     }
 }
@@ -175,6 +188,7 @@ impl ClassifySettings {
             labels: source,
             examples: examples.as_ref().map(|dir| ExampleSettings {
                 dir: dir.clone(),
+                filter: filter.options(),
                 weight: *examples_weight,
                 sharpness: *examples_sharpness,
             }),
@@ -508,11 +522,6 @@ impl EvalSettings {
             most_confused,
             verbosity,
         } = args;
-        if filter.files_from.is_some() {
-            bail!(
-                "vlm eval takes its images from DIR/<label>/ folders; --files-from does not apply"
-            );
-        }
         if report.is_some() && !models.is_empty() {
             bail!("--report makes the page of one model's evaluation; leave out --models, or run vlm eval --report once per model");
         }
@@ -532,7 +541,7 @@ impl EvalSettings {
             .collect();
         Ok(Self {
             dir: dir.clone(),
-            options: filter.options(),
+            options: filter.folder_options("eval")?,
             labels_file: labels_file.clone(),
             specs,
             compare_templates: !compare_templates.is_empty(),
@@ -557,6 +566,8 @@ pub struct FitSettings {
     /// Where the probe goes.
     pub out: PathBuf,
     pub labels_file: Option<PathBuf>,
+    /// `--ext`, `--exclude`, `--hidden`, `--max-depth` for the folders.
+    pub options: InputOptions,
     pub holdout: f64,
     pub seed: u64,
     pub training: TrainOptions,
@@ -576,6 +587,7 @@ impl FitSettings {
             epochs,
             patience,
             learning_rate,
+            filter,
             model,
             verbosity,
         } = args;
@@ -593,6 +605,7 @@ impl FitSettings {
             dir: dir.clone(),
             out: out.clone(),
             labels_file: labels_file.clone(),
+            options: filter.folder_options("fit")?,
             holdout: *holdout,
             seed: *seed,
             training,

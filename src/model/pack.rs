@@ -25,11 +25,19 @@
 //! What is verified on open, and why not more: magic, version, length, key, the header and
 //! table checksum, every entry inside the file and not overlapping the next, and each
 //! entry's first and last 4 KiB against the table. A full checksum of 600 MB would cost
-//! about as much as the load it replaces; files are written to a temporary name and
-//! renamed into place, so a reader never sees a partial file from a writer, and what a
-//! crash or a full disk can leave (a short file, zeroed tail pages) fails the length or an
-//! edge check. A flipped bit in the middle of a weight is not detected, as it is not in the
-//! safetensors file either.
+//! about as much as the load it replaces; files are written to a new temporary file
+//! (`create_new`, locked while written), synced, renamed into place and the directory
+//! synced, so a reader never sees a partial file from a writer and a power loss leaves the
+//! whole file or none; what a full disk can leave (a short file) fails the length check.
+//! A flipped bit in the middle of a weight is not detected, as it is not in the
+//! safetensors file either. A temporary file that a killed run left is removed when the
+//! directory is next used ([`sweep`]).
+//!
+//! The key and checksums are no secret: anyone who can write the directory can make a
+//! file that verifies. So nothing in the table is trusted for a size the kernels index
+//! by: every packed weight must have exactly the dimensions config.json implies, its
+//! length is computed with checked arithmetic, and panels are only used for the
+//! instruction set detected on this CPU.
 //!
 //! The key covers the weights file's identity (the hub's content hash when the file is a
 //! hub blob, else its size, modification time and a hash of its first MiB and last 64 KiB),
@@ -124,6 +132,7 @@ impl PackKey {
         config: &impl std::fmt::Debug,
         compute: Compute,
     ) -> std::io::Result<Self> {
+        sweep(dir);
         let identity = weights_identity(weights)?;
         let layout = layout_name(compute);
         // The file name: one slot per weights file and layout, so a new build or config
@@ -346,6 +355,15 @@ impl PackFile {
             if !e.offset.is_multiple_of(ALIGN) {
                 return Err(format!("entry {} is not aligned", e.name));
             }
+            // A tensor holds exactly the values of its dimensions (packed weights are
+            // checked against their layout when built, `from_store`).
+            let values = e.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if e.kind == Kind::Raw && values != Some(e.len) {
+                return Err(format!(
+                    "entry {} has {} values for dimensions {:?}",
+                    e.name, e.len, e.dims
+                ));
+            }
             if edges(&bytes[e.offset..end]) != e.edges {
                 return Err(format!(
                     "entry {} does not match its checksum (damaged)",
@@ -387,35 +405,68 @@ impl PackFile {
         Ok((e.dims.clone(), self.store(e)?))
     }
 
-    fn packed_f32(&self, name: &str, compute: Compute) -> candle_core::Result<PackedMatrix> {
+    /// The entry `name` of `kind` if its dimensions are exactly `dims`, what config.json
+    /// implies: the file's own say is never trusted for a size the kernels index by.
+    fn entry_of(&self, name: &str, kind: Kind, dims: &[usize]) -> candle_core::Result<&Entry> {
+        let e = self.entry(name, kind)?;
+        if e.dims != dims {
+            candle_core::bail!(
+                "pack entry `{name}` has dimensions {:?}, config.json implies {dims:?}",
+                e.dims
+            );
+        }
+        Ok(e)
+    }
+
+    fn packed_f32(
+        &self,
+        name: &str,
+        compute: Compute,
+        (n, k): (usize, usize),
+    ) -> candle_core::Result<PackedMatrix> {
         let Compute::Packed(isa) = compute else {
             candle_core::bail!("internal: f32 panels for {compute:?}")
         };
-        let e = self.entry(name, Kind::PackedF32)?;
-        match e.dims[..] {
-            [n, k] => PackedMatrix::from_store(n, k, isa, self.store(e)?),
-            _ => None,
+        // The layout is the detected instruction set's (the key says so); running panels
+        // of another on this CPU would be undefined.
+        if isa != Isa::detect() {
+            candle_core::bail!(
+                "panels for {isa:?}, but this CPU's kernels are {:?}",
+                Isa::detect()
+            );
         }
-        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+        let e = self.entry_of(name, Kind::PackedF32, &[n, k])?;
+        PackedMatrix::from_store(n, k, isa, self.store(e)?)
+            .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
     }
 
-    fn packed_i8(&self, name: &str, kernel: Int8Kernel) -> candle_core::Result<Int8Matrix> {
-        let e = self.entry(name, Kind::PackedI8)?;
-        let (_, aux) = self.raw(&format!("{name}{INT8_AUX}"))?;
-        match e.dims[..] {
-            [n, k] => Int8Matrix::from_store(n, k, kernel, self.store(e)?, aux.as_slice()),
-            _ => None,
+    /// An int8 weight of `(n, k)`, as config.json implies, and its scales and column sums
+    /// (`2n` values): the same checks as the float entries, and the kernel must run here.
+    fn packed_i8(
+        &self,
+        name: &str,
+        kernel: Int8Kernel,
+        (n, k): (usize, usize),
+    ) -> candle_core::Result<Int8Matrix> {
+        // The layout is the kernel's (the key says so); a kernel this CPU lacks would
+        // execute instructions it does not have.
+        if !kernel.supported() {
+            candle_core::bail!("int8 panels for {kernel:?}, which this CPU does not run");
         }
-        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+        let e = self.entry_of(name, Kind::PackedI8, &[n, k])?;
+        let aux_len = n
+            .checked_mul(2)
+            .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} is too large")))?;
+        let aux = self.entry_of(&format!("{name}{INT8_AUX}"), Kind::Raw, &[aux_len])?;
+        let aux: Store<f32> = self.store(aux)?;
+        Int8Matrix::from_store(n, k, kernel, self.store(e)?, aux.as_slice())
+            .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
     }
 
-    fn packed_bf16(&self, name: &str) -> candle_core::Result<AmxMatrix> {
-        let e = self.entry(name, Kind::PackedBf16)?;
-        match e.dims[..] {
-            [n, k] => AmxMatrix::from_store(n, k, self.store(e)?),
-            _ => None,
-        }
-        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+    fn packed_bf16(&self, name: &str, (n, k): (usize, usize)) -> candle_core::Result<AmxMatrix> {
+        let e = self.entry_of(name, Kind::PackedBf16, &[n, k])?;
+        AmxMatrix::from_store(n, k, self.store(e)?)
+            .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
     }
 }
 
@@ -467,26 +518,33 @@ impl Recorder {
 }
 
 impl Packing {
-    /// A packed weight named `name`: from the pack file, or built by `build` (weight
-    /// `(n, k)` and optional bias) and packed for `compute`.
+    /// A packed weight named `name` of `dims` `(n, k)`, as config.json implies: from the
+    /// pack file, or built by `build` (weight `(n, k)` and optional bias) and packed for
+    /// `compute`.
     pub fn linear(
         &self,
         name: &str,
         compute: Compute,
+        dims: (usize, usize),
         build: impl FnOnce() -> candle_core::Result<(Tensor, Option<Tensor>)>,
     ) -> candle_core::Result<(PackedWeight, Option<Vec<f32>>)> {
         let (wname, bname) = (format!("{name}#weight"), format!("{name}#bias"));
         match self {
             Packing::File(file) => {
                 let weight = match compute {
-                    Compute::Bf16(_) => PackedWeight::Bf16(Arc::new(file.packed_bf16(&wname)?)),
-                    Compute::Int8(kernel, _) => {
-                        PackedWeight::I8(Arc::new(file.packed_i8(&wname, kernel)?))
+                    Compute::Bf16(_) => {
+                        PackedWeight::Bf16(Arc::new(file.packed_bf16(&wname, dims)?))
                     }
-                    _ => PackedWeight::F32(Arc::new(file.packed_f32(&wname, compute)?)),
+                    Compute::Int8(kernel, _) => {
+                        PackedWeight::I8(Arc::new(file.packed_i8(&wname, kernel, dims)?))
+                    }
+                    _ => PackedWeight::F32(Arc::new(file.packed_f32(&wname, compute, dims)?)),
                 };
                 let bias = match file.entries.contains_key(&bname) {
-                    true => Some(file.raw(&bname)?.1.as_slice().to_vec()),
+                    true => {
+                        let e = file.entry_of(&bname, Kind::Raw, &[dims.0])?;
+                        Some(file.store::<f32>(e)?.as_slice().to_vec())
+                    }
                     false => None,
                 };
                 Ok((weight, bias))
@@ -502,6 +560,9 @@ impl Packing {
                 }
                 let (weight, bias) = built?;
                 let (n, k) = weight.dims2()?;
+                if (n, k) != dims {
+                    candle_core::bail!("`{name}` is {n} x {k}, config.json implies {dims:?}");
+                }
                 let values = host(&weight)?;
                 let packed = match compute {
                     Compute::Packed(isa) => {
@@ -633,8 +694,12 @@ struct WriteJob {
     /// The next entry to claim; an entry is written by whoever claims it.
     next: std::sync::atomic::AtomicUsize,
     error: Mutex<Option<std::io::Error>>,
+    /// Entries written so far; whoever writes the last one finishes the file.
+    written: std::sync::atomic::AtomicUsize,
+    finished: std::sync::atomic::AtomicBool,
     tmp: PathBuf,
     path: PathBuf,
+    dir: PathBuf,
 }
 
 impl WriteJob {
@@ -657,17 +722,38 @@ impl WriteJob {
                 self.next.store(self.parts.len(), Ordering::Relaxed);
                 return;
             }
+            if self.written.fetch_add(1, Ordering::AcqRel) + 1 == self.parts.len() {
+                // The last entry: the background thread, when it gets this far before the
+                // drop, also syncs and renames in the background.
+                self.finish();
+            }
         }
     }
 
-    /// Once every entry is written: renames the file into place, or removes it after a
-    /// failure (the next run packs again).
+    /// Once every entry is written (or one failed): syncs the file, renames it into place
+    /// and syncs the directory, or removes it after a failure (the next run packs again).
+    /// The first call does it; later ones do nothing.
     fn finish(&self) {
-        let failed = self.error.lock().map_or(true, |e| e.is_some());
-        // No fsync: forcing 600 MB to disk would cost the first run seconds. After a crash
-        // the renamed file may have the right length and zeroed pages, which the entries'
-        // edge checksums catch.
-        if failed || fs::rename(&self.tmp, &self.path).is_err() {
+        if self
+            .finished
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let complete = self.written.load(std::sync::atomic::Ordering::Acquire) == self.parts.len()
+            && self.error.lock().is_ok_and(|e| e.is_none());
+        // Synced before the rename, and the rename before the writer says done: after a
+        // power loss the pack file is whole or absent (without the sync the renamed file
+        // could have the right length and zeroed pages inside an entry, where the edge
+        // checksums do not look).
+        let done = complete
+            && self
+                .file
+                .sync_all()
+                .and_then(|()| fs::rename(&self.tmp, &self.path))
+                .and_then(|()| sync_dir(&self.dir))
+                .is_ok();
+        if !done {
             let _ = fs::remove_file(&self.tmp);
         }
     }
@@ -789,13 +875,7 @@ fn write_with(key: &PackKey, recorder: &Recorder, background: bool) -> std::io::
     drop(records);
     let dir = key.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     fs::create_dir_all(&dir)?;
-    // Unique per process and load: two loads of one checkpoint may write at once.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = key
-        .path
-        .with_extension(format!("{EXT}.tmp.{}.{n}", std::process::id()));
-    let file = File::create(&tmp)?;
+    let (tmp, file) = create_temporary(&key.path)?;
     let laid_out = lay_out(&file, &key.key, parts, present);
     let parts = match laid_out {
         Ok(parts) => parts,
@@ -809,8 +889,11 @@ fn write_with(key: &PackKey, recorder: &Recorder, background: bool) -> std::io::
         parts,
         next: std::sync::atomic::AtomicUsize::new(0),
         error: Mutex::new(None),
+        written: std::sync::atomic::AtomicUsize::new(0),
+        finished: std::sync::atomic::AtomicBool::new(false),
         tmp,
         path: key.path.clone(),
+        dir,
     });
     let background = match background {
         true => {
@@ -829,6 +912,116 @@ fn write_with(key: &PackKey, recorder: &Recorder, background: bool) -> std::io::
         job: Some(job),
         background,
     })
+}
+
+/// Where temporary pack files are written: `<slot>.vlmpack.tmp.<pid>.<nonce>`.
+fn is_temporary(name: &str) -> bool {
+    name.contains(&format!(".{EXT}.tmp."))
+}
+
+/// A new temporary file beside `path`, made with `create_new` (never through a symlink,
+/// never another writer's file) and locked while this process writes it, so that
+/// [`sweep`] can tell it from a dead writer's leftover. The name holds the process id and
+/// a nonce: processes of other machines or containers sharing the cache may have the same
+/// id, and a name that exists already is skipped.
+fn create_temporary(path: &Path) -> std::io::Result<(PathBuf, File)> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    loop {
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{EXT}.tmp.{}.{clock:x}{n}", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => {
+                lock(&file);
+                return Ok((tmp, file));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How old a temporary file must be before [`sweep`] removes it: a writer locks its file
+/// right after making it, so only that moment needs the margin.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes temporary pack files in `dir` that no live process is writing: a run killed
+/// while writing (a second Ctrl-C, SIGKILL, a power cut) leaves one of about the pack
+/// file's size, which nothing else would ever remove. Best effort: what cannot be read or
+/// removed stays.
+pub(crate) fn sweep(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_temporary) {
+            continue;
+        }
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        if !old {
+            continue;
+        }
+        if let Ok(file) = File::open(&path) {
+            if unlocked(&file) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Takes an exclusive lock on `file` for as long as it is open (Linux `flock`; released
+/// by the kernel when the process dies). Best effort: without it a live writer's
+/// temporary could be swept after [`STALE_AFTER`].
+#[cfg(target_os = "linux")]
+fn lock(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this File owns; it changes no memory.
+    unsafe {
+        libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB);
+    }
+}
+
+/// Whether no process holds [`lock`] on `file` (then this one does, until it is closed).
+#[cfg(target_os = "linux")]
+fn unlocked(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: as in `lock`.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lock(_file: &File) {}
+
+/// Elsewhere, only age tells: a temporary untouched for a day has no writer.
+#[cfg(not(target_os = "linux"))]
+fn unlocked(file: &File) -> bool {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= std::time::Duration::from_secs(24 * 3600))
+}
+
+/// Makes a rename in `dir` durable (Unix: fsync of the directory).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Lays the file out: writes its header and table, sets its length (the gaps between
@@ -971,7 +1164,9 @@ mod tests {
             let file = PackFile::open(&key)
                 .unwrap_or_else(|e| panic!("background {background}: {e}"))
                 .expect("the pack file was not written");
-            let a = file.packed_f32("a#weight", Compute::Packed(isa)).unwrap();
+            let a = file
+                .packed_f32("a#weight", Compute::Packed(isa), (40, 24))
+                .unwrap();
             assert_eq!(a.store().as_slice(), packed.store().as_slice());
             assert_eq!(file.raw("b").unwrap().1.as_slice(), &host[..]);
             let (dims, c) = file.raw("c").unwrap();
