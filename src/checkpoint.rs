@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::family::{Family, Scoring};
 use crate::labels::PromptSet;
 use crate::model::config::ClipConfig;
-use crate::model::{family, l2_normalize, ClipModel, LoadOptions};
+use crate::model::{family, l2_normalize, ClipModel, LoadOptions, Precision};
 use crate::preprocess::{self, DecodeOptions, Preprocessor};
 use crate::progress::{Level, Progress};
 use crate::score::{self, Score};
@@ -59,18 +59,24 @@ impl Checkpoint {
         Self::load_as(files, device, DType::F32)
     }
 
-    /// Loads a checkpoint's four files onto `device`, computing in `dtype`.
-    pub fn load_as(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
-        Self::load_with(files, device, dtype, &LoadOptions::default())
+    /// Loads a checkpoint's four files onto `device`, computing in `precision` (a float
+    /// `DType`, or [`Precision::Int8`]).
+    pub fn load_as(
+        files: &ModelFiles,
+        device: &Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
+        Self::load_with(files, device, precision, &LoadOptions::default())
     }
 
     /// Like [`Self::load_as`], with a pack cache and other [`LoadOptions`].
     pub fn load_with(
         files: &ModelFiles,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
         options: &LoadOptions,
     ) -> Result<Self> {
+        let precision = precision.into();
         let (config, preprocess_config) = family::read_configs(files, |name| {
             Ok::<_, Error>(crate::model::tensor_shape(
                 &files.weights,
@@ -94,7 +100,7 @@ impl Checkpoint {
             let tokenizer = scope.spawn(|| {
                 family::tokenizer(files, config.text.max_position_embeddings, config.family)
             });
-            let model = ClipModel::load_with(&config, &files.weights, device, dtype, options);
+            let model = ClipModel::load_with(&config, &files.weights, device, precision, options);
             let tokenizer = tokenizer
                 .join()
                 .map_err(|_| Error::Internal("the tokenizer thread panicked"));
@@ -171,7 +177,7 @@ impl Checkpoint {
     /// numeric type), without decoding shortcuts, which move embeddings only slightly:
     /// what a linear probe must match.
     pub fn numeric_fingerprint(&self) -> String {
-        dtype_name(self.model.dtype()).to_string()
+        self.model.precision().name().to_string()
     }
 
     /// Tokenises and embeds prompts, a bounded batch at a time. Batches are formed from

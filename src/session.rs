@@ -6,14 +6,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use candle_core::DType;
-
 use crate::cache::{file_stamp, CacheError, CacheNamespace, EmbeddingCache};
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceError, DeviceKind};
 use crate::error::Error;
 use crate::job::{Job, Level, Progress, Tally};
-use crate::model::{Bf16Kernel, LoadOptions, PackStatus};
+use crate::model::{Bf16Kernel, Int8Kernel, LoadOptions, PackStatus, Precision};
 use crate::pipeline::PipelineOptions;
 use crate::preprocess::DecodeOptions;
 use crate::source::{self, HubOptions, ModelFiles, SourceError};
@@ -21,6 +19,10 @@ use crate::source::{self, HubOptions, ModelFiles, SourceError};
 /// Environment variable that picks the CPU's bf16 kernel (`amx` or `avx512bf16`) instead
 /// of the fastest one present: to measure or test the AVX512-BF16 kernel on a CPU with AMX.
 pub const BF16_KERNEL_ENV: &str = "VLM_BF16_KERNEL";
+
+/// Environment variable that picks the CPU's int8 kernel (`amx`, `avx512vnni`, `avxvnni`,
+/// `avx2` or `portable`) instead of the fastest one present: to measure or test another.
+pub const INT8_KERNEL_ENV: &str = "VLM_INT8_KERNEL";
 
 /// Where image embeddings are kept between runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +43,8 @@ pub struct ModelSettings {
     /// A hub revision instead of the default.
     pub revision: Option<String>,
     pub device: DeviceKind,
-    /// What the encoders compute in.
-    pub dtype: DType,
+    /// What the encoders compute in: a float type, or int8 (CPU only).
+    pub dtype: Precision,
     /// Keep packed weights between runs ([`crate::model::default_pack_dir`]).
     pub pack_cache: bool,
     pub cache: CacheChoice,
@@ -63,6 +65,8 @@ pub enum SessionError {
     MaxMegapixels(f64),
     #[error("{BF16_KERNEL_ENV}: {0}, or unset it")]
     Bf16Kernel(String),
+    #[error("{INT8_KERNEL_ENV}: {0}, or unset it")]
+    Int8Kernel(String),
     #[error("this system has no user cache directory; pass --cache=DIR")]
     NoCacheDir,
     #[error(transparent)]
@@ -77,8 +81,18 @@ pub enum SessionError {
 
 /// The bf16 kernel named by [`BF16_KERNEL_ENV`], if set.
 pub fn bf16_kernel() -> Result<Option<Bf16Kernel>, SessionError> {
-    match std::env::var(BF16_KERNEL_ENV) {
-        Ok(name) if !name.is_empty() => name.parse().map(Some).map_err(SessionError::Bf16Kernel),
+    kernel_named_by(BF16_KERNEL_ENV).map_err(SessionError::Bf16Kernel)
+}
+
+/// The int8 kernel named by [`INT8_KERNEL_ENV`], if set.
+pub fn int8_kernel() -> Result<Option<Int8Kernel>, SessionError> {
+    kernel_named_by(INT8_KERNEL_ENV).map_err(SessionError::Int8Kernel)
+}
+
+/// The kernel the environment variable `var` names, if set and not empty.
+fn kernel_named_by<K: std::str::FromStr<Err = String>>(var: &str) -> Result<Option<K>, String> {
+    match std::env::var(var) {
+        Ok(name) if !name.is_empty() => name.parse().map(Some),
         _ => Ok(None),
     }
 }
@@ -130,6 +144,7 @@ impl Session {
                 None
             },
             bf16_kernel: bf16_kernel()?,
+            int8_kernel: int8_kernel()?,
         };
         let mut checkpoint = Checkpoint::load_with(&files, &device, settings.dtype, &options)?;
         let mut decode = DecodeOptions::with_max_megapixels(max_megapixels)
@@ -299,7 +314,7 @@ mod tests {
         let checkpoint = Checkpoint::load_with(
             &files,
             &candle_core::Device::Cpu,
-            DType::F32,
+            candle_core::DType::F32,
             &Default::default(),
         )
         .unwrap();

@@ -211,7 +211,9 @@ pub struct ModelArgs {
     pub device: DeviceArg,
 
     /// Number type the encoders compute in: f16 halves the weights' memory; bf16 needs a
-    /// GPU or, on the CPU, Intel AMX-BF16. Embeddings and scores are f32 either way.
+    /// GPU or, on the CPU, Intel AMX-BF16 or AVX512-BF16; int8 (CPU only) quantises the
+    /// transformer layers' weights and inputs, the fastest on most CPUs, embeddings within
+    /// cosine 0.995 of f32. Embeddings and scores are f32 either way.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32, help_heading = "Model")]
     pub dtype: DTypeArg,
 
@@ -318,14 +320,17 @@ pub enum DTypeArg {
     F32,
     F16,
     Bf16,
+    Int8,
 }
 
-impl From<DTypeArg> for candle_core::DType {
+impl From<DTypeArg> for vlm::model::Precision {
     fn from(arg: DTypeArg) -> Self {
+        use candle_core::DType;
         match arg {
-            DTypeArg::F32 => Self::F32,
-            DTypeArg::F16 => Self::F16,
-            DTypeArg::Bf16 => Self::BF16,
+            DTypeArg::F32 => Self::Float(DType::F32),
+            DTypeArg::F16 => Self::Float(DType::F16),
+            DTypeArg::Bf16 => Self::Float(DType::BF16),
+            DTypeArg::Int8 => Self::Int8,
         }
     }
 }

@@ -10,7 +10,7 @@ use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 use super::config::Activation;
 pub(crate) use super::pack::Compute;
 use super::pack::{host, PackedWeight, Packing};
-use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads};
+use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads, Int8Kernel};
 
 /// How a load builds its layers: the implementation, and where packed weights come from.
 pub(crate) struct Packer {
@@ -24,6 +24,21 @@ impl Packer {
         Self {
             compute,
             packing: Packing::Fresh(None),
+        }
+    }
+
+    /// The packer for the layers outside the transformer stack (patch embedding,
+    /// projections): the same, except that an int8 model keeps them in f32. The patch
+    /// embedding reads raw pixels and the projections run once per image or prompt, so
+    /// int8 would buy little time there for most of the accuracy it costs (measured in
+    /// BENCHMARKS.md).
+    pub fn edge(&self) -> Self {
+        Self {
+            compute: match self.compute {
+                Compute::Int8(_, isa) => Compute::Packed(isa),
+                other => other,
+            },
+            packing: self.packing.clone(),
         }
     }
 }
@@ -86,6 +101,7 @@ impl PackedLinear {
         match &self.weight {
             PackedWeight::F32(w) => (w.n(), w.k()),
             PackedWeight::Bf16(w) => (w.n(), w.k()),
+            PackedWeight::I8(w) => (w.n(), w.k()),
         }
     }
 
@@ -105,6 +121,14 @@ impl PackedLinear {
                     _ => Bf16Kernel::Amx,
                 };
                 kernels::matmul_bf16(x, rows, w, &ep, out, kernel)
+            }
+            PackedWeight::I8(w) => {
+                let kernel = match self.compute {
+                    Compute::Int8(kernel, _) => kernel,
+                    // Only int8 loads make int8 weights.
+                    _ => Int8Kernel::Portable,
+                };
+                kernels::matmul_int8(x, rows, w, &ep, out, kernel)
             }
         }
     }
@@ -126,12 +150,13 @@ impl Dense {
         dims: (usize, usize),
         build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
     ) -> Result<Self> {
+        let p = p.edge();
         Ok(match p.compute {
             Compute::Candle => {
                 let (weight, bias) = build()?;
                 Dense::Candle(Linear::new(weight, bias))
             }
-            _ => Dense::Packed(PackedLinear::load(p, name, dims, build)?),
+            _ => Dense::Packed(PackedLinear::load(&p, name, dims, build)?),
         })
     }
 
@@ -360,7 +385,7 @@ impl Encoder {
                     .map(|i| Block::load(vb.pp(i), shape))
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Compute::Packed(_) | Compute::Bf16(_) => Encoder::Packed {
+            Compute::Packed(_) | Compute::Bf16(_) | Compute::Int8(..) => Encoder::Packed {
                 blocks: (0..shape.layers)
                     .map(|i| PackedBlock::load(vb.pp(i), shape, p))
                     .collect::<Result<Vec<_>>>()?,

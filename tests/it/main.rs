@@ -15,6 +15,7 @@ mod fewshot;
 mod hostile;
 mod hub;
 mod inputs;
+mod int8;
 // The build script's NASM rule, tested without a build (its tests are in the file).
 mod jpeg_downscale;
 #[path = "../../build/jpeg_simd.rs"]
