@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod cache;
+pub mod caption;
 pub mod checkpoint;
 pub mod dataset;
 pub mod decide;

@@ -42,6 +42,12 @@ pub enum ConfigError {
         model_type: String,
         what: &'static str,
     },
+    #[error(
+        "{} is a BLIP checkpoint: it writes captions or answers about images, it does not score \
+         labels; use `vlm caption` with it (`vlm ask` for a question-answering BLIP)",
+        path.display()
+    )]
+    Blip { path: PathBuf },
 }
 
 /// The activation between the two MLP layers of every transformer block.
@@ -152,6 +158,11 @@ impl ClipConfig {
         let root = fields.object(&root, "")?;
         let family = if let Some(model_type) = root.get("model_type") {
             let model_type = model_type.as_str().unwrap_or_default();
+            if model_type == "blip" {
+                return Err(ConfigError::Blip {
+                    path: origin.to_path_buf(),
+                });
+            }
             family_of(model_type).map_err(|what| ConfigError::NotClip {
                 path: origin.to_path_buf(),
                 model_type: model_type.to_string(),
@@ -220,7 +231,7 @@ fn family_of(model_type: &str) -> Result<Family, &'static str> {
         "siglip2" => Err("SigLIP 2 NaFlex, variable resolution; not supported yet, use a fixed-resolution SigLIP 2 checkpoint such as google/siglip2-base-patch16-224"),
         "chinese_clip" => Err("ChineseCLIP, a BERT text tower; not supported yet"),
         "altclip" => Err("AltCLIP, an XLM-R text tower; not supported"),
-        "blip" | "blip-2" | "blip_2" => Err("BLIP, a captioning model"),
+        "blip-2" | "blip_2" => Err("BLIP-2, a captioning model with a large language model; not supported"),
         "clip_text_model" | "clip_vision_model" | "siglip_text_model" | "siglip_vision_model" => {
             Err("a single tower; vlm needs the full image-text checkpoint")
         }
@@ -346,13 +357,13 @@ impl VisionConfig {
 }
 
 /// Typed access to config fields, with errors that name the file and the field path.
-struct Fields<'a> {
-    path: &'a Path,
-    prefix: &'a str,
+pub(super) struct Fields<'a> {
+    pub(super) path: &'a Path,
+    pub(super) prefix: &'a str,
 }
 
 impl Fields<'_> {
-    fn error(&self, field: &str, problem: &str) -> ConfigError {
+    pub(super) fn error(&self, field: &str, problem: &str) -> ConfigError {
         ConfigError::Field {
             path: self.path.to_path_buf(),
             field: format!("{}{field}", self.prefix),
@@ -360,7 +371,7 @@ impl Fields<'_> {
         }
     }
 
-    fn object<'v>(
+    pub(super) fn object<'v>(
         &self,
         value: &'v Value,
         field: &str,
@@ -374,11 +385,11 @@ impl Fields<'_> {
         })
     }
 
-    fn present<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    pub(super) fn present<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
         map.get(key).filter(|v| !v.is_null())
     }
 
-    fn usize(
+    pub(super) fn usize(
         &self,
         map: &Map<String, Value>,
         key: &str,
@@ -393,7 +404,12 @@ impl Fields<'_> {
         }
     }
 
-    fn u32(&self, map: &Map<String, Value>, key: &str, default: u32) -> Result<u32, ConfigError> {
+    pub(super) fn u32(
+        &self,
+        map: &Map<String, Value>,
+        key: &str,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
         match Self::present(map, key) {
             None => Ok(default),
             Some(v) => v
@@ -408,7 +424,12 @@ impl Fields<'_> {
         }
     }
 
-    fn f64(&self, map: &Map<String, Value>, key: &str, default: f64) -> Result<f64, ConfigError> {
+    pub(super) fn f64(
+        &self,
+        map: &Map<String, Value>,
+        key: &str,
+        default: f64,
+    ) -> Result<f64, ConfigError> {
         match Self::present(map, key) {
             None => Ok(default),
             Some(v) => match v.as_f64() {
@@ -418,7 +439,7 @@ impl Fields<'_> {
         }
     }
 
-    fn present_bool(&self, map: &Map<String, Value>, key: &str) -> Option<bool> {
+    pub(super) fn present_bool(&self, map: &Map<String, Value>, key: &str) -> Option<bool> {
         Self::present(map, key).and_then(Value::as_bool)
     }
 
@@ -427,9 +448,21 @@ impl Fields<'_> {
         map: &Map<String, Value>,
         family: Family,
     ) -> Result<Activation, ConfigError> {
+        let default = match family {
+            Family::Siglip => Activation::GeluTanh,
+            _ => Activation::QuickGelu,
+        };
+        self.activation_or(map, default)
+    }
+
+    /// `hidden_act`, or `default` when absent.
+    pub(super) fn activation_or(
+        &self,
+        map: &Map<String, Value>,
+        default: Activation,
+    ) -> Result<Activation, ConfigError> {
         match Self::present(map, "hidden_act") {
-            None if family == Family::Siglip => Ok(Activation::GeluTanh),
-            None => Ok(Activation::QuickGelu),
+            None => Ok(default),
             Some(v) => v.as_str().and_then(Activation::parse).ok_or_else(|| {
                 self.error(
                     "hidden_act",
@@ -439,7 +472,7 @@ impl Fields<'_> {
         }
     }
 
-    fn divisible(&self, size: usize, by: usize, field: &str) -> Result<(), ConfigError> {
+    pub(super) fn divisible(&self, size: usize, by: usize, field: &str) -> Result<(), ConfigError> {
         if size.is_multiple_of(by) {
             Ok(())
         } else {

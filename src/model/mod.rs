@@ -7,6 +7,7 @@
 //! takes hand-written configs, so it cannot match transformers on the checkpoints we
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
+pub mod blip;
 mod layers;
 pub mod open_clip;
 mod pack;

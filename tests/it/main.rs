@@ -3,6 +3,7 @@
 mod common;
 
 mod batch;
+mod caption;
 mod cli;
 mod embed_search;
 mod eval;
