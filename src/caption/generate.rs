@@ -445,3 +445,142 @@ fn advance<C: Clone>(
         b.slots.iter().all(|slot| slot.finished) && s.early_stopping == EarlyStopping::Finished;
     b.done = !b.improvable || full || hits.iter().all(|&h| h);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decoder whose next-token log-probabilities depend only on the last token, from a
+    /// table; batch item `i` adds `5 i` to the end token's logit.
+    struct Table {
+        rows: Vec<Vec<f32>>,
+    }
+
+    impl Decoder for Table {
+        type Cache = Vec<u32>;
+
+        fn vocab(&self) -> usize {
+            self.rows[0].len()
+        }
+
+        fn new_cache(&self, _capacity: usize) -> Vec<u32> {
+            Vec::new()
+        }
+
+        fn step(
+            &self,
+            ids: &[u32],
+            n: usize,
+            caches: &mut [&mut Vec<u32>],
+            items: &[usize],
+        ) -> Result<Vec<f32>, CaptionError> {
+            let mut out = Vec::new();
+            for (r, cache) in caches.iter_mut().enumerate() {
+                cache.extend_from_slice(&ids[r * n..][..n]);
+                let mut row = self.rows[*cache.last().unwrap() as usize].clone();
+                row[0] += 5.0 * items[r] as f32;
+                out.extend(row);
+            }
+            Ok(out)
+        }
+    }
+
+    fn settings(num_beams: usize, max_length: usize) -> Resolved {
+        Resolved {
+            num_beams,
+            max_length,
+            min_length: 0,
+            repetition_penalty: 1.0,
+            length_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            early_stopping: EarlyStopping::Heuristic,
+            eos: 0,
+        }
+    }
+
+    /// Tokens: 0 end, 1 start, 2 "likely first but a dead end", 3 "less likely first, then
+    /// sure", 4 "repeats itself".
+    fn trap() -> Table {
+        let ln = |p: f32| p.ln();
+        Table {
+            rows: vec![
+                vec![0.0, -9.0, -9.0, -9.0, -9.0],
+                vec![ln(0.01), -9.0, ln(0.55), ln(0.43), ln(0.01)],
+                vec![ln(0.34), -9.0, -9.0, -9.0, ln(0.33)],
+                vec![ln(0.98), -9.0, -9.0, -9.0, ln(0.01)],
+                vec![ln(0.1), -9.0, -9.0, -9.0, ln(0.9)],
+            ],
+        }
+    }
+
+    #[test]
+    fn greedy_takes_each_maximum_and_sums_its_log_probabilities() {
+        let t = trap();
+        let out = generate(&t, 1, &[1], &settings(1, 10)).unwrap();
+        assert_eq!(out[0].tokens, vec![1, 2, 0]);
+        let want = log_prob_of(&t.rows[1], 2) + log_prob_of(&t.rows[2], 0);
+        assert!((out[0].log_prob - want).abs() < 1e-4, "{}", out[0].log_prob);
+    }
+
+    #[test]
+    fn beam_search_finds_the_better_sequence_greedy_misses() {
+        let t = trap();
+        let out = generate(&t, 1, &[1], &settings(2, 10)).unwrap();
+        assert_eq!(out[0].tokens, vec![1, 3, 0]);
+        // sequences_scores: summed log-probabilities over 2 generated tokens, / 2^1.
+        let want = (log_prob_of(&t.rows[1], 3) + log_prob_of(&t.rows[3], 0)) / 2.0;
+        assert!((out[0].log_prob - want).abs() < 1e-3, "{}", out[0].log_prob);
+    }
+
+    #[test]
+    fn items_in_a_batch_finish_on_their_own() {
+        // Item 1's end token gets +5: it ends at the first step; item 0 goes on.
+        let t = trap();
+        for beams in [1, 2] {
+            let together = generate(&t, 2, &[1], &settings(beams, 10)).unwrap();
+            let alone = generate(&t, 1, &[1], &settings(beams, 10)).unwrap();
+            assert_eq!(together[0], alone[0], "{beams} beams");
+            assert!(together[1].tokens.len() < together[0].tokens.len(), "{beams}");
+        }
+        // The length limit cuts a sequence that would not end.
+        let out = generate(&t, 1, &[1, 4], &settings(1, 4)).unwrap();
+        assert_eq!(out[0].tokens.len(), 4);
+    }
+
+    #[test]
+    fn processors_follow_transformers() {
+        let mut s = settings(1, 10);
+        s.repetition_penalty = 2.0;
+        let mut scores = vec![-1.0, 2.0, 4.0, -3.0];
+        process(&mut scores, &[1, 3, 3], &s);
+        // Present tokens: positive divided, negative multiplied, each once.
+        assert_eq!(scores, vec![-1.0, 1.0, 4.0, -6.0]);
+        let mut s = settings(1, 10);
+        s.no_repeat_ngram_size = 2;
+        let mut scores = vec![0.0; 5];
+        // "2 3" occurred after "2": 3 is barred after the final 2.
+        process(&mut scores, &[1, 2, 3, 4, 2], &s);
+        assert_eq!(scores[3], f32::NEG_INFINITY);
+        assert_eq!(scores.iter().filter(|v| v.is_finite()).count(), 4);
+        let mut s = settings(1, 10);
+        s.min_length = 3;
+        let mut scores = vec![0.0; 5];
+        process(&mut scores, &[1, 2], &s);
+        assert_eq!(scores[0], f32::NEG_INFINITY);
+        let mut scores = vec![0.0; 5];
+        process(&mut scores, &[1, 2, 2], &s);
+        assert_eq!(scores[0], 0.0);
+    }
+
+    #[test]
+    fn top_k_breaks_ties_by_position() {
+        let c = |score, beam| Candidate {
+            score,
+            beam,
+            token: 0,
+        };
+        let top = top_k([c(1.0, 0), c(3.0, 1), c(3.0, 2), c(2.0, 3)].into_iter(), 3);
+        let order: Vec<usize> = top.iter().map(|c| c.beam).collect();
+        assert_eq!(order, vec![1, 2, 3]);
+    }
+}
