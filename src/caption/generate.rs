@@ -226,7 +226,10 @@ struct Candidate {
 fn top_k(scores: impl Iterator<Item = Candidate>, k: usize) -> Vec<Candidate> {
     let mut best: Vec<Candidate> = Vec::with_capacity(k + 1);
     for c in scores {
-        if best.len() == k && !(c.score > best[k - 1].score) {
+        // Only a strictly better score displaces the last kept one (NaN never does).
+        if best.len() == k
+            && c.score.partial_cmp(&best[k - 1].score) != Some(std::cmp::Ordering::Greater)
+        {
             continue;
         }
         let at = best.partition_point(|b| b.score >= c.score);
@@ -540,7 +543,10 @@ mod tests {
             let together = generate(&t, 2, &[1], &settings(beams, 10)).unwrap();
             let alone = generate(&t, 1, &[1], &settings(beams, 10)).unwrap();
             assert_eq!(together[0], alone[0], "{beams} beams");
-            assert!(together[1].tokens.len() < together[0].tokens.len(), "{beams}");
+            assert!(
+                together[1].tokens.len() < together[0].tokens.len(),
+                "{beams}"
+            );
         }
         // The length limit cuts a sequence that would not end.
         let out = generate(&t, 1, &[1, 4], &settings(1, 4)).unwrap();

@@ -66,6 +66,7 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Model> {
         // thread exists, so nothing reads the environment concurrently.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
+    source::check_task(&args.spec, source::registry::Task::Classify)?;
     let files = source::resolve(
         &args.spec,
         args.revision.as_deref(),

@@ -235,3 +235,73 @@ impl BlipModel {
         Ok(self.lm_head.forward(&last, rows))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The caption fixture on every kernel this CPU runs (f32: AVX-512, AVX2, portable;
+    /// bf16 where present, to a looser bound): first-step logits against transformers'.
+    #[test]
+    fn every_kernel_gives_transformers_first_step_logits() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let dir = fixtures.join("models/blip-caption");
+        let config = BlipConfig::from_file(&dir.join("config.json")).unwrap();
+        let reference = candle_core::safetensors::load(
+            fixtures.join("reference/blip-caption.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let pixels = Tensor::stack(
+            &(0..4)
+                .map(|i| reference[&format!("pixel_values.{i}")].clone())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        let want: Vec<f32> = reference["logits.greedy"]
+            .narrow(0, 0, 4)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mut kernels: Vec<(Compute, f32)> = [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+            .into_iter()
+            .filter(|isa| isa.supported())
+            .map(|isa| (Compute::Packed(isa), 1e-4))
+            .collect();
+        kernels.extend(
+            [Bf16Kernel::Amx, Bf16Kernel::Avx512Bf16]
+                .into_iter()
+                .filter(|k| k.supported())
+                .map(|k| (Compute::Bf16(k), 0.25)),
+        );
+        for (compute, bound) in kernels {
+            let model =
+                BlipModel::load_on(&config, &dir.join("model.safetensors"), compute, DType::F32)
+                    .unwrap();
+            let embeds = model.encode_images(&pixels).unwrap();
+            let per = embeds.len() / 4;
+            let cross: Vec<CrossStates> = embeds
+                .chunks(per)
+                .map(|e| model.decoder_states(e, model.image_tokens()))
+                .collect();
+            let mut caches: Vec<SequenceCache> = (0..4).map(|_| model.new_cache(1)).collect();
+            let mut refs: Vec<&mut SequenceCache> = caches.iter_mut().collect();
+            let cross: Vec<&CrossStates> = cross.iter().collect();
+            let bos = config.text.bos_token_id;
+            let got = model.decode(&[bos; 4], 1, &mut refs, &cross).unwrap();
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                diff <= bound,
+                "{}: logits differ by {diff}",
+                model.kernels()
+            );
+        }
+    }
+}
