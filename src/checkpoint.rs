@@ -53,16 +53,11 @@ impl Checkpoint {
         options: &LoadOptions,
     ) -> Result<Self> {
         let (config, preprocess_config) = read_configs(files)?;
-        let (height, width) = preprocess_config.output_size();
-        let size = config.vision.image_size;
-        if height as usize != size || width as usize != size {
-            return Err(Error::InputSize {
-                path: files.preprocessor.clone(),
-                height,
-                width,
-                size,
-            });
-        }
+        check_input_size(
+            &preprocess_config,
+            config.vision.image_size,
+            &files.preprocessor,
+        )?;
         let tokenizer_file = files
             .tokenizer
             .is_file()
@@ -338,6 +333,20 @@ fn read_configs(files: &ModelFiles) -> Result<(ClipConfig, PreprocessConfig)> {
         ..PreprocessConfig::default()
     };
     Ok((config, preprocess))
+}
+
+/// Refuses preprocessing whose output is not the vision tower's `size` x `size` input.
+pub(crate) fn check_input_size(config: &PreprocessConfig, size: usize, path: &Path) -> Result<()> {
+    let (height, width) = config.output_size();
+    if height as usize != size || width as usize != size {
+        return Err(Error::InputSize {
+            path: path.to_path_buf(),
+            height,
+            width,
+            size,
+        });
+    }
+    Ok(())
 }
 
 /// The usual short name of a float type.

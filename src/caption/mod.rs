@@ -164,17 +164,11 @@ impl Captioner {
         refuse_matching_models(files)?;
         let config = BlipConfig::from_file(&files.config)?;
         let preprocess_config = PreprocessConfig::from_file(&files.preprocessor)?;
-        let (height, width) = preprocess_config.output_size();
-        let size = config.vision.image_size;
-        if height as usize != size || width as usize != size {
-            return Err(crate::Error::InputSize {
-                path: files.preprocessor.clone(),
-                height,
-                width,
-                size,
-            }
-            .into());
-        }
+        crate::checkpoint::check_input_size(
+            &preprocess_config,
+            config.vision.image_size,
+            &files.preprocessor,
+        )?;
         let tokenizer = BlipTokenizer::from_file(&files.tokenizer)?;
         let model = BlipModel::load(&config, &files.weights, device, dtype, options)?;
         Ok(Self {

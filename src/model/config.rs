@@ -241,7 +241,7 @@ fn family_of(model_type: &str) -> Result<Family, &'static str> {
 
 /// The tower's settings: `text_config`, overridden by the legacy `text_config_dict` as
 /// transformers does.
-fn tower_map(
+pub(super) fn tower_map(
     root: &Map<String, Value>,
     key: &str,
     fields: &Fields,

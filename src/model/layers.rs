@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
-use super::config::Activation;
+use super::config::{Activation, VisionConfig};
 pub(crate) use super::pack::Compute;
 use super::pack::{host, PackedWeight, Packing};
 use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads};
@@ -37,6 +37,20 @@ pub(crate) struct StackShape {
     pub layers: usize,
     pub act: Activation,
     pub eps: f64,
+}
+
+impl StackShape {
+    /// The transformer of a vision tower.
+    pub fn vision(config: &VisionConfig) -> Self {
+        Self {
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            heads: config.num_attention_heads,
+            layers: config.num_hidden_layers,
+            act: config.hidden_act,
+            eps: config.layer_norm_eps,
+        }
+    }
 }
 
 pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {

@@ -128,16 +128,7 @@ impl ClipModel {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let compute = match (device, dtype) {
-            (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
-            (Device::Cpu, DType::BF16) => Compute::Bf16(
-                options
-                    .bf16_kernel
-                    .or_else(Bf16Kernel::detect)
-                    .unwrap_or(Bf16Kernel::Amx),
-            ),
-            _ => Compute::Candle,
-        };
+        let compute = compute_for(device, dtype, options);
         Self::load_for(config, weights, device, dtype, compute, options)
     }
 
@@ -391,6 +382,21 @@ impl ClipModel {
                 what: "images",
                 cause: source,
             })
+    }
+}
+
+/// The kernels for `device` and `dtype`: the packed CPU kernels in f32 and bf16 (the bf16
+/// kernel `options` names, else the fastest present), candle's ops everywhere else.
+pub(crate) fn compute_for(device: &Device, dtype: DType, options: &LoadOptions) -> Compute {
+    match (device, dtype) {
+        (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
+        (Device::Cpu, DType::BF16) => Compute::Bf16(
+            options
+                .bf16_kernel
+                .or_else(Bf16Kernel::detect)
+                .unwrap_or(Bf16Kernel::Amx),
+        ),
+        _ => Compute::Candle,
     }
 }
 

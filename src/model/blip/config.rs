@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::model::config::{Activation, ConfigError, Fields, VisionConfig};
+use crate::model::config::{tower_map, Activation, ConfigError, Fields, VisionConfig};
 
 /// What a BLIP checkpoint does, from `architectures` (or, without it, from its weights).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,13 +98,8 @@ impl BlipConfig {
             }
         }
         let task = task_of(root, &fields)?;
-        let section = |key: &str| -> Result<Map<String, Value>, ConfigError> {
-            match root.get(key) {
-                None | Some(Value::Null) => Ok(Map::new()),
-                Some(value) => Ok(fields.object(value, key)?.clone()),
-            }
-        };
-        let (text_map, vision_map) = (section("text_config")?, section("vision_config")?);
+        let text_map = tower_map(root, "text_config", &fields)?;
+        let vision_map = tower_map(root, "vision_config", &fields)?;
         let vf = Fields {
             path: origin,
             prefix: "vision_config.",

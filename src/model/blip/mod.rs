@@ -17,7 +17,6 @@ use candle_nn::VarBuilder;
 
 use super::layers::{Compute, Packer};
 use super::{LoadOptions, ModelError};
-use crate::kernels::{Bf16Kernel, Isa};
 pub use config::{BlipConfig, BlipTask, BlipTextConfig};
 pub(crate) use text::{CrossStates, SequenceCache};
 use text::{LmHead, TextModel};
@@ -47,34 +46,21 @@ impl BlipModel {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let compute = match (device, dtype) {
-            (Device::Cpu, DType::F32) => Compute::Packed(Isa::detect()),
-            (Device::Cpu, DType::BF16) => match options.bf16_kernel.or_else(Bf16Kernel::detect) {
-                Some(kernel) if kernel.supported() => Compute::Bf16(kernel),
-                _ => {
-                    return Err(ModelError::DType {
-                        dtype,
-                        device: "CPU",
-                        hint: "bf16 needs Intel AMX-BF16 or AVX512-BF16, which this CPU (or the \
-                                   kernel VLM_BF16_KERNEL names) lacks; use --dtype f32",
-                    })
-                }
-            },
-            (Device::Cpu, _) => {
-                return Err(ModelError::DType {
-                    dtype,
-                    device: "CPU",
-                    hint: "BLIP runs in f32 or bf16 on the packed CPU kernels; use --dtype f32",
-                })
-            }
-            _ => {
-                return Err(ModelError::DType {
-                    dtype,
-                    device: "GPU",
-                    hint: "BLIP runs on the CPU's packed kernels only; use --device cpu",
-                })
-            }
-        };
+        let compute = super::compute_for(device, dtype, options);
+        if compute == Compute::Candle {
+            return Err(ModelError::DType {
+                dtype,
+                device: if matches!(device, Device::Cpu) {
+                    "CPU"
+                } else {
+                    "GPU"
+                },
+                hint: "BLIP runs on the CPU's packed kernels, in f32 or bf16; use --device cpu \
+                       --dtype f32",
+            });
+        }
+        let bf16_runs = matches!(compute, Compute::Bf16(kernel) if kernel.supported());
+        super::check_dtype(dtype, device, compute, bf16_runs)?;
         Self::load_on(config, weights, compute, dtype)
     }
 
@@ -239,6 +225,7 @@ impl BlipModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::{Bf16Kernel, Isa};
 
     /// The caption fixture on every kernel this CPU runs (f32: AVX-512, AVX2, portable;
     /// bf16 where present, to a looser bound): first-step logits against transformers'.

@@ -30,14 +30,7 @@ impl BlipVision {
         let tower = vb.pp("vision_model");
         let embeddings = tower.pp("embeddings");
         let (hidden, patch, grid) = (config.hidden_size, config.patch_size, config.grid());
-        let shape = StackShape {
-            hidden,
-            intermediate: config.intermediate_size,
-            heads: config.num_attention_heads,
-            layers: config.num_hidden_layers,
-            act: config.hidden_act,
-            eps: config.layer_norm_eps,
-        };
+        let shape = StackShape::vision(config);
         // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip.py#L172-L243
         let patch_name = format!("{}.patch_embedding", embeddings.prefix());
         let patch_embedding = Dense::build(p, &patch_name, || {
