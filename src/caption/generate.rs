@@ -69,6 +69,7 @@ pub(crate) fn generate<D: Decoder>(
 }
 
 /// The logits processors, in place, for a sequence holding `tokens` so far.
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/utils.py#L1466-L1526
 fn process(scores: &mut [f32], tokens: &[u32], s: &Resolved) {
     let vocab = scores.len();
     // RepetitionPenaltyLogitsProcessor: every token present (once, however often it occurs).
@@ -138,7 +139,7 @@ fn select<'c, C>(caches: &'c mut [C], alive: &[usize]) -> Vec<&'c mut C> {
         .collect()
 }
 
-// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/utils.py#L3122-L3290
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/utils.py#L3122-L3340
 fn greedy<D: Decoder>(
     decoder: &D,
     items: usize,
@@ -244,7 +245,7 @@ fn length_norm(length: usize, penalty: f32) -> f32 {
     (length as f64).powf(penalty as f64) as f32
 }
 
-// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/utils.py#L3566-L3800
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/utils.py#L3575-L3917
 fn beam_search<D: Decoder>(
     decoder: &D,
     items: usize,
@@ -321,6 +322,7 @@ fn beam_search<D: Decoder>(
 }
 
 /// One beam-search step of one item, given the logits of its running beams.
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/utils.py#L3374-L3573
 fn advance<C: Clone>(
     b: &mut Beams<C>,
     logits: &mut [f32],

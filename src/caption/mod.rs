@@ -339,6 +339,7 @@ impl Captioner {
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
+    // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip.py#L857-L932
     /// What the caption decoder cross-attends to for each image, and its input: the start
     /// token, then the prompt's tokens (`generate` writes the start token over `[CLS]` and
     /// drops the final `[SEP]`).
@@ -366,6 +367,7 @@ impl Captioner {
         Ok((cross, prefix))
     }
 
+    // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip.py#L1070-L1155
     /// What the answer decoder cross-attends to for each image and question: the question
     /// encoded with the image.
     fn question_states(

@@ -115,6 +115,7 @@ pub(crate) struct Resolved {
 }
 
 impl GenerationOptions {
+    // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/generation/utils.py#L2016-L2070
     /// The settings for inputs of `input_len` tokens (start token and prompt) on a decoder
     /// with `positions` position embeddings, as `_prepare_generated_length` decides them.
     pub(crate) fn resolve(

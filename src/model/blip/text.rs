@@ -101,19 +101,9 @@ pub(crate) struct CrossStates {
     layers: Vec<KvBlock>,
 }
 
-// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip_text.py#L93-L213
-/// Attention (self or cross) with its output block: `LayerNorm(dense(context) + input)`.
-struct AttentionBlock {
-    /// Self-attention: q, k and v fused (`3 * hidden` outputs); cross-attention: q only.
-    query: PackedLinear,
-    /// Cross-attention only: k and v fused, reading the encoder's width.
-    key_value: Option<PackedLinear>,
-    out: PackedLinear,
-    norm: Norm,
-}
-
-/// q, k and v weights (out, in) and biases of `BlipTextSelfAttention`, the query rows
-/// scaled by 1/sqrt(head_dim) (the score scale).
+/// q, k and v weights (out, in) and biases of `BlipTextSelfAttention` under `vb`, the
+/// query rows scaled by 1/sqrt(head_dim) (the score scale); k and v read `input` wide.
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip_text.py#L93-L198
 fn attention_weights(
     vb: &VarBuilder,
     hidden: usize,
@@ -133,48 +123,36 @@ fn attention_weights(
     ])
 }
 
-impl AttentionBlock {
-    fn load(vb: VarBuilder, cfg: &BlipTextConfig, cross: bool, p: &Packer) -> Result<Self> {
+/// Weights (out, in) and biases stacked along the outputs: one product for several.
+fn fused(parts: &[&(Tensor, Tensor)]) -> Result<(Tensor, Option<Tensor>)> {
+    let weights: Vec<&Tensor> = parts.iter().map(|p| &p.0).collect();
+    let biases: Vec<&Tensor> = parts.iter().map(|p| &p.1).collect();
+    Ok((Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?)))
+}
+
+// https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip_text.py#L201-L213
+/// `BlipTextSelfOutput`: `LayerNorm(dense(context) + input)`.
+struct AttentionOutput {
+    dense: PackedLinear,
+    norm: Norm,
+}
+
+impl AttentionOutput {
+    fn load(vb: VarBuilder, cfg: &BlipTextConfig, p: &Packer) -> Result<Self> {
         let h = cfg.hidden_size;
-        let head_dim = h / cfg.num_attention_heads;
-        let input = if cross { cfg.encoder_hidden_size } else { h };
-        let attn = vb.pp("self");
-        let name = |part: &str| format!("{}.{part}", attn.prefix());
-        let [(qw, qb), (kw, kb), (vw, vb_)] = attention_weights(&attn, h, input, head_dim)?;
-        let (query, key_value) = if cross {
-            let query = PackedLinear::load(p, &name("query"), || Ok((qw, Some(qb))))?;
-            let kv = PackedLinear::load(p, &name("key_value"), || {
-                Ok((
-                    Tensor::cat(&[&kw, &vw], 0)?,
-                    Some(Tensor::cat(&[&kb, &vb_], 0)?),
-                ))
-            })?;
-            (query, Some(kv))
-        } else {
-            let qkv = PackedLinear::load(p, &name("qkv"), || {
-                Ok((
-                    Tensor::cat(&[&qw, &kw, &vw], 0)?,
-                    Some(Tensor::cat(&[&qb, &kb, &vb_], 0)?),
-                ))
-            })?;
-            (qkv, None)
-        };
-        let output = vb.pp("output");
-        let dense = output.pp("dense");
+        let dense = vb.pp("dense");
         Ok(Self {
-            query,
-            key_value,
-            out: PackedLinear::load(p, &dense.prefix(), || {
+            dense: PackedLinear::load(p, &dense.prefix(), || {
                 Ok((dense.get((h, h), "weight")?, Some(dense.get(h, "bias")?)))
             })?,
-            norm: Norm::load(output.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            norm: Norm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
         })
     }
 
     /// `x = LayerNorm(dense(context) + x)`.
     fn finish(&self, context: &[f32], rows: usize, x: &mut [f32]) {
         let mut sum = x.to_vec();
-        self.out.run(context, rows, Act::Identity, true, &mut sum);
+        self.dense.run(context, rows, Act::Identity, true, &mut sum);
         self.norm.run(&sum, x);
     }
 }
@@ -214,9 +192,42 @@ impl FeedForward {
 
 // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip_text.py#L272-L317
 struct TextLayer {
-    attention: AttentionBlock,
-    crossattention: AttentionBlock,
+    /// Self-attention's q, k and v in one product.
+    qkv: PackedLinear,
+    attention: AttentionOutput,
+    cross_query: PackedLinear,
+    /// Cross-attention's k and v in one product, reading the encoder's width.
+    cross_key_value: PackedLinear,
+    crossattention: AttentionOutput,
     feed_forward: FeedForward,
+}
+
+impl TextLayer {
+    fn load(vb: VarBuilder, cfg: &BlipTextConfig, p: &Packer) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let head_dim = h / cfg.num_attention_heads;
+        let this = vb.pp("attention").pp("self");
+        let [q, k, v] = attention_weights(&this, h, h, head_dim)?;
+        let qkv = PackedLinear::load(p, &format!("{}.qkv", this.prefix()), || {
+            fused(&[&q, &k, &v])
+        })?;
+        let cross = vb.pp("crossattention").pp("self");
+        let [q, k, v] = attention_weights(&cross, h, cfg.encoder_hidden_size, head_dim)?;
+        Ok(Self {
+            qkv,
+            attention: AttentionOutput::load(vb.pp("attention").pp("output"), cfg, p)?,
+            cross_query: PackedLinear::load(p, &format!("{}.query", cross.prefix()), || {
+                Ok((q.0, Some(q.1)))
+            })?,
+            cross_key_value: PackedLinear::load(
+                p,
+                &format!("{}.key_value", cross.prefix()),
+                || fused(&[&k, &v]),
+            )?,
+            crossattention: AttentionOutput::load(vb.pp("crossattention").pp("output"), cfg, p)?,
+            feed_forward: FeedForward::load(vb, cfg, p)?,
+        })
+    }
 }
 
 // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip_text.py#L45-L89
@@ -254,14 +265,7 @@ impl TextModel {
             max_positions: cfg.max_position_embeddings,
         };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let vb = vb.pp("encoder").pp("layer").pp(i);
-                Ok(TextLayer {
-                    attention: AttentionBlock::load(vb.pp("attention"), cfg, false, p)?,
-                    crossattention: AttentionBlock::load(vb.pp("crossattention"), cfg, true, p)?,
-                    feed_forward: FeedForward::load(vb.clone(), cfg, p)?,
-                })
-            })
+            .map(|i| TextLayer::load(vb.pp("encoder").pp("layer").pp(i), cfg, p))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embeddings,
@@ -298,11 +302,10 @@ impl TextModel {
             .layers
             .iter()
             .map(|layer| {
-                let Some(kv) = &layer.crossattention.key_value else {
-                    unreachable!("cross-attention blocks are loaded with keys and values")
-                };
                 let mut projected = vec![0.0f32; len * 2 * s.hidden];
-                kv.run(encoder, len, Act::Identity, false, &mut projected);
+                layer
+                    .cross_key_value
+                    .run(encoder, len, Act::Identity, false, &mut projected);
                 let mut block = KvBlock::new(s.heads, s.head_dim, len);
                 for row in projected.chunks_exact(2 * s.hidden) {
                     block.push(&row[..s.hidden], &row[s.hidden..]);
@@ -359,10 +362,7 @@ impl TextModel {
         for (l, layer) in self.layers.iter().enumerate() {
             // Self-attention over each sequence's cache, extended by its new tokens.
             let mut qkv = vec![0.0f32; rows * 3 * h];
-            layer
-                .attention
-                .query
-                .run(&x, rows, Act::Identity, false, &mut qkv);
+            layer.qkv.run(&x, rows, Act::Identity, false, &mut qkv);
             for (r, cache) in caches.iter_mut().enumerate() {
                 for i in 0..n {
                     let row = &qkv[(r * n + i) * 3 * h..][..3 * h];
@@ -382,8 +382,7 @@ impl TextModel {
             // Cross-attention to the encoder's states.
             let mut q = vec![0.0f32; rows * h];
             layer
-                .crossattention
-                .query
+                .cross_query
                 .run(&x, rows, Act::Identity, false, &mut q);
             let views: Vec<KvView> = cross.iter().map(|c| c.layers[l].view()).collect();
             let queries = Queries {
