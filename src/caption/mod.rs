@@ -223,6 +223,12 @@ impl Captioner {
         Ok(self.preprocessor.preprocess_decoded(&image)?)
     }
 
+    /// Values in one [`ImageEncoding`] of this model (tokens x width): a kept encoding of
+    /// another length is not this model's.
+    pub fn encoding_len(&self) -> usize {
+        self.model.image_tokens() * self.config.vision.hidden_size
+    }
+
     /// Runs the vision transformer over a batch of preprocessed images.
     pub fn encode(&self, pixels: &[Vec<f32>]) -> Result<Vec<ImageEncoding>, CaptionError> {
         if pixels.is_empty() {
@@ -245,7 +251,7 @@ impl Captioner {
     }
 
     fn check_encodings(&self, images: &[&ImageEncoding]) -> Result<(), CaptionError> {
-        let want = self.model.image_tokens() * self.config.vision.hidden_size;
+        let want = self.encoding_len();
         match images.iter().find(|e| e.values.len() != want) {
             Some(e) => Err(CaptionError::Settings {
                 reason: format!(

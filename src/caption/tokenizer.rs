@@ -53,7 +53,10 @@ impl BlipTokenizer {
                 message: e.to_string(),
             })?;
         let ids = encoding.get_ids().to_vec();
-        if ids.len() < 2 {
+        // generate() overwrites the first id with the start token and drops the last: both
+        // must be the post-processor's [CLS] and [SEP], or real text would be lost.
+        let special = encoding.get_special_tokens_mask();
+        if ids.len() < 2 || special.first() != Some(&1) || special.last() != Some(&1) {
             return Err(TokenizeError::Empty {
                 prompt: text.to_string(),
             });
@@ -96,6 +99,27 @@ pub fn clean_up_tokenization(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tokenizer_without_cls_and_sep_is_refused() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models/blip-caption/tokenizer.json");
+        let tok = BlipTokenizer::from_file(&fixture).unwrap();
+        let ids = tok.encode("a photograph of").unwrap();
+        assert_eq!((ids[0], *ids.last().unwrap()), (2, 3), "[CLS] ... [SEP]");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+        json["post_processor"] = serde_json::Value::Null;
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("tokenizer.json");
+        std::fs::write(&bare, json.to_string()).unwrap();
+        let err = BlipTokenizer::from_file(&bare)
+            .unwrap()
+            .encode("a photograph of")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("post-processor"), "{err}");
+    }
 
     #[test]
     fn clean_up_follows_transformers() {
