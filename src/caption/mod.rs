@@ -500,3 +500,16 @@ fn refuse_matching_models(files: &ModelFiles) -> Result<(), CaptionError> {
 pub fn task_of_config(path: &Path) -> Option<BlipTask> {
     BlipConfig::from_file(path).ok().and_then(|c| c.task)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_captioner_can_be_shared_by_threads() {
+        // Decoding and preprocessing run on worker threads while the model generates.
+        fn shared<T: Send + Sync>() {}
+        shared::<Captioner>();
+        shared::<ImageEncoding>();
+    }
+}
