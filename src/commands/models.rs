@@ -2,10 +2,10 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use super::EXIT_OK;
+use super::ExitStatus;
 use vlm::source;
 
-pub fn run() -> anyhow::Result<u8> {
+pub fn run() -> anyhow::Result<ExitStatus> {
     let entries = source::registry::entries()?;
     let mut out = io::stdout().lock();
     let width = |get: fn(&source::registry::ModelEntry) -> usize, title: &str| {
@@ -43,7 +43,7 @@ pub fn run() -> anyhow::Result<u8> {
              Caption and answer checkpoints (TASK caption, answer): vlm caption, vlm ask"
         )?;
     }
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }
 
 /// "605 MB", "3.9 GB".

@@ -8,8 +8,8 @@
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
 pub mod blip;
+pub mod family;
 mod layers;
-pub mod open_clip;
 mod pack;
 mod siglip;
 mod text;
@@ -90,6 +90,74 @@ pub struct ClipModel {
     _pack_writer: Option<pack::PackWriter>,
 }
 
+/// What runs the encoders for `dtype` on `device`: the packed kernels on the CPU (the
+/// widest instruction set for f32; `bf16_kernel`, else the fastest present, for bf16),
+/// candle everywhere else.
+pub(crate) fn choose_compute(
+    device: &Device,
+    dtype: DType,
+    bf16_kernel: Option<Bf16Kernel>,
+) -> Compute {
+    match (device, dtype) {
+        (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
+        (Device::Cpu, DType::BF16) => Compute::Bf16(
+            bf16_kernel
+                .or_else(Bf16Kernel::detect)
+                .unwrap_or(Bf16Kernel::Amx),
+        ),
+        _ => Compute::Candle,
+    }
+}
+
+/// How reports name a compute path (`"candle"`, `"packed avx512"`, `"packed amx-bf16"`).
+fn compute_label(compute: Compute) -> &'static str {
+    match compute {
+        Compute::Candle => "candle",
+        Compute::Packed(isa) => isa.label(),
+        Compute::Bf16(kernel) => kernel.label(),
+    }
+}
+
+/// The number types the encoders compute in on the CPU, as `--dtype` names them. A new
+/// number type joins here, and [`cpu_kernels`] (and so `vlm doctor`) reports it.
+pub const CPU_DTYPES: [(&str, DType); 3] = [
+    ("f32", DType::F32),
+    ("f16", DType::F16),
+    ("bf16", DType::BF16),
+];
+
+/// What a load on the CPU would run for one number type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CpuKernel {
+    /// The number type, as `--dtype` names it.
+    pub dtype: &'static str,
+    /// The implementation a load would choose, as [`ClipModel::kernels`] names it.
+    pub kernel: &'static str,
+    /// Whether this CPU runs it (bf16 needs AMX-BF16 or AVX512-BF16).
+    pub available: bool,
+}
+
+/// For each of [`CPU_DTYPES`], the kernel a CPU load would choose here, by the same choice
+/// [`ClipModel::load_with`] makes (`bf16_kernel` as in [`LoadOptions`]).
+pub fn cpu_kernels(bf16_kernel: Option<Bf16Kernel>) -> Vec<CpuKernel> {
+    CPU_DTYPES
+        .iter()
+        .map(|&(name, dtype)| {
+            let compute = choose_compute(&Device::Cpu, dtype, bf16_kernel);
+            let available = match compute {
+                Compute::Candle => true,
+                Compute::Packed(isa) => isa.supported(),
+                Compute::Bf16(kernel) => kernel.supported(),
+            };
+            CpuKernel {
+                dtype: name,
+                kernel: compute_label(compute),
+                available,
+            }
+        })
+        .collect()
+}
+
 /// How a model is loaded beyond its files, device and dtype.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -128,7 +196,7 @@ impl ClipModel {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let compute = compute_for(device, dtype, options);
+        let compute = choose_compute(device, dtype, options.bf16_kernel);
         Self::load_for(config, weights, device, dtype, compute, options)
     }
 
@@ -303,11 +371,7 @@ impl ClipModel {
     /// Which implementation runs the encoders: `"candle"`, or the packed CPU kernels and
     /// the instruction set they use (`"packed avx512"`).
     pub fn kernels(&self) -> &'static str {
-        match self.compute {
-            Compute::Candle => "candle",
-            Compute::Packed(isa) => isa.label(),
-            Compute::Bf16(kernel) => kernel.label(),
-        }
+        compute_label(self.compute)
     }
 
     /// The learned bias added to SigLIP's scaled cosine before its sigmoid (0 elsewhere).
@@ -385,21 +449,6 @@ impl ClipModel {
     }
 }
 
-/// The kernels for `device` and `dtype`: the packed CPU kernels in f32 and bf16 (the bf16
-/// kernel `options` names, else the fastest present), candle's ops everywhere else.
-pub(crate) fn compute_for(device: &Device, dtype: DType, options: &LoadOptions) -> Compute {
-    match (device, dtype) {
-        (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
-        (Device::Cpu, DType::BF16) => Compute::Bf16(
-            options
-                .bf16_kernel
-                .or_else(Bf16Kernel::detect)
-                .unwrap_or(Bf16Kernel::Amx),
-        ),
-        _ => Compute::Candle,
-    }
-}
-
 /// Refuses a compute type the device cannot multiply matrices in, before loading anything.
 /// `bf16_runs`: whether this CPU and OS run the chosen bf16 kernel.
 fn check_dtype(
@@ -463,7 +512,7 @@ fn open_backend(
     } else {
         ""
     };
-    Ok(Box::new(open_clip::OpenClipNames {
+    Ok(Box::new(family::open_clip::OpenClipNames {
         inner: backend,
         prefix: prefix.to_string(),
     }))
@@ -570,6 +619,20 @@ impl<B: SimpleBackend> SimpleBackend for FloatOnly<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_kernels_report_the_choice_a_load_makes() {
+        let kernels = cpu_kernels(None);
+        let names: Vec<&str> = kernels.iter().map(|k| k.dtype).collect();
+        assert_eq!(names, ["f32", "f16", "bf16"]);
+        assert_eq!(kernels[0].kernel, crate::kernels::Isa::detect().label());
+        assert!(kernels[0].available);
+        assert_eq!(kernels[1].kernel, "candle");
+        assert_eq!(kernels[2].available, Bf16Kernel::detect().is_some());
+        let forced = cpu_kernels(Some(Bf16Kernel::Avx512Bf16));
+        assert_eq!(forced[2].kernel, Bf16Kernel::Avx512Bf16.label());
+        assert_eq!(forced[2].available, Bf16Kernel::Avx512Bf16.supported());
+    }
 
     #[test]
     fn bf16_on_a_cpu_without_amx_is_refused_with_what_to_do() {

@@ -8,9 +8,11 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::model::config::{tower_map, Activation, ConfigError, Fields, VisionConfig};
+use crate::fields::{FieldError, Fields};
+use crate::model::config::{Activation, ConfigError, VisionConfig};
+use crate::model::family::hf::{activation, tower};
 
 /// What a BLIP checkpoint does, from `architectures` (or, without it, from its weights).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,46 +81,36 @@ impl BlipConfig {
             path: origin.to_path_buf(),
             cause,
         })?;
-        let fields = Fields {
-            path: origin,
-            prefix: "",
-        };
-        let root = fields.object(&root, "")?;
-        match root.get("model_type").and_then(Value::as_str) {
+        let root = Fields::root(&root, origin)?;
+        match root.str("model_type") {
             Some("blip") => {}
             other => {
-                return Err(fields.error(
-                    "model_type",
-                    &format!(
-                        "is {}, not \"blip\"; captions and answers need a BLIP checkpoint \
-                         (see `vlm models`)",
-                        other.map_or("missing".to_string(), |t| format!("{t:?}"))
-                    ),
-                ))
+                return Err(root
+                    .error(
+                        "model_type",
+                        format!(
+                            "is {}, not \"blip\"; captions and answers need a BLIP checkpoint \
+                             (see `vlm models`)",
+                            other.map_or("missing".to_string(), |t| format!("{t:?}"))
+                        ),
+                    )
+                    .into())
             }
         }
-        let task = task_of(root, &fields)?;
-        let text_map = tower_map(root, "text_config", &fields)?;
-        let vision_map = tower_map(root, "vision_config", &fields)?;
-        let vf = Fields {
-            path: origin,
-            prefix: "vision_config.",
-        };
-        let tf = Fields {
-            path: origin,
-            prefix: "text_config.",
-        };
+        let task = task_of(&root)?;
+        let vf = tower(&root, "vision_config")?;
+        let tf = tower(&root, "text_config")?;
         // configuration_blip.py, BlipVisionConfig
         let vision = VisionConfig {
-            hidden_size: vf.usize(&vision_map, "hidden_size", 768)?,
-            intermediate_size: vf.usize(&vision_map, "intermediate_size", 3072)?,
-            num_hidden_layers: vf.usize(&vision_map, "num_hidden_layers", 12)?,
-            num_attention_heads: vf.usize(&vision_map, "num_attention_heads", 12)?,
-            num_channels: vf.usize(&vision_map, "num_channels", 3)?,
-            image_size: vf.usize(&vision_map, "image_size", 384)?,
-            patch_size: vf.usize(&vision_map, "patch_size", 16)?,
-            hidden_act: vf.activation_or(&vision_map, Activation::Gelu)?,
-            layer_norm_eps: vf.f64(&vision_map, "layer_norm_eps", 1e-5)?,
+            hidden_size: vf.usize("hidden_size", 768)?,
+            intermediate_size: vf.usize("intermediate_size", 3072)?,
+            num_hidden_layers: vf.usize("num_hidden_layers", 12)?,
+            num_attention_heads: vf.usize("num_attention_heads", 12)?,
+            num_channels: vf.usize("num_channels", 3)?,
+            image_size: vf.usize("image_size", 384)?,
+            patch_size: vf.usize("patch_size", 16)?,
+            hidden_act: activation(&vf, Activation::Gelu)?,
+            layer_norm_eps: vf.f64("layer_norm_eps", 1e-5)?,
         };
         vf.divisible(
             vision.hidden_size,
@@ -127,22 +119,22 @@ impl BlipConfig {
         )?;
         vf.divisible(vision.image_size, vision.patch_size, "patch_size")?;
         if vision.num_channels != 3 {
-            return Err(vf.error("num_channels", "must be 3 (RGB input)"));
+            return Err(vf.error("num_channels", "must be 3 (RGB input)").into());
         }
         // configuration_blip.py, BlipTextConfig
         let text = BlipTextConfig {
-            vocab_size: tf.usize(&text_map, "vocab_size", 30524)?,
-            hidden_size: tf.usize(&text_map, "hidden_size", 768)?,
+            vocab_size: tf.usize("vocab_size", 30524)?,
+            hidden_size: tf.usize("hidden_size", 768)?,
             encoder_hidden_size: vision.hidden_size,
-            intermediate_size: tf.usize(&text_map, "intermediate_size", 3072)?,
-            num_hidden_layers: tf.usize(&text_map, "num_hidden_layers", 12)?,
-            num_attention_heads: tf.usize(&text_map, "num_attention_heads", 8)?,
-            max_position_embeddings: tf.usize(&text_map, "max_position_embeddings", 512)?,
-            hidden_act: tf.activation_or(&text_map, Activation::Gelu)?,
-            layer_norm_eps: tf.f64(&text_map, "layer_norm_eps", 1e-12)?,
-            bos_token_id: tf.u32(&text_map, "bos_token_id", 30522)?,
-            sep_token_id: tf.u32(&text_map, "sep_token_id", 102)?,
-            pad_token_id: tf.u32(&text_map, "pad_token_id", 0)?,
+            intermediate_size: tf.usize("intermediate_size", 3072)?,
+            num_hidden_layers: tf.usize("num_hidden_layers", 12)?,
+            num_attention_heads: tf.usize("num_attention_heads", 8)?,
+            max_position_embeddings: tf.usize("max_position_embeddings", 512)?,
+            hidden_act: activation(&tf, Activation::Gelu)?,
+            layer_norm_eps: tf.f64("layer_norm_eps", 1e-12)?,
+            bos_token_id: tf.u32("bos_token_id", 30522)?,
+            sep_token_id: tf.u32("sep_token_id", 102)?,
+            pad_token_id: tf.u32("pad_token_id", 0)?,
         };
         tf.divisible(
             text.hidden_size,
@@ -155,27 +147,31 @@ impl BlipConfig {
             ("pad_token_id", text.pad_token_id),
         ] {
             if id as usize >= text.vocab_size {
-                return Err(tf.error(field, "is outside the vocabulary (vocab_size)"));
+                return Err(tf
+                    .error(field, "is outside the vocabulary (vocab_size)")
+                    .into());
             }
         }
         if task == Some(BlipTask::Answer) && text.hidden_size != vision.hidden_size {
             // The answer decoder cross-attends to the question encoding with weights sized
             // for the image (encoder_hidden_size); transformers fails on such a model too.
-            return Err(tf.error(
-                "hidden_size",
-                &format!(
-                    "({}) differs from vision_config.hidden_size ({}): a question-answering \
-                     BLIP needs them equal",
-                    text.hidden_size, vision.hidden_size
-                ),
-            ));
+            return Err(tf
+                .error(
+                    "hidden_size",
+                    format!(
+                        "({}) differs from vision_config.hidden_size ({}): a question-answering \
+                         BLIP needs them equal",
+                        text.hidden_size, vision.hidden_size
+                    ),
+                )
+                .into());
         }
         Ok(Self { task, text, vision })
     }
 }
 
 /// The task `architectures` names, if it names one.
-fn task_of(root: &Map<String, Value>, fields: &Fields) -> Result<Option<BlipTask>, ConfigError> {
+fn task_of(root: &Fields) -> Result<Option<BlipTask>, FieldError> {
     let Some(list) = root.get("architectures").and_then(Value::as_array) else {
         return Ok(None);
     };
@@ -184,9 +180,9 @@ fn task_of(root: &Map<String, Value>, fields: &Fields) -> Result<Option<BlipTask
             "BlipForConditionalGeneration" => return Ok(Some(BlipTask::Caption)),
             "BlipForQuestionAnswering" => return Ok(Some(BlipTask::Answer)),
             "BlipForImageTextRetrieval" | "BlipModel" => {
-                return Err(fields.error(
+                return Err(root.error(
                     "architectures",
-                    &format!(
+                    format!(
                         "is {name}: image-text matching, which vlm does not run; captions need \
                          BlipForConditionalGeneration, answers BlipForQuestionAnswering"
                     ),

@@ -46,7 +46,7 @@ impl BlipModel {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let compute = super::compute_for(device, dtype, options);
+        let compute = super::choose_compute(device, dtype, options.bf16_kernel);
         if compute == Compute::Candle {
             return Err(ModelError::DType {
                 dtype,
