@@ -449,6 +449,17 @@ impl Sink<Labelled<'_>> for ResultSink {
 /// Prepares a JSON Lines file for `--resume`: cuts off a torn last line (a run killed
 /// mid-write), and returns the `path` of every record in it, so those inputs are skipped.
 pub fn resume_jsonl(path: &Path) -> io::Result<HashSet<String>> {
+    resume_jsonl_by(path, |record| {
+        record.get("path")?.as_str().map(str::to_string)
+    })
+}
+
+/// [`resume_jsonl`] with what identifies a record (`key`, `None` for a record that proves
+/// nothing): the path, or the path and a question.
+pub fn resume_jsonl_by(
+    path: &Path,
+    key: impl Fn(&serde_json::Value) -> Option<String>,
+) -> io::Result<HashSet<String>> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
@@ -466,8 +477,8 @@ pub fn resume_jsonl(path: &Path) -> io::Result<HashSet<String>> {
         }
         // A line that does not parse was not written by vlm: keep it, but it proves nothing.
         if let Ok(record) = serde_json::from_slice::<serde_json::Value>(&line) {
-            if let Some(path) = record.get("path").and_then(|p| p.as_str()) {
-                done.insert(path.to_string());
+            if let Some(key) = key(&record) {
+                done.insert(key);
             }
         }
         complete += read as u64;

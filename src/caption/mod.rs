@@ -17,6 +17,8 @@
 //! and prompt are not scored; the end token is.
 
 mod generate;
+pub mod records;
+mod run;
 pub mod settings;
 mod tokenizer;
 
@@ -31,6 +33,8 @@ use crate::preprocess::{self, DecodeOptions, PreprocessConfig, PreprocessError, 
 use crate::source::ModelFiles;
 use crate::tokenize::TokenizeError;
 use generate::{Decoder, Sequence};
+pub use records::RecordWriter;
+pub use run::{CaptionSession, Describe, DescribeError, Described, Describer, Request};
 pub use settings::{EarlyStopping, GenerationOptions};
 pub use tokenizer::{clean_up_tokenization, BlipTokenizer};
 
@@ -89,6 +93,12 @@ impl ImageEncoding {
 
     /// The encoding, `(tokens, hidden)` row-major.
     pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+impl AsRef<[f32]> for ImageEncoding {
+    fn as_ref(&self) -> &[f32] {
         &self.values
     }
 }
@@ -206,6 +216,28 @@ impl Captioner {
         self.model.dtype()
     }
 
+    /// How images are resized and normalised.
+    pub fn preprocess_config(&self) -> &PreprocessConfig {
+        self.preprocessor.config()
+    }
+
+    /// What, besides the weights and the preprocessing, changes the image encodings: the
+    /// model, the number type, and decoding shortcuts (a cached encoding of a truncated
+    /// file made with `allow_truncated` must not answer for it without).
+    pub fn compute_fingerprint(&self) -> String {
+        let mut fingerprint = format!(
+            "blip vision; {}",
+            crate::checkpoint::dtype_name(self.model.dtype())
+        );
+        if self.decode.jpeg_downscale.is_some() {
+            fingerprint.push_str("; jpeg-downscale");
+        }
+        if self.decode.allow_truncated {
+            fingerprint.push_str("; allow-truncated");
+        }
+        fingerprint
+    }
+
     /// Limits and shortcuts for decoding images.
     pub fn set_decode_options(&mut self, options: DecodeOptions) {
         self.decode = options;
@@ -231,6 +263,14 @@ impl Captioner {
 
     /// Runs the vision transformer over a batch of preprocessed images.
     pub fn encode(&self, pixels: &[Vec<f32>]) -> Result<Vec<ImageEncoding>, CaptionError> {
+        Ok(self
+            .encode_rows(pixels)?
+            .into_iter()
+            .map(|values| ImageEncoding { values })
+            .collect())
+    }
+
+    fn encode_rows(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
         if pixels.is_empty() {
             return Ok(Vec::new());
         }
@@ -244,27 +284,27 @@ impl Captioner {
         )?;
         let values = self.model.encode_images(&batch)?;
         let per = values.len() / pixels.len();
-        Ok(values
-            .chunks_exact(per)
-            .map(|v| ImageEncoding { values: v.to_vec() })
-            .collect())
+        Ok(values.chunks_exact(per).map(<[f32]>::to_vec).collect())
     }
 
-    fn check_encodings(&self, images: &[&ImageEncoding]) -> Result<(), CaptionError> {
+    fn check_encodings<E: AsRef<[f32]> + ?Sized>(
+        &self,
+        images: &[&E],
+    ) -> Result<(), CaptionError> {
         let want = self.encoding_len();
-        match images.iter().find(|e| e.values.len() != want) {
+        match images.iter().find(|e| (**e).as_ref().len() != want) {
             Some(e) => Err(CaptionError::Settings {
                 reason: format!(
                     "an image encoding holds {} values, this model's hold {want}; it was made by \
                      another model (clear the cache)",
-                    e.values.len()
+                    (**e).as_ref().len()
                 ),
             }),
             None => Ok(()),
         }
     }
 
-    fn require(&self, task: BlipTask) -> Result<(), CaptionError> {
+    pub(crate) fn require(&self, task: BlipTask) -> Result<(), CaptionError> {
         match (self.task(), task) {
             (have, want) if have == want => Ok(()),
             (BlipTask::Caption, _) => Err(CaptionError::WrongTask {
@@ -284,9 +324,9 @@ impl Captioner {
 
     /// Captions each image, continuing `prompt` when given. Images finish on their own;
     /// results come back in the order given.
-    pub fn caption(
+    pub fn caption<E: AsRef<[f32]> + ?Sized>(
         &self,
-        images: &[&ImageEncoding],
+        images: &[&E],
         prompt: Option<&str>,
         options: &GenerationOptions,
     ) -> Result<Vec<Generated>, CaptionError> {
@@ -299,9 +339,9 @@ impl Captioner {
     /// what transformers gives for that image and question alone (a padded batch of
     /// questions of different lengths would change transformers' answers: its answer
     /// decoder attends to the padding).
-    pub fn answer(
+    pub fn answer<E: AsRef<[f32]> + ?Sized>(
         &self,
-        images: &[&ImageEncoding],
+        images: &[&E],
         questions: &[&str],
         options: &GenerationOptions,
     ) -> Result<Vec<Generated>, CaptionError> {
@@ -313,9 +353,9 @@ impl Captioner {
     /// The decoder's logits for the first token it generates, one row per image: what
     /// transformers' first generation step sees. `text` is the prompt (captions, optional)
     /// or the question (answers).
-    pub fn first_step_logits(
+    pub fn first_step_logits<E: AsRef<[f32]> + ?Sized>(
         &self,
-        images: &[&ImageEncoding],
+        images: &[&E],
         text: Option<&str>,
     ) -> Result<Vec<Vec<f32>>, CaptionError> {
         let (cross, prefix) = match (self.task(), text) {
@@ -349,26 +389,17 @@ impl Captioner {
     /// What the caption decoder cross-attends to for each image, and its input: the start
     /// token, then the prompt's tokens (`generate` writes the start token over `[CLS]` and
     /// drops the final `[SEP]`).
-    fn caption_states(
+    fn caption_states<E: AsRef<[f32]> + ?Sized>(
         &self,
-        images: &[&ImageEncoding],
+        images: &[&E],
         prompt: Option<&str>,
     ) -> Result<(Vec<CrossStates>, Vec<u32>), CaptionError> {
         self.check_encodings(images)?;
-        let bos = self.config.text.bos_token_id;
-        let prefix = match prompt {
-            None => vec![bos],
-            Some(text) => {
-                let mut ids = self.tokenizer.encode(text)?;
-                ids[0] = bos;
-                ids.pop();
-                ids
-            }
-        };
+        let prefix = self.caption_prefix(prompt)?;
         let tokens = self.model.image_tokens();
         let cross = images
             .iter()
-            .map(|e| self.model.decoder_states(&e.values, tokens))
+            .map(|e| self.model.decoder_states((**e).as_ref(), tokens))
             .collect();
         Ok((cross, prefix))
     }
@@ -376,9 +407,9 @@ impl Captioner {
     // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip.py#L1070-L1155
     /// What the answer decoder cross-attends to for each image and question: the question
     /// encoded with the image.
-    fn question_states(
+    fn question_states<E: AsRef<[f32]> + ?Sized>(
         &self,
-        images: &[&ImageEncoding],
+        images: &[&E],
         questions: &[&str],
     ) -> Result<Vec<CrossStates>, CaptionError> {
         self.check_encodings(images)?;
@@ -391,6 +422,46 @@ impl Captioner {
                 ),
             });
         }
+        let ids = self.question_ids(questions)?;
+        // Questions of one length are encoded together.
+        let mut lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        let mut cross: Vec<Option<CrossStates>> = (0..images.len()).map(|_| None).collect();
+        for n in lengths {
+            let members: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].len() == n).collect();
+            let flat: Vec<u32> = members
+                .iter()
+                .flat_map(|&i| ids[i].iter().copied())
+                .collect();
+            let pictures: Vec<&[f32]> = members.iter().map(|&i| (*images[i]).as_ref()).collect();
+            let encoded = self.model.encode_questions(&flat, n, &pictures)?;
+            let width = encoded.len() / (members.len() * n).max(1);
+            for (k, &i) in members.iter().enumerate() {
+                let rows = &encoded[k * n * width..][..n * width];
+                cross[i] = Some(self.model.decoder_states(rows, n));
+            }
+        }
+        Ok(cross.into_iter().flatten().collect())
+    }
+
+    /// The caption decoder's input: the start token, then the prompt's tokens (`generate`
+    /// writes the start token over `[CLS]` and drops the final `[SEP]`).
+    fn caption_prefix(&self, prompt: Option<&str>) -> Result<Vec<u32>, CaptionError> {
+        let bos = self.config.text.bos_token_id;
+        Ok(match prompt {
+            None => vec![bos],
+            Some(text) => {
+                let mut ids = self.tokenizer.encode(text)?;
+                ids[0] = bos;
+                ids.pop();
+                ids
+            }
+        })
+    }
+
+    /// Each question as `[CLS] ... [SEP]` ids, refused when longer than the model reads.
+    fn question_ids(&self, questions: &[&str]) -> Result<Vec<Vec<u32>>, CaptionError> {
         let ids: Vec<Vec<u32>> = questions
             .iter()
             .map(|q| self.tokenizer.encode(q))
@@ -408,26 +479,29 @@ impl Captioner {
                 ),
             });
         }
-        // Questions of one length are encoded together.
-        let mut lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        lengths.sort_unstable();
-        lengths.dedup();
-        let mut cross: Vec<Option<CrossStates>> = (0..images.len()).map(|_| None).collect();
-        for n in lengths {
-            let members: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].len() == n).collect();
-            let flat: Vec<u32> = members
-                .iter()
-                .flat_map(|&i| ids[i].iter().copied())
-                .collect();
-            let pictures: Vec<&[f32]> = members.iter().map(|&i| images[i].values()).collect();
-            let encoded = self.model.encode_questions(&flat, n, &pictures)?;
-            let width = encoded.len() / (members.len() * n).max(1);
-            for (k, &i) in members.iter().enumerate() {
-                let rows = &encoded[k * n * width..][..n * width];
-                cross[i] = Some(self.model.decoder_states(rows, n));
+        Ok(ids)
+    }
+
+    /// Checks, before any image is read, that this checkpoint does `task` and that the
+    /// prompt (captions, at most one) or every question (answers) can be generated from
+    /// with `options`.
+    pub fn check(
+        &self,
+        task: BlipTask,
+        texts: &[&str],
+        options: &GenerationOptions,
+    ) -> Result<(), CaptionError> {
+        self.require(task)?;
+        let text = &self.config.text;
+        let input_len = match task {
+            BlipTask::Caption => self.caption_prefix(texts.first().copied())?.len(),
+            BlipTask::Answer => {
+                self.question_ids(texts)?;
+                1
             }
-        }
-        Ok(cross.into_iter().flatten().collect())
+        };
+        options.resolve(input_len, text.max_position_embeddings, text.sep_token_id)?;
+        Ok(())
     }
 
     fn run(
@@ -460,6 +534,23 @@ impl Captioner {
                 })
             })
             .collect()
+    }
+}
+
+/// The job drives BLIP's vision tower: an encoding is the whole `image_embeds` sequence,
+/// flattened (tokens x width), which the cache keeps as it keeps an embedding.
+impl crate::job::ImageEncoder for Captioner {
+    fn encoding_len(&self) -> usize {
+        Captioner::encoding_len(self)
+    }
+
+    fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, crate::Error> {
+        let image = preprocess::decode_bytes_region(bytes, Path::new(name), &self.decode)?;
+        Ok(self.preprocessor.preprocess_decoded(&image)?)
+    }
+
+    fn encode(&self, batch: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, crate::Error> {
+        Ok(self.encode_rows(batch)?)
     }
 }
 

@@ -26,6 +26,8 @@ mod fit;
 pub use fit::FitArgs;
 mod report;
 pub use report::ReportArgs;
+mod caption;
+pub use caption::{AskArgs, CaptionArgs, GenerationArgs};
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -55,6 +57,13 @@ pub enum Command {
     /// Write a review page (HTML, opened from disk) of classify results: thumbnails by
     /// label, the least sure first, corrections exported for --examples and `vlm fit`.
     Report(Box<ReportArgs>),
+    /// Write a caption for each image with a BLIP captioning model (default blip-base).
+    #[command(mut_arg("model", |a| a.default_value("blip-base").env("VLM_CAPTION_MODEL")))]
+    Caption(Box<CaptionArgs>),
+    /// Answer questions about images with a BLIP question-answering model (default
+    /// blip-vqa): `vlm ask photo.jpg "what is on the table?"`.
+    #[command(mut_arg("model", |a| a.default_value("blip-vqa").env("VLM_ASK_MODEL")))]
+    Ask(Box<AskArgs>),
     /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.
     Completions {
         /// The shell to complete for.
@@ -84,6 +93,8 @@ impl Command {
             Command::Search(args) => args.model.threads,
             Command::Bench(args) => args.model.threads,
             Command::Report(args) => args.classify.model.threads,
+            Command::Caption(args) => args.model.threads,
+            Command::Ask(args) => args.model.threads,
             Command::Models
             | Command::Completions { .. }
             | Command::Man
