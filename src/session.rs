@@ -114,10 +114,7 @@ impl Session {
         let device = device::select(settings.device)?;
         let mut checkpoint =
             Checkpoint::load_with(&files, &device, settings.dtype, &load_options(settings)?)?;
-        checkpoint.set_decode_options(decode_options(
-            settings,
-            checkpoint.preprocessor().config(),
-        ));
+        checkpoint.set_decode_options(decode_options(settings, checkpoint.preprocessor().config()));
         Ok(Self {
             files,
             checkpoint,

@@ -287,10 +287,7 @@ impl Captioner {
         Ok(values.chunks_exact(per).map(<[f32]>::to_vec).collect())
     }
 
-    fn check_encodings<E: AsRef<[f32]> + ?Sized>(
-        &self,
-        images: &[&E],
-    ) -> Result<(), CaptionError> {
+    fn check_encodings<E: AsRef<[f32]> + ?Sized>(&self, images: &[&E]) -> Result<(), CaptionError> {
         let want = self.encoding_len();
         match images.iter().find(|e| (**e).as_ref().len() != want) {
             Some(e) => Err(CaptionError::Settings {

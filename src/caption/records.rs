@@ -90,7 +90,13 @@ impl RecordWriter {
     }
 
     /// A writer to `out`, called `name` in messages.
-    pub fn new(out: Box<dyn Write>, name: String, format: Format, model: &str, answers: bool) -> Self {
+    pub fn new(
+        out: Box<dyn Write>,
+        name: String,
+        format: Format,
+        model: &str,
+        answers: bool,
+    ) -> Self {
         Self {
             out,
             name,
@@ -345,7 +351,10 @@ mod tests {
             json!({"path": "x.png", "caption": "a dog, \"running\"", "log_prob": -1.5,
                    "tokens": [5, 7, 2], "model": "m"})
         );
-        assert_eq!(lines[1], json!({"path": "bad.png", "error": "cannot decode"}));
+        assert_eq!(
+            lines[1],
+            json!({"path": "bad.png", "error": "cannot decode"})
+        );
         let json: Value = serde_json::from_str(&written(Format::Json, false, &records)).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 2);
         let csv = written(Format::Csv, false, &records);

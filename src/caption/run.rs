@@ -280,7 +280,10 @@ impl Described {
             return;
         }
         let what = if self.answers {
-            format!("answered {} questions about {} images", self.records, tally.done)
+            format!(
+                "answered {} questions about {} images",
+                self.records, tally.done
+            )
         } else {
             format!("captioned {}", tally.done)
         };

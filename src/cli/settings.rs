@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{
-    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, GenerationArgs, EmbedArgs, EvalArgs, EvalFormat, FitArgs, FormatArg, InputArgs,
-    ModelArgs, OutputArgs, ReportArgs, SearchArgs, TemplateArgs, Verbosity, INTERRUPTED,
+    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, EmbedArgs, EvalArgs, EvalFormat, FitArgs,
+    FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs, SearchArgs,
+    TemplateArgs, Verbosity, INTERRUPTED,
 };
 use vlm::caption::{Describe, GenerationOptions, Request};
 use vlm::classify::{Classify, OrganizeSettings, ResultsTo};
@@ -691,7 +692,9 @@ impl DescribeSettings {
             verbosity,
         } = args;
         if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
-            bail!("--prompt is empty; give the words the caption should start with, or leave it out");
+            bail!(
+                "--prompt is empty; give the words the caption should start with, or leave it out"
+            );
         }
         Ok(Self {
             describe: Describe {
@@ -754,7 +757,10 @@ impl DescribeSettings {
             );
         }
         if let Some(blank) = questions.iter().position(|q| q.trim().is_empty()) {
-            bail!("question {} is empty; every question needs words", blank + 1);
+            bail!(
+                "question {} is empty; every question needs words",
+                blank + 1
+            );
         }
         Ok(Self {
             describe: Describe {
@@ -789,7 +795,9 @@ fn results_to(output: &OutputArgs<FormatArg>, resume: bool) -> anyhow::Result<Re
     let OutputArgs { format, output } = output;
     let format = Format::for_output(format.map(Format::from), output.as_deref())?;
     if resume && format != Format::Jsonl {
-        bail!("--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl");
+        bail!(
+            "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
+        );
     }
     Ok(ResultsTo {
         path: output.clone(),

@@ -14,14 +14,14 @@ fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
 }
 
-fn jsonl(text: &str) -> Vec<Value> {
+pub(crate) fn jsonl(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn or bad line {l:?}: {e}")))
         .collect()
 }
 
 /// A picture that differs with `seed`, so the model gives each its own answer.
-fn picture(seed: u32, width: u32, height: u32) -> RgbImage {
+pub(crate) fn picture(seed: u32, width: u32, height: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let v = x.wrapping_mul(7 + seed) ^ y.wrapping_mul(13 + 3 * seed);
         Rgb([
@@ -32,7 +32,7 @@ fn picture(seed: u32, width: u32, height: u32) -> RgbImage {
     })
 }
 
-fn save(image: &RgbImage, path: &Path) {
+pub(crate) fn save(image: &RgbImage, path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     image.save(path).unwrap();
 }
@@ -72,7 +72,7 @@ fn assert_same_results(a: &[Value], b: &[Value], tolerance: f64) {
 
 /// The tree of the acceptance test: nested folders, a symlink loop, hidden files,
 /// non-images, broken images, and one picture under two names.
-fn messy_tree(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+pub(crate) fn messy_tree(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut good = BTreeSet::new();
     let mut broken = BTreeSet::new();
     let add = |rel: &str, seed: u32, set: &mut BTreeSet<String>| {

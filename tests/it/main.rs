@@ -4,6 +4,7 @@ mod common;
 
 mod batch;
 mod caption;
+mod caption_cli;
 mod cli;
 mod doctor;
 mod embed_search;
