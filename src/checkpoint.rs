@@ -149,17 +149,12 @@ impl Checkpoint {
     /// How this classifier computes beyond the checkpoint and its preprocessing config
     /// (numeric type, decoding shortcuts, whether truncated files are accepted): cached embeddings are only valid for the same.
     pub fn compute_fingerprint(&self) -> String {
-        let mut fingerprint = format!("family {}; {}", self.family(), self.numeric_fingerprint());
-        if self.decode.jpeg_downscale.is_some() {
-            fingerprint.push_str("; jpeg-downscale");
-        }
-        // Pixels of complete files do not change, but a cache hit skips decoding: an
-        // embedding of a truncated file stored with the flag must not answer for it
-        // without the flag.
-        if self.decode.allow_truncated {
-            fingerprint.push_str("; allow-truncated");
-        }
-        fingerprint
+        format!(
+            "family {}; {}{}",
+            self.family(),
+            self.numeric_fingerprint(),
+            self.decode.fingerprint()
+        )
     }
 
     /// The part of [`Self::compute_fingerprint`] that defines the embedding space (the

@@ -318,16 +318,7 @@ impl<W: Write> ResultWriter<W> {
     }
 
     fn row(&mut self, fields: &[String; 10]) -> io::Result<()> {
-        let (separator, escape): (&str, fn(&str) -> String) = match self.format {
-            Format::Tsv => ("\t", tsv_field),
-            _ => (",", csv_field),
-        };
-        let line = fields
-            .iter()
-            .map(|f| escape(f))
-            .collect::<Vec<_>>()
-            .join(separator);
-        writeln!(self.record, "{line}")
+        writeln!(self.record, "{}", delimited(self.format, fields))
     }
 }
 
@@ -571,6 +562,19 @@ impl<F: Write + Truncate> Write for RecordFile<F> {
 }
 
 /// RFC 4180 quoting: only fields with a comma, quote or line break are quoted.
+/// One CSV row (TSV with [`Format::Tsv`]) of `fields`, each escaped, without the newline.
+pub(crate) fn delimited(format: Format, fields: &[String]) -> String {
+    let (separator, escape): (&str, fn(&str) -> String) = match format {
+        Format::Tsv => ("\t", tsv_field),
+        _ => (",", csv_field),
+    };
+    fields
+        .iter()
+        .map(|f| escape(f))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 pub(crate) fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))

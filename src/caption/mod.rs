@@ -222,20 +222,13 @@ impl Captioner {
     }
 
     /// What, besides the weights and the preprocessing, changes the image encodings: the
-    /// model, the number type, and decoding shortcuts (a cached encoding of a truncated
-    /// file made with `allow_truncated` must not answer for it without).
+    /// model, the number type, and decoding shortcuts ([`DecodeOptions::fingerprint`]).
     pub fn compute_fingerprint(&self) -> String {
-        let mut fingerprint = format!(
-            "blip vision; {}",
-            crate::checkpoint::dtype_name(self.model.dtype())
-        );
-        if self.decode.jpeg_downscale.is_some() {
-            fingerprint.push_str("; jpeg-downscale");
-        }
-        if self.decode.allow_truncated {
-            fingerprint.push_str("; allow-truncated");
-        }
-        fingerprint
+        format!(
+            "blip vision; {}{}",
+            crate::checkpoint::dtype_name(self.model.dtype()),
+            self.decode.fingerprint()
+        )
     }
 
     /// Limits and shortcuts for decoding images.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Generated;
 use crate::job::WriteError;
-use crate::output::{self, csv_field, tsv_field, Format, OpenError};
+use crate::output::{self, Format, OpenError};
 
 /// What one record says about one input.
 pub enum Said<'a> {
@@ -253,16 +253,7 @@ impl RecordWriter {
     }
 
     fn row(&mut self, fields: &[String]) -> io::Result<()> {
-        let (separator, escape): (&str, fn(&str) -> String) = match self.format {
-            Format::Tsv => ("\t", tsv_field),
-            _ => (",", csv_field),
-        };
-        let line = fields
-            .iter()
-            .map(|f| escape(f))
-            .collect::<Vec<_>>()
-            .join(separator);
-        writeln!(self.record, "{line}")
+        writeln!(self.record, "{}", output::delimited(self.format, fields))
     }
 }
 

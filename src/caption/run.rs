@@ -5,15 +5,13 @@
 //! and hand the records to a [`RecordWriter`].
 
 use std::collections::HashSet;
-use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::records::{self, Record, RecordWriter, Said};
 use super::{CaptionError, Captioner, GenerationOptions};
 use crate::cache::EmbeddingCache;
-use crate::classify::ResultsTo;
+use crate::classify::{say_interrupted, ResultsTo, ResumeError};
 use crate::device;
 use crate::inputs::{Found, Input, InputError, InputSpec};
 use crate::job::{Embedded, Item, Job, JobError, Level, Progress, Sink, Tally, WriteError};
@@ -71,12 +69,8 @@ pub struct Describe {
 pub enum DescribeError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error("cannot read {} to resume", path.display())]
-    Resume {
-        path: PathBuf,
-        #[source]
-        cause: io::Error,
-    },
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -238,23 +232,9 @@ impl Describe {
     }
 
     /// With `--resume`: the records already in the results file (said with `--verbose`).
-    fn already_done(&self, progress: &dyn Progress) -> Result<HashSet<String>, DescribeError> {
-        let Some(path) = self.results.path.as_deref().filter(|_| self.results.resume) else {
-            return Ok(HashSet::new());
-        };
-        let done = records::resume(path).map_err(|cause| DescribeError::Resume {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        progress.say(
-            Level::Detail,
-            &format_args!(
-                "resuming: {} records already in {}",
-                done.len(),
-                path.display()
-            ),
-        );
-        Ok(done)
+    fn already_done(&self, progress: &dyn Progress) -> Result<HashSet<String>, ResumeError> {
+        self.results
+            .already_done("records", records::resume, progress)
     }
 }
 
@@ -264,19 +244,12 @@ impl Described {
     pub fn say_summary(&self, seconds: f64, progress: &dyn Progress) {
         let tally = &self.tally;
         if tally.cancelled {
-            progress.say(
-                Level::Error,
-                &format_args!(
-                    "interrupted: {} records written to {}; the rest were not made{}",
-                    self.records,
-                    self.written_to,
-                    if self.to_file {
-                        "; run the same command with --resume to finish"
-                    } else {
-                        ""
-                    }
-                ),
-            );
+            let what = if self.answers {
+                "answered"
+            } else {
+                "captioned"
+            };
+            say_interrupted(self.records, &self.written_to, self.to_file, what, progress);
             return;
         }
         let what = if self.answers {

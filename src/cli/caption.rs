@@ -21,6 +21,30 @@ pub struct GenerationArgs {
     pub max_new_tokens: Option<u64>,
 }
 
+/// What `caption` and `ask` share: generation, inputs, model, output and verbosity.
+#[derive(Debug, Clone, Args)]
+pub struct DescribeArgs {
+    #[command(flatten)]
+    pub generation: GenerationArgs,
+
+    #[command(flatten)]
+    pub filter: InputArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs<FormatArg>,
+
+    /// Keep the records already in --output (JSON Lines) and make only those not in it
+    /// yet; a line cut short by a killed run is removed first.
+    #[arg(long, requires = "output", help_heading = "Output")]
+    pub resume: bool,
+
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CaptionArgs {
     /// Images to caption: files, directories (searched recursively), quoted glob patterns
@@ -34,24 +58,7 @@ pub struct CaptionArgs {
     pub prompt: Option<String>,
 
     #[command(flatten)]
-    pub generation: GenerationArgs,
-
-    #[command(flatten)]
-    pub filter: InputArgs,
-
-    #[command(flatten)]
-    pub model: ModelArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs<FormatArg>,
-
-    /// Keep the captions already in --output (JSON Lines) and caption only the inputs not
-    /// in it yet; a line cut short by a killed run is removed first.
-    #[arg(long, requires = "output", help_heading = "Output")]
-    pub resume: bool,
-
-    #[command(flatten)]
-    pub verbosity: Verbosity,
+    pub common: DescribeArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,22 +78,5 @@ pub struct AskArgs {
     pub questions_file: Option<PathBuf>,
 
     #[command(flatten)]
-    pub generation: GenerationArgs,
-
-    #[command(flatten)]
-    pub filter: InputArgs,
-
-    #[command(flatten)]
-    pub model: ModelArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs<FormatArg>,
-
-    /// Keep the answers already in --output (JSON Lines) and ask only what is not in it
-    /// yet; a line cut short by a killed run is removed first.
-    #[arg(long, requires = "output", help_heading = "Output")]
-    pub resume: bool,
-
-    #[command(flatten)]
-    pub verbosity: Verbosity,
+    pub common: DescribeArgs,
 }

@@ -27,7 +27,7 @@ pub use fit::FitArgs;
 mod report;
 pub use report::ReportArgs;
 mod caption;
-pub use caption::{AskArgs, CaptionArgs, GenerationArgs};
+pub use caption::{AskArgs, CaptionArgs, DescribeArgs, GenerationArgs};
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -93,8 +93,8 @@ impl Command {
             Command::Search(args) => args.model.threads,
             Command::Bench(args) => args.model.threads,
             Command::Report(args) => args.classify.model.threads,
-            Command::Caption(args) => args.model.threads,
-            Command::Ask(args) => args.model.threads,
+            Command::Caption(args) => args.common.model.threads,
+            Command::Ask(args) => args.common.model.threads,
             Command::Models
             | Command::Completions { .. }
             | Command::Man

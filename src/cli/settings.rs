@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{
-    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, EmbedArgs, EvalArgs, EvalFormat, FitArgs,
-    FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs, SearchArgs,
+    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, DescribeArgs, EmbedArgs, EvalArgs, EvalFormat,
+    FitArgs, FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs, SearchArgs,
     TemplateArgs, Verbosity, INTERRUPTED,
 };
 use vlm::caption::{Describe, GenerationOptions, Request};
@@ -138,7 +138,7 @@ impl ClassifySettings {
             organize,
             dest,
             dry_run,
-            output: OutputArgs { format, output },
+            output,
             resume,
             top_k,
             verbosity,
@@ -155,12 +155,7 @@ impl ClassifySettings {
             examples_weight.unwrap_or(fewshot::DEFAULT_WEIGHT),
             examples_sharpness.unwrap_or(fewshot::DEFAULT_SHARPNESS),
         )?;
-        let format = Format::for_output(format.map(Format::from), output.as_deref())?;
-        if *resume && format != Format::Jsonl {
-            bail!(
-                "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
-            );
-        }
+        let results = results_to(output, *resume)?;
         let top_k = top_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
         let decisions = Decisions::new(
             top_k,
@@ -190,11 +185,7 @@ impl ClassifySettings {
                 _ => None,
             },
             store,
-            results: ResultsTo {
-                path: output.clone(),
-                format,
-                resume: *resume,
-            },
+            results,
         };
         Ok(Self {
             classify,
@@ -684,30 +675,17 @@ impl DescribeSettings {
         let CaptionArgs {
             inputs,
             prompt,
-            generation,
-            filter,
-            model,
-            output,
-            resume,
-            verbosity,
+            common,
         } = args;
         if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
             bail!(
                 "--prompt is empty; give the words the caption should start with, or leave it out"
             );
         }
-        Ok(Self {
-            describe: Describe {
-                inputs: filter.spec(inputs),
-                request: Request::Caption {
-                    prompt: prompt.clone(),
-                },
-                generation: generation.options(),
-                results: results_to(output, *resume)?,
-            },
-            model: model.settings(),
-            verbosity: *verbosity,
-        })
+        let request = Request::Caption {
+            prompt: prompt.clone(),
+        };
+        Self::new(common, inputs, request)
     }
 
     /// `vlm ask`: the last argument is the question unless --question or
@@ -717,12 +695,7 @@ impl DescribeSettings {
             args: positional,
             question,
             questions_file,
-            generation,
-            filter,
-            model,
-            output,
-            resume,
-            verbosity,
+            common,
         } = args;
         let mut inputs = positional.clone();
         let mut questions = question.clone();
@@ -751,7 +724,7 @@ impl DescribeSettings {
                 ),
             }
         }
-        if inputs.is_empty() && filter.files_from.is_none() {
+        if inputs.is_empty() && common.filter.files_from.is_none() {
             bail!(
                 "no images to ask about; name them before the question (vlm ask photo.jpg \"what is on the table?\") or pass --files-from"
             );
@@ -762,10 +735,22 @@ impl DescribeSettings {
                 blank + 1
             );
         }
+        Self::new(common, &inputs, Request::Ask { questions })
+    }
+
+    fn new(common: &DescribeArgs, inputs: &[String], request: Request) -> anyhow::Result<Self> {
+        let DescribeArgs {
+            generation,
+            filter,
+            model,
+            output,
+            resume,
+            verbosity,
+        } = common;
         Ok(Self {
             describe: Describe {
-                inputs: filter.spec(&inputs),
-                request: Request::Ask { questions },
+                inputs: filter.spec(inputs),
+                request,
                 generation: generation.options(),
                 results: results_to(output, *resume)?,
             },
@@ -774,7 +759,6 @@ impl DescribeSettings {
         })
     }
 }
-
 impl GenerationArgs {
     /// The generation settings these flags ask for; the rest as transformers defaults them.
     pub fn options(&self) -> GenerationOptions {

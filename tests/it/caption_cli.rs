@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::batch::{jsonl, messy_tree, picture, save};
+use crate::batch::{jsonl, kill_mid_run, many_pictures, messy_tree, picture, save};
 use crate::common::{fixtures, stderr, vlm};
 use serde_json::Value;
 
@@ -244,16 +243,7 @@ fn a_folder_with_broken_files_is_captioned_once_per_image_and_exits_1() {
 fn a_killed_caption_run_resumes_to_exactly_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("many");
-    for i in 0..10 {
-        save(&picture(i, 800, 600), &root.join(format!("{i:03}.png")));
-    }
-    for i in 10..400 {
-        std::fs::copy(
-            root.join(format!("{:03}.png", i % 10)),
-            root.join(format!("{i:03}.png")),
-        )
-        .unwrap();
-    }
+    many_pictures(&root, 400, 800, 600);
     let run = |out: &Path, resume: bool| {
         let mut command = vlm();
         command
@@ -273,22 +263,7 @@ fn a_killed_caption_run_resumes_to_exactly_the_uninterrupted_result() {
     assert_eq!(expected.len(), 400);
 
     let partial = dir.path().join("partial.jsonl");
-    let mut child = run(&partial, false).stdout(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let lines = std::fs::read_to_string(&partial).map_or(0, |t| t.lines().count());
-        if lines >= 30 || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    let done_before = std::fs::read_to_string(&partial).unwrap().lines().count();
-    assert!(
-        (30..400).contains(&done_before),
-        "the kill must land mid-run, {done_before} lines"
-    );
+    kill_mid_run(&mut run(&partial, false), &partial, 30, 400);
 
     assert!(run(&partial, true).status().unwrap().success());
     let resumed = jsonl(&std::fs::read_to_string(&partial).unwrap());
