@@ -21,6 +21,7 @@ use crate::pipeline::PipelineOptions;
 use crate::session::{self, ModelSettings, SessionError};
 use crate::source::registry::Task;
 use crate::source::ModelFiles;
+use crate::store::{Address, CaptionRow, CaptionStore, StoreError};
 
 /// What to say about each image.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +63,8 @@ pub struct Describe {
     pub request: Request,
     pub generation: GenerationOptions,
     pub results: ResultsTo,
+    /// `--to`: also store the captions beside the embeddings of this table.
+    pub store: Option<Address>,
 }
 
 /// Why a caption or question run could not go on.
@@ -81,6 +84,8 @@ pub enum DescribeError {
     Write(#[from] WriteError),
     #[error(transparent)]
     Job(#[from] JobError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A loaded BLIP checkpoint, its files, the encoding cache and the pipeline's sizes.
@@ -168,6 +173,8 @@ impl Describe {
             Some(self.inputs.find(progress)?)
         };
         let done = self.already_done(progress)?;
+        // Connected before the model loads, so that a missing table is said at once.
+        let store = self.store.as_ref().map(CaptionStore::open).transpose()?;
         let session = CaptionSession::open(model, self.request.task(), progress)?;
         let captioner = &session.captioner;
         captioner.check(self.request.task(), &self.request.texts(), &self.generation)?;
@@ -193,8 +200,13 @@ impl Describe {
             writer: &mut writer,
             done: &done,
             records: 0,
+            store,
+            model: &session.files.id,
         };
-        let job = session.job();
+        let mut job = session.job();
+        if describer.store.is_some() {
+            job = job.with_keys();
+        }
         let stream_failed = AtomicUsize::new(0);
         let mut tally = match found {
             Some(Found {
@@ -281,6 +293,10 @@ pub struct Describer<'a> {
     /// Records already written by an earlier run (`--resume`).
     done: &'a HashSet<String>,
     records: usize,
+    /// `--to`: where captions are also stored.
+    store: Option<CaptionStore>,
+    /// The checkpoint, as stored rows name it.
+    model: &'a str,
 }
 
 impl Describer<'_> {
@@ -342,6 +358,25 @@ impl<T: Item> Sink<Embedded<T>> for Describer<'_> {
             CaptionError::Core(err) => JobError::Encode(err),
             other => JobError::sink(other),
         })?;
+        if let Some(store) = &mut self.store {
+            let rows: Vec<(&Embedded<T>, &super::Generated, String)> = pairs
+                .iter()
+                .zip(&generated)
+                .filter_map(|((e, _, _), g)| Some((*e, g, e.key.as_ref()?.to_hex())))
+                .collect();
+            let rows: Vec<CaptionRow<'_>> = rows
+                .iter()
+                .map(|(e, g, hash)| CaptionRow {
+                    path: e.input.name(),
+                    content_hash: hash,
+                    model: &self.model,
+                    caption: &g.text,
+                    log_prob: g.log_prob,
+                    tokens_json: serde_json::json!(g.tokens).to_string(),
+                })
+                .collect();
+            store.store(&rows).map_err(JobError::sink)?;
+        }
         // Records in input order: an image's failure, or its captions and answers.
         let mut results = pairs.iter().zip(&generated).peekable();
         for embedded in batch {

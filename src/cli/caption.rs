@@ -57,6 +57,16 @@ pub struct CaptionArgs {
     #[arg(long, value_name = "TEXT", help_heading = "Generation")]
     pub prompt: Option<String>,
 
+    /// Also store each caption in PostgreSQL (postgresql://USER@HOST[:PORT]/DB[?table=NAME])
+    /// beside the embeddings the table holds (fill it first with `vlm embed --to`): in
+    /// NAME_captions (path, content_hash, model, caption, log_prob, tokens as jsonb).
+    #[arg(long, value_name = "ADDRESS", help_heading = "Database")]
+    pub to: Option<String>,
+
+    /// The table to use with --to [default: vlm_embeddings, or the one the address names].
+    #[arg(long, value_name = "NAME", requires = "to", help_heading = "Database")]
+    pub table: Option<String>,
+
     #[command(flatten)]
     pub common: DescribeArgs,
 }

@@ -675,6 +675,8 @@ impl DescribeSettings {
         let CaptionArgs {
             inputs,
             prompt,
+            to,
+            table,
             common,
         } = args;
         if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
@@ -685,7 +687,12 @@ impl DescribeSettings {
         let request = Request::Caption {
             prompt: prompt.clone(),
         };
-        Self::new(common, inputs, request)
+        let mut settings = Self::new(common, inputs, request)?;
+        settings.describe.store = to
+            .as_deref()
+            .map(|to| address(to, table.as_deref()))
+            .transpose()?;
+        Ok(settings)
     }
 
     /// `vlm ask`: the last argument is the question unless --question or
@@ -753,6 +760,7 @@ impl DescribeSettings {
                 request,
                 generation: generation.options(),
                 results: results_to(output, *resume)?,
+                store: None,
             },
             model: model.settings(),
             verbosity: *verbosity,
