@@ -369,7 +369,7 @@ impl<T: Item> Sink<Embedded<T>> for Describer<'_> {
                 .map(|(e, g, hash)| CaptionRow {
                     path: e.input.name(),
                     content_hash: hash,
-                    model: &self.model,
+                    model: self.model,
                     caption: &g.text,
                     log_prob: g.log_prob,
                     tokens_json: serde_json::json!(g.tokens).to_string(),

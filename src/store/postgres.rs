@@ -514,27 +514,17 @@ impl PgStore {
             self.table.quoted("_labels")
         );
         let model = self.stamp.model.clone();
-        let result = (|| {
-            let mut tx = self.client.transaction()?;
-            let statement = tx.prepare(&sql)?;
-            let mut written = 0;
-            for row in rows {
-                written += tx.execute(
-                    &statement,
-                    &[
-                        &row.path,
-                        &row.content_hash,
-                        &model,
-                        &row.top_label,
-                        &row.top_probability,
-                        &row.labels_json,
-                    ],
-                )?;
-            }
-            tx.commit()?;
-            Ok::<u64, postgres::Error>(written)
-        })();
-        result.map_err(|e| self.query_error("storing labels", &e))
+        execute_each(&mut self.client, &sql, rows, |row| {
+            vec![
+                &row.path,
+                &row.content_hash,
+                &model,
+                &row.top_label,
+                &row.top_probability,
+                &row.labels_json,
+            ]
+        })
+        .map_err(|e| self.query_error("storing labels", &e))
     }
 
     /// The `n` rows nearest to `query` by cosine distance, through the HNSW index, with
@@ -657,28 +647,36 @@ impl PgCaptions {
              tokens = EXCLUDED.tokens, captioned_at = now()",
             self.table.quoted("_captions")
         );
-        let result = (|| {
-            let mut tx = self.client.transaction()?;
-            let statement = tx.prepare(&sql)?;
-            let mut written = 0;
-            for row in rows {
-                written += tx.execute(
-                    &statement,
-                    &[
-                        &row.path,
-                        &row.content_hash,
-                        &row.model,
-                        &row.caption,
-                        &row.log_prob,
-                        &row.tokens_json,
-                    ],
-                )?;
-            }
-            tx.commit()?;
-            Ok::<u64, postgres::Error>(written)
-        })();
-        result.map_err(|e| query_error(&self.shown, "storing captions", &e))
+        execute_each(&mut self.client, &sql, rows, |row| {
+            vec![
+                &row.path,
+                &row.content_hash,
+                &row.model,
+                &row.caption,
+                &row.log_prob,
+                &row.tokens_json,
+            ]
+        })
+        .map_err(|e| query_error(&self.shown, "storing captions", &e))
     }
+}
+
+/// Runs the statement `sql` once per row, with the parameters `params` gives, in one
+/// transaction; returns the rows written.
+fn execute_each<R>(
+    client: &mut Client,
+    sql: &str,
+    rows: &[R],
+    params: impl for<'r> Fn(&'r R) -> Vec<&'r (dyn postgres::types::ToSql + Sync)>,
+) -> Result<u64, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let statement = tx.prepare(sql)?;
+    let mut written = 0;
+    for row in rows {
+        written += tx.execute(&statement, &params(row))?;
+    }
+    tx.commit()?;
+    Ok(written)
 }
 
 /// A failed statement as the error to report: "lost" (run again) when the connection went.
