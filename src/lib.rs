@@ -23,6 +23,7 @@
 //! images and [`probe`] trains a linear head on embeddings instead. [`bench`] measures
 //! throughput. [`fields`] reads JSON config files. [`build_info`] says what this build is
 //! (commit, features, JPEG SIMD) and [`doctor`] reports what vlm sees on the machine.
+//! `serve` (cargo feature `serve`, on by default) keeps a model loaded behind an HTTP API.
 
 pub mod bench;
 pub mod build_info;
@@ -54,6 +55,8 @@ pub mod progress;
 pub mod review;
 pub mod score;
 pub mod search;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod session;
 pub mod source;
 pub mod store;

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report::run(&args),
         Command::Caption(args) => commands::caption::caption(&args),
         Command::Ask(args) => commands::caption::ask(&args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => commands::serve::run(&args),
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
         Command::Doctor { json } => commands::doctor::run(json),

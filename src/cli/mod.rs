@@ -28,6 +28,10 @@ mod report;
 pub use report::ReportArgs;
 mod caption;
 pub use caption::{AskArgs, CaptionArgs, DescribeArgs, GenerationArgs};
+#[cfg(feature = "serve")]
+mod serve;
+#[cfg(feature = "serve")]
+pub use serve::ServeArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -64,6 +68,10 @@ pub enum Command {
     /// blip-vqa): `vlm ask photo.jpg "what is on the table?"`.
     #[command(mut_arg("model", |a| a.default_value("blip-vqa").env("VLM_ASK_MODEL")))]
     Ask(Box<AskArgs>),
+    /// Keep a model loaded behind a local HTTP API (OpenAI-style embeddings, classify,
+    /// health and Prometheus metrics), batching concurrent requests into the encoder.
+    #[cfg(feature = "serve")]
+    Serve(Box<ServeArgs>),
     /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.
     Completions {
         /// The shell to complete for.
@@ -95,6 +103,8 @@ impl Command {
             Command::Report(args) => args.classify.model.threads,
             Command::Caption(args) => args.common.model.threads,
             Command::Ask(args) => args.common.model.threads,
+            #[cfg(feature = "serve")]
+            Command::Serve(args) => args.model.threads,
             Command::Models
             | Command::Completions { .. }
             | Command::Man

@@ -66,6 +66,7 @@ impl ModelArgs {
                     .and_then(|n| usize::try_from(n).ok())
                     .unwrap_or_else(|| PipelineOptions::default().workers),
                 cancel: Some(&INTERRUPTED),
+                max_wait: None,
             },
         }
     }
@@ -796,4 +797,52 @@ fn results_to(output: &OutputArgs<FormatArg>, resume: bool) -> anyhow::Result<Re
         format,
         resume,
     })
+}
+
+/// `vlm serve`.
+#[cfg(feature = "serve")]
+pub struct ServeSettings {
+    pub server: vlm::serve::ServeOptions,
+    pub model: ModelSettings,
+    pub verbosity: Verbosity,
+}
+
+#[cfg(feature = "serve")]
+impl ServeSettings {
+    pub fn resolve(args: &super::ServeArgs) -> anyhow::Result<Self> {
+        let super::ServeArgs {
+            host,
+            port,
+            api_key_file,
+            max_batch,
+            max_wait_ms,
+            queue,
+            max_request_mib,
+            timeout_s,
+            model,
+            verbosity,
+        } = args;
+        if !(*timeout_s > 0.0 && timeout_s.is_finite()) {
+            bail!("--timeout-s must be a positive number of seconds, got {timeout_s}");
+        }
+        let api_key = api_key_file
+            .as_deref()
+            .map(vlm::serve::ApiKey::read)
+            .transpose()?;
+        let mut model = model.settings();
+        model.pipeline.batch_size = usize::try_from(*max_batch).context("--max-batch too large")?;
+        Ok(Self {
+            server: vlm::serve::ServeOptions {
+                addr: std::net::SocketAddr::new(*host, *port),
+                max_wait: Duration::from_millis(*max_wait_ms),
+                queue: usize::try_from(*queue).context("--queue too large")?,
+                timeout: Duration::from_secs_f64(*timeout_s),
+                max_request_bytes: usize::try_from(max_request_mib << 20)
+                    .context("--max-request-mib too large")?,
+                api_key,
+            },
+            model,
+            verbosity: *verbosity,
+        })
+    }
 }

@@ -31,4 +31,6 @@ mod postgres;
 mod probe;
 mod properties;
 mod report;
+#[cfg(feature = "serve")]
+mod serve;
 mod stream;
