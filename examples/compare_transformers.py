@@ -232,6 +232,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-onnx", action="store_true", help="leave ONNX Runtime out")
     ap.add_argument("--skip-e2e", action="store_true", help="leave the end-to-end jobs out")
     ap.add_argument("--json-out", type=Path, help="raw figures (default: WORK/compare-results.json)")
+    caption = ap.add_argument_group("captions", "--caption runs only the caption row (examples/compare_captions.py): "
+                                    "BLIP captioning, vlm's caption_bench example against transformers' generate")
+    caption.add_argument("--caption", action="store_true", help="measure captions instead of the CLIP rows")
+    caption.add_argument("--caption-shapes", default="base,large", help="BLIP shapes, base and/or large (default: %(default)s)")
+    caption.add_argument("--caption-beams", default="1", help="beam counts to measure, e.g. 1,3 (default: %(default)s)")
+    caption.add_argument("--caption-batch-sizes", default="1,8", help="images per generate call (default: %(default)s)")
+    caption.add_argument("--caption-new-tokens", type=int, default=20, help="max_new_tokens (default: %(default)s)")
+    caption.add_argument("--caption-bench", type=Path,
+                         help="caption_bench binary (default: target/release/examples/caption_bench)")
     args = ap.parse_args()
     args.work = args.work.resolve()
     if args.work == REPO or REPO in args.work.parents:
@@ -240,8 +249,14 @@ def parse_args() -> argparse.Namespace:
     args.pin_cpus = sorted({int(c) for c in args.pin_cpus.split(",")}) if args.pin_cpus else None
     if min(args.threads, args.images, args.rounds, args.cold_runs, args.min_reps) < 1:
         ap.error("--threads, --images, --rounds, --cold-runs and --min-reps must be at least 1")
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    if args.caption:
+        args.caption_bench = args.caption_bench or target / "release/examples/caption_bench"
+        if not args.caption_bench.is_file():
+            ap.error(f"no caption_bench at {args.caption_bench}: run `cargo build --release --example caption_bench`")
+        args.json_out = args.json_out or args.work / "compare-results-caption.json"
+        return args
     if args.vlm is None:
-        target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
         args.vlm = target / "release" / "vlm"
     if not args.vlm.is_file():
         ap.error(f"no vlm binary at {args.vlm}: run `cargo build --release` or pass --vlm PATH")
@@ -727,12 +742,33 @@ def features(out):
     return out if hasattr(out, "shape") else out.pooler_output
 
 
+def caption_main(args, env: dict, load: tuple, started: float) -> None:
+    """The caption row: BLIP captions per second, vlm against transformers (compare_captions.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import compare_captions
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_info()
+    log(f"CPU: {cpu['model']}, {cpu['cpus']} logical CPUs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    results = compare_captions.caption_rows(args, args.work, env, log)
+    table = compare_captions.caption_table(results)
+    end_load = os.getloadavg()
+    header = (f"BLIP captions, {args.threads} threads, max_new_tokens {args.caption_new_tokens}; CPU {cpu['model']}; "
+              f"load average {load[0]:.2f} at the start, {end_load[0]:.2f} at the end; "
+              f"{time.perf_counter() - started:.0f} s")
+    print(f"\n{header}\n\n{table}\n", flush=True)
+    (args.work / "compare-results-caption.md").write_text(f"{header}\n\n{table}\n")
+    args.json_out.write_text(json.dumps({"cpu": cpu, "load": [load, end_load], "results": results}, indent=2))
+
+
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
     load = os.getloadavg()
     env = thread_env(args.threads)
     os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    if args.caption:
+        return caption_main(args, env, load, started)
     import torch
     import transformers
     from transformers import CLIPModel, CLIPTokenizer

@@ -9,7 +9,7 @@ use crate::family::{Family, Scoring};
 use crate::labels::PromptSet;
 use crate::model::config::ClipConfig;
 use crate::model::{family, l2_normalize, ClipModel, LoadOptions, Precision};
-use crate::preprocess::{self, DecodeOptions, Preprocessor};
+use crate::preprocess::{self, DecodeOptions, PreprocessConfig, Preprocessor};
 use crate::progress::{Level, Progress};
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
@@ -84,16 +84,11 @@ impl Checkpoint {
                 name,
             )?)
         })?;
-        let (height, width) = preprocess_config.output_size();
-        let size = config.vision.image_size;
-        if height as usize != size || width as usize != size {
-            return Err(Error::InputSize {
-                path: files.preprocessor.clone(),
-                height,
-                width,
-                size,
-            });
-        }
+        check_input_size(
+            &preprocess_config,
+            config.vision.image_size,
+            &files.preprocessor,
+        )?;
         // Parsing tokenizer.json (~50 ms for CLIP's vocabulary and merges) overlaps the
         // weights' load, which is a page-cache read or a mapping.
         let (model, tokenizer) = std::thread::scope(|scope| {
@@ -160,17 +155,12 @@ impl Checkpoint {
     /// How this classifier computes beyond the checkpoint and its preprocessing config
     /// (numeric type, decoding shortcuts, whether truncated files are accepted): cached embeddings are only valid for the same.
     pub fn compute_fingerprint(&self) -> String {
-        let mut fingerprint = format!("family {}; {}", self.family(), self.numeric_fingerprint());
-        if self.decode.jpeg_downscale.is_some() {
-            fingerprint.push_str("; jpeg-downscale");
-        }
-        // Pixels of complete files do not change, but a cache hit skips decoding: an
-        // embedding of a truncated file stored with the flag must not answer for it
-        // without the flag.
-        if self.decode.allow_truncated {
-            fingerprint.push_str("; allow-truncated");
-        }
-        fingerprint
+        format!(
+            "family {}; {}{}",
+            self.family(),
+            self.numeric_fingerprint(),
+            self.decode.fingerprint()
+        )
     }
 
     /// The part of [`Self::compute_fingerprint`] that defines the embedding space (the
@@ -297,6 +287,20 @@ impl Checkpoint {
         )
         .map_err(Error::Tensor)
     }
+}
+
+/// Refuses preprocessing whose output is not the vision tower's `size` x `size` input.
+pub(crate) fn check_input_size(config: &PreprocessConfig, size: usize, path: &Path) -> Result<()> {
+    let (height, width) = config.output_size();
+    if height as usize != size || width as usize != size {
+        return Err(Error::InputSize {
+            path: path.to_path_buf(),
+            height,
+            width,
+            size,
+        });
+    }
+    Ok(())
 }
 
 /// The usual short name of a float type.

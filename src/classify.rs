@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::decide::{
@@ -36,6 +36,65 @@ pub struct ResultsTo {
     pub resume: bool,
 }
 
+/// The results file could not be read to resume.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {} to resume", path.display())]
+pub struct ResumeError {
+    pub path: PathBuf,
+    #[source]
+    pub cause: io::Error,
+}
+
+impl ResultsTo {
+    /// With `--resume`: what the results file already holds, keyed by `read` (which also
+    /// cuts off a torn last line), said with `--verbose` as so many `what`.
+    pub fn already_done(
+        &self,
+        what: &str,
+        read: impl FnOnce(&Path) -> io::Result<HashSet<String>>,
+        progress: &dyn Progress,
+    ) -> Result<HashSet<String>, ResumeError> {
+        let Some(path) = self.path.as_deref().filter(|_| self.resume) else {
+            return Ok(HashSet::new());
+        };
+        let done = read(path).map_err(|cause| ResumeError {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        progress.say(
+            Level::Detail,
+            &format_args!(
+                "resuming: {} {what} already in {}",
+                done.len(),
+                path.display()
+            ),
+        );
+        Ok(done)
+    }
+}
+
+/// Says what an interrupted run left: `written` results in `to`, the rest not `done`
+/// ("labelled"), and, when they went to a file, how to finish.
+pub fn say_interrupted(
+    written: usize,
+    to: &str,
+    to_file: bool,
+    done: &str,
+    progress: &dyn Progress,
+) {
+    progress.say(
+        Level::Error,
+        &format_args!(
+            "interrupted: {written} results written to {to}; the rest were not {done}{}",
+            if to_file {
+                "; run the same command with --resume to finish"
+            } else {
+                ""
+            }
+        ),
+    );
+}
+
 /// Everything a classify run needs besides the model.
 pub struct Classify {
     pub inputs: InputSpec,
@@ -55,12 +114,8 @@ pub struct Classify {
 pub enum ClassifyError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error("cannot read {} to resume", path.display())]
-    Resume {
-        path: PathBuf,
-        #[source]
-        cause: io::Error,
-    },
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -184,23 +239,9 @@ impl Classify {
     }
 
     /// With `--resume`: the inputs already in the results file (said with `--verbose`).
-    fn already_done(&self, progress: &dyn Progress) -> Result<HashSet<String>, ClassifyError> {
-        let Some(path) = self.results.path.as_deref().filter(|_| self.results.resume) else {
-            return Ok(HashSet::new());
-        };
-        let done = output::resume_jsonl(path).map_err(|cause| ClassifyError::Resume {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        progress.say(
-            Level::Detail,
-            &format_args!(
-                "resuming: {} inputs already in {}",
-                done.len(),
-                path.display()
-            ),
-        );
-        Ok(done)
+    fn already_done(&self, progress: &dyn Progress) -> Result<HashSet<String>, ResumeError> {
+        self.results
+            .already_done("inputs", output::resume_jsonl, progress)
     }
 }
 
@@ -210,18 +251,12 @@ impl Classified {
     pub fn say_summary(&self, seconds: f64, progress: &dyn Progress) {
         let tally = &self.tally;
         if tally.cancelled {
-            progress.say(
-                Level::Error,
-                &format_args!(
-                    "interrupted: {} results written to {}; the rest were not labelled{}",
-                    tally.done + tally.failed,
-                    self.written_to,
-                    if self.to_file {
-                        "; run the same command with --resume to finish"
-                    } else {
-                        ""
-                    }
-                ),
+            say_interrupted(
+                tally.done + tally.failed,
+                &self.written_to,
+                self.to_file,
+                "labelled",
+                progress,
             );
             return;
         }

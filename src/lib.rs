@@ -28,6 +28,7 @@
 pub mod bench;
 pub mod build_info;
 pub mod cache;
+pub mod caption;
 pub mod checkpoint;
 pub mod classify;
 pub mod dataset;

@@ -26,6 +26,8 @@ mod fit;
 pub use fit::FitArgs;
 mod report;
 pub use report::ReportArgs;
+mod caption;
+pub use caption::{AskArgs, CaptionArgs, DescribeArgs, GenerationArgs};
 #[cfg(feature = "serve")]
 mod serve;
 #[cfg(feature = "serve")]
@@ -59,6 +61,13 @@ pub enum Command {
     /// Write a review page (HTML, opened from disk) of classify results: thumbnails by
     /// label, the least sure first, corrections exported for --examples and `vlm fit`.
     Report(Box<ReportArgs>),
+    /// Write a caption for each image with a BLIP captioning model (default blip-base).
+    #[command(mut_arg("model", |a| a.default_value("blip-base").env("VLM_CAPTION_MODEL")))]
+    Caption(Box<CaptionArgs>),
+    /// Answer questions about images with a BLIP question-answering model (default
+    /// blip-vqa): `vlm ask photo.jpg "what is on the table?"`.
+    #[command(mut_arg("model", |a| a.default_value("blip-vqa").env("VLM_ASK_MODEL")))]
+    Ask(Box<AskArgs>),
     /// Keep a model loaded behind a local HTTP API (OpenAI-style embeddings, classify,
     /// health and Prometheus metrics), batching concurrent requests into the encoder.
     #[cfg(feature = "serve")]
@@ -92,6 +101,8 @@ impl Command {
             Command::Search(args) => args.model.threads,
             Command::Bench(args) => args.model.threads,
             Command::Report(args) => args.classify.model.threads,
+            Command::Caption(args) => args.common.model.threads,
+            Command::Ask(args) => args.common.model.threads,
             #[cfg(feature = "serve")]
             Command::Serve(args) => args.model.threads,
             Command::Models

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{
-    BenchArgs, ClassifyArgs, EmbedArgs, EvalArgs, EvalFormat, FitArgs, FormatArg, InputArgs,
-    ModelArgs, OutputArgs, ReportArgs, SearchArgs, TemplateArgs, Verbosity, INTERRUPTED,
+    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, DescribeArgs, EmbedArgs, EvalArgs, EvalFormat,
+    FitArgs, FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs, SearchArgs,
+    TemplateArgs, Verbosity, INTERRUPTED,
 };
+use vlm::caption::{Describe, GenerationOptions, Request};
 use vlm::classify::{Classify, OrganizeSettings, ResultsTo};
 use vlm::decide::{self, Decisions, ExampleSettings, LabelSource};
 use vlm::evaluation::summary::Style;
@@ -150,7 +152,7 @@ impl ClassifySettings {
             organize,
             dest,
             dry_run,
-            output: OutputArgs { format, output },
+            output,
             resume,
             top_k,
             verbosity,
@@ -167,12 +169,7 @@ impl ClassifySettings {
             examples_weight.unwrap_or(fewshot::DEFAULT_WEIGHT),
             examples_sharpness.unwrap_or(fewshot::DEFAULT_SHARPNESS),
         )?;
-        let format = Format::for_output(format.map(Format::from), output.as_deref())?;
-        if *resume && format != Format::Jsonl {
-            bail!(
-                "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
-            );
-        }
+        let results = results_to(output, *resume)?;
         let top_k = top_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
         let decisions = Decisions::new(
             top_k,
@@ -203,11 +200,7 @@ impl ClassifySettings {
                 _ => None,
             },
             store,
-            results: ResultsTo {
-                path: output.clone(),
-                format,
-                resume: *resume,
-            },
+            results,
         };
         Ok(Self {
             classify,
@@ -681,6 +674,142 @@ impl BenchSettings {
             model: model.settings(),
         })
     }
+}
+
+/// `vlm caption` and `vlm ask`.
+pub struct DescribeSettings {
+    pub describe: Describe,
+    pub model: ModelSettings,
+    pub verbosity: Verbosity,
+}
+
+impl DescribeSettings {
+    /// `vlm caption`.
+    pub fn caption(args: &CaptionArgs) -> anyhow::Result<Self> {
+        let CaptionArgs {
+            inputs,
+            prompt,
+            to,
+            table,
+            common,
+        } = args;
+        if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            bail!(
+                "--prompt is empty; give the words the caption should start with, or leave it out"
+            );
+        }
+        let request = Request::Caption {
+            prompt: prompt.clone(),
+        };
+        let mut settings = Self::new(common, inputs, request)?;
+        settings.describe.store = to
+            .as_deref()
+            .map(|to| address(to, table.as_deref()))
+            .transpose()?;
+        Ok(settings)
+    }
+
+    /// `vlm ask`: the last argument is the question unless --question or
+    /// --questions-file gives them.
+    pub fn ask(args: &AskArgs) -> anyhow::Result<Self> {
+        let AskArgs {
+            args: positional,
+            question,
+            questions_file,
+            common,
+        } = args;
+        let mut inputs = positional.clone();
+        let mut questions = question.clone();
+        if let Some(path) = questions_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the questions file {}", path.display()))?;
+            let listed: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            if listed.is_empty() {
+                bail!(
+                    "{} holds no questions; write one question per line",
+                    path.display()
+                );
+            }
+            questions.extend(listed);
+        }
+        if questions.is_empty() {
+            match inputs.pop() {
+                Some(last) => questions.push(last),
+                None => bail!(
+                    "no question; write it after the images (vlm ask photo.jpg \"what is on the table?\"), or pass --question or --questions-file"
+                ),
+            }
+        }
+        if inputs.is_empty() && common.filter.files_from.is_none() {
+            bail!(
+                "no images to ask about; name them before the question (vlm ask photo.jpg \"what is on the table?\") or pass --files-from"
+            );
+        }
+        if let Some(blank) = questions.iter().position(|q| q.trim().is_empty()) {
+            bail!(
+                "question {} is empty; every question needs words",
+                blank + 1
+            );
+        }
+        Self::new(common, &inputs, Request::Ask { questions })
+    }
+
+    fn new(common: &DescribeArgs, inputs: &[String], request: Request) -> anyhow::Result<Self> {
+        let DescribeArgs {
+            generation,
+            filter,
+            model,
+            output,
+            resume,
+            verbosity,
+        } = common;
+        Ok(Self {
+            describe: Describe {
+                inputs: filter.spec(inputs),
+                request,
+                generation: generation.options(),
+                results: results_to(output, *resume)?,
+                store: None,
+            },
+            model: model.settings(),
+            verbosity: *verbosity,
+        })
+    }
+}
+impl GenerationArgs {
+    /// The generation settings these flags ask for; the rest as transformers defaults them.
+    pub fn options(&self) -> GenerationOptions {
+        let GenerationArgs {
+            beams,
+            max_new_tokens,
+        } = self;
+        GenerationOptions {
+            num_beams: usize::try_from(*beams).unwrap_or(1),
+            max_new_tokens: max_new_tokens.and_then(|n| usize::try_from(n).ok()),
+            ..GenerationOptions::default()
+        }
+    }
+}
+
+/// Where results go, and whether `--resume` can keep what is there.
+fn results_to(output: &OutputArgs<FormatArg>, resume: bool) -> anyhow::Result<ResultsTo> {
+    let OutputArgs { format, output } = output;
+    let format = Format::for_output(format.map(Format::from), output.as_deref())?;
+    if resume && format != Format::Jsonl {
+        bail!(
+            "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
+        );
+    }
+    Ok(ResultsTo {
+        path: output.clone(),
+        format,
+        resume,
+    })
 }
 
 /// `vlm serve`.

@@ -3,6 +3,7 @@
 //! printer and the exit status.
 
 pub mod bench;
+pub mod caption;
 pub mod classify;
 pub mod docs;
 pub mod doctor;

@@ -17,7 +17,7 @@ mod store;
 pub(crate) use amx::matmul as matmul_bf16;
 pub(crate) use amx::AmxMatrix;
 pub use amx::Bf16Kernel;
-pub(crate) use attention::{attention, Heads};
+pub(crate) use attention::{attend, attention, Heads, KvView, Queries};
 pub(crate) use gemm::{matmul, Epilogue, PackedMatrix};
 pub(crate) use int8::matmul as matmul_int8;
 pub use int8::Int8Kernel;

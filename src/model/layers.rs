@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
-use super::config::Activation;
+use super::config::{Activation, VisionConfig};
 pub(crate) use super::pack::Compute;
 use super::pack::{host, PackedWeight, Packing};
 use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads, Int8Kernel};
@@ -54,6 +54,20 @@ pub(crate) struct StackShape {
     pub eps: f64,
 }
 
+impl StackShape {
+    /// The transformer of a vision tower.
+    pub fn vision(config: &VisionConfig) -> Self {
+        Self {
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            heads: config.num_attention_heads,
+            layers: config.num_hidden_layers,
+            act: config.hidden_act,
+            eps: config.layer_norm_eps,
+        }
+    }
+}
+
 pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     match act {
         Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
@@ -63,7 +77,7 @@ pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn kernel_act(act: Activation) -> Act {
+pub(crate) fn kernel_act(act: Activation) -> Act {
     match act {
         Activation::QuickGelu => Act::QuickGelu,
         Activation::Gelu => Act::GeluErf,
@@ -82,7 +96,7 @@ pub(crate) struct PackedLinear {
 impl PackedLinear {
     /// The packed layer `name`: from the pack file, or packed from `build`'s weight
     /// (out, in) as PyTorch stores it, and bias. `p.compute` must be a packed kind.
-    fn load(
+    pub(crate) fn load(
         p: &Packer,
         name: &str,
         dims: (usize, usize),
@@ -97,7 +111,7 @@ impl PackedLinear {
     }
 
     /// (output features, input features).
-    fn dims(&self) -> (usize, usize) {
+    pub(crate) fn dims(&self) -> (usize, usize) {
         match &self.weight {
             PackedWeight::F32(w) => (w.n(), w.k()),
             PackedWeight::Bf16(w) => (w.n(), w.k()),
@@ -106,7 +120,7 @@ impl PackedLinear {
     }
 
     /// `out = act(x · wᵀ + b)`, or `out += …` when `accumulate`.
-    fn run(&self, x: &[f32], rows: usize, act: Act, accumulate: bool, out: &mut [f32]) {
+    pub(crate) fn run(&self, x: &[f32], rows: usize, act: Act, accumulate: bool, out: &mut [f32]) {
         let ep = Epilogue {
             bias: self.bias.as_deref(),
             act,
@@ -208,6 +222,21 @@ fn fused_qkv(vb: &VarBuilder, shape: &StackShape) -> Result<(Tensor, Tensor)> {
     let h = shape.hidden;
     let head_dim = h / shape.heads;
     let scale = (head_dim as f64).powf(-0.5);
+    // BLIP's vision attention stores them fused already (`qkv`, then `projection`).
+    // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip.py#L285-L344
+    if vb.contains_tensor("qkv.weight") {
+        let (weight, bias) = (
+            vb.get((3 * h, h), "qkv.weight")?,
+            vb.get(3 * h, "qkv.bias")?,
+        );
+        let rescale = |t: &Tensor| -> Result<Tensor> {
+            Tensor::cat(
+                &[&(t.narrow(0, 0, h)? * scale)?, &t.narrow(0, h, 2 * h)?],
+                0,
+            )
+        };
+        return Ok((rescale(&weight)?, rescale(&bias)?));
+    }
     let part = |name: &str| -> Result<(Tensor, Tensor)> {
         let vb = vb.pp(name);
         Ok((vb.get((h, h), "weight")?, vb.get(h, "bias")?))
@@ -220,13 +249,22 @@ fn fused_qkv(vb: &VarBuilder, shape: &StackShape) -> Result<(Tensor, Tensor)> {
     Ok((weight, bias))
 }
 
+/// The attention's output projection: `out_proj` (CLIP, SigLIP) or `projection` (BLIP).
+fn out_projection<'a>(vb: &VarBuilder<'a>) -> VarBuilder<'a> {
+    if vb.contains_tensor("projection.weight") {
+        vb.pp("projection")
+    } else {
+        vb.pp("out_proj")
+    }
+}
+
 impl Attention {
     fn load(vb: VarBuilder, shape: &StackShape) -> Result<Self> {
         let h = shape.hidden;
         let (weight, bias) = fused_qkv(&vb, shape)?;
         Ok(Self {
             qkv: Linear::new(weight, Some(bias)),
-            out: linear(h, h, vb.pp("out_proj"))?,
+            out: linear(h, h, out_projection(&vb))?,
             heads: shape.heads,
             head_dim: h / shape.heads,
         })
@@ -351,7 +389,7 @@ impl PackedBlock {
                 let (w, b) = fused_qkv(&attn, shape)?;
                 Ok((w, Some(b)))
             })?,
-            out: linear(attn.pp("out_proj"), h, h)?,
+            out: linear(out_projection(&attn), h, h)?,
             norm2: Norm::load(vb.pp("layer_norm2"), h, shape.eps)?,
             fc1: linear(vb.pp("mlp").pp("fc1"), i, h)?,
             fc2: linear(vb.pp("mlp").pp("fc2"), h, i)?,

@@ -7,6 +7,7 @@
 //! takes hand-written configs, so it cannot match transformers on the checkpoints we
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
+pub mod blip;
 pub mod family;
 mod layers;
 mod pack;
@@ -132,7 +133,7 @@ pub struct ClipModel {
 /// `options.bf16_kernel`, else the fastest present, for bf16; `options.int8_kernel`, else
 /// the fastest present, for int8), candle everywhere else. int8 is refused off the CPU and
 /// where the CPU lacks the kernel asked for.
-fn choose_compute(
+pub(crate) fn choose_compute(
     device: &Device,
     precision: Precision,
     options: &LoadOptions,
@@ -172,7 +173,7 @@ fn choose_compute(
 }
 
 /// How reports name a compute path (`"candle"`, `"packed avx512"`, `"packed amx-bf16"`).
-fn compute_label(compute: Compute) -> &'static str {
+pub(crate) fn compute_label(compute: Compute) -> &'static str {
     match compute {
         Compute::Candle => "candle",
         Compute::Packed(isa) => isa.label(),

@@ -35,9 +35,9 @@ const CHUNK: usize = 256;
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
-    #[error("cannot read results {}: {cause}; pass the file written by `vlm classify --format jsonl`", path.display())]
+    #[error("cannot read results {}: {cause}; pass the file written by `vlm classify` or `vlm caption` with --format jsonl", path.display())]
     ReadResults { path: PathBuf, cause: io::Error },
-    #[error("{}, line {line}: not a vlm result record ({cause}); pass the file written by `vlm classify --format jsonl`", path.display())]
+    #[error("{}, line {line}: not a vlm result record ({cause}); pass the file written by `vlm classify` or `vlm caption` with --format jsonl", path.display())]
     BadRecord {
         path: PathBuf,
         line: usize,

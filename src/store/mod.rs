@@ -91,6 +91,8 @@ pub enum AddressError {
         "the table is named twice ({url:?} in the address, {flag:?} by --table); give it once"
     )]
     TableTwice { url: String, flag: String },
+    #[error("{shown}: captions are stored in PostgreSQL only; give a postgresql:// address, or write them to a file with --output")]
+    CaptionsInMilvus { shown: String },
     #[error("this vlm was built without {what} support; rebuild with cargo build --features {feature} (or cargo install --path . --features {feature})")]
     NotBuilt {
         what: &'static str,
@@ -142,6 +144,18 @@ pub struct LabelRow<'a> {
     pub top_probability: f32,
     /// The ranked labels as a JSON array.
     pub labels_json: String,
+}
+
+/// One image's caption to store beside its embedding.
+pub struct CaptionRow<'a> {
+    pub path: &'a str,
+    pub content_hash: &'a str,
+    /// The captioning checkpoint.
+    pub model: &'a str,
+    pub caption: &'a str,
+    pub log_prob: f64,
+    /// The generated ids as a JSON array.
+    pub tokens_json: String,
 }
 
 /// One search hit.
@@ -866,6 +880,43 @@ impl Sink<Labelled<'_>> for LabelStore {
             .upsert_labelled(&rows, &labels)
             .map_err(JobError::sink)?;
         Ok(())
+    }
+}
+
+/// `vlm caption --to ADDRESS`: captions stored beside the embeddings of an existing
+/// PostgreSQL table, in `<table>_captions` (path, content_hash, model, caption, log_prob,
+/// tokens).
+pub struct CaptionStore {
+    #[cfg(feature = "postgres")]
+    db: postgres::PgCaptions,
+}
+
+impl CaptionStore {
+    /// Opens the captions table of `address` (PostgreSQL only), refusing an address whose
+    /// embeddings table does not exist.
+    #[allow(unused_variables)] // without the feature only the error path remains
+    pub fn open(address: &Address) -> Result<Self, StoreError> {
+        match address.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => Ok(Self {
+                db: postgres::PgCaptions::open(address)?,
+            }),
+            #[cfg(not(feature = "postgres"))]
+            Backend::Postgres => Err(Backend::Postgres.not_built().into()),
+            Backend::Milvus => Err(AddressError::CaptionsInMilvus {
+                shown: address.shown.clone(),
+            }
+            .into()),
+        }
+    }
+
+    /// Inserts or replaces `rows` by path; returns how many were written.
+    #[allow(unused_variables)]
+    pub fn store(&mut self, rows: &[CaptionRow<'_>]) -> Result<u64, StoreError> {
+        #[cfg(feature = "postgres")]
+        return Ok(self.db.upsert(rows)?);
+        #[cfg(not(feature = "postgres"))]
+        Ok(0)
     }
 }
 

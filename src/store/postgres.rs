@@ -32,8 +32,8 @@ use postgres::{Client, Config, NoTls};
 use thiserror::Error;
 
 use super::{
-    Address, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, StoreError, StoredHit, TableName,
-    INDEX_SUFFIX, LABELS_SUFFIX,
+    Address, CaptionRow, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, StoreError, StoredHit,
+    TableName, INDEX_SUFFIX, LABELS_SUFFIX,
 };
 
 /// How long a connection attempt may take when the address does not say.
@@ -517,27 +517,17 @@ impl PgStore {
             self.table.quoted(LABELS_SUFFIX)
         );
         let model = self.stamp.model.clone();
-        let result = (|| {
-            let mut tx = self.client.transaction()?;
-            let statement = tx.prepare(&sql)?;
-            let mut written = 0;
-            for row in rows {
-                written += tx.execute(
-                    &statement,
-                    &[
-                        &row.path,
-                        &row.content_hash,
-                        &model,
-                        &row.top_label,
-                        &row.top_probability,
-                        &row.labels_json,
-                    ],
-                )?;
-            }
-            tx.commit()?;
-            Ok::<u64, postgres::Error>(written)
-        })();
-        result.map_err(|e| self.query_error("storing labels", &e))
+        execute_each(&mut self.client, &sql, rows, |row| {
+            vec![
+                &row.path,
+                &row.content_hash,
+                &model,
+                &row.top_label,
+                &row.top_probability,
+                &row.labels_json,
+            ]
+        })
+        .map_err(|e| self.query_error("storing labels", &e))
     }
 
     /// The `n` rows nearest to `query` by cosine distance, through the HNSW index, with
@@ -597,6 +587,99 @@ impl EmbeddingStore for PgStore {
     fn search(&mut self, query: &[f32], n: usize) -> Result<Vec<StoredHit>, StoreError> {
         Ok(PgStore::search(self, query, n)?)
     }
+}
+
+/// `vlm caption --to`: captions in `<table>_captions`, beside the embeddings an existing
+/// table holds (its rows and the captions share path and content hash).
+pub struct PgCaptions {
+    client: Client,
+    table: TableName,
+    shown: String,
+}
+
+impl PgCaptions {
+    /// Connects, refuses an address whose embeddings table does not exist, and makes the
+    /// captions table if missing.
+    pub fn open(address: &Address) -> Result<Self, PgError> {
+        let mut client = connect(address)?;
+        let shown = address.shown.clone();
+        let name = address.table.as_str().to_string();
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .map_err(|e| query_error(&shown, "looking up the table", &e))?
+            .get(0);
+        if !exists {
+            return Err(PgError::Missing { shown });
+        }
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {captions} (
+                path text PRIMARY KEY,
+                content_hash text NOT NULL,
+                model text NOT NULL,
+                caption text NOT NULL,
+                log_prob double precision NOT NULL,
+                tokens jsonb NOT NULL,
+                captioned_at timestamptz NOT NULL DEFAULT now())",
+            captions = address.table.quoted("_captions"),
+        );
+        client
+            .batch_execute(&sql)
+            .map_err(|e| query_error(&shown, "creating the captions table", &e))?;
+        Ok(Self {
+            client,
+            table: address.table.clone(),
+            shown,
+        })
+    }
+
+    /// The address as shown in messages (no password).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Inserts or replaces caption rows (by path), in one transaction.
+    pub fn upsert(&mut self, rows: &[CaptionRow<'_>]) -> Result<u64, PgError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "INSERT INTO {} (path, content_hash, model, caption, log_prob, tokens) \
+             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) \
+             ON CONFLICT (path) DO UPDATE SET content_hash = EXCLUDED.content_hash, \
+             model = EXCLUDED.model, caption = EXCLUDED.caption, log_prob = EXCLUDED.log_prob, \
+             tokens = EXCLUDED.tokens, captioned_at = now()",
+            self.table.quoted("_captions")
+        );
+        execute_each(&mut self.client, &sql, rows, |row| {
+            vec![
+                &row.path,
+                &row.content_hash,
+                &row.model,
+                &row.caption,
+                &row.log_prob,
+                &row.tokens_json,
+            ]
+        })
+        .map_err(|e| query_error(&self.shown, "storing captions", &e))
+    }
+}
+
+/// Runs the statement `sql` once per row, with the parameters `params` gives, in one
+/// transaction; returns the rows written.
+fn execute_each<R>(
+    client: &mut Client,
+    sql: &str,
+    rows: &[R],
+    params: impl for<'r> Fn(&'r R) -> Vec<&'r (dyn postgres::types::ToSql + Sync)>,
+) -> Result<u64, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let statement = tx.prepare(sql)?;
+    let mut written = 0;
+    for row in rows {
+        written += tx.execute(&statement, &params(row))?;
+    }
+    tx.commit()?;
+    Ok(written)
 }
 
 /// A failed statement as the error to report: "lost" (run again) when the connection went.

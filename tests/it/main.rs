@@ -3,6 +3,8 @@
 mod common;
 
 mod batch;
+mod caption;
+mod caption_cli;
 mod cli;
 mod doctor;
 mod embed_search;

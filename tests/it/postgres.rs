@@ -861,3 +861,78 @@ fn names_that_differ_in_one_invalid_byte_are_two_rows() {
         stderr(&out)
     );
 }
+
+#[test]
+fn caption_to_postgres_stores_captions_beside_the_embeddings() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pics = images(tmp.path(), 2);
+    let url = server.url("capt");
+    let blip = common::fixtures().join("models/blip-caption");
+    let caption = || {
+        let mut command = common::vlm();
+        command
+            .args(["caption", "-f", "jsonl", "--to", &url, "--model"])
+            .arg(&blip)
+            .arg(&pics);
+        run(&mut command)
+    };
+    // No embeddings in the table yet: refused before any caption is made.
+    let out = caption();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("vlm embed"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+
+    let out = run(vlm(&["embed", "--to", &url]).arg(&pics));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = caption();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4);
+    let mut client = server.client();
+    let stored: HashMap<String, (String, String, String, f64, Value)> = client
+        .query(
+            "SELECT path, content_hash, model, caption, log_prob, tokens::text FROM capt_captions",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let tokens: String = r.get(5);
+            (
+                r.get(0),
+                (
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    serde_json::from_str(&tokens).unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(stored.len(), 4);
+    for record in &records {
+        let path = record["path"].as_str().unwrap();
+        let (hash, model, text, log_prob, tokens) = &stored[path];
+        assert_eq!(hash, &sha256(Path::new(path)), "{path}");
+        assert_eq!(model, &blip.display().to_string());
+        assert_eq!(text, record["caption"].as_str().unwrap());
+        assert_eq!(*log_prob, record["log_prob"].as_f64().unwrap());
+        assert_eq!(tokens, &record["tokens"]);
+    }
+    // Beside the embeddings: the same paths and content hashes.
+    let embedded = rows(&mut client, "capt");
+    assert_eq!(
+        embedded.keys().collect::<std::collections::BTreeSet<_>>(),
+        stored.keys().collect()
+    );
+    for (path, row) in &embedded {
+        assert_eq!(row.hash, stored[path].0);
+    }
+}

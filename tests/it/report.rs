@@ -791,3 +791,121 @@ fn eval_json_list(dir: &tempfile::TempDir, model: &Path, list: &Path) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn caption_page_shows_captions_as_text_and_searches_them() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pics");
+    std::fs::create_dir_all(&root).unwrap();
+    for (i, colour) in [[200, 40, 40], [40, 200, 40], [40, 40, 200]]
+        .iter()
+        .enumerate()
+    {
+        image::RgbImage::from_pixel(48, 36, image::Rgb(*colour))
+            .save(root.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let captions = dir.path().join("captions.jsonl");
+    run_ok(
+        vlm()
+            .current_dir(dir.path())
+            .args(["caption", "pics", "--output"])
+            .arg(&captions)
+            .arg("--model")
+            .arg(common::fixtures().join("models/blip-caption")),
+    );
+    // The model's own captions, with two rewritten: one to search for, one hostile.
+    let hostile = "<img src=x onerror=\"window.__pwned=3\"> & <b>bold</b>";
+    let mut records: Vec<Value> = std::fs::read_to_string(&captions)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    records.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    assert_eq!(records.len(), 3);
+    let model_caption = records[2]["caption"].as_str().unwrap().to_string();
+    records[0]["caption"] = json!("a red bicycle near the bench");
+    records[1]["caption"] = json!(hostile);
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&captions, text).unwrap();
+    let page = write_page(dir.path(), &captions, &[]);
+
+    let (tab, requests) = open(&browser, &page);
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 3",
+    );
+    let shown = js(
+        &tab,
+        "[...document.querySelectorAll('#grid .card')].map(c => [c.querySelector('.name').textContent, c.querySelector('.caption').textContent]).sort()",
+    );
+    assert_eq!(
+        shown,
+        json!([
+            ["0.png", "a red bicycle near the bench"],
+            ["1.png", hostile],
+            ["2.png", model_caption]
+        ])
+    );
+    assert_eq!(js(&tab, "typeof window.__pwned"), json!("undefined"));
+    assert_eq!(
+        js(
+            &tab,
+            "document.querySelectorAll('img[src=\"x\"], #grid b').length"
+        ),
+        json!(0)
+    );
+    // No image counts as failed for lack of label scores.
+    assert_eq!(
+        js(
+            &tab,
+            "document.querySelectorAll('#grid .card.failed').length"
+        ),
+        json!(0)
+    );
+    let index_of = |path: &str| {
+        let records = js(&tab, "vlmReport.data.records.map(r => r.path)");
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|p| p == path)
+            .unwrap()
+    };
+    js(&tab, "(vlmReport.setSearch('RED bicycle'), 0)");
+    assert_eq!(
+        js(&tab, "vlmReport.view()"),
+        json!([index_of("pics/0.png")])
+    );
+    js(&tab, "(vlmReport.setSearch('<b>bold'), 0)");
+    assert_eq!(
+        js(&tab, "vlmReport.view()"),
+        json!([index_of("pics/1.png")])
+    );
+    js(&tab, "(vlmReport.setSearch('2.png'), 0)");
+    assert_eq!(
+        js(&tab, "vlmReport.view()"),
+        json!([index_of("pics/2.png")])
+    );
+    js(&tab, "(vlmReport.setSearch('bicycle'), 0)");
+    js(&tab, "(vlmReport.openDetail(0), 0)");
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('detail-caption').textContent"
+        ),
+        json!("a red bicycle near the bench")
+    );
+    screenshot(&tab, "captions-detail.png");
+    js(
+        &tab,
+        "(vlmReport.closeDetail(), vlmReport.setSearch(''), 0)",
+    );
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 3",
+    );
+    screenshot(&tab, "captions.png");
+    assert_offline(&requests, &tab);
+}

@@ -27,20 +27,23 @@
   }
   const pct = (p) => (p * 100).toFixed(p >= 0.9995 || p < 0.0005 ? 0 : 1) + '%';
   const baseName = (p) => { const parts = p.split(/[\\/]/); return parts[parts.length - 1] || p; };
-  const failed = (r) => r.error !== undefined || r.scores === undefined;
-  const topId = (r) => (failed(r) ? -1 : r.scores[0][0]);
-  const conf = (r) => (failed(r) ? -1 : r.scores[0][1]);
+  // A record from `vlm caption` or `vlm ask` has a caption and no scores.
+  const failed = (r) => r.error !== undefined || (r.scores === undefined && r.caption === undefined);
+  const scored = (r) => !failed(r) && r.scores !== undefined;
+  const topId = (r) => (scored(r) ? r.scores[0][0] : failed(r) ? -1 : -2);
+  const conf = (r) => (scored(r) ? r.scores[0][1] : -1);
   function uncertain(r) {
-    if (failed(r)) return false;
+    if (!scored(r)) return false;
     if (typeof r.uncertain === 'boolean') return r.uncertain;
     if (Array.isArray(r.selected)) return r.selected.length === 0;
     return conf(r) < state.threshold;
   }
   function matches(i) {
     const r = recs[i], f = state.filter;
-    if (state.search && !r.path.toLowerCase().includes(state.search)) return false;
+    const q = state.search;
+    if (q && !r.path.toLowerCase().includes(q) && !(r.caption !== undefined && r.caption.toLowerCase().includes(q))) return false;
     switch (f.type) {
-      case 'label': return !failed(r) && labels[topId(r)] === f.label;
+      case 'label': return scored(r) && labels[topId(r)] === f.label;
       case 'uncertain': return uncertain(r);
       case 'failed': return failed(r);
       case 'corrected': return corrections.has(i);
@@ -78,7 +81,7 @@
         buckets.get(k).push(i);
       }
       const keys = [...buckets.keys()].sort((a, b) => (a < 0) - (b < 0) || a - b);
-      sections = keys.map((k) => ({ name: k < 0 ? 'failed' : labels[k], items: buckets.get(k) }));
+      sections = keys.map((k) => ({ name: k === -1 ? 'failed' : k === -2 ? 'captioned' : labels[k], items: buckets.get(k) }));
     } else {
       sections = [{ name: null, items: picked }];
     }
@@ -166,7 +169,7 @@
     const r = recs[i];
     const node = el('div', 'card');
     node.dataset.index = i;
-    node.title = r.path;
+    node.title = r.caption !== undefined ? r.path + '\n' + r.caption : r.path;
     const box = el('div', 'thumb');
     if (r.thumb) {
       const img = el('img');
@@ -178,7 +181,8 @@
       box.append(el('div', 'noimg', r.thumb_error || 'no thumbnail'));
     }
     const top = el('div', 'top');
-    top.append(el('bdi', 'label', failed(r) ? 'failed' : labels[topId(r)]), el('span', 'prob', failed(r) ? '' : pct(conf(r))));
+    if (!failed(r) && !scored(r)) top.append(el('bdi', 'caption', r.caption));
+    else top.append(el('bdi', 'label', failed(r) ? 'failed' : labels[topId(r)]), el('span', 'prob', failed(r) ? '' : pct(conf(r))));
     node.append(box, top, el('div', 'name', baseName(r.path)), el('div', 'fix'));
     return node;
   }
@@ -212,6 +216,7 @@
     let nUnc = 0, nFail = 0;
     for (const r of recs) {
       if (failed(r)) { nFail++; continue; }
+      if (!scored(r)) continue;
       counts[topId(r)]++;
       if (uncertain(r)) nUnc++;
     }
@@ -269,6 +274,7 @@
     img.src = r.src || r.thumb || '';
     $('detail-name').textContent = baseName(r.path);
     $('detail-path').textContent = r.path;
+    $('detail-caption').textContent = r.caption !== undefined ? r.caption : '';
     $('position').textContent = (state.sel + 1) + ' of ' + state.view.length;
     const status = [];
     if (failed(r)) status.push('failed: ' + (r.error || 'no result'));
@@ -521,7 +527,7 @@
   $('title').textContent = data.title;
   document.title = data.title;
   const nFail = recs.filter(failed).length;
-  $('summary').textContent = recs.length + ' images, ' + labels.length + ' labels' + (nFail ? ', ' + nFail + ' failed' : '') + (data.meta && data.meta.results ? ' \u00b7 ' + data.meta.results : '');
+  $('summary').textContent = recs.length + ' images' + (labels.length ? ', ' + labels.length + ' labels' : '') + (nFail ? ', ' + nFail + ' failed' : '') + (data.meta && data.meta.results ? ' \u00b7 ' + data.meta.results : '');
   if (isEval) { drawEval(); state.group = false; $('group').checked = false; }
   compute();
   drawFilters();
