@@ -45,6 +45,7 @@ pub mod search;
 pub mod source;
 pub mod store;
 pub mod tokenize;
+pub mod xmp;
 
 pub use checkpoint::{Checkpoint, PromptEmbeddings};
 pub use error::{Error, Result};
