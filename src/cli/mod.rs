@@ -224,6 +224,24 @@ impl From<OrganizeArg> for vlm::organize::Mode {
     }
 }
 
+/// How --write-xmp names sidecars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum XmpNamingArg {
+    /// photo.jpg.xmp: digiKam, darktable.
+    Append,
+    /// photo.xmp: Lightroom, Capture One.
+    Basename,
+}
+
+impl From<XmpNamingArg> for vlm::xmp::Naming {
+    fn from(arg: XmpNamingArg) -> Self {
+        match arg {
+            XmpNamingArg::Append => Self::Appended,
+            XmpNamingArg::Basename => Self::Basename,
+        }
+    }
+}
+
 /// Output formats (see `vlm::output::Format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {

@@ -26,6 +26,7 @@ use vlm::organize::Organizer;
 use vlm::output::{self, Format, ImageResult, Outcome, ResultWriter};
 use vlm::pipeline::PipelineStats;
 use vlm::probe::{ModelIdentity, Probe};
+use vlm::xmp::{self, SidecarWriter, XmpOptions};
 use vlm::{Checkpoint, PromptEmbeddings};
 
 /// Counters for the summary line.
@@ -72,6 +73,9 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         (Some(mode), Some(dest)) => Some(Organizer::new(dest, mode.into(), args.dry_run)?),
         _ => None,
     };
+    let sidecars = settings
+        .xmp
+        .map(|options| SidecarWriter::new(options, args.dry_run));
     let (writer, out_name) = open_writer(args, settings.format, &scorer)?;
     let mut writer = writer.with_scoring(scorer.scoring_name(session.classifier()));
     for (path, message) in found.unreadable {
@@ -89,6 +93,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<u8> {
         scorer: &scorer,
         decisions,
         organizer,
+        sidecars,
         writer,
         tally: &mut tally,
         out_name: &out_name,
@@ -121,6 +126,8 @@ struct Settings {
     source: LabelSource,
     format: Format,
     decisions: Decisions,
+    /// `--write-xmp`: how sidecars are named and the root of vlm's keywords.
+    xmp: Option<XmpOptions>,
 }
 
 impl Settings {
@@ -148,10 +155,15 @@ impl Settings {
                 .then_some(args.threshold.unwrap_or(decide::DEFAULT_COSINE_THRESHOLD)),
             args.min_probability,
         )?;
+        let xmp = args
+            .write_xmp
+            .then(|| XmpOptions::new(args.xmp_naming.into(), &args.xmp_root))
+            .transpose()?;
         Ok(Self {
             source,
             format,
             decisions,
+            xmp,
         })
     }
 }
@@ -343,6 +355,8 @@ struct Sink<'a, W: Write> {
     scorer: &'a Scorer,
     decisions: Decisions,
     organizer: Option<Organizer>,
+    /// `--write-xmp`: each image's accepted labels go to its sidecar.
+    sidecars: Option<SidecarWriter>,
     writer: ResultWriter<W>,
     tally: &'a mut Tally,
     out_name: &'a str,
@@ -384,6 +398,9 @@ impl<W: Write> Sink<'_, W> {
             if let Some(label) = decide::destination(&report) {
                 self.organize(printer, &done.input, label.as_deref());
             }
+            if let Some(labels) = decide::accepted(&report) {
+                self.write_sidecar(printer, &done.input, &labels);
+            }
             if let (Some(_), Ok(embedding)) = (&self.store, &done.embedding) {
                 labelled.push((&done.input, report, embedding.as_slice()));
             }
@@ -396,6 +413,45 @@ impl<W: Write> Sink<'_, W> {
             store.store(&labelled)?;
         }
         Ok(())
+    }
+
+    fn write_sidecar(&mut self, printer: &Printer, input: &Input, labels: &[String]) {
+        let Some(sidecars) = &mut self.sidecars else {
+            return;
+        };
+        let Source::File(path) = &input.source else {
+            printer.error(format_args!(
+                "{}: no sidecar written: only local files have sidecars",
+                input.display
+            ));
+            return;
+        };
+        let tags = xmp::Tags {
+            labels,
+            description: None,
+        };
+        match sidecars.write(path, tags) {
+            Ok(written) => {
+                if let Some(other) = &written.shared_with {
+                    printer.warn(format_args!(
+                        "{} and {} share the sidecar {}, which now holds the labels of {}; \
+                         use --xmp-naming append to give each file its own",
+                        other.display(),
+                        path.display(),
+                        written.sidecar.display(),
+                        path.display()
+                    ));
+                }
+                let changed = written.change != xmp::Change::Unchanged;
+                if (self.args.dry_run && changed) || printer.verbose() {
+                    printer.plain(written);
+                }
+            }
+            Err(err) => {
+                self.tally.failed += 1;
+                printer.error(err);
+            }
+        }
     }
 
     fn organize(&mut self, printer: &Printer, input: &Input, label: Option<&str>) {

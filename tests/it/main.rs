@@ -26,3 +26,4 @@ mod probe;
 mod properties;
 mod report;
 mod stream;
+mod xmp;
