@@ -23,6 +23,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod dataset;
 pub mod decide;
+pub mod dedup;
 pub mod device;
 pub mod embedder;
 pub mod error;

@@ -1,0 +1,136 @@
+use super::*;
+
+/// xorshift64*: the same vectors everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// `n` vectors of `dim`: clusters of 1-4 noisy copies of random centres, shuffled, so
+/// that similarities spread across any threshold and pairs cross block boundaries.
+fn clustered(n: usize, dim: usize, noise: f32, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng(seed | 1);
+    let mut rows = Vec::with_capacity(n);
+    while rows.len() < n {
+        let centre: Vec<f32> = (0..dim).map(|_| rng.next()).collect();
+        let copies = 1 + ((rng.next() + 1.0) * 2.0) as usize;
+        for _ in 0..copies.min(n - rows.len()) {
+            rows.push(centre.iter().map(|c| c + noise * rng.next()).collect());
+        }
+    }
+    // A Fisher-Yates shuffle, so a cluster's copies are far apart in the input.
+    for i in (1..rows.len()).rev() {
+        let j = ((rng.next() + 1.0) / 2.0 * i as f32) as usize % (i + 1);
+        rows.swap(i, j);
+    }
+    rows
+}
+
+#[test]
+fn blocked_all_pairs_equal_the_brute_force_reference() {
+    // More rows than one block of columns and than one pass of rows, odd dimension.
+    let rows = UnitRows::new(&clustered(ROWS + BLOCK / 2 + 7, 23, 0.35, 7)).unwrap();
+    let all = pairs_brute_force(&rows, 0.8).unwrap();
+    for threshold in [0.8f32, 0.88, 0.93] {
+        let exact = pairs_exact(&rows, threshold).unwrap();
+        let reference: Vec<Pair> = all
+            .iter()
+            .filter(|p| p.similarity >= threshold)
+            .copied()
+            .collect();
+        assert!(
+            reference.len() > 100,
+            "{threshold}: {} pairs",
+            reference.len()
+        );
+        // f32 products may put a pair within rounding of the threshold on either side.
+        let near = |p: &Pair| (p.similarity - threshold).abs() < 1e-5;
+        let key = |p: &Pair| (p.a, p.b);
+        let exact_keys: Vec<_> = exact.iter().filter(|p| !near(p)).map(key).collect();
+        let reference_keys: Vec<_> = reference.iter().filter(|p| !near(p)).map(key).collect();
+        assert_eq!(exact_keys, reference_keys, "threshold {threshold}");
+        for p in &exact {
+            assert!(p.a < p.b);
+            assert!((p.similarity - rows.similarity(p.a, p.b)).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn the_approximate_index_finds_the_same_groups() {
+    let rows = UnitRows::new(&clustered(1200, 32, 0.3, 11)).unwrap();
+    let (exact, method) = find_pairs(&rows, 0.9, Search::Exact).unwrap();
+    assert_eq!(method, Method::Exact);
+    let (approximate, method) = find_pairs(&rows, 0.9, Search::Approximate).unwrap();
+    assert_eq!(method, Method::Approximate);
+    assert!(exact.len() > 200);
+    // Clusters are far smaller than the neighbours asked for, so every pair is found.
+    let keys = |pairs: &[Pair]| pairs.iter().map(|p| (p.a, p.b)).collect::<Vec<_>>();
+    let (found, want) = (keys(&approximate), keys(&exact));
+    let missed = want.iter().filter(|k| !found.contains(k)).count();
+    assert!(
+        missed * 1000 <= want.len(),
+        "missed {missed} of {}",
+        want.len()
+    );
+    assert!(found.iter().all(|k| want.contains(k)));
+    assert_eq!(
+        find_pairs(&rows, 0.9, Search::Auto).unwrap().1,
+        Method::Exact
+    );
+}
+
+#[test]
+fn groups_are_linked_pairs_in_input_order() {
+    // 0 ~ 2 ~ 4 chain (0 and 4 further apart), 1 ~ 3, 5 alone.
+    let rows = UnitRows::new(&[
+        vec![1.0, 0.0, 0.0],
+        vec![0.0, 1.0, 0.0],
+        vec![1.0, 0.3, 0.0],
+        vec![0.0, 1.0, 0.1],
+        vec![1.0, 0.6, 0.0],
+        vec![0.0, 0.0, 1.0],
+    ])
+    .unwrap();
+    let pairs = pairs_exact(&rows, 0.94).unwrap();
+    let groups = groups(&rows, &pairs);
+    let members: Vec<Vec<usize>> = groups
+        .iter()
+        .map(|g| g.members.iter().map(|m| m.0).collect())
+        .collect();
+    assert_eq!(members, [vec![0, 2, 4], vec![1, 3]]);
+    assert_eq!(groups[0].members[0].1, 1.0);
+    // 4 joined through 2 and sits below the threshold to the first image.
+    let to_first = groups[0].members[2].1;
+    assert!((to_first - rows.similarity(0, 4)).abs() < 1e-7 && to_first < 0.94);
+    let names: Vec<String> = (0..6).map(|i| format!("img {i}.jpg")).collect();
+    let mut out = Vec::new();
+    write_groups(&mut out, Format::Jsonl, &records(&groups, &names)).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["group"], 1);
+    assert_eq!(first["members"][1]["path"], "img 2.jpg");
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let rows = UnitRows::new(&[vec![1.0, 0.0]]).unwrap();
+    assert!(matches!(
+        pairs_exact(&rows, 1.5),
+        Err(DedupError::Threshold(_))
+    ));
+    assert!(matches!(
+        UnitRows::new(&[vec![1.0, 0.0], vec![1.0]]),
+        Err(DedupError::Dimension { index: 1, .. })
+    ));
+    // A zero embedding is similar to nothing, not a NaN that poisons the groups.
+    let rows = UnitRows::new(&[vec![0.0, 0.0], vec![0.0, 0.0], vec![1.0, 0.0]]).unwrap();
+    assert!(pairs_exact(&rows, 0.5).unwrap().is_empty());
+}
