@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Search(args) => commands::search::run(&args),
         Command::Bench(args) => commands::bench::run(&args),
         Command::Report(args) => commands::report::run(*args),
+        Command::Dedup(args) => commands::dedup::run(&args),
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
     };

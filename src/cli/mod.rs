@@ -18,6 +18,8 @@ mod fit;
 pub use fit::FitArgs;
 mod report;
 pub use report::ReportArgs;
+mod dedup;
+pub use dedup::DedupArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -47,6 +49,9 @@ pub enum Command {
     /// Write a review page (HTML, opened from disk) of classify results: thumbnails by
     /// label, the least sure first, corrections exported for --examples and `vlm fit`.
     Report(Box<ReportArgs>),
+    /// Group near-duplicate images (resized, recompressed, cropped or re-exposed copies) by
+    /// the cosine similarity of their embeddings; never moves or deletes a file.
+    Dedup(Box<DedupArgs>),
     /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.
     Completions {
         /// The shell to complete for.

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod classify;
 mod database;
+pub mod dedup;
 pub mod docs;
 pub mod embed;
 pub mod eval;

@@ -212,6 +212,51 @@ pub fn write_eval_report(
     build.finish(classes)
 }
 
+/// What a duplicates page shows above the groups.
+#[derive(Debug, Clone, Serialize)]
+pub struct DuplicatesMeta {
+    /// The cosine similarity that linked two images.
+    pub threshold: f32,
+    /// How the pairs were found (exact all-pairs or the approximate index).
+    pub method: String,
+    /// Images compared.
+    pub images: usize,
+}
+
+/// Writes the page of `vlm dedup --report`: one section per group (its "label" is
+/// `group N`), each member with its similarity to the group's first image as its score.
+pub fn write_duplicates_report(
+    groups: &[crate::dedup::GroupRecord<'_>],
+    meta: &DuplicatesMeta,
+    options: &ReportOptions,
+) -> Result<ReportSummary, ReportError> {
+    let mut build = Builder::start(options, "duplicates", meta)?;
+    let mut chunk: Vec<PageRecord> = Vec::with_capacity(CHUNK);
+    let names: Vec<String> = groups
+        .iter()
+        .map(|g| format!("group {}", g.group))
+        .collect();
+    for (label, group) in groups.iter().enumerate() {
+        for member in &group.members {
+            let similarity = f64::from(member.similarity);
+            chunk.push(PageRecord {
+                scores: vec![record::PageScore {
+                    label,
+                    probability: similarity,
+                    similarity: Some(similarity),
+                    selected: None,
+                }],
+                ..PageRecord::new(member.path.to_string())
+            });
+            if chunk.len() == CHUNK {
+                build.add(&mut chunk)?;
+            }
+        }
+    }
+    build.add(&mut chunk)?;
+    build.finish(&names)
+}
+
 /// A page being written: to a temporary file beside the output, renamed into place at
 /// the end, so a page is never left half-written.
 struct Builder<'a> {

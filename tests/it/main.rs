@@ -4,6 +4,7 @@ mod common;
 
 mod batch;
 mod cli;
+mod dedup;
 mod embed_search;
 mod eval;
 mod failure_paths;
