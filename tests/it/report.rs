@@ -791,3 +791,90 @@ fn eval_json_list(dir: &tempfile::TempDir, model: &Path, list: &Path) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn duplicates_page_shows_each_group_with_its_thumbnails() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    common::near_duplicates::write_set(&set, 12, 5);
+    let page = dir.path().join("dups.html");
+    let output = run_ok(
+        vlm()
+            .arg("dedup")
+            .arg(&set)
+            .arg("--model")
+            .arg(common::fixtures().join("models/thumbnail"))
+            .arg("--report")
+            .arg(&page)
+            .args(["-f", "jsonl", "-q"]),
+    );
+    let groups: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(groups.len() >= 3, "{} groups", groups.len());
+    let (tab, requests) = open(&browser, &page);
+    wait_for(
+        &tab,
+        "[...document.querySelectorAll('#grid img')].length > 3 && [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)",
+    );
+    screenshot(&tab, "duplicates.png");
+    // One section per group, in order, each opening with its first image.
+    let sections = js(
+        &tab,
+        "vlmReport.state.sections.map(s => ({ name: s.name, items: s.items.map(i => vlmReport.data.records[i].path) }))",
+    );
+    let sections = sections.as_array().unwrap();
+    assert_eq!(sections.len(), groups.len());
+    for (section, group) in sections.iter().zip(&groups) {
+        assert_eq!(section["name"], format!("group {}", group["group"]));
+        let paths: Vec<&Value> = group["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["path"])
+            .collect();
+        assert_eq!(
+            section["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            paths
+        );
+    }
+    let first_card = js(
+        &tab,
+        "document.querySelector('#grid .card .prob').textContent",
+    );
+    assert_eq!(first_card, json!("first"));
+    // Nothing to relabel: the correction controls are hidden and keys set no label.
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('choices').offsetParent === null"
+        ),
+        json!(true)
+    );
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('export-jsonl').offsetParent === null"
+        ),
+        json!(true)
+    );
+    js(&tab, "(vlmReport.openDetail(1), document.dispatchEvent(new KeyboardEvent('keydown', { key: '1' })), 0)");
+    assert_eq!(js(&tab, "vlmReport.corrections().length"), json!(0));
+    let bar = js(
+        &tab,
+        "document.querySelector('#bars .bar .val').textContent",
+    );
+    assert!(
+        bar.as_str().unwrap().starts_with("0.") || bar == json!("1.000"),
+        "{bar}"
+    );
+    screenshot(&tab, "duplicates-detail.png");
+    assert_offline(&requests, &tab);
+}
