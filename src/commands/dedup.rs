@@ -1,7 +1,6 @@
 //! `vlm dedup`: near-duplicate groups by embedding similarity ([`vlm::dedup`]); writes the
 //! groups, optionally a review page and group folders of links. Never moves or deletes.
 
-use std::io::{self, Write};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -129,18 +128,7 @@ fn write_groups(
     format: Format,
     records: &[dedup::GroupRecord<'_>],
 ) -> anyhow::Result<()> {
-    let out_name = args.output.as_ref().map_or_else(
-        || "standard output".to_string(),
-        |p| p.display().to_string(),
-    );
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .map(io::BufWriter::new)
-                .with_context(|| format!("cannot open {} for writing", path.display()))?,
-        ),
-        None => Box::new(io::stdout().lock()),
-    };
+    let (out, out_name) = super::output_writer(args.output.as_deref())?;
     dedup::write_groups(out, format, records).with_context(|| write_failed(&out_name))?;
     Ok(())
 }

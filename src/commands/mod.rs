@@ -228,6 +228,24 @@ fn peak_memory() -> Option<String> {
     peak_rss_mib().map(|mib| format!("{mib:.1} MiB"))
 }
 
+/// `--output` (buffered) or stdout, and how messages name it.
+pub fn output_writer(path: Option<&Path>) -> anyhow::Result<(Box<dyn std::io::Write>, String)> {
+    Ok(match path {
+        Some(path) => (
+            Box::new(
+                std::fs::File::create(path)
+                    .map(std::io::BufWriter::new)
+                    .with_context(|| format!("cannot open {} for writing", path.display()))?,
+            ),
+            path.display().to_string(),
+        ),
+        None => (
+            Box::new(std::io::stdout().lock()),
+            "standard output".to_string(),
+        ),
+    })
+}
+
 pub fn write_failed(out_name: &str) -> String {
     format!("cannot write results to {out_name}; free some space or choose another --output (every line written so far is complete)")
 }

@@ -1,6 +1,5 @@
 //! `vlm search`: rank images by cosine similarity to a text query or to an image.
 
-use std::io::{self, Write};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -174,18 +173,7 @@ fn query_and_paths(args: &SearchArgs) -> anyhow::Result<(Option<String>, Vec<Str
 
 /// Writes the ranked matches to `--output` or stdout.
 fn write_matches(args: &SearchArgs, format: Format, results: &[Match]) -> anyhow::Result<()> {
-    let out_name = args.output.as_ref().map_or_else(
-        || "standard output".to_string(),
-        |p| p.display().to_string(),
-    );
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path)
-                .map(io::BufWriter::new)
-                .with_context(|| format!("cannot open {} for writing", path.display()))?,
-        ),
-        None => Box::new(io::stdout().lock()),
-    };
+    let (out, out_name) = super::output_writer(args.output.as_deref())?;
     search::write_results(out, format, results).with_context(|| write_failed(&out_name))?;
     Ok(())
 }

@@ -1,0 +1,83 @@
+//! How far `vlm dedup`'s exact all-pairs search scales, and what the approximate index
+//! costs instead: both over N embeddings as the command holds them once they are read
+//! from the cache (unit vectors, `--dim` floats).
+//!
+//! cargo run --release --example dedup_scale -- --n 10000,100000 --dim 512
+//!
+//! The vectors are clusters of 1-4 noisy copies of random directions (noise chosen so
+//! that the copies sit near cosine 0.97), so the threshold 0.95 finds pairs as it would in
+//! a photo library. Prints, per N: the exact search (blocked products on the packed
+//! kernels), the HNSW build and queries, and how many pairs each found. `--exact-max`
+//! skips the exact search above that N. Figures go in BENCHMARKS.md; nothing here is a test.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use vlm::dedup::{self, UnitRows};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn clustered(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng(seed | 1);
+    let mut rows = Vec::with_capacity(n);
+    while rows.len() < n {
+        let centre: Vec<f32> = (0..dim).map(|_| rng.next()).collect();
+        let copies = 1 + ((rng.next() + 1.0) * 2.0) as usize;
+        for _ in 0..copies.min(n - rows.len()) {
+            rows.push(centre.iter().map(|c| c + 0.25 * rng.next()).collect());
+        }
+    }
+    rows
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut sizes = vec![10_000usize, 100_000];
+    let mut dim = 512;
+    let mut exact_max = usize::MAX;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--n" => sizes = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--dim" => dim = value.parse()?,
+            "--exact-max" => exact_max = value.parse()?,
+            _ => bail!("unknown flag {flag}; use --n, --dim, --exact-max"),
+        }
+    }
+    let threshold = dedup::DEFAULT_THRESHOLD;
+    println!(
+        "threshold {threshold}, dim {dim}, {} threads",
+        rayon::current_num_threads()
+    );
+    for n in sizes {
+        let rows = UnitRows::new(&clustered(n, dim, 42))?;
+        if n <= exact_max {
+            let t = Instant::now();
+            let pairs = dedup::pairs_exact(&rows, threshold)?;
+            let s = t.elapsed().as_secs_f64();
+            let gflops = (n as f64 * n as f64 / 2.0) * dim as f64 * 2.0 / s / 1e9;
+            println!(
+                "n {n:>7}  exact all-pairs   {s:>8.2} s  ({gflops:.0} GFLOP/s)  {} pairs",
+                pairs.len()
+            );
+        }
+        let t = Instant::now();
+        let pairs = dedup::pairs_approximate(&rows, threshold)?;
+        println!(
+            "n {n:>7}  approximate HNSW  {:>8.2} s  (build and {n} queries)  {} pairs",
+            t.elapsed().as_secs_f64(),
+            pairs.len()
+        );
+    }
+    Ok(())
+}
