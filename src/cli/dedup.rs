@@ -18,8 +18,8 @@ pub struct DedupArgs {
           allow_negative_numbers = true, help_heading = "Groups")]
     pub threshold: f32,
 
-    /// How pairs are found: auto (exact all-pairs up to 50,000 images, an approximate HNSW
-    /// index beyond), exact or approximate.
+    /// How pairs are found: auto (exact all-pairs up to 1,000,000 images, an approximate
+    /// HNSW index beyond), exact or approximate.
     #[arg(long, value_enum, default_value_t = DedupSearchArg::Auto, help_heading = "Groups")]
     pub search: DedupSearchArg,
 
@@ -78,7 +78,7 @@ pub struct DedupArgs {
 /// How `vlm dedup` finds pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DedupSearchArg {
-    /// Exact up to 50,000 images, approximate beyond.
+    /// Exact up to 1,000,000 images, approximate beyond.
     Auto,
     /// Every image against every other (slow for very many images).
     Exact,

@@ -45,6 +45,7 @@ pub(super) fn neighbour_pairs(rows: &UnitRows, threshold: f32) -> Result<Vec<Pai
     let points: Vec<Unit<'_>> = (0..n).map(|i| Unit(rows.row(i))).collect();
     // A fixed seed: the same images give the same graph, so the same groups.
     let (hnsw, ids) = Builder::default()
+        .ef_construction(40)
         .ef_search(NEIGHBOURS * 2)
         .seed(0x5eed)
         .build_hnsw(points.clone());
