@@ -191,7 +191,7 @@ fn exiftool_reads_the_keywords_paths_and_tags_as_written() {
     for (path, result) in &results {
         let top = text(&result["results"][0]["label"]);
         let tags = exif_xmp(&Path::new(path).with_extension("xmp"));
-        assert_eq!(items(&tags, "XMP-dc:Subject"), [top.clone()]);
+        assert_eq!(items(&tags, "XMP-dc:Subject"), std::slice::from_ref(&top));
         assert_eq!(
             items(&tags, "XMP-lr:HierarchicalSubject"),
             [format!("auto|vlm|{top}")]
