@@ -15,31 +15,6 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use vlm::dedup::{self, UnitRows};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
-fn clustered(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = Rng(seed | 1);
-    let mut rows = Vec::with_capacity(n);
-    while rows.len() < n {
-        let centre: Vec<f32> = (0..dim).map(|_| rng.next()).collect();
-        let copies = 1 + ((rng.next() + 1.0) * 2.0) as usize;
-        for _ in 0..copies.min(n - rows.len()) {
-            rows.push(centre.iter().map(|c| c + 0.12 * rng.next()).collect());
-        }
-    }
-    rows
-}
-
 fn main() -> anyhow::Result<()> {
     let mut sizes = vec![10_000usize, 100_000];
     let mut dim = 512;
@@ -62,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         rayon::current_num_threads()
     );
     for n in sizes {
-        let rows = UnitRows::new(&clustered(n, dim, 42))?;
+        let rows = UnitRows::new(&dedup::synthetic_clusters(n, dim, 0.12, 42))?;
         if n <= exact_max {
             let t = Instant::now();
             let pairs = dedup::pairs_exact(&rows, threshold)?;

@@ -374,5 +374,40 @@ pub fn write_groups<W: Write>(
     out.flush()
 }
 
+/// xorshift64*, uniform in -1..1: the same vectors on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// For tests and benchmarks: `n` vectors of `dim`, clusters of 1-4 copies of random
+/// centres with uniform noise of amplitude `noise` (0.12 puts copies near cosine 0.97 at
+/// 512 dimensions), shuffled, so that pairs cross block boundaries. The same everywhere
+/// for one `seed`.
+pub fn synthetic_clusters(n: usize, dim: usize, noise: f32, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng(seed | 1);
+    let mut rows = Vec::with_capacity(n);
+    while rows.len() < n {
+        let centre: Vec<f32> = (0..dim).map(|_| rng.next()).collect();
+        let copies = 1 + ((rng.next() + 1.0) * 2.0) as usize;
+        for _ in 0..copies.min(n - rows.len()) {
+            rows.push(centre.iter().map(|c| c + noise * rng.next()).collect());
+        }
+    }
+    // A Fisher-Yates shuffle, so a cluster's copies are far apart in the input.
+    for i in (1..rows.len()).rev() {
+        let j = ((rng.next() + 1.0) / 2.0 * i as f32) as usize % (i + 1);
+        rows.swap(i, j);
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,42 +1,9 @@
 use super::*;
 
-/// xorshift64*: the same vectors everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
-/// `n` vectors of `dim`: clusters of 1-4 noisy copies of random centres, shuffled, so
-/// that similarities spread across any threshold and pairs cross block boundaries.
-fn clustered(n: usize, dim: usize, noise: f32, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = Rng(seed | 1);
-    let mut rows = Vec::with_capacity(n);
-    while rows.len() < n {
-        let centre: Vec<f32> = (0..dim).map(|_| rng.next()).collect();
-        let copies = 1 + ((rng.next() + 1.0) * 2.0) as usize;
-        for _ in 0..copies.min(n - rows.len()) {
-            rows.push(centre.iter().map(|c| c + noise * rng.next()).collect());
-        }
-    }
-    // A Fisher-Yates shuffle, so a cluster's copies are far apart in the input.
-    for i in (1..rows.len()).rev() {
-        let j = ((rng.next() + 1.0) / 2.0 * i as f32) as usize % (i + 1);
-        rows.swap(i, j);
-    }
-    rows
-}
-
 #[test]
 fn blocked_all_pairs_equal_the_brute_force_reference() {
     // More rows than one block of columns and than one pass of rows, odd dimension.
-    let rows = UnitRows::new(&clustered(ROWS + BLOCK / 2 + 7, 23, 0.35, 7)).unwrap();
+    let rows = UnitRows::new(&synthetic_clusters(ROWS + BLOCK / 2 + 7, 23, 0.35, 7)).unwrap();
     let all = pairs_brute_force(&rows, 0.8).unwrap();
     for threshold in [0.8f32, 0.88, 0.93] {
         let exact = pairs_exact(&rows, threshold).unwrap();
@@ -65,7 +32,7 @@ fn blocked_all_pairs_equal_the_brute_force_reference() {
 
 #[test]
 fn the_approximate_index_finds_the_same_groups() {
-    let rows = UnitRows::new(&clustered(1200, 32, 0.3, 11)).unwrap();
+    let rows = UnitRows::new(&synthetic_clusters(1200, 32, 0.3, 11)).unwrap();
     let (exact, method) = find_pairs(&rows, 0.9, Search::Exact).unwrap();
     assert_eq!(method, Method::Exact);
     let (approximate, method) = find_pairs(&rows, 0.9, Search::Approximate).unwrap();
