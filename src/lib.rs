@@ -15,6 +15,8 @@
 //! embeddings for other tools and [`search`] ranks images by similarity to a query.
 //! [`fewshot`] sharpens prompts with a few example images and [`probe`] trains a linear
 //! head on embeddings instead. [`review`] writes a review page of results for a browser.
+//! [`xmp`] writes labels into the XMP sidecars photo tools read, and [`dedup`] groups
+//! near-duplicate images by the similarity of their embeddings.
 //! [`store`] keeps embeddings and labels in PostgreSQL with pgvector (cargo feature
 //! `postgres`, on by default) or Milvus (cargo feature `milvus`).
 
