@@ -1,25 +1,31 @@
-//! How far `vlm dedup`'s exact all-pairs search scales, and what the approximate index
-//! costs instead: both over N embeddings as the command holds them once they are read
-//! from the cache (unit vectors, `--dim` floats).
+//! How far `vlm dedup`'s exact all-pairs search scales, and what the approximate path
+//! through a PostgreSQL table's HNSW index (`vlm dedup --in`) costs instead: both over N
+//! embeddings (unit vectors, `--dim` floats).
 //!
-//! cargo run --release --example dedup_scale -- --n 10000,100000 --dim 512
+//! cargo run --release --example dedup_scale -- --n 10000,100000 --dim 512 [--in postgresql://...]
 //!
 //! The vectors are clusters of 1-4 noisy copies of random directions (noise chosen so
 //! that copies sit near cosine 0.97), so the threshold 0.95 finds pairs as it would in
 //! a photo library. Prints, per N: the exact search (blocked products on the packed
-//! kernels), the HNSW build and queries, and how many pairs each found. `--exact-max`
-//! and `--approximate-max` skip either above that N. Figures go in BENCHMARKS.md; nothing here is a test.
+//! kernels) and, with `--in`, the time to store the rows (not part of a dedup run: `vlm
+//! embed --to` does it once) and the neighbour search through the index, with how many
+//! pairs each found. `--exact-max` skips the exact search above that N. The table
+//! (`--table`, default `vlm_dedup_scale`, with `_N` appended) is filled by path. Figures go in BENCHMARKS.md;
+//! nothing here is a test.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use vlm::dedup::{self, UnitRows};
+use vlm::dedup::{self, UnitRows, NEIGHBOURS};
+use vlm::job::Silent;
+use vlm::store::{self, Address, EmbeddingRow, ModelStamp};
 
 fn main() -> anyhow::Result<()> {
     let mut sizes = vec![10_000usize, 100_000];
     let mut dim = 512;
     let mut exact_max = usize::MAX;
-    let mut approximate_max = usize::MAX;
+    let mut database = None;
+    let mut table = "vlm_dedup_scale".to_string();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -27,8 +33,9 @@ fn main() -> anyhow::Result<()> {
             "--n" => sizes = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
             "--dim" => dim = value.parse()?,
             "--exact-max" => exact_max = value.parse()?,
-            "--approximate-max" => approximate_max = value.parse()?,
-            _ => bail!("unknown flag {flag}; use --n, --dim, --exact-max, --approximate-max"),
+            "--in" => database = Some(value),
+            "--table" => table = value,
+            _ => bail!("unknown flag {flag}; use --n, --dim, --exact-max, --in, --table"),
         }
     }
     let threshold = dedup::DEFAULT_THRESHOLD;
@@ -37,8 +44,9 @@ fn main() -> anyhow::Result<()> {
         rayon::current_num_threads()
     );
     for n in sizes {
-        let rows = UnitRows::new(&dedup::synthetic_clusters(n, dim, 0.12, 42))?;
+        let vectors = dedup::synthetic_clusters(n, dim, 0.12, 42);
         if n <= exact_max {
+            let rows = UnitRows::new(&vectors)?;
             let t = Instant::now();
             let pairs = dedup::pairs_exact(&rows, threshold)?;
             let s = t.elapsed().as_secs_f64();
@@ -48,16 +56,39 @@ fn main() -> anyhow::Result<()> {
                 pairs.len()
             );
         }
-        if n > approximate_max {
-            continue;
+        if let Some(url) = &database {
+            let address = Address::parse(url, Some(&format!("{table}_{n}")))?;
+            let stamp = ModelStamp {
+                model: "dedup_scale".into(),
+                revision: None,
+                dim,
+            };
+            let t = Instant::now();
+            let mut db = store::open_for_writing(&address, stamp.clone())?;
+            let paths: Vec<String> = (0..n).map(|i| format!("img-{i:07}.jpg")).collect();
+            let hash = "0".repeat(64);
+            for (paths, vectors) in paths.chunks(1000).zip(vectors.chunks(1000)) {
+                let rows: Vec<EmbeddingRow<'_>> = paths
+                    .iter()
+                    .zip(vectors)
+                    .map(|(path, embedding)| EmbeddingRow {
+                        path,
+                        content_hash: &hash,
+                        embedding,
+                    })
+                    .collect();
+                db.upsert(&rows)?;
+            }
+            let stored = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let found = dedup::in_store(&address, stamp, threshold, None, &Silent)?
+                .context("not cancelled")?;
+            println!(
+                "n {n:>7}  PostgreSQL HNSW   {:>8.2} s  ({n} queries of {NEIGHBOURS} neighbours; storing the rows took {stored:.1} s)  {} pairs",
+                t.elapsed().as_secs_f64(),
+                found.pairs
+            );
         }
-        let t = Instant::now();
-        let pairs = dedup::pairs_approximate(&rows, threshold)?;
-        println!(
-            "n {n:>7}  approximate HNSW  {:>8.2} s  (build and {n} queries)  {} pairs",
-            t.elapsed().as_secs_f64(),
-            pairs.len()
-        );
     }
     Ok(())
 }

@@ -88,6 +88,22 @@ pub enum CacheError {
     },
 }
 
+/// A file's size and modification time as text ("N bytes, modified T" with T in
+/// nanoseconds since 1970; empty when the file cannot be read): what a cache key uses to
+/// notice that a file it cannot afford to hash (weights, the executable) was replaced.
+pub fn file_stamp(path: &Path) -> String {
+    fs::metadata(path)
+        .map(|m| {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{} bytes, modified {modified}", m.len())
+        })
+        .unwrap_or_default()
+}
+
 /// What makes embeddings of the same bytes differ: the model and how pixels are prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheNamespace {

@@ -8,8 +8,9 @@ use crate::error::{Error, Result};
 use crate::family::{Family, Scoring};
 use crate::labels::PromptSet;
 use crate::model::config::ClipConfig;
-use crate::model::{l2_normalize, ClipModel, LoadOptions};
-use crate::preprocess::{self, DecodeOptions, PreprocessConfig, Preprocessor};
+use crate::model::{family, l2_normalize, ClipModel, LoadOptions};
+use crate::preprocess::{self, DecodeOptions, Preprocessor};
+use crate::progress::{Level, Progress};
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
 use crate::tokenize::ClipTokenizer;
@@ -23,6 +24,24 @@ pub struct PromptEmbeddings {
     pub embeddings: Tensor,
     /// For each prompt, whether it was cut to the model's context.
     pub truncated: Vec<bool>,
+}
+
+/// Warns about each of `prompts` that was cut (`truncated`, in the same order) to the
+/// model's `context` tokens.
+pub fn warn_truncated(
+    prompts: &[String],
+    truncated: &[bool],
+    context: usize,
+    progress: &dyn Progress,
+) {
+    for (prompt, _) in prompts.iter().zip(truncated).filter(|(_, &cut)| cut) {
+        progress.say(
+            Level::Warning,
+            &format_args!(
+                "prompt {prompt:?} is longer than the model's {context} tokens and was truncated"
+            ),
+        );
+    }
 }
 
 /// Everything needed to turn image files and prompts into ranked scores.
@@ -52,7 +71,13 @@ impl Checkpoint {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let (config, preprocess_config) = read_configs(files)?;
+        let (config, preprocess_config) = family::read_configs(files, |name| {
+            Ok::<_, Error>(crate::model::tensor_shape(
+                &files.weights,
+                Family::OpenClip,
+                name,
+            )?)
+        })?;
         let (height, width) = preprocess_config.output_size();
         let size = config.vision.image_size;
         if height as usize != size || width as usize != size {
@@ -63,19 +88,11 @@ impl Checkpoint {
                 size,
             });
         }
-        let tokenizer_file = files
-            .tokenizer
-            .is_file()
-            .then_some(files.tokenizer.as_path());
         // Parsing tokenizer.json (~50 ms for CLIP's vocabulary and merges) overlaps the
         // weights' load, which is a page-cache read or a mapping.
         let (model, tokenizer) = std::thread::scope(|scope| {
             let tokenizer = scope.spawn(|| {
-                ClipTokenizer::for_family(
-                    tokenizer_file,
-                    config.text.max_position_embeddings,
-                    config.family,
-                )
+                family::tokenizer(files, config.text.max_position_embeddings, config.family)
             });
             let model = ClipModel::load_with(&config, &files.weights, device, dtype, options);
             let tokenizer = tokenizer
@@ -273,71 +290,6 @@ impl Checkpoint {
         )
         .map_err(Error::Tensor)
     }
-}
-
-/// The architecture and preprocessing of a checkpoint, from `config.json` and
-/// `preprocessor_config.json`, or from `open_clip_config.json` (whose MLP widths are then
-/// read from the weights, which state them exactly where the config's `mlp_ratio` rounds).
-fn read_configs(files: &ModelFiles) -> Result<(ClipConfig, PreprocessConfig)> {
-    let is_open_clip = files
-        .config
-        .file_name()
-        .is_some_and(|n| n == crate::source::OPEN_CLIP_CONFIG);
-    if !is_open_clip {
-        let config = ClipConfig::from_file(&files.config)?;
-        let preprocess = if config.family == Family::Siglip && !files.preprocessor.is_file() {
-            PreprocessConfig::siglip_defaults()
-        } else {
-            PreprocessConfig::from_file(&files.preprocessor)?
-        };
-        return Ok((config, preprocess));
-    }
-    let (mut config, mut open) = crate::model::open_clip::read_config(&files.config)?;
-    if let Some(entry) = crate::source::registry::lookup_repo(&files.id) {
-        crate::model::open_clip::apply_pins(
-            &mut config,
-            &mut open,
-            entry.quick_gelu,
-            entry.resize_mode.as_deref(),
-            &files.config,
-        )?;
-    }
-    let rows = |name: &str| -> Result<usize> {
-        let shape = crate::model::tensor_shape(&files.weights, Family::OpenClip, name)?;
-        Ok(shape.first().copied().unwrap_or(0))
-    };
-    config.vision.intermediate_size = rows("vision_model.encoder.layers.0.mlp.fc1.weight")?;
-    config.text.intermediate_size = rows("text_model.encoder.layers.0.mlp.fc1.weight")?;
-    let size = config.vision.image_size as u32;
-    let (size_target, crop) = if open.squash {
-        (
-            crate::preprocess::ResizeTarget::Exact {
-                height: size,
-                width: size,
-            },
-            false,
-        )
-    } else {
-        (crate::preprocess::ResizeTarget::ShortestEdge(size), true)
-    };
-    // open_clip 3.3.0 `transform.py` `image_transform`: Resize, CenterCrop (torchvision
-    // rounding), ToTensor (divide by 255), Normalize.
-    let preprocess = PreprocessConfig {
-        size: size_target,
-        resample: if open.bilinear {
-            crate::preprocess::Resample::Bilinear
-        } else {
-            crate::preprocess::Resample::Bicubic
-        },
-        do_center_crop: crop,
-        crop_size: (size, size),
-        image_mean: open.mean,
-        image_std: open.std,
-        crop_rounding: crate::preprocess::CropRounding::HalfEven,
-        divide_by_255: true,
-        ..PreprocessConfig::default()
-    };
-    Ok((config, preprocess))
 }
 
 /// The usual short name of a float type.

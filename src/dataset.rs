@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::inputs::{self, Event, Input, InputError, InputOptions};
+use crate::job::{Embedded, Job, JobError, Progress, SinkFn, Tally};
 
 /// Why a labelled folder cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +293,16 @@ impl Dataset {
         }
     }
 
+    /// [`Self::open`] with the mapping in `labels_file`, when given.
+    pub fn open_mapped(
+        path: &Path,
+        options: &InputOptions,
+        labels_file: Option<&Path>,
+    ) -> Result<Self, DatasetError> {
+        let mapping = labels_file.map(LabelMap::read).transpose()?;
+        Self::open(path, options, mapping.as_ref())
+    }
+
     /// Reads a labelled list: each line `{"path": ..., "label": ...}`, relative paths taken
     /// from the current folder. Classes are the labels in name order (each is also its own
     /// "folder"); `mapping` renames them as it renames folders.
@@ -441,6 +452,68 @@ impl Dataset {
         train.sort_unstable();
         held.sort_unstable();
         (train, held)
+    }
+}
+
+/// A dataset's images embedded, in the dataset's order, ready to pair with their labels.
+#[derive(Debug, Default)]
+pub struct LabelledRows {
+    /// One per image of [`Dataset::images`] that the run reached (all of them unless it
+    /// was interrupted): its embedding, or why there is none.
+    pub embeddings: Vec<Result<Vec<f32>, String>>,
+    /// The embedding run's counts.
+    pub tally: Tally,
+}
+
+impl LabelledRows {
+    /// The images that were embedded, with their embeddings, in dataset order.
+    pub fn embedded<'a>(
+        &'a self,
+        dataset: &'a Dataset,
+    ) -> impl Iterator<Item = (&'a LabelledImage, &'a [f32])> + 'a {
+        dataset
+            .images
+            .iter()
+            .zip(&self.embeddings)
+            .filter_map(|(image, e)| Some((image, e.as_deref().ok()?)))
+    }
+
+    /// The images that could not be embedded, and why.
+    pub fn failed<'a>(
+        &'a self,
+        dataset: &'a Dataset,
+    ) -> impl Iterator<Item = (&'a LabelledImage, &'a str)> + 'a {
+        dataset
+            .images
+            .iter()
+            .zip(&self.embeddings)
+            .filter_map(|(image, e)| Some((image, e.as_ref().err()?.as_str())))
+    }
+
+    /// The embedded rows and their classes, for scoring.
+    pub fn rows_and_labels<'a>(&'a self, dataset: &'a Dataset) -> (Vec<&'a [f32]>, Vec<usize>) {
+        self.embedded(dataset)
+            .map(|(image, row)| (row, image.label))
+            .unzip()
+    }
+}
+
+impl Dataset {
+    /// Embeds every image with `job`, reporting progress and failures to `progress`: the
+    /// one way a labelled folder becomes embeddings paired with labels (`vlm eval`,
+    /// `vlm fit`, `--examples`).
+    pub fn embed(&self, job: &Job, progress: &dyn Progress) -> Result<LabelledRows, JobError> {
+        let mut embeddings = Vec::with_capacity(self.images.len());
+        let inputs: Vec<Input> = self.images.iter().map(|i| i.input.clone()).collect();
+        let mut sink = SinkFn(|batch: &[Embedded], _: &dyn Progress| {
+            embeddings.extend(batch.iter().map(|done| match &done.embedding {
+                Ok(row) => Ok(row.clone()),
+                Err(err) => Err(err.to_string()),
+            }));
+            Ok(())
+        });
+        let tally = job.run(inputs, &mut sink, progress)?;
+        Ok(LabelledRows { embeddings, tally })
     }
 }
 

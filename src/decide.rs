@@ -3,14 +3,18 @@
 //! [`Decisions`] turn those scores into a report (top-k, multi-label selection, the
 //! "uncertain" flag) and a destination for `--organize`.
 
-use crate::checkpoint::{Checkpoint, PromptEmbeddings};
-use crate::error::Result;
+use std::path::PathBuf;
+
+use crate::checkpoint::{self, Checkpoint, PromptEmbeddings};
+use crate::error::{Error, Result};
 use crate::family::Scoring;
-use crate::fewshot::{TipAdapterCache, TipParams};
+use crate::fewshot::{self, FewShotError, NotTuned, ParamsChoice, TipAdapterCache, TipParams};
+use crate::job::{Embedded, Item, JobError, Level, Progress, Sink};
 use crate::labels::PromptSet;
-use crate::output::{ImageResult, LabelResult, Outcome};
-use crate::probe::Probe;
+use crate::output::{ImageResult, LabelResult, Labelled, Outcome};
+use crate::probe::{ModelIdentity, Probe, ProbeError};
 use crate::score::Score;
+use crate::session::Session;
 
 /// A setting of the decisions that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +28,34 @@ pub enum DecideError {
          (one per label); got {0}"
     )]
     ProbabilityThreshold(f32),
+}
+
+/// Why the scorer could not be made for the loaded model.
+#[derive(Debug, thiserror::Error)]
+pub enum ScorerError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Examples(#[from] FewShotError),
+    #[error(transparent)]
+    Embed(#[from] Error),
+}
+
+/// Where the labels come from, settled before the model is loaded.
+pub enum LabelSource {
+    /// Prompts made from the labels and templates.
+    Prompts(PromptSet),
+    /// A linear probe, read from `path`.
+    Probe { path: PathBuf, probe: Probe },
+}
+
+/// `--examples`: example images that sharpen the prompts, and Tip-Adapter's α and β where
+/// given (the others are chosen on the examples when possible).
+#[derive(Debug, Clone)]
+pub struct ExampleSettings {
+    pub dir: PathBuf,
+    pub weight: Option<f32>,
+    pub sharpness: Option<f32>,
 }
 
 /// `--multi-label`'s default threshold on the cosine similarity (softmax-scored models).
@@ -45,6 +77,62 @@ pub enum Scorer {
 }
 
 impl Scorer {
+    /// The scorer for the loaded model: the probe (checked against the model), or the
+    /// prompts embedded once (warning about any cut to the model's context), with the
+    /// examples read, embedded and weighed when given. `None` when Ctrl-C stopped reading
+    /// the examples.
+    pub fn build(
+        source: LabelSource,
+        examples: Option<&ExampleSettings>,
+        session: &Session,
+        progress: &dyn Progress,
+    ) -> Result<Option<Self>, ScorerError> {
+        let checkpoint = &session.checkpoint;
+        let prompts = match source {
+            LabelSource::Probe { path, probe } => {
+                probe.check_model(&path, &ModelIdentity::of(&session.files, checkpoint)?)?;
+                return Ok(Some(Self::Probe(probe)));
+            }
+            LabelSource::Prompts(prompts) => prompts,
+        };
+        let text = checkpoint.embed_classes(&prompts)?;
+        checkpoint::warn_truncated(
+            &prompts.prompts,
+            &text.truncated,
+            checkpoint.model().text_context(),
+            progress,
+        );
+        let examples = match examples {
+            None => None,
+            Some(settings) => {
+                let examples =
+                    fewshot::load_examples(&session.job(), &settings.dir, &prompts.classes)?;
+                if examples.tally.cancelled {
+                    progress.say(
+                        Level::Error,
+                        &"interrupted while reading the examples; nothing was labelled",
+                    );
+                    return Ok(None);
+                }
+                examples.say_used(&settings.dir, progress);
+                let params = example_params(
+                    checkpoint,
+                    settings,
+                    &text,
+                    &examples.cache,
+                    &prompts,
+                    progress,
+                )?;
+                Some((examples.cache, params))
+            }
+        };
+        Ok(Some(Self::Prompts {
+            prompts,
+            text,
+            examples,
+        }))
+    }
+
     /// Ranked scores for each embedding in `rows`, best first.
     pub fn rank(&self, classifier: &Checkpoint, rows: &[&[f32]]) -> Result<Vec<Vec<Score>>> {
         match self {
@@ -115,6 +203,45 @@ impl Scorer {
     }
 }
 
+/// Tip-Adapter's α and β: as given, the rest chosen on the examples when possible;
+/// `--verbose` says which and why.
+fn example_params(
+    checkpoint: &Checkpoint,
+    settings: &ExampleSettings,
+    text: &PromptEmbeddings,
+    examples: &TipAdapterCache,
+    prompts: &PromptSet,
+    progress: &dyn Progress,
+) -> Result<TipParams, FewShotError> {
+    let (params, choice) = fewshot::choose_params(
+        examples,
+        checkpoint,
+        text,
+        settings.weight,
+        settings.sharpness,
+    )?;
+    let (a, b) = (params.weight, params.sharpness);
+    let detail = |message: std::fmt::Arguments<'_>| progress.say(Level::Detail, &message);
+    match choice {
+        ParamsChoice::Tuned(t) => detail(format_args!(
+            "examples weight {a}, sharpness {b}, chosen by leave-one-out over {} examples: \
+             {:.3} of them ranked right (prompts alone {:.3})",
+            t.held_out, t.accuracy, t.zero_shot_accuracy
+        )),
+        ParamsChoice::Kept(NotTuned::Given) => {
+            detail(format_args!("examples weight {a}, sharpness {b}, as given"))
+        }
+        ParamsChoice::Kept(NotTuned::TooFew { class, count }) => detail(format_args!(
+            "examples weight {a}, sharpness {b} (Tip-Adapter's defaults where not given): \
+             label {:?} has {count} examples, and choosing them by leave-one-out needs {} of \
+             each label",
+            prompts.classes.get(class).map_or("?", |c| c.name.as_str()),
+            fewshot::MIN_EXAMPLES_TO_TUNE
+        )),
+    }
+    Ok(params)
+}
+
 /// The decision settings of one run, checked once.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Decisions {
@@ -177,7 +304,7 @@ impl Decisions {
     }
 
     /// The report for one image from its ranked `scores` (best first).
-    pub fn report(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageResult {
+    pub fn decide(&self, path: &str, scores: &[Score], scorer: &Scorer) -> ImageResult {
         let passes = |s: &Score, threshold: f32| {
             if self.multi_label_on_probability {
                 s.probability >= threshold
@@ -224,6 +351,71 @@ pub fn destination(report: &ImageResult) -> Option<Option<String>> {
         (Some(selected), _) => Some(selected.first().cloned()),
         (None, _) if report.uncertain == Some(true) => Some(None),
         (None, Outcome::Ranked(results)) => Some(results.first().map(|r| r.label.clone())),
+    }
+}
+
+/// A sink of the job that labels each batch (the scorer ranks, the decisions choose) and
+/// hands the labelled results to its own sink: the result writer, the organizer, a store,
+/// a review page, whatever consumes classify results.
+pub struct Labeller<'a, S> {
+    checkpoint: &'a Checkpoint,
+    scorer: &'a Scorer,
+    decisions: Decisions,
+    sink: S,
+}
+
+impl<'a, S> Labeller<'a, S> {
+    /// Labels with `scorer` and `decisions` on `checkpoint`, then hands on to `sink`.
+    pub fn new(
+        checkpoint: &'a Checkpoint,
+        scorer: &'a Scorer,
+        decisions: Decisions,
+        sink: S,
+    ) -> Self {
+        Self {
+            checkpoint,
+            scorer,
+            decisions,
+            sink,
+        }
+    }
+
+    /// The sink, to finish it after the run.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+}
+
+impl<T, S> Sink<Embedded<T>> for Labeller<'_, S>
+where
+    T: Item,
+    S: for<'b> Sink<Labelled<'b, T>>,
+{
+    fn write(&mut self, batch: &[Embedded<T>], progress: &dyn Progress) -> Result<(), JobError> {
+        let rows: Vec<&[f32]> = batch.iter().filter_map(Embedded::ok).collect();
+        let mut ranked = self.scorer.rank(self.checkpoint, &rows)?.into_iter();
+        let mut labelled = Vec::with_capacity(batch.len());
+        for done in batch {
+            let result = match &done.embedding {
+                Ok(_) => {
+                    let scores = ranked
+                        .next()
+                        .ok_or(Error::Internal("fewer rankings than images"))?;
+                    self.decisions
+                        .decide(done.input.name(), &scores, self.scorer)
+                }
+                Err(err) => ImageResult::failed(done.input.name().to_string(), err.to_string()),
+            };
+            labelled.push(Labelled {
+                embedded: done,
+                result,
+            });
+        }
+        self.sink.write(&labelled, progress)
+    }
+
+    fn failed(&self) -> usize {
+        Sink::<Labelled<'_, T>>::failed(&self.sink)
     }
 }
 
@@ -303,7 +495,7 @@ mod tests {
 
     #[test]
     fn single_label_reports_all_ranked_with_prompts() {
-        let report = Decisions::default().report("x.jpg", &scores(), &scorer());
+        let report = Decisions::default().decide("x.jpg", &scores(), &scorer());
         assert_eq!(labels(&report), ["dog", "cat", "car"]);
         let Outcome::Ranked(results) = &report.outcome else {
             panic!("ranked")
@@ -318,7 +510,7 @@ mod tests {
     #[test]
     fn top_k_cuts_the_list_but_not_the_multi_label_selection() {
         let decisions = Decisions::new(Some(1), Some(0.25), None).unwrap();
-        let report = decisions.report("x.jpg", &scores(), &scorer());
+        let report = decisions.decide("x.jpg", &scores(), &scorer());
         assert_eq!(labels(&report), ["dog"]);
         // The selection looks at every label, not only the reported ones.
         assert_eq!(
@@ -337,7 +529,7 @@ mod tests {
             .unwrap()
             .with_threshold_on(Some(0.3), true)
             .unwrap();
-        let report = decisions.report("x.jpg", &scores(), &scorer());
+        let report = decisions.decide("x.jpg", &scores(), &scorer());
         // Probabilities 0.6, 0.3, 0.1: the first two reach 0.3 (similarities would select none).
         assert_eq!(
             report.labels,
@@ -363,7 +555,7 @@ mod tests {
     #[test]
     fn multi_label_with_nothing_selected_goes_to_the_unlabelled_folder() {
         let decisions = Decisions::new(None, Some(0.5), None).unwrap();
-        let report = decisions.report("x.jpg", &scores(), &scorer());
+        let report = decisions.decide("x.jpg", &scores(), &scorer());
         assert_eq!(report.labels, Some(Vec::new()));
         assert_eq!(destination(&report), Some(None));
     }
@@ -371,14 +563,14 @@ mod tests {
     #[test]
     fn min_probability_marks_unsure_images() {
         let sure = Decisions::new(None, None, Some(0.6)).unwrap();
-        let report = sure.report("x.jpg", &scores(), &scorer());
+        let report = sure.decide("x.jpg", &scores(), &scorer());
         assert_eq!(report.uncertain, Some(false), "0.6 reaches 0.6");
         let strict = Decisions::new(None, None, Some(0.61)).unwrap();
-        let report = strict.report("x.jpg", &scores(), &scorer());
+        let report = strict.decide("x.jpg", &scores(), &scorer());
         assert_eq!(report.uncertain, Some(true));
         assert_eq!(destination(&report), Some(None));
         // No scores at all is uncertain, not a panic.
-        assert_eq!(strict.report("x.jpg", &[], &scorer()).uncertain, Some(true));
+        assert_eq!(strict.decide("x.jpg", &[], &scorer()).uncertain, Some(true));
     }
 
     #[test]
@@ -408,22 +600,22 @@ mod tests {
 
     #[test]
     fn accepted_labels_follow_every_decision() {
-        let single = Decisions::default().report("x.jpg", &scores(), &scorer());
+        let single = Decisions::default().decide("x.jpg", &scores(), &scorer());
         assert_eq!(accepted(&single), Some(vec!["dog".to_string()]));
         let unsure =
             Decisions::new(None, None, Some(0.7))
                 .unwrap()
-                .report("x.jpg", &scores(), &scorer());
+                .decide("x.jpg", &scores(), &scorer());
         assert_eq!(accepted(&unsure), Some(Vec::new()));
         let multi =
             Decisions::new(None, Some(0.25), None)
                 .unwrap()
-                .report("x.jpg", &scores(), &scorer());
+                .decide("x.jpg", &scores(), &scorer());
         assert_eq!(
             accepted(&multi),
             Some(vec!["dog".to_string(), "cat".to_string()])
         );
-        let top1 = Decisions::new(Some(1), Some(0.25), None).unwrap().report(
+        let top1 = Decisions::new(Some(1), Some(0.25), None).unwrap().decide(
             "x.jpg",
             &scores(),
             &scorer(),

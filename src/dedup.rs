@@ -9,29 +9,32 @@
 //! The pairs are found exactly, all against all, in blocks on the packed matrix kernels
 //! ([`pairs_exact`]): a block of unit embeddings is packed once as the "weight" and the
 //! rows before it are multiplied against it, so the similarities of a block never sit in
-//! memory with those of another. Beyond [`EXACT_LIMIT`] images an approximate HNSW index
-//! finds each image's near neighbours instead ([`pairs_approximate`]); [`find_pairs`]
-//! chooses and says which it used.
+//! memory with those of another. [`Images`] collects a job's embeddings for it.
+//!
+//! Beyond what fits that search, the embeddings live in a database: [`in_store`] asks the
+//! HNSW index of a PostgreSQL table (`vlm embed --to`, then `vlm dedup --in`) for each
+//! row's nearest neighbours, approximately, and never reads an image. [`Duplicates`] says
+//! which of the two found its groups ([`Method`]).
 
-mod index;
-
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::inputs::Source;
+use crate::job::{Embedded, JobError, Level, Progress, Sink};
 use crate::kernels::{matmul, Act, Epilogue, Isa, PackedMatrix};
+use crate::organize::Organizer;
 use crate::output::Format;
+use crate::store::{self, Address, ModelStamp, StoreError};
 
 /// The default `--threshold`: the cosine similarity at or above which two images are
 /// near-duplicates (see docs/photos.md for the measurements behind it).
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
-
-/// Up to this many images the pairs are found exactly, all against all; beyond it with the
-/// approximate index. Measured on 2 cores (BENCHMARKS.md), the blocked exact search beats
-/// building and querying the HNSW index at every size tried (26x at 10,000, 18x at 30,000)
-/// and, by the growth measured (n^2 against n^1.4), until about 2 million images.
-pub const EXACT_LIMIT: usize = 1_000_000;
 
 /// Embeddings per packed block: 1024 columns of similarities per pass, 4 MiB of packed
 /// values at 1024 dimensions, so a block stays in the last-level cache.
@@ -43,6 +46,8 @@ const ROWS: usize = 4096;
 /// Why near-duplicates could not be found.
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("--threshold must be a cosine similarity between -1 and 1, got {0}")]
     Threshold(f32),
     #[error("embedding {index} has {got} values, the others {want}; embed every image with the same model")]
@@ -62,7 +67,7 @@ pub struct Pair {
 }
 
 /// Embeddings scaled to unit length, one row each, for cosine similarities as dot products.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UnitRows {
     data: Vec<f32>,
     dim: usize,
@@ -71,22 +76,29 @@ pub struct UnitRows {
 impl UnitRows {
     /// Normalises `rows` (all of one length); a zero row stays zero (similar to nothing).
     pub fn new<R: AsRef<[f32]>>(rows: &[R]) -> Result<Self, DedupError> {
-        let dim = rows.first().map_or(0, |r| r.as_ref().len());
-        let mut data = Vec::with_capacity(rows.len() * dim);
-        for (index, row) in rows.iter().enumerate() {
-            let row = row.as_ref();
-            if row.len() != dim {
-                return Err(DedupError::Dimension {
-                    index,
-                    got: row.len(),
-                    want: dim,
-                });
-            }
-            let start = data.len();
-            data.extend_from_slice(row);
-            crate::search::normalize(&mut data[start..]);
+        let mut unit = Self::default();
+        for row in rows {
+            unit.push(row.as_ref())?;
         }
-        Ok(Self { data, dim })
+        Ok(unit)
+    }
+
+    /// Appends `row`, scaled to unit length; the first row sets the length of all.
+    pub fn push(&mut self, row: &[f32]) -> Result<(), DedupError> {
+        if self.data.is_empty() {
+            self.dim = row.len();
+        }
+        if row.len() != self.dim {
+            return Err(DedupError::Dimension {
+                index: self.len(),
+                got: row.len(),
+                want: self.dim,
+            });
+        }
+        let start = self.data.len();
+        self.data.extend_from_slice(row);
+        crate::search::normalize(&mut self.data[start..]);
+        Ok(())
     }
 
     /// Number of rows.
@@ -197,62 +209,29 @@ pub fn pairs_brute_force(rows: &UnitRows, threshold: f32) -> Result<Vec<Pair>, D
 }
 
 /// Which search found the pairs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
-    /// All against all, exactly.
+    /// All against all, exactly, in memory.
     Exact,
-    /// An HNSW index: each image's neighbours, approximately.
-    Approximate,
+    /// The HNSW index of a database table (shown without its password): each row's
+    /// [`NEIGHBOURS`] nearest, approximately.
+    Index(String),
 }
 
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Method::Exact => "exact all-pairs",
-            Method::Approximate => "approximate (HNSW)",
-        })
+        match self {
+            Method::Exact => f.write_str("exact all-pairs"),
+            Method::Index(shown) => write!(
+                f,
+                "the HNSW index of {shown} (approximate: each image's {NEIGHBOURS} nearest)"
+            ),
+        }
     }
 }
 
-/// How [`find_pairs`] chooses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Search {
-    /// Exact up to [`EXACT_LIMIT`] images, approximate beyond.
-    #[default]
-    Auto,
-    Exact,
-    Approximate,
-}
-
-/// The pairs at or above `threshold`, by the method `search` picks for this many images.
-pub fn find_pairs(
-    rows: &UnitRows,
-    threshold: f32,
-    search: Search,
-) -> Result<(Vec<Pair>, Method), DedupError> {
-    let method = match search {
-        Search::Exact => Method::Exact,
-        Search::Approximate => Method::Approximate,
-        Search::Auto if rows.len() <= EXACT_LIMIT => Method::Exact,
-        Search::Auto => Method::Approximate,
-    };
-    let pairs = match method {
-        Method::Exact => pairs_exact(rows, threshold)?,
-        Method::Approximate => pairs_approximate(rows, threshold)?,
-    };
-    Ok((pairs, method))
-}
-
-/// Pairs found through an HNSW index: every image's nearest neighbours (up to
-/// [`NEIGHBOURS`]), kept when at or above `threshold`. A group larger than that is still
+/// Neighbours asked of a database's index per image: a group larger than that is still
 /// found whole when its members link up through one another.
-pub fn pairs_approximate(rows: &UnitRows, threshold: f32) -> Result<Vec<Pair>, DedupError> {
-    check_threshold(threshold)?;
-    index::neighbour_pairs(rows, threshold)
-}
-
-/// Neighbours asked of the index per image.
 pub const NEIGHBOURS: usize = 32;
 
 /// One group: indices into the input, first image first, with similarities to it.
@@ -265,7 +244,15 @@ pub struct Group {
 /// image; members in input order, each with its similarity to the first. Images without a
 /// pair are in no group.
 pub fn groups(rows: &UnitRows, pairs: &[Pair]) -> Vec<Group> {
-    let n = rows.len();
+    linked(rows.len(), pairs)
+        .into_iter()
+        .map(|members| to_first(&members, |first, i| rows.similarity(first, i)))
+        .collect()
+}
+
+/// The indices of each connected set of `pairs` over `n` images with more than one
+/// member, in order of their first image; members in input order.
+fn linked(n: usize, pairs: &[Pair]) -> Vec<Vec<usize>> {
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -287,26 +274,217 @@ pub fn groups(rows: &UnitRows, pairs: &[Pair]) -> Vec<Group> {
         let r = root(&mut parent, i);
         members[r].push(i);
     }
-    members
-        .into_iter()
-        .filter(|m| m.len() > 1)
-        .map(|m| {
-            let first = m[0];
-            Group {
-                members: m
-                    .into_iter()
-                    .map(|i| {
-                        let s = if i == first {
-                            1.0
-                        } else {
-                            rows.similarity(first, i)
-                        };
-                        (i, s)
-                    })
-                    .collect(),
+    members.into_iter().filter(|m| m.len() > 1).collect()
+}
+
+/// A group of `members` (first image first), each with `similarity(first, member)`.
+fn to_first(members: &[usize], mut similarity: impl FnMut(usize, usize) -> f32) -> Group {
+    let first = members[0];
+    Group {
+        members: members
+            .iter()
+            .map(|&i| {
+                (
+                    i,
+                    if i == first {
+                        1.0
+                    } else {
+                        similarity(first, i)
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The images a job embedded, as its sink: each one's name, local file (for
+/// `--organize`) and unit embedding, in input order. Failed images are left out (the job
+/// counts them).
+#[derive(Debug, Default)]
+pub struct Images {
+    names: Vec<String>,
+    files: Vec<Option<PathBuf>>,
+    rows: UnitRows,
+}
+
+impl Sink<Embedded> for Images {
+    fn write(&mut self, batch: &[Embedded], _: &dyn Progress) -> Result<(), JobError> {
+        for done in batch {
+            if let Ok(row) = &done.embedding {
+                self.rows.push(row).map_err(JobError::sink)?;
+                self.names.push(done.input.display.clone());
+                self.files.push(match &done.input.source {
+                    Source::File(path) => Some(path.clone()),
+                    Source::Url(_) => None,
+                });
             }
+        }
+        Ok(())
+    }
+}
+
+impl Images {
+    /// The groups of images at or above `threshold`, found exactly, all against all.
+    pub fn duplicates(self, threshold: f32) -> Result<Duplicates, DedupError> {
+        let started = Instant::now();
+        let pairs = pairs_exact(&self.rows, threshold)?;
+        Ok(Duplicates {
+            groups: groups(&self.rows, &pairs),
+            pairs: pairs.len(),
+            images: self.rows.len(),
+            names: self.names,
+            files: self.files,
+            threshold,
+            method: Method::Exact,
+            seconds: started.elapsed().as_secs_f64(),
         })
-        .collect()
+    }
+}
+
+/// Near-duplicate groups and how they were found.
+#[derive(Debug)]
+pub struct Duplicates {
+    /// Indices into `names` and `files`.
+    pub groups: Vec<Group>,
+    /// Each image's name (its path as shown, or a stored row's path).
+    pub names: Vec<String>,
+    /// Each image's local file, where it has one.
+    pub files: Vec<Option<PathBuf>>,
+    /// Pairs at or above the threshold.
+    pub pairs: usize,
+    /// Images compared.
+    pub images: usize,
+    pub threshold: f32,
+    pub method: Method,
+    /// Time spent finding the pairs and groups.
+    pub seconds: f64,
+}
+
+impl Duplicates {
+    /// The groups as written out, numbered from 1.
+    pub fn records(&self) -> Vec<GroupRecord<'_>> {
+        records(&self.groups, &self.names)
+    }
+
+    /// Images in some group.
+    pub fn grouped(&self) -> usize {
+        self.groups.iter().map(|g| g.members.len()).sum()
+    }
+
+    /// With `--verbose`: which search found the pairs, and how long it took.
+    pub fn say_search(&self, progress: &dyn Progress) {
+        progress.say(
+            Level::Detail,
+            &format_args!(
+                "{} pairs at or above {} among {} images, by {} in {:.2} s",
+                self.pairs, self.threshold, self.images, self.method, self.seconds
+            ),
+        );
+    }
+
+    /// Links (or copies) each group's images into `group-NNNN/` under the organizer's
+    /// destination; returns how many could not be placed (each reported).
+    pub fn organize(&self, organizer: &mut Organizer, progress: &dyn Progress) -> usize {
+        let mut failed = 0;
+        for (number, group) in self.groups.iter().enumerate() {
+            let folder = format!("group-{:04}", number + 1);
+            for &(index, _) in &group.members {
+                let Some(path) = &self.files[index] else {
+                    progress.say(
+                        Level::Error,
+                        &format_args!(
+                            "{}: not organized: only local files can be linked",
+                            self.names[index]
+                        ),
+                    );
+                    failed += 1;
+                    continue;
+                };
+                match organizer.place(path, Some(&folder)) {
+                    Ok(placement) => {
+                        let level = if placement.dry_run {
+                            Level::Plain
+                        } else {
+                            Level::PlainDetail
+                        };
+                        progress.say(level, &placement);
+                    }
+                    Err(err) => {
+                        failed += 1;
+                        progress.say(Level::Error, &err);
+                    }
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// `vlm dedup --in ADDRESS`: the groups among the rows of a table `stamp`'s model filled,
+/// through its HNSW index (each row's [`NEIGHBOURS`] nearest, approximately); no image is
+/// read. Rows are named and ordered by path. `cancel` stops it between chunks of rows.
+pub fn in_store(
+    address: &Address,
+    stamp: ModelStamp,
+    threshold: f32,
+    cancel: Option<&AtomicBool>,
+    progress: &dyn Progress,
+) -> Result<Option<Duplicates>, DedupError> {
+    check_threshold(threshold)?;
+    let started = Instant::now();
+    let mut db = store::open_for_search(address, stamp)?;
+    let Some(near) = db.near_pairs(threshold, NEIGHBOURS, cancel, progress)? else {
+        return Ok(None);
+    };
+    let pairs: Vec<Pair> = near
+        .pairs
+        .iter()
+        .map(|&(a, b, similarity)| Pair { a, b, similarity })
+        .collect();
+    let linked = linked(near.paths.len(), &pairs);
+    // The similarity of each member to its group's first image, from the stored rows:
+    // members linked through others have no pair with the first.
+    let members: Vec<String> = linked
+        .iter()
+        .flatten()
+        .map(|&i| near.paths[i].clone())
+        .collect();
+    let stored: HashMap<String, Vec<f32>> = db.embeddings_of(&members)?;
+    let mut rows = UnitRows::default();
+    let mut row_of = HashMap::new();
+    for &i in linked.iter().flatten() {
+        if let Some(embedding) = stored.get(&near.paths[i]) {
+            row_of.insert(i, rows.len());
+            rows.push(embedding)?;
+        }
+    }
+    let groups = linked
+        .iter()
+        .map(|members| {
+            to_first(members, |first, i| {
+                match (row_of.get(&first), row_of.get(&i)) {
+                    (Some(&f), Some(&j)) => rows.similarity(f, j),
+                    // A row deleted while this ran.
+                    _ => f32::NAN,
+                }
+            })
+        })
+        .collect();
+    Ok(Some(Duplicates {
+        groups,
+        pairs: pairs.len(),
+        images: near.paths.len(),
+        // The paths were stored as vlm showed the inputs: files unless they are URLs.
+        files: near
+            .paths
+            .iter()
+            .map(|path| (!crate::inputs::is_url(path)).then(|| PathBuf::from(path)))
+            .collect(),
+        names: near.paths,
+        threshold,
+        method: Method::Index(db.shown().to_string()),
+        seconds: started.elapsed().as_secs_f64(),
+    }))
 }
 
 /// A group as written out.

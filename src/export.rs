@@ -24,6 +24,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::Error;
+use crate::inputs::Input;
+use crate::job::{Embedded, Job, JobError, Progress, Sink, Tally};
+use crate::search::normalize;
+use crate::source::ModelFiles;
+
 /// Name of the tensor in a `.safetensors` export.
 pub const TENSOR_NAME: &str = "embeddings";
 
@@ -144,6 +151,18 @@ pub struct Metadata {
     pub normalized: Option<bool>,
 }
 
+impl Metadata {
+    /// Rows of `kind` made by the checkpoint of `files`.
+    pub fn of(files: &ModelFiles, kind: RowKind, normalized: bool) -> Self {
+        Self {
+            kind: Some(kind),
+            model: Some(files.id.clone()),
+            revision: files.revision.clone(),
+            normalized: Some(normalized),
+        }
+    }
+}
+
 /// N named rows of D floats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
@@ -218,6 +237,104 @@ impl Embeddings {
 /// `.paths.txt` (`emb.npy` → `emb.paths.txt`).
 pub fn sidecar_path(path: &Path) -> PathBuf {
     path.with_extension("paths.txt")
+}
+
+/// Each image's embedding (scaled to unit length when `normalized`) as a row named by its
+/// path, as a sink of a job; failed images are left out.
+pub struct EmbeddingRows {
+    pub embeddings: Embeddings,
+    normalized: bool,
+}
+
+impl Sink<Embedded> for EmbeddingRows {
+    fn write(&mut self, batch: &[Embedded], _: &dyn Progress) -> Result<(), JobError> {
+        for done in batch {
+            if let Ok(row) = &done.embedding {
+                let mut row = row.clone();
+                if self.normalized {
+                    normalize(&mut row);
+                }
+                self.embeddings
+                    .push(done.input.display.clone(), &row)
+                    .map_err(JobError::sink)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Embeds `inputs` with `job` into rows named by their paths, for `files`'s checkpoint.
+pub fn embed_images(
+    job: &Job,
+    files: &ModelFiles,
+    inputs: Vec<Input>,
+    normalized: bool,
+    progress: &dyn Progress,
+) -> Result<(Embeddings, Tally), JobError> {
+    let mut sink = EmbeddingRows {
+        embeddings: Embeddings::new(
+            job.encoding_len(),
+            Metadata::of(files, RowKind::Image, normalized),
+        ),
+        normalized,
+    };
+    let tally = job.run(inputs, &mut sink, progress)?;
+    Ok((sink.embeddings, tally))
+}
+
+/// Embeds `texts` as prompts, used as given (no template), into rows named by the texts;
+/// warns about any cut to the model's context.
+pub fn embed_texts(
+    checkpoint: &Checkpoint,
+    files: &ModelFiles,
+    texts: Vec<String>,
+    normalized: bool,
+    progress: &dyn Progress,
+) -> Result<Embeddings, EmbedTextError> {
+    let prompts = checkpoint.embed_prompts(&texts)?;
+    checkpoint::warn_truncated(
+        &texts,
+        &prompts.truncated,
+        checkpoint.model().text_context(),
+        progress,
+    );
+    let rows = prompts
+        .embeddings
+        .to_vec2::<f32>()
+        .map_err(EmbedTextError::ReadBack)?;
+    let mut embeddings = Embeddings::new(
+        checkpoint.config().projection_dim,
+        Metadata::of(files, RowKind::Text, normalized),
+    );
+    for (text, mut row) in texts.into_iter().zip(rows) {
+        if normalized {
+            normalize(&mut row);
+        }
+        embeddings.push(text, &row)?;
+    }
+    Ok(embeddings)
+}
+
+/// Why prompts could not be embedded.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedTextError {
+    #[error(transparent)]
+    Embed(#[from] Error),
+    #[error("cannot read the text embeddings back from the device")]
+    ReadBack(#[source] candle_core::Error),
+    #[error(transparent)]
+    Rows(#[from] ExportError),
+}
+
+/// Refuses names that `format` cannot store at `path` (see [`check_name`]).
+pub fn check_names<'a>(
+    format: ExportFormat,
+    path: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ExportError> {
+    names
+        .into_iter()
+        .try_for_each(|name| check_name(format, path, name))
 }
 
 /// Refuses a name that `format` cannot store at `path`: before a long run, not after.

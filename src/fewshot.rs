@@ -36,15 +36,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::EmbeddingCache;
 use crate::checkpoint::Checkpoint;
 use crate::dataset::{Dataset, DatasetError};
-use crate::embedder::{self, EmbedSummary};
 use crate::error::Error;
 use crate::family::Scoring;
 use crate::inputs::{InputError, InputOptions};
+use crate::job::{Job, JobError, Level, Progress, Silent, Tally};
 use crate::labels::Class;
-use crate::pipeline::PipelineOptions;
 use crate::score::{self, Score};
 use crate::PromptEmbeddings;
 
@@ -455,39 +453,35 @@ pub struct Examples {
     /// Label names without any usable example: they are scored by their prompts alone.
     pub without_examples: Vec<String>,
     /// Example images that could not be embedded: (displayed path, why); they are left out.
-    pub failed: Vec<(String, Error)>,
+    pub failed: Vec<(String, String)>,
     /// Entries that could not be read while walking the folders.
     pub unreadable: Vec<InputError>,
     /// Entries skipped while walking (not images, hidden, outside a label folder).
     pub skipped: Vec<(PathBuf, String)>,
-    /// The embedding run's statistics and cache warning.
-    pub summary: EmbedSummary,
+    /// The embedding run's counts and cache warning.
+    pub tally: Tally,
 }
 
 /// Reads `dir/<label>/` example folders, matches each folder to one of `classes` (by the
-/// class name or any of its synonyms) and embeds the images through the [`embedder`], with
-/// the embedding cache when one is given. A folder that matches no class is an error; an
-/// image that cannot be embedded is reported in [`Examples::failed`] and left out.
-pub fn load_examples(
-    classifier: &Checkpoint,
-    embedding_cache: Option<&EmbeddingCache>,
-    dir: &Path,
-    classes: &[Class],
-    options: PipelineOptions,
-) -> Result<Examples, FewShotError> {
+/// class name or any of its synonyms) and embeds the images with `job` (and its cache). A
+/// folder that matches no class is an error; an image that cannot be embedded is reported
+/// in [`Examples::failed`] and left out.
+pub fn load_examples(job: &Job, dir: &Path, classes: &[Class]) -> Result<Examples, FewShotError> {
     let dataset = Dataset::open(dir, &InputOptions::default(), None)?;
     let class_of = match_folders(dir, &dataset.folders, classes)?;
-    let labels: Vec<usize> = dataset.images.iter().map(|i| i.label).collect();
-    let inputs = dataset.images.into_iter().map(|i| i.input).collect();
-    let (embedded, summary) = embedder::embed_all(classifier, embedding_cache, inputs, options)?;
-    let mut cache = TipAdapterCache::new(classes.len(), classifier.config().projection_dim);
-    let mut failed = Vec::new();
-    for (done, label) in embedded.into_iter().zip(labels) {
-        match done.embedding {
-            Ok(embedding) => cache.add(class_of[label], &embedding)?,
-            Err(err) => failed.push((done.input.display, err)),
-        }
+    let rows = dataset.embed(job, &Silent).map_err(|err| match err {
+        JobError::Encode(err) => FewShotError::Embed(err),
+        // Collecting the rows cannot fail.
+        JobError::Sink(_) => FewShotError::Embed(Error::Internal("collecting the examples failed")),
+    })?;
+    let mut cache = TipAdapterCache::new(classes.len(), job.encoding_len());
+    for (image, embedding) in rows.embedded(&dataset) {
+        cache.add(class_of[image.label], embedding)?;
     }
+    let failed = rows
+        .failed(&dataset)
+        .map(|(image, err)| (image.input.display.clone(), err.to_string()))
+        .collect();
     let without_examples = cache
         .counts()
         .iter()
@@ -501,8 +495,50 @@ pub fn load_examples(
         failed,
         unreadable: dataset.errors,
         skipped: dataset.skipped,
-        summary,
+        tally: rows.tally,
     })
+}
+
+impl Examples {
+    /// Tells `progress` what could not be used, how many examples each label got, and which
+    /// labels have none.
+    pub fn say_used(&self, dir: &Path, progress: &dyn Progress) {
+        for err in &self.unreadable {
+            progress.say(Level::Error, &format_args!("example left out: {err}"));
+        }
+        for (display, err) in &self.failed {
+            progress.failed(display, &format_args!("example left out: {err}"));
+        }
+        for (path, reason) in &self.skipped {
+            progress.say(
+                Level::Detail,
+                &format_args!("skipped example {}: {reason}", path.display()),
+            );
+        }
+        if let Some(err) = &self.tally.cache_error {
+            progress.say(Level::Warning, err);
+        }
+        let counts = self.cache.counts();
+        progress.say(
+            Level::Note,
+            &format_args!(
+                "{} examples for {} of {} labels from {}",
+                self.cache.len(),
+                counts.iter().filter(|&&n| n > 0).count(),
+                counts.len(),
+                dir.display()
+            ),
+        );
+        if !self.without_examples.is_empty() {
+            progress.say(
+                Level::Warning,
+                &format_args!(
+                    "no examples for {}: scored by the prompt alone, so chosen less often than labels with examples",
+                    self.without_examples.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// The class index of each example folder; every folder must name a class, and no two the

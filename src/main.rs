@@ -9,18 +9,23 @@ use std::sync::atomic::Ordering;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
-use commands::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, INTERRUPTED};
+use cli::{Cli, Command, INTERRUPTED};
+use commands::ExitStatus;
 
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    if let Some(threads) = cli.command.threads() {
+        // candle reads RAYON_NUM_THREADS for every matrix multiply; set before any other
+        // thread exists, so nothing reads the environment concurrently.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     // A second Ctrl-C does not wait for the batch in hand. If no handler can be set (an
     // embedding program owns SIGINT), Ctrl-C keeps its default effect; output lines already
     // written stay whole either way.
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
+            std::process::exit(i32::from(ExitStatus::Interrupted.code()));
         }
     });
     let result = match cli.command {
@@ -31,17 +36,18 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(&args),
         Command::Search(args) => commands::search::run(&args),
         Command::Bench(args) => commands::bench::run(&args),
-        Command::Report(args) => commands::report::run(*args),
+        Command::Report(args) => commands::report::run(&args),
         Command::Dedup(args) => commands::dedup::run(&args),
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
+        Command::Doctor { json } => commands::doctor::run(json),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
-        Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_OK),
+        Ok(status) => status.into(),
+        Err(err) if is_broken_pipe(&err) => ExitStatus::Ok.into(),
         Err(err) => {
             eprintln!("vlm: error: {}", describe(&err));
-            ExitCode::from(EXIT_ERROR)
+            ExitStatus::Error.into()
         }
     }
 }

@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::decide;
+use crate::inputs::Source;
+use crate::job::{JobError, Level, Progress, Sink};
+use crate::output::Labelled;
+
 /// Folder for images the caller marks uncertain.
 pub const UNCERTAIN_FOLDER: &str = "_uncertain";
 
@@ -169,7 +174,9 @@ impl fmt::Display for Placement {
     }
 }
 
-/// Places files into per-label folders under one destination.
+/// Places files into per-label folders under one destination. As a sink of a classify run
+/// it places each labelled file by [`decide::destination`], says each placement (always in
+/// a dry run, else with `--verbose`) and counts the files it failed to place.
 #[derive(Debug)]
 pub struct Organizer {
     dest: PathBuf,
@@ -178,6 +185,8 @@ pub struct Organizer {
     /// Destinations handed out in this run; a dry run writes nothing, so the disk alone
     /// cannot tell it that two `cat.jpg`s would collide.
     claimed: HashSet<PathBuf>,
+    /// Files that could not be placed.
+    failed: usize,
 }
 
 impl Organizer {
@@ -207,6 +216,7 @@ impl Organizer {
             mode,
             dry_run,
             claimed: HashSet::new(),
+            failed: 0,
         })
     }
 
@@ -313,6 +323,46 @@ impl Organizer {
                 Err(e) => Err(failed(e)),
             },
         }
+    }
+}
+
+impl Sink<Labelled<'_>> for Organizer {
+    fn write(&mut self, batch: &[Labelled<'_>], progress: &dyn Progress) -> Result<(), JobError> {
+        for labelled in batch {
+            let Some(label) = decide::destination(&labelled.result) else {
+                continue;
+            };
+            let input = &labelled.embedded.input;
+            let Source::File(path) = &input.source else {
+                progress.say(
+                    Level::Error,
+                    &format_args!(
+                        "{}: not organized: only local files can be sorted",
+                        input.display
+                    ),
+                );
+                continue;
+            };
+            match self.place(path, label.as_deref()) {
+                Ok(placement) => {
+                    let level = if self.dry_run {
+                        Level::Plain
+                    } else {
+                        Level::PlainDetail
+                    };
+                    progress.say(level, &placement);
+                }
+                Err(err) => {
+                    self.failed += 1;
+                    progress.say(Level::Error, &err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self) -> usize {
+        self.failed
     }
 }
 

@@ -9,6 +9,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::inputs::Input;
+use crate::job::{Embedded, JobError, Progress, Sink, WriteError};
+
 /// One label's result for one image, as reported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LabelResult {
@@ -41,6 +44,26 @@ pub struct ImageResult {
     pub labels: Option<Vec<String>>,
 }
 
+impl ImageResult {
+    /// The result of an input that could not be classified.
+    pub fn failed(path: String, message: String) -> Self {
+        Self {
+            path,
+            outcome: Outcome::Failed(message),
+            uncertain: None,
+            labels: None,
+        }
+    }
+}
+
+/// One image's outcome as the sinks of a classify run receive it: what the job made of it
+/// (its embedding and content key) and the result decided from it
+/// ([`crate::decide::Labeller`]).
+pub struct Labelled<'a, T = Input> {
+    pub embedded: &'a Embedded<T>,
+    pub result: ImageResult,
+}
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -54,6 +77,42 @@ pub enum Format {
     Csv,
     /// Like csv, tab-separated; tabs and newlines inside fields become spaces.
     Tsv,
+}
+
+/// The `--output` file's extension names no format.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot tell the format of {} from its extension; name it .jsonl, .json, .csv or .tsv, or pass --format", path.display())]
+pub struct UnknownFormat {
+    pub path: std::path::PathBuf,
+}
+
+impl Format {
+    /// The format of an output: as asked, else from the output file's extension, else a
+    /// table (standard output).
+    pub fn for_output(asked: Option<Format>, output: Option<&Path>) -> Result<Self, UnknownFormat> {
+        if let Some(format) = asked {
+            return Ok(format);
+        }
+        let Some(path) = output else {
+            return Ok(Format::Table);
+        };
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        Ok(match extension.as_deref() {
+            Some("jsonl" | "ndjson") => Format::Jsonl,
+            Some("json") => Format::Json,
+            Some("csv") => Format::Csv,
+            Some("tsv" | "tab") => Format::Tsv,
+            Some("txt") => Format::Table,
+            _ => {
+                return Err(UnknownFormat {
+                    path: path.to_path_buf(),
+                })
+            }
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -269,6 +328,121 @@ impl<W: Write> ResultWriter<W> {
             .collect::<Vec<_>>()
             .join(separator);
         writeln!(self.record, "{line}")
+    }
+}
+
+/// An output file that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open {} for writing", path.display())]
+pub struct OpenError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub cause: io::Error,
+}
+
+/// A document that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Writes a whole document with `write` to `path` (replacing it) or to standard output.
+pub fn write_document(
+    path: Option<&Path>,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), OutputError> {
+    let (mut out, name): (Box<dyn Write>, String) = match path {
+        Some(path) => (
+            Box::new(
+                File::create(path)
+                    .map(io::BufWriter::new)
+                    .map_err(|cause| OpenError {
+                        path: path.to_path_buf(),
+                        cause,
+                    })?,
+            ),
+            path.display().to_string(),
+        ),
+        None => (Box::new(io::stdout().lock()), "standard output".to_string()),
+    };
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|cause| WriteError { to: name, cause })?;
+    Ok(())
+}
+
+/// Results written to `--output` (appended to with `--resume`) or standard output, as a
+/// sink of a classify run: each result is written whole with any progress display out of
+/// the way.
+pub struct ResultSink {
+    writer: ResultWriter<Box<dyn Write>>,
+    /// "standard output" or the file's path, for messages.
+    name: String,
+}
+
+impl ResultSink {
+    /// Opens `path` (appending when `append`), or standard output when `None`.
+    pub fn open(path: Option<&Path>, append: bool, format: Format) -> Result<Self, OpenError> {
+        let (out, name): (Box<dyn Write>, String) = match path {
+            Some(path) => (
+                Box::new(open_output(path, append).map_err(|cause| OpenError {
+                    path: path.to_path_buf(),
+                    cause,
+                })?),
+                path.display().to_string(),
+            ),
+            None => (Box::new(io::stdout().lock()), "standard output".to_string()),
+        };
+        Ok(Self {
+            writer: ResultWriter::new(out, format),
+            name,
+        })
+    }
+
+    /// Names the similarity and says how probabilities were computed
+    /// ([`ResultWriter::with_similarity_name`], [`ResultWriter::with_scoring`]).
+    pub fn describe(mut self, similarity: &'static str, scoring: &'static str) -> Self {
+        self.writer = self
+            .writer
+            .with_similarity_name(similarity)
+            .with_scoring(scoring);
+        self
+    }
+
+    /// Where the results go: "standard output" or the file's path.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Writes one result.
+    pub fn write(&mut self, result: &ImageResult) -> Result<(), WriteError> {
+        self.writer.write(result).map_err(|cause| WriteError {
+            to: self.name.clone(),
+            cause,
+        })
+    }
+
+    /// Closes the document (the JSON array) and flushes.
+    pub fn finish(self) -> Result<(), WriteError> {
+        let Self { writer, name } = self;
+        writer
+            .finish()
+            .map(drop)
+            .map_err(|cause| WriteError { to: name, cause })
+    }
+}
+
+impl Sink<Labelled<'_>> for ResultSink {
+    fn write(&mut self, batch: &[Labelled<'_>], progress: &dyn Progress) -> Result<(), JobError> {
+        for labelled in batch {
+            let mut written = Ok(());
+            progress.suspend(&mut || written = self.write(&labelled.result));
+            written?;
+        }
+        Ok(())
     }
 }
 

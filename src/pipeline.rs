@@ -16,24 +16,29 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
-/// What a worker made of one input. `K` travels with pixels to the sink, e.g. the cache
-/// key under which to store the embedding.
+/// What a worker made of one input. `K` travels with it to the sink, e.g. the content key
+/// under which to cache the embedding.
 pub enum Prepared<K = ()> {
     /// Normalised pixels that still need the image encoder.
     Pixels(Vec<f32>, K),
     /// A finished embedding (from the cache): the encoder is skipped.
-    Embedding(Vec<f32>),
+    Embedding(Vec<f32>, K),
+    /// Nothing to do for this input (e.g. unchanged since it was stored): it is handed on
+    /// with an empty embedding and [`Done::skipped`] set.
+    Skip(K),
 }
 
 /// One input's result, handed to the sink in input order.
 pub struct Done<T, K = ()> {
     pub item: T,
-    /// The key given with the pixels, for embeddings the encoder made.
+    /// The key given with the prepared input; `None` when loading it failed.
     pub key: Option<K>,
-    /// The projected image embedding, or why there is none.
+    /// The projected image embedding, or why there is none (empty when skipped).
     pub embedding: Result<Vec<f32>, Error>,
     /// The embedding came from [`Prepared::Embedding`] rather than the encoder.
     pub reused: bool,
+    /// The input was [`Prepared::Skip`]ped.
+    pub skipped: bool,
 }
 
 /// Sizes of the pipeline.
@@ -72,6 +77,8 @@ pub struct PipelineStats {
     pub reused: usize,
     /// Inputs whose loading failed.
     pub failed: usize,
+    /// Inputs skipped without an embedding ([`Prepared::Skip`]).
+    pub skipped: usize,
     /// Time spent in the encoder.
     pub encoding: Duration,
     /// Time the encoding thread waited for decoded inputs.
@@ -277,10 +284,11 @@ where
         match prepared {
             Ok(Prepared::Pixels(p, key)) => {
                 pixels.push(p);
-                slots.push((item, None, Some(key)));
+                slots.push((item, None, Some(key), false));
             }
-            Ok(Prepared::Embedding(e)) => slots.push((item, Some(Ok(e)), None)),
-            Err(err) => slots.push((item, Some(Err(err)), None)),
+            Ok(Prepared::Embedding(e, key)) => slots.push((item, Some(Ok(e)), Some(key), false)),
+            Ok(Prepared::Skip(key)) => slots.push((item, Some(Ok(Vec::new())), Some(key), true)),
+            Err(err) => slots.push((item, Some(Err(err)), None, false)),
         }
     }
     let mut encoded = Vec::new().into_iter();
@@ -291,8 +299,8 @@ where
         stats.encoded += pixels.len();
     }
     let mut out = Vec::with_capacity(slots.len());
-    for (item, result, key) in slots {
-        let reused = matches!(result, Some(Ok(_)));
+    for (item, result, key, skipped) in slots {
+        let reused = !skipped && matches!(result, Some(Ok(_)));
         let embedding = match result {
             Some(result) => result,
             None => Ok(encoded.next().ok_or(Error::Internal(
@@ -301,6 +309,8 @@ where
         };
         if reused {
             stats.reused += 1;
+        } else if skipped {
+            stats.skipped += 1;
         } else if embedding.is_err() {
             stats.failed += 1;
         }
@@ -309,6 +319,7 @@ where
             key,
             embedding,
             reused,
+            skipped,
         });
     }
     Ok(out)
@@ -329,7 +340,7 @@ mod tests {
         if n.is_multiple_of(7) && n % 2 == 1 {
             Err(labels_error())
         } else if n.is_multiple_of(5) {
-            Ok(Prepared::Embedding(vec![*n as f32, 1.0]))
+            Ok(Prepared::Embedding(vec![*n as f32, 1.0], ()))
         } else {
             Ok(Prepared::Pixels(vec![*n as f32], ()))
         }
@@ -498,7 +509,7 @@ mod tests {
                 0..kinds.len(),
                 options,
                 |&i: &usize| match kinds[i] {
-                    Kind::Cached => Ok(Prepared::Embedding(vec![i as f32])),
+                    Kind::Cached => Ok(Prepared::Embedding(vec![i as f32], ())),
                     Kind::New => Ok(Prepared::Pixels(vec![i as f32], ())),
                     Kind::Broken => Err(labels_error()),
                 },
@@ -584,7 +595,7 @@ mod tests {
             },
             |&i: &usize| {
                 if i < 10 {
-                    Ok(Prepared::Embedding(vec![i as f32]))
+                    Ok(Prepared::Embedding(vec![i as f32], ()))
                 } else {
                     Ok(Prepared::Pixels(vec![i as f32], ()))
                 }
@@ -620,7 +631,7 @@ mod tests {
                 },
                 |&i: &usize| {
                     if i == 1 {
-                        Ok(Prepared::Embedding(vec![i as f32]))
+                        Ok(Prepared::Embedding(vec![i as f32], ()))
                     } else {
                         Ok(Prepared::Pixels(vec![i as f32], ()))
                     }

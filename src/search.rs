@@ -11,8 +11,205 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::inputs::{Input, Source};
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::Error;
+use crate::inputs::{self, Event, Input, InputError, InputOptions, SkipReason, Source};
+use crate::job::{Embedded, Job, JobError, Level, Progress, SinkFn, Tally};
 use crate::output::{csv_field, tsv_field, Format};
+
+/// Why a query cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("--image {arg} names more than one image; give one file")]
+    SeveralImages { arg: String },
+    #[error("--image {arg} names no image")]
+    NoImage { arg: String },
+    #[error("cannot use --image {}: {reason}", path.display())]
+    Skipped {
+        path: std::path::PathBuf,
+        reason: SkipReason,
+    },
+    #[error("cannot use --image: {0}")]
+    Input(InputError),
+    #[error(transparent)]
+    Find(InputError),
+    #[error("cannot use the query image {display}")]
+    Image {
+        display: String,
+        #[source]
+        cause: Box<Error>,
+    },
+    #[error("internal error: the query image was not embedded; please report it")]
+    NotEmbedded,
+    #[error("internal error: the text encoder returned no embedding; please report it")]
+    NoTextEmbedding,
+    #[error(transparent)]
+    Embed(Box<Error>),
+}
+
+impl From<Error> for QueryError {
+    fn from(error: Error) -> Self {
+        Self::Embed(Box::new(error))
+    }
+}
+
+/// What to search for, as given: a text, or `--image`.
+#[derive(Debug, Clone)]
+pub enum QuerySpec {
+    Text(String),
+    Image(String),
+}
+
+/// What to search for, found: a text, or one image input.
+pub enum Query {
+    Text(String),
+    Image(Input),
+}
+
+impl QuerySpec {
+    /// The query, with `--image` found the way inputs are (one image, no skips).
+    pub fn find(&self) -> Result<Query, QueryError> {
+        let arg = match self {
+            Self::Text(text) => return Ok(Query::Text(text.clone())),
+            Self::Image(arg) => arg,
+        };
+        let mut found = None;
+        let events = inputs::discover(std::slice::from_ref(arg), None, &InputOptions::default())
+            .map_err(QueryError::Find)?;
+        for event in events {
+            match event {
+                Event::Input(input) if found.is_none() => found = Some(input),
+                Event::Input(_) => return Err(QueryError::SeveralImages { arg: arg.clone() }),
+                Event::Skipped { path, reason } => {
+                    return Err(QueryError::Skipped { path, reason })
+                }
+                Event::Error(err) => return Err(QueryError::Input(err)),
+            }
+        }
+        found
+            .map(Query::Image)
+            .ok_or_else(|| QueryError::NoImage { arg: arg.clone() })
+    }
+}
+
+impl Query {
+    /// Leaves the query image out of `inputs` (the same file, however it was named), so an
+    /// image search does not find itself first; says so with `--verbose`.
+    pub fn leave_out_of(&self, inputs: &mut Vec<Input>, progress: &dyn Progress) {
+        let Query::Image(Input {
+            source: Source::File(path),
+            ..
+        }) = self
+        else {
+            return;
+        };
+        if exclude_file(inputs, path) > 0 {
+            progress.say(
+                Level::Detail,
+                &format_args!("left the query image {} out of the results", path.display()),
+            );
+        }
+    }
+
+    /// How a stored row of the query image is named (to leave it out of a table search).
+    pub fn own_row(&self) -> Option<&str> {
+        match self {
+            Query::Image(input) => Some(&input.display),
+            Query::Text(_) => None,
+        }
+    }
+
+    /// The query's embedding with `job`'s model, `checkpoint` (warning about a text cut to
+    /// the model's context); a failure to read the image is the run's, not one file's.
+    pub fn embed(
+        &self,
+        checkpoint: &Checkpoint,
+        job: &Job,
+        progress: &dyn Progress,
+    ) -> Result<Vec<f32>, QueryError> {
+        match self {
+            Query::Text(text) => text_query(checkpoint, text, progress),
+            Query::Image(input) => {
+                let (mut done, _) = job.collect(vec![input.clone()])?;
+                done.pop()
+                    .ok_or(QueryError::NotEmbedded)?
+                    .embedding
+                    .map_err(|cause| QueryError::Image {
+                        display: input.display.clone(),
+                        cause: Box::new(cause),
+                    })
+            }
+        }
+    }
+}
+
+/// The embedding of a text query (warning when it was cut to the model's context).
+fn text_query(
+    checkpoint: &Checkpoint,
+    text: &str,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>, QueryError> {
+    let prompts = [text.to_string()];
+    let embedded = checkpoint.embed_prompts(&prompts)?;
+    checkpoint::warn_truncated(
+        &prompts,
+        &embedded.truncated,
+        checkpoint.model().text_context(),
+        progress,
+    );
+    embedded
+        .embeddings
+        .to_vec2::<f32>()
+        .ok()
+        .and_then(|rows| rows.into_iter().next())
+        .ok_or(QueryError::NoTextEmbedding)
+}
+
+/// Matches ranked 1, 2, ... from `(path, similarity)` pairs, best first.
+pub fn matches(ranked: impl IntoIterator<Item = (String, f32)>) -> Vec<Match> {
+    ranked
+        .into_iter()
+        .enumerate()
+        .map(|(rank, (path, similarity))| Match {
+            rank: rank + 1,
+            path,
+            similarity,
+        })
+        .collect()
+}
+
+/// Embeds `inputs` with `job` and ranks them by cosine similarity to `query`: the best
+/// `n`, best first, and the run's tally (`done` images searched).
+pub fn rank_inputs(
+    job: &Job,
+    inputs: Vec<Input>,
+    query: &[f32],
+    n: usize,
+    progress: &dyn Progress,
+) -> Result<(Vec<Match>, Tally), JobError> {
+    let query = CosineQuery::new(query);
+    let names: Vec<String> = inputs.iter().map(|input| input.display.clone()).collect();
+    let mut top = TopN::new(n);
+    let mut index = 0;
+    let mut sink = SinkFn(|batch: &[Embedded], _: &dyn Progress| {
+        for done in batch {
+            if let Ok(row) = &done.embedding {
+                top.push(Hit {
+                    index,
+                    similarity: query.similarity(row),
+                });
+            }
+            index += 1;
+        }
+        Ok(())
+    });
+    let tally = job.run(inputs, &mut sink, progress)?;
+    let ranked = top
+        .into_sorted()
+        .into_iter()
+        .map(|hit| (names[hit.index].clone(), hit.similarity));
+    Ok((matches(ranked), tally))
+}
 
 /// Independent f64 accumulators per sum: a single running sum is one long chain of
 /// dependent additions, which the CPU cannot overlap; eight chains it can (and the compiler

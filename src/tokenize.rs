@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::family::Family;
-
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 /// Why a tokenizer could not be loaded or used.
@@ -58,14 +56,14 @@ pub struct ClipTokenizer {
 
 /// Fixed-length padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FixedLength {
-    len: usize,
-    pad_id: u32,
+pub struct FixedLength {
+    pub len: usize,
+    pub pad_id: u32,
     /// `padding_side: "left"` in `tokenizer_config.json`.
-    left: bool,
+    pub left: bool,
     /// The end-of-sequence id, appended when the `tokenizer.json` has no post-processor
     /// that adds it (`SiglipTokenizer._add_eos_if_not_present`, Gemma's `add_eos_token`).
-    eos_id: Option<u32>,
+    pub eos_id: Option<u32>,
 }
 
 impl ClipTokenizer {
@@ -78,17 +76,13 @@ impl ClipTokenizer {
         Self::with_truncation(inner, path, context)
     }
 
-    /// The tokenizer of a checkpoint of `family`: `path` is its `tokenizer.json` (`None`
-    /// for an open_clip repo without one: the bundled CLIP BPE tokenizer is used), and
-    /// `tokenizer_config.json` beside it says the SigLIP tokenizer class, case, pad token
-    /// and padding side.
-    pub fn for_family(
-        path: Option<&Path>,
-        context: usize,
-        family: Family,
-    ) -> Result<Self, TokenizeError> {
-        let mut tokenizer = match path {
-            Some(path) => Self::from_file(path, context)?,
+    /// Loads `path`, or the bundled CLIP BPE tokenizer when `None` (an open_clip repo
+    /// without a `tokenizer.json`); `context` is the text encoder's
+    /// `max_position_embeddings`. The family adds its cleaning and padding rules
+    /// ([`crate::model::family::tokenizer`]).
+    pub fn load(path: Option<&Path>, context: usize) -> Result<Self, TokenizeError> {
+        match path {
+            Some(path) => Self::from_file(path, context),
             None => {
                 let origin = Path::new("<bundled CLIP BPE tokenizer>");
                 let inner =
@@ -98,88 +92,26 @@ impl ClipTokenizer {
                             path: origin.to_path_buf(),
                             message: e.to_string(),
                         })?;
-                Self::with_truncation(inner, origin, context)?
-            }
-        };
-        match family {
-            Family::Clip | Family::MetaClip2 => {}
-            Family::OpenClip => tokenizer.clean = TextClean::OpenClip,
-            Family::Siglip => {
-                let Some(path) = path else {
-                    return Err(TokenizeError::Load {
-                        path: PathBuf::from("tokenizer.json"),
-                        message: "SigLIP checkpoints need their tokenizer.json".into(),
-                    });
-                };
-                tokenizer.siglip_settings(path, context)?;
+                Self::with_truncation(inner, origin, context)
             }
         }
-        Ok(tokenizer)
     }
 
-    /// Reads SigLIP's tokenizer settings from `tokenizer_config.json` beside `path`.
-    ///
-    /// transformers 5.23 maps `model_type: "siglip"` to `SiglipTokenizer` (T5-style
-    /// SentencePiece: canonicalises, pads with `</s>`) unless the config names another class;
-    /// SigLIP 2's name `GemmaTokenizer` (no cleaning, pad `<pad>`).
-    fn siglip_settings(&mut self, path: &Path, context: usize) -> Result<(), TokenizeError> {
-        let config_path = path.with_file_name("tokenizer_config.json");
-        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| TokenizeError::Load {
-                path: config_path.clone(),
-                message: e.to_string(),
-            })?,
-            Err(_) => serde_json::Value::Null,
-        };
-        let string = |key: &str| {
-            config.get(key).and_then(|v| {
-                v.as_str().map(str::to_string).or_else(|| {
-                    v.get("content")
-                        .and_then(|c| c.as_str())
-                        .map(str::to_string)
-                })
-            })
-        };
-        // Without a config, the vocabulary type tells the two apart: SentencePiece
-        // unigram (v1) or byte-fallback BPE (Gemma).
-        let bpe = matches!(self.inner.get_model(), tokenizers::ModelWrapper::BPE(_));
-        let class = string("tokenizer_class").unwrap_or_else(|| {
-            if bpe {
-                "GemmaTokenizer".into()
-            } else {
-                "SiglipTokenizer".into()
-            }
-        });
-        let siglip_v1 = class.starts_with("SiglipTokenizer");
-        if siglip_v1 {
-            let lowercase = config
-                .get("do_lower_case")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(true);
-            self.clean = TextClean::SiglipCanonical { lowercase };
-        }
-        let pad = string("pad_token")
-            .unwrap_or_else(|| if siglip_v1 { "</s>" } else { "<pad>" }.to_string());
-        let pad_id = self
-            .inner
-            .token_to_id(&pad)
-            .ok_or_else(|| TokenizeError::Load {
-                path: path.to_path_buf(),
-                message: format!(
-                "the pad token {pad:?} is not in the vocabulary; SigLIP prompts must be padded \
-                 with the tokenizer's own pad token"
-            ),
-            })?;
-        let left = string("padding_side").as_deref() == Some("left");
-        let eos = string("eos_token")
-            .unwrap_or_else(|| if siglip_v1 { "</s>" } else { "<eos>" }.to_string());
-        self.fixed = Some(FixedLength {
-            len: context,
-            pad_id,
-            left,
-            eos_id: self.inner.token_to_id(&eos),
-        });
-        Ok(())
+    /// Cleans text with `clean` before tokenizing.
+    pub fn with_clean(mut self, clean: TextClean) -> Self {
+        self.clean = clean;
+        self
+    }
+
+    /// Pads every prompt to a fixed length (for a tower that sees no mask).
+    pub fn with_fixed_length(mut self, fixed: FixedLength) -> Self {
+        self.fixed = Some(fixed);
+        self
+    }
+
+    /// The `tokenizers` tokenizer inside, for the family's rules (its vocabulary).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
     }
 
     /// The text cleaning in use.

@@ -30,6 +30,11 @@ use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::writer::Writer;
 use quick_xml::Reader;
 
+use crate::decide;
+use crate::inputs::Source;
+use crate::job::{JobError, Level, Progress, Sink};
+use crate::output::Labelled;
+
 /// The RDF namespace.
 pub const NS_RDF: &str = "http://www.w3.org/1999/02/22-rdf-syntax-ns#";
 /// Dublin Core: `dc:subject` (keywords) and `dc:description` (caption).
@@ -225,6 +230,8 @@ pub struct SidecarWriter {
     options: XmpOptions,
     dry_run: bool,
     written: std::collections::HashMap<PathBuf, PathBuf>,
+    /// Images whose sidecar could not be written (as a sink of classify results).
+    failed: usize,
 }
 
 impl SidecarWriter {
@@ -234,6 +241,7 @@ impl SidecarWriter {
             options,
             dry_run,
             written: std::collections::HashMap::new(),
+            failed: 0,
         }
     }
 
@@ -296,6 +304,66 @@ impl SidecarWriter {
             dry_run: self.dry_run,
             shared_with,
         })
+    }
+}
+
+/// As a sink of classify results: each image's accepted labels
+/// ([`decide::accepted`]) go to its sidecar; what changed is said with `--verbose` (always
+/// in a dry run), a sidecar that cannot be written is that image's failure.
+impl Sink<Labelled<'_>> for SidecarWriter {
+    fn write(&mut self, batch: &[Labelled<'_>], progress: &dyn Progress) -> Result<(), JobError> {
+        for labelled in batch {
+            let Some(labels) = decide::accepted(&labelled.result) else {
+                continue;
+            };
+            let input = &labelled.embedded.input;
+            let Source::File(path) = &input.source else {
+                progress.say(
+                    Level::Error,
+                    &format_args!(
+                        "{}: no sidecar written: only local files have sidecars",
+                        input.display
+                    ),
+                );
+                continue;
+            };
+            let tags = Tags {
+                labels: &labels,
+                description: None,
+            };
+            match SidecarWriter::write(self, path, tags) {
+                Ok(written) => {
+                    if let Some(other) = &written.shared_with {
+                        progress.say(
+                            Level::Warning,
+                            &format_args!(
+                                "{} and {} share the sidecar {}, which now holds the labels of \
+                                 {}; use --xmp-naming append to give each file its own",
+                                other.display(),
+                                path.display(),
+                                written.sidecar.display(),
+                                path.display()
+                            ),
+                        );
+                    }
+                    let level = if self.dry_run && written.change != Change::Unchanged {
+                        Level::Plain
+                    } else {
+                        Level::PlainDetail
+                    };
+                    progress.say(level, &written);
+                }
+                Err(err) => {
+                    self.failed += 1;
+                    progress.say(Level::Error, &err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self) -> usize {
+        self.failed
     }
 }
 

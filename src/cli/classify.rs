@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{FormatArg, InputArgs, ModelArgs, OrganizeArg, TemplateArgs, XmpNamingArg};
+use super::{
+    FormatArg, InputArgs, ModelArgs, OrganizeArg, OutputArgs, TemplateArgs, Verbosity, XmpNamingArg,
+};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("label_source").required(true).args(["labels", "labels_file", "probe"])))]
 #[command(group(clap::ArgGroup::new("changes_files").multiple(true).args(["organize", "write_xmp"])))]
 pub struct ClassifyArgs {
@@ -163,13 +165,8 @@ pub struct ClassifyArgs {
     pub xmp_root: String,
 
     // Output.
-    /// Output format [default: from the --output extension (.jsonl, .json, .csv, .tsv), else table].
-    #[arg(short, long, value_enum, help_heading = "Output")]
-    pub format: Option<FormatArg>,
-
-    /// Write results to FILE instead of stdout.
-    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
-    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs<FormatArg>,
 
     /// Keep the results already in --output (JSON Lines) and classify only the inputs not
     /// in it yet; a line cut short by a killed run is removed first.
@@ -181,11 +178,6 @@ pub struct ClassifyArgs {
           help_heading = "Output")]
     pub top_k: Option<u64>,
 
-    /// No progress bar, warnings or summary on stderr (errors are still printed).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
-
-    /// Also report skipped files and cache statistics on stderr.
-    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{InputArgs, ModelArgs};
+use super::{InputArgs, ModelArgs, OutputArgs, Verbosity};
 
 #[derive(Debug, Args)]
 pub struct DedupArgs {
     /// Images to compare: files, directories (searched recursively) or quoted glob patterns.
-    #[arg(value_name = "INPUT", required_unless_present = "files_from")]
+    #[arg(value_name = "INPUT", required_unless_present_any = ["files_from", "in_database"],
+          conflicts_with = "in_database")]
     pub inputs: Vec<String>,
 
     /// Two images are near-duplicates at or above this cosine similarity of their
@@ -18,10 +19,21 @@ pub struct DedupArgs {
           allow_negative_numbers = true, help_heading = "Groups")]
     pub threshold: f32,
 
-    /// How pairs are found: auto (exact all-pairs up to 1,000,000 images, an approximate
-    /// HNSW index beyond), exact or approximate.
-    #[arg(long, value_enum, default_value_t = DedupSearchArg::Auto, help_heading = "Groups")]
-    pub search: DedupSearchArg,
+    /// Compare the embeddings stored by `vlm embed --to` instead of INPUTs, through the
+    /// table's HNSW index (approximate: each image's 32 nearest), never reading an image:
+    /// postgresql://USER@HOST[:PORT]/DB[?table=NAME]. For more images than the exact
+    /// search over INPUTs does in reasonable time (100,000 and more).
+    #[arg(long = "in", value_name = "ADDRESS", help_heading = "Groups")]
+    pub in_database: Option<String>,
+
+    /// The table to compare with --in [default: vlm_embeddings, or the one the address names].
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "in_database",
+        help_heading = "Groups"
+    )]
+    pub table: Option<String>,
 
     #[command(flatten)]
     pub filter: InputArgs,
@@ -29,13 +41,8 @@ pub struct DedupArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Output format [default: from the --output extension (.jsonl, .json), else table].
-    #[arg(short, long, value_enum, help_heading = "Output")]
-    pub format: Option<DedupFormatArg>,
-
-    /// Write the groups to FILE instead of stdout.
-    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
-    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs<DedupFormatArg>,
 
     /// Also write a review page (HTML, opened from disk) of the groups with thumbnails;
     /// they go to the folder FILE_files/ beside it.
@@ -66,34 +73,8 @@ pub struct DedupArgs {
     #[arg(long, requires = "organize", help_heading = "Output")]
     pub dry_run: bool,
 
-    /// No progress bar, warnings or summary on stderr (errors are still printed).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
-
-    /// Also report skipped files, the search used and cache statistics on stderr.
-    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
-    pub verbose: bool,
-}
-
-/// How `vlm dedup` finds pairs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DedupSearchArg {
-    /// Exact up to 1,000,000 images, approximate beyond.
-    Auto,
-    /// Every image against every other (slow for very many images).
-    Exact,
-    /// An HNSW index: each image's 32 nearest neighbours.
-    Approximate,
-}
-
-impl From<DedupSearchArg> for vlm::dedup::Search {
-    fn from(arg: DedupSearchArg) -> Self {
-        match arg {
-            DedupSearchArg::Auto => Self::Auto,
-            DedupSearchArg::Exact => Self::Exact,
-            DedupSearchArg::Approximate => Self::Approximate,
-        }
-    }
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 /// Group output formats.

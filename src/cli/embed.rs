@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{InputArgs, ModelArgs};
+use super::{InputArgs, ModelArgs, Verbosity};
 
 /// Write image (or prompt) embeddings to a file for other tools.
 #[derive(Debug, Args)]
@@ -68,13 +68,8 @@ pub struct EmbedArgs {
     #[arg(long = "no-normalize", visible_alias = "raw", help_heading = "Output")]
     pub no_normalize: bool,
 
-    /// No progress bar, warnings or summary on stderr (errors are still printed).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
-
-    /// Also report skipped files and cache statistics on stderr.
-    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 /// Embedding file formats (see `vlm::export`).

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{InputArgs, ModelArgs, TemplateArgs};
+use super::{InputArgs, ModelArgs, TemplateArgs, Verbosity};
 
 /// `--files-from` and `--null` come with the shared input flags but do not apply: the images
 /// are the label folders' contents. They are hidden here and refused when given.
@@ -87,13 +87,8 @@ pub struct EvalArgs {
     #[arg(long, value_name = "N", default_value_t = 10, help_heading = "Output")]
     pub most_confused: usize,
 
-    /// No progress bar, warnings or summary on stderr (errors are still printed).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
-
-    /// Also report skipped files and cache statistics on stderr.
-    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 /// How `vlm eval` prints its results.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::ModelArgs;
+use super::{ModelArgs, Verbosity};
 
 #[derive(Debug, Args)]
 pub struct FitArgs {
@@ -56,11 +56,6 @@ pub struct FitArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// No progress bar or summary on stderr (errors are still printed).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
-
-    /// Also report skipped files and cache statistics on stderr.
-    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }

@@ -1,8 +1,16 @@
-//! Command-line arguments. Parsing only: `main` wires them to the library.
+//! Command-line arguments, and the settings they resolve to ([`settings`]): `main` hands
+//! them to the commands, which wire them to the library.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod settings;
+
+/// Set by the first Ctrl-C (`main` installs the handler); a running job then finishes the
+/// batch in hand and stops.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 mod classify;
 pub use classify::ClassifyArgs;
@@ -23,7 +31,7 @@ pub use dedup::DedupArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
-#[command(name = "vlm", version, about, propagate_version = true)]
+#[command(name = "vlm", version, long_version = vlm::build_info::long_version(), about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -60,10 +68,38 @@ pub enum Command {
     },
     /// Print the manual page (roff), e.g. `vlm man > ~/.local/share/man/man1/vlm.1`.
     Man,
+    /// Print what vlm sees on this machine, for bug reports: build, CPU and kernels,
+    /// threads, caches and their sizes, hub settings and whether the hub answers, and the
+    /// programs the optional features use.
+    Doctor {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Command {
+    /// `--threads`, for the commands that run a model.
+    pub fn threads(&self) -> Option<u64> {
+        match self {
+            Command::Classify(args) => args.model.threads,
+            Command::Eval(args) => args.model.threads,
+            Command::Fit(args) => args.model.threads,
+            Command::Embed(args) => args.model.threads,
+            Command::Search(args) => args.model.threads,
+            Command::Bench(args) => args.model.threads,
+            Command::Report(args) => args.classify.model.threads,
+            Command::Dedup(args) => args.model.threads,
+            Command::Models
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::Doctor { .. } => None,
+        }
+    }
 }
 
 /// Which files to take from the inputs: options shared by every command that reads images.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InputArgs {
     /// Read more inputs from FILE, one per line ("-" for stdin).
     #[arg(long, value_name = "FILE", help_heading = "Inputs")]
@@ -106,8 +142,33 @@ pub struct InputArgs {
     pub shard: Option<vlm::inputs::Shard>,
 }
 
+/// `--quiet` and `--verbose`: what reaches stderr; shared by every command that runs a job.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Verbosity {
+    /// No progress bar, warnings or summary on stderr (errors are still printed).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Also report skipped files and cache statistics on stderr.
+    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
+    pub verbose: bool,
+}
+
+/// `--format` and `--output` of a command that writes one result per image or match
+/// (`classify`, `search`), in the formats `F` offers.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs<F: ValueEnum + Clone + Send + Sync + 'static> {
+    /// Output format [default: from the --output extension (.jsonl, .json, .csv, .tsv), else table].
+    #[arg(short, long, value_enum, help_heading = "Output")]
+    pub format: Option<F>,
+
+    /// Write results to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub output: Option<PathBuf>,
+}
+
 /// How labels become prompts: shared by `classify` and `eval`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TemplateArgs {
     /// Prompt template; {} is replaced by each label ("{}" alone uses the bare label).
     #[arg(short, long, default_value = vlm::labels::DEFAULT_TEMPLATE, help_heading = "Labels")]
@@ -122,20 +183,6 @@ pub struct TemplateArgs {
         help_heading = "Labels"
     )]
     pub templates: Option<String>,
-}
-
-impl InputArgs {
-    /// The library's walk options for these flags.
-    pub fn options(&self) -> vlm::inputs::InputOptions {
-        vlm::inputs::InputOptions {
-            max_depth: self.max_depth,
-            hidden: self.hidden,
-            extensions: self.ext.clone(),
-            exclude: self.exclude.clone(),
-            shard: self.shard,
-            null_separated: self.null,
-        }
-    }
 }
 
 /// Which model, where it runs, and how images flow through it: shared by every command that
@@ -302,6 +349,18 @@ pub enum DeviceArg {
     Cuda,
     /// An Apple GPU (needs a build with `--features metal`).
     Metal,
+}
+
+impl DeviceArg {
+    /// The flag's value, as `--device` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceArg::Auto => "auto",
+            DeviceArg::Cpu => "cpu",
+            DeviceArg::Cuda => "cuda",
+            DeviceArg::Metal => "metal",
+        }
+    }
 }
 
 impl From<DeviceArg> for vlm::device::DeviceKind {

@@ -1,10 +1,8 @@
 //! Arguments of `vlm search`.
 
-use std::path::PathBuf;
-
 use clap::{Args, ValueEnum};
 
-use super::{InputArgs, ModelArgs};
+use super::{InputArgs, ModelArgs, OutputArgs, Verbosity};
 
 /// Find the images most similar to a text query or to an image.
 #[derive(Debug, Args)]
@@ -51,21 +49,11 @@ pub struct SearchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Output format [default: from the --output extension (.jsonl, .json, .csv, .tsv), else table].
-    #[arg(short, long, value_enum, help_heading = "Output")]
-    pub format: Option<SearchFormatArg>,
+    #[command(flatten)]
+    pub output: OutputArgs<SearchFormatArg>,
 
-    /// Write results to FILE instead of stdout.
-    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
-    pub output: Option<PathBuf>,
-
-    /// No progress bar, warnings or summary on stderr (errors are still printed).
-    #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
-
-    /// Also report skipped files and cache statistics on stderr.
-    #[arg(short, long, conflicts_with = "quiet", help_heading = "Output")]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 }
 
 /// Search output formats; every one has rank, path and similarity.

@@ -4,20 +4,20 @@ use std::io::{self, Write};
 
 use clap::CommandFactory;
 
-use super::EXIT_OK;
+use super::ExitStatus;
 use crate::cli::Cli;
 
 /// Writes the completion script for `shell` to stdout.
-pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitStatus> {
     let mut command = Cli::command();
     let mut out = io::stdout().lock();
     clap_complete::generate(shell, &mut command, "vlm", &mut out);
     out.flush()?;
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }
 
 /// Writes the manual page (roff) to stdout, with a section per subcommand.
-pub fn man() -> anyhow::Result<u8> {
+pub fn man() -> anyhow::Result<ExitStatus> {
     let command = Cli::command();
     let mut out = io::stdout().lock();
     clap_mangen::Man::new(command.clone()).render(&mut out)?;
@@ -27,5 +27,5 @@ pub fn man() -> anyhow::Result<u8> {
         clap_mangen::Man::new(sub).render(&mut out)?;
     }
     out.flush()?;
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }

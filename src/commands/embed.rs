@@ -1,157 +1,142 @@
-//! `vlm embed`: write image or prompt embeddings to a file.
+//! `vlm embed`: image or prompt embeddings to a file ([`vlm::export`]), or image embeddings
+//! into a database table ([`vlm::store`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
-
-use super::{
-    find_inputs, load_model, warn_truncated, Model, Printer, Session, EXIT_INTERRUPTED, EXIT_OK,
-    EXIT_SOME_FAILED,
-};
+use super::{ExitStatus, Printer};
+use crate::cli::settings::{EmbedSettings, EmbedTo, EmbedWhat};
 use crate::cli::EmbedArgs;
-use vlm::export::{self, Embeddings, ExportFormat, Metadata, RowKind};
-use vlm::search::normalize;
+use vlm::export::{self, ExportFormat};
+use vlm::inputs::InputSpec;
+use vlm::session::{ModelSettings, Session};
+use vlm::store::{self, Address, ModelStamp};
 
-pub fn run(args: &EmbedArgs) -> anyhow::Result<u8> {
+pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
-    let printer = Printer::new(args.quiet, args.verbose);
-    if let Some(to) = &args.to {
-        return to_database(args, to, printer, started);
-    }
-    let output = args
-        .output
-        .as_deref()
-        .context("give --output FILE or --to ADDRESS")?;
-    let format = match args.format {
-        Some(format) => format.into(),
-        None => ExportFormat::from_path(output)?,
-    };
-    let texts = match (&args.text, &args.text_file) {
-        (Some(list), _) => Some(export::prompts_from_list(list)?),
-        (None, Some(path)) => Some(export::read_prompts(path)?),
-        (None, None) => None,
-    };
-    if let Some(texts) = texts {
-        return embed_texts(args, output, &printer, format, texts);
-    }
-
-    let found = find_inputs(&args.inputs, &args.filter, &printer)?;
-    for input in &found.inputs {
-        export::check_name(format, output, &input.display)?;
-    }
-    export::check_writable(output)?;
-    let session = Session::open(&args.model, printer)?;
-    let mut embeddings = Embeddings::new(
-        session.classifier().config().projection_dim,
-        metadata(&session.model, RowKind::Image, !args.no_normalize),
-    );
-    let mut failed = found.failed;
-    let stats = session.embed(found.inputs, "images", |_, batch| {
-        for done in batch {
-            match done.embedding {
-                Ok(mut row) => {
-                    if !args.no_normalize {
-                        normalize(&mut row);
-                    }
-                    embeddings.push(done.input.display, &row)?;
-                }
-                Err(_) => failed += 1,
-            }
+    let EmbedSettings {
+        what,
+        to,
+        normalized,
+        model,
+        verbosity,
+    } = EmbedSettings::resolve(args)?;
+    let printer = Printer::from(verbosity);
+    match (what, to) {
+        (EmbedWhat::Images(inputs), EmbedTo::File { path, format }) => images_to_file(
+            &inputs, &path, format, normalized, &model, &printer, started,
+        ),
+        (EmbedWhat::Images(inputs), EmbedTo::Database(address)) => {
+            images_to_database(&inputs, &address, normalized, &model, &printer, started)
         }
-        Ok::<(), anyhow::Error>(())
-    })?;
-    let written = export::write(output, format, &embeddings)?;
-    let printer = &session.printer;
-    if stats.cancelled {
-        printer.error(format_args!(
-            "interrupted: {} embeddings written to {}; the rest were not embedded",
-            embeddings.len(),
-            list(&written)
-        ));
-        return Ok(EXIT_INTERRUPTED);
+        (EmbedWhat::Texts(texts), EmbedTo::File { path, format }) => {
+            export::check_names(format, &path, texts.iter().map(String::as_str))?;
+            export::check_writable(&path)?;
+            let session = Session::load(&model)?;
+            let embeddings = export::embed_texts(
+                &session.checkpoint,
+                &session.files,
+                texts,
+                normalized,
+                &printer,
+            )?;
+            let written = export::write(&path, format, &embeddings)?;
+            let (count, files) = (embeddings.len(), list(&written));
+            printer.note(format_args!("embedded {count} prompts; wrote {files}"));
+            Ok(ExitStatus::Ok)
+        }
+        (EmbedWhat::Texts(_), EmbedTo::Database(_)) => {
+            anyhow::bail!("--to stores image embeddings; embed prompts to a file with --output")
+        }
     }
-    printer.note(format_args!(
-        "embedded {}, failed {}, skipped {} in {:.1} s; wrote {}",
-        embeddings.len(),
-        failed,
-        found.skipped,
-        started.elapsed().as_secs_f64(),
-        list(&written)
-    ));
-    session.report(&stats);
-    Ok(if failed > 0 {
-        EXIT_SOME_FAILED
-    } else {
-        EXIT_OK
-    })
 }
 
-/// `--to ADDRESS`: embeddings into a database table instead of a file.
-fn to_database(
-    args: &EmbedArgs,
-    to: &str,
-    printer: Printer,
-    started: Instant,
-) -> anyhow::Result<u8> {
-    let address = super::database::address(to, args.table.as_deref())?;
-    let found = find_inputs(&args.inputs, &args.filter, &printer)?;
-    let session = Session::open(&args.model, printer)?;
-    super::database::embed_to(&address, &session, found, !args.no_normalize, started)
-}
-
-fn embed_texts(
-    args: &EmbedArgs,
-    output: &Path,
-    printer: &Printer,
+/// Image embeddings into an `.npy`, `.safetensors` or `.jsonl` file.
+fn images_to_file(
+    inputs: &InputSpec,
+    path: &Path,
     format: ExportFormat,
-    texts: Vec<String>,
-) -> anyhow::Result<u8> {
-    for text in &texts {
-        export::check_name(format, output, text)?;
-    }
-    export::check_writable(output)?;
-    let model = load_model(&args.model)?;
-    let classifier = &model.classifier;
-    let prompts = classifier.embed_prompts(&texts)?;
-    warn_truncated(
+    normalized: bool,
+    model: &ModelSettings,
+    printer: &Printer,
+    started: Instant,
+) -> anyhow::Result<ExitStatus> {
+    let mut found = inputs.find(printer)?;
+    export::check_names(format, path, found.names())?;
+    export::check_writable(path)?;
+    let session = Session::open(model, printer)?;
+    let (embeddings, mut tally) = export::embed_images(
+        &session.job(),
+        &session.files,
+        std::mem::take(&mut found.inputs),
+        normalized,
         printer,
-        &texts,
-        &prompts.truncated,
-        classifier.model().text_context(),
-    );
-    let rows = prompts
-        .embeddings
-        .to_vec2::<f32>()
-        .context("cannot read the text embeddings back from the device")?;
-    let mut embeddings = Embeddings::new(
-        classifier.config().projection_dim,
-        metadata(&model, RowKind::Text, !args.no_normalize),
-    );
-    for (text, mut row) in texts.into_iter().zip(rows) {
-        if !args.no_normalize {
-            normalize(&mut row);
-        }
-        embeddings.push(text, &row)?;
+    )?;
+    let written = list(&export::write(path, format, &embeddings)?);
+    tally.add_found(&found);
+    if tally.cancelled {
+        let count = embeddings.len();
+        printer.error(format_args!(
+            "interrupted: {count} embeddings written to {written}; the rest were not embedded"
+        ));
+        return Ok(ExitStatus::Interrupted);
     }
-    let written = export::write(output, format, &embeddings)?;
     printer.note(format_args!(
-        "embedded {} prompts; wrote {}",
+        "embedded {}, failed {}, skipped {} in {:.1} s; wrote {written}",
         embeddings.len(),
-        list(&written)
+        tally.failed,
+        tally.skipped,
+        started.elapsed().as_secs_f64(),
     ));
-    Ok(EXIT_OK)
+    session.say_stats(&tally, printer);
+    Ok(ExitStatus::of(&tally))
 }
 
-fn metadata(model: &Model, kind: RowKind, normalized: bool) -> Metadata {
-    Metadata {
-        kind: Some(kind),
-        model: Some(model.files.id.clone()),
-        revision: model.files.revision.clone(),
-        normalized: Some(normalized),
+/// `--to ADDRESS`: image embeddings into a database table, new or changed files only.
+fn images_to_database(
+    inputs: &InputSpec,
+    address: &Address,
+    normalized: bool,
+    model: &ModelSettings,
+    printer: &Printer,
+    started: Instant,
+) -> anyhow::Result<ExitStatus> {
+    let mut found = inputs.find(printer)?;
+    let session = Session::open(model, printer)?;
+    // Connecting checks the table's dimension and model before anything is written.
+    let mut db =
+        store::open_for_writing(address, ModelStamp::of(&session.files, &session.checkpoint))?;
+    let run = store::embed_to(
+        session.job(),
+        db.as_mut(),
+        std::mem::take(&mut found.inputs),
+        normalized,
+        printer,
+    )?;
+    let (stored, unchanged, shown) = (run.stored, run.tally.unchanged, db.shown());
+    let mut tally = run.tally;
+    tally.add_found(&found);
+    let embedded = run.inputs - unchanged;
+    printer.detail(format_args!(
+        "{unchanged} inputs unchanged in {shown}; embedding {embedded}"
+    ));
+    if tally.cancelled {
+        printer.error(format_args!(
+            "interrupted: {stored} embeddings stored in {shown}; run the same command again to store the rest"
+        ));
+        return Ok(ExitStatus::Interrupted);
     }
+    printer.note(format_args!(
+        "stored {stored} embeddings ({unchanged} unchanged), failed {}, skipped {} in {:.1} s; in {shown}",
+        tally.failed,
+        tally.skipped,
+        started.elapsed().as_secs_f64(),
+    ));
+    session.say_stats(&tally, printer);
+    Ok(ExitStatus::of(&tally))
 }
 
+/// The files written: "a.npy and a.paths.txt".
 fn list(paths: &[PathBuf]) -> String {
     paths
         .iter()

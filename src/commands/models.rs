@@ -2,10 +2,10 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use super::EXIT_OK;
+use super::ExitStatus;
 use vlm::source;
 
-pub fn run() -> anyhow::Result<u8> {
+pub fn run() -> anyhow::Result<ExitStatus> {
     let entries = source::registry::entries()?;
     let mut out = io::stdout().lock();
     let width = |get: fn(&source::registry::ModelEntry) -> usize, title: &str| {
@@ -41,7 +41,7 @@ pub fn run() -> anyhow::Result<u8> {
              Compare several on your own labelled folder: vlm eval DIR --models a,b,c"
         )?;
     }
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }
 
 /// "605 MB", "3.9 GB".

@@ -4,7 +4,8 @@
 use std::fmt::Display;
 use std::io::{self, IsTerminal};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vlm::progress::{Level, Progress};
 
 /// What the user asked to see on stderr, and the progress bar messages must not break.
 #[derive(Debug, Clone)]
@@ -21,11 +22,6 @@ impl Printer {
             verbose,
             bar: ProgressBar::hidden(),
         }
-    }
-
-    /// `--verbose` was given.
-    pub fn verbose(&self) -> bool {
-        self.verbose
     }
 
     /// Something the user should act on; hidden by `--quiet`.
@@ -60,47 +56,50 @@ impl Printer {
         self.line(format_args!("{message}"));
     }
 
-    /// A per-input failure; the message names the input unless it already does.
-    pub fn failure(&self, display: &str, err: &dyn Display) {
-        let message = err.to_string();
-        if message.contains(display) {
-            self.error(message);
-        } else {
-            self.error(format_args!("{display}: {message}"));
-        }
+    fn line(&self, text: std::fmt::Arguments<'_>) {
+        self.bar.suspend(|| eprintln!("{text}"));
     }
+}
 
-    /// Starts a progress bar of `len` units on a terminal's stderr (hidden otherwise or with
-    /// `--quiet`); messages are drawn around it until [`Printer::finish_progress`].
-    pub fn start_progress(&mut self, len: usize, unit: &str) {
+/// The library's runs report here: a progress bar of images on a terminal's stderr (none
+/// with `--quiet`, or for a stream of unknown length), failures and messages by level.
+impl Progress for Printer {
+    fn start(&self, total: Option<usize>) {
+        let Some(total) = total else { return };
         if self.quiet || !io::stderr().is_terminal() {
             return;
         }
-        let bar = ProgressBar::new(len as u64);
-        let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}  {{per_sec}}  ETA {{eta}}");
-        if let Ok(style) = ProgressStyle::with_template(&template) {
-            bar.set_style(style);
+        let template = "{bar:30} {pos}/{len} images  {per_sec}  ETA {eta}";
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            self.bar.set_style(style);
         }
-        self.bar = bar;
+        self.bar.reset();
+        self.bar.set_length(total as u64);
+        self.bar.set_draw_target(ProgressDrawTarget::stderr());
     }
 
-    /// Advances the progress bar.
-    pub fn advance(&self, units: usize) {
-        self.bar.inc(units as u64);
+    fn advance(&self, count: usize) {
+        self.bar.inc(count as u64);
     }
 
-    /// Removes the progress bar.
-    pub fn finish_progress(&mut self) {
+    fn finish(&self) {
         self.bar.finish_and_clear();
-        self.bar = ProgressBar::hidden();
+        self.bar.set_draw_target(ProgressDrawTarget::hidden());
     }
 
-    /// Runs `write` (e.g. a result line on stdout) without tearing the progress bar.
-    pub fn around_progress<R>(&self, write: impl FnOnce() -> R) -> R {
-        self.bar.suspend(write)
+    fn say(&self, level: Level, message: &dyn Display) {
+        match level {
+            Level::Error => self.error(message),
+            Level::Warning => self.warn(message),
+            Level::Note => self.note(message),
+            Level::Detail => self.detail(message),
+            Level::Plain => self.plain(message),
+            Level::PlainDetail if self.verbose => self.plain(message),
+            Level::PlainDetail => {}
+        }
     }
 
-    fn line(&self, text: std::fmt::Arguments<'_>) {
-        self.bar.suspend(|| eprintln!("{text}"));
+    fn suspend(&self, write: &mut dyn FnMut()) {
+        self.bar.suspend(write);
     }
 }

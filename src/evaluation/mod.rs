@@ -8,11 +8,18 @@
 
 pub mod heatmap;
 pub mod metrics;
+mod run;
 pub mod summary;
+
+pub use run::{compare_models, evaluate_model, walk_failures, ModelRun};
+
+use std::path::PathBuf;
 
 use crate::checkpoint::{Checkpoint, PromptEmbeddings};
 use crate::error::Error;
+use crate::job::JobError;
 use crate::labels::{LabelError, PromptSet, PromptSpec};
+use crate::session::SessionError;
 use metrics::{Evaluation, MetricsError};
 
 /// Images ranked per call: bounds the similarity matrix for large folders.
@@ -30,6 +37,30 @@ pub enum EvalError {
     EmptySpec { list: String },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error("no image under {} could be read, so there is nothing to evaluate (see the errors above)", dir.display())]
+    NothingRead { dir: PathBuf },
+    #[error("--models names no model; give a comma-separated list such as clip-b32,siglip-b16")]
+    NoModels,
+    #[error("cannot write {what} to {}; choose another {flag}", path.display())]
+    WriteFile {
+        what: &'static str,
+        path: PathBuf,
+        flag: &'static str,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("while evaluating --models {name}")]
+    InModel {
+        name: String,
+        #[source]
+        cause: Box<EvalError>,
+    },
 }
 
 /// Splits a comma-separated list of prompt specs; `\,` is a comma inside a spec and `\\` a
@@ -86,6 +117,14 @@ pub fn rank_classes(
         }
     }
     Ok(rankings)
+}
+
+/// Checks every spec against the labels before any image is embedded.
+pub fn check_specs(specs: &[PromptSpec], labels: &[String]) -> Result<(), EvalError> {
+    for spec in specs {
+        PromptSet::new(labels, &spec.templates)?;
+    }
+    Ok(())
 }
 
 /// One prompt spec measured on a labelled set.

@@ -2,12 +2,91 @@
 //! matrix as CSV.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use serde::Serialize;
 
-use super::SpecResult;
+use super::{heatmap, sort_best_first, EvalError, SpecResult};
 use crate::evaluation::metrics::{self, ConfusionMatrix};
 use crate::output::csv_field;
+
+/// How the results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Aligned text for reading.
+    Table,
+    /// One JSON object (or array) with every metric.
+    Json,
+}
+
+/// The report of one spec, or with `compare` the comparison of every spec, best first
+/// (sorting `results`).
+pub fn render(
+    results: &mut [SpecResult],
+    failed: &[Failure],
+    compare: bool,
+    style: Style,
+    most_confused: usize,
+) -> serde_json::Result<String> {
+    if compare {
+        sort_best_first(results);
+        return Ok(match style {
+            Style::Table => comparison_table(results, failed.len()),
+            Style::Json => comparison_json(results, failed)?,
+        });
+    }
+    let result = &results[0];
+    Ok(match style {
+        Style::Table => table(result, failed.len(), most_confused),
+        Style::Json => json(result, failed, most_confused)?,
+    })
+}
+
+/// `--models`: one row per checkpoint, best first (sorting `rows`).
+pub fn render_models(rows: &mut [ModelRow], style: Style) -> serde_json::Result<String> {
+    sort_models_best_first(rows);
+    Ok(match style {
+        Style::Table => models_table(rows),
+        Style::Json => models_json(rows)?,
+    })
+}
+
+/// Writes the confusion matrix of `result` as CSV and its heat map as SVG, where asked.
+pub fn write_files(
+    result: &SpecResult,
+    confusion: Option<&Path>,
+    heat_map: Option<&Path>,
+) -> Result<(), EvalError> {
+    let names = class_names(result);
+    let e = &result.evaluation;
+    if let Some(path) = confusion {
+        std::fs::write(path, confusion_csv(&names, &e.confusion)).map_err(|cause| {
+            EvalError::WriteFile {
+                what: "the confusion matrix",
+                path: path.to_path_buf(),
+                flag: "--confusion-csv",
+                cause,
+            }
+        })?;
+    }
+    if let Some(path) = heat_map {
+        let title = format!(
+            "{} — top-1 {:.1}% on {} images",
+            result.spec.describe(),
+            e.top1 * 100.0,
+            e.images()
+        );
+        std::fs::write(path, heatmap::render(&names, &e.confusion, &title)).map_err(|cause| {
+            EvalError::WriteFile {
+                what: "the heat map",
+                path: path.to_path_buf(),
+                flag: "--heatmap",
+                cause,
+            }
+        })?;
+    }
+    Ok(())
+}
 
 /// Above this many classes the terminal table leaves out the confusion matrix (it cannot
 /// be read at that width) and points to the CSV and heat map instead.

@@ -40,6 +40,7 @@
 
 mod error;
 mod fetch;
+mod found;
 mod glob;
 mod list;
 mod shard;
@@ -47,6 +48,7 @@ mod sniff;
 
 pub use error::InputError;
 pub use fetch::read_bytes;
+pub use found::{Found, InputSpec};
 pub use shard::Shard;
 pub use sniff::{default_extensions, sniff_bytes, ImageFormat};
 
@@ -239,7 +241,9 @@ enum Arg {
     Glob(InputGlob),
 }
 
-fn is_url(arg: &str) -> bool {
+/// Whether `arg` is an http(s) URL (the scheme in any case): the one rule for telling a
+/// URL from a path.
+pub fn is_url(arg: &str) -> bool {
     let lower = |n: usize| arg.get(..n).map(str::to_ascii_lowercase);
     lower(7).as_deref() == Some("http://") || lower(8).as_deref() == Some("https://")
 }

@@ -6,11 +6,10 @@
 //! relied on (LAION's ports and Google's SigLIP configs list only the values that differ).
 //! A key that is present but unusable is an error that names the file and the field.
 
-use std::path::{Path, PathBuf};
-
-use serde_json::{Map, Value};
+use std::path::PathBuf;
 
 use crate::family::Family;
+use crate::fields::FieldError;
 
 /// Why a `config.json` could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +56,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         match name {
             "quick_gelu" => Some(Self::QuickGelu),
             "gelu" => Some(Self::Gelu),
@@ -129,321 +128,12 @@ pub struct ClipConfig {
     pub projection_dim: usize,
 }
 
-impl ClipConfig {
-    /// Reads and validates `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            cause: source,
-        })?;
-        Self::from_json_str(&text, path)
-    }
-
-    /// Parses `config.json` text; `origin` names the file in errors.
-    pub fn from_json_str(json: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let root: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
-            path: origin.to_path_buf(),
-            cause: source,
-        })?;
-        let fields = Fields {
-            path: origin,
-            prefix: "",
-        };
-        let root = fields.object(&root, "")?;
-        let family = if let Some(model_type) = root.get("model_type") {
-            let model_type = model_type.as_str().unwrap_or_default();
-            family_of(model_type).map_err(|what| ConfigError::NotClip {
-                path: origin.to_path_buf(),
-                model_type: model_type.to_string(),
-                what,
-            })?
-        } else if !root.contains_key("text_config") || !root.contains_key("vision_config") {
-            return Err(fields.error(
-                "text_config",
-                "is missing (and there is no model_type); this does not look like a CLIP config.json",
-            ));
-        } else {
-            Family::Clip
-        };
-
-        let text_map = tower_map(root, "text_config", &fields)?;
-        let vision_map = tower_map(root, "vision_config", &fields)?;
-        let text_fields = Fields {
-            path: origin,
-            prefix: "text_config.",
-        };
-        let vision_fields = Fields {
-            path: origin,
-            prefix: "vision_config.",
-        };
-        let text = TextConfig::parse(&text_map, &text_fields, family)?;
-        let vision = VisionConfig::parse(&vision_map, &vision_fields, family)?;
-        let projection_dim = if family == Family::Siglip {
-            // No projection on the vision side: the embedding is the MAP head's output, and
-            // the text head projects to the same width.
-            if vision_fields.present_bool(&vision_map, "vision_use_head") == Some(false) {
-                return Err(vision_fields.error(
-                    "vision_use_head",
-                    "is false: this SigLIP has no pooled image embedding, so it cannot classify",
-                ));
-            }
-            let text_out = text_fields.usize(&text_map, "projection_size", text.hidden_size)?;
-            if text_out != vision.hidden_size {
-                return Err(text_fields.error(
-                    "projection_size",
-                    &format!(
-                        "({text_out}) differs from vision_config.hidden_size ({}), so text and \
-                         image embeddings cannot be compared",
-                        vision.hidden_size
-                    ),
-                ));
-            }
-            vision.hidden_size
-        } else {
-            fields.usize(root, "projection_dim", 512)?
-        };
-        Ok(Self {
-            family,
-            text,
-            vision,
-            projection_dim,
-        })
-    }
-}
-
-/// The family a `model_type` names, or what it is when vlm cannot run it.
-fn family_of(model_type: &str) -> Result<Family, &'static str> {
-    match model_type {
-        "clip" => Ok(Family::Clip),
-        "siglip" => Ok(Family::Siglip),
-        "metaclip_2" => Ok(Family::MetaClip2),
-        "siglip2" => Err("SigLIP 2 NaFlex, variable resolution; not supported yet, use a fixed-resolution SigLIP 2 checkpoint such as google/siglip2-base-patch16-224"),
-        "chinese_clip" => Err("ChineseCLIP, a BERT text tower; not supported yet"),
-        "altclip" => Err("AltCLIP, an XLM-R text tower; not supported"),
-        "blip" | "blip-2" | "blip_2" => Err("BLIP, a captioning model"),
-        "clip_text_model" | "clip_vision_model" | "siglip_text_model" | "siglip_vision_model" => {
-            Err("a single tower; vlm needs the full image-text checkpoint")
-        }
-        _ => Err("not an image-text model family vlm knows"),
-    }
-}
-
-/// The tower's settings: `text_config`, overridden by the legacy `text_config_dict` as
-/// transformers does.
-fn tower_map(
-    root: &Map<String, Value>,
-    key: &str,
-    fields: &Fields,
-) -> Result<Map<String, Value>, ConfigError> {
-    let mut merged = match root.get(key) {
-        None | Some(Value::Null) => Map::new(),
-        Some(value) => fields.object(value, key)?.clone(),
-    };
-    let legacy = format!("{key}_dict");
-    if let Some(value) = root.get(&legacy).filter(|v| !v.is_null()) {
-        for (k, v) in fields.object(value, &legacy)? {
-            merged.insert(k.clone(), v.clone());
-        }
-    }
-    Ok(merged)
-}
-
-impl TextConfig {
-    fn parse(map: &Map<String, Value>, f: &Fields, family: Family) -> Result<Self, ConfigError> {
-        let siglip = family == Family::Siglip;
-        let vocab_size = f.usize(map, "vocab_size", if siglip { 32000 } else { 49408 })?;
-        // SigLIP's pad/eos ids in config.json are meaningless (transformers' defaults are
-        // CLIP's); its tokenizer pads, and pooling takes the last position.
-        let pad_token_id = if siglip {
-            0
-        } else {
-            f.u32(map, "pad_token_id", 1)?
-        };
-        let pooling = match family {
-            Family::Siglip => EosPooling::Last,
-            // transformers' MetaClip2TextTransformer always pools at the first EOS, "even if
-            // the EOS token is 2 (it is set to 2 in released weights)".
-            Family::MetaClip2 => EosPooling::FirstToken(f.u32(map, "eos_token_id", 2)?),
-            Family::Clip | Family::OpenClip => match f.u32(map, "eos_token_id", 49407)? {
-                2 => EosPooling::ArgmaxId,
-                eos => EosPooling::FirstToken(eos),
-            },
-        };
-        let config = Self {
-            vocab_size,
-            hidden_size: f.usize(map, "hidden_size", if siglip { 768 } else { 512 })?,
-            intermediate_size: f.usize(
-                map,
-                "intermediate_size",
-                if siglip { 3072 } else { 2048 },
-            )?,
-            num_hidden_layers: f.usize(map, "num_hidden_layers", 12)?,
-            num_attention_heads: f.usize(
-                map,
-                "num_attention_heads",
-                if siglip { 12 } else { 8 },
-            )?,
-            max_position_embeddings: f.usize(
-                map,
-                "max_position_embeddings",
-                if siglip { 64 } else { 77 },
-            )?,
-            hidden_act: f.activation(map, family)?,
-            layer_norm_eps: f.f64(map, "layer_norm_eps", if siglip { 1e-6 } else { 1e-5 })?,
-            pad_token_id,
-            pooling,
-            causal: !siglip,
-        };
-        f.divisible(
-            config.hidden_size,
-            config.num_attention_heads,
-            "num_attention_heads",
-        )?;
-        if pad_token_id as usize >= vocab_size {
-            return Err(f.error("pad_token_id", "is outside the vocabulary"));
-        }
-        if let EosPooling::FirstToken(id) = pooling {
-            if id as usize >= vocab_size {
-                return Err(f.error("eos_token_id", "is outside the vocabulary"));
-            }
-        }
-        Ok(config)
-    }
-}
-
-impl VisionConfig {
-    fn parse(map: &Map<String, Value>, f: &Fields, family: Family) -> Result<Self, ConfigError> {
-        let siglip = family == Family::Siglip;
-        let config = Self {
-            hidden_size: f.usize(map, "hidden_size", 768)?,
-            intermediate_size: f.usize(map, "intermediate_size", 3072)?,
-            num_hidden_layers: f.usize(map, "num_hidden_layers", 12)?,
-            num_attention_heads: f.usize(map, "num_attention_heads", 12)?,
-            num_channels: f.usize(map, "num_channels", 3)?,
-            image_size: f.usize(map, "image_size", 224)?,
-            patch_size: f.usize(map, "patch_size", if siglip { 16 } else { 32 })?,
-            hidden_act: f.activation(map, family)?,
-            layer_norm_eps: f.f64(map, "layer_norm_eps", if siglip { 1e-6 } else { 1e-5 })?,
-        };
-        f.divisible(
-            config.hidden_size,
-            config.num_attention_heads,
-            "num_attention_heads",
-        )?;
-        // SigLIP's "valid" patch convolution drops the right and bottom `image_size mod
-        // patch_size` pixels (so400m: 384 px, patch 14, 6 px dropped); CLIP's position table
-        // is sized for an exact grid.
-        if !siglip {
-            f.divisible(config.image_size, config.patch_size, "patch_size")?;
-        } else if config.patch_size > config.image_size {
-            return Err(f.error("patch_size", "is larger than image_size"));
-        }
-        if config.num_channels != 3 {
-            return Err(f.error("num_channels", "must be 3 (RGB input)"));
-        }
-        Ok(config)
-    }
-}
-
-/// Typed access to config fields, with errors that name the file and the field path.
-struct Fields<'a> {
-    path: &'a Path,
-    prefix: &'a str,
-}
-
-impl Fields<'_> {
-    fn error(&self, field: &str, problem: &str) -> ConfigError {
-        ConfigError::Field {
-            path: self.path.to_path_buf(),
-            field: format!("{}{field}", self.prefix),
-            problem: problem.to_string(),
-        }
-    }
-
-    fn object<'v>(
-        &self,
-        value: &'v Value,
-        field: &str,
-    ) -> Result<&'v Map<String, Value>, ConfigError> {
-        value.as_object().ok_or_else(|| {
-            if field.is_empty() {
-                self.error("<top level>", "must be a JSON object")
-            } else {
-                self.error(field, "must be a JSON object")
-            }
-        })
-    }
-
-    fn present<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
-        map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn usize(
-        &self,
-        map: &Map<String, Value>,
-        key: &str,
-        default: usize,
-    ) -> Result<usize, ConfigError> {
-        match Self::present(map, key) {
-            None => Ok(default),
-            Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => usize::try_from(n).map_err(|_| self.error(key, "is too large")),
-                _ => Err(self.error(key, &format!("must be a positive integer, found {v}"))),
-            },
-        }
-    }
-
-    fn u32(&self, map: &Map<String, Value>, key: &str, default: u32) -> Result<u32, ConfigError> {
-        match Self::present(map, key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| {
-                    self.error(
-                        key,
-                        &format!("must be a token id (a non-negative integer), found {v}"),
-                    )
-                }),
-        }
-    }
-
-    fn f64(&self, map: &Map<String, Value>, key: &str, default: f64) -> Result<f64, ConfigError> {
-        match Self::present(map, key) {
-            None => Ok(default),
-            Some(v) => match v.as_f64() {
-                Some(x) if x.is_finite() && x > 0.0 => Ok(x),
-                _ => Err(self.error(key, &format!("must be a positive number, found {v}"))),
-            },
-        }
-    }
-
-    fn present_bool(&self, map: &Map<String, Value>, key: &str) -> Option<bool> {
-        Self::present(map, key).and_then(Value::as_bool)
-    }
-
-    fn activation(
-        &self,
-        map: &Map<String, Value>,
-        family: Family,
-    ) -> Result<Activation, ConfigError> {
-        match Self::present(map, "hidden_act") {
-            None if family == Family::Siglip => Ok(Activation::GeluTanh),
-            None => Ok(Activation::QuickGelu),
-            Some(v) => v.as_str().and_then(Activation::parse).ok_or_else(|| {
-                self.error(
-                    "hidden_act",
-                    &format!("is {v}; vlm supports quick_gelu, gelu, gelu_new, gelu_pytorch_tanh and relu"),
-                )
-            }),
-        }
-    }
-
-    fn divisible(&self, size: usize, by: usize, field: &str) -> Result<(), ConfigError> {
-        if size.is_multiple_of(by) {
-            Ok(())
-        } else {
-            Err(self.error(field, &format!("({by}) must divide {size} evenly")))
+impl From<FieldError> for ConfigError {
+    fn from(error: FieldError) -> Self {
+        Self::Field {
+            path: error.path,
+            field: error.field,
+            problem: error.problem,
         }
     }
 }
@@ -451,6 +141,7 @@ impl Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn siglip_takes_siglip_defaults_and_pools_last() {

@@ -7,8 +7,8 @@
 //! takes hand-written configs, so it cannot match transformers on the checkpoints we
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
+pub mod family;
 mod layers;
-pub mod open_clip;
 mod pack;
 mod siglip;
 mod text;
@@ -89,6 +89,70 @@ pub struct ClipModel {
     _pack_writer: Option<pack::PackWriter>,
 }
 
+/// What runs the encoders for `dtype` on `device`: the packed kernels on the CPU (the
+/// widest instruction set for f32; `bf16_kernel`, else the fastest present, for bf16),
+/// candle everywhere else.
+fn choose_compute(device: &Device, dtype: DType, bf16_kernel: Option<Bf16Kernel>) -> Compute {
+    match (device, dtype) {
+        (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
+        (Device::Cpu, DType::BF16) => Compute::Bf16(
+            bf16_kernel
+                .or_else(Bf16Kernel::detect)
+                .unwrap_or(Bf16Kernel::Amx),
+        ),
+        _ => Compute::Candle,
+    }
+}
+
+/// How reports name a compute path (`"candle"`, `"packed avx512"`, `"packed amx-bf16"`).
+fn compute_label(compute: Compute) -> &'static str {
+    match compute {
+        Compute::Candle => "candle",
+        Compute::Packed(isa) => isa.label(),
+        Compute::Bf16(kernel) => kernel.label(),
+    }
+}
+
+/// The number types the encoders compute in on the CPU, as `--dtype` names them. A new
+/// number type joins here, and [`cpu_kernels`] (and so `vlm doctor`) reports it.
+pub const CPU_DTYPES: [(&str, DType); 3] = [
+    ("f32", DType::F32),
+    ("f16", DType::F16),
+    ("bf16", DType::BF16),
+];
+
+/// What a load on the CPU would run for one number type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CpuKernel {
+    /// The number type, as `--dtype` names it.
+    pub dtype: &'static str,
+    /// The implementation a load would choose, as [`ClipModel::kernels`] names it.
+    pub kernel: &'static str,
+    /// Whether this CPU runs it (bf16 needs AMX-BF16 or AVX512-BF16).
+    pub available: bool,
+}
+
+/// For each of [`CPU_DTYPES`], the kernel a CPU load would choose here, by the same choice
+/// [`ClipModel::load_with`] makes (`bf16_kernel` as in [`LoadOptions`]).
+pub fn cpu_kernels(bf16_kernel: Option<Bf16Kernel>) -> Vec<CpuKernel> {
+    CPU_DTYPES
+        .iter()
+        .map(|&(name, dtype)| {
+            let compute = choose_compute(&Device::Cpu, dtype, bf16_kernel);
+            let available = match compute {
+                Compute::Candle => true,
+                Compute::Packed(isa) => isa.supported(),
+                Compute::Bf16(kernel) => kernel.supported(),
+            };
+            CpuKernel {
+                dtype: name,
+                kernel: compute_label(compute),
+                available,
+            }
+        })
+        .collect()
+}
+
 /// How a model is loaded beyond its files, device and dtype.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -127,16 +191,7 @@ impl ClipModel {
         dtype: DType,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let compute = match (device, dtype) {
-            (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
-            (Device::Cpu, DType::BF16) => Compute::Bf16(
-                options
-                    .bf16_kernel
-                    .or_else(Bf16Kernel::detect)
-                    .unwrap_or(Bf16Kernel::Amx),
-            ),
-            _ => Compute::Candle,
-        };
+        let compute = choose_compute(device, dtype, options.bf16_kernel);
         Self::load_for(config, weights, device, dtype, compute, options)
     }
 
@@ -311,11 +366,7 @@ impl ClipModel {
     /// Which implementation runs the encoders: `"candle"`, or the packed CPU kernels and
     /// the instruction set they use (`"packed avx512"`).
     pub fn kernels(&self) -> &'static str {
-        match self.compute {
-            Compute::Candle => "candle",
-            Compute::Packed(isa) => isa.label(),
-            Compute::Bf16(kernel) => kernel.label(),
-        }
+        compute_label(self.compute)
     }
 
     /// The learned bias added to SigLIP's scaled cosine before its sigmoid (0 elsewhere).
@@ -456,7 +507,7 @@ fn open_backend(
     } else {
         ""
     };
-    Ok(Box::new(open_clip::OpenClipNames {
+    Ok(Box::new(family::open_clip::OpenClipNames {
         inner: backend,
         prefix: prefix.to_string(),
     }))
@@ -563,6 +614,20 @@ impl<B: SimpleBackend> SimpleBackend for FloatOnly<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_kernels_report_the_choice_a_load_makes() {
+        let kernels = cpu_kernels(None);
+        let names: Vec<&str> = kernels.iter().map(|k| k.dtype).collect();
+        assert_eq!(names, ["f32", "f16", "bf16"]);
+        assert_eq!(kernels[0].kernel, crate::kernels::Isa::detect().label());
+        assert!(kernels[0].available);
+        assert_eq!(kernels[1].kernel, "candle");
+        assert_eq!(kernels[2].available, Bf16Kernel::detect().is_some());
+        let forced = cpu_kernels(Some(Bf16Kernel::Avx512Bf16));
+        assert_eq!(forced[2].kernel, Bf16Kernel::Avx512Bf16.label());
+        assert_eq!(forced[2].available, Bf16Kernel::Avx512Bf16.supported());
+    }
 
     #[test]
     fn bf16_on_a_cpu_without_amx_is_refused_with_what_to_do() {

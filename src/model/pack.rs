@@ -205,16 +205,8 @@ fn weights_identity(weights: &Path) -> std::io::Result<String> {
 
 /// This build of vlm: a rebuilt binary may lay weights out differently.
 fn build_identity() -> String {
-    let exe = std::env::current_exe().and_then(fs::metadata);
-    let stamp = exe
-        .map(|m| {
-            let modified = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            format!("{} bytes, modified {modified}", m.len())
-        })
+    let stamp = std::env::current_exe()
+        .map(|exe| crate::cache::file_stamp(&exe))
         .unwrap_or_default();
     format!("vlm {} ({stamp})", env!("CARGO_PKG_VERSION"))
 }
@@ -572,15 +564,7 @@ impl SimpleBackend for FromPack {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, device)?;
-        if t.shape() != &shape {
-            candle_core::bail!(
-                "pack entry `{name}` has shape {:?}, expected {:?}",
-                t.dims(),
-                shape.dims()
-            );
-        }
-        Ok(t)
+        super::weights::get_checked(self, shape, name, dtype, device, "the pack file")
     }
 
     fn get_unchecked(

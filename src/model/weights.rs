@@ -198,6 +198,28 @@ fn advise_huge_pages(ptr: *mut u8, len: usize) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}
 
+/// Reads `name` through `backend` unchecked, then checks that it has the `shape` the towers
+/// ask for: the one shape check of every weights backend (a weights file, open_clip's
+/// renamed state dict, a pack file), whose `get` is this.
+pub(crate) fn get_checked(
+    backend: &(impl SimpleBackend + ?Sized),
+    shape: Shape,
+    name: &str,
+    dtype: DType,
+    device: &Device,
+    source: &str,
+) -> candle_core::Result<Tensor> {
+    let tensor = backend.get_unchecked(name, dtype, device)?;
+    if tensor.shape() != &shape {
+        candle_core::bail!(
+            "tensor `{name}` has shape {:?} in {source}, but the model's config implies {:?}",
+            tensor.dims(),
+            shape.dims()
+        );
+    }
+    Ok(tensor)
+}
+
 impl SimpleBackend for SafetensorsFile {
     fn get(
         &self,
@@ -207,15 +229,7 @@ impl SimpleBackend for SafetensorsFile {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.get_unchecked(name, dtype, device)?;
-        if tensor.shape() != &shape {
-            candle_core::bail!(
-                "tensor `{name}` has shape {:?} in the file, but config.json implies {:?}",
-                tensor.dims(),
-                shape.dims()
-            );
-        }
-        Ok(tensor)
+        get_checked(self, shape, name, dtype, device, "the weights file")
     }
 
     fn get_unchecked(

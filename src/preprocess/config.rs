@@ -2,11 +2,12 @@
 //! names: `CLIPImageProcessorPil`'s, or `SiglipImageProcessorPil`'s for SigLIP (squash to
 //! 224x224, no centre crop, mean and std 0.5).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::PreprocessError;
+use crate::fields::{FieldError, Fields};
 
 /// `OPENAI_CLIP_MEAN` from `transformers.image_utils`.
 pub const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -154,22 +155,21 @@ impl PreprocessConfig {
                 path: origin.to_path_buf(),
                 cause: source,
             })?;
-        let Value::Object(map) = value else {
+        if !value.is_object() {
             return Err(PreprocessError::ConfigJson {
                 path: origin.to_path_buf(),
                 cause: serde::de::Error::custom("the top level is not a JSON object"),
             });
-        };
-        let fields = Fields { map: &map, origin };
-        let kind = map
-            .get("image_processor_type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        }
+        let fields = Fields::root(&value, origin)?;
+        let kind = fields.str("image_processor_type").unwrap_or_default();
         if kind.starts_with("Siglip2") {
-            return Err(fields.err(
-                "image_processor_type",
-                format!("is {kind:?}, SigLIP 2 NaFlex's variable-resolution processor, which vlm does not support yet"),
-            ));
+            return Err(fields
+                .error(
+                    "image_processor_type",
+                    format!("is {kind:?}, SigLIP 2 NaFlex's variable-resolution processor, which vlm does not support yet"),
+                )
+                .into());
         }
         let defaults = if kind.starts_with("Siglip") {
             Self::siglip_defaults()
@@ -178,12 +178,12 @@ impl PreprocessConfig {
         };
         let config = Self {
             do_resize: fields.bool("do_resize")?.unwrap_or(defaults.do_resize),
-            size: fields.size()?.unwrap_or(defaults.size),
-            resample: fields.resample()?.unwrap_or(defaults.resample),
+            size: size(&fields)?.unwrap_or(defaults.size),
+            resample: resample(&fields)?.unwrap_or(defaults.resample),
             do_center_crop: fields
                 .bool("do_center_crop")?
                 .unwrap_or(defaults.do_center_crop),
-            crop_size: fields.crop_size()?.unwrap_or(defaults.crop_size),
+            crop_size: crop_size(&fields)?.unwrap_or(defaults.crop_size),
             do_rescale: fields.bool("do_rescale")?.unwrap_or(defaults.do_rescale),
             rescale_factor: fields
                 .number("rescale_factor")?
@@ -262,155 +262,100 @@ impl PreprocessConfig {
     }
 }
 
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    origin: &'a Path,
+impl From<FieldError> for PreprocessError {
+    fn from(error: FieldError) -> Self {
+        Self::ConfigField {
+            path: error.path,
+            field: error.field,
+            reason: error.problem,
+        }
+    }
 }
 
-impl Fields<'_> {
-    /// A JSON `null` counts as missing, so the default applies.
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn err(&self, field: &str, reason: impl Into<String>) -> PreprocessError {
-        PreprocessError::ConfigField {
-            path: PathBuf::from(self.origin),
-            field: field.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>, PreprocessError> {
-        self.get(key)
-            .map(|v| {
-                v.as_bool()
-                    .ok_or_else(|| self.err(key, format!("must be true or false, found {v}")))
-            })
-            .transpose()
-    }
-
-    fn number(&self, key: &str) -> Result<Option<f64>, PreprocessError> {
-        self.get(key)
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| self.err(key, format!("must be a number, found {v}")))
-            })
-            .transpose()
-    }
-
-    fn positive(&self, key: &str, v: &Value) -> Result<u32, PreprocessError> {
-        v.as_u64()
-            .filter(|&n| n > 0)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| self.err(key, format!("must hold positive integers, found {v}")))
-    }
-
-    /// A scalar is broadcast to all three channels, as transformers does.
-    fn triple(&self, key: &str) -> Result<Option<[f64; 3]>, PreprocessError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        if let Some(x) = v.as_f64() {
-            return Ok(Some([x; 3]));
-        }
-        let bad = || {
-            self.err(
-                key,
-                format!("must be a number or a list of 3 numbers, found {v}"),
+/// `resample`: one of PIL's filter numbers.
+fn resample(fields: &Fields) -> Result<Option<Resample>, FieldError> {
+    let Some(v) = fields.get("resample") else {
+        return Ok(None);
+    };
+    v.as_i64()
+        .and_then(Resample::from_pil)
+        .map(Some)
+        .ok_or_else(|| {
+            fields.error(
+                "resample",
+                format!(
+                    "is {v}; vlm supports PIL filters 0 (nearest), 1 (lanczos), \
+                     2 (bilinear), 3 (bicubic), 4 (box) and 5 (hamming)"
+                ),
             )
-        };
-        let list = v.as_array().filter(|a| a.len() == 3).ok_or_else(bad)?;
-        let mut out = [0.0; 3];
-        for (slot, item) in out.iter_mut().zip(list) {
-            *slot = item.as_f64().ok_or_else(bad)?;
-        }
-        Ok(Some(out))
-    }
+        })
+}
 
-    fn resample(&self) -> Result<Option<Resample>, PreprocessError> {
-        let Some(v) = self.get("resample") else {
-            return Ok(None);
-        };
-        v.as_i64()
-            .and_then(Resample::from_pil)
-            .map(Some)
-            .ok_or_else(|| {
-                self.err(
-                    "resample",
+/// `size`: an int means shortest edge (CLIP sets `default_to_square = False`); a 2-list is
+/// `[h, w]`.
+fn size(fields: &Fields) -> Result<Option<ResizeTarget>, FieldError> {
+    const KEY: &str = "size";
+    let Some(v) = fields.get(KEY) else {
+        return Ok(None);
+    };
+    let positive = |v: &Value| fields.positive_in(KEY, v);
+    match v {
+        Value::Number(_) => Ok(Some(ResizeTarget::ShortestEdge(positive(v)?))),
+        Value::Array(a) if a.len() == 2 => Ok(Some(ResizeTarget::Exact {
+            height: positive(&a[0])?,
+            width: positive(&a[1])?,
+        })),
+        Value::Object(m) => {
+            let present: Vec<&str> = m
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k.as_str())
+                .collect();
+            match present.as_slice() {
+                ["shortest_edge"] => Ok(Some(ResizeTarget::ShortestEdge(positive(
+                    &m["shortest_edge"],
+                )?))),
+                ["height", "width"] | ["width", "height"] => Ok(Some(ResizeTarget::Exact {
+                    height: positive(&m["height"])?,
+                    width: positive(&m["width"])?,
+                })),
+                _ => Err(fields.error(
+                    KEY,
                     format!(
-                        "is {v}; vlm supports PIL filters 0 (nearest), 1 (lanczos), \
-                         2 (bilinear), 3 (bicubic), 4 (box) and 5 (hamming)"
+                        "has keys {present:?}; vlm supports {{\"shortest_edge\"}} or \
+                         {{\"height\", \"width\"}}"
                     ),
-                )
-            })
-    }
-
-    /// An int means shortest edge (CLIP sets `default_to_square = False`); a 2-list is `[h, w]`.
-    fn size(&self) -> Result<Option<ResizeTarget>, PreprocessError> {
-        const KEY: &str = "size";
-        let Some(v) = self.get(KEY) else {
-            return Ok(None);
-        };
-        match v {
-            Value::Number(_) => Ok(Some(ResizeTarget::ShortestEdge(self.positive(KEY, v)?))),
-            Value::Array(a) if a.len() == 2 => Ok(Some(ResizeTarget::Exact {
-                height: self.positive(KEY, &a[0])?,
-                width: self.positive(KEY, &a[1])?,
-            })),
-            Value::Object(m) => {
-                let present: Vec<&str> = m
-                    .iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, _)| k.as_str())
-                    .collect();
-                match present.as_slice() {
-                    ["shortest_edge"] => Ok(Some(ResizeTarget::ShortestEdge(
-                        self.positive(KEY, &m["shortest_edge"])?,
-                    ))),
-                    ["height", "width"] | ["width", "height"] => Ok(Some(ResizeTarget::Exact {
-                        height: self.positive(KEY, &m["height"])?,
-                        width: self.positive(KEY, &m["width"])?,
-                    })),
-                    _ => Err(self.err(
-                        KEY,
-                        format!(
-                            "has keys {present:?}; vlm supports {{\"shortest_edge\"}} or \
-                             {{\"height\", \"width\"}}"
-                        ),
-                    )),
-                }
+                )),
             }
-            _ => Err(self.err(
-                KEY,
-                format!("must be an integer, [height, width] or an object, found {v}"),
-            )),
         }
+        _ => Err(fields.error(
+            KEY,
+            format!("must be an integer, [height, width] or an object, found {v}"),
+        )),
     }
+}
 
-    fn crop_size(&self) -> Result<Option<(u32, u32)>, PreprocessError> {
-        const KEY: &str = "crop_size";
-        let Some(v) = self.get(KEY) else {
-            return Ok(None);
-        };
-        match v {
-            Value::Number(_) => {
-                let n = self.positive(KEY, v)?;
-                Ok(Some((n, n)))
-            }
-            Value::Array(a) if a.len() == 2 => Ok(Some((
-                self.positive(KEY, &a[0])?,
-                self.positive(KEY, &a[1])?,
-            ))),
-            Value::Object(m) => match (m.get("height"), m.get("width")) {
-                (Some(h), Some(w)) => Ok(Some((self.positive(KEY, h)?, self.positive(KEY, w)?))),
-                _ => Err(self.err(KEY, "must have \"height\" and \"width\" keys")),
-            },
-            _ => Err(self.err(
-                KEY,
-                format!("must be an integer, [height, width] or an object, found {v}"),
-            )),
+/// `crop_size`: an int, `[height, width]` or `{"height", "width"}`.
+fn crop_size(fields: &Fields) -> Result<Option<(u32, u32)>, FieldError> {
+    const KEY: &str = "crop_size";
+    let Some(v) = fields.get(KEY) else {
+        return Ok(None);
+    };
+    let positive = |v: &Value| fields.positive_in(KEY, v);
+    match v {
+        Value::Number(_) => {
+            let n = positive(v)?;
+            Ok(Some((n, n)))
         }
+        Value::Array(a) if a.len() == 2 => Ok(Some((positive(&a[0])?, positive(&a[1])?))),
+        Value::Object(m) => match (m.get("height"), m.get("width")) {
+            (Some(h), Some(w)) => Ok(Some((positive(h)?, positive(w)?))),
+            _ => Err(fields.error(KEY, "must have \"height\" and \"width\" keys")),
+        },
+        _ => Err(fields.error(
+            KEY,
+            format!("must be an integer, [height, width] or an object, found {v}"),
+        )),
     }
 }
 

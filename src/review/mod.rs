@@ -7,9 +7,12 @@
 //! and the chunk is dropped, so memory does not grow with the number of images (only the
 //! label names are kept). See [`page`] for what keeps file names from becoming markup.
 
+mod eval;
 pub mod page;
 pub mod record;
 pub mod thumbnail;
+
+pub use eval::{check_eval_page, write_evaluation_page};
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter};
@@ -18,6 +21,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::inputs::is_url;
+use crate::job::{JobError, Progress, Sink};
+use crate::output::Labelled;
 use crate::preprocess::DEFAULT_MAX_PIXELS;
 use page::PageWriter;
 use record::{LabelIndex, PageRecord, ResultRecord};
@@ -28,7 +34,7 @@ const CHUNK: usize = 256;
 
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
+pub enum PageError {
     #[error("cannot read results {}: {cause}; pass the file written by `vlm classify --format jsonl`", path.display())]
     ReadResults { path: PathBuf, cause: io::Error },
     #[error("{}, line {line}: not a vlm result record ({cause}); pass the file written by `vlm classify --format jsonl`", path.display())]
@@ -39,11 +45,23 @@ pub enum ReportError {
     },
     #[error("cannot write the report {}: {cause}; check that its folder exists and is writable, or choose another --output", path.display())]
     Write { path: PathBuf, cause: io::Error },
+    #[error("cannot create {} for the page; choose another --output", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
+    #[error("cannot read the current folder; run vlm {command} from a folder that exists")]
+    CurrentDir {
+        command: &'static str,
+        #[source]
+        cause: io::Error,
+    },
 }
 
 /// How a page is made.
 #[derive(Debug, Clone)]
-pub struct ReportOptions {
+pub struct PageOptions {
     /// The `.html` file to write; thumbnails go to [`files_dir`] of it.
     pub output: PathBuf,
     /// Inline the thumbnails as `data:` URIs (one file, larger, no originals in the detail
@@ -60,7 +78,7 @@ pub struct ReportOptions {
     pub search_dirs: Vec<PathBuf>,
 }
 
-impl ReportOptions {
+impl PageOptions {
     /// Defaults for a page written to `output`, with relative paths looked up in `search_dirs`.
     pub fn new(output: PathBuf, search_dirs: Vec<PathBuf>) -> Self {
         Self {
@@ -76,13 +94,66 @@ impl ReportOptions {
 
 /// What went into a page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReportSummary {
+pub struct PageSummary {
     pub records: usize,
     /// Records of images the classifier could not read.
     pub failed: usize,
     pub thumbnails: usize,
     /// Thumbnails that could not be made (missing or unreadable files, URLs).
     pub thumbnail_errors: usize,
+}
+
+impl PageSummary {
+    /// The closing line: where the page went, what is in it, how long it took.
+    pub fn describe(&self, output: &Path, inline: bool, seconds: f64) -> String {
+        let thumbs = if inline {
+            "inlined".to_string()
+        } else {
+            format!("in {}", files_dir(output).display())
+        };
+        format!(
+            "wrote {}: {} images ({} failed), {} thumbnails {thumbs}, {} without one, in {seconds:.1} s",
+            output.display(),
+            self.records,
+            self.failed,
+            self.thumbnails,
+            self.thumbnail_errors,
+        )
+    }
+}
+
+/// The pixel limit of [`PageOptions::max_pixels`] for `--max-megapixels`.
+pub fn max_pixels(megapixels: f64) -> u64 {
+    (megapixels.max(0.0) * 1e6) as u64
+}
+
+/// Creates the folder `output` is to be written in, if missing.
+pub fn create_parent(output: &Path) -> Result<(), PageError> {
+    match output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|cause| PageError::CreateDir {
+            path: parent.to_path_buf(),
+            cause,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Where relative image paths of a results file are looked up: where `vlm classify` most
+/// likely ran (here), then beside the results file.
+pub fn search_dirs(results: &Path) -> Result<Vec<PathBuf>, PageError> {
+    let here = std::env::current_dir().map_err(|cause| PageError::CurrentDir {
+        command: "report",
+        cause,
+    })?;
+    let mut dirs = vec![here.clone()];
+    if let Some(parent) = results.parent() {
+        let beside = here.join(parent);
+        let beside = std::fs::canonicalize(&beside).unwrap_or(beside);
+        if beside != here {
+            dirs.push(beside);
+        }
+    }
+    Ok(dirs)
 }
 
 /// The folder beside `output` that holds its thumbnails: `report.html` → `report_files`.
@@ -102,11 +173,8 @@ struct ClassifyMeta<'a> {
 
 /// Writes the review page for a results file of `vlm classify --format jsonl` (single- or
 /// multi-label, with or without `uncertain`, with error records).
-pub fn write_results_report(
-    results: &Path,
-    options: &ReportOptions,
-) -> Result<ReportSummary, ReportError> {
-    let read_err = |cause| ReportError::ReadResults {
+pub fn write_results_page(results: &Path, options: &PageOptions) -> Result<PageSummary, PageError> {
+    let read_err = |cause| PageError::ReadResults {
         path: results.to_path_buf(),
         cause,
     };
@@ -124,7 +192,7 @@ pub fn write_results_report(
             continue;
         }
         let parsed: ResultRecord =
-            serde_json::from_str(&line).map_err(|cause| ReportError::BadRecord {
+            serde_json::from_str(&line).map_err(|cause| PageError::BadRecord {
                 path: results.to_path_buf(),
                 line: number + 1,
                 cause,
@@ -136,6 +204,54 @@ pub fn write_results_report(
     }
     build.add(&mut chunk)?;
     build.finish(labels.names())
+}
+
+/// A review page written while a classify run goes: a sink of labelled results, whose
+/// records are thumbnailed a chunk at a time as they come, as [`write_results_page`]
+/// does for the lines of the results file `results_name` (which the run writes beside).
+/// [`ReviewSink::finish`] puts the page in place.
+pub struct ReviewSink<'a> {
+    build: Builder<'a>,
+    labels: LabelIndex,
+    chunk: Vec<PageRecord>,
+}
+
+impl<'a> ReviewSink<'a> {
+    /// Starts the page of `options` for the results written to `results_name`.
+    pub fn start(options: &'a PageOptions, results_name: &str) -> Result<Self, PageError> {
+        Ok(Self {
+            build: Builder::start(
+                options,
+                "classify",
+                &ClassifyMeta {
+                    results: results_name,
+                },
+            )?,
+            labels: LabelIndex::default(),
+            chunk: Vec::with_capacity(CHUNK),
+        })
+    }
+
+    /// Thumbnails the last records and puts the page in place.
+    pub fn finish(mut self) -> Result<PageSummary, PageError> {
+        self.build.add(&mut self.chunk)?;
+        self.build.finish(self.labels.names())
+    }
+}
+
+impl Sink<Labelled<'_>> for ReviewSink<'_> {
+    fn write(&mut self, batch: &[Labelled<'_>], _: &dyn Progress) -> Result<(), JobError> {
+        for labelled in batch {
+            self.chunk.push(PageRecord::from_image_result(
+                &labelled.result,
+                &mut self.labels,
+            ));
+            if self.chunk.len() == CHUNK {
+                self.build.add(&mut self.chunk).map_err(JobError::sink)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Everything an eval page shows besides the images.
@@ -164,7 +280,7 @@ pub struct EvalClass {
 }
 
 /// One evaluated image: its path, true class and every class's score, best first (class
-/// numbers are indices into the `classes` given to [`write_eval_report`]).
+/// numbers are indices into the `classes` given to [`write_eval_page`]).
 #[derive(Debug, Clone)]
 pub struct EvalImage {
     pub path: String,
@@ -175,13 +291,13 @@ pub struct EvalImage {
 /// Writes the page of a `vlm eval` run: metrics, confusion heat map, most-confused pairs
 /// and per-class bars above the same grid as the review page; failed images are listed
 /// as error records.
-pub fn write_eval_report(
+pub fn write_eval_page(
     classes: &[String],
     meta: &EvalMeta,
     images: impl IntoIterator<Item = EvalImage>,
     failed: impl IntoIterator<Item = (String, String)>,
-    options: &ReportOptions,
-) -> Result<ReportSummary, ReportError> {
+    options: &PageOptions,
+) -> Result<PageSummary, PageError> {
     let mut build = Builder::start(options, "eval", meta)?;
     let mut chunk: Vec<PageRecord> = Vec::with_capacity(CHUNK);
     let images = images.into_iter().map(|image| PageRecord {
@@ -214,23 +330,29 @@ pub fn write_eval_report(
 
 /// What a duplicates page shows above the groups.
 #[derive(Debug, Clone, Serialize)]
-pub struct DuplicatesMeta {
+struct DuplicatesMeta {
     /// The cosine similarity that linked two images.
-    pub threshold: f32,
-    /// How the pairs were found (exact all-pairs or the approximate index).
-    pub method: String,
+    threshold: f32,
+    /// How the pairs were found (exact all-pairs or a database's index).
+    method: String,
     /// Images compared.
-    pub images: usize,
+    images: usize,
 }
 
 /// Writes the page of `vlm dedup --report`: one section per group (its "label" is
-/// `group N`), each member with its similarity to the group's first image as its score.
-pub fn write_duplicates_report(
-    groups: &[crate::dedup::GroupRecord<'_>],
-    meta: &DuplicatesMeta,
-    options: &ReportOptions,
-) -> Result<ReportSummary, ReportError> {
-    let mut build = Builder::start(options, "duplicates", meta)?;
+/// `group N`), each member with its similarity to the group's first image as its score,
+/// and above them the threshold and the search that found them.
+pub fn write_duplicates_page(
+    duplicates: &crate::dedup::Duplicates,
+    options: &PageOptions,
+) -> Result<PageSummary, PageError> {
+    let meta = DuplicatesMeta {
+        threshold: duplicates.threshold,
+        method: duplicates.method.to_string(),
+        images: duplicates.images,
+    };
+    let groups = duplicates.records();
+    let mut build = Builder::start(options, "duplicates", &meta)?;
     let mut chunk: Vec<PageRecord> = Vec::with_capacity(CHUNK);
     let names: Vec<String> = groups
         .iter()
@@ -260,28 +382,30 @@ pub fn write_duplicates_report(
 /// A page being written: to a temporary file beside the output, renamed into place at
 /// the end, so a page is never left half-written.
 struct Builder<'a> {
-    options: &'a ReportOptions,
+    options: &'a PageOptions,
     page: PageWriter<BufWriter<File>>,
     temp: Partial,
     files: PathBuf,
     /// The files folder's name as a URL segment, for thumbnail URLs.
     files_url: String,
-    summary: ReportSummary,
+    summary: PageSummary,
 }
 
 impl<'a> Builder<'a> {
     fn start<M: Serialize>(
-        options: &'a ReportOptions,
+        options: &'a PageOptions,
         kind: &str,
         meta: &M,
-    ) -> Result<Self, ReportError> {
-        let write_err = |cause| ReportError::Write {
+    ) -> Result<Self, PageError> {
+        let write_err = |cause| PageError::Write {
             path: options.output.clone(),
             cause,
         };
         let files = files_dir(&options.output);
+        // A thumbnails folder made here goes again with a page that is not finished.
+        let made_files = !options.self_contained && !files.exists();
         if !options.self_contained {
-            std::fs::create_dir_all(files.join("t")).map_err(|cause| ReportError::Write {
+            std::fs::create_dir_all(files.join("t")).map_err(|cause| PageError::Write {
                 path: files.clone(),
                 cause,
             })?;
@@ -301,6 +425,7 @@ impl<'a> Builder<'a> {
         let file = File::create(&temp).map_err(write_err)?;
         let temp = Partial {
             path: temp,
+            files: made_files.then(|| files.clone()),
             done: false,
         };
         let page = PageWriter::start(BufWriter::new(file), &options.title, kind, meta)
@@ -311,17 +436,17 @@ impl<'a> Builder<'a> {
             temp,
             files,
             files_url,
-            summary: ReportSummary::default(),
+            summary: PageSummary::default(),
         })
     }
 
     /// Thumbnails the chunk in parallel, writes its records and empties it.
-    fn add(&mut self, chunk: &mut Vec<PageRecord>) -> Result<(), ReportError> {
+    fn add(&mut self, chunk: &mut Vec<PageRecord>) -> Result<(), PageError> {
         let first = self.summary.records;
         let options = self.options;
         let files = &self.files;
         let files_url = &self.files_url;
-        let outcomes: Vec<Result<(), ReportError>> = chunk
+        let outcomes: Vec<Result<(), PageError>> = chunk
             .par_iter_mut()
             .enumerate()
             .map(|(i, record)| {
@@ -345,7 +470,7 @@ impl<'a> Builder<'a> {
                     Ok(bytes) => {
                         let name = format!("{number}.jpg");
                         let target = files.join("t").join(&name);
-                        std::fs::write(&target, bytes).map_err(|cause| ReportError::Write {
+                        std::fs::write(&target, bytes).map_err(|cause| PageError::Write {
                             path: target,
                             cause,
                         })?;
@@ -368,7 +493,7 @@ impl<'a> Builder<'a> {
             }
             self.page
                 .record(&record)
-                .map_err(|cause| ReportError::Write {
+                .map_err(|cause| PageError::Write {
                     path: self.options.output.clone(),
                     cause,
                 })?;
@@ -376,7 +501,7 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn finish(self, labels: &[String]) -> Result<ReportSummary, ReportError> {
+    fn finish(self, labels: &[String]) -> Result<PageSummary, PageError> {
         let Self {
             options,
             page,
@@ -384,7 +509,7 @@ impl<'a> Builder<'a> {
             summary,
             ..
         } = self;
-        let write_err = |cause| ReportError::Write {
+        let write_err = |cause| PageError::Write {
             path: options.output.clone(),
             cause,
         };
@@ -406,9 +531,11 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The page while it is written: removed unless it was renamed into place.
+/// The page while it is written: removed unless it was renamed into place, with the
+/// thumbnails folder when it was made for this page.
 struct Partial {
     path: PathBuf,
+    files: Option<PathBuf>,
     done: bool,
 }
 
@@ -416,13 +543,11 @@ impl Drop for Partial {
     fn drop(&mut self) {
         if !self.done {
             let _ = std::fs::remove_file(&self.path);
+            if let Some(files) = &self.files {
+                let _ = std::fs::remove_dir_all(files);
+            }
         }
     }
-}
-
-fn is_url(path: &str) -> bool {
-    let lower = path.get(..8).unwrap_or(path).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
 }
 
 /// The absolute path of the image a record names: as given when absolute, else the first
@@ -481,11 +606,11 @@ mod tests {
         let results_path = dir.path().join("labels.jsonl");
         std::fs::write(&results_path, results).unwrap();
         let out = dir.path().join("review.html");
-        let options = ReportOptions::new(out.clone(), vec![dir.path().to_path_buf()]);
-        let summary = write_results_report(&results_path, &options).unwrap();
+        let options = PageOptions::new(out.clone(), vec![dir.path().to_path_buf()]);
+        let summary = write_results_page(&results_path, &options).unwrap();
         assert_eq!(
             summary,
-            ReportSummary {
+            PageSummary {
                 records: 4,
                 failed: 1,
                 thumbnails: 3,
@@ -506,9 +631,9 @@ mod tests {
         let results_path = dir.path().join("labels.jsonl");
         std::fs::write(&results_path, images(dir.path(), 2)).unwrap();
         let out = dir.path().join("one.html");
-        let mut options = ReportOptions::new(out.clone(), vec![dir.path().to_path_buf()]);
+        let mut options = PageOptions::new(out.clone(), vec![dir.path().to_path_buf()]);
         options.self_contained = true;
-        write_results_report(&results_path, &options).unwrap();
+        write_results_page(&results_path, &options).unwrap();
         let data = page_data(&std::fs::read_to_string(&out).unwrap());
         let thumb = data["records"][0]["thumb"].as_str().unwrap();
         assert!(thumb.starts_with("data:image/jpeg;base64,/9j/"), "{thumb}");
@@ -521,8 +646,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let results_path = dir.path().join("labels.jsonl");
         std::fs::write(&results_path, "{\"path\":\"a\"}\nnot json\n").unwrap();
-        let options = ReportOptions::new(dir.path().join("r.html"), vec![]);
-        let err = write_results_report(&results_path, &options).unwrap_err();
+        let options = PageOptions::new(dir.path().join("r.html"), vec![]);
+        let err = write_results_page(&results_path, &options).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         assert!(!dir.path().join("r.html").exists());
         assert!(!dir.path().join(".r.html.vlm-partial").exists());

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
+use crate::output::{ImageResult, Outcome};
+
 /// One label's result as `vlm classify` writes it. Fields the page does not use (`prompt`)
 /// and fields added later are ignored, so newer result files still open.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +95,15 @@ impl Serialize for PageScore {
     }
 }
 
+/// A score as a results file holds it: written as the shortest decimal that reads back as
+/// the same `f32`, read as an `f64`.
+fn as_written(x: f32) -> f64 {
+    serde_json::to_string(&x)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(f64::from(x))
+}
+
 /// Six decimals are more than a bar or a percentage shows, and keep 20,000 records small.
 fn round(x: f64) -> f64 {
     if x.is_finite() {
@@ -150,6 +161,38 @@ impl PageRecord {
             error: None,
             truth: None,
         }
+    }
+
+    /// A page record for a result of this run, the same as for its line in a results file
+    /// (the scores as that file writes them); its labels are numbered in `labels`.
+    pub fn from_image_result(result: &ImageResult, labels: &mut LabelIndex) -> Self {
+        let (results, error) = match &result.outcome {
+            Outcome::Ranked(ranked) => (
+                Some(
+                    ranked
+                        .iter()
+                        .map(|r| ResultLine {
+                            label: r.label.clone(),
+                            probability: as_written(r.probability),
+                            similarity: Some(as_written(r.similarity)),
+                            selected: r.selected,
+                        })
+                        .collect(),
+                ),
+                None,
+            ),
+            Outcome::Failed(message) => (None, Some(message.clone())),
+        };
+        Self::from_result(
+            ResultRecord {
+                path: result.path.clone(),
+                results,
+                error,
+                uncertain: result.uncertain,
+                labels: result.labels.clone(),
+            },
+            labels,
+        )
     }
 
     /// A page record for a results line; its labels are numbered in `labels`.

@@ -164,6 +164,23 @@ impl Downloader {
         Ok(pointer)
     }
 
+    /// Asks the hub for `repo`'s model information (no redirects, no token): the HTTP
+    /// status of any answer, even an error status, since the hub answered; else why
+    /// nothing came back (refused, unresolved, timed out).
+    pub(crate) fn ping(&self, repo: &str) -> Result<u16, String> {
+        let url = format!("{}/api/models/{repo}", self.endpoint);
+        match self.direct.get(&url).call() {
+            Ok(response) => Ok(response.status()),
+            Err(ureq::Error::Status(status, _)) => Ok(status),
+            Err(ureq::Error::Transport(t)) if is_timeout(&t) => Err(format!(
+                "no answer from {} within {:.1} s",
+                self.endpoint,
+                self.timeout.as_secs_f64()
+            )),
+            Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+        }
+    }
+
     /// A ranged GET of a hub URL, with the token.
     fn get(&self, agent: &ureq::Agent, url: &str, range: &str) -> ureq::Request {
         let request = agent.get(url).set("Range", range);

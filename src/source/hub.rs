@@ -151,7 +151,7 @@ fn resolve_offline(
     }
 }
 
-fn endpoint(opts: &HubOptions) -> String {
+pub(super) fn endpoint(opts: &HubOptions) -> String {
     opts.endpoint
         .as_deref()
         .map(str::trim)

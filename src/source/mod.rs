@@ -9,6 +9,7 @@ mod error;
 mod hub;
 pub mod registry;
 
+pub(crate) use download::redact as redact_proxy;
 pub use error::SourceError;
 pub use hub::DEFAULT_ENDPOINT;
 
@@ -127,6 +128,17 @@ impl ModelFiles {
             tokenizer: dir.join("tokenizer.json"),
         })
     }
+}
+
+/// Whether the hub at `opts`'s endpoint answers one request for [`DEFAULT_MODEL`]'s
+/// information, through `opts`'s proxy and within `opts.timeout` per step: the HTTP status
+/// it answered with, or why nothing came back. Makes the request even when `opts.offline`
+/// is set (the caller decides whether to ask).
+pub fn ping_hub(opts: &HubOptions) -> Result<u16, String> {
+    let endpoint = hub::endpoint(opts);
+    download::Downloader::new(opts, &endpoint)
+        .map_err(|e| e.to_string())?
+        .ping(DEFAULT_MODEL)
 }
 
 /// Hub settings, normally from the environment.

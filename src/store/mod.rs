@@ -12,14 +12,19 @@ pub mod milvus;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::cache::EmbeddingCache;
-use crate::embedder::MAX_INPUT_BYTES;
-use crate::inputs::{self, Input};
+use crate::cache::ContentKey;
+use crate::checkpoint::Checkpoint;
+use crate::inputs::Input;
+use crate::job::{Embedded, Job, JobError, Progress, Sink, Tally};
+use crate::output::Labelled;
+use crate::output::Outcome;
+use crate::search::normalize;
+use crate::source::ModelFiles;
 
 /// The table (or collection) used when neither the address nor `--table` names one.
 pub const DEFAULT_TABLE: &str = "vlm_embeddings";
@@ -98,6 +103,15 @@ pub struct ModelStamp {
 }
 
 impl ModelStamp {
+    /// The loaded checkpoint's identity.
+    pub fn of(files: &ModelFiles, checkpoint: &Checkpoint) -> Self {
+        Self {
+            model: files.id.clone(),
+            revision: files.revision.clone(),
+            dim: checkpoint.config().projection_dim,
+        }
+    }
+
     /// `model@revision`, or the model alone, for messages.
     pub fn name(&self) -> String {
         match &self.revision {
@@ -144,6 +158,8 @@ pub enum StoreError {
     #[cfg(feature = "milvus")]
     #[error(transparent)]
     Milvus(#[from] milvus::MilvusError),
+    #[error("{shown}: {what} works with PostgreSQL tables only so far; store the embeddings in PostgreSQL (vlm embed INPUTS --to postgresql://...) or give the image files instead")]
+    Unsupported { shown: String, what: &'static str },
 }
 
 /// A table (or collection) of image embeddings, keyed by path, that one model filled.
@@ -167,6 +183,41 @@ pub trait EmbeddingStore {
 
     /// The `n` rows nearest to `query` by cosine similarity, best first.
     fn search(&mut self, query: &[f32], n: usize) -> Result<Vec<StoredHit>, StoreError>;
+
+    /// Every row's `neighbours` nearest rows (through the index, approximately) at or above
+    /// cosine `threshold`, for `vlm dedup --in`, with progress over the rows; `None` when
+    /// `cancel` stopped it.
+    fn near_pairs(
+        &mut self,
+        threshold: f32,
+        neighbours: usize,
+        cancel: Option<&AtomicBool>,
+        progress: &dyn Progress,
+    ) -> Result<Option<NearPairs>, StoreError> {
+        let _ = (threshold, neighbours, cancel, progress);
+        Err(StoreError::Unsupported {
+            shown: self.shown().to_string(),
+            what: "vlm dedup --in",
+        })
+    }
+
+    /// The stored embeddings of those of `paths` that have a row.
+    fn embeddings_of(&mut self, paths: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let _ = paths;
+        Err(StoreError::Unsupported {
+            shown: self.shown().to_string(),
+            what: "reading stored embeddings",
+        })
+    }
+}
+
+/// The near pairs among a table's rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NearPairs {
+    /// Every row's path, sorted.
+    pub paths: Vec<String>,
+    /// `(a, b, cosine similarity)` with `a < b` indices into `paths`, each pair once.
+    pub pairs: Vec<(usize, usize, f32)>,
 }
 
 /// Opens `address` for writing: makes the table and its cosine index if missing, and
@@ -524,19 +575,185 @@ impl MilvusEndpoint {
     }
 }
 
-/// The content hash (SHA-256, as the cache keys it) of each input, read on rayon's threads;
-/// `None` where the input cannot be read (the embedding run then reports why). Lets a store
-/// skip unchanged files before any decoding. A URL is downloaded here and again when
-/// embedded.
-pub fn content_hashes(inputs: &[Input]) -> Vec<Option<String>> {
-    inputs
-        .par_iter()
-        .map(|input| {
-            inputs::read_bytes(&input.source, MAX_INPUT_BYTES)
-                .ok()
-                .map(|bytes| EmbeddingCache::key(&bytes).to_hex())
-        })
-        .collect()
+/// What `vlm embed --to` did.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Rows written in this run.
+    pub stored: u64,
+    /// Inputs given (each path once).
+    pub inputs: usize,
+    /// The embedding run's counts; `unchanged` are the inputs whose row already holds
+    /// these bytes.
+    pub tally: Tally,
+}
+
+/// `vlm embed INPUTS --to ADDRESS`: embeds the inputs that are new or changed since the
+/// table last saw them (each path once; an input whose bytes hash to the stored content
+/// hash is read but not decoded), and upserts them a batch per transaction, each row under
+/// the hash of the bytes that were embedded.
+pub fn embed_to(
+    job: Job,
+    db: &mut dyn EmbeddingStore,
+    inputs: Vec<Input>,
+    normalized: bool,
+    progress: &dyn Progress,
+) -> Result<Stored, JobError> {
+    let mut seen = HashSet::new();
+    let inputs: Vec<Input> = inputs
+        .into_iter()
+        .filter(|input| seen.insert(input.display.clone()))
+        .collect();
+    let paths: Vec<String> = inputs.iter().map(|i| i.display.clone()).collect();
+    let known = db.stored_hashes(&paths).map_err(JobError::sink)?;
+    let unchanged =
+        |path: &str, key: &ContentKey| known.get(path).is_some_and(|h| *h == key.to_hex());
+    let mut sink = Upsert {
+        db,
+        normalized,
+        stored: 0,
+    };
+    let count = inputs.len();
+    let tally = job.skip_if(&unchanged).run(inputs, &mut sink, progress)?;
+    Ok(Stored {
+        stored: sink.stored,
+        inputs: count,
+        tally,
+    })
+}
+
+/// `vlm embed --to`'s sink: each embedding (normalised unless raw) under its content key.
+struct Upsert<'a> {
+    db: &'a mut dyn EmbeddingStore,
+    normalized: bool,
+    stored: u64,
+}
+
+/// A store that failed after some batches were written.
+#[derive(Debug, Error)]
+#[error("stopped after storing {stored} embeddings in this run")]
+pub struct Stopped {
+    pub stored: u64,
+    #[source]
+    pub cause: StoreError,
+}
+
+impl Sink<Embedded> for Upsert<'_> {
+    fn write(&mut self, batch: &[Embedded], _: &dyn Progress) -> Result<(), JobError> {
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut vectors = Vec::with_capacity(batch.len());
+        for done in batch {
+            if let (Ok(row), Some(key)) = (&done.embedding, &done.key) {
+                let mut row = row.clone();
+                if self.normalized {
+                    normalize(&mut row);
+                }
+                keys.push((done.input.display.as_str(), key.to_hex()));
+                vectors.push(row);
+            }
+        }
+        let rows: Vec<EmbeddingRow<'_>> = keys
+            .iter()
+            .zip(&vectors)
+            .map(|((path, hash), embedding)| EmbeddingRow {
+                path,
+                content_hash: hash,
+                embedding,
+            })
+            .collect();
+        let stored = self.stored;
+        self.stored += self
+            .db
+            .upsert(&rows)
+            .map_err(|cause| JobError::sink(Stopped { stored, cause }))?;
+        Ok(())
+    }
+}
+
+/// `vlm classify --to ADDRESS`: the open table, a sink of labelled results that stores
+/// each labelled image's (normalised) embedding and ranked labels under its content key
+/// (the job must make keys: [`Job::with_keys`]).
+pub struct LabelStore {
+    db: Box<dyn EmbeddingStore>,
+}
+
+/// The labels could not be turned into JSON (cannot happen with vlm's own results).
+#[derive(Debug, Error)]
+#[error("internal error: labels could not be turned into JSON")]
+pub struct LabelsJson(#[source] serde_json::Error);
+
+impl LabelStore {
+    /// Opens `address` for writing (refusing a table of another model before any work).
+    pub fn open(address: &Address, stamp: ModelStamp) -> Result<Self, StoreError> {
+        Ok(Self::new(open_for_writing(address, stamp)?))
+    }
+
+    /// Stores into `db`, already open for writing.
+    pub fn new(db: Box<dyn EmbeddingStore>) -> Self {
+        Self { db }
+    }
+}
+
+impl Sink<Labelled<'_>> for LabelStore {
+    fn write(&mut self, batch: &[Labelled<'_>], _: &dyn Progress) -> Result<(), JobError> {
+        let mut vectors = Vec::new();
+        let mut keep = Vec::new();
+        for labelled in batch {
+            let (Outcome::Ranked(ranked), Some(key), Ok(embedding)) = (
+                &labelled.result.outcome,
+                &labelled.embedded.key,
+                &labelled.embedded.embedding,
+            ) else {
+                continue;
+            };
+            let Some(top) = ranked.first() else { continue };
+            let mut row = embedding.clone();
+            normalize(&mut row);
+            vectors.push(row);
+            keep.push((labelled.result.path.as_str(), key.to_hex(), top, ranked));
+        }
+        let rows: Vec<EmbeddingRow<'_>> = keep
+            .iter()
+            .zip(&vectors)
+            .map(|((path, hash, _, _), embedding)| EmbeddingRow {
+                path,
+                content_hash: hash,
+                embedding,
+            })
+            .collect();
+        let labels = keep
+            .iter()
+            .map(|(path, hash, top, ranked)| {
+                Ok(LabelRow {
+                    path,
+                    content_hash: hash,
+                    top_label: &top.label,
+                    top_probability: top.probability,
+                    labels_json: serde_json::to_string(ranked)
+                        .map_err(|e| JobError::sink(LabelsJson(e)))?,
+                })
+            })
+            .collect::<Result<Vec<_>, JobError>>()?;
+        self.db
+            .upsert_labelled(&rows, &labels)
+            .map_err(JobError::sink)?;
+        Ok(())
+    }
+}
+
+/// `vlm search --in ADDRESS`: the `n` nearest rows, leaving out `exclude` (the query
+/// image's own row).
+pub fn search_in(
+    address: &Address,
+    stamp: ModelStamp,
+    query: &[f32],
+    n: usize,
+    exclude: Option<&str>,
+) -> Result<Vec<StoredHit>, StoreError> {
+    let mut db = open_for_search(address, stamp)?;
+    let mut hits = db.search(query, n.saturating_add(usize::from(exclude.is_some())))?;
+    hits.retain(|hit| Some(hit.path.as_str()) != exclude);
+    hits.truncate(n);
+    Ok(hits)
 }
 
 fn percent_decode(value: &str) -> String {
@@ -561,6 +778,9 @@ fn percent_decode(value: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod race;
 
 #[cfg(test)]
 mod tests {

@@ -32,8 +32,10 @@ use postgres::{Client, Config, NoTls};
 use thiserror::Error;
 
 use super::{
-    Address, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, StoreError, StoredHit, TableName,
+    Address, AtomicBool, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, NearPairs, Ordering,
+    StoreError, StoredHit, TableName,
 };
+use crate::progress::Progress;
 
 /// How long a connection attempt may take when the address does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +43,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ROWS_PER_STATEMENT: usize = 500;
 /// Paths per lookup of stored hashes.
 const PATHS_PER_LOOKUP: usize = 5000;
+/// Rows whose nearest neighbours one statement of `near_pairs` asks for: a step of its
+/// progress, and how long Ctrl-C may wait.
+const ROWS_PER_NEIGHBOUR_QUERY: usize = 500;
 
 /// What can go wrong talking to the database. Every message names the address with the
 /// password removed, never the password.
@@ -563,6 +568,101 @@ impl PgStore {
             })
             .collect())
     }
+    /// Every row's `neighbours` nearest rows at or above `threshold`, each row's found
+    /// through the HNSW index (so approximately, as `search` is), a chunk of rows per
+    /// statement; `None` when `cancel` stopped it between chunks.
+    pub fn near_pairs(
+        &mut self,
+        threshold: f32,
+        neighbours: usize,
+        cancel: Option<&AtomicBool>,
+        progress: &dyn Progress,
+    ) -> Result<Option<NearPairs>, PgError> {
+        let table = self.table.quoted("");
+        let paths: Vec<String> = self
+            .client
+            .query(&format!("SELECT path FROM {table} ORDER BY path"), &[])
+            .map_err(|e| self.query_error("listing the rows", &e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let index: HashMap<&str, usize> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| (path.as_str(), i))
+            .collect();
+        // The row itself comes first among its neighbours; ef_search bounds what one
+        // index scan returns.
+        let limit = neighbours.saturating_add(1);
+        let ef = (2 * limit).clamp(40, 1000);
+        self.client
+            .batch_execute(&format!("SET hnsw.ef_search = {ef}"))
+            .map_err(|e| self.query_error("setting up the search", &e))?;
+        // Each row of the chunk is a query of the index (the LATERAL subquery is ordered by
+        // distance to it with a LIMIT, which is what pgvector's HNSW scan answers).
+        let sql = format!(
+            "SELECT a.path, b.path, b.similarity FROM \
+               (SELECT path, embedding FROM {table} WHERE path = ANY($1)) a \
+             CROSS JOIN LATERAL \
+               (SELECT c.path, (1 - (c.embedding <=> a.embedding))::real AS similarity \
+                FROM {table} c ORDER BY c.embedding <=> a.embedding LIMIT $2) b \
+             WHERE b.path <> a.path AND b.similarity >= $3"
+        );
+        let statement = self
+            .client
+            .prepare(&sql)
+            .map_err(|e| self.query_error("preparing the neighbour search", &e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut pairs = Vec::new();
+        progress.start(Some(paths.len()));
+        for chunk in paths.chunks(ROWS_PER_NEIGHBOUR_QUERY) {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                progress.finish();
+                return Ok(None);
+            }
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let rows = self
+                .client
+                .query(&statement, &[&chunk, &limit, &threshold])
+                .map_err(|e| self.query_error("searching near pairs", &e))?;
+            for row in rows {
+                let (a, b): (&str, &str) = (row.get(0), row.get(1));
+                // A row added while this runs is not among the paths: left out.
+                if let (Some(&a), Some(&b)) = (index.get(a), index.get(b)) {
+                    pairs.push((a.min(b), a.max(b), row.get::<_, f32>(2)));
+                }
+            }
+            progress.advance(chunk.len());
+        }
+        progress.finish();
+        pairs.sort_by_key(|&(a, b, _)| (a, b));
+        pairs.dedup_by_key(|&mut (a, b, _)| (a, b));
+        Ok(Some(NearPairs { paths, pairs }))
+    }
+
+    /// The stored embeddings of those of `paths` that have a row.
+    pub fn embeddings_of(
+        &mut self,
+        paths: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, PgError> {
+        let sql = format!(
+            "SELECT path, embedding FROM {} WHERE path = ANY($1)",
+            self.table.quoted("")
+        );
+        let mut stored = HashMap::new();
+        for chunk in paths.chunks(PATHS_PER_LOOKUP) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let rows = self
+                .client
+                .query(&sql, &[&chunk])
+                .map_err(|e| self.query_error("reading stored embeddings", &e))?;
+            stored.extend(
+                rows.iter()
+                    .map(|r| (r.get(0), r.get::<_, Vector>(1).to_vec())),
+            );
+        }
+        Ok(stored)
+    }
 }
 
 impl EmbeddingStore for PgStore {
@@ -592,6 +692,22 @@ impl EmbeddingStore for PgStore {
 
     fn search(&mut self, query: &[f32], n: usize) -> Result<Vec<StoredHit>, StoreError> {
         Ok(PgStore::search(self, query, n)?)
+    }
+
+    fn near_pairs(
+        &mut self,
+        threshold: f32,
+        neighbours: usize,
+        cancel: Option<&AtomicBool>,
+        progress: &dyn Progress,
+    ) -> Result<Option<NearPairs>, StoreError> {
+        Ok(PgStore::near_pairs(
+            self, threshold, neighbours, cancel, progress,
+        )?)
+    }
+
+    fn embeddings_of(&mut self, paths: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        Ok(PgStore::embeddings_of(self, paths)?)
     }
 }
 

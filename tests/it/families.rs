@@ -270,12 +270,9 @@ fn siglip_appends_the_eos_a_tokenizer_file_leaves_out() {
             tmp.path().join("tokenizer_config.json"),
         )
         .unwrap();
-        let bare = vlm::tokenize::ClipTokenizer::for_family(
-            Some(&tmp.path().join("tokenizer.json")),
-            64,
-            Family::Siglip,
-        )
-        .unwrap();
+        let bare =
+            vlm::model::family::siglip::tokenizer(Some(&tmp.path().join("tokenizer.json")), 64)
+                .unwrap();
         for prompt in r.json["prompts"].as_array().unwrap() {
             let text = prompt["text"].as_str().unwrap();
             let tokens = bare.encode(text).unwrap();

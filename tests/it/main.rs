@@ -5,6 +5,7 @@ mod common;
 mod batch;
 mod cli;
 mod dedup;
+mod doctor;
 mod embed_search;
 mod eval;
 mod failure_paths;
@@ -15,7 +16,10 @@ mod fewshot;
 mod hostile;
 mod hub;
 mod inputs;
+// The build script's NASM rule, tested without a build (its tests are in the file).
 mod jpeg_downscale;
+#[path = "../../build/jpeg_simd.rs"]
+mod jpeg_simd;
 mod milvus;
 mod organize;
 mod pack_cache;

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use vlm::cache::EmbeddingCache;
-use vlm::embedder;
 use vlm::inputs::{Input, Source};
+use vlm::job::Job;
 use vlm::pipeline::PipelineOptions;
+use vlm::session;
 use vlm::source::ModelFiles;
 use vlm::Checkpoint;
 
@@ -154,10 +155,11 @@ fn partly_cached_runs_finish_in_order_and_match_uncached() {
 
     // The uncached truth for every picture.
     let inputs: Vec<Input> = pictures.iter().map(|p| file_input(p.clone())).collect();
-    let (truth, _) =
-        embedder::embed_all(&classifier, None, inputs, PipelineOptions::default()).unwrap();
+    let (truth, _) = Job::new(classifier.as_ref(), PipelineOptions::default())
+        .collect(inputs)
+        .unwrap();
     let truth: Vec<Vec<f32>> = truth.into_iter().map(|e| e.embedding.unwrap()).collect();
-    let namespace = embedder::cache_namespace(&files, &classifier);
+    let namespace = session::cache_namespace(&files, &classifier);
 
     // Cached pictures come first in `pictures`, new ones after them.
     let mixes = [
@@ -200,12 +202,13 @@ fn partly_cached_runs_finish_in_order_and_match_uncached() {
                     let classifier = Arc::clone(&classifier);
                     let (tx, rx) = std::sync::mpsc::channel();
                     std::thread::spawn(move || {
-                        let result =
-                            embedder::embed_all(&classifier, Some(&cache), inputs, options)
-                                .map(|(done, summary)| (done, summary, cache.stats()));
+                        let result = Job::new(classifier.as_ref(), options)
+                            .with_cache(Some(&cache))
+                            .collect(inputs)
+                            .map(|(done, tally)| (done, tally, cache.stats()));
                         let _ = tx.send(result);
                     });
-                    let (done, summary, stats) = rx
+                    let (done, tally, stats) = rx
                         .recv_timeout(Duration::from_secs(60))
                         .unwrap_or_else(|_| panic!("{case}: the run stalled"))
                         .unwrap();
@@ -252,9 +255,9 @@ fn partly_cached_runs_finish_in_order_and_match_uncached() {
                             ),
                         }
                     }
-                    assert_eq!(summary.stats.encoded, new, "{case}");
-                    assert_eq!(summary.stats.reused, cached, "{case}");
-                    assert_eq!(summary.stats.failed, bad, "{case}");
+                    assert_eq!(tally.stats.encoded, new, "{case}");
+                    assert_eq!(tally.stats.reused, cached, "{case}");
+                    assert_eq!(tally.stats.failed, bad, "{case}");
                     // The cache was filled with `cached` entries before the run.
                     assert_eq!(stats.writes as usize, cached + new, "{case}");
                     let _ = std::fs::remove_dir_all(&cache_dir);

@@ -30,6 +30,9 @@ use crate::checkpoint::Checkpoint;
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
 
+mod dataset;
+pub use dataset::{check_dataset, train_on, Trained};
+
 /// What the `format` metadata of a probe file says.
 pub const FORMAT: &str = "vlm-linear-probe";
 /// The probe file layout this build writes and reads.
@@ -87,6 +90,11 @@ pub enum ProbeError {
     },
     #[error("training failed: {0}")]
     Train(candle_core::Error),
+    #[error("internal error: {results} embedding results for {images} images; please report this")]
+    Mismatch { results: usize, images: usize },
+    /// Scoring the labels as prompts failed.
+    #[error(transparent)]
+    Embed(#[from] crate::error::Error),
 }
 
 /// The embedding space a probe belongs to: which checkpoint, and a fingerprint of what makes

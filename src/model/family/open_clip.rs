@@ -14,9 +14,13 @@ use candle_nn::Init;
 use serde_json::{Map, Value};
 
 use crate::family::Family;
+use crate::fields::Fields;
 use crate::model::config::{
     Activation, ClipConfig, ConfigError, EosPooling, TextConfig, VisionConfig,
 };
+use crate::preprocess::{CropRounding, PreprocessConfig, Resample, ResizeTarget};
+use crate::source::ModelFiles;
+use crate::tokenize::{ClipTokenizer, TextClean, TokenizeError};
 
 /// The parts of `open_clip_config.json` vlm uses besides the architecture.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,8 +74,78 @@ pub fn apply_pins(
     Ok(())
 }
 
+/// Whether `files` are in open_clip's layout.
+pub fn is_open_clip(files: &ModelFiles) -> bool {
+    files
+        .config
+        .file_name()
+        .is_some_and(|n| n == crate::source::OPEN_CLIP_CONFIG)
+}
+
+/// The architecture and preprocessing of an open_clip checkpoint: `open_clip_config.json`,
+/// the registry's pins for the repo, and the MLP widths read from the weights through
+/// `shape_of` (they state them exactly where the config's `mlp_ratio` rounds).
+pub fn read_configs<E>(
+    files: &ModelFiles,
+    shape_of: impl Fn(&str) -> Result<Vec<usize>, E>,
+) -> Result<(ClipConfig, PreprocessConfig), E>
+where
+    E: From<ConfigError>,
+{
+    let (mut config, mut open) = read_config(&files.config)?;
+    if let Some(entry) = crate::source::registry::lookup_repo(&files.id) {
+        apply_pins(
+            &mut config,
+            &mut open,
+            entry.quick_gelu,
+            entry.resize_mode.as_deref(),
+            &files.config,
+        )?;
+    }
+    let rows =
+        |name: &str| -> Result<usize, E> { Ok(shape_of(name)?.first().copied().unwrap_or(0)) };
+    config.vision.intermediate_size = rows("vision_model.encoder.layers.0.mlp.fc1.weight")?;
+    config.text.intermediate_size = rows("text_model.encoder.layers.0.mlp.fc1.weight")?;
+    let size = config.vision.image_size as u32;
+    let (size_target, crop) = if open.squash {
+        (
+            ResizeTarget::Exact {
+                height: size,
+                width: size,
+            },
+            false,
+        )
+    } else {
+        (ResizeTarget::ShortestEdge(size), true)
+    };
+    // open_clip 3.3.0 `transform.py` `image_transform`: Resize, CenterCrop (torchvision
+    // rounding), ToTensor (divide by 255), Normalize.
+    let preprocess = PreprocessConfig {
+        size: size_target,
+        resample: if open.bilinear {
+            Resample::Bilinear
+        } else {
+            Resample::Bicubic
+        },
+        do_center_crop: crop,
+        crop_size: (size, size),
+        image_mean: open.mean,
+        image_std: open.std,
+        crop_rounding: CropRounding::HalfEven,
+        divide_by_255: true,
+        ..PreprocessConfig::default()
+    };
+    Ok((config, preprocess))
+}
+
+/// The CLIP BPE tokenizer (the repo's, or the bundled one: open_clip repos often have
+/// none) with open_clip's `clean="lower"`.
+pub fn tokenizer(path: Option<&Path>, context: usize) -> Result<ClipTokenizer, TokenizeError> {
+    Ok(ClipTokenizer::load(path, context)?.with_clean(TextClean::OpenClip))
+}
+
 /// Reads `open_clip_config.json`: the model architecture (intermediate sizes still to be
-/// taken from the weights, see [`ClipConfig`]'s use in `Checkpoint`) and the preprocessing.
+/// taken from the weights, see [`read_configs`]) and the preprocessing.
 pub fn read_config(path: &Path) -> Result<(ClipConfig, OpenClipPreprocess), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),
@@ -88,7 +162,8 @@ fn err(path: &Path, field: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parses `open_clip_config.json` text; `origin` names the file in errors.
+/// Parses `open_clip_config.json` text; `origin` names the file in errors. Missing keys
+/// take open_clip 3.3.0's defaults.
 pub fn parse_config(
     json: &str,
     origin: &Path,
@@ -97,68 +172,40 @@ pub fn parse_config(
         path: origin.to_path_buf(),
         cause,
     })?;
-    let root = root
-        .as_object()
-        .ok_or_else(|| err(origin, "<top level>", "must be a JSON object"))?;
-    // `_get_hf_config` also accepts a bare model_cfg.
-    let model = match root.get("model_cfg") {
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(err(origin, "model_cfg", "must be a JSON object")),
-        None => root,
+    let root = Fields::root(&root, origin)?;
+    // `_get_hf_config` also accepts a bare model_cfg; its fields are named without a prefix.
+    let model = match root.map().get("model_cfg") {
+        Some(Value::Object(m)) => Fields::new(m.clone(), origin, ""),
+        Some(_) => return Err(root.error("model_cfg", "must be a JSON object").into()),
+        None => root.clone(),
     };
-    let empty = Map::new();
-    let object =
-        |map: &'_ Map<String, Value>, key: &str| -> Result<Map<String, Value>, ConfigError> {
-            match map.get(key) {
-                None | Some(Value::Null) => Ok(empty.clone()),
-                Some(Value::Object(m)) => Ok(m.clone()),
-                Some(_) => Err(err(origin, key, "must be a JSON object")),
-            }
-        };
-    let vision = object(model, "vision_cfg")?;
-    let text = object(model, "text_cfg")?;
-    refuse_non_plain(&vision, &text, origin)?;
+    let vision = model.object("vision_cfg")?;
+    let text = model.object("text_cfg")?;
+    refuse_non_plain(vision.map(), text.map(), origin)?;
 
-    let uint =
-        |map: &Map<String, Value>, prefix: &str, key: &str, default: usize| match map.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .filter(|&n| n > 0)
-                .map(|n| n as usize)
-                .ok_or_else(|| {
-                    err(
-                        origin,
-                        &format!("{prefix}{key}"),
-                        format!("must be a positive integer, found {v}"),
-                    )
-                }),
-        };
-    let eps = |map: &Map<String, Value>| {
-        map.get("norm_kwargs")
+    let eps = |f: &Fields| {
+        f.get("norm_kwargs")
             .and_then(|k| k.get("eps"))
             .and_then(Value::as_f64)
             .unwrap_or(1e-5)
     };
     let quick_gelu_stated = model.get("quick_gelu").and_then(Value::as_bool);
     let quick_gelu = quick_gelu_stated.unwrap_or(false);
-    let tanh = |map: &Map<String, Value>| {
-        map.get("act_kwargs")
+    let act = |f: &Fields| {
+        let tanh = f
+            .get("act_kwargs")
             .and_then(|k| k.get("approximate"))
             .and_then(Value::as_str)
-            == Some("tanh")
-    };
-    let act = |map: &Map<String, Value>| {
+            == Some("tanh");
         if quick_gelu {
             Activation::QuickGelu
-        } else if tanh(map) {
+        } else if tanh {
             Activation::GeluTanh
         } else {
             Activation::Gelu
         }
     };
-    let mlp_ratio =
-        |map: &Map<String, Value>| map.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
+    let mlp_ratio = |f: &Fields| f.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
 
     let image_size = match vision.get("image_size") {
         Some(Value::Array(sides)) => {
@@ -166,37 +213,37 @@ pub fn parse_config(
             match sides.as_slice() {
                 [h, w] if h == w && *h > 0 => *h as usize,
                 _ => {
-                    return Err(err(
-                        origin,
-                        "vision_cfg.image_size",
-                        "must be square; vlm takes square inputs",
-                    ))
+                    return Err(vision
+                        .error("image_size", "must be square; vlm takes square inputs")
+                        .into())
                 }
             }
         }
-        _ => uint(&vision, "vision_cfg.", "image_size", 224)?,
+        _ => vision.usize("image_size", 224)?,
     };
-    let v_width = uint(&vision, "vision_cfg.", "width", 768)?;
-    let head_width = uint(&vision, "vision_cfg.", "head_width", 64)?;
-    let patch_size = uint(&vision, "vision_cfg.", "patch_size", 16)?;
+    let v_width = vision.usize("width", 768)?;
+    let head_width = vision.usize("head_width", 64)?;
+    let patch_size = vision.usize("patch_size", 16)?;
     if v_width % head_width != 0 {
-        return Err(err(
-            origin,
-            "vision_cfg.head_width",
-            format!("({head_width}) must divide width {v_width}"),
-        ));
+        return Err(vision
+            .error(
+                "head_width",
+                format!("({head_width}) must divide width {v_width}"),
+            )
+            .into());
     }
     if image_size % patch_size != 0 {
-        return Err(err(
-            origin,
-            "vision_cfg.patch_size",
-            format!("({patch_size}) must divide image_size {image_size}"),
-        ));
+        return Err(vision
+            .error(
+                "patch_size",
+                format!("({patch_size}) must divide image_size {image_size}"),
+            )
+            .into());
     }
     let vision_config = VisionConfig {
         hidden_size: v_width,
         intermediate_size: (v_width as f64 * mlp_ratio(&vision)) as usize,
-        num_hidden_layers: uint(&vision, "vision_cfg.", "layers", 12)?,
+        num_hidden_layers: vision.usize("layers", 12)?,
         num_attention_heads: v_width / head_width,
         num_channels: 3,
         image_size,
@@ -204,38 +251,33 @@ pub fn parse_config(
         hidden_act: act(&vision),
         layer_norm_eps: eps(&vision),
     };
-    let t_width = uint(&text, "text_cfg.", "width", 512)?;
-    let heads = uint(&text, "text_cfg.", "heads", 8)?;
+    let t_width = text.usize("width", 512)?;
+    let heads = text.usize("heads", 8)?;
     if t_width % heads != 0 {
-        return Err(err(
-            origin,
-            "text_cfg.heads",
-            format!("({heads}) must divide width {t_width}"),
-        ));
+        return Err(text
+            .error("heads", format!("({heads}) must divide width {t_width}"))
+            .into());
     }
-    let pooling = match text
-        .get("pool_type")
-        .and_then(Value::as_str)
-        .unwrap_or("argmax")
-    {
+    let pooling = match text.str("pool_type").unwrap_or("argmax") {
         // The CLIP BPE end-of-text token is the largest id.
         "argmax" => EosPooling::ArgmaxId,
-        "eos" => EosPooling::FirstToken(uint(&text, "text_cfg.", "eos_id", 2)? as u32),
+        "eos" => EosPooling::FirstToken(text.usize("eos_id", 2)? as u32),
         other => {
-            return Err(err(
-                origin,
-                "text_cfg.pool_type",
-                format!("is {other:?}; vlm runs open_clip text towers pooled at argmax or eos"),
-            ))
+            return Err(text
+                .error(
+                    "pool_type",
+                    format!("is {other:?}; vlm runs open_clip text towers pooled at argmax or eos"),
+                )
+                .into())
         }
     };
     let text_config = TextConfig {
-        vocab_size: uint(&text, "text_cfg.", "vocab_size", 49408)?,
+        vocab_size: text.usize("vocab_size", 49408)?,
         hidden_size: t_width,
         intermediate_size: (t_width as f64 * mlp_ratio(&text)) as usize,
-        num_hidden_layers: uint(&text, "text_cfg.", "layers", 12)?,
+        num_hidden_layers: text.usize("layers", 12)?,
         num_attention_heads: heads,
-        max_position_embeddings: uint(&text, "text_cfg.", "context_length", 77)?,
+        max_position_embeddings: text.usize("context_length", 77)?,
         hidden_act: act(&text),
         layer_norm_eps: eps(&text),
         // open_clip pads with zeros; the causal mask keeps padding out of the pooled row.
@@ -247,52 +289,42 @@ pub fn parse_config(
         family: Family::OpenClip,
         text: text_config,
         vision: vision_config,
-        projection_dim: uint(model, "", "embed_dim", 512)?,
+        projection_dim: model.usize("embed_dim", 512)?,
     };
 
-    let preprocess_map = object(root, "preprocess_cfg")?;
-    let triple = |key: &str, default: [f64; 3]| -> Result<[f64; 3], ConfigError> {
-        match preprocess_map.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Number(n)) => Ok([n.as_f64().unwrap_or(0.0); 3]),
-            Some(Value::Array(a)) if a.len() == 3 && a.iter().all(Value::is_number) => {
-                Ok([0, 1, 2].map(|i| a[i].as_f64().unwrap_or(0.0)))
-            }
-            Some(v) => Err(err(
-                origin,
-                &format!("preprocess_cfg.{key}"),
-                format!("must be 3 numbers, found {v}"),
-            )),
-        }
-    };
-    let bilinear = match preprocess_map.get("interpolation").and_then(Value::as_str) {
+    let preprocess = root.object("preprocess_cfg")?;
+    let bilinear = match preprocess.str("interpolation") {
         None | Some("bicubic") | Some("random") => false,
         Some("bilinear") => true,
         Some(other) => {
-            return Err(err(
-                origin,
-                "preprocess_cfg.interpolation",
-                format!("is {other:?}; vlm supports bicubic and bilinear"),
-            ))
+            return Err(preprocess
+                .error(
+                    "interpolation",
+                    format!("is {other:?}; vlm supports bicubic and bilinear"),
+                )
+                .into())
         }
     };
-    let resize_mode_stated = preprocess_map
-        .get("resize_mode")
-        .is_some_and(Value::is_string);
-    let squash = match preprocess_map.get("resize_mode").and_then(Value::as_str) {
+    let resize_mode_stated = preprocess.get("resize_mode").is_some_and(Value::is_string);
+    let squash = match preprocess.str("resize_mode") {
         None | Some("shortest") => false,
         Some("squash") => true,
         Some(other) => {
-            return Err(err(
-                origin,
-                "preprocess_cfg.resize_mode",
-                format!("is {other:?}; vlm supports shortest and squash"),
-            ))
+            return Err(preprocess
+                .error(
+                    "resize_mode",
+                    format!("is {other:?}; vlm supports shortest and squash"),
+                )
+                .into())
         }
     };
     let preprocess = OpenClipPreprocess {
-        mean: triple("mean", crate::preprocess::OPENAI_CLIP_MEAN)?,
-        std: triple("std", crate::preprocess::OPENAI_CLIP_STD)?,
+        mean: preprocess
+            .triple("mean")?
+            .unwrap_or(crate::preprocess::OPENAI_CLIP_MEAN),
+        std: preprocess
+            .triple("std")?
+            .unwrap_or(crate::preprocess::OPENAI_CLIP_STD),
         bilinear,
         squash,
         quick_gelu_stated,
@@ -519,15 +551,14 @@ impl SimpleBackend for OpenClipNames {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.fetch(name, dtype, device)?;
-        if tensor.shape() != &shape {
-            candle_core::bail!(
-                "tensor `{name}` has shape {:?}, expected {:?}",
-                tensor.shape(),
-                shape
-            );
-        }
-        Ok(tensor)
+        crate::model::weights::get_checked(
+            self,
+            shape,
+            name,
+            dtype,
+            device,
+            "the open_clip weights",
+        )
     }
 
     fn get_unchecked(

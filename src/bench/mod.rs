@@ -5,6 +5,10 @@
 //! machine the best run is the one least disturbed by others, and it is what a quiet
 //! machine would give.
 
+mod run;
+
+pub use run::{run, BenchError, BenchOptions, ColdStart, FolderRun, Report};
+
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
@@ -13,6 +17,13 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::kernels::Bf16Kernel;
 use crate::model::config::{ClipConfig, TextConfig, VisionConfig};
+
+/// The CPU's model name, where the OS tells it (Linux).
+pub fn cpu_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
 
 /// Images per second at one batch size.
 #[derive(Debug, Clone, Copy, serde::Serialize)]

@@ -1,0 +1,264 @@
+//! A model ready to run jobs: the checkpoint resolved (a local directory, an alias or a hub
+//! repo) and loaded on its device, its decoding limits set, the embedding cache opened, and
+//! the pipeline's sizes. Every command that embeds images opens one with
+//! [`Session::open`] and runs its [`Job`]s.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use candle_core::DType;
+
+use crate::cache::{file_stamp, CacheError, CacheNamespace, EmbeddingCache};
+use crate::checkpoint::Checkpoint;
+use crate::device::{self, DeviceError, DeviceKind};
+use crate::error::Error;
+use crate::job::{Job, Level, Progress, Tally};
+use crate::model::{Bf16Kernel, LoadOptions, PackStatus};
+use crate::pipeline::PipelineOptions;
+use crate::preprocess::DecodeOptions;
+use crate::source::{self, HubOptions, ModelFiles, SourceError};
+
+/// Environment variable that picks the CPU's bf16 kernel (`amx` or `avx512bf16`) instead
+/// of the fastest one present: to measure or test the AVX512-BF16 kernel on a CPU with AMX.
+pub const BF16_KERNEL_ENV: &str = "VLM_BF16_KERNEL";
+
+/// Where image embeddings are kept between runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheChoice {
+    /// Nowhere.
+    Off,
+    /// [`EmbeddingCache::default_dir`].
+    Default,
+    /// This folder.
+    Dir(PathBuf),
+}
+
+/// Which model, where it runs, and how images flow through it.
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    /// A local directory, an alias, or a hub repo id.
+    pub spec: String,
+    /// A hub revision instead of the default.
+    pub revision: Option<String>,
+    pub device: DeviceKind,
+    /// What the encoders compute in.
+    pub dtype: DType,
+    /// Keep packed weights between runs ([`crate::model::default_pack_dir`]).
+    pub pack_cache: bool,
+    pub cache: CacheChoice,
+    /// Decode large JPEGs at a fraction of their size.
+    pub jpeg_downscale: bool,
+    /// Use images whose file stops early.
+    pub allow_truncated: bool,
+    /// Refuse images larger than this many million pixels.
+    pub max_megapixels: f64,
+    /// Batch size, decoding threads, Ctrl-C.
+    pub pipeline: PipelineOptions,
+}
+
+/// Why a model could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("--max-megapixels must be a positive number, got {0}")]
+    MaxMegapixels(f64),
+    #[error("{BF16_KERNEL_ENV}: {0}, or unset it")]
+    Bf16Kernel(String),
+    #[error("this system has no user cache directory; pass --cache=DIR")]
+    NoCacheDir,
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Load(#[from] Error),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// The bf16 kernel named by [`BF16_KERNEL_ENV`], if set.
+pub fn bf16_kernel() -> Result<Option<Bf16Kernel>, SessionError> {
+    match std::env::var(BF16_KERNEL_ENV) {
+        Ok(name) if !name.is_empty() => name.parse().map(Some).map_err(SessionError::Bf16Kernel),
+        _ => Ok(None),
+    }
+}
+
+/// A loaded checkpoint, its files, the embedding cache and the pipeline's sizes.
+pub struct Session {
+    pub files: ModelFiles,
+    pub checkpoint: Checkpoint,
+    pub cache: Option<EmbeddingCache>,
+    pub pipeline: PipelineOptions,
+}
+
+impl Session {
+    /// Loads the model, says (with `--verbose`) how long it took and where its packed
+    /// weights came from, and opens the cache.
+    pub fn open(settings: &ModelSettings, progress: &dyn Progress) -> Result<Self, SessionError> {
+        let started = Instant::now();
+        let mut session = Self::load(settings)?;
+        // Spark and Ray workers count these lines to check that a model loads once per worker.
+        progress.say(
+            Level::Detail,
+            &format_args!(
+                "loaded model {} in {}",
+                session.files.id,
+                seconds(started.elapsed())
+            ),
+        );
+        say_pack(progress, session.checkpoint.model().pack_status());
+        session.cache = open_cache(&settings.cache, &session)?;
+        Ok(session)
+    }
+
+    /// Loads the model only: no messages, no cache (for prompts and benchmarks).
+    pub fn load(settings: &ModelSettings) -> Result<Self, SessionError> {
+        let max_megapixels = settings.max_megapixels;
+        if !(max_megapixels > 0.0 && max_megapixels.is_finite()) {
+            return Err(SessionError::MaxMegapixels(max_megapixels));
+        }
+        let files = source::resolve(
+            &settings.spec,
+            settings.revision.as_deref(),
+            &HubOptions::from_env(),
+        )?;
+        let device = device::select(settings.device)?;
+        let options = LoadOptions {
+            pack_dir: if settings.pack_cache {
+                crate::model::default_pack_dir()
+            } else {
+                None
+            },
+            bf16_kernel: bf16_kernel()?,
+        };
+        let mut checkpoint = Checkpoint::load_with(&files, &device, settings.dtype, &options)?;
+        let mut decode = DecodeOptions::with_max_megapixels(max_megapixels)
+            .with_allow_truncated(settings.allow_truncated);
+        if settings.jpeg_downscale {
+            decode = decode.with_jpeg_downscale(checkpoint.preprocessor().config());
+        }
+        checkpoint.set_decode_options(decode);
+        Ok(Self {
+            files,
+            checkpoint,
+            cache: None,
+            pipeline: settings.pipeline,
+        })
+    }
+
+    /// A job on this checkpoint, with the cache.
+    pub fn job(&self) -> Job<'_> {
+        Job::new(&self.checkpoint, self.pipeline).with_cache(self.cache.as_ref())
+    }
+
+    /// With `--verbose`: how much work the image encoder did and what the cache saved.
+    pub fn say_stats(&self, tally: &Tally, progress: &dyn Progress) {
+        let stats = &tally.stats;
+        progress.say(
+            Level::Detail,
+            &format_args!(
+                "image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
+                stats.encoded,
+                stats.reused,
+                seconds(stats.waiting),
+                seconds(stats.encoding)
+            ),
+        );
+        if let Some(mib) = peak_rss_mib() {
+            progress.say(
+                Level::Detail,
+                &format_args!("peak memory (resident): {mib:.1} MiB"),
+            );
+        }
+        if let Some(cache) = &self.cache {
+            let c = cache.stats();
+            progress.say(
+                Level::Detail,
+                &format_args!(
+                    "cache {}: {} hits, {} misses, {} written",
+                    cache.dir().display(),
+                    c.hits,
+                    c.misses,
+                    c.writes
+                ),
+            );
+        }
+    }
+}
+
+/// The process's peak resident set size in MiB, where the OS reports it (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.2} s", duration.as_secs_f64())
+}
+
+fn open_cache(
+    choice: &CacheChoice,
+    session: &Session,
+) -> Result<Option<EmbeddingCache>, SessionError> {
+    let dir = match choice {
+        CacheChoice::Off => return Ok(None),
+        CacheChoice::Dir(dir) => dir.clone(),
+        CacheChoice::Default => EmbeddingCache::default_dir().ok_or(SessionError::NoCacheDir)?,
+    };
+    Ok(Some(EmbeddingCache::open(
+        &dir,
+        cache_namespace(&session.files, &session.checkpoint),
+    )?))
+}
+
+/// Says (with `--verbose`) where the packed weights came from; warns when they could not
+/// be kept, since every later start then packs again.
+fn say_pack(progress: &dyn Progress, status: &PackStatus) {
+    let (level, message) = match status {
+        PackStatus::Off => return,
+        PackStatus::Loaded(path) => (
+            Level::Detail,
+            format!("packed weights mapped from {}", path.display()),
+        ),
+        PackStatus::Written(path) => (
+            Level::Detail,
+            format!("packed weights written to {}", path.display()),
+        ),
+        PackStatus::Rebuilt { path, reason } => (
+            Level::Detail,
+            format!(
+                "packed weights in {} were not used ({reason}); packed again and rewritten",
+                path.display()
+            ),
+        ),
+        PackStatus::NotWritten { path, reason } => (
+            Level::Warning,
+            format!(
+                "cannot keep the packed weights in {} ({reason}), so every start packs them again; \
+                 set {} to a writable directory or pass --no-pack-cache",
+                path.display(),
+                crate::model::PACK_DIR_ENV
+            ),
+        ),
+    };
+    progress.say(level, &message);
+}
+
+/// What makes cached embeddings of this checkpoint valid: the exact weights file (a hub
+/// snapshot path names its commit), how pixels are prepared and how the encoder computes.
+pub fn cache_namespace(files: &ModelFiles, checkpoint: &Checkpoint) -> CacheNamespace {
+    let weights = files
+        .weights
+        .canonicalize()
+        .unwrap_or_else(|_| files.weights.clone());
+    let stamp = file_stamp(&weights);
+    let fingerprint = format!(
+        "weights {} ({stamp}); preprocessing {:?}; {}",
+        weights.display(),
+        checkpoint.preprocessor().config(),
+        checkpoint.compute_fingerprint()
+    );
+    CacheNamespace::new(&files.id, files.revision.as_deref(), &fingerprint)
+}
