@@ -130,20 +130,6 @@ fn near_duplicates_are_found_at_the_default_threshold() {
         precision < 0.5,
         "random weights found the copies: {precision}"
     );
-    // The approximate index finds the same groups on this set.
-    let (approximate, _) = dedup(&[
-        folder,
-        "--model",
-        model.to_str().unwrap(),
-        "--search",
-        "approximate",
-        "-q",
-    ]);
-    let (precision, recall, _) = precision_recall(&approximate, &truth);
-    assert!(
-        precision >= 0.98 && recall >= 0.98,
-        "approximate: {precision}, {recall}"
-    );
 }
 
 #[test]
