@@ -401,14 +401,7 @@ impl Duplicates {
                     continue;
                 };
                 match organizer.place(path, Some(&folder)) {
-                    Ok(placement) => {
-                        let level = if placement.dry_run {
-                            Level::Plain
-                        } else {
-                            Level::PlainDetail
-                        };
-                        progress.say(level, &placement);
-                    }
+                    Ok(placement) => progress.say(Level::of_change(placement.dry_run), &placement),
                     Err(err) => {
                         failed += 1;
                         progress.say(Level::Error, &err);

@@ -346,12 +346,8 @@ impl Sink<Labelled<'_>> for SidecarWriter {
                             ),
                         );
                     }
-                    let level = if self.dry_run && written.change != Change::Unchanged {
-                        Level::Plain
-                    } else {
-                        Level::PlainDetail
-                    };
-                    progress.say(level, &written);
+                    let changed = written.change != Change::Unchanged;
+                    progress.say(Level::of_change(self.dry_run && changed), &written);
                 }
                 Err(err) => {
                     self.failed += 1;
