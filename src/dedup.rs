@@ -382,6 +382,25 @@ impl Duplicates {
         );
     }
 
+    /// The closing line: groups, images, failures, time.
+    pub fn say_summary(
+        &self,
+        failed: usize,
+        skipped: usize,
+        seconds: f64,
+        progress: &dyn Progress,
+    ) {
+        progress.say(
+            Level::Note,
+            &format_args!(
+                "{} groups of near-duplicates ({} of {} images); failed {failed}, skipped {skipped} in {seconds:.1} s",
+                self.groups.len(),
+                self.grouped(),
+                self.images,
+            ),
+        );
+    }
+
     /// Links (or copies) each group's images into `group-NNNN/` under the organizer's
     /// destination; returns how many could not be placed (each reported).
     pub fn organize(&self, organizer: &mut Organizer, progress: &dyn Progress) -> usize {
