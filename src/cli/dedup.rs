@@ -21,8 +21,8 @@ pub struct DedupArgs {
 
     /// Compare the embeddings stored by `vlm embed --to` instead of INPUTs, through the
     /// table's HNSW index (approximate: each image's 32 nearest), never reading an image:
-    /// postgresql://USER@HOST[:PORT]/DB[?table=NAME]. For more images than the exact
-    /// search over INPUTs does in reasonable time (100,000 and more).
+    /// postgresql://USER@HOST[:PORT]/DB[?table=NAME]. Faster than comparing INPUTs from
+    /// some 350,000 images on (BENCHMARKS.md); below that it saves reading them.
     #[arg(long = "in", value_name = "ADDRESS", help_heading = "Groups")]
     pub in_database: Option<String>,
 
