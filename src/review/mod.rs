@@ -359,14 +359,15 @@ pub fn write_duplicates_page(
         .map(|g| format!("group {}", g.group))
         .collect();
     for (label, group) in groups.iter().enumerate() {
-        for member in &group.members {
+        for (i, member) in group.members.iter().enumerate() {
             let similarity = f64::from(member.similarity);
             chunk.push(PageRecord {
                 scores: vec![record::PageScore {
                     label,
                     probability: similarity,
                     similarity: Some(similarity),
-                    selected: None,
+                    // The first image, which the others are compared with.
+                    selected: Some(i == 0),
                 }],
                 ..PageRecord::new(member.path.to_string())
             });

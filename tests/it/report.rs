@@ -797,7 +797,12 @@ fn duplicates_page_shows_each_group_with_its_thumbnails() {
     let Some(browser) = browser() else { return };
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set");
-    common::near_duplicates::write_set(&set, 12, 5);
+    let samples = common::near_duplicates::write_set(&set, 12, 5);
+    // A byte-for-byte copy, last in its group, is as similar to the first image as the
+    // first is to itself: the page must still show which one is first.
+    let original = &samples[0].path;
+    let extension = original.extension().unwrap().to_str().unwrap();
+    std::fs::copy(original, set.join(format!("img-9999999-copy.{extension}"))).unwrap();
     let page = dir.path().join("dups.html");
     let output = run_ok(
         vlm()
@@ -850,6 +855,39 @@ fn duplicates_page_shows_each_group_with_its_thumbnails() {
         "document.querySelector('#grid .card .prob').textContent",
     );
     assert_eq!(first_card, json!("first"));
+    // Each card says "first" exactly when it is its group's first image, the exact copy
+    // (similarity 1) included; scroll to the copy's group so that its cards are drawn.
+    let copy_group = sections
+        .iter()
+        .position(|s| s["items"].to_string().contains("img-9999999-copy"))
+        .expect("the copy is in a group");
+    js(
+        &tab,
+        &format!(
+            "(() => {{ const r = vlmReport.state.rows.find(r => r.head === {copy_group}); \
+               const g = document.getElementById('grid'); \
+               window.scrollTo(0, g.getBoundingClientRect().top + window.scrollY + r.y); return 0; }})()"
+        ),
+    );
+    wait_for(
+        &tab,
+        "[...document.querySelectorAll('#grid .card .name')].some(n => n.textContent.startsWith('img-9999999-copy'))",
+    );
+    let firsts_right = format!(
+        "(() => {{ const s = vlmReport.state.sections; \
+           const firsts = new Set(s.map(x => vlmReport.data.records[x.items[0]].path.split('/').pop())); \
+           const names = new Set(s[{copy_group}].items.map(i => vlmReport.data.records[i].path.split('/').pop())); \
+           const cards = [...document.querySelectorAll('#grid .card')]; \
+           const seen = cards.filter(c => names.has(c.querySelector('.name').textContent)).length; \
+           return [seen, cards.every(c => (c.querySelector('.prob').textContent === 'first') === firsts.has(c.querySelector('.name').textContent))]; }})()"
+    );
+    assert_eq!(
+        js(&tab, &firsts_right),
+        json!([
+            sections[copy_group]["items"].as_array().unwrap().len(),
+            true
+        ])
+    );
     // Nothing to relabel: the correction controls are hidden and keys set no label.
     assert_eq!(
         js(

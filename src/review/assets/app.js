@@ -8,6 +8,8 @@
   const isEval = data.kind === 'eval';
   // vlm dedup: each "label" is a group, each score the similarity to the group's first image.
   const isDup = data.kind === 'duplicates';
+  // The group's first image is marked as such: a copy may be as similar to it as it is to itself.
+  const isFirst = (r) => r.scores[0][3] === true;
   const CARD_W = 180, CARD_H = 232, HEAD_H = 40, OVERSCAN = 600;
   const $ = (id) => document.getElementById(id);
   const grid = $('grid');
@@ -180,7 +182,7 @@
       box.append(el('div', 'noimg', r.thumb_error || 'no thumbnail'));
     }
     const top = el('div', 'top');
-    const score = failed(r) ? '' : isDup ? (conf(r) >= 1 ? 'first' : 'sim ' + conf(r).toFixed(3)) : pct(conf(r));
+    const score = failed(r) ? '' : isDup ? (isFirst(r) ? 'first' : 'sim ' + conf(r).toFixed(3)) : pct(conf(r));
     top.append(el('bdi', 'label', failed(r) ? 'failed' : labels[topId(r)]), el('span', 'prob', score));
     node.append(box, top, el('div', 'name', baseName(r.path)), el('div', 'fix'));
     return node;
@@ -278,7 +280,7 @@
     const status = [];
     if (failed(r)) status.push('failed: ' + (r.error || 'no result'));
     if (uncertain(r)) status.push('uncertain');
-    if (isDup && !failed(r)) status.push(conf(r) >= 1 ? 'the first image of ' + labels[topId(r)] : 'cosine similarity ' + conf(r).toFixed(4) + ' to the first image of ' + labels[topId(r)]);
+    if (isDup && !failed(r)) status.push(isFirst(r) ? 'the first image of ' + labels[topId(r)] : 'cosine similarity ' + conf(r).toFixed(4) + ' to the first image of ' + labels[topId(r)]);
     if (isEval && r.truth !== undefined) status.push('true label: ' + labels[r.truth]);
     if (corrections.has(i)) status.push('corrected to: ' + corrections.get(i));
     if (!r.thumb && r.thumb_error) status.push('no thumbnail: ' + r.thumb_error);
