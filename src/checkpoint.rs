@@ -239,8 +239,9 @@ impl Checkpoint {
 
     /// Decodes and preprocesses an image already in memory; `origin` names it in errors.
     pub fn pixels_from_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Vec<f32>> {
-        let image = preprocess::decode_bytes_region(bytes, origin, &self.decode)?;
-        Ok(self.preprocessor.preprocess_decoded(&image)?)
+        Ok(self
+            .preprocessor
+            .preprocess_bytes(bytes, origin, &self.decode)?)
     }
 
     /// Embeds a batch of preprocessed images (each from [`Self::load_pixels`]).

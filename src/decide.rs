@@ -9,6 +9,7 @@ use crate::checkpoint::{self, Checkpoint, PromptEmbeddings};
 use crate::error::{Error, Result};
 use crate::family::Scoring;
 use crate::fewshot::{self, FewShotError, NotTuned, ParamsChoice, TipAdapterCache, TipParams};
+use crate::inputs::InputOptions;
 use crate::job::{Embedded, Item, JobError, Level, Progress, Sink};
 use crate::labels::PromptSet;
 use crate::output::{ImageResult, LabelResult, Labelled, Outcome};
@@ -54,6 +55,9 @@ pub enum LabelSource {
 #[derive(Debug, Clone)]
 pub struct ExampleSettings {
     pub dir: PathBuf,
+    /// The files to take from the folders, as the labelled inputs take them (`--ext`,
+    /// `--exclude`, `--hidden`, `--max-depth`).
+    pub filter: InputOptions,
     pub weight: Option<f32>,
     pub sharpness: Option<f32>,
 }
@@ -105,8 +109,12 @@ impl Scorer {
         let examples = match examples {
             None => None,
             Some(settings) => {
-                let examples =
-                    fewshot::load_examples(&session.job(), &settings.dir, &prompts.classes)?;
+                let examples = fewshot::load_examples(
+                    &session.job(),
+                    &settings.dir,
+                    &settings.filter,
+                    &prompts.classes,
+                )?;
                 if examples.tally.cancelled {
                     progress.say(
                         Level::Error,

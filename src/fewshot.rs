@@ -462,12 +462,23 @@ pub struct Examples {
     pub tally: Tally,
 }
 
-/// Reads `dir/<label>/` example folders, matches each folder to one of `classes` (by the
-/// class name or any of its synonyms) and embeds the images with `job` (and its cache). A
-/// folder that matches no class is an error; an image that cannot be embedded is reported
-/// in [`Examples::failed`] and left out.
-pub fn load_examples(job: &Job, dir: &Path, classes: &[Class]) -> Result<Examples, FewShotError> {
-    let dataset = Dataset::open(dir, &InputOptions::default(), None)?;
+/// Reads `dir/<label>/` example folders, taking the files that `filter` takes (extensions,
+/// exclusions, hidden files, depth; never a shard: every shard of a run labels with all the
+/// examples), matches each folder to one of `classes` (by the class name or any of its
+/// synonyms) and embeds the images with `job` (and its cache). A folder that matches no
+/// class is an error; an image that cannot be embedded is reported in [`Examples::failed`]
+/// and left out.
+pub fn load_examples(
+    job: &Job,
+    dir: &Path,
+    filter: &InputOptions,
+    classes: &[Class],
+) -> Result<Examples, FewShotError> {
+    let filter = InputOptions {
+        shard: None,
+        ..filter.clone()
+    };
+    let dataset = Dataset::open(dir, &filter, None)?;
     let class_of = match_folders(dir, &dataset.folders, classes)?;
     let rows = dataset.embed(job, &Silent).map_err(|err| match err {
         JobError::Encode(err) => FewShotError::Embed(err),

@@ -139,18 +139,30 @@ impl Templates {
     /// `imagenet80`, `imagenet7`, or a file with one template per line (blank lines and
     /// `#` comments skipped).
     pub fn from_arg(arg: &str) -> Result<Self, LabelError> {
-        let (text, origin) = match arg {
-            "imagenet80" => (IMAGENET80.to_string(), PathBuf::from("imagenet80")),
-            "imagenet7" => (IMAGENET7.to_string(), PathBuf::from("imagenet7")),
-            path => {
-                let path = PathBuf::from(path);
-                let text = std::fs::read_to_string(&path).map_err(|source| LabelError::Read {
-                    path: path.clone(),
-                    cause: source,
-                })?;
-                (text, path)
-            }
+        if let Some(set) = Self::named(arg) {
+            return Ok(set);
+        }
+        let path = PathBuf::from(arg);
+        let text = std::fs::read_to_string(&path).map_err(|source| LabelError::Read {
+            path: path.clone(),
+            cause: source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The built-in set `imagenet80` or `imagenet7`; `None` for any other name.
+    pub fn named(name: &str) -> Option<Self> {
+        let text = match name {
+            "imagenet80" => IMAGENET80,
+            "imagenet7" => IMAGENET7,
+            _ => return None,
         };
+        Self::parse(text, PathBuf::from(name)).ok()
+    }
+
+    /// The templates of a templates file's text, one per line (blank lines and `#`
+    /// comments skipped); `origin` names it in errors.
+    pub fn parse(text: &str, origin: PathBuf) -> Result<Self, LabelError> {
         let mut templates = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -247,6 +259,11 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, LabelError> {
         path: path.to_path_buf(),
         cause: source,
     })?;
+    parse_lines(&text)
+}
+
+/// Labels from a labels file's text (see [`read_file`]).
+pub fn parse_lines(text: &str) -> Result<Vec<String>, LabelError> {
     check(
         text.lines()
             .map(str::trim)

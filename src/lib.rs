@@ -25,6 +25,7 @@
 //! (commit, features, JPEG SIMD) and [`doctor`] reports what vlm sees on the machine.
 //! [`xmp`] writes labels into the XMP sidecars photo tools read, and [`dedup`] groups
 //! near-duplicate images by the similarity of their embeddings.
+//! `serve` (cargo feature `serve`, on by default) keeps a model loaded behind an HTTP API.
 
 pub mod bench;
 pub mod build_info;
@@ -56,6 +57,8 @@ pub mod progress;
 pub mod review;
 pub mod score;
 pub mod search;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod session;
 pub mod source;
 pub mod store;

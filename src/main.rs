@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(&args),
         Command::Report(args) => commands::report::run(&args),
         Command::Dedup(args) => commands::dedup::run(&args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => commands::serve::run(&args),
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
         Command::Doctor { json } => commands::doctor::run(json),
@@ -45,6 +47,11 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => status.into(),
         Err(err) if is_broken_pipe(&err) => ExitStatus::Ok.into(),
+        // As ripgrep does when nothing matched: not an error in the arguments, exit 1.
+        Err(err) if is_nothing_found(&err) => {
+            eprintln!("vlm: {}", describe(&err));
+            ExitStatus::SomeFailed.into()
+        }
         Err(err) => {
             eprintln!("vlm: error: {}", describe(&err));
             ExitStatus::Error.into()
@@ -75,6 +82,17 @@ fn describe(err: &anyhow::Error) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+/// The inputs held no image (see `--allow-empty`).
+fn is_nothing_found(err: &anyhow::Error) -> bool {
+    use vlm::classify::ClassifyError;
+    use vlm::inputs::InputError;
+    let nothing = |e: &InputError| matches!(e, InputError::NoImages { .. });
+    err.chain().any(|cause| {
+        cause.downcast_ref::<InputError>().is_some_and(nothing)
+            || matches!(cause.downcast_ref(), Some(ClassifyError::Input(e)) if nothing(e))
+    })
 }
 
 /// A closed stdout (`vlm ... | head -1`) ends the run quietly, as other Unix tools do.

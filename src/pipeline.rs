@@ -51,6 +51,12 @@ pub struct PipelineOptions {
     /// When this becomes true (e.g. on Ctrl-C) the run stops after the batch in hand:
     /// everything already handed to the sink stays done, nothing new is started.
     pub cancel: Option<&'static AtomicBool>,
+    /// For inputs that arrive over time (a server's requests): a batch that is not full
+    /// goes to the encoder once its first input has waited this long for others, and a
+    /// batch takes every input that is ready when it goes (`Some(ZERO)`: never wait).
+    /// `None`: it goes when the input has paused with nothing left to decode for a poll
+    /// interval (50 ms), which keeps the batches of files and of stdin full.
+    pub max_wait: Option<Duration>,
 }
 
 impl Default for PipelineOptions {
@@ -59,6 +65,7 @@ impl Default for PipelineOptions {
             batch_size: 16,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             cancel: None,
+            max_wait: None,
         }
     }
 }
@@ -155,7 +162,10 @@ where
         collect(
             done_rx,
             token_tx,
-            batch_size,
+            Sizes {
+                batch_size,
+                max_wait: options.max_wait,
+            },
             cancel,
             fed,
             &mut encode,
@@ -183,10 +193,16 @@ fn feed<T, I: Iterator<Item = T>>(
     }
 }
 
+/// When the collector hands a batch to the encoder.
+struct Sizes {
+    batch_size: usize,
+    max_wait: Option<Duration>,
+}
+
 fn collect<T, K, E, S, X>(
     done: Receiver<(usize, T, Result<Prepared<K>, Error>)>,
     tokens: SyncSender<()>,
-    batch_size: usize,
+    sizes: Sizes,
     cancel: Option<&AtomicBool>,
     fed: &AtomicUsize,
     encode: &mut E,
@@ -197,11 +213,17 @@ where
     S: FnMut(Vec<Done<T, K>>) -> Result<(), X>,
     X: From<Error>,
 {
+    let Sizes {
+        batch_size,
+        max_wait,
+    } = sizes;
     let mut stats = PipelineStats::default();
     let mut waiting: BTreeMap<usize, (T, Result<Prepared<K>, Error>)> = BTreeMap::new();
     let mut next = 0usize;
     let mut pending: Vec<(T, Result<Prepared<K>, Error>)> = Vec::new();
     let mut pixels_pending = 0usize;
+    // When the first input of the pending batch joined it (for `max_wait`).
+    let mut pending_since: Option<Instant> = None;
     let mut finished = false;
     // Cache hits and failures hold tokens but do not fill the encoder's batch; bounding the
     // pending batch by items as well leaves `in_flight - max_pending` tokens for the inputs
@@ -225,20 +247,24 @@ where
                 pixels_pending += 1;
             }
             pending.push(entry);
+            pending_since.get_or_insert_with(Instant::now);
             next += 1;
         }
+        let waited = |limit: Duration| pending_since.is_some_and(|t| t.elapsed() >= limit);
         // A batch is due when the encoder has a full batch, when nothing in it needs the
         // encoder (cache hits and failures go on at once), when it holds `max_pending`
-        // items of any kind (each holds a token, so the feeder must never wait on them), or
-        // at the end of the input.
+        // items of any kind (each holds a token, so the feeder must never wait on them),
+        // when it has waited `max_wait`, or at the end of the input.
         let due = pixels_pending >= batch_size
             || pending.len() >= max_pending
             || (pixels_pending == 0 && !pending.is_empty())
+            || (max_wait.is_some_and(waited) && !pending.is_empty())
             || ((finished || idle) && !pending.is_empty());
         idle = false;
         if due {
             let batch = std::mem::take(&mut pending);
             pixels_pending = 0;
+            pending_since = None;
             let count = batch.len();
             let results = run_batch(batch, encode, &mut stats)?;
             sink(results)?;
@@ -253,16 +279,27 @@ where
             return Ok(stats);
         }
         let started = Instant::now();
-        match done.recv_timeout(CANCEL_POLL) {
+        let timeout = match (max_wait, pending_since) {
+            (Some(limit), Some(since)) => limit.saturating_sub(since.elapsed()).min(CANCEL_POLL),
+            _ => CANCEL_POLL,
+        };
+        match done.recv_timeout(timeout) {
             Ok((seq, item, prepared)) => {
                 received += 1;
                 waiting.insert(seq, (item, prepared));
+                // Everything already decoded joins this batch, not only the first of it.
+                while let Ok((seq, item, prepared)) = done.try_recv() {
+                    received += 1;
+                    waiting.insert(seq, (item, prepared));
+                }
             }
             // Nothing in flight and nothing new from the input for a poll interval: the
             // input is a stream that is waiting (e.g. stdin), so the results so far go out
-            // now rather than when a batch fills.
+            // now rather than when a batch fills. With `max_wait`, that decides instead.
             Err(RecvTimeoutError::Timeout) => {
-                idle = waiting.is_empty() && received == fed.load(Ordering::SeqCst);
+                idle = max_wait.is_none()
+                    && waiting.is_empty()
+                    && received == fed.load(Ordering::SeqCst);
             }
             Err(RecvTimeoutError::Disconnected) => finished = true,
         }
@@ -356,6 +393,7 @@ mod tests {
                 batch_size: 8,
                 workers: 3,
                 cancel: None,
+                max_wait: None,
             },
             load,
             |pixels: &[Vec<f32>]| {
@@ -403,6 +441,7 @@ mod tests {
                 batch_size: 4,
                 workers: 2,
                 cancel: None,
+                max_wait: None,
             },
             |n: &usize| {
                 loaded.fetch_add(1, Ordering::Relaxed);
@@ -436,6 +475,7 @@ mod tests {
                 batch_size: 4,
                 workers: 2,
                 cancel: Some(&CANCEL),
+                max_wait: None,
             },
             |n: &usize| Ok(Prepared::Pixels(vec![*n as f32], ())),
             |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
@@ -554,6 +594,7 @@ mod tests {
                             batch_size,
                             workers,
                             cancel: None,
+                            max_wait: None,
                         };
                         let case = format!(
                             "{cached} cached, {new} new, {broken} broken, order {order}, \
@@ -592,6 +633,7 @@ mod tests {
                 batch_size: 64,
                 workers: 2,
                 cancel: None,
+                max_wait: None,
             },
             |&i: &usize| {
                 if i < 10 {
@@ -628,6 +670,7 @@ mod tests {
                     batch_size: 16,
                     workers: 2,
                     cancel: None,
+                    max_wait: None,
                 },
                 |&i: &usize| {
                     if i == 1 {
@@ -664,6 +707,95 @@ mod tests {
         assert_eq!(rest, [3, 4]);
         assert_eq!(stats.items, 5);
         assert_eq!(stats.encoded, 4);
+    }
+
+    /// The input, the batches handed to the sink, and the running pipeline.
+    type Streamed = (
+        mpsc::Sender<usize>,
+        Receiver<Vec<usize>>,
+        std::thread::JoinHandle<Result<PipelineStats, Error>>,
+    );
+
+    /// Runs a pipeline over a channel's items with `max_wait`; the sink sends each batch's
+    /// items on `batches`.
+    fn stream_with_wait(max_wait: Duration, batch_size: usize) -> Streamed {
+        let (input_tx, input_rx) = mpsc::channel::<usize>();
+        let (batch_tx, batch_rx) = mpsc::channel::<Vec<usize>>();
+        let runner = std::thread::spawn(move || {
+            run(
+                input_rx.into_iter(),
+                PipelineOptions {
+                    batch_size,
+                    workers: 2,
+                    cancel: None,
+                    max_wait: Some(max_wait),
+                },
+                |&i: &usize| Ok(Prepared::Pixels(vec![i as f32], ())),
+                |pixels: &[Vec<f32>]| Ok(pixels.to_vec()),
+                |done: Vec<Done<usize>>| -> Result<(), Error> {
+                    let _ = batch_tx.send(done.iter().map(|d| d.item).collect());
+                    Ok(())
+                },
+            )
+        });
+        (input_tx, batch_rx, runner)
+    }
+
+    #[test]
+    fn max_wait_holds_a_partial_batch_for_more_inputs() {
+        // Three inputs and then a pause longer than the 50 ms after which a stream without
+        // `max_wait` hands on what it has: with a longer `max_wait` they wait, together.
+        let wait = Duration::from_millis(400);
+        let (input_tx, batches, runner) = stream_with_wait(wait, 8);
+        let started = Instant::now();
+        for i in 0..3 {
+            input_tx.send(i).unwrap();
+        }
+        let first = batches.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(
+            started.elapsed() >= wait,
+            "went after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(first, [0, 1, 2]);
+        drop(input_tx);
+        runner.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn no_max_wait_answers_a_lone_input_at_once() {
+        // One input at a time, the next sent when the previous came back: with a zero
+        // `max_wait` none of them waits for the 50 ms poll that ends a paused stream's batch.
+        let (input_tx, batches, runner) = stream_with_wait(Duration::ZERO, 8);
+        let started = Instant::now();
+        for i in 0..20 {
+            input_tx.send(i).unwrap();
+            let batch = batches.recv_timeout(Duration::from_secs(20)).unwrap();
+            assert_eq!(batch, [i]);
+        }
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < CANCEL_POLL * 20,
+            "20 lone inputs took {elapsed:?}"
+        );
+        drop(input_tx);
+        runner.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_batch_takes_every_input_that_is_ready() {
+        // Inputs sent faster than one encoder call: with a zero `max_wait` they still go
+        // to the encoder together, not one by one.
+        let (input_tx, batches, runner) = stream_with_wait(Duration::ZERO, 64);
+        for i in 0..200 {
+            input_tx.send(i).unwrap();
+        }
+        drop(input_tx);
+        let stats = runner.join().unwrap().unwrap();
+        let sizes: Vec<usize> = batches.try_iter().map(|b| b.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 200);
+        assert_eq!(stats.items, 200);
+        assert!(sizes.iter().any(|&n| n > 1), "{sizes:?}");
     }
 
     #[test]

@@ -59,18 +59,24 @@ pub trait Progress: Sync {
     /// One input failed; the run goes on. The message names the input unless the error
     /// already does.
     fn failed(&self, input: &str, error: &dyn Display) {
-        let message = error.to_string();
-        if message.contains(input) {
-            self.say(Level::Error, &message);
-        } else {
-            self.say(Level::Error, &format_args!("{input}: {message}"));
-        }
+        self.say(Level::Error, &input_message(input, error));
     }
 
     /// Runs `write` (a result written to standard output) with any progress display out
     /// of its way.
     fn suspend(&self, write: &mut dyn FnMut()) {
         write();
+    }
+}
+
+/// The message of an input that failed: the error, prefixed with the input's name unless
+/// it already names it.
+pub fn input_message(input: &str, error: &dyn Display) -> String {
+    let message = error.to_string();
+    if message.contains(input) {
+        message
+    } else {
+        format!("{input}: {message}")
     }
 }
 

@@ -111,10 +111,11 @@ impl Query {
         }
     }
 
-    /// How a stored row of the query image is named (to leave it out of a table search).
-    pub fn own_row(&self) -> Option<&str> {
+    /// How a stored row of the query image is keyed ([`Input::key`], to leave it out of a
+    /// table search).
+    pub fn own_row(&self) -> Option<String> {
         match self {
-            Query::Image(input) => Some(&input.display),
+            Query::Image(input) => Some(input.key()),
             Query::Text(_) => None,
         }
     }

@@ -246,19 +246,79 @@ fn say_pack(progress: &dyn Progress, status: &PackStatus) {
     progress.say(level, &message);
 }
 
+/// The version of everything between a file's bytes and the pixels the encoder sees that
+/// the preprocessing config does not describe: the decoders and their rules. Part of every
+/// cache namespace, so raise it whenever decoding changes what it gives or refuses, and
+/// embeddings cached before are never served again.
+///
+/// 1: the `image` crate's decoders, truncated files decoded. 2: JPEG through
+/// libjpeg-turbo's decoder (Pillow's pixels), truncated files refused unless
+/// `--allow-truncated`, junk between JPEG segments no longer hiding a cut, JPEG memory and
+/// scan limits.
+pub const PIXEL_PIPELINE_VERSION: u32 = 2;
+
 /// What makes cached embeddings of this checkpoint valid: the exact weights file (a hub
-/// snapshot path names its commit), how pixels are prepared and how the encoder computes.
+/// snapshot path names its commit), how pixels are decoded ([`PIXEL_PIPELINE_VERSION`]) and
+/// prepared, and how the encoder computes.
 pub fn cache_namespace(files: &ModelFiles, checkpoint: &Checkpoint) -> CacheNamespace {
+    namespace_for_pipeline(files, checkpoint, PIXEL_PIPELINE_VERSION)
+}
+
+fn namespace_for_pipeline(
+    files: &ModelFiles,
+    checkpoint: &Checkpoint,
+    pipeline: u32,
+) -> CacheNamespace {
     let weights = files
         .weights
         .canonicalize()
         .unwrap_or_else(|_| files.weights.clone());
     let stamp = file_stamp(&weights);
-    let fingerprint = format!(
+    let mut fingerprint = format!(
         "weights {} ({stamp}); preprocessing {:?}; {}",
         weights.display(),
         checkpoint.preprocessor().config(),
         checkpoint.compute_fingerprint()
     );
+    // Version 1 had no mark, so its namespaces stay what they were (and unused).
+    if pipeline > 1 {
+        fingerprint.push_str(&format!("; pixel pipeline {pipeline}"));
+    }
     CacheNamespace::new(&files.id, files.revision.as_deref(), &fingerprint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_the_previous_pixel_pipeline_are_misses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models/tiny-quickgelu");
+        let files = ModelFiles::from_dir(&dir).unwrap();
+        let checkpoint = Checkpoint::load_with(
+            &files,
+            &candle_core::Device::Cpu,
+            DType::F32,
+            &Default::default(),
+        )
+        .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let key = EmbeddingCache::key(b"the same bytes");
+        let before = namespace_for_pipeline(&files, &checkpoint, PIXEL_PIPELINE_VERSION - 1);
+        let old = EmbeddingCache::open(root.path(), before).unwrap();
+        old.put(&key, &[0.5; 4]).unwrap();
+        assert_eq!(old.get(&key), Some(vec![0.5; 4]));
+        let now = EmbeddingCache::open(root.path(), cache_namespace(&files, &checkpoint)).unwrap();
+        assert_eq!(
+            now.get(&key),
+            None,
+            "an entry of the previous pipeline was served"
+        );
+        // The same pipeline finds its own entries.
+        now.put(&key, &[0.25; 4]).unwrap();
+        let again =
+            EmbeddingCache::open(root.path(), cache_namespace(&files, &checkpoint)).unwrap();
+        assert_eq!(again.get(&key), Some(vec![0.25; 4]));
+    }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{ModelArgs, Verbosity};
+use super::{InputArgs, ModelArgs, Verbosity};
 
 #[derive(Debug, Args)]
 pub struct FitArgs {
@@ -52,6 +52,9 @@ pub struct FitArgs {
     /// AdamW step size.
     #[arg(long, value_name = "LR", default_value_t = vlm::probe::DEFAULT_LEARNING_RATE, help_heading = "Training")]
     pub learning_rate: f64,
+
+    #[command(flatten)]
+    pub filter: InputArgs,
 
     #[command(flatten)]
     pub model: ModelArgs,

@@ -28,6 +28,10 @@ mod report;
 pub use report::ReportArgs;
 mod dedup;
 pub use dedup::DedupArgs;
+#[cfg(feature = "serve")]
+mod serve;
+#[cfg(feature = "serve")]
+pub use serve::ServeArgs;
 
 /// Zero-shot image classification with CLIP: rank your labels for each image.
 #[derive(Debug, Parser)]
@@ -60,6 +64,10 @@ pub enum Command {
     /// Group near-duplicate images (resized, recompressed, cropped or re-exposed copies) by
     /// the cosine similarity of their embeddings; never moves or deletes a file.
     Dedup(Box<DedupArgs>),
+    /// Keep a model loaded behind a local HTTP API (OpenAI-style embeddings, classify,
+    /// health and Prometheus metrics), batching concurrent requests into the encoder.
+    #[cfg(feature = "serve")]
+    Serve(Box<ServeArgs>),
     /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.
     Completions {
         /// The shell to complete for.
@@ -90,6 +98,8 @@ impl Command {
             Command::Bench(args) => args.model.threads,
             Command::Report(args) => args.classify.model.threads,
             Command::Dedup(args) => args.model.threads,
+            #[cfg(feature = "serve")]
+            Command::Serve(args) => args.model.threads,
             Command::Models
             | Command::Completions { .. }
             | Command::Man
@@ -140,6 +150,11 @@ pub struct InputArgs {
     /// split one corpus across N machines.
     #[arg(long, value_name = "K/N", help_heading = "Inputs")]
     pub shard: Option<vlm::inputs::Shard>,
+
+    /// Finding no image is not an error (exit 0, for scripts that label whatever arrives);
+    /// by default it is, with exit status 1.
+    #[arg(long, help_heading = "Inputs")]
+    pub allow_empty: bool,
 }
 
 /// `--quiet` and `--verbose`: what reaches stderr; shared by every command that runs a job.

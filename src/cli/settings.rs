@@ -66,6 +66,7 @@ impl ModelArgs {
                     .and_then(|n| usize::try_from(n).ok())
                     .unwrap_or_else(|| PipelineOptions::default().workers),
                 cancel: Some(&INTERRUPTED),
+                max_wait: None,
             },
         }
     }
@@ -82,6 +83,7 @@ impl InputArgs {
             ext,
             exclude,
             shard,
+            allow_empty: _,
         } = self;
         InputOptions {
             max_depth: *max_depth,
@@ -93,12 +95,24 @@ impl InputArgs {
         }
     }
 
+    /// The walk's options for a labelled folder (`vlm eval`, `vlm fit`), which takes its
+    /// images from DIR/<label>/ and not from a list.
+    fn folder_options(&self, command: &str) -> anyhow::Result<InputOptions> {
+        if self.files_from.is_some() {
+            bail!(
+                "vlm {command} takes its images from DIR/<label>/ folders; --files-from does not apply"
+            );
+        }
+        Ok(self.options())
+    }
+
     /// `paths` and the `--files-from` list, found with these flags.
     pub fn spec(&self, paths: &[String]) -> InputSpec {
         InputSpec {
             paths: paths.to_vec(),
             files_from: self.files_from.as_ref().map(FilesFrom::from_arg),
             options: self.options(),
+            allow_empty: self.allow_empty,
         }
     }
 }
@@ -179,6 +193,7 @@ impl ClassifySettings {
             labels: source,
             examples: examples.as_ref().map(|dir| ExampleSettings {
                 dir: dir.clone(),
+                filter: filter.options(),
                 weight: *examples_weight,
                 sharpness: *examples_sharpness,
             }),
@@ -519,11 +534,6 @@ impl EvalSettings {
             most_confused,
             verbosity,
         } = args;
-        if filter.files_from.is_some() {
-            bail!(
-                "vlm eval takes its images from DIR/<label>/ folders; --files-from does not apply"
-            );
-        }
         if report.is_some() && !models.is_empty() {
             bail!("--report makes the page of one model's evaluation; leave out --models, or run vlm eval --report once per model");
         }
@@ -543,7 +553,7 @@ impl EvalSettings {
             .collect();
         Ok(Self {
             dir: dir.clone(),
-            options: filter.options(),
+            options: filter.folder_options("eval")?,
             labels_file: labels_file.clone(),
             specs,
             compare_templates: !compare_templates.is_empty(),
@@ -568,6 +578,8 @@ pub struct FitSettings {
     /// Where the probe goes.
     pub out: PathBuf,
     pub labels_file: Option<PathBuf>,
+    /// `--ext`, `--exclude`, `--hidden`, `--max-depth` for the folders.
+    pub options: InputOptions,
     pub holdout: f64,
     pub seed: u64,
     pub training: TrainOptions,
@@ -587,6 +599,7 @@ impl FitSettings {
             epochs,
             patience,
             learning_rate,
+            filter,
             model,
             verbosity,
         } = args;
@@ -604,6 +617,7 @@ impl FitSettings {
             dir: dir.clone(),
             out: out.clone(),
             labels_file: labels_file.clone(),
+            options: filter.folder_options("fit")?,
             holdout: *holdout,
             seed: *seed,
             training,
@@ -757,6 +771,54 @@ impl DedupSettings {
                 }),
                 _ => None,
             },
+            verbosity: *verbosity,
+        })
+    }
+}
+
+/// `vlm serve`.
+#[cfg(feature = "serve")]
+pub struct ServeSettings {
+    pub server: vlm::serve::ServeOptions,
+    pub model: ModelSettings,
+    pub verbosity: Verbosity,
+}
+
+#[cfg(feature = "serve")]
+impl ServeSettings {
+    pub fn resolve(args: &super::ServeArgs) -> anyhow::Result<Self> {
+        let super::ServeArgs {
+            host,
+            port,
+            api_key_file,
+            max_batch,
+            max_wait_ms,
+            queue,
+            max_request_mib,
+            timeout_s,
+            model,
+            verbosity,
+        } = args;
+        if !(*timeout_s > 0.0 && timeout_s.is_finite()) {
+            bail!("--timeout-s must be a positive number of seconds, got {timeout_s}");
+        }
+        let api_key = api_key_file
+            .as_deref()
+            .map(vlm::serve::ApiKey::read)
+            .transpose()?;
+        let mut model = model.settings();
+        model.pipeline.batch_size = usize::try_from(*max_batch).context("--max-batch too large")?;
+        Ok(Self {
+            server: vlm::serve::ServeOptions {
+                addr: std::net::SocketAddr::new(*host, *port),
+                max_wait: Duration::from_millis(*max_wait_ms),
+                queue: usize::try_from(*queue).context("--queue too large")?,
+                timeout: Duration::from_secs_f64(*timeout_s),
+                max_request_bytes: usize::try_from(max_request_mib << 20)
+                    .context("--max-request-mib too large")?,
+                api_key,
+            },
+            model,
             verbosity: *verbosity,
         })
     }

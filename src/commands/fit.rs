@@ -7,7 +7,6 @@ use super::{ExitStatus, Printer};
 use crate::cli::settings::FitSettings;
 use crate::cli::FitArgs;
 use vlm::dataset::Dataset;
-use vlm::inputs::InputOptions;
 use vlm::probe::{self, ModelIdentity, Trained};
 use vlm::session::Session;
 
@@ -15,7 +14,7 @@ pub fn run(args: &FitArgs) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
     let s = FitSettings::resolve(args)?;
     let printer = Printer::from(s.verbosity);
-    let dataset = Dataset::open_mapped(&s.dir, &InputOptions::default(), s.labels_file.as_deref())?;
+    let dataset = Dataset::open_mapped(&s.dir, &s.options, s.labels_file.as_deref())?;
     probe::check_dataset(&dataset, &printer);
     let session = Session::open(&s.model, &printer)?;
     let identity = ModelIdentity::of(&session.files, &session.checkpoint)?;

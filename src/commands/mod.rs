@@ -14,6 +14,8 @@ pub mod models;
 mod printer;
 pub mod report;
 pub mod search;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 pub use printer::Printer;
 

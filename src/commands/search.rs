@@ -64,7 +64,13 @@ fn in_table(
     let session = Session::open(&settings.model, printer)?;
     let embedding = query.embed(&session.checkpoint, &session.job(), printer)?;
     let stamp = ModelStamp::of(&session.files, &session.checkpoint);
-    let hits = store::search_in(address, stamp, &embedding, settings.top, query.own_row())?;
+    let hits = store::search_in(
+        address,
+        stamp,
+        &embedding,
+        settings.top,
+        query.own_row().as_deref(),
+    )?;
     let results = search::matches(hits.into_iter().map(|hit| (hit.path, hit.similarity)));
     write(settings, &results)?;
     printer.note(format_args!(

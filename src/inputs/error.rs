@@ -102,6 +102,25 @@ pub enum InputError {
         message: String,
     },
 
+    /// A named input is a device or socket: reading it would never end, or read whatever
+    /// it streams up to the size cap.
+    #[error("{}: {kind}, not a regular file; give the path of an image file (a FIFO or /dev/stdin, as from <(...), works too)", path.display())]
+    NotAFile {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is, e.g. "a character device".
+        kind: &'static str,
+    },
+
+    /// The inputs held no image at all.
+    #[error("no images found {places} (extensions looked for: {extensions}); check the paths, --ext, --exclude and --hidden (--verbose lists what was skipped), or pass --allow-empty to accept finding none")]
+    NoImages {
+        /// Where vlm looked, e.g. "under photos/".
+        places: String,
+        /// The extensions that count as images, comma-separated.
+        extensions: String,
+    },
+
     /// A file is larger than the size cap for one input.
     #[error("{display}: larger than the {limit}-byte limit for one image; resize it, or raise the limit")]
     TooLarge {
@@ -138,7 +157,8 @@ impl InputError {
             Self::NotFound { path }
             | Self::BrokenSymlink { path }
             | Self::Io { path, .. }
-            | Self::Walk { path, .. } => Some(path.display().to_string()),
+            | Self::Walk { path, .. }
+            | Self::NotAFile { path, .. } => Some(path.display().to_string()),
             Self::TooLarge { display, .. } => Some(display.clone()),
             Self::HttpStatus { url, .. } | Self::Network { url, .. } => Some(url.clone()),
             _ => None,

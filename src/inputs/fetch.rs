@@ -28,7 +28,11 @@ fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, InputError> {
         path: path.to_path_buf(),
         cause: source,
     };
+    // Checked before opening (opening a device can act on it) and again on what was
+    // opened, in case the path changed in between.
+    refuse_devices(path, &std::fs::metadata(path).map_err(io)?)?;
     let file = std::fs::File::open(path).map_err(io)?;
+    refuse_devices(path, &file.metadata().map_err(io)?)?;
     // The length is only a hint (the file may grow, or be a pipe), so the read is capped too.
     let hint = file.metadata().map(|m| m.len()).unwrap_or(0);
     if hint > max_bytes {
@@ -37,6 +41,53 @@ fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, InputError> {
     read_capped(file, hint, max_bytes)
         .map_err(io)?
         .ok_or_else(|| too_large(path.display().to_string(), max_bytes))
+}
+
+/// Refuses what is neither a regular file, nor a FIFO (`<(...)`), nor standard input: a
+/// device like /dev/zero would be read up to the size cap before being refused, and a
+/// socket or a terminal may never end.
+fn refuse_devices(path: &Path, meta: &std::fs::Metadata) -> Result<(), InputError> {
+    let kind = meta.file_type();
+    if kind.is_file() || is_stdin(path) {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_fifo() {
+            return Ok(());
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a file"
+        };
+        Err(InputError::NotAFile {
+            path: path.to_path_buf(),
+            kind: what,
+        })
+    }
+    #[cfg(not(unix))]
+    Err(InputError::NotAFile {
+        path: path.to_path_buf(),
+        kind: if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a file"
+        },
+    })
+}
+
+/// Whether `path` names this process's standard input, which is read whatever it is.
+fn is_stdin(path: &Path) -> bool {
+    ["/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"]
+        .iter()
+        .any(|name| path == Path::new(name))
 }
 
 fn read_url(url: &str, max_bytes: u64) -> Result<Vec<u8>, InputError> {
@@ -137,6 +188,37 @@ mod tests {
         let err = read_bytes(&Source::File(path), 100).unwrap_err();
         assert!(matches!(err, InputError::Io { .. }));
         assert!(err.to_string().contains("gone.jpg"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn devices_are_refused_before_reading_and_fifos_read() {
+        let err = read_bytes(&Source::File("/dev/zero".into()), 1 << 30).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InputError::NotAFile {
+                    kind: "a character device",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/dev/zero"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path; it changes no memory.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, b"through a pipe").unwrap())
+        };
+        assert_eq!(
+            read_bytes(&Source::File(fifo), 100).unwrap(),
+            b"through a pipe"
+        );
+        writer.join().unwrap();
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{discover, is_url, Event, FilesFrom, Input, InputError, InputOptions, Source};
+use super::{
+    discover, is_url, no_images, Event, FilesFrom, Input, InputError, InputOptions, Source,
+};
 use crate::progress::{Level, Progress};
 
 /// What the user gave as inputs: arguments, a `--files-from` list, and the walk's options.
@@ -14,6 +16,9 @@ pub struct InputSpec {
     pub paths: Vec<String>,
     pub files_from: Option<FilesFrom>,
     pub options: InputOptions,
+    /// Finding no image is not an error (`--allow-empty`): [`InputSpec::find`] then gives
+    /// an empty [`Found`] instead of [`InputError::NoImages`].
+    pub allow_empty: bool,
 }
 
 /// The inputs found, and what could not be used.
@@ -42,7 +47,8 @@ impl InputSpec {
     }
 
     /// Walks every input; skips (with `--verbose`) and per-entry errors are said as they
-    /// come.
+    /// come. Finding no image at all and no entry that failed is
+    /// [`InputError::NoImages`] unless [`InputSpec::allow_empty`].
     pub fn find(&self, progress: &dyn Progress) -> Result<Found, InputError> {
         let mut found = Found::default();
         for event in discover(&self.paths, self.files_from.clone(), &self.options)? {
@@ -60,6 +66,13 @@ impl InputSpec {
                     }
                 }
             }
+        }
+        if found.inputs.is_empty() && found.failed == 0 && !self.allow_empty {
+            return Err(no_images(
+                &self.paths,
+                self.files_from.as_ref(),
+                &self.options,
+            ));
         }
         Ok(found)
     }

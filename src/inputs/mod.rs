@@ -96,6 +96,46 @@ pub struct Input {
     pub source: Source,
 }
 
+impl Input {
+    /// A key that tells every input apart, for stores that index by path: the URL, or the
+    /// path by [`path_key`]. [`Input::display`] is for people: it shows a file name that is
+    /// not UTF-8 with U+FFFD in place of the bytes it cannot show, so two such names may
+    /// look alike.
+    pub fn key(&self) -> String {
+        match &self.source {
+            Source::File(path) => path_key(path),
+            Source::Url(url) => url.clone(),
+        }
+    }
+}
+
+/// `path` as text without losing a byte. A UTF-8 path is its own key (as shown, in
+/// stores and output alike); in any other, each byte that is not UTF-8 is written `\xNN`
+/// (two lowercase hex digits) and a backslash `\\`, which reads back to the exact
+/// bytes. Two paths share a key only if one of them is UTF-8 and spells out the other's
+/// escapes literally.
+pub fn path_key(path: &Path) -> String {
+    use std::fmt::Write;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_string();
+    }
+    let mut key = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => key.push_str("\\\\"),
+                c => key.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            // Writing to a String cannot fail.
+            let _ = write!(key, "\\x{byte:02x}");
+        }
+    }
+    key
+}
+
 /// Why an entry was not taken as an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
@@ -221,6 +261,35 @@ pub fn discover(
         }
     };
     Discover::new(args, list, options)
+}
+
+/// What to say when `args` and the `files_from` list held no image: where vlm looked and
+/// which extensions `options` count as images.
+pub fn no_images(
+    args: &[String],
+    files_from: Option<&FilesFrom>,
+    options: &InputOptions,
+) -> InputError {
+    let mut places = Vec::new();
+    if !args.is_empty() {
+        places.push(format!("under {}", args.join(", ")));
+    }
+    match files_from {
+        Some(FilesFrom::Path(path)) => places.push(format!("in the list {}", path.display())),
+        Some(FilesFrom::Stdin) => places.push("in the list on stdin".to_string()),
+        None => {}
+    }
+    let extensions = match &options.extensions {
+        Some(list) => list
+            .iter()
+            .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+            .collect(),
+        None => default_extensions(),
+    };
+    InputError::NoImages {
+        places: places.join(" or "),
+        extensions: extensions.join(", "),
+    }
 }
 
 /// Like [`discover`], reading the path list from `reader` (named `name` in messages).
@@ -777,6 +846,64 @@ mod tests {
             }
             other => panic!("expected an input, got {other:?}"),
         }
+    }
+
+    /// Reads a [`path_key`] back to the path's bytes.
+    fn bytes_of_key(key: &str) -> Vec<u8> {
+        let (mut out, bytes, mut i) = (Vec::new(), key.as_bytes(), 0);
+        while i < bytes.len() {
+            match (bytes[i], bytes.get(i + 1)) {
+                (b'\\', Some(b'\\')) => {
+                    out.push(b'\\');
+                    i += 2;
+                }
+                (b'\\', Some(b'x')) => {
+                    let hex = std::str::from_utf8(&bytes[i + 2..i + 4]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 4;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn names_that_look_alike_keep_keys_of_their_own() {
+        use std::os::unix::ffi::OsStrExt;
+        let unshown: [&[u8]; 4] = [
+            b"caf\xe9.jpg",
+            b"caf\xe8.jpg",
+            b"caf\xe9\xe9.jpg",
+            b"a\\b\xff\xfe\\.png",
+        ];
+        let shown: [&[u8]; 3] = [
+            "caf\u{FFFD}.jpg".as_bytes(),
+            "plain é.jpg".as_bytes(),
+            b"a\\b.png",
+        ];
+        let key = |n: &[u8]| path_key(Path::new(OsStr::from_bytes(n)));
+        for name in unshown {
+            assert_eq!(bytes_of_key(&key(name)), name, "{}", key(name));
+        }
+        for name in shown {
+            assert_eq!(key(name).as_bytes(), name, "a UTF-8 name is its own key");
+        }
+        let keys: HashSet<String> = unshown.iter().chain(&shown).map(|n| key(n)).collect();
+        assert_eq!(keys.len(), unshown.len() + shown.len(), "{keys:?}");
+        // The first two look alike to people, and are two inputs to a store.
+        let input = |n: &[u8]| Input {
+            display: lossy(Path::new(OsStr::from_bytes(n))),
+            source: Source::File(OsStr::from_bytes(n).into()),
+        };
+        let (a, b) = (input(unshown[0]), input(unshown[1]));
+        assert_eq!(a.display, b.display);
+        assert_ne!(a.key(), b.key());
+        assert_eq!(a.key(), "caf\\xe9.jpg");
     }
 
     #[test]

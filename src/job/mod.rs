@@ -29,6 +29,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::inputs::{self, Input};
 use crate::pipeline::{self, PipelineOptions, PipelineStats, Prepared};
+use crate::preprocess;
 
 /// Larger inputs are refused before decoding: no photo is this big, a hostile file may be.
 pub const MAX_INPUT_BYTES: u64 = 512 << 20;
@@ -39,11 +40,22 @@ pub trait Item: Send {
     fn name(&self) -> &str;
     /// Its bytes (read once per run).
     fn read(&self) -> Result<Cow<'_, [u8]>, Error>;
+    /// What tells it apart from every other item, for a store that keys rows by it and a
+    /// skip rule that looks them up: its name unless two names can look alike.
+    fn id(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.name())
+    }
 }
 
 impl Item for Input {
     fn name(&self) -> &str {
         &self.display
+    }
+
+    /// [`Input::key`]: a file name that is not UTF-8 shows lossily, and is keyed without
+    /// losing a byte.
+    fn id(&self) -> Cow<'_, str> {
+        Cow::Owned(self.key())
     }
 
     fn read(&self) -> Result<Cow<'_, [u8]>, Error> {
@@ -61,6 +73,13 @@ pub trait ImageEncoder: Sync {
     fn encoding_len(&self) -> usize;
     /// Decodes and preprocesses one image (`name` for messages).
     fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, Error>;
+    /// The checks [`ImageEncoder::prepare`] makes of the bytes before decoding (a cut
+    /// file, too many scans), run on a cache hit: a cached embedding never answers for
+    /// bytes that preparing would refuse.
+    fn check(&self, bytes: &[u8], name: &str) -> Result<(), Error> {
+        let _ = (bytes, name);
+        Ok(())
+    }
     /// Encodes a batch of prepared images, one encoding per image, in order.
     fn encode(&self, batch: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error>;
 }
@@ -72,6 +91,14 @@ impl ImageEncoder for Checkpoint {
 
     fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, Error> {
         self.pixels_from_bytes(bytes, Path::new(name))
+    }
+
+    fn check(&self, bytes: &[u8], name: &str) -> Result<(), Error> {
+        Ok(preprocess::check_bytes(
+            bytes,
+            Path::new(name),
+            self.decode_options(),
+        )?)
     }
 
     fn encode(&self, batch: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, Error> {
@@ -191,7 +218,7 @@ impl From<WriteError> for JobError {
     }
 }
 
-/// Decides, from an input's name and content key, that it needs no work (e.g. a store
+/// Decides, from an input's [`Item::id`] and content key, that it needs no work (e.g. a store
 /// already holds an embedding of these bytes).
 pub type SkipRule<'a> = &'a (dyn Fn(&str, &ContentKey) -> bool + Sync);
 
@@ -366,13 +393,16 @@ impl<'a> Job<'a> {
         let key = (self.keys || self.cache.is_some() || self.skip.is_some())
             .then(|| EmbeddingCache::key(&bytes));
         if let (Some(skip), Some(key)) = (self.skip, &key) {
-            if skip(item.name(), key) {
+            if skip(&item.id(), key) {
                 return Ok(Prepared::Skip(Some(*key)));
             }
         }
         if let (Some(cache), Some(k)) = (self.cache, &key) {
             let len = self.encoder.encoding_len();
             if let Some(embedding) = cache.get(k).filter(|e| e.len() == len) {
+                // A hit skips decoding, not the checks a decode makes first: a cut file is
+                // refused whatever the cache holds for its bytes.
+                self.encoder.check(&bytes, item.name())?;
                 return Ok(Prepared::Embedding(embedding, key));
             }
         }

@@ -67,6 +67,7 @@ fn options(batch_size: usize, workers: usize) -> PipelineOptions {
         batch_size,
         workers,
         cancel: None,
+        max_wait: None,
     }
 }
 

@@ -121,12 +121,12 @@ impl AmxMatrix {
     /// match an `(n, k)` matrix in this layout.
     pub fn from_store(n: usize, k: usize, data: Store<u16>) -> Option<Self> {
         let slices = k.div_ceil(SLICE);
-        (n.div_ceil(BLOCK) * slices * SLICE_VALUES == data.as_slice().len()).then_some(Self {
-            n,
-            k,
-            slices,
-            data,
-        })
+        // Checked: see `PackedMatrix::from_store`.
+        let len = n
+            .div_ceil(BLOCK)
+            .checked_mul(slices)?
+            .checked_mul(SLICE_VALUES)?;
+        (len == data.as_slice().len()).then_some(Self { n, k, slices, data })
     }
 
     /// The packed values.
@@ -612,5 +612,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_stored_matrix_whose_dimensions_wrap_is_refused() {
+        // One block of rows and a number of k-slices whose product with the values per
+        // slice wraps around to one slice's worth: refused, never read past.
+        let slices = usize::MAX / SLICE_VALUES + 1;
+        let k = slices * SLICE;
+        let wrapped = slices.wrapping_mul(SLICE_VALUES);
+        assert!(wrapped <= SLICE_VALUES, "{wrapped}");
+        let store = Store::Owned(vec![0u16; wrapped]);
+        assert!(AmxMatrix::from_store(BLOCK, k, store).is_none());
+        let store = Store::Owned(vec![0u16; 2 * SLICE_VALUES]);
+        assert!(AmxMatrix::from_store(BLOCK, 2 * SLICE, store).is_some());
     }
 }

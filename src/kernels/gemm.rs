@@ -68,7 +68,10 @@ impl PackedMatrix {
     /// does not match an `(n, k)` matrix packed for `isa`.
     pub fn from_store(n: usize, k: usize, isa: Isa, data: Store<f32>) -> Option<Self> {
         let nr = isa.nr();
-        (n.div_ceil(nr) * k * nr == data.as_slice().len()).then_some(Self {
+        // Checked: the dimensions come from a file, and a product that wraps around could
+        // match a short store that the kernels then read past.
+        let len = n.div_ceil(nr).checked_mul(k)?.checked_mul(nr)?;
+        (isa.supported() && len == data.as_slice().len()).then_some(Self {
             n,
             k,
             nr,
@@ -129,6 +132,12 @@ pub(crate) struct Task {
 /// `out[m, n] = epilogue(x[m, k] · wᵀ)`. `x` is row-major `(m, k)`, `out` row-major `(m, n)`.
 pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedMatrix, ep: &Epilogue, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
+    assert!(
+        w.isa.supported(),
+        "{:?} panels multiplied on a CPU without {:?}",
+        w.isa,
+        w.isa
+    );
     assert_eq!(x.len(), m * k, "input is not {m} x {k}");
     assert_eq!(out.len(), m * n, "output is not {m} x {n}");
     if let Some(bias) = ep.bias {
@@ -141,7 +150,7 @@ pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedMatrix, ep: &Epilogue, out: 
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |task: &Task| {
         // SAFETY: tasks cover disjoint output blocks inside `out` (checked above), and
-        // the packed matrix was built for `w.isa`, which was detected on this CPU.
+        // the packed matrix was built for `w.isa`, which this CPU supports (asserted).
         unsafe { run_task(x, k, w, ep, ptr, n, *task) }
     };
     if tasks.len() == 1 {
@@ -625,5 +634,21 @@ mod tests {
             }
             assert!(seen.iter().all(|&s| s == 1), "{m} {panels} {mr} {threads}");
         }
+    }
+
+    #[test]
+    fn a_stored_matrix_whose_dimensions_wrap_is_refused() {
+        // As a forged pack file could declare it: one panel and a `k` whose product with
+        // the panel width wraps around to a store of a few values.
+        let isa = Isa::detect();
+        let nr = isa.nr();
+        let k = usize::MAX / nr + 1;
+        let wrapped = k.wrapping_mul(nr);
+        assert!(wrapped < nr, "{wrapped}");
+        let store = Store::Owned(vec![0.0; wrapped]);
+        assert!(PackedMatrix::from_store(nr, k, isa, store).is_none());
+        // The store of the matrix it claims to be is taken.
+        let store = Store::Owned(vec![0.0; nr * 3]);
+        assert!(PackedMatrix::from_store(nr, 3, isa, store).is_some());
     }
 }

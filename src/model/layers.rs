@@ -70,9 +70,10 @@ impl PackedLinear {
     fn load(
         p: &Packer,
         name: &str,
+        dims: (usize, usize),
         build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
     ) -> Result<Self> {
-        let (weight, bias) = p.packing.linear(name, p.compute, build)?;
+        let (weight, bias) = p.packing.linear(name, p.compute, dims, build)?;
         Ok(Self {
             weight,
             bias,
@@ -117,10 +118,12 @@ pub(crate) enum Dense {
 }
 
 impl Dense {
-    /// The layer `name`, from `build`'s weight (out, in) and bias (or the pack file).
+    /// The layer `name` of `dims` (out, in), from `build`'s weight (out, in) and bias (or
+    /// the pack file).
     pub fn build(
         p: &Packer,
         name: &str,
+        dims: (usize, usize),
         build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
     ) -> Result<Self> {
         Ok(match p.compute {
@@ -128,7 +131,7 @@ impl Dense {
                 let (weight, bias) = build()?;
                 Dense::Candle(Linear::new(weight, bias))
             }
-            _ => Dense::Packed(PackedLinear::load(p, name, build)?),
+            _ => Dense::Packed(PackedLinear::load(p, name, dims, build)?),
         })
     }
 
@@ -140,7 +143,7 @@ impl Dense {
         with_bias: bool,
         p: &Packer,
     ) -> Result<Self> {
-        Self::build(p, &vb.prefix(), || {
+        Self::build(p, &vb.prefix(), (out_dim, in_dim), || {
             let weight = vb.get((out_dim, in_dim), "weight")?;
             let bias = with_bias.then(|| vb.get(out_dim, "bias")).transpose()?;
             Ok((weight, bias))
@@ -312,14 +315,14 @@ impl PackedBlock {
         let (h, i) = (shape.hidden, shape.intermediate);
         let attn = vb.pp("self_attn");
         let linear = |vb: VarBuilder, n: usize, k: usize| {
-            PackedLinear::load(p, &vb.prefix(), || {
+            PackedLinear::load(p, &vb.prefix(), (n, k), || {
                 Ok((vb.get((n, k), "weight")?, Some(vb.get(n, "bias")?)))
             })
         };
         let qkv_name = format!("{}.qkv", attn.prefix());
         Ok(Self {
             norm1: Norm::load(vb.pp("layer_norm1"), h, shape.eps)?,
-            qkv: PackedLinear::load(p, &qkv_name, || {
+            qkv: PackedLinear::load(p, &qkv_name, (3 * h, h), || {
                 let (w, b) = fused_qkv(&attn, shape)?;
                 Ok((w, Some(b)))
             })?,

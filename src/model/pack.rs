@@ -25,11 +25,19 @@
 //! What is verified on open, and why not more: magic, version, length, key, the header and
 //! table checksum, every entry inside the file and not overlapping the next, and each
 //! entry's first and last 4 KiB against the table. A full checksum of 600 MB would cost
-//! about as much as the load it replaces; files are written to a temporary name and
-//! renamed into place, so a reader never sees a partial file from a writer, and what a
-//! crash or a full disk can leave (a short file, zeroed tail pages) fails the length or an
-//! edge check. A flipped bit in the middle of a weight is not detected, as it is not in the
-//! safetensors file either.
+//! about as much as the load it replaces; files are written to a new temporary file
+//! (`create_new`, locked while written), synced, renamed into place and the directory
+//! synced, so a reader never sees a partial file from a writer and a power loss leaves the
+//! whole file or none; what a full disk can leave (a short file) fails the length check.
+//! A flipped bit in the middle of a weight is not detected, as it is not in the
+//! safetensors file either. A temporary file that a killed run left is removed when the
+//! directory is next used ([`sweep`]).
+//!
+//! The key and checksums are no secret: anyone who can write the directory can make a
+//! file that verifies. So nothing in the table is trusted for a size the kernels index
+//! by: every packed weight must have exactly the dimensions config.json implies, its
+//! length is computed with checked arithmetic, and panels are only used for the
+//! instruction set detected on this CPU.
 //!
 //! The key covers the weights file's identity (the hub's content hash when the file is a
 //! hub blob, else its size, modification time and a hash of its first MiB and last 64 KiB),
@@ -118,6 +126,7 @@ impl PackKey {
         config: &impl std::fmt::Debug,
         compute: Compute,
     ) -> std::io::Result<Self> {
+        sweep(dir);
         let identity = weights_identity(weights)?;
         let layout = layout_name(compute);
         // The file name: one slot per weights file and layout, so a new build or config
@@ -331,6 +340,15 @@ impl PackFile {
             if !e.offset.is_multiple_of(ALIGN) {
                 return Err(format!("entry {} is not aligned", e.name));
             }
+            // A tensor holds exactly the values of its dimensions (packed weights are
+            // checked against their layout when built, `from_store`).
+            let values = e.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if e.kind == Kind::Raw && values != Some(e.len) {
+                return Err(format!(
+                    "entry {} has {} values for dimensions {:?}",
+                    e.name, e.len, e.dims
+                ));
+            }
             if edges(&bytes[e.offset..end]) != e.edges {
                 return Err(format!(
                     "entry {} does not match its checksum (damaged)",
@@ -372,25 +390,45 @@ impl PackFile {
         Ok((e.dims.clone(), self.store(e)?))
     }
 
-    fn packed_f32(&self, name: &str, compute: Compute) -> candle_core::Result<PackedMatrix> {
+    /// The entry `name` of `kind` if its dimensions are exactly `dims`, what config.json
+    /// implies: the file's own say is never trusted for a size the kernels index by.
+    fn entry_of(&self, name: &str, kind: Kind, dims: &[usize]) -> candle_core::Result<&Entry> {
+        let e = self.entry(name, kind)?;
+        if e.dims != dims {
+            candle_core::bail!(
+                "pack entry `{name}` has dimensions {:?}, config.json implies {dims:?}",
+                e.dims
+            );
+        }
+        Ok(e)
+    }
+
+    fn packed_f32(
+        &self,
+        name: &str,
+        compute: Compute,
+        (n, k): (usize, usize),
+    ) -> candle_core::Result<PackedMatrix> {
         let Compute::Packed(isa) = compute else {
             candle_core::bail!("internal: f32 panels for {compute:?}")
         };
-        let e = self.entry(name, Kind::PackedF32)?;
-        match e.dims[..] {
-            [n, k] => PackedMatrix::from_store(n, k, isa, self.store(e)?),
-            _ => None,
+        // The layout is the detected instruction set's (the key says so); running panels
+        // of another on this CPU would be undefined.
+        if isa != Isa::detect() {
+            candle_core::bail!(
+                "panels for {isa:?}, but this CPU's kernels are {:?}",
+                Isa::detect()
+            );
         }
-        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+        let e = self.entry_of(name, Kind::PackedF32, &[n, k])?;
+        PackedMatrix::from_store(n, k, isa, self.store(e)?)
+            .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
     }
 
-    fn packed_bf16(&self, name: &str) -> candle_core::Result<AmxMatrix> {
-        let e = self.entry(name, Kind::PackedBf16)?;
-        match e.dims[..] {
-            [n, k] => AmxMatrix::from_store(n, k, self.store(e)?),
-            _ => None,
-        }
-        .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
+    fn packed_bf16(&self, name: &str, (n, k): (usize, usize)) -> candle_core::Result<AmxMatrix> {
+        let e = self.entry_of(name, Kind::PackedBf16, &[n, k])?;
+        AmxMatrix::from_store(n, k, self.store(e)?)
+            .ok_or_else(|| candle_core::Error::Msg(format!("entry {name} has the wrong size")))
     }
 }
 
@@ -440,23 +478,30 @@ impl Recorder {
 }
 
 impl Packing {
-    /// A packed weight named `name`: from the pack file, or built by `build` (weight
-    /// `(n, k)` and optional bias) and packed for `compute`.
+    /// A packed weight named `name` of `dims` `(n, k)`, as config.json implies: from the
+    /// pack file, or built by `build` (weight `(n, k)` and optional bias) and packed for
+    /// `compute`.
     pub fn linear(
         &self,
         name: &str,
         compute: Compute,
+        dims: (usize, usize),
         build: impl FnOnce() -> candle_core::Result<(Tensor, Option<Tensor>)>,
     ) -> candle_core::Result<(PackedWeight, Option<Vec<f32>>)> {
         let (wname, bname) = (format!("{name}#weight"), format!("{name}#bias"));
         match self {
             Packing::File(file) => {
                 let weight = match compute {
-                    Compute::Bf16(_) => PackedWeight::Bf16(Arc::new(file.packed_bf16(&wname)?)),
-                    _ => PackedWeight::F32(Arc::new(file.packed_f32(&wname, compute)?)),
+                    Compute::Bf16(_) => {
+                        PackedWeight::Bf16(Arc::new(file.packed_bf16(&wname, dims)?))
+                    }
+                    _ => PackedWeight::F32(Arc::new(file.packed_f32(&wname, compute, dims)?)),
                 };
                 let bias = match file.entries.contains_key(&bname) {
-                    true => Some(file.raw(&bname)?.1.as_slice().to_vec()),
+                    true => {
+                        let e = file.entry_of(&bname, Kind::Raw, &[dims.0])?;
+                        Some(file.store::<f32>(e)?.as_slice().to_vec())
+                    }
                     false => None,
                 };
                 Ok((weight, bias))
@@ -472,6 +517,9 @@ impl Packing {
                 }
                 let (weight, bias) = built?;
                 let (n, k) = weight.dims2()?;
+                if (n, k) != dims {
+                    candle_core::bail!("`{name}` is {n} x {k}, config.json implies {dims:?}");
+                }
                 let values = host(&weight)?;
                 let packed = match compute {
                     Compute::Packed(isa) => {
@@ -638,24 +686,131 @@ pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackW
     drop(records);
     let dir = key.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     fs::create_dir_all(&dir)?;
-    // Unique per process and load: two loads of one checkpoint may write at once.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = key
-        .path
-        .with_extension(format!("{EXT}.tmp.{}.{n}", std::process::id()));
-    let file = File::create(&tmp)?;
+    let (tmp, file) = create_temporary(&key.path)?;
     let (path, key) = (key.path.clone(), key.key);
     let handle = std::thread::Builder::new()
         .name("vlm-pack-writer".into())
         .spawn(move || {
-            let written =
-                write_file(file, &key, &parts, present).and_then(|()| fs::rename(&tmp, &path));
+            // The file reaches the disk before its name does, and the name before the
+            // writer says done: after a power loss the pack file is whole or absent.
+            let written = write_file(file, &key, &parts, present)
+                .and_then(|()| fs::rename(&tmp, &path))
+                .and_then(|()| sync_dir(&dir));
             if written.is_err() {
                 let _ = fs::remove_file(&tmp);
             }
         })?;
     Ok(PackWriter(Some(handle)))
+}
+
+/// Where temporary pack files are written: `<slot>.vlmpack.tmp.<pid>.<nonce>`.
+fn is_temporary(name: &str) -> bool {
+    name.contains(&format!(".{EXT}.tmp."))
+}
+
+/// A new temporary file beside `path`, made with `create_new` (never through a symlink,
+/// never another writer's file) and locked while this process writes it, so that
+/// [`sweep`] can tell it from a dead writer's leftover. The name holds the process id and
+/// a nonce: processes of other machines or containers sharing the cache may have the same
+/// id, and a name that exists already is skipped.
+fn create_temporary(path: &Path) -> std::io::Result<(PathBuf, File)> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    loop {
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{EXT}.tmp.{}.{clock:x}{n}", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => {
+                lock(&file);
+                return Ok((tmp, file));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How old a temporary file must be before [`sweep`] removes it: a writer locks its file
+/// right after making it, so only that moment needs the margin.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes temporary pack files in `dir` that no live process is writing: a run killed
+/// while writing (a second Ctrl-C, SIGKILL, a power cut) leaves one of about the pack
+/// file's size, which nothing else would ever remove. Best effort: what cannot be read or
+/// removed stays.
+pub(crate) fn sweep(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_temporary) {
+            continue;
+        }
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        if !old {
+            continue;
+        }
+        if let Ok(file) = File::open(&path) {
+            if unlocked(&file) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Takes an exclusive lock on `file` for as long as it is open (Linux `flock`; released
+/// by the kernel when the process dies). Best effort: without it a live writer's
+/// temporary could be swept after [`STALE_AFTER`].
+#[cfg(target_os = "linux")]
+fn lock(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this File owns; it changes no memory.
+    unsafe {
+        libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB);
+    }
+}
+
+/// Whether no process holds [`lock`] on `file` (then this one does, until it is closed).
+#[cfg(target_os = "linux")]
+fn unlocked(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: as in `lock`.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lock(_file: &File) {}
+
+/// Elsewhere, only age tells: a temporary untouched for a day has no writer.
+#[cfg(not(target_os = "linux"))]
+fn unlocked(file: &File) -> bool {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= std::time::Duration::from_secs(24 * 3600))
+}
+
+/// Makes a rename in `dir` durable (Unix: fsync of the directory).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn write_file(
@@ -715,10 +870,10 @@ fn write_file(
         at += pad + bytes.with_bytes(|b| out.write_all(b).map(|()| b.len()))??;
     }
     out.write_all(&zeros[..at.next_multiple_of(ALIGN) - at])?;
-    // No fsync: forcing 600 MB to disk would cost the first run seconds. After a crash
-    // the renamed file may have the right length and zeroed pages, which the entries'
-    // edge checksums catch.
-    out.flush()
+    // Synced before the rename: without it a power loss can leave the renamed file with
+    // the right length and zeroed pages inside an entry, where the edge checksums do not
+    // look. This runs on the writer thread, beside the first run's encoding.
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 fn value_size(kind: Kind) -> usize {

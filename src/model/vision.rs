@@ -44,7 +44,8 @@ impl VisionTower {
             eps: config.layer_norm_eps,
         };
         let patch_name = format!("{}.patch_embedding", embeddings.prefix());
-        let patch_embedding = Dense::build(p, &patch_name, || {
+        let patch_dims = (hidden, config.num_channels * patch * patch);
+        let patch_embedding = Dense::build(p, &patch_name, patch_dims, || {
             let weight = embeddings
                 .get(
                     (hidden, config.num_channels, patch, patch),

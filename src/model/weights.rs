@@ -129,32 +129,54 @@ impl SafetensorsFile {
 
     /// Reads `count` plain numbers of type `T` at `offset` into a new buffer.
     fn read_elements<T: Plain>(&self, offset: u64, count: usize) -> candle_core::Result<Vec<T>> {
-        let mut values: Vec<T> = Vec::with_capacity(count);
-        let bytes = count * std::mem::size_of::<T>();
-        advise_huge_pages(values.as_mut_ptr().cast(), bytes);
-        // SAFETY: the buffer has capacity for `bytes` bytes; `T` is a plain number type for
-        // which every bit pattern is valid, and the length is set only after the read
-        // filled every byte.
-        unsafe {
-            let raw = std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), bytes);
-            read_exact_at(&self.file, raw, offset).map_err(|e| {
-                candle_core::Error::Msg(format!(
-                    "cannot read {} bytes at offset {offset} of {}: {e}",
-                    bytes,
-                    self.path.display()
-                ))
-            })?;
-            values.set_len(count);
-        }
-        Ok(values)
+        read_plain(&self.file, offset, count).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "cannot read {} bytes at offset {offset} of {}: {e}",
+                count * std::mem::size_of::<T>(),
+                self.path.display()
+            ))
+        })
     }
 }
 
-/// Number types that any bit pattern of their size is a valid value of.
-trait Plain: Copy {}
-impl Plain for f32 {}
-impl Plain for f64 {}
-impl Plain for u16 {}
+/// Reads `count` plain numbers of type `T` at `offset` of `file` into a new buffer.
+fn read_plain<T: Plain>(file: &File, offset: u64, count: usize) -> std::io::Result<Vec<T>> {
+    // Zeroed, not merely reserved: the read writes through a `&mut [u8]`, which must not
+    // cover uninitialised memory. A large zeroed buffer comes from the kernel's zero pages
+    // (calloc), so this costs no extra pass over it.
+    let mut values: Vec<T> = vec![T::ZERO; count];
+    let raw = as_bytes_mut(&mut values);
+    advise_huge_pages(raw.as_mut_ptr(), raw.len());
+    read_exact_at(file, raw, offset)?;
+    Ok(values)
+}
+
+/// Number types that any bit pattern of their size is a valid value of, without padding.
+trait Plain: Copy {
+    const ZERO: Self;
+}
+impl Plain for f32 {
+    const ZERO: Self = 0.0;
+}
+impl Plain for f64 {
+    const ZERO: Self = 0.0;
+}
+impl Plain for u16 {
+    const ZERO: Self = 0;
+}
+
+/// The bytes of `values`, to be overwritten.
+fn as_bytes_mut<T: Plain>(values: &mut [T]) -> &mut [u8] {
+    // SAFETY: `values` is initialised; `T` has no padding and accepts any bit pattern, so
+    // every byte written through the slice leaves valid values; the slice covers exactly
+    // `values`' memory and borrows it mutably for as long as it lives.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            values.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(values),
+        )
+    }
+}
 
 #[cfg(unix)]
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -309,6 +331,28 @@ mod tests {
         assert!(get("ids", 3.into()).contains("stored as I64"));
         assert!(get("x", 3.into()).contains("shape [2]"));
         assert!(get("nope", 3.into()).contains("cannot find tensor `nope`"));
+    }
+
+    /// The one unsafe step of a load, small enough for Miri (which checks that the bytes
+    /// read into are initialised): `cargo +nightly miri test --lib model::weights::tests::plain`.
+    #[test]
+    fn plain_numbers_are_read_in_place() {
+        let path = std::env::temp_dir().join(format!("vlm-plain-{}", std::process::id()));
+        let values = [1.5f32, -2.0, 0.25];
+        let mut bytes = vec![7u8; 3];
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let read: Vec<f32> = read_plain(&file, 3, 3).unwrap();
+        let halves: Vec<u16> = read_plain(&file, 3, 2).unwrap();
+        let short = read_plain::<f64>(&file, 3, 2);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read, values);
+        assert_eq!(halves, [0, u16::from_le_bytes([0xc0, 0x3f])]);
+        assert!(short.is_err(), "reading past the end is an error");
     }
 
     #[test]

@@ -18,14 +18,20 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
 
+use super::budget::{self, Grant};
 use super::config::PreprocessConfig;
 use super::error::PreprocessError;
 use super::jpeg;
-use super::truncation::{jpeg_truncation, partial_png, with_eoi, JpegTruncation};
+use super::truncation::{self, partial_png, with_eoi, JpegTruncation};
 
 /// Pillow refuses images above twice `Image.MAX_IMAGE_PIXELS` as decompression bombs; vlm
 /// uses the same ceiling by default so it opens what Python opens.
 pub const DEFAULT_MAX_PIXELS: u64 = 2 * 89_478_485;
+
+/// The most scans a JPEG may have. Progressive files have about ten (a few dozen with
+/// optimised scripts); libjpeg reads any number, only warning, and every scan passes over
+/// the whole image's blocks, so thousands of scans cost minutes of CPU.
+pub const MAX_JPEG_SCANS: usize = 500;
 
 /// Limits and shortcuts applied while decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +95,15 @@ impl DecodeOptions {
 
     /// Worst case is 16-bit RGBA (8 bytes a pixel) plus decoder scratch space.
     fn max_alloc(&self) -> usize {
-        let bytes = self.max_pixels.saturating_mul(8).saturating_add(64 << 20);
-        usize::try_from(bytes).unwrap_or(usize::MAX)
+        usize::try_from(self.max_memory()).unwrap_or(usize::MAX)
+    }
+
+    /// The bytes that all decodes in this process may hold at once (their buffers, worked
+    /// out from each file's header before anything is allocated): what the pixel limit
+    /// allows the image decoders, 8 bytes a pixel (16-bit RGBA) and 64 MiB of scratch
+    /// space, about 1.4 GiB by default. Raising `max_pixels` raises it too.
+    pub fn max_memory(&self) -> u64 {
+        self.max_pixels.saturating_mul(8).saturating_add(64 << 20)
     }
 }
 
@@ -140,6 +153,16 @@ pub fn decode_bytes_region(
     origin: &Path,
     options: &DecodeOptions,
 ) -> Result<Decoded, PreprocessError> {
+    decode_held(bytes, origin, options).map(|(decoded, _)| decoded)
+}
+
+/// [`decode_bytes_region`], with the reservation of the decoded image's memory
+/// ([`budget`]) held until the caller drops it: the caller still works on the image.
+pub(super) fn decode_held(
+    bytes: &[u8],
+    origin: &Path,
+    options: &DecodeOptions,
+) -> Result<(Decoded, Grant), PreprocessError> {
     let decode_err = |source| match source {
         image::ImageError::Unsupported(source) => PreprocessError::Unsupported {
             path: origin.to_path_buf(),
@@ -158,24 +181,55 @@ pub fn decode_bytes_region(
             path: origin.to_path_buf(),
         });
     };
-    // Checked before either JPEG decoder reads anything, so the rule is the same with and
-    // without --jpeg-downscale. An accepted cut file is decoded as libjpeg decodes it: the
-    // well-formed part, then an end-of-image marker.
     if format == ImageFormat::Jpeg {
-        if let Some((cut, keep)) = jpeg_truncation(bytes) {
-            // Cut in the headers, there is no image to fill in.
-            let can_fill = !matches!(cut, JpegTruncation::InSegment { .. });
-            if !(options.allow_truncated && can_fill) {
-                return Err(PreprocessError::Truncated {
-                    path: origin.to_path_buf(),
-                    detail: cut.to_string(),
-                    can_fill,
-                });
-            }
-            let closed = with_eoi(bytes, keep);
-            return decode_complete(&closed, format, origin, options);
-        }
+        let walk = truncation::walk(bytes);
+        let data = check_jpeg(bytes, &walk, origin, options)?;
+        return decode_jpeg(
+            data.as_deref().unwrap_or(bytes),
+            walk.buffered,
+            origin,
+            options,
+        );
     }
+    check_complete(bytes, format, origin)?;
+    decode_complete(bytes, format, origin, options)
+}
+
+/// Refuses a JPEG with too many scans, and one cut short unless `--allow-truncated` takes
+/// it; an accepted cut file comes back as libjpeg decodes it, the well-formed part then an
+/// end-of-image marker. Checked before any decoder reads the file, so the rule is the same
+/// with and without --jpeg-downscale, and on a cache hit (see [`check_bytes`]).
+fn check_jpeg(
+    bytes: &[u8],
+    walk: &truncation::JpegWalk,
+    origin: &Path,
+    options: &DecodeOptions,
+) -> Result<Option<Vec<u8>>, PreprocessError> {
+    if walk.scans > MAX_JPEG_SCANS {
+        return Err(PreprocessError::TooManyScans {
+            path: origin.to_path_buf(),
+            scans: walk.scans,
+            limit: MAX_JPEG_SCANS,
+        });
+    }
+    let Some((cut, keep)) = &walk.truncation else {
+        return Ok(None);
+    };
+    // Cut in the headers, there is no image to fill in.
+    let can_fill = !matches!(cut, JpegTruncation::InSegment { .. });
+    if !(options.allow_truncated && can_fill) {
+        return Err(PreprocessError::Truncated {
+            path: origin.to_path_buf(),
+            detail: cut.to_string(),
+            can_fill,
+        });
+    }
+    Ok(Some(with_eoi(bytes, *keep)))
+}
+
+/// Refuses a file of another format that is cut short where its header says so (WebP's
+/// RIFF length); other cuts show up while decoding.
+fn check_complete(bytes: &[u8], format: ImageFormat, origin: &Path) -> Result<(), PreprocessError> {
     if format == ImageFormat::WebP {
         if let Some((got, declared)) = riff_shortfall(bytes) {
             return Err(PreprocessError::Truncated {
@@ -189,7 +243,25 @@ pub fn decode_bytes_region(
             });
         }
     }
-    decode_complete(bytes, format, origin, options)
+    Ok(())
+}
+
+/// The checks a decode makes of the file's structure before decoding it (truncation, too
+/// many JPEG scans), without decoding: what a cached embedding of the same bytes must
+/// pass too, so that a cache hit never answers for a file a decode would refuse.
+pub fn check_bytes(
+    bytes: &[u8],
+    origin: &Path,
+    options: &DecodeOptions,
+) -> Result<(), PreprocessError> {
+    match image::guess_format(bytes) {
+        Ok(ImageFormat::Jpeg) => {
+            check_jpeg(bytes, &truncation::walk(bytes), origin, options).map(|_| ())
+        }
+        Ok(format) => check_complete(bytes, format, origin),
+        // Whatever it is, the decode that made the cached embedding read it.
+        Err(_) => Ok(()),
+    }
 }
 
 /// `(length, declared length)` of a RIFF file (WebP) shorter than its header says; the
@@ -204,14 +276,13 @@ fn riff_shortfall(bytes: &[u8]) -> Option<(u64, u64)> {
     (got < declared).then_some((got, declared))
 }
 
-/// [`decode_bytes_region`] for a file already sniffed as `format` and, for a JPEG, checked
-/// for truncation.
+/// [`decode_held`] for a file other than JPEG already sniffed as `format`.
 fn decode_complete(
     bytes: &[u8],
     format: ImageFormat,
     origin: &Path,
     options: &DecodeOptions,
-) -> Result<Decoded, PreprocessError> {
+) -> Result<(Decoded, Grant), PreprocessError> {
     let decode_err = |source| match source {
         image::ImageError::Unsupported(source) => PreprocessError::Unsupported {
             path: origin.to_path_buf(),
@@ -222,9 +293,6 @@ fn decode_complete(
             cause: source,
         },
     };
-    if format == ImageFormat::Jpeg {
-        return decode_jpeg(bytes, origin, options);
-    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(options.limits());
     let mut decoder = reader.into_decoder().map_err(|err| {
@@ -260,6 +328,24 @@ fn decode_complete(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    // The decoder's buffer, its RGB copy (unless it is RGB already) and the upright copy.
+    let decoded_bytes = decoder.total_bytes();
+    let rgb = pixels.saturating_mul(3);
+    let converted = if decoder.color_type() == image::ColorType::Rgb8 {
+        0
+    } else {
+        rgb
+    };
+    let need = decoded_bytes
+        .saturating_add(converted)
+        .saturating_add(jpeg::upright_bytes(rgb, orientation) - rgb);
+    let mut grant = reserve(
+        need,
+        options,
+        origin,
+        (width, height),
+        &format!("{format:?}"),
+    )?;
     let image = match DynamicImage::from_decoder(decoder) {
         Ok(image) => image,
         Err(image::ImageError::Limits(_)) => {
@@ -304,7 +390,27 @@ fn decode_complete(
     let rgb = to_rgb(image, key);
     let mut upright = DynamicImage::ImageRgb8(rgb);
     upright.apply_orientation(orientation);
-    Ok(Decoded::from(upright.into_rgb8()))
+    let upright = upright.into_rgb8();
+    grant.shrink_to(upright.as_raw().len() as u64);
+    Ok((Decoded::from(upright), grant))
+}
+
+/// Reserves `need` bytes for decoding `origin` ([`budget`]), or says why not.
+fn reserve(
+    need: u64,
+    options: &DecodeOptions,
+    origin: &Path,
+    (width, height): (u32, u32),
+    kind: &str,
+) -> Result<Grant, PreprocessError> {
+    budget::reserve(need, options.max_memory()).ok_or_else(|| PreprocessError::TooMuchMemory {
+        path: origin.to_path_buf(),
+        width,
+        height,
+        kind: kind.to_string(),
+        need,
+        limit: options.max_memory(),
+    })
 }
 
 /// Whether a decoder's error means that the data ran out rather than that it is wrong: an
@@ -334,27 +440,45 @@ fn ran_out(err: &image::ImageError) -> bool {
 /// orientation. No other decoder is tried: every JPEG gets Pillow's pixels or an error.
 fn decode_jpeg(
     bytes: &[u8],
+    buffered: bool,
     origin: &Path,
     options: &DecodeOptions,
-) -> Result<Decoded, PreprocessError> {
+) -> Result<(Decoded, Grant), PreprocessError> {
     use image::metadata::Orientation as O;
-    let decoded = jpeg::decode(bytes, options.max_pixels, options.jpeg_downscale).map_err(
-        |err| match err {
-            jpeg::JpegError::TooLarge { width, height } => PreprocessError::TooLarge {
-                path: origin.to_path_buf(),
-                width,
-                height,
-                max_pixels: options.max_pixels,
-            },
-            jpeg::JpegError::Decode(message) => PreprocessError::Decode {
-                path: origin.to_path_buf(),
-                cause: image::ImageError::Decoding(image::error::DecodingError::new(
-                    image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
-                    message,
-                )),
-            },
+    let limits = jpeg::Limits {
+        max_pixels: options.max_pixels,
+        max_memory: options.max_memory(),
+        downscale_side: options.jpeg_downscale,
+        buffered,
+    };
+    let (decoded, mut grant) = jpeg::decode(bytes, limits).map_err(|err| match err {
+        jpeg::JpegError::TooLarge { width, height } => PreprocessError::TooLarge {
+            path: origin.to_path_buf(),
+            width,
+            height,
+            max_pixels: options.max_pixels,
         },
-    )?;
+        jpeg::JpegError::Memory {
+            width,
+            height,
+            kind,
+            need,
+        } => PreprocessError::TooMuchMemory {
+            path: origin.to_path_buf(),
+            width,
+            height,
+            kind,
+            need,
+            limit: options.max_memory(),
+        },
+        jpeg::JpegError::Decode(message) => PreprocessError::Decode {
+            path: origin.to_path_buf(),
+            cause: image::ImageError::Decoding(image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
+                message,
+            )),
+        },
+    })?;
     let (width, height) = decoded.full_size;
     // The last reduced row and column may stand for fewer than `factor` pixels.
     let scale = f64::from(decoded.factor);
@@ -374,15 +498,18 @@ fn decode_jpeg(
         orientation,
         O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
     );
-    Ok(Decoded {
-        image: upright.into_rgb8(),
+    let image = upright.into_rgb8();
+    grant.shrink_to(image.as_raw().len() as u64);
+    let decoded = Decoded {
+        image,
         full_size: if turned {
             (height, width)
         } else {
             (width, height)
         },
         bounds: stored.oriented(orientation).bounds,
-    })
+    };
+    Ok((decoded, grant))
 }
 
 /// A decoded, upright image and where the picture lies in it: a JPEG decoded at reduced size

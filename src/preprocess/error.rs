@@ -78,6 +78,37 @@ pub enum PreprocessError {
         height: u32,
         max_pixels: u64,
     },
+    /// Decoding would take more memory than decoders may hold at once (worked out from
+    /// the header, before anything is allocated).
+    #[error(
+        "{} ({width}x{height}, {kind}) would take {} MiB to decode, over the {} MiB that image \
+         decoding may use at once; if the image is genuine, raise --max-megapixels (the \
+         memory limit grows with it) or re-save it smaller (or, for a JPEG, as baseline)",
+        path.display(),
+        need.div_ceil(1 << 20),
+        limit >> 20
+    )]
+    TooMuchMemory {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        /// e.g. "progressive CMYK JPEG", "Png".
+        kind: String,
+        /// Bytes the decode would take.
+        need: u64,
+        /// Bytes all decodes may hold at once ([`DecodeOptions::max_memory`](super::DecodeOptions::max_memory)).
+        limit: u64,
+    },
+    #[error(
+        "{} has {scans} scans, more than the {limit} any real JPEG needs: the file is damaged \
+         or made to waste CPU time; re-save it from the original",
+        path.display()
+    )]
+    TooManyScans {
+        path: PathBuf,
+        scans: usize,
+        limit: usize,
+    },
     #[error("{} has no pixels ({width}x{height}); re-export the image", path.display())]
     EmptyFile {
         path: PathBuf,

@@ -24,6 +24,8 @@ use image::metadata::Orientation;
 use image::RgbImage;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 
+use super::budget::{self, Grant};
+
 /// Reduction factors, largest first.
 const FACTORS: [u32; 3] = [8, 4, 2];
 
@@ -45,7 +47,19 @@ pub(super) enum JpegError {
     Decode(String),
     /// More than the pixel limit (checked from the header, before any pixel buffer).
     TooLarge { width: u32, height: u32 },
+    /// Decoding would take more than the decoders' memory limit (worked out from the
+    /// header, before any buffer).
+    Memory {
+        width: u32,
+        height: u32,
+        /// e.g. "progressive CMYK".
+        kind: String,
+        need: u64,
+    },
 }
+
+/// The bytes a libjpeg block of coefficients takes (64 `JCOEF`s of 2 bytes).
+const BLOCK_BYTES: u64 = 128;
 
 /// A decoded JPEG as stored (EXIF orientation not applied yet).
 #[derive(Debug)]
@@ -60,20 +74,32 @@ pub(super) struct Jpeg {
     pub orientation: Orientation,
 }
 
-/// Decodes `bytes` to RGB: full size, or with `downscale_side = Some(side)` reduced by the
-/// [`reduction`] for `side`. Files over `max_pixels` are refused from their header.
-/// Greyscale is replicated and CMYK/YCCK converted as Pillow's `convert("RGB")` does.
-pub(super) fn decode(
-    bytes: &[u8],
-    max_pixels: u64,
-    downscale_side: Option<u32>,
-) -> Result<Jpeg, JpegError> {
+/// How a JPEG is decoded and what it may take.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Largest `width * height`.
+    pub max_pixels: u64,
+    /// Bytes that every decode in the process may hold at once ([`budget`]).
+    pub max_memory: u64,
+    /// `Some(side)`: reduce by the [`reduction`] for `side`.
+    pub downscale_side: Option<u32>,
+    /// libjpeg keeps the whole image's coefficients until the last scan: the file is
+    /// progressive, or its first scan holds only some of the components (see
+    /// `super::truncation::JpegWalk::buffered`).
+    pub buffered: bool,
+}
+
+/// Decodes `bytes` to RGB: full size, or reduced (see [`Limits::downscale_side`]). Files
+/// over `max_pixels`, or whose decoding would take more than `max_memory` (coefficient
+/// buffers, samples, the RGB image), are refused from their header; the memory is reserved
+/// from [`budget`] before libjpeg allocates it, and the returned grant covers the RGB image
+/// until it is dropped. Greyscale is replicated and CMYK/YCCK converted as Pillow's
+/// `convert("RGB")` does.
+pub(super) fn decode(bytes: &[u8], limits: Limits) -> Result<(Jpeg, Grant), JpegError> {
     // libjpeg reports a fatal error by calling `error_exit`, which the mozjpeg crate turns
     // into an unwind carrying the message (`resume_unwind`: no panic hook, nothing printed);
-    // it stops here, and the decompressor is dropped (freed) on the way.
-    match catch_unwind(AssertUnwindSafe(|| {
-        decode_unguarded(bytes, max_pixels, downscale_side)
-    })) {
+    // it stops here, and the decompressor (and the reservation) is dropped on the way.
+    match catch_unwind(AssertUnwindSafe(|| decode_unguarded(bytes, limits))) {
         Ok(result) => result,
         Err(payload) => Err(JpegError::Decode(
             payload
@@ -85,11 +111,13 @@ pub(super) fn decode(
     }
 }
 
-fn decode_unguarded(
-    bytes: &[u8],
-    max_pixels: u64,
-    downscale_side: Option<u32>,
-) -> Result<Jpeg, JpegError> {
+fn decode_unguarded(bytes: &[u8], limits: Limits) -> Result<(Jpeg, Grant), JpegError> {
+    let Limits {
+        max_pixels,
+        max_memory,
+        downscale_side,
+        buffered,
+    } = limits;
     let io = |e: std::io::Error| JpegError::Decode(e.to_string());
     let mut decoder = Decompress::builder()
         .with_markers(&[Marker::APP(1)])
@@ -119,6 +147,29 @@ fn decode_unguarded(
         4 => (ColorSpace::JCS_CMYK, 4),
         _ => (ColorSpace::JCS_RGB, 3),
     };
+    let need = memory_needed(
+        &decoder,
+        (width, height),
+        factor,
+        channels,
+        buffered,
+        orientation,
+    );
+    let Some(mut grant) = budget::reserve(need, max_memory) else {
+        let colour = match components {
+            1 => "greyscale",
+            4 => "CMYK",
+            _ => "colour",
+        };
+        let mode = if buffered { "progressive" } else { "baseline" };
+        return Err(JpegError::Memory {
+            width,
+            height,
+            kind: format!("{mode} {colour} JPEG"),
+            need,
+        });
+    };
+    // For a buffered file this reads every scan into the coefficient buffers.
     let mut started = decoder.to_colorspace(space).map_err(io)?;
     let (out_w, out_h) = (started.width(), started.height());
     let samples: Vec<u8> = started.read_scanlines().map_err(io)?;
@@ -137,12 +188,64 @@ fn decode_unguarded(
     let image = RgbImage::from_raw(out_w as u32, out_h as u32, rgb).ok_or_else(|| {
         JpegError::Decode(format!("{out_w}x{out_h} does not fit an image buffer"))
     })?;
-    Ok(Jpeg {
-        image,
-        full_size: (width, height),
-        factor,
-        orientation,
-    })
+    // The decompressor's buffers are gone: what is left is the image, and the copy that
+    // turning it upright makes.
+    grant.shrink_to(upright_bytes(image.as_raw().len() as u64, orientation));
+    Ok((
+        Jpeg {
+            image,
+            full_size: (width, height),
+            factor,
+            orientation,
+        },
+        grant,
+    ))
+}
+
+/// The bytes an RGB image of `rgb` bytes holds while it is turned upright: twice as many
+/// when its orientation needs a copy.
+pub(super) fn upright_bytes(rgb: u64, orientation: Orientation) -> u64 {
+    if orientation == Orientation::NoTransforms {
+        rgb
+    } else {
+        2 * rgb
+    }
+}
+
+/// What decoding the JPEG whose header `decoder` has read takes, in bytes, at most: the
+/// whole-image coefficient buffers when `buffered` (each component's blocks, padded to its
+/// sampling factors as jdcoefct.c allocates them), libjpeg's row buffers, the samples
+/// read out, the RGB copy of other than 3 channels, and the copy turning it upright.
+fn memory_needed(
+    decoder: &Decompress<&[u8]>,
+    (width, height): (u32, u32),
+    factor: u32,
+    channels: usize,
+    buffered: bool,
+    orientation: Orientation,
+) -> u64 {
+    let mut need = 0u64;
+    for c in decoder.components() {
+        let (h, v) = (
+            u64::try_from(c.h_samp_factor).unwrap_or(1).max(1),
+            u64::try_from(c.v_samp_factor).unwrap_or(1).max(1),
+        );
+        let (across, down) = (u64::from(c.width_in_blocks), u64::from(c.height_in_blocks));
+        if buffered {
+            need = need.saturating_add(
+                across.next_multiple_of(h) * down.next_multiple_of(v) * BLOCK_BYTES,
+            );
+        }
+        // An MCU row with its context rows above and below, for fancy upsampling.
+        need = need.saturating_add(across * 8 * v * 8 * 3);
+    }
+    let pixels = u64::from(width).div_ceil(u64::from(factor))
+        * u64::from(height).div_ceil(u64::from(factor));
+    let samples = pixels * channels as u64;
+    // Greyscale and CMYK are converted into a second buffer; RGB samples are the image.
+    let converted = if channels == 3 { 0 } else { pixels * 3 };
+    let turned = upright_bytes(pixels * 3, orientation) - pixels * 3;
+    need.saturating_add(samples + converted + turned)
 }
 
 /// One pixel of libjpeg's CMYK output to RGB as Pillow does it. Pillow reads a CMYK JPEG
@@ -162,7 +265,7 @@ fn muldiv255(a: u8, b: u8) -> u8 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::path::Path;
 
@@ -199,6 +302,108 @@ mod tests {
         }
     }
 
+    /// [`decode`] without a memory limit.
+    fn decode_with(bytes: &[u8], max_pixels: u64, side: Option<u32>) -> Result<Jpeg, JpegError> {
+        let limits = Limits {
+            max_pixels,
+            max_memory: u64::MAX,
+            downscale_side: side,
+            buffered: super::super::truncation::walk(bytes).buffered,
+        };
+        decode(bytes, limits).map(|(jpeg, _)| jpeg)
+    }
+
+    /// A `width` x `height` JPEG of `space` (RGB, greyscale or CMYK samples), progressive
+    /// or baseline, whose frame header then claims `claimed` (width, height).
+    pub(crate) fn jpeg_claiming(
+        space: ColorSpace,
+        progressive: bool,
+        (width, height): (usize, usize),
+        claimed: (u16, u16),
+    ) -> Vec<u8> {
+        let channels = mozjpeg::ColorSpaceExt::num_components(&space);
+        let mut compress = mozjpeg::Compress::new(space);
+        // libjpeg's own defaults (MozJPEG's make every file progressive).
+        compress.set_fastest_defaults();
+        compress.set_size(width, height);
+        compress.set_quality(80.0);
+        if progressive {
+            compress.set_progressive_mode();
+        }
+        let mut started = compress.start_compress(Vec::new()).unwrap();
+        let samples: Vec<u8> = (0..width * height * channels)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        started.write_scanlines(&samples).unwrap();
+        let mut bytes = started.finish().unwrap();
+        let sof = bytes
+            .windows(2)
+            .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xC2))
+            .unwrap();
+        bytes[sof + 5..sof + 7].copy_from_slice(&claimed.1.to_be_bytes());
+        bytes[sof + 7..sof + 9].copy_from_slice(&claimed.0.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn memory_is_worked_out_from_the_header_and_refused_over_the_limit() {
+        let side = 11_000u64;
+        let pixels = side * side;
+        let blocks = (side / 8) * (side / 8);
+        let cmyk = jpeg_claiming(ColorSpace::JCS_CMYK, true, (16, 16), (11_000, 11_000));
+        let walk = super::super::truncation::walk(&cmyk);
+        assert!(walk.buffered && walk.truncation.is_none());
+        let limits = Limits {
+            max_pixels: u64::MAX,
+            max_memory: 1 << 30,
+            downscale_side: None,
+            buffered: true,
+        };
+        match decode(&cmyk, limits) {
+            Err(JpegError::Memory {
+                width, need, kind, ..
+            }) => {
+                assert_eq!(width, 11_000);
+                assert_eq!(kind, "progressive CMYK JPEG");
+                // 4 components of 1375 x 1375 blocks of 128 bytes, 4 sample bytes and
+                // 3 RGB bytes a pixel, and a few MB of row buffers.
+                let least = 4 * blocks * 128 + 7 * pixels;
+                assert!(
+                    need >= least && need < least + (16 << 20),
+                    "{need} vs {least}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same frame as a baseline greyscale file keeps no coefficients: 1 sample byte
+        // and 3 RGB bytes a pixel.
+        let grey = jpeg_claiming(ColorSpace::JCS_GRAYSCALE, false, (16, 16), (11_000, 11_000));
+        assert!(!super::super::truncation::walk(&grey).buffered);
+        let tight = Limits {
+            buffered: false,
+            max_memory: 4 * pixels,
+            ..limits
+        };
+        match decode(&grey, tight) {
+            Err(JpegError::Memory { need, .. }) => {
+                assert!(need > 4 * pixels && need < 4 * pixels + (4 << 20), "{need}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A small file decodes, and its reservation covers what it keeps.
+        let small = jpeg_claiming(ColorSpace::JCS_RGB, true, (40, 30), (40, 30));
+        let (jpeg, grant) = decode(
+            &small,
+            Limits {
+                max_memory: 1 << 20,
+                ..limits
+            },
+        )
+        .unwrap();
+        assert_eq!(jpeg.image.dimensions(), (40, 30));
+        assert_eq!(grant.bytes(), 40 * 30 * 3);
+    }
+
     fn fixture(name: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/images")
@@ -212,12 +417,12 @@ mod tests {
         // that keeps 20 pixels.
         let bytes = fixture("chelsea.jpg");
         for (side, factor, size) in [(37, 2, (112, 75)), (18, 4, (56, 38)), (9, 8, (28, 19))] {
-            let jpeg = decode(&bytes, u64::MAX, Some(side)).unwrap();
+            let jpeg = decode_with(&bytes, u64::MAX, Some(side)).unwrap();
             assert_eq!(jpeg.factor, factor, "side {side}");
             assert_eq!(jpeg.image.dimensions(), size, "factor {factor}");
             assert_eq!(jpeg.full_size, (224, 149));
         }
-        let full = decode(&bytes, u64::MAX, None).unwrap();
+        let full = decode_with(&bytes, u64::MAX, None).unwrap();
         assert_eq!((full.factor, full.image.dimensions()), (1, (224, 149)));
     }
 
@@ -225,20 +430,20 @@ mod tests {
     fn limits_and_garbage_are_errors_not_panics() {
         let bytes = fixture("chelsea.jpg");
         assert_eq!(
-            decode(&bytes, 224 * 149 - 1, None).unwrap_err(),
+            decode_with(&bytes, 224 * 149 - 1, None).unwrap_err(),
             JpegError::TooLarge {
                 width: 224,
                 height: 149
             }
         );
-        assert!(decode(&bytes, 224 * 149, None).is_ok());
+        assert!(decode_with(&bytes, 224 * 149, None).is_ok());
         for bad in [
             &b"\xFF\xD8\xFF\xE0 not really"[..],
             b"",
             b"\xFF\xD8",
             b"text",
         ] {
-            let err = decode(bad, u64::MAX, None).unwrap_err();
+            let err = decode_with(bad, u64::MAX, None).unwrap_err();
             assert!(
                 matches!(&err, JpegError::Decode(m) if !m.is_empty()),
                 "{err:?}"
@@ -250,14 +455,14 @@ mod tests {
         for b in &mut corrupt[n / 2..n / 2 + 40] {
             *b = 0x5A;
         }
-        assert!(decode(&corrupt, u64::MAX, None).is_ok());
+        assert!(decode_with(&corrupt, u64::MAX, None).is_ok());
     }
 
     #[test]
     fn exif_orientation_is_read() {
-        let jpeg = decode(&fixture("coffee_exif6.jpg"), u64::MAX, None).unwrap();
+        let jpeg = decode_with(&fixture("coffee_exif6.jpg"), u64::MAX, None).unwrap();
         assert_eq!(jpeg.orientation, Orientation::Rotate90);
-        let plain = decode(&fixture("coffee.jpg"), u64::MAX, None).unwrap();
+        let plain = decode_with(&fixture("coffee.jpg"), u64::MAX, None).unwrap();
         assert_eq!(plain.orientation, Orientation::NoTransforms);
     }
 }

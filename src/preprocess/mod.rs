@@ -8,6 +8,7 @@
 //! size in the DCT domain; [`Preprocessor::preprocess_decoded`] then resizes and crops as for
 //! the full-size picture.
 
+mod budget;
 mod config;
 mod decode;
 mod error;
@@ -23,8 +24,9 @@ pub use config::{
     CropRounding, PreprocessConfig, Resample, ResizeTarget, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
 };
 pub use decode::{
-    decode_bytes, decode_bytes_region, decode_bytes_with, decode_file, decode_file_region,
-    decode_file_with, DecodeOptions, Decoded, DEFAULT_MAX_PIXELS,
+    check_bytes, decode_bytes, decode_bytes_region, decode_bytes_with, decode_file,
+    decode_file_region, decode_file_with, DecodeOptions, Decoded, DEFAULT_MAX_PIXELS,
+    MAX_JPEG_SCANS,
 };
 pub use error::PreprocessError;
 
@@ -65,6 +67,20 @@ impl Preprocessor {
         let (width, height) = image.dimensions();
         let whole = [0.0, 0.0, f64::from(width), f64::from(height)];
         self.preprocess_region(image, (width, height), whole)
+    }
+
+    /// Decodes `bytes` (`origin` names them in errors) with `options` and preprocesses
+    /// the image, holding the decoded image's memory reservation until it is done with: so
+    /// workers decoding large images at once stay within
+    /// [`DecodeOptions::max_memory`] together.
+    pub fn preprocess_bytes(
+        &self,
+        bytes: &[u8],
+        origin: &std::path::Path,
+        options: &DecodeOptions,
+    ) -> Result<Vec<f32>, PreprocessError> {
+        let (decoded, _held) = decode::decode_held(bytes, origin, options)?;
+        self.preprocess_decoded(&decoded)
     }
 
     /// [`Self::preprocess`] for an image that may have been decoded at reduced size

@@ -93,6 +93,8 @@ struct Frame {
     progressive: bool,
     width: u32,
     height: u32,
+    /// Components in the frame.
+    components: usize,
     /// Largest vertical and horizontal sampling factors (MCU size is 8 times these).
     max_v: u32,
     max_h: u32,
@@ -100,65 +102,108 @@ struct Frame {
     restart: u32,
 }
 
-/// `Some` when `bytes`, a JPEG file starting with SOI, stops before its EOI marker; `None`
-/// when it is complete or when its structure is broken in some other way (the decoder then
-/// reports what it finds). With the truncation comes the length of the well-formed prefix:
-/// `bytes[..keep]` followed by an EOI marker is what libjpeg decodes after its "premature
-/// end of JPEG file" warning (it inserts a fake EOI where the data runs out).
+/// What one pass over a JPEG's marker structure finds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct JpegWalk {
+    /// Where the file stops before its end-of-image marker, if it does, and the length of
+    /// the well-formed prefix: `bytes[..keep]` followed by an EOI marker is what libjpeg
+    /// decodes after its "premature end of JPEG file" warning (it inserts a fake EOI where
+    /// the data runs out). `None` when the file is complete, or broken in a way the decoder
+    /// reports itself.
+    pub truncation: Option<(JpegTruncation, usize)>,
+    /// Start-of-scan markers before the end.
+    pub scans: usize,
+    /// libjpeg keeps every coefficient of the image until the last scan: the frame is
+    /// progressive, or its first scan holds fewer components than the frame (jdinput.c
+    /// `initial_setup`: `has_multiple_scans`).
+    pub buffered: bool,
+}
+
+/// `Some` when `bytes`, a JPEG file starting with SOI, stops before its EOI marker (see
+/// [`JpegWalk::truncation`]).
+#[cfg(test)]
 pub(super) fn jpeg_truncation(bytes: &[u8]) -> Option<(JpegTruncation, usize)> {
+    walk(bytes).truncation
+}
+
+/// Walks the marker structure of `bytes` (a JPEG file starting with SOI) as libjpeg reads
+/// it, without decoding: segments, scans and their entropy-coded data, up to EOI.
+pub(super) fn walk(bytes: &[u8]) -> JpegWalk {
+    let mut walk = JpegWalk::default();
     if bytes.get(..2) != Some(&[0xFF, 0xD8]) {
-        return None;
+        return walk;
     }
     let end = bytes.len();
     let mut frame = Frame::default();
-    let mut scans = 0usize;
     let mut pos = 2;
     loop {
-        // A marker: 0xFF, any number of 0xFF fill bytes, then the marker byte.
-        let Some(&byte) = bytes.get(pos) else {
-            return Some((after_data(end, scans, &frame), end));
+        // A marker: 0xFF, any number of 0xFF fill bytes, then the marker byte. Like
+        // libjpeg's `next_marker`, skip other bytes before it and stuffed FF 00 pairs
+        // (libjpeg warns of "extraneous bytes before marker" and goes on), so that junk
+        // between segments cannot hide a cut.
+        let marker_start = loop {
+            let Some(offset) = bytes[pos..].iter().position(|&b| b == 0xFF) else {
+                walk.truncation = Some((after_data(end, walk.scans, &frame), end));
+                return walk;
+            };
+            let start = pos + offset;
+            pos = start;
+            while bytes.get(pos + 1) == Some(&0xFF) {
+                pos += 1;
+            }
+            match bytes.get(pos + 1) {
+                None => {
+                    walk.truncation = Some((after_data(end, walk.scans, &frame), start));
+                    return walk;
+                }
+                Some(0x00) => pos += 2,
+                Some(_) => break start,
+            }
         };
-        if byte != 0xFF {
-            return None;
-        }
-        let marker_start = pos;
-        while bytes.get(pos + 1) == Some(&0xFF) {
-            pos += 1;
-        }
-        let Some(&marker) = bytes.get(pos + 1) else {
-            return Some((after_data(end, scans, &frame), marker_start));
-        };
+        let marker = bytes[pos + 1];
         pos += 2;
         match marker {
-            0xD9 => return None,
+            // The end, or a second start that libjpeg refuses.
+            0xD9 | 0xD8 => return walk,
             // Standalone markers: no length.
             0x01 | 0xD0..=0xD7 => continue,
-            0x00 | 0xD8 => return None,
             _ => {}
         }
         let Some(len) = bytes.get(pos..pos + 2) else {
-            return Some((after_data(end, scans, &frame), marker_start));
+            walk.truncation = Some((after_data(end, walk.scans, &frame), marker_start));
+            return walk;
         };
         let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
         let Some(segment) = bytes.get(pos..pos + len) else {
-            return Some((after_data(end, scans, &frame), marker_start));
+            walk.truncation = Some((after_data(end, walk.scans, &frame), marker_start));
+            return walk;
         };
         read_segment(marker, segment, &mut frame);
         pos += len;
         if marker == 0xDA {
-            scans += 1;
+            walk.scans += 1;
+            if walk.scans == 1 {
+                let in_scan = segment.get(2).map_or(0, |&n| usize::from(n));
+                walk.buffered = frame.progressive || in_scan < frame.components;
+            }
             // Entropy-coded data runs to the next marker that is neither a stuffed 0x00 nor
             // a restart marker.
             let start = pos;
             let mut restarts = 0u32;
             loop {
-                let Some(offset) = bytes.get(pos..)?.iter().position(|&b| b == 0xFF) else {
-                    return Some((in_scan(end - start, scans, restarts, &frame), end));
+                let Some(offset) = bytes[pos..].iter().position(|&b| b == 0xFF) else {
+                    let cut = in_scan(end - start, walk.scans, restarts, &frame);
+                    walk.truncation = Some((cut, end));
+                    return walk;
                 };
                 pos += offset;
                 match bytes.get(pos + 1) {
                     // A last lone 0xFF is half a marker or a stuffed byte: drop it.
-                    None => return Some((in_scan(end - start, scans, restarts, &frame), pos)),
+                    None => {
+                        let cut = in_scan(end - start, walk.scans, restarts, &frame);
+                        walk.truncation = Some((cut, pos));
+                        return walk;
+                    }
                     Some(0x00) => pos += 2,
                     Some(0xD0..=0xD7) => {
                         restarts += 1;
@@ -173,7 +218,7 @@ pub(super) fn jpeg_truncation(bytes: &[u8]) -> Option<(JpegTruncation, usize)> {
     }
 }
 
-/// `bytes[..keep]` (see [`jpeg_truncation`]) closed with an EOI marker, so that a decoder
+/// `bytes[..keep]` (see [`JpegWalk::truncation`]) closed with an EOI marker, so that a decoder
 /// sees a complete structure whose last scan simply has too little data.
 pub(super) fn with_eoi(bytes: &[u8], keep: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(keep + 2);
@@ -223,6 +268,7 @@ fn read_segment(marker: u8, segment: &[u8], frame: &mut Frame) {
                 frame.height = u32::from(u16::from_be_bytes([segment[3], segment[4]]));
                 frame.width = u32::from(u16::from_be_bytes([segment[5], segment[6]]));
                 let count = usize::from(segment[7]);
+                frame.components = count;
                 for c in 0..count {
                     if let Some(&sampling) = segment.get(8 + 3 * c + 1) {
                         frame.max_h = frame.max_h.max(u32::from(sampling >> 4));
@@ -375,6 +421,55 @@ mod tests {
                 JpegTruncation::AfterScan { .. } => panic!("{cut}: {found:?}"),
             }
         }
+    }
+
+    #[test]
+    fn junk_between_segments_does_not_hide_a_cut() {
+        let bytes = jpeg(40, 30);
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        // Junk libjpeg skips with a warning, and a stuffed FF 00 pair, before the scan.
+        let mut junk = bytes[..sos].to_vec();
+        junk.extend_from_slice(&[0x12, 0x34, 0x56, 0xFF, 0x00]);
+        junk.extend_from_slice(&bytes[sos..]);
+        let whole = walk(&junk);
+        assert_eq!((whole.truncation, whole.scans), (None, 1));
+        let cut = &junk[..junk.len() * 6 / 10];
+        match jpeg_truncation(cut) {
+            Some((JpegTruncation::InScan { scan: 1, .. }, keep)) => assert_eq!(keep, cut.len()),
+            other => panic!("{other:?}"),
+        }
+        // Junk after a complete segment, then the end of the file: no EOI, a cut.
+        let mut tail = junk[..sos + 5].to_vec();
+        tail.extend_from_slice(b"junk");
+        assert!(matches!(
+            jpeg_truncation(&tail),
+            Some((JpegTruncation::InSegment { .. }, _))
+        ));
+    }
+
+    #[test]
+    fn scans_are_counted_and_buffering_is_known() {
+        use mozjpeg::ColorSpace;
+        let claim = |space, progressive| {
+            super::super::jpeg::tests::jpeg_claiming(space, progressive, (24, 16), (24, 16))
+        };
+        let baseline = walk(&claim(ColorSpace::JCS_RGB, false));
+        assert_eq!((baseline.scans, baseline.buffered), (1, false));
+        let progressive = walk(&claim(ColorSpace::JCS_RGB, true));
+        assert!(
+            progressive.scans > 5 && progressive.buffered,
+            "{progressive:?}"
+        );
+        // A baseline frame whose first scan holds one of its three components.
+        let mut bytes = vec![0xFF, 0xD8];
+        bytes.extend_from_slice(&[0xFF, 0xC0, 0, 17, 8, 0, 8, 0, 8, 3]);
+        bytes.extend_from_slice(&[1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]);
+        bytes.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 63, 0, 0x12, 0xFF, 0xD9]);
+        let walked = walk(&bytes);
+        assert_eq!(
+            (walked.scans, walked.buffered, walked.truncation),
+            (1, true, None)
+        );
     }
 
     #[test]

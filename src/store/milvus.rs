@@ -138,9 +138,12 @@ fn connect_config(endpoint: &MilvusEndpoint) -> ConnectConfig {
         )
         .telemetry(TelemetryConfig::new().enabled(false));
     if let Some(user) = &endpoint.user {
-        config = config
-            .username(user)
-            .password(endpoint.password.clone().unwrap_or_default());
+        config = config.username(user).password(
+            endpoint
+                .password
+                .as_ref()
+                .map_or_else(String::new, |p| p.expose().to_string()),
+        );
     }
     if let Some(database) = &endpoint.database {
         config = config.database(database);

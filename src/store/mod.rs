@@ -78,9 +78,15 @@ pub enum AddressError {
     CollectionName { name: String },
     #[error("{shown} names no host; give milvus://[USER[:PASSWORD]@]HOST[:PORT]/COLLECTION")]
     NoHost { shown: String },
-    #[error("{shown}: the port {port:?} is not a number from 1 to 65535")]
-    Port { shown: String, port: String },
-    #[error("table name {name:?} is not a plain SQL name; use letters, digits and _ (optionally SCHEMA.TABLE), at most 63 characters each")]
+    #[error("the database address has a port that is not a number from 1 to 65535; write HOST:PORT (the address is not repeated here, as it may hold a password)")]
+    Port,
+    #[error("the database address has a parameter without `=`; write parameters as ?KEY=VALUE&KEY=VALUE (the address is not repeated here, as it may hold a password)")]
+    Parameter,
+    #[error("the database address has an `@` that does not end its user part, or a `/`, `?` or `#` in its user name; percent-encode them in the user name and password (`@` as %40, `/` as %2F, `?` as %3F, `#` as %23; the address is not repeated here, as it may hold a password)")]
+    Ambiguous,
+    #[error("the database address has a parameter vlm cannot pass on (it knows {known}); a password holding `&` or `=` must be percent-encoded (%26, %3D; the address is not repeated here, as it may hold a password)")]
+    UnknownParameter { known: String },
+    #[error("table name {name:?} is not a plain SQL name; use letters, digits and _ (optionally SCHEMA.TABLE), the schema at most 63 characters and the table at most {MAX_TABLE_LEN}, so that its index name (TABLE{INDEX_SUFFIX}) fits PostgreSQL's 63-byte limit on names")]
     TableName { name: String },
     #[error(
         "the table is named twice ({url:?} in the address, {flag:?} by --table); give it once"
@@ -281,59 +287,254 @@ pub fn is_database_url(arg: &str) -> bool {
     backend_of(arg).is_some()
 }
 
-/// `url` with every password (in the user part and as a `password=` parameter) replaced by
-/// `***`, safe to print in messages and logs.
-pub fn redact(url: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
-    let mut shown = match head.split_once("://") {
-        Some((scheme, rest)) => {
-            // The user part ends at the last '@' before the path.
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            let authority = match authority.rsplit_once('@') {
-                Some((userinfo, hosts)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{user}:***@{hosts}"),
-                    None => format!("{userinfo}@{hosts}"),
-                },
-                None => authority.to_string(),
-            };
-            format!("{scheme}://{authority}{path}")
+/// Text that holds a password: handed to the client, never printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The text itself, for the client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A database address split as the PostgreSQL client (`tokio-postgres`'s URL parser, which
+/// follows libpq) splits it: the user part runs to the first `@` anywhere, the user name to
+/// its first `:` and the password to the `@`; then the hosts to the first `/` or `?`, the
+/// path to `?`, and `KEY=VALUE` parameters separated by `&`. Every piece is as written
+/// (still percent-encoded). Milvus addresses are split by the same rules, so what vlm shows
+/// and what it connects with always come from the same pieces.
+struct UrlParts<'a> {
+    scheme: String,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    hosts: &'a str,
+    path: Option<&'a str>,
+    params: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> UrlParts<'a> {
+    fn split(url: &'a str) -> Result<Self, AddressError> {
+        let Some((scheme, mut rest)) = url.split_once("://") else {
+            return Err(AddressError::Scheme {
+                shown: "the address".to_string(),
+            });
+        };
+        let (mut user, mut password) = (None, None);
+        if let Some((creds, after)) = rest.split_once('@') {
+            match creds.split_once(':') {
+                Some((u, p)) => (user, password) = (Some(u), Some(p)),
+                None => user = Some(creds),
+            }
+            rest = after;
         }
-        None => "***".to_string(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => pair.to_string(),
+        let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (hosts, mut rest) = rest.split_at(host_end);
+        let mut path = None;
+        if let Some(after) = rest.strip_prefix('/') {
+            let end = after.find('?').unwrap_or(after.len());
+            path = Some(&after[..end]);
+            rest = &after[end..];
+        }
+        let mut params = Vec::new();
+        if let Some(mut query) = rest.strip_prefix('?') {
+            while !query.is_empty() {
+                let Some((key, after)) = query.split_once('=') else {
+                    return Err(AddressError::Parameter);
+                };
+                let (value, after) = after.split_once('&').unwrap_or((after, ""));
+                params.push((key, value));
+                query = after;
+            }
+        }
+        // An '@' the client does not take as the end of the user part (the first one ends
+        // it) would put the rest of a password in what vlm shows as the host, path or a
+        // parameter; only a parameter shown as `***` may hold one.
+        let stray_at = hosts.contains('@')
+            || path.is_some_and(|p| p.contains('@'))
+            || params.iter().any(|(key, value)| {
+                key.contains('@') || (is_shown_key(key) && value.contains('@'))
+            });
+        if stray_at || user.is_some_and(|u| u.contains(['/', '?', '#'])) {
+            return Err(AddressError::Ambiguous);
+        }
+        for chunk in hosts.split(',').filter(|c| !c.is_empty()) {
+            let port = match chunk.strip_prefix('[') {
+                Some(v6) => match v6.split_once(']') {
+                    Some((_, "")) => None,
+                    Some((_, tail)) => Some(tail.strip_prefix(':').unwrap_or(tail)),
+                    None => Some(""),
+                },
+                None => chunk.split_once(':').map(|(_, port)| port),
+            };
+            if let Some(port) = port {
+                if !port.bytes().all(|b| b.is_ascii_digit())
+                    || port.parse::<u16>().map_or(true, |p| p == 0)
+                {
+                    return Err(AddressError::Port);
+                }
+            }
+        }
+        Ok(Self {
+            scheme: scheme.to_ascii_lowercase(),
+            user,
+            password,
+            hosts,
+            path,
+            params,
+        })
+    }
+
+    /// The address with the parameters for which `keep` is true: with the password
+    /// (`hide` false, for the client) or with `***` for every password (`hide` true).
+    fn join(&self, hide: bool, keep: impl Fn(&str) -> bool) -> String {
+        let mut out = format!("{}://", self.scheme);
+        if let Some(user) = self.user {
+            out.push_str(user);
+            if let Some(password) = self.password {
+                out.push(':');
+                out.push_str(if hide { "***" } else { password });
+            }
+            out.push('@');
+        }
+        out.push_str(self.hosts);
+        if let Some(path) = self.path {
+            out.push('/');
+            out.push_str(path);
+        }
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .filter(|(key, _)| keep(&percent_decode(key)))
+            .map(|(key, value)| {
+                if hide && !is_shown_key(key) {
+                    format!("{key}=***")
+                } else {
+                    format!("{key}={value}")
+                }
             })
             .collect();
-        shown.push('?');
-        shown.push_str(&params.join("&"));
+        if !params.is_empty() {
+            out.push('?');
+            out.push_str(&params.join("&"));
+        }
+        out
     }
-    shown
+
+    /// The value of the parameter named `name` (decoded), if given.
+    fn param(&self, name: &str) -> Option<String> {
+        self.params
+            .iter()
+            .find(|(key, _)| percent_decode(key) == name)
+            .map(|(_, value)| percent_decode(value))
+    }
+}
+
+/// Parameters whose values are shown in messages; any other value (a password, an option
+/// vlm does not know, which may be the rest of a password holding `&`) shows as `***`.
+const SHOWN_PARAMS: &[&str] = &[
+    "table",
+    "db",
+    "dbname",
+    "user",
+    "host",
+    "hostaddr",
+    "port",
+    "sslmode",
+    "sslnegotiation",
+    "application_name",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// The parameters a `postgresql://` address may have: those the client (tokio-postgres
+/// 0.7's `Config::param`) knows, and vlm's `table`. The client refuses any other, so vlm
+/// refuses it first, without echoing it.
+const POSTGRES_PARAMS: &[&str] = &[
+    "table",
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// The parameters a `milvus://` address may have.
+const MILVUS_PARAMS: &[&str] = &["db", "table"];
+
+/// Whether the value of the parameter `key` (as written) may be shown.
+fn is_shown_key(key: &str) -> bool {
+    SHOWN_PARAMS.contains(&percent_decode(key).as_str())
+}
+
+/// `url` with every password (in the user part and in any `password` parameter) replaced
+/// by `***`, safe to print in messages and logs; a fixed placeholder when `url` cannot be
+/// split safely (an `@` the client would not read as the end of the user part).
+pub fn redact(url: &str) -> String {
+    match UrlParts::split(url) {
+        Ok(parts) => parts.join(true, |_| true),
+        Err(_) => "the database address".to_string(),
+    }
 }
 
 /// A checked SQL table name, optionally schema-qualified; safe to splice into SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName(String);
 
+/// PostgreSQL's longest identifier, in bytes; a longer one is cut silently.
+const MAX_IDENTIFIER: usize = 63;
+/// The suffix of a table's index name, the longest name vlm derives from a table's.
+pub(crate) const INDEX_SUFFIX: &str = "_embedding_idx";
+/// The labels table beside a table.
+pub(crate) const LABELS_SUFFIX: &str = "_labels";
+/// The longest table part whose derived names (`_labels`, `_embedding_idx`) all fit
+/// [`MAX_IDENTIFIER`]: cut, `T_labels` of a 63-byte `T` would become `T` itself.
+pub const MAX_TABLE_LEN: usize = MAX_IDENTIFIER - INDEX_SUFFIX.len();
+
 impl TableName {
     /// Accepts `name` or `schema.name` made of ASCII letters, digits and `_` (not starting
-    /// with a digit), each part at most 63 bytes (PostgreSQL's identifier limit).
+    /// with a digit), the schema at most 63 bytes (PostgreSQL's identifier limit) and the
+    /// table at most [`MAX_TABLE_LEN`], so that the names vlm derives from it fit too.
     pub fn new(name: &str) -> Result<Self, AddressError> {
-        let plain = |part: &str| {
+        let plain = |part: &str, max: usize| {
             !part.is_empty()
-                && part.len() <= 63
+                && part.len() <= max
                 && !part.starts_with(|c: char| c.is_ascii_digit())
                 && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
-        let parts: Vec<&str> = name.split('.').collect();
-        if parts.len() > 2 || !parts.iter().all(|p| plain(p)) {
+        let ok = match name.split('.').collect::<Vec<_>>()[..] {
+            [table] => plain(table, MAX_TABLE_LEN),
+            [schema, table] => plain(schema, MAX_IDENTIFIER) && plain(table, MAX_TABLE_LEN),
+            _ => false,
+        };
+        if !ok {
             return Err(AddressError::TableName {
                 name: name.to_string(),
             });
@@ -379,13 +580,13 @@ impl TableName {
 }
 
 /// A parsed `--to`/`--in` address: which database, how to reach it, the table (or
-/// collection), and how to show it.
+/// collection), and how to show it. `Debug` never shows a password.
 #[derive(Debug, Clone)]
 pub struct Address {
     pub backend: Backend,
-    /// PostgreSQL: what libpq would be given, the URL minus `table=`. Milvus: the URL minus
-    /// the collection. Holds the password; never print it.
-    pub connection: String,
+    /// PostgreSQL: what the client is given, the URL minus `table=`. Milvus: the URL minus
+    /// the collection. Holds the password.
+    pub connection: Secret,
     /// The table (PostgreSQL) or collection (Milvus).
     pub table: TableName,
     /// Where a Milvus server is (`None` for PostgreSQL).
@@ -406,29 +607,43 @@ impl Address {
     }
 
     /// Parses `url`, taking the table from its `table=` parameter (PostgreSQL), its path
-    /// (Milvus) or `table_flag`, else [`DEFAULT_TABLE`].
+    /// (Milvus) or `table_flag`, else [`DEFAULT_TABLE`]. The URL is split once, as the
+    /// PostgreSQL client splits it ([`UrlParts`]); the connection string and the shown form
+    /// are both put together from those pieces.
     pub fn parse(url: &str, table_flag: Option<&str>) -> Result<Self, AddressError> {
-        let shown = redact(url);
         let Some(backend) = backend_of(url) else {
-            return Err(AddressError::Scheme { shown });
+            return Err(AddressError::Scheme { shown: redact(url) });
         };
-        let (head, query) = match url.split_once('?') {
-            Some((head, query)) => (head, query),
-            None => (url, ""),
+        let parts = UrlParts::split(url)?;
+        let known = match backend {
+            Backend::Postgres => POSTGRES_PARAMS,
+            Backend::Milvus => MILVUS_PARAMS,
         };
-        let mut table_param = None;
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("table", value)) => table_param = Some(percent_decode(value)),
-                _ => kept.push(pair),
-            }
+        if parts
+            .params
+            .iter()
+            .any(|(key, _)| !known.contains(&percent_decode(key).as_str()))
+        {
+            return Err(AddressError::UnknownParameter {
+                known: known.join(", "),
+            });
         }
-        let (head, milvus) = match backend {
-            Backend::Postgres => (head.to_string(), None),
+        let not_table = |key: &str| key != "table";
+        let (connection, shown, milvus, from_url) = match backend {
+            Backend::Postgres => (
+                parts.join(false, not_table),
+                parts.join(true, not_table),
+                None,
+                parts.param("table"),
+            ),
             Backend::Milvus => {
-                let (endpoint, collection, head) = MilvusEndpoint::parse(head, &kept, &shown)?;
-                if let (Some(path), Some(param)) = (&collection, &table_param) {
+                let endpoint = MilvusEndpoint::from_parts(&parts, &parts.join(true, |_| true))?;
+                let collection = parts
+                    .path
+                    .map(|p| percent_decode(p.trim_matches('/')))
+                    .filter(|c| !c.is_empty());
+                let param = parts.param("table");
+                if let (Some(path), Some(param)) = (&collection, &param) {
                     if path != param {
                         return Err(AddressError::TableTwice {
                             url: path.clone(),
@@ -436,11 +651,16 @@ impl Address {
                         });
                     }
                 }
-                table_param = table_param.or(collection);
-                (head, Some(endpoint))
+                // The collection is vlm's, not the server's: the client is given the rest.
+                let base = UrlParts {
+                    path: None,
+                    ..parts
+                };
+                let (base, shown) = (base.join(false, not_table), base.join(true, not_table));
+                (base, shown, Some(endpoint), collection.or(param))
             }
         };
-        let table = match (table_param, table_flag) {
+        let table = match (from_url, table_flag) {
             (Some(url_table), Some(flag)) if url_table != flag => {
                 return Err(AddressError::TableTwice {
                     url: url_table,
@@ -455,20 +675,10 @@ impl Address {
             Backend::Postgres => TableName::new(&table)?,
             Backend::Milvus => TableName::milvus(&table)?,
         };
-        let connection = if kept.is_empty() {
-            head
-        } else {
-            format!("{head}?{}", kept.join("&"))
-        };
-        let shown_without_password = redact(&connection);
         Ok(Self {
             backend,
-            connection,
-            shown: format!(
-                "{shown_without_password} ({} {})",
-                backend.table_word(),
-                table.as_str()
-            ),
+            connection: Secret(connection),
+            shown: format!("{shown} ({} {})", backend.table_word(), table.as_str()),
             table,
             milvus,
         })
@@ -476,15 +686,15 @@ impl Address {
 }
 
 /// Where a Milvus server listens and who to log in as, from
-/// `milvus://[USER[:PASSWORD]@]HOST[:PORT][/COLLECTION][?db=NAME]`.
-#[derive(Clone, PartialEq, Eq)]
+/// `milvus://[USER[:PASSWORD]@]HOST[:PORT][/COLLECTION][?db=NAME]`. `Debug` never shows
+/// the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MilvusEndpoint {
     pub host: String,
     /// 19530 unless the address says otherwise.
     pub port: u16,
     pub user: Option<String>,
-    /// Never print it; `Debug` shows `***`.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// The `?db=` parameter; the server's `default` database when absent.
     pub database: Option<String>,
 }
@@ -492,86 +702,42 @@ pub struct MilvusEndpoint {
 /// Milvus's own default port.
 pub const MILVUS_PORT: u16 = 19530;
 
-impl std::fmt::Debug for MilvusEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MilvusEndpoint")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("database", &self.database)
-            .finish()
-    }
-}
-
 impl MilvusEndpoint {
-    /// Splits the part of a `milvus://` address before `?` into the endpoint, the
-    /// collection named by its path, and the address without that path.
-    fn parse(
-        head: &str,
-        params: &[&str],
-        shown: &str,
-    ) -> Result<(Self, Option<String>, String), AddressError> {
-        let rest = head.split_once("://").map_or(head, |(_, rest)| rest);
-        let (authority, path) = match rest.find('/') {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => (Some(userinfo), hostport),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
-            Some((user, password)) => (
-                Some(percent_decode(user)).filter(|u| !u.is_empty()),
-                Some(percent_decode(password)).filter(|p| !p.is_empty()),
-            ),
-            None => (None, None),
-        };
+    /// The endpoint of a split `milvus://` address (one host; its port checked by
+    /// [`UrlParts::split`]).
+    fn from_parts(parts: &UrlParts<'_>, shown: &str) -> Result<Self, AddressError> {
+        let hostport = parts.hosts;
         // [v6]:port, host:port, host
         let (host, port) = match hostport.strip_prefix('[') {
             Some(v6) => match v6.split_once(']') {
                 Some((addr, tail)) => (format!("[{addr}]"), tail.strip_prefix(':')),
                 None => (hostport.to_string(), None),
             },
-            None => match hostport.rsplit_once(':') {
+            None => match hostport.split_once(':') {
                 Some((host, port)) => (host.to_string(), Some(port)),
                 None => (hostport.to_string(), None),
             },
         };
-        if host.is_empty() {
+        if host.is_empty() || host.contains(',') {
             return Err(AddressError::NoHost {
                 shown: shown.to_string(),
             });
         }
-        let port =
-            match port {
-                None | Some("") => MILVUS_PORT,
-                Some(port) => port.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
-                    AddressError::Port {
-                        shown: shown.to_string(),
-                        port: port.to_string(),
-                    }
-                })?,
-            };
-        let database = params
-            .iter()
-            .find_map(|pair| pair.strip_prefix("db="))
-            .map(percent_decode)
-            .filter(|d| !d.is_empty());
-        let collection = Some(percent_decode(path.trim_matches('/'))).filter(|c| !c.is_empty());
-        let without_path = head[..head.len() - path.len()].to_string();
-        Ok((
-            Self {
-                host,
-                port,
-                user,
-                password,
-                database,
-            },
-            collection,
-            without_path,
-        ))
+        let port = match port {
+            None | Some("") => MILVUS_PORT,
+            Some(port) => port.parse::<u16>().map_err(|_| AddressError::Port)?,
+        };
+        Ok(Self {
+            host,
+            port,
+            user: parts.user.map(percent_decode).filter(|u| !u.is_empty()),
+            password: parts
+                .password
+                .map(percent_decode)
+                .filter(|p| !p.is_empty())
+                .map(Secret),
+            database: parts.param("db").filter(|d| !d.is_empty()),
+        })
     }
 }
 
@@ -601,9 +767,10 @@ pub fn embed_to(
     let mut seen = HashSet::new();
     let inputs: Vec<Input> = inputs
         .into_iter()
-        .filter(|input| seen.insert(input.display.clone()))
+        .filter(|input| seen.insert(input.key()))
         .collect();
-    let paths: Vec<String> = inputs.iter().map(|i| i.display.clone()).collect();
+    // Rows are keyed by `Input::key`, which a skip rule is handed as `Item::id`.
+    let paths: Vec<String> = inputs.iter().map(Input::key).collect();
     let known = db.stored_hashes(&paths).map_err(JobError::sink)?;
     let unchanged =
         |path: &str, key: &ContentKey| known.get(path).is_some_and(|h| *h == key.to_hex());
@@ -647,7 +814,7 @@ impl Sink<Embedded> for Upsert<'_> {
                 if self.normalized {
                     normalize(&mut row);
                 }
-                keys.push((done.input.display.as_str(), key.to_hex()));
+                keys.push((done.input.key(), key.to_hex()));
                 vectors.push(row);
             }
         }
@@ -709,7 +876,7 @@ impl Sink<Labelled<'_>> for LabelStore {
             let mut row = embedding.clone();
             normalize(&mut row);
             vectors.push(row);
-            keep.push((labelled.result.path.as_str(), key.to_hex(), top, ranked));
+            keep.push((labelled.embedded.input.key(), key.to_hex(), top, ranked));
         }
         let rows: Vec<EmbeddingRow<'_>> = keep
             .iter()
@@ -802,7 +969,10 @@ mod tests {
     fn takes_the_table_from_the_address_or_the_flag() {
         let a = Address::parse("postgresql://u:pw@h/db?table=pics&sslmode=disable", None).unwrap();
         assert_eq!(a.table.as_str(), "pics");
-        assert_eq!(a.connection, "postgresql://u:pw@h/db?sslmode=disable");
+        assert_eq!(
+            a.connection.expose(),
+            "postgresql://u:pw@h/db?sslmode=disable"
+        );
         assert_eq!(
             a.shown,
             "postgresql://u:***@h/db?sslmode=disable (table pics)"
@@ -827,6 +997,135 @@ mod tests {
     }
 
     #[test]
+    fn table_names_leave_room_for_the_names_derived_from_them() {
+        // 49 + "_embedding_idx" is 63 bytes, PostgreSQL's limit; 50 would be cut.
+        let fits = "t".repeat(49);
+        let table = TableName::new(&fits).unwrap();
+        assert_eq!(
+            table.bare(INDEX_SUFFIX).len(),
+            MAX_IDENTIFIER + 2,
+            "quotes aside"
+        );
+        assert!(TableName::new(&format!("{}.{fits}", "s".repeat(63))).is_ok());
+        for long in [
+            "t".repeat(50),
+            "t".repeat(63),
+            format!("s.{}", "t".repeat(50)),
+            format!("{}.t", "s".repeat(64)),
+        ] {
+            let err = Address::parse(&format!("postgresql://u:pw@h/db?table={long}"), None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("at most 49") && err.contains("63-byte"),
+                "{err}"
+            );
+        }
+    }
+
+    /// `text` with every byte but ASCII letters and digits percent-encoded.
+    fn encode(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+                b => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    /// The tail every test password ends with: a leak of any part of a password after one
+    /// of its special characters shows it.
+    const TAIL: &str = "Zq8w0rd";
+
+    /// Passwords made of every character that means something in a URL.
+    fn hostile_passwords() -> Vec<String> {
+        let mut passwords: Vec<String> = ["/", "?", "#", "@", ":", "%", "&", "=", " ", "ä", "€"]
+            .iter()
+            .map(|c| format!("Pa{c}ss{c}Zq8w0rd"))
+            .collect();
+        passwords.push("P/?#@:%&= äZq8w0rd€".to_string());
+        passwords.push("%41%zz@@//PZq8w0rd".to_string());
+        // The first '@' ends the user part; the rest must not pass for a host or path.
+        passwords.push("Pa@ss/Zq8w0rd".to_string());
+        passwords.push("Pa@ss?a=Zq8w0rd".to_string());
+        passwords
+    }
+
+    /// Every way an address can carry `password`, as written and percent-encoded.
+    fn addresses_with(password: &str) -> Vec<String> {
+        let mut urls = Vec::new();
+        for written in [password.to_string(), encode(password)] {
+            urls.extend([
+                format!("postgresql://u:{written}@127.0.0.1:1/db"),
+                format!("postgresql://u:{written}@/db?host=/tmp&table=t"),
+                format!("postgres://u@127.0.0.1/db?password={written}"),
+                format!("postgresql://u@h/db?sslmode=disable&pass%77ord={written}"),
+                format!("postgresql://h/db?password={written}"),
+                format!("PostgreSQL://u:{written}@h:5432"),
+                format!("milvus://u:{written}@127.0.0.1:1/coll"),
+                format!("milvus://u:{written}@h/coll?db=team"),
+                format!("milvus://u:{written}@h:x9/coll"),
+            ]);
+        }
+        urls
+    }
+
+    #[test]
+    fn no_password_is_shown_however_it_is_written() {
+        for password in hostile_passwords() {
+            let secrets = [password.clone(), encode(&password)];
+            for url in addresses_with(&password) {
+                let leaks = |text: &str| {
+                    text.contains(TAIL) || secrets.iter().any(|s| text.contains(s.as_str()))
+                };
+                assert!(!leaks(&redact(&url)), "{url} -> {}", redact(&url));
+                match Address::parse(&url, None) {
+                    Ok(address) => {
+                        assert!(!leaks(&address.shown), "{url} -> {}", address.shown);
+                        let debug = format!("{address:?}");
+                        assert!(!leaks(&debug), "{url} -> {debug}");
+                    }
+                    Err(err) => {
+                        assert!(!leaks(&err.to_string()), "{url} -> {err}");
+                        assert!(!leaks(&format!("{err:?}")), "{url} -> {err:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The client is given the password as written (decoded), so a run succeeds with
+    /// it: the pieces vlm shows are the pieces the client reads.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn the_client_reads_the_password_vlm_hides() {
+        for password in hostile_passwords() {
+            for url in [
+                format!("postgresql://u:{}@h:5/db?table=t", encode(&password)),
+                format!("postgresql://u@h/db?table=t&password={}", encode(&password)),
+                format!("postgresql://u@h/db?pass%77ord={}", encode(&password)),
+            ] {
+                let address = Address::parse(&url, None).unwrap();
+                let config: ::postgres::Config = address.connection.expose().parse().unwrap();
+                assert_eq!(config.get_password(), Some(password.as_bytes()), "{url}");
+                assert_eq!(config.get_user(), Some("u"));
+            }
+            // Written as is, a password with `/`, `?`, `#`, `:`, `%`, `&`, `=` or a space
+            // still reaches the client whole (an `@` cannot: it ends the user part).
+            if !password.contains('@') && !password.contains('%') {
+                let url = format!("postgresql://u:{password}@h/db");
+                let address = Address::parse(&url, None).unwrap();
+                let config: ::postgres::Config = address.connection.expose().parse().unwrap();
+                assert_eq!(config.get_password(), Some(password.as_bytes()), "{url}");
+                assert_eq!(
+                    address.shown,
+                    "postgresql://u:***@h/db (table vlm_embeddings)"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn parses_milvus_addresses() {
         let a = Address::parse("milvus://ann:pa%3Ass@db.example:19531/pics?db=team", None).unwrap();
         assert_eq!(a.backend, Backend::Milvus);
@@ -834,7 +1133,7 @@ mod tests {
         let m = a.milvus.as_ref().unwrap();
         assert_eq!((m.host.as_str(), m.port), ("db.example", 19531));
         assert_eq!(m.user.as_deref(), Some("ann"));
-        assert_eq!(m.password.as_deref(), Some("pa:ss"));
+        assert_eq!(m.password.as_ref().map(Secret::expose), Some("pa:ss"));
         assert_eq!(m.database.as_deref(), Some("team"));
         assert_eq!(
             a.shown,

@@ -33,7 +33,7 @@ use thiserror::Error;
 
 use super::{
     Address, AtomicBool, EmbeddingRow, EmbeddingStore, LabelRow, ModelStamp, NearPairs, Ordering,
-    StoreError, StoredHit, TableName,
+    StoreError, StoredHit, TableName, INDEX_SUFFIX, LABELS_SUFFIX,
 };
 use crate::progress::Progress;
 
@@ -106,6 +106,7 @@ pub fn config(address: &Address) -> Result<Config, PgError> {
     let mut config: Config =
         address
             .connection
+            .expose()
             .parse()
             .map_err(|e: postgres::Error| PgError::Address {
                 shown: address.shown.clone(),
@@ -312,7 +313,9 @@ impl PgStore {
     /// The existing table's embedding dimension and the model of one of its rows; `None`
     /// when there is no such table.
     fn existing(&mut self) -> Result<Option<Existing>, PgError> {
-        let name = self.table.as_str().to_string();
+        // Quoted as the table was created: `to_regclass` folds an unquoted `MyTable` to
+        // `mytable`, which is not the table vlm made.
+        let name = self.table.quoted("");
         let exists: bool = self
             .client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
@@ -396,7 +399,7 @@ impl PgStore {
              CREATE INDEX IF NOT EXISTS {index} ON {table}
                 USING hnsw (embedding vector_cosine_ops);",
             table = self.table.quoted(""),
-            index = self.table.bare("_embedding_idx"),
+            index = self.table.bare(INDEX_SUFFIX),
             dim = self.stamp.dim,
         );
         self.client
@@ -503,7 +506,7 @@ impl PgStore {
                 top_probability real NOT NULL,
                 labels jsonb NOT NULL,
                 labelled_at timestamptz NOT NULL DEFAULT now())",
-            labels = self.table.quoted("_labels"),
+            labels = self.table.quoted(LABELS_SUFFIX),
         );
         self.client
             .batch_execute(&sql)
@@ -525,7 +528,7 @@ impl PgStore {
              model = EXCLUDED.model, top_label = EXCLUDED.top_label, \
              top_probability = EXCLUDED.top_probability, labels = EXCLUDED.labels, \
              labelled_at = now()",
-            self.table.quoted("_labels")
+            self.table.quoted(LABELS_SUFFIX)
         );
         let model = self.stamp.model.clone();
         let result = (|| {

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{fixtures, stderr, vlm};
+use crate::common::{self, fixtures, stderr, vlm};
 use serde_json::Value;
 
 const MODEL: &str = "tiny-quickgelu";
@@ -344,6 +344,43 @@ fn truncated_jpegs_are_errors_unless_allowed() {
 }
 
 #[test]
+fn junk_between_segments_does_not_hide_a_cut() {
+    // Three bytes before the start of scan (libjpeg skips them with a warning), then the
+    // file cut at 60%: refused as truncated, with and without --jpeg-downscale.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixtures().join("jpeg_parity/chelsea_420_base.jpg")).unwrap();
+    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let mut junk = bytes[..sos].to_vec();
+    junk.extend_from_slice(&[0x12, 0x34, 0x56]);
+    junk.extend_from_slice(&bytes[sos..]);
+    let whole = dir.path().join("junk.jpg");
+    let cut = dir.path().join("junk_cut.jpg");
+    std::fs::write(&whole, &junk).unwrap();
+    std::fs::write(&cut, &junk[..junk.len() * 6 / 10]).unwrap();
+    for extra in [&[][..], &["--jpeg-downscale"][..]] {
+        let output = run(vlm()
+            .args(["classify", "-f", "jsonl", "-l", "cat,dog", "-m"])
+            .arg(model_dir())
+            .args(extra)
+            .arg(&whole)
+            .arg(&cut));
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        let records: Vec<Value> = stdout(&output)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2);
+        assert!(records[0]["results"].is_array(), "{}", records[0]);
+        let error = records[1]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("junk_cut.jpg is truncated") && error.contains("scan 1"),
+            "{}",
+            records[1]
+        );
+    }
+}
+
+#[test]
 fn a_mistyped_alias_gets_a_hint() {
     let cache = tempfile::tempdir().unwrap();
     let output = run(vlm()
@@ -452,4 +489,150 @@ fn multi_label_and_min_probability_decisions() {
         false
     );
     assert!(plain.get("uncertain").is_none() && plain.get("labels").is_none());
+}
+
+#[test]
+fn finding_no_image_is_exit_1_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), b"not an image").unwrap();
+    let shown = empty.display().to_string();
+    for command in [
+        &["classify", "-l", "cat,dog"][..],
+        &["embed", "-o", "e.jsonl"][..],
+    ] {
+        let output = run(vlm()
+            .current_dir(dir.path())
+            .args(command)
+            .arg("-m")
+            .arg(model_dir())
+            .arg(&empty));
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!(
+                "no images found under {shown} (extensions looked for: jpg, jpeg, jpe, jfif, png"
+            )) && err.contains("--allow-empty"),
+            "{err}"
+        );
+        let output = run(vlm()
+            .current_dir(dir.path())
+            .args(command)
+            .arg("-m")
+            .arg(model_dir())
+            .arg("--allow-empty")
+            .arg(&empty));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    }
+    // The extensions named are those asked for.
+    let output = run(vlm()
+        .args(["classify", "-l", "cat,dog", "--ext", "avif,.HEIC", "-m"])
+        .arg(model_dir())
+        .arg(fixtures().join("images")));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("(extensions looked for: avif, heic)"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn devices_are_refused_before_reading_and_fifos_are_read() {
+    // /dev/zero would be read up to the 512 MiB cap for one image before being refused.
+    let output = run(vlm()
+        .args([
+            "classify",
+            "-l",
+            "cat,dog",
+            "-f",
+            "jsonl",
+            "--verbose",
+            "-m",
+        ])
+        .arg(model_dir())
+        .arg("/dev/zero"));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let record: Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let error = record["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("/dev/zero: a character device, not a regular file"),
+        "{record}"
+    );
+    let peak = common::peak_mib(&output);
+    assert!(peak < 150.0, "peak memory {peak} MiB refusing /dev/zero");
+    // A FIFO, as `<(cat photo.png)` gives, is read.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("photo");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path; it changes no memory.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let png = std::fs::read(fixtures().join("images/chelsea.png")).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, png).unwrap())
+    };
+    let output = run(vlm()
+        .args(["classify", "-l", "cat,dog", "-f", "jsonl", "-m"])
+        .arg(model_dir())
+        .arg(&fifo));
+    writer.join().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn fit_and_examples_take_the_files_the_filters_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    let folders = crate::common::draw_domain(&train, 2, 4, 7);
+    // Left out by --exclude, --ext and (by default) as hidden; each a real image.
+    let red = &folders[0];
+    std::fs::create_dir(red.join("skip")).unwrap();
+    std::fs::copy(red.join("00.png"), red.join("skip/extra.png")).unwrap();
+    std::fs::copy(red.join("01.png"), red.join(".hidden.png")).unwrap();
+    image::open(red.join("02.png"))
+        .unwrap()
+        .save(red.join("other.jpg"))
+        .unwrap();
+    let filters = ["--exclude", "**/skip/**", "--ext", "png", "--verbose"];
+    let output = run(vlm()
+        .current_dir(dir.path())
+        .args(["fit", "train", "--out", "probe.safetensors", "-m"])
+        .arg(model_dir())
+        .args(filters));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("skip/extra.png: matches --exclude")
+            && err.contains("other.jpg: image type not selected by --ext")
+            && err.contains(".hidden.png: hidden"),
+        "{err}"
+    );
+    let output = run(vlm()
+        .args(["classify", "-l", "red,green", "--examples"])
+        .arg(&train)
+        .arg("-m")
+        .arg(model_dir())
+        .args(filters)
+        .arg(red.join("03.png")));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("8 examples for 2 of 2 labels"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(vlm()
+        .args(["classify", "-l", "red,green", "--hidden", "--examples"])
+        .arg(&train)
+        .arg("-m")
+        .arg(model_dir())
+        .args(filters)
+        .arg(red.join("03.png")));
+    assert!(
+        stderr(&output).contains("9 examples for 2 of 2 labels"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -133,6 +133,119 @@ fn editing_the_preprocessor_config_invalidates_cached_embeddings() {
     assert!(max_difference(&again, &want) <= 1e-6);
 }
 
+/// `vlm classify --cache DIR --verbose` of `inputs` with `extra`; the exit code, records
+/// and log.
+fn classify_cached(cache: &Path, inputs: &[&Path], extra: &[&str]) -> (i32, Vec<Value>, String) {
+    let output = vlm()
+        .args([
+            "classify",
+            "-f",
+            "jsonl",
+            "--verbose",
+            "--labels",
+            "cat,dog",
+            "--model",
+        ])
+        .arg(fixtures().join("models/tiny-quickgelu"))
+        .arg(format!("--cache={}", cache.display()))
+        .args(extra)
+        .args(inputs)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        jsonl(&output),
+        stderr(&output),
+    )
+}
+
+/// The cache's entries: `DIR/<namespace>/<2 hex>/<64 hex>.emb`.
+fn cache_entries(cache: &Path) -> Vec<std::path::PathBuf> {
+    let mut entries = Vec::new();
+    for namespace in std::fs::read_dir(cache).unwrap() {
+        let namespace = namespace.unwrap().path();
+        for shard in std::fs::read_dir(&namespace).unwrap() {
+            let shard = shard.unwrap().path();
+            if shard.is_dir() {
+                entries.extend(
+                    std::fs::read_dir(&shard)
+                        .unwrap()
+                        .map(|e| e.unwrap().path()),
+                );
+            }
+        }
+    }
+    entries
+}
+
+/// A cache hit skips decoding, not the truncation check: an embedding stored under a cut
+/// file's content hash (by an older vlm that decoded it, or planted) never answers for it.
+#[test]
+fn a_cut_jpeg_is_refused_even_when_its_embedding_is_cached() {
+    use sha2::{Digest, Sha256};
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let bytes = std::fs::read(fixtures().join("jpeg_parity/chelsea_444_base.jpg")).unwrap();
+    let good = tmp.path().join("good.jpg");
+    std::fs::write(&good, &bytes).unwrap();
+    let (code, _, log) = classify_cached(&cache, &[&good], &[]);
+    assert_eq!(code, 0, "{log}");
+    let entries = cache_entries(&cache);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    // The entry, planted under the hashes of a cut copy and of an intact one with bytes
+    // after its end (a different file that decodes the same).
+    let plant = |name: &str, content: &[u8]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let hex: String = Sha256::digest(content)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let shard = entries[0]
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join(&hex[..2]);
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::copy(&entries[0], shard.join(format!("{hex}.emb"))).unwrap();
+        path
+    };
+    let cut = plant("cut.jpg", &bytes[..bytes.len() * 6 / 10]);
+    let mut trailing = bytes.clone();
+    trailing.extend_from_slice(b"trailing bytes");
+    let intact = plant("intact.jpg", &trailing);
+    let (code, records, log) = classify_cached(&cache, &[&intact, &cut], &[]);
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("image encoder ran on 0 images (1 embeddings reused"),
+        "the planted entries are hits: {log}"
+    );
+    assert!(records[0]["results"].is_array(), "{}", records[0]);
+    let error = records[1]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cut.jpg is truncated"), "{}", records[1]);
+}
+
+/// The compute mode is part of the cache namespace: a run in another --dtype encodes every
+/// image again instead of taking the first run's embeddings.
+#[test]
+fn each_dtype_keeps_embeddings_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let images =
+        ["chelsea.png", "astronaut.png", "coffee.png"].map(|n| fixtures().join("images").join(n));
+    let inputs: Vec<&Path> = images.iter().map(|p| p.as_path()).collect();
+    for (dtype, ran) in [("f32", 3), ("f16", 3), ("f32", 0), ("f16", 0)] {
+        let (code, records, log) = classify_cached(&cache, &inputs, &["--dtype", dtype]);
+        assert_eq!(code, 0, "{log}");
+        assert_eq!(records.len(), 3);
+        assert!(
+            log.contains(&format!("image encoder ran on {ran} images")),
+            "--dtype {dtype}: {log}"
+        );
+    }
+}
+
 /// A path that does not exist is a failed input even when nothing else fails: exit 1 and
 /// counted in the summary (a test pairing it with an undecodable file cannot tell).
 #[test]

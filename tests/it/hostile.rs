@@ -46,19 +46,6 @@ fn assert_no_panic(output: &Output) {
     );
 }
 
-/// `vlm: peak memory (resident): 123.4 MiB` from a `--verbose` run, in MiB.
-fn peak_mib(output: &Output) -> f64 {
-    let err = stderr(output);
-    let line = err
-        .lines()
-        .find(|l| l.contains("peak memory"))
-        .unwrap_or_else(|| panic!("no peak memory line in {err}"));
-    line.rsplit(": ")
-        .next()
-        .and_then(|v| v.trim_end_matches(" MiB").parse().ok())
-        .unwrap_or_else(|| panic!("cannot read {line}"))
-}
-
 // ---------------------------------------------------------------- images
 
 /// What each hostile file must do.
@@ -74,6 +61,10 @@ enum Expect {
     Either,
     /// Refused as truncated (Pillow: "image file is truncated"), naming the file.
     Truncated,
+    /// Refused from its header: decoding would take more memory than the limit.
+    Memory,
+    /// Refused for its number of scans, before decoding.
+    Scans,
 }
 
 fn expectations() -> BTreeMap<&'static str, Expect> {
@@ -95,6 +86,7 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ("gif_no_frames.gif", Error),
         ("jpeg_named.png", Ok),
         ("liar_100mp.jpg", Either),
+        ("liar_progressive.jpg", Memory),
         ("lossless_16384_wraps.webp", Error),
         ("liar_100mp.png", Error),
         ("liar_100mp.tiff", Error),
@@ -102,6 +94,7 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ("pixel_1x1.png", Ok),
         ("png_named.jpg", Ok),
         ("rgb_16bit.png", Ok),
+        ("scans_600.jpg", Scans),
         ("signature_then_garbage.png", Error),
         ("tall_1x4000.png", Ok),
         ("text_renamed.jpg", Error),
@@ -166,6 +159,8 @@ fn hostile_images_through_the_library() {
             }
             (Err(PreprocessError::TooLarge { .. }), Expect::TooLarge)
             | (Err(PreprocessError::Truncated { .. }), Expect::Truncated)
+            | (Err(PreprocessError::TooMuchMemory { .. }), Expect::Memory)
+            | (Err(PreprocessError::TooManyScans { .. }), Expect::Scans)
             | (Err(_), Expect::Error | Expect::Either) => {
                 let message = outcome.as_ref().unwrap_err().to_string();
                 assert!(message.contains(name), "{name}: {message}");
@@ -228,10 +223,15 @@ fn hostile_folder_through_the_cli() {
                 let error = record["error"].as_str().unwrap_or_default();
                 assert!(error.contains(name), "{name}: {record}");
             }
-            Expect::Truncated => {
+            Expect::Truncated | Expect::Memory | Expect::Scans => {
                 let error = record["error"].as_str().unwrap_or_default();
+                let says = match want {
+                    Expect::Truncated => "is truncated",
+                    Expect::Memory => "MiB to decode",
+                    _ => "610 scans",
+                };
                 assert!(
-                    error.contains(name) && error.contains("is truncated"),
+                    error.contains(name) && error.contains(says),
                     "{name}: {record}"
                 );
             }
@@ -241,7 +241,7 @@ fn hostile_folder_through_the_cli() {
             ),
         }
     }
-    let peak = peak_mib(&output);
+    let peak = common::peak_mib(&output);
     eprintln!("hostile folder: peak memory {peak:.1} MiB");
     assert!(peak < 600.0, "peak memory {peak} MiB");
 }
@@ -268,7 +268,7 @@ fn classify_prefix(prefix: &str) -> f64 {
         .unwrap();
     assert_no_panic(&output);
     assert_eq!(jsonl(&output).len(), files.len());
-    peak_mib(&output)
+    common::peak_mib(&output)
 }
 
 #[test]
@@ -287,6 +287,122 @@ fn liars_under_the_pixel_limit_stay_within_it() {
     let peak = classify_prefix("liar");
     eprintln!("liars: peak memory {peak:.1} MiB");
     assert!(peak < 600.0, "peak memory {peak} MiB decoding liars");
+}
+
+/// A `width` x `height` JPEG of `space`, progressive or baseline, whose frame header then
+/// claims `claimed`: a few KB that libjpeg decodes at the claimed size.
+fn jpeg_claiming(
+    space: mozjpeg::ColorSpace,
+    progressive: bool,
+    (width, height): (usize, usize),
+    claimed: u16,
+) -> Vec<u8> {
+    use mozjpeg::ColorSpaceExt;
+    let mut compress = mozjpeg::Compress::new(space);
+    compress.set_fastest_defaults();
+    compress.set_size(width, height);
+    compress.set_quality(80.0);
+    if progressive {
+        compress.set_progressive_mode();
+    }
+    let mut started = compress.start_compress(Vec::new()).unwrap();
+    let samples: Vec<u8> = (0..width * height * space.num_components())
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    started.write_scanlines(&samples).unwrap();
+    let mut bytes = started.finish().unwrap();
+    let sof = bytes
+        .windows(2)
+        .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0 | 0xC2))
+        .unwrap();
+    bytes[sof + 5..sof + 7].copy_from_slice(&claimed.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&claimed.to_be_bytes());
+    bytes
+}
+
+/// `n` files `{name}{i}.jpg` in `dir`, each `bytes` with a tail of its own, so that
+/// nothing could be shared between them.
+fn copies(dir: &Path, name: &str, bytes: &[u8], n: u8) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("{name}{i}.jpg"));
+            let mut bytes = bytes.to_vec();
+            bytes.extend_from_slice(&[i; 4]);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// `vlm classify` (jsonl, --verbose, under [`common::limit_memory`]) of `files` with `extra`.
+fn classify_files(files: &[PathBuf], extra: &[&str]) -> Output {
+    let output = vlm()
+        .args([
+            "classify",
+            "--labels",
+            "cat,dog",
+            "-f",
+            "jsonl",
+            "--verbose",
+        ])
+        .args(extra)
+        .arg("-m")
+        .arg(model_dir())
+        .args(files)
+        .output()
+        .unwrap();
+    assert_no_panic(&output);
+    output
+}
+
+#[test]
+fn jpegs_that_would_need_too_much_memory_are_refused_from_the_header() {
+    // Progressive CMYK 11000x11000, under the pixel limit, in 3 KB: libjpeg would hold
+    // 968 MB of coefficients and then 850 MB of samples and RGB, per file. Eight at once
+    // with the default settings, in a process capped at 2 GiB.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = jpeg_claiming(mozjpeg::ColorSpace::JCS_CMYK, true, (16, 16), 11_000);
+    assert!(bytes.len() < 10_000);
+    let files = copies(dir.path(), "cmyk", &bytes, 8);
+    let output = classify_files(&files, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let records = jsonl(&output);
+    assert_eq!(records.len(), 8);
+    for record in &records {
+        let error = record["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("11000x11000, progressive CMYK JPEG")
+                && error.contains("MiB to decode")
+                && error.contains("--max-megapixels"),
+            "{record}"
+        );
+    }
+    let peak = common::peak_mib(&output);
+    eprintln!("memory-hungry JPEGs: peak memory {peak:.1} MiB");
+    assert!(peak < 150.0, "peak memory {peak} MiB");
+}
+
+#[test]
+fn large_jpegs_decoded_at_once_share_one_memory_limit() {
+    // Progressive 4:4:4 at 10000x10000 takes about 900 MB to decode (600 MB of
+    // coefficients, 300 MB of pixels), under the 1.4 GiB limit alone; three workers at
+    // once would take 2.7 GB, over the 2 GiB cap. Within the shared limit they take turns,
+    // and every one is labelled.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = jpeg_claiming(mozjpeg::ColorSpace::JCS_RGB, true, (16, 16), 10_000);
+    let files = copies(dir.path(), "big", &bytes, 3);
+    let output = classify_files(&files, &["--workers", "3"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let records = jsonl(&output);
+    assert_eq!(records.len(), 3);
+    assert!(
+        records.iter().all(|r| r.get("results").is_some()),
+        "{records:?}"
+    );
+    // One at a time: two at once would be over 1.8 GB resident.
+    let peak = common::peak_mib(&output);
+    eprintln!("3 large JPEGs on 3 workers: peak memory {peak:.1} MiB");
+    assert!(peak < 1400.0, "peak memory {peak} MiB");
 }
 
 // ---------------------------------------------------------------- checkpoints
@@ -641,7 +757,7 @@ fn thousands_of_labels_are_encoded_in_bounded_memory() {
         .map(|r| r["probability"].as_f64().unwrap())
         .sum();
     assert!(total <= 1.0 + 1e-3, "{total}");
-    let peak = peak_mib(&output);
+    let peak = common::peak_mib(&output);
     eprintln!("3000 labels: peak memory {peak:.1} MiB");
     assert!(peak < 400.0, "peak memory {peak} MiB for 3000 labels");
 }

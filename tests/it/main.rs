@@ -30,5 +30,7 @@ mod postgres;
 mod probe;
 mod properties;
 mod report;
+#[cfg(feature = "serve")]
+mod serve;
 mod stream;
 mod xmp;

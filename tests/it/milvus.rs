@@ -710,6 +710,41 @@ mod with_client {
     }
 
     #[test]
+    fn passwords_made_of_url_characters_are_never_shown() {
+        let Some(server) = Server::start() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let pics = images(tmp.path(), 1);
+        let closed = free_port();
+        for password in common::URL_PASSWORDS {
+            let encoded = common::percent_encode(password);
+            let hidden = |out: &Output, url: &str| {
+                common::assert_hidden(out, &[password, encoded.as_str()], url);
+            };
+            // milvus-lite has no users: it takes any password, so these runs succeed.
+            let good = format!("milvus://vlm:{encoded}@127.0.0.1:{}/emb", server.port);
+            let out = vlm(&["embed", "--to", &good]).arg(&pics).output().unwrap();
+            hidden(&out, &good);
+            assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+            assert!(stderr(&out).contains("vlm:***@"), "{}", stderr(&out));
+            let out = vlm(&["search", "a cat", "--in", &good]).output().unwrap();
+            hidden(&out, &good);
+            assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+            // Failing: nothing listens on the port (each such run takes seconds of
+            // retries, so one a password), or the port is not a number.
+            for bad in [
+                format!("milvus://vlm:{password}@127.0.0.1:{closed}/emb"),
+                format!("milvus://vlm:{encoded}@127.0.0.1:x{closed}/emb"),
+            ] {
+                let out = vlm(&["search", "a cat", "--in", &bad]).output().unwrap();
+                hidden(&out, &bad);
+                assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+            }
+        }
+    }
+
+    #[test]
     fn a_server_killed_mid_run_is_exit_2_and_a_rerun_stores_every_image_once() {
         let Some(mut server) = Server::start() else {
             return;

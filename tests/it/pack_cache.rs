@@ -270,3 +270,151 @@ fn classify_keeps_packed_weights_unless_told_not_to() {
     assert!(err.contains("packed weights mapped from"), "{err}");
     assert_eq!(first, second);
 }
+
+/// Rewrites the table of the pack file at `path` with `edit` and seals it again: the key
+/// and checksums are no secret, so anyone who can write the directory can do this.
+fn forge(path: &Path, edit: impl Fn(&mut serde_json::Value, &[u8])) {
+    use sha2::{Digest, Sha256};
+    let mut bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
+    let mut table: serde_json::Value =
+        serde_json::from_slice(bytes[128..128 + len].trim_ascii_end()).unwrap();
+    edit(&mut table, &bytes);
+    let mut text = serde_json::to_vec(&table).unwrap();
+    assert!(text.len() <= len, "the forged table fits the room");
+    text.resize(len, b' ');
+    bytes[128..128 + len].copy_from_slice(&text);
+    let mut h = Sha256::new();
+    h.update(&bytes[..64]);
+    h.update(&text);
+    let digest = h.finalize();
+    bytes[64..96].copy_from_slice(&digest);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// An entry's checksum as the pack table holds it: SHA-256 of its first and last 4 KiB.
+fn edges(values: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(&values[..values.len().min(4096)]);
+    h.update(&values[values.len().saturating_sub(4096)..]);
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_forged_pack_with_a_wrapped_dimension_is_refused_and_rebuilt() {
+    // An f32 panel entry (n, k) holds len = panels * nr * k values. A k with
+    // panels * nr * k' = len + 2^64 passes an unchecked length test, and the kernels then
+    // read k' values a row: far past the mapping.
+    damaged_pack_is_rebuilt(
+        |p| {
+            forge(p, |table, _| {
+                let entry = table["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|e| {
+                        let (len, k) = (e["len"].as_u64().unwrap(), e["dims"][1].as_u64());
+                        e["kind"] == "packed-f32" && k.is_some_and(|k| (len / k).is_power_of_two())
+                    })
+                    .expect("a packed entry");
+                let (len, k) = (
+                    entry["len"].as_u64().unwrap(),
+                    entry["dims"][1].as_u64().unwrap(),
+                );
+                let wrapped = k + (1u64 << (64 - (len / k).trailing_zeros()));
+                assert_eq!(
+                    (len / k).wrapping_mul(wrapped),
+                    len,
+                    "the product wraps to len"
+                );
+                entry["dims"][1] = wrapped.into();
+            })
+        },
+        "does not fit",
+    );
+}
+
+#[test]
+fn a_forged_bias_or_table_length_is_refused_and_rebuilt() {
+    // A bias entry claiming fewer values than the layer has outputs.
+    damaged_pack_is_rebuilt(
+        |p| {
+            forge(p, |table, bytes| {
+                let bias = table["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|e| e["name"].as_str().unwrap().ends_with("#bias"))
+                    .unwrap();
+                bias["dims"][0] = 1.into();
+                bias["len"] = 1.into();
+                let at = bias["offset"].as_u64().unwrap() as usize;
+                bias["edges"] = edges(&bytes[at..at + 4]).into();
+            })
+        },
+        "does not fit",
+    );
+    // A tensor whose length disagrees with its dimensions.
+    damaged_pack_is_rebuilt(
+        |p| {
+            forge(p, |table, _| {
+                let raw = table["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|e| e["kind"] == "raw" && e["len"].as_u64().unwrap() > 2)
+                    .unwrap();
+                raw["len"] = 1.into();
+            })
+        },
+        "values for dimensions",
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_temporary_left_by_a_dead_writer_is_removed_and_a_live_ones_kept() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-quickgelu");
+    run(&model, DType::F32, Some(dir.path()));
+    let pack = pack_file(dir.path());
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let temporary = |name: &str, old: bool| {
+        let path = pack.with_extension(format!("vlmpack.tmp.{name}"));
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 20).unwrap();
+        if old {
+            file.set_modified(two_hours_ago).unwrap();
+        }
+        (path, file)
+    };
+    // Killed mid-write: old and unlocked.
+    let (dead, file) = temporary("4242.dead", true);
+    drop(file);
+    // Still being written by a live process: locked.
+    let (live, file) = temporary("4243.live", true);
+    // SAFETY: flock on a descriptor this File owns.
+    assert_eq!(
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    // Just made, not locked yet.
+    let (fresh, _fresh) = temporary("4244.fresh", false);
+    let again = run(&model, DType::F32, Some(dir.path()));
+    assert!(
+        matches!(again.status, PackStatus::Loaded(_)),
+        "{:?}",
+        again.status
+    );
+    assert!(!dead.exists(), "a dead writer's temporary survived the run");
+    assert!(
+        live.exists() && fresh.exists(),
+        "a live writer's temporary was removed"
+    );
+    drop(file);
+}

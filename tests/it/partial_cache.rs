@@ -198,6 +198,7 @@ fn partly_cached_runs_finish_in_order_and_match_uncached() {
                         batch_size,
                         workers,
                         cancel: None,
+                        max_wait: None,
                     };
                     let classifier = Arc::clone(&classifier);
                     let (tx, rx) = std::sync::mpsc::channel();

@@ -13,7 +13,7 @@ use postgres::{Client, NoTls};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::common::{self, stderr};
+use crate::common::{self, assert_hidden, percent_encode, stderr, URL_PASSWORDS};
 
 const PASSWORD: &str = "Sw0rdf1sh-not-in-logs";
 
@@ -621,6 +621,244 @@ fn a_server_killed_mid_run_is_exit_2_and_a_rerun_stores_every_image_once() {
     assert_rows_match(
         &rows(&mut client, "emb"),
         &file_embeddings(tmp.path(), &pics),
+    );
+}
+
+#[test]
+fn passwords_made_of_url_characters_are_used_and_never_shown() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pics = images(tmp.path(), 1);
+    let socket = server.dir.path().display().to_string();
+    let mut client = server.client();
+    for (i, password) in URL_PASSWORDS.iter().enumerate() {
+        let role = format!("r{i}");
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"
+            ))
+            .expect("create role");
+        let encoded = percent_encode(password);
+        let secrets = [*password, encoded.as_str()];
+        let table = format!("t{i}");
+        let good = format!("postgresql://{role}:{encoded}@/postgres?host={socket}&table={table}");
+        let out = vlm(&["embed", "--to", &good]).arg(&pics).output().unwrap();
+        assert_hidden(&out, &secrets, &good);
+        assert_eq!(out.status.code(), Some(0), "{password}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{role}:***@")),
+            "{}",
+            stderr(&out)
+        );
+        // The password as a parameter, its name percent-encoded.
+        let param = format!(
+            "postgresql://{role}@/postgres?host={socket}&pass%77ord={encoded}&table={table}"
+        );
+        let out = vlm(&["search", "a red square", "--in", &param, "-f", "jsonl"])
+            .output()
+            .unwrap();
+        assert_hidden(&out, &secrets, &param);
+        assert_eq!(search_hits(&out).len(), 2, "{password}");
+
+        // Failing runs: nothing listens on port 1, the password is wrong, or written as is.
+        for bad in [
+            format!("postgresql://{role}:{encoded}@127.0.0.1:1/postgres?table={table}"),
+            format!("postgresql://{role}:{password}@127.0.0.1:1/postgres"),
+            format!("postgresql://{role}:{encoded}x@/postgres?host={socket}&table={table}"),
+            format!("postgresql://{role}@/postgres?host={socket}&password={encoded}x"),
+            format!("postgresql://127.0.0.1:1/postgres?password={password}"),
+        ] {
+            let out = vlm(&["embed", "--to", &bad]).arg(&pics).output().unwrap();
+            assert_hidden(&out, &secrets, &bad);
+            assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+            let out = vlm(&["search", "a cat", "--in", &bad]).output().unwrap();
+            assert_hidden(&out, &secrets, &bad);
+            assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        }
+    }
+}
+
+fn count(client: &mut Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// The tiny model copied elsewhere: another model (its id is its directory) of the same
+/// dimension.
+fn model_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("other-model");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(common::tiny_model()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn mixed_case_and_schema_tables_keep_their_model_checks() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pics = images(tmp.path(), 2);
+    let other = model_copy(tmp.path());
+    let mut client = server.client();
+    client.batch_execute("CREATE SCHEMA my_schema").unwrap();
+    for (table, sql) in [
+        ("MyTable", "\"MyTable\""),
+        ("my_schema.MyTable", "my_schema.\"MyTable\""),
+    ] {
+        let url = server.url(table);
+        let out = run(vlm(&["embed", "--to", &url]).arg(&pics));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(count(&mut client, sql), 4);
+        // The same run again finds the table and its rows: nothing to store.
+        let out = run(vlm(&["embed", "--to", &url]).arg(&pics));
+        assert!(
+            stderr(&out).contains("stored 0 embeddings (4 unchanged)"),
+            "{}",
+            stderr(&out)
+        );
+        // Another model of the same dimension is refused before it writes a row.
+        let out = run(common::vlm()
+            .args(["embed", "--to", &url, "--model"])
+            .arg(&other)
+            .arg(pics.join("red/00.png")));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("holds embeddings of"),
+            "{}",
+            stderr(&out)
+        );
+        let out = run(common::vlm()
+            .args(["classify", "--labels", "red,green", "--to", &url, "--model"])
+            .arg(&other)
+            .arg(pics.join("red/00.png")));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let models: i64 = client
+            .query_one(&format!("SELECT count(DISTINCT model) FROM {sql}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!((count(&mut client, sql), models), (4, 1), "{table}");
+        let hits = search_hits(&run(&mut vlm(&[
+            "search",
+            "a red square",
+            "--in",
+            &url,
+            "-f",
+            "jsonl",
+        ])));
+        assert_eq!(hits.len(), 4, "{table}");
+    }
+}
+
+#[test]
+fn table_names_whose_derived_names_would_be_cut_are_refused() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pics = images(tmp.path(), 1);
+    let mut client = server.client();
+    let fits = "t".repeat(49);
+    let out = run(vlm(&[
+        "classify",
+        "--labels",
+        "red,green",
+        "--to",
+        &server.url(&fits),
+    ])
+    .arg(&pics));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(count(&mut client, &fits), 2);
+    assert_eq!(count(&mut client, &format!("{fits}_labels")), 2);
+    for n in [50, 63] {
+        let url = server.url(&"t".repeat(n));
+        for args in [
+            ["classify", "--labels", "red,green", "--to", &url].as_slice(),
+            ["embed", "--to", &url].as_slice(),
+        ] {
+            let out = run(vlm(args).arg(&pics));
+            assert_eq!(out.status.code(), Some(2), "{n}: {}", stderr(&out));
+            assert!(stderr(&out).contains("63-byte"), "{}", stderr(&out));
+        }
+        let made: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'tttttttttttttttttttttttttttttttttttttttttttttttttt%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(made, 0, "nothing made for a {n}-character name");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn names_that_differ_in_one_invalid_byte_are_two_rows() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pics = images(tmp.path(), 1);
+    let dir = tmp.path().join("latin1");
+    std::fs::create_dir(&dir).unwrap();
+    let red = pics.join("red/00.png");
+    let green = pics.join("green/00.png");
+    std::fs::copy(&red, dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"))).unwrap();
+    std::fs::copy(
+        &green,
+        dir.join(std::ffi::OsStr::from_bytes(b"caf\xe8.png")),
+    )
+    .unwrap();
+    let mut client = server.client();
+    let url = server.url("latin");
+    let out = run(vlm(&["embed", "--to", &url]).arg(&dir));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stored 2 embeddings"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(vlm(&[
+        "classify",
+        "--labels",
+        "red,green",
+        "--to",
+        &server.url("latin_cls"),
+    ])
+    .arg(&dir));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let base = dir.display().to_string();
+    for table in ["latin", "latin_cls", "latin_cls_labels"] {
+        let mut paths: Vec<String> = client
+            .query(&format!("SELECT path FROM {table}"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                format!("{base}/caf\\xe8.png"),
+                format!("{base}/caf\\xe9.png")
+            ],
+            "{table}"
+        );
+    }
+    // The second run knows both rows by their keys.
+    let out = run(vlm(&["embed", "--to", &url]).arg(&dir));
+    assert!(
+        stderr(&out).contains("stored 0 embeddings (2 unchanged)"),
+        "{}",
+        stderr(&out)
     );
 }
 

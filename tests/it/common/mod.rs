@@ -190,3 +190,59 @@ pub fn in_capped_child(module: &str, test: &str) -> bool {
     );
     true
 }
+
+/// `vlm: peak memory (resident): 123.4 MiB` from a `--verbose` run, in MiB.
+pub fn peak_mib(output: &std::process::Output) -> f64 {
+    let err = stderr(output);
+    let line = err
+        .lines()
+        .find(|l| l.contains("peak memory"))
+        .unwrap_or_else(|| panic!("no peak memory line in {err}"));
+    line.rsplit(": ")
+        .next()
+        .and_then(|v| v.trim_end_matches(" MiB").parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line}"))
+}
+
+/// Database passwords made of every character that means something in a URL, each ending
+/// in [`PASSWORD_TAIL`].
+pub const URL_PASSWORDS: [&str; 11] = [
+    "Pa/ss/Zq8w0rd",
+    "Pa?ss?Zq8w0rd",
+    "Pa#ss#Zq8w0rd",
+    "Pa@ss@Zq8w0rd",
+    "Pa:ss:Zq8w0rd",
+    "Pa%ss%Zq8w0rd",
+    "Pa&ss&Zq8w0rd",
+    "Pa=ss=Zq8w0rd",
+    "Pa ss Zq8w0rd",
+    "Pässwörd€Zq8w0rd",
+    "P/?#@:%&= äZq8w0rd€",
+];
+
+/// The tail every test password ends with: a leak of any part of a password after one of
+/// its special characters shows it.
+pub const PASSWORD_TAIL: &str = "Zq8w0rd";
+
+/// `text` with every byte but ASCII letters and digits percent-encoded.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Fails when `out` shows any of `secrets`, or [`PASSWORD_TAIL`], anywhere.
+pub fn assert_hidden(out: &std::process::Output, secrets: &[&str], what: &str) {
+    for stream in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for secret in secrets.iter().chain(&[PASSWORD_TAIL]) {
+            assert!(
+                !text.contains(secret),
+                "{what}: the password {secret:?} was printed:\n{text}"
+            );
+        }
+    }
+}
