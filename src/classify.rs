@@ -17,12 +17,21 @@ use crate::organize::{self, OrganizeError, Organizer};
 use crate::output::{self, Format, ImageResult, Labelled, OpenError, ResultSink};
 use crate::session::{ModelSettings, Session, SessionError};
 use crate::store::{Address, LabelStore, ModelStamp, StoreError};
+use crate::xmp::{SidecarWriter, XmpOptions};
 
 /// `--organize`: where and how to sort the labelled files.
 #[derive(Debug, Clone)]
 pub struct OrganizeSettings {
     pub dest: PathBuf,
     pub mode: organize::Mode,
+    pub dry_run: bool,
+}
+
+/// `--write-xmp`: how sidecars are named, the root of vlm's keywords, and whether to
+/// only say what would change.
+#[derive(Debug, Clone)]
+pub struct XmpSettings {
+    pub options: XmpOptions,
     pub dry_run: bool,
 }
 
@@ -104,6 +113,8 @@ pub struct Classify {
     /// `--threshold` as given (the default depends on the model's scoring).
     pub threshold: Option<f32>,
     pub organize: Option<OrganizeSettings>,
+    /// `--write-xmp`: each image's accepted labels also go to its XMP sidecar.
+    pub xmp: Option<XmpSettings>,
     /// `--to`: also store embeddings and labels there.
     pub store: Option<Address>,
     pub results: ResultsTo,
@@ -193,6 +204,7 @@ impl Classify {
             .organize
             .map(|o| Organizer::new(&o.dest, o.mode, o.dry_run))
             .transpose()?;
+        let sidecars = self.xmp.map(|x| SidecarWriter::new(x.options, x.dry_run));
         let results = &self.results;
         let mut writer = ResultSink::open(results.path.as_deref(), results.resume, results.format)?
             .describe(scorer.similarity_name(), scorer.scoring_name(checkpoint));
@@ -213,7 +225,7 @@ impl Classify {
                     writer.write(&ImageResult::failed(path, message))?;
                 }
                 let inputs: Vec<_> = inputs.into_iter().filter(todo).collect();
-                let sinks = (&mut writer, organizer, store, extra);
+                let sinks = (&mut writer, organizer, (store, sidecars), extra);
                 let mut labeller = Labeller::new(checkpoint, &scorer, decisions, sinks);
                 let mut tally = job.run(inputs, &mut labeller, progress)?;
                 tally.failed += failed;
@@ -222,7 +234,7 @@ impl Classify {
             }
             None => {
                 let inputs = self.inputs.stream(progress, &stream_failed)?.filter(todo);
-                let sinks = (&mut writer, organizer, store, extra);
+                let sinks = (&mut writer, organizer, (store, sidecars), extra);
                 let mut labeller = Labeller::new(checkpoint, &scorer, decisions, sinks);
                 job.run(inputs, &mut labeller, progress)?
             }

@@ -28,6 +28,8 @@ mod report;
 pub use report::ReportArgs;
 mod caption;
 pub use caption::{AskArgs, CaptionArgs, DescribeArgs, GenerationArgs};
+mod dedup;
+pub use dedup::DedupArgs;
 #[cfg(feature = "serve")]
 mod serve;
 #[cfg(feature = "serve")]
@@ -68,6 +70,9 @@ pub enum Command {
     /// blip-vqa): `vlm ask photo.jpg "what is on the table?"`.
     #[command(mut_arg("model", |a| a.default_value("blip-vqa").env("VLM_ASK_MODEL")))]
     Ask(Box<AskArgs>),
+    /// Group near-duplicate images (resized, recompressed, cropped or re-exposed copies) by
+    /// the cosine similarity of their embeddings; never moves or deletes a file.
+    Dedup(Box<DedupArgs>),
     /// Keep a model loaded behind a local HTTP API (OpenAI-style embeddings, classify,
     /// health and Prometheus metrics), batching concurrent requests into the encoder.
     #[cfg(feature = "serve")]
@@ -103,6 +108,7 @@ impl Command {
             Command::Report(args) => args.classify.model.threads,
             Command::Caption(args) => args.common.model.threads,
             Command::Ask(args) => args.common.model.threads,
+            Command::Dedup(args) => args.model.threads,
             #[cfg(feature = "serve")]
             Command::Serve(args) => args.model.threads,
             Command::Models
@@ -294,6 +300,24 @@ impl From<OrganizeArg> for vlm::organize::Mode {
             OrganizeArg::Copy => Self::Copy,
             OrganizeArg::Move => Self::Move,
             OrganizeArg::Link => Self::Link,
+        }
+    }
+}
+
+/// How --write-xmp names sidecars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum XmpNamingArg {
+    /// photo.jpg.xmp: digiKam, darktable.
+    Append,
+    /// photo.xmp: Lightroom, Capture One.
+    Basename,
+}
+
+impl From<XmpNamingArg> for vlm::xmp::Naming {
+    fn from(arg: XmpNamingArg) -> Self {
+        match arg {
+            XmpNamingArg::Append => Self::Appended,
+            XmpNamingArg::Basename => Self::Basename,
         }
     }
 }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{
-    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, DescribeArgs, EmbedArgs, EvalArgs, EvalFormat,
-    FitArgs, FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs, SearchArgs,
-    TemplateArgs, Verbosity, INTERRUPTED,
+    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, DedupArgs, DescribeArgs, EmbedArgs, EvalArgs,
+    EvalFormat, FitArgs, FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs,
+    SearchArgs, TemplateArgs, Verbosity, INTERRUPTED,
 };
 use vlm::caption::{Describe, GenerationOptions, Request};
-use vlm::classify::{Classify, OrganizeSettings, ResultsTo};
+use vlm::classify::{Classify, OrganizeSettings, ResultsTo, XmpSettings};
 use vlm::decide::{self, Decisions, ExampleSettings, LabelSource};
 use vlm::evaluation::summary::Style;
 use vlm::export::{self, ExportFormat};
@@ -24,9 +24,11 @@ use vlm::labels::{self, PromptSet, PromptSpec};
 use vlm::output::Format;
 use vlm::pipeline::PipelineOptions;
 use vlm::probe::{Probe, TrainOptions};
+use vlm::review::{self, PageOptions};
 use vlm::search::QuerySpec;
 use vlm::session::{CacheChoice, ModelSettings};
 use vlm::store::Address;
+use vlm::xmp::XmpOptions;
 
 impl ModelArgs {
     /// The model flags as the library takes them. `--threads` is not among them: `main`
@@ -152,6 +154,9 @@ impl ClassifySettings {
             organize,
             dest,
             dry_run,
+            write_xmp,
+            xmp_naming,
+            xmp_root,
             output,
             resume,
             top_k,
@@ -199,6 +204,13 @@ impl ClassifySettings {
                 }),
                 _ => None,
             },
+            xmp: write_xmp
+                .then(|| XmpOptions::new((*xmp_naming).into(), xmp_root))
+                .transpose()?
+                .map(|options| XmpSettings {
+                    options,
+                    dry_run: *dry_run,
+                }),
             store,
             results,
         };
@@ -781,6 +793,88 @@ impl DescribeSettings {
         })
     }
 }
+
+/// What `vlm dedup` compares.
+pub enum DedupFrom {
+    /// The images given, embedded (or read from the cache) and compared exactly.
+    Inputs(InputSpec),
+    /// `--in`: the rows of a database table, through its index.
+    Database(Address),
+}
+
+/// `vlm dedup`.
+pub struct DedupSettings {
+    pub source: DedupFrom,
+    pub threshold: f32,
+    pub model: ModelSettings,
+    pub format: Format,
+    /// The groups to this file, else to standard output.
+    pub output: Option<PathBuf>,
+    /// `--report`: the review page.
+    pub page: Option<PageOptions>,
+    pub organize: Option<OrganizeSettings>,
+    pub verbosity: Verbosity,
+}
+
+impl DedupSettings {
+    pub fn resolve(args: &DedupArgs) -> anyhow::Result<Self> {
+        let DedupArgs {
+            inputs,
+            threshold,
+            in_database,
+            table,
+            filter,
+            model,
+            output: OutputArgs { format, output },
+            report,
+            organize,
+            dest,
+            dry_run,
+            verbosity,
+        } = args;
+        let format = Format::for_output(format.map(Format::from), output.as_deref())?;
+        if matches!(format, Format::Csv | Format::Tsv) {
+            bail!("vlm dedup writes table, json or jsonl; name the output .jsonl or .json, or pass --format");
+        }
+        if !(-1.0..=1.0).contains(threshold) {
+            return Err(vlm::dedup::DedupError::Threshold(*threshold).into());
+        }
+        let source = match in_database {
+            Some(url) => DedupFrom::Database(address(url, table.as_deref())?),
+            None => DedupFrom::Inputs(filter.spec(inputs)),
+        };
+        let page = match report {
+            Some(page) => {
+                let here = std::env::current_dir().context(
+                    "cannot read the current folder; run vlm dedup from a folder that exists",
+                )?;
+                let mut options = PageOptions::new(page.clone(), vec![here]);
+                options.title = "vlm dedup".to_string();
+                options.max_pixels = review::max_pixels(model.max_megapixels);
+                Some(options)
+            }
+            None => None,
+        };
+        Ok(Self {
+            source,
+            threshold: *threshold,
+            model: model.settings(),
+            format,
+            output: output.clone(),
+            page,
+            organize: match (organize, dest) {
+                (Some(mode), Some(dest)) => Some(OrganizeSettings {
+                    dest: dest.clone(),
+                    mode: (*mode).into(),
+                    dry_run: *dry_run,
+                }),
+                _ => None,
+            },
+            verbosity: *verbosity,
+        })
+    }
+}
+
 impl GenerationArgs {
     /// The generation settings these flags ask for; the rest as transformers defaults them.
     pub fn options(&self) -> GenerationOptions {

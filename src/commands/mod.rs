@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod caption;
 pub mod classify;
+pub mod dedup;
 pub mod docs;
 pub mod doctor;
 pub mod embed;

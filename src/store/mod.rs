@@ -13,6 +13,7 @@ pub mod milvus;
 pub mod postgres;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
 
@@ -177,6 +178,8 @@ pub enum StoreError {
     #[cfg(feature = "milvus")]
     #[error(transparent)]
     Milvus(#[from] milvus::MilvusError),
+    #[error("{shown}: {what} works with PostgreSQL tables only so far; store the embeddings in PostgreSQL (vlm embed INPUTS --to postgresql://...) or give the image files instead")]
+    Unsupported { shown: String, what: &'static str },
 }
 
 /// A table (or collection) of image embeddings, keyed by path, that one model filled.
@@ -200,6 +203,41 @@ pub trait EmbeddingStore {
 
     /// The `n` rows nearest to `query` by cosine similarity, best first.
     fn search(&mut self, query: &[f32], n: usize) -> Result<Vec<StoredHit>, StoreError>;
+
+    /// Every row's `neighbours` nearest rows (through the index, approximately) at or above
+    /// cosine `threshold`, for `vlm dedup --in`, with progress over the rows; `None` when
+    /// `cancel` stopped it.
+    fn near_pairs(
+        &mut self,
+        threshold: f32,
+        neighbours: usize,
+        cancel: Option<&AtomicBool>,
+        progress: &dyn Progress,
+    ) -> Result<Option<NearPairs>, StoreError> {
+        let _ = (threshold, neighbours, cancel, progress);
+        Err(StoreError::Unsupported {
+            shown: self.shown().to_string(),
+            what: "vlm dedup --in",
+        })
+    }
+
+    /// The stored embeddings of those of `paths` that have a row.
+    fn embeddings_of(&mut self, paths: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let _ = paths;
+        Err(StoreError::Unsupported {
+            shown: self.shown().to_string(),
+            what: "reading stored embeddings",
+        })
+    }
+}
+
+/// The near pairs among a table's rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NearPairs {
+    /// Every row's path, sorted.
+    pub paths: Vec<String>,
+    /// `(a, b, cosine similarity)` with `a < b` indices into `paths`, each pair once.
+    pub pairs: Vec<(usize, usize, f32)>,
 }
 
 /// Opens `address` for writing: makes the table and its cosine index if missing, and

@@ -6,6 +6,7 @@ mod batch;
 mod caption;
 mod caption_cli;
 mod cli;
+mod dedup;
 mod doctor;
 mod embed_search;
 mod eval;
@@ -35,3 +36,4 @@ mod report;
 #[cfg(feature = "serve")]
 mod serve;
 mod stream;
+mod xmp;

@@ -936,3 +936,84 @@ fn caption_to_postgres_stores_captions_beside_the_embeddings() {
         assert_eq!(row.hash, stored[path].0);
     }
 }
+
+/// `vlm dedup ... -f jsonl`: each group's members as (path, similarity).
+fn dedup_groups(out: &Output) -> Vec<Vec<(String, f64)>> {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let group: Value = serde_json::from_str(line).expect("json line");
+            group["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .map(|m| {
+                    let path = m["path"].as_str().expect("path").to_string();
+                    (path, m["similarity"].as_f64().expect("similarity"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn dedup_in_postgres_finds_the_groups_of_the_exact_search() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let set = tmp.path().join("set");
+    let samples = crate::common::near_duplicates::write_set(&set, 30, 5);
+    // The checkpoint whose embeddings tell copies apart (tests/it/dedup.rs).
+    let model = common::fixtures().join("models/thumbnail");
+    let vlm = |args: &[&str]| {
+        let mut command = common::vlm();
+        command.args(args).arg("--model").arg(&model);
+        command
+    };
+    let url = server.url("vlm_dups");
+    let out = run(vlm(&["embed", "--to", &url]).arg(&set));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let exact = dedup_groups(&run(vlm(&["dedup", "-f", "jsonl", "-v"]).arg(&set)));
+    let out = run(&mut vlm(&["dedup", "--in", &url, "-f", "jsonl", "-v"]));
+    let stored = dedup_groups(&out);
+    assert!(
+        stderr(&out).contains("by the HNSW index of postgresql://"),
+        "the search used is said: {}",
+        stderr(&out)
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains("image encoder ran on 0 images"),
+        "no image was read: {said}"
+    );
+    assert!(
+        exact.len() >= 15,
+        "{} groups among {}",
+        exact.len(),
+        samples.len()
+    );
+    // The same groups, members and first images (rows are ordered by path, the inputs
+    // of one folder too), with the same similarities to the first.
+    assert_eq!(stored.len(), exact.len());
+    for (got, want) in stored.iter().zip(&exact) {
+        let paths = |g: &[(String, f64)]| g.iter().map(|m| m.0.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(got), paths(want));
+        for (g, w) in got.iter().zip(want) {
+            assert!((g.1 - w.1).abs() < 1e-5, "{g:?} vs {w:?}");
+        }
+    }
+    // A table that is not there is an error that says what to do.
+    let plain = url.replace("&table=vlm_dups", "");
+    let out = run(&mut vlm(&[
+        "dedup",
+        "--in",
+        &plain,
+        "--table",
+        "nothing_here",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("vlm embed"), "{}", stderr(&out));
+}
