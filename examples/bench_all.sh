@@ -67,10 +67,11 @@ else
     echo "not pinned (fewer physical cores than threads, or CPUS empty)" | tee -a "$work/cpu.txt"
 fi
 
-# B/32: every row, the end-to-end jobs on 16 JPEGs, one round.
+# B/32: every row, the end-to-end jobs on 16 JPEGs, one round; cold starts (and the first run
+# with no pack file) the median of 5.
 "$python" "$here/compare_transformers.py" --vlm "$vlm" --work "$work" --shape b32 --threads "$threads" \
     "${pin[@]}" --rounds 1 --batch-sizes 1,8,32 --min-seconds 1 --min-reps 2 --text-prompts 1000 \
-    --images 16 --folder-batch 16 --cold-runs 3 | tee "$work/b32.log"
+    --images 16 --folder-batch 16 --cold-runs 5 | tee "$work/b32.log"
 
 # L/14: 18x the FLOPs per image; towers only, batch 1 and 8, one timed call after the warm-up.
 "$python" "$here/compare_transformers.py" --vlm "$vlm" --work "$work" --shape l14 --threads "$threads" \

@@ -27,8 +27,14 @@ inside the repository) and reused by later runs:
 - `--images N` (64) camera-size 3000x2000 JPEGs (quality 90, smooth colour fields, shapes,
   texture and sensor noise, so each is about 1.7 MB as a photo would be) and one more for the
   cold start;
-- the vision tower exported to ONNX (pixel_values -> image_embeds, dynamic batch), and its int8
-  dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`, QInt8 weights);
+- the vision tower exported to ONNX (pixel_values -> image_embeds, dynamic batch) with both
+  exporters: TorchScript (opset 17, dynamo=False, what optimum and most users' exports use) and
+  dynamo; each also through ORT's transformer optimizer (`optimize_model(model_type="clip")`:
+  attention, layer-norm and GELU fusions); and each of those four graphs in int8 by dynamic
+  quantisation (`onnxruntime.quantization.quantize_dynamic`, QInt8 weights). After pinning, every
+  graph is timed once at every batch size and the fastest f32 and int8 graphs (geometric mean over
+  the batch sizes) are the ONNX Runtime rows; the tables name the export each came from and list
+  what every graph reached;
 - vlm's pack files (WORK/vlm-packs, through VLM_PACK_CACHE_DIR).
 
 What it measures, with the same thread count T (`--threads`, default: all cores) for every
@@ -43,8 +49,8 @@ after pinning to `--pin-cpus` when given (the setup runs unpinned):
 2. the image tower's images/s at each `--batch-sizes` on random pixels and the text tower's
    prompts/s over `--text-prompts` prompts "a photo of a {label}.", for: transformers f32,
    transformers under torch.autocast("cpu", dtype=torch.bfloat16), ONNX Runtime f32 and int8
-   dynamic, `vlm bench` f32 and `--dtype bf16` (refused, and shown n/a, on a CPU without AMX
-   or AVX512-BF16); `--rounds R` (2) rounds, the systems' order rotated each round, median
+   dynamic, `vlm bench` f32, `--dtype bf16` (refused, and shown n/a, on a CPU without AMX
+   or AVX512-BF16) and `--dtype int8`; `--rounds R` (2) rounds, the systems' order rotated each round, median
    per system reported, with each system's share of its bound (f32 and bf16 rows of the f32
    and bf16 bounds; int8 of the f32 bound, no int8 GEMM being measured);
 3. end to end, each run a fresh process timed with os.wait4 (wall time, peak RSS, CPU time):
@@ -226,6 +232,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-onnx", action="store_true", help="leave ONNX Runtime out")
     ap.add_argument("--skip-e2e", action="store_true", help="leave the end-to-end jobs out")
     ap.add_argument("--json-out", type=Path, help="raw figures (default: WORK/compare-results.json)")
+    caption = ap.add_argument_group("captions", "--caption runs only the caption row (examples/compare_captions.py): "
+                                    "BLIP captioning, vlm's caption_bench example against transformers' generate")
+    caption.add_argument("--caption", action="store_true", help="measure captions instead of the CLIP rows")
+    caption.add_argument("--caption-shapes", default="base,large", help="BLIP shapes, base and/or large (default: %(default)s)")
+    caption.add_argument("--caption-beams", default="1", help="beam counts to measure, e.g. 1,3 (default: %(default)s)")
+    caption.add_argument("--caption-batch-sizes", default="1,8", help="images per generate call (default: %(default)s)")
+    caption.add_argument("--caption-new-tokens", type=int, default=20, help="max_new_tokens (default: %(default)s)")
+    caption.add_argument("--caption-bench", type=Path,
+                         help="caption_bench binary (default: target/release/examples/caption_bench)")
     args = ap.parse_args()
     args.work = args.work.resolve()
     if args.work == REPO or REPO in args.work.parents:
@@ -234,8 +249,14 @@ def parse_args() -> argparse.Namespace:
     args.pin_cpus = sorted({int(c) for c in args.pin_cpus.split(",")}) if args.pin_cpus else None
     if min(args.threads, args.images, args.rounds, args.cold_runs, args.min_reps) < 1:
         ap.error("--threads, --images, --rounds, --cold-runs and --min-reps must be at least 1")
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    if args.caption:
+        args.caption_bench = args.caption_bench or target / "release/examples/caption_bench"
+        if not args.caption_bench.is_file():
+            ap.error(f"no caption_bench at {args.caption_bench}: run `cargo build --release --example caption_bench`")
+        args.json_out = args.json_out or args.work / "compare-results-caption.json"
+        return args
     if args.vlm is None:
-        target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
         args.vlm = target / "release" / "vlm"
     if not args.vlm.is_file():
         ap.error(f"no vlm binary at {args.vlm}: run `cargo build --release` or pass --vlm PATH")
@@ -356,49 +377,156 @@ def make_prompts(tokenizer_json: Path, n: int) -> list[str]:
     return [TEMPLATE.format(label) for label in labels]
 
 
-def export_onnx(model, path: Path, log_path: Path) -> str:
-    """Vision tower to ONNX with a dynamic batch axis. The dynamo exporter first; the
-    TorchScript one if that fails. Returns which one worked."""
+class _VisionTower:
+    """pixel_values -> image_embeds, the module every exporter sees."""
+
+    @staticmethod
+    def of(model):
+        import torch
+
+        class VisionTower(torch.nn.Module):
+            def __init__(self, clip):
+                super().__init__()
+                self.vision_model, self.visual_projection = clip.vision_model, clip.visual_projection
+
+            def forward(self, pixel_values):
+                return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
+
+        return VisionTower(model).eval()
+
+
+# The ways the vision tower reaches ONNX Runtime: both exporters, each as exported and after
+# ORT's transformer optimizer (attention, layer-norm and GELU fusions), each in f32 and after
+# int8 dynamic quantisation. The fastest graph of each kind is the one measured.
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def export_onnx(model, path: Path, how: str, log_path: Path) -> None:
+    """Vision tower to ONNX with a dynamic batch axis: `how` is "torchscript" (opset 17,
+    dynamo=False: what optimum and most users' exports use) or "dynamo"."""
     import torch
+    from contextlib import redirect_stderr, redirect_stdout
 
-    class VisionTower(torch.nn.Module):
-        def __init__(self, clip):
-            super().__init__()
-            self.vision_model, self.visual_projection = clip.vision_model, clip.visual_projection
-
-        def forward(self, pixel_values):
-            return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
-
-    tower = VisionTower(model).eval()
+    tower = _VisionTower.of(model)
     example = (torch.randn(2, 3, 224, 224),)
     tmp = path.with_name(path.name + ".partial")
-    errors = []
-    with open(log_path, "w") as logf:
-        try:
-            from contextlib import redirect_stderr, redirect_stdout
-
-            with redirect_stdout(logf), redirect_stderr(logf):
-                torch.onnx.export(
-                    tower, example, str(tmp), dynamo=True, external_data=False,
-                    input_names=["pixel_values"], output_names=["image_embeds"],
-                    dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=4096)}},
-                )
-            tmp.rename(path)
-            return "dynamo"
-        except Exception as e:  # noqa: BLE001 - any failure falls back to the other exporter
-            errors.append(f"dynamo: {type(e).__name__}: {e}")
-            print(errors[-1], file=logf)
-        try:
+    with open(log_path, "a") as logf, redirect_stdout(logf), redirect_stderr(logf):
+        if how == "dynamo":
+            torch.onnx.export(
+                tower, example, str(tmp), dynamo=True, external_data=False,
+                input_names=["pixel_values"], output_names=["image_embeds"],
+                dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            )
+        else:
             torch.onnx.export(
                 tower, example, str(tmp), dynamo=False, opset_version=17,
                 input_names=["pixel_values"], output_names=["image_embeds"],
                 dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
             )
-            tmp.rename(path)
-            return "torchscript"
+    tmp.rename(path)
+
+
+def optimize_onnx(src: Path, dst: Path, vision, log_path: Path) -> None:
+    """ORT's transformer optimizer with its CLIP fusions (as `python -m
+    onnxruntime.transformers.optimizer --model_type clip` does)."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    tmp = dst.with_name(dst.name + ".partial")
+    with open(log_path, "a") as logf, redirect_stdout(logf), redirect_stderr(logf):
+        opt = optimize_model(str(src), model_type="clip", num_heads=vision.num_attention_heads,
+                             hidden_size=vision.hidden_size, opt_level=0)
+        logf.write(f"{dst.name}: fused operators {opt.get_fused_operator_statistics()}\n")
+        opt.save_model_to_file(str(tmp))
+    tmp.rename(dst)
+
+
+def quantize_onnx(src: Path, dst: Path, log_path: Path) -> None:
+    """int8 dynamic quantisation (QInt8 weights per tensor, u8 activations), ORT's default."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from onnx import TensorProto
+
+    tmp = dst.with_name(dst.name + ".partial")
+    with open(log_path, "a") as logf, redirect_stdout(logf), redirect_stderr(logf):
+        # The optimizer's fused operators (com.microsoft domain) leave some tensors without an
+        # inferred type; they are all f32 here, which is what the quantiser is told.
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    tmp.rename(dst)
+
+
+def onnx_variants(model, work: Path, stem: str, skip_int8: bool, notes: dict) -> dict:
+    """Every graph that could be made: {"f32": {name: path}, "int8": {name: path}}, names
+    like "torchscript", "dynamo + optimizer". Made once and kept in `work`."""
+    log_path = work / "onnx-export.log"
+    out = {"f32": {}, "int8": {}}
+    for how in EXPORTERS:
+        plain = work / f"{stem}-vision-{how}.onnx"
+        if not plain.is_file():
+            log(f"onnx: exporting the vision tower with the {how} exporter")
+            try:
+                export_onnx(model, plain, how, log_path)
+            except Exception as e:  # noqa: BLE001 - the other exporter may still work
+                notes[f"export {how}"] = f"{type(e).__name__}: {str(e)[:300]}"
+                log(f"onnx: {how} export failed: {notes[f'export {how}']}")
+                continue
+        out["f32"][how] = plain
+        opt = work / f"{stem}-vision-{how}-opt.onnx"
+        if not opt.is_file():
+            try:
+                optimize_onnx(plain, opt, model.config.vision_config, log_path)
+            except Exception as e:  # noqa: BLE001
+                notes[f"optimize {how}"] = f"{type(e).__name__}: {str(e)[:300]}"
+                log(f"onnx: optimizer on the {how} export failed: {notes[f'optimize {how}']}")
+        if opt.is_file():
+            out["f32"][f"{how} + optimizer"] = opt
+    if not skip_int8:
+        for name, f32_path in out["f32"].items():
+            q = f32_path.with_name(f32_path.stem + "-int8-dynamic.onnx")
+            if not q.is_file():
+                log(f"onnx: int8 dynamic quantisation of the {name} graph")
+                try:
+                    quantize_onnx(f32_path, q, log_path)
+                except Exception as e:  # noqa: BLE001
+                    notes[f"quantize {name}"] = f"{type(e).__name__}: {str(e)[:300]}"
+                    log(f"onnx: quantising the {name} graph failed: {notes[f'quantize {name}']}")
+                    continue
+            out["int8"][name] = q
+    return out
+
+
+def pick_fastest(ort, variants: dict, args, check) -> tuple:
+    """Times every graph of one kind at every batch size (one short measurement each) and
+    returns (name, session, {name: {batch: images/s}}) for the fastest by the geometric mean
+    over the batch sizes; `check(session, name)` logs its accuracy."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    trial = {}
+    best = None
+    for name, path in variants.items():
+        try:
+            sess = ort.InferenceSession(str(path), ort_options(args.threads), providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001
-            errors.append(f"torchscript: {type(e).__name__}: {e}")
-    raise SystemExit("ONNX export failed:\n" + "\n".join(errors))
+            log(f"onnx: {name}: no session: {type(e).__name__}: {str(e)[:200]}")
+            continue
+        check(sess, name)
+        rates = {}
+        for b in args.batch_sizes:
+            x = rng.standard_normal((b, 3, 224, 224), dtype=np.float32)
+            rates[b] = timed(lambda: sess.run(None, {"pixel_values": x}), b, max(0.5, args.min_seconds / 2),
+                             1)["per_second"]
+        score = math.exp(sum(math.log(r) for r in rates.values()) / len(rates))
+        trial[name] = rates
+        log(f"onnx: {name:36s} " + ", ".join(f"b{b} {r:.2f}" for b, r in rates.items())
+            + f" images/s (geometric mean {score:.2f})")
+        if best is None or score > best[0]:
+            best = (score, name, sess)
+    return (best[1], best[2], trial) if best else (None, None, trial)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -614,12 +742,33 @@ def features(out):
     return out if hasattr(out, "shape") else out.pooler_output
 
 
+def caption_main(args, env: dict, load: tuple, started: float) -> None:
+    """The caption row: BLIP captions per second, vlm against transformers (compare_captions.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import compare_captions
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_info()
+    log(f"CPU: {cpu['model']}, {cpu['cpus']} logical CPUs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    results = compare_captions.caption_rows(args, args.work, env, log)
+    table = compare_captions.caption_table(results)
+    end_load = os.getloadavg()
+    header = (f"BLIP captions, {args.threads} threads, max_new_tokens {args.caption_new_tokens}; CPU {cpu['model']}; "
+              f"load average {load[0]:.2f} at the start, {end_load[0]:.2f} at the end; "
+              f"{time.perf_counter() - started:.0f} s")
+    print(f"\n{header}\n\n{table}\n", flush=True)
+    (args.work / "compare-results-caption.md").write_text(f"{header}\n\n{table}\n")
+    args.json_out.write_text(json.dumps({"cpu": cpu, "load": [load, end_load], "results": results}, indent=2))
+
+
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
     load = os.getloadavg()
     env = thread_env(args.threads)
     os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    if args.caption:
+        return caption_main(args, env, load, started)
     import torch
     import transformers
     from transformers import CLIPModel, CLIPTokenizer
@@ -682,57 +831,27 @@ def main() -> None:
         f"vs transformers {[round(s, 5) for s in tf_sims]} (max diff {sim_diff:.1e})")
 
     sessions = {}
-    export_how = None
+    export_how = {}
     onnx_notes = {}
+    ort_selection = {}
+    ort = None
+    variants = {"f32": {}, "int8": {}}
     if not args.skip_onnx:
         try:
             import onnxruntime as ort
         except ImportError as e:
-            ort = None
             onnx_notes["ort"] = f"onnxruntime not importable: {e}"
             log(f"onnx: {onnx_notes['ort']}; ONNX Runtime rows left out")
-        onnx_path = args.work / f"{shape['dir']}-vision.onnx"
-        if ort is not None and not onnx_path.is_file():
-            log("onnx: exporting the vision tower")
-            try:
-                export_how = export_onnx(model, onnx_path, args.work / "onnx-export.log")
-                log(f"onnx: exported with the {export_how} exporter, {onnx_path.stat().st_size / 1e6:.0f} MB")
-            except SystemExit as e:
-                onnx_notes["ort"] = str(e)
-                log(f"onnx: {e}")
-        if ort is not None and onnx_path.is_file():
-            t0 = time.perf_counter()
-            sessions["ort"] = ort.InferenceSession(str(onnx_path), ort_options(args.threads),
-                                                   providers=["CPUExecutionProvider"])
-            ort_load = time.perf_counter() - t0
-            x = torch.randn(3, 3, 224, 224)
-            with torch.inference_mode():
-                ref = features(model.get_image_features(pixel_values=x))
-            got = sessions["ort"].run(None, {"pixel_values": x.numpy()})[0]
-            log(f"onnx: session ready in {ort_load:.2f} s; max |ORT - torch| on a batch of 3: "
-                f"{abs(got - ref.numpy()).max():.1e}")
-            int8_path = onnx_path.with_name(onnx_path.stem + "-int8-dynamic.onnx")
-            if not args.skip_int8:
-                try:
-                    if not int8_path.is_file():
-                        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                        log("onnx: int8 dynamic quantisation (quantize_dynamic, QInt8 weights)")
-                        tmp = int8_path.with_name(int8_path.name + ".partial")
-                        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
-                        tmp.rename(int8_path)
-                    sessions["ort_int8"] = ort.InferenceSession(str(int8_path), ort_options(args.threads),
-                                                                providers=["CPUExecutionProvider"])
-                    got8 = sessions["ort_int8"].run(None, {"pixel_values": x.numpy()})[0]
-                    cos = (got8 * ref.numpy()).sum(-1) / (
-                        ((got8 ** 2).sum(-1) ** 0.5) * ((ref.numpy() ** 2).sum(-1) ** 0.5))
-                    log(f"onnx: int8 session ready; cosine to f32 torch on a batch of 3 >= {cos.min():.4f}")
-                except Exception as e:  # noqa: BLE001 - reported as n/a, the rest still runs
-                    onnx_notes["ort_int8"] = f"{type(e).__name__}: {e}"
-                    log(f"onnx: int8 left out: {onnx_notes['ort_int8'][:300]}")
+        if ort is not None:
+            variants = onnx_variants(model, args.work, shape["dir"], args.skip_int8, onnx_notes)
+            if not variants["f32"]:
+                onnx_notes["ort"] = "no exporter produced a graph (see onnx-export.log)"
 
     # bf16 in vlm needs AMX or AVX512-BF16; a refused run is reported as such
+    # bf16 in vlm needs AMX or AVX512-BF16; a refused run is reported as such
     vlm_dtypes = ["f32"] + ([] if args.skip_bf16 else ["bf16"])
+    if has_bench and not args.skip_int8 and vlm_has(args, ["bench"], "int8"):
+        vlm_dtypes.append("int8")
     if not has_bench:
         vlm_dtypes = []
 
@@ -742,9 +861,32 @@ def main() -> None:
     else:
         pinned = None
 
+    # ONNX Runtime at its best: every export measured briefly (pinned like the rounds), the
+    # fastest f32 and int8 graphs kept for the rows
+    if ort is not None:
+        x3 = torch.randn(3, 3, 224, 224)
+        with torch.inference_mode():
+            ref3 = features(model.get_image_features(pixel_values=x3)).numpy()
+
+        def check(sess, name):
+            got = sess.run(None, {"pixel_values": x3.numpy()})[0]
+            cos = (got * ref3).sum(-1) / (((got ** 2).sum(-1) ** 0.5) * ((ref3 ** 2).sum(-1) ** 0.5))
+            log(f"onnx: {name}: max |ORT - torch| on a batch of 3 {abs(got - ref3).max():.1e}, cosine >= {cos.min():.5f}")
+
+        for kind, key in (("f32", "ort"), ("int8", "ort_int8")):
+            if not variants[kind]:
+                continue
+            log(f"onnx: choosing the fastest {kind} graph of {len(variants[kind])}")
+            name, sess, trial = pick_fastest(ort, variants[kind], args, check)
+            ort_selection[kind] = {"chosen": name, "images_per_second": trial}
+            if sess is not None:
+                sessions[key] = sess
+                export_how[key] = name
+                log(f"onnx: {kind} rows from the {name} graph")
+
     # --- towers, in rounds ---------------------------------------------------------------------
     systems = (["transformers"] + ([] if args.skip_bf16 else ["transformers_bf16"]) + list(sessions)
-               + [("vlm" if d == "f32" else "vlm_bf16") for d in vlm_dtypes])
+               + [("vlm" if d == "f32" else f"vlm_{d}") for d in vlm_dtypes])
     tower = {s: [] for s in systems}
     failed = {}
     gemm = {"torch": [], "torch_bf16": [], "ort": []}
@@ -767,7 +909,7 @@ def main() -> None:
             elif s in sessions:
                 res = measure_ort(sessions[s], args)
             else:
-                res = measure_vlm_bench(args, ckpt, env, "bf16" if s == "vlm_bf16" else "f32")
+                res = measure_vlm_bench(args, ckpt, env, s.removeprefix("vlm_") if s != "vlm" else "f32")
             if res is None:
                 failed[s] = "failed; see the log above"
                 continue
@@ -804,7 +946,7 @@ def main() -> None:
             # the first run after a new checkpoint or vlm build: packs and writes the pack file
             packs = args.work / "vlm-packs"
             first = []
-            for _ in range(max(1, min(2, args.cold_runs))):
+            for _ in range(args.cold_runs):  # the median of --cold-runs, as for the others
                 shutil.rmtree(packs, ignore_errors=True)
                 first.append(run_measured(vlm_cold, env, runs / "cold-first.out", runs / "cold-first.err"))
             cold_runs["vlm_first_run"] = first
@@ -856,9 +998,10 @@ def main() -> None:
     bounds = {"f32": gemm_ref * 1e9 / flops["total"],
               "bf16": gemm_ref_bf16 * 1e9 / flops["total"] if gemm_ref_bf16 else None}
     names = {"transformers": ("transformers", "f32"), "transformers_bf16": ("transformers, bf16 autocast", "bf16"),
-             "ort": ("ONNX Runtime", "f32"), "ort_int8": ("ONNX Runtime, int8 dynamic", "int8"),
-             "vlm": ("vlm", "f32"), "vlm_bf16": ("vlm --dtype bf16", "bf16")}
-    vlm_raw = {s: tower[s][-1]["raw"] for s in ("vlm", "vlm_bf16") if tower.get(s)}
+             "ort": (f"ONNX Runtime ({export_how.get('ort')} export)", "f32"),
+             "ort_int8": (f"ONNX Runtime, int8 dynamic ({export_how.get('ort_int8')} export)", "int8"),
+             "vlm": ("vlm", "f32"), "vlm_bf16": ("vlm --dtype bf16", "bf16"), "vlm_int8": ("vlm --dtype int8", "int8")}
+    vlm_raw = {s: tower[s][-1]["raw"] for s in ("vlm", "vlm_bf16", "vlm_int8") if tower.get(s)}
 
     def raw_median(system, key):
         return median([t["raw"].get(key) for t in tower.get(system, [])
@@ -903,20 +1046,25 @@ def main() -> None:
         ["ONNX Runtime MLAS (MatMul)", cell(median(gemm["ort"]), "{:.1f}"), "n/a"],
         ["vlm packed kernels (vlm bench, B/32 MLP shape)", cell(raw_median("vlm", "kernel_f32_gflops"), "{:.1f}"),
          cell(raw_median("vlm", "kernel_bf16_gflops"), "{:.1f}")],
+        [f"vlm int8 kernel ({(vlm_raw.get('vlm') or {}).get('kernel_int8')}), GOP/s",
+         cell(raw_median("vlm", "kernel_int8_gops"), "{:.1f}"), ""],
     ]
 
     # the issue's targets, as ratios measured back to back
     target_rows = []
     for b in args.batch_sizes:
         tf, ort_, int8 = tower_median("transformers", b), tower_median("ort", b), tower_median("ort_int8", b)
-        v, vb = tower_median("vlm", b), tower_median("vlm_bf16", b)
-        target_rows.append([f"batch {b}", ratio(v, tf), ratio(v, ort_), ratio(vb, tf), ratio(vb, int8), ratio(vb, v)])
+        v, vb, vi = tower_median("vlm", b), tower_median("vlm_bf16", b), tower_median("vlm_int8", b)
+        target_rows.append([f"batch {b}", ratio(v, tf), ratio(v, ort_), ratio(vb, tf), ratio(vb, int8), ratio(vb, v),
+                            ratio(vi, int8), ratio(vi, v), ratio(vi, vb)])
     if prompts:
-        target_rows.append(["text", ratio(tower_median("vlm"), tower_median("transformers")), "n/a",
-                            ratio(tower_median("vlm_bf16"), tower_median("transformers")), "n/a",
-                            ratio(tower_median("vlm_bf16"), tower_median("vlm"))])
+        v, vb, vi = tower_median("vlm"), tower_median("vlm_bf16"), tower_median("vlm_int8")
+        target_rows.append(["text", ratio(v, tower_median("transformers")), "n/a",
+                            ratio(vb, tower_median("transformers")), "n/a", ratio(vb, v), "n/a", ratio(vi, v),
+                            ratio(vi, vb)])
     target_header = ["", "vlm f32 / transformers f32", "vlm f32 / ORT f32", "vlm bf16 / transformers f32",
-                     "vlm bf16 / ORT int8", "vlm bf16 / vlm f32"]
+                     "vlm bf16 / ORT int8", "vlm bf16 / vlm f32", "vlm int8 / ORT int8", "vlm int8 / vlm f32",
+                     "vlm int8 / vlm bf16"]
 
     e2e_header = ["metric", "transformers", "vlm", "vlm / transformers"]
     e2e_rows = [["model load in the bench process, s", cell(tf_load, "{:.2f}"),
@@ -966,7 +1114,13 @@ def main() -> None:
                f"({flags}), {args.threads} threads, {pin_note}; " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
                + f"; medians of {args.rounds} interleaved round(s); load average {load[0]:.1f} at the start, "
                f"{os.getloadavg()[0]:.1f} at the end; {elapsed / 60:.1f} min.")
-    bound_note = (f"Bounds: {flops['total'] / 1e9:.2f} GFLOP per image at the best torch GEMM of the run: f32 "
+    selection_note = "".join(
+        f"\nONNX Runtime {kind} graphs tried (images/s at batch " + "/".join(map(str, args.batch_sizes)) + "): "
+        + "; ".join(f"{name} " + " / ".join(f"{r:.2f}" for r in rates.values())
+                    for name, rates in sel["images_per_second"].items())
+        + f"; kept: {sel['chosen']}." for kind, sel in ort_selection.items())
+    bound_note = selection_note.lstrip("\n") + ("\n" if selection_note else "") + (
+        f"Bounds: {flops['total'] / 1e9:.2f} GFLOP per image at the best torch GEMM of the run: f32 "
                   f"{gemm_ref:.1f} GFLOP/s = {bounds['f32']:.2f} images/s"
                   + (f"; bf16 {gemm_ref_bf16:.1f} GFLOP/s = {bounds['bf16']:.2f} images/s" if bounds["bf16"] else "")
                   + ". int8 rows are shown against the f32 bound (no int8 GEMM is measured).")
@@ -992,7 +1146,7 @@ def main() -> None:
         "checkpoint": str(ckpt), "vision_flops": flops, "gemm_shape": gemm_shape, "gemm_gflops": gemm,
         "flop_bound_images_per_second": bounds, "transformers_load_seconds": tf_load,
         "similarity_check": {"vlm": vlm_sims, "transformers": dict(zip(LABELS, tf_sims)), "max_diff": sim_diff},
-        "onnx_exporter": export_how, "onnx_notes": onnx_notes, "failed": failed, "vlm_bench_available": has_bench,
+        "onnx_exporter": export_how, "onnx_selection": ort_selection, "onnx_notes": onnx_notes, "failed": failed, "vlm_bench_available": has_bench,
         "towers": tower, "e2e": e2e,
         "tables": {title: {"header": h, "rows": b} for title, h, b in sections},
         "elapsed_seconds": elapsed, "load_average_start": load, "load_average_end": os.getloadavg(),

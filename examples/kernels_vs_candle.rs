@@ -1,5 +1,6 @@
 //! The packed CPU kernels against candle's ops on the same checkpoint, in one process:
-//! images/s at several batch sizes, prompts/s, and how far the embeddings move.
+//! images/s at several batch sizes, prompts/s, and how far the embeddings move, for f32,
+//! bf16 (where the CPU has it) and int8 on each int8 kernel the CPU runs.
 //!
 //! cargo run --release --example kernels_vs_candle -- CHECKPOINT_DIR [BATCH...]
 //!
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use vlm::model::config::ClipConfig;
-use vlm::model::ClipModel;
+use vlm::model::{ClipModel, Int8Kernel, LoadOptions, Precision};
 
 fn best(budget: Duration, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     work()?;
@@ -77,18 +78,30 @@ fn main() -> anyhow::Result<()> {
     let candle = ClipModel::load_on_candle(&config, &weights, &device, DType::F32)?;
     let candle_load = t.elapsed().as_secs_f64();
     let mut models = Vec::new();
-    for dtype in [DType::F32, DType::BF16] {
+    // f32, bf16, and int8 on every int8 kernel this CPU runs.
+    let int8 = Int8Kernel::ALL.into_iter().filter(|k| k.supported());
+    let loads = [
+        (Precision::from(DType::F32), None),
+        (DType::BF16.into(), None),
+    ]
+    .into_iter()
+    .chain(int8.map(|k| (Precision::Int8, Some(k))));
+    for (precision, int8_kernel) in loads {
         let t = Instant::now();
-        match ClipModel::load_as(&config, &weights, &device, dtype) {
+        let options = LoadOptions {
+            int8_kernel,
+            ..Default::default()
+        };
+        match ClipModel::load_with(&config, &weights, &device, precision, &options) {
             Ok(model) => {
                 println!(
-                    "{:<18} loaded in {:.2} s",
+                    "{:<26} loaded in {:.2} s",
                     model.kernels(),
                     t.elapsed().as_secs_f64()
                 );
                 models.push(model);
             }
-            Err(err) => println!("{dtype:?}: {err}"),
+            Err(err) => println!("{}: {err}", precision.name()),
         }
     }
     println!(
@@ -115,7 +128,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })?;
             println!(
-                "    {:<18} {:>7.2}/s  x{:.2} candle   min cos {cos:.7}  max |diff| {abs:.2e}",
+                "    {:<26} {:>7.2}/s  x{:.2} candle   min cos {cos:.7}  max |diff| {abs:.2e}",
                 model.kernels(),
                 batch as f64 / time,
                 base / time
@@ -149,7 +162,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         })?;
         println!(
-            "    {:<18} {:>7.1}/s  x{:.2} candle   min cos {cos:.7}  max |diff| {abs:.2e}",
+            "    {:<26} {:>7.1}/s  x{:.2} candle   min cos {cos:.7}  max |diff| {abs:.2e}",
             model.kernels(),
             256.0 / time,
             base / time

@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::family::{Family, Scoring};
 use crate::labels::PromptSet;
 use crate::model::config::ClipConfig;
-use crate::model::{family, l2_normalize, ClipModel, LoadOptions};
-use crate::preprocess::{self, DecodeOptions, Preprocessor};
+use crate::model::{family, l2_normalize, ClipModel, LoadOptions, Precision};
+use crate::preprocess::{self, DecodeOptions, PreprocessConfig, Preprocessor};
 use crate::progress::{Level, Progress};
 use crate::score::{self, Score};
 use crate::source::ModelFiles;
@@ -59,18 +59,24 @@ impl Checkpoint {
         Self::load_as(files, device, DType::F32)
     }
 
-    /// Loads a checkpoint's four files onto `device`, computing in `dtype`.
-    pub fn load_as(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
-        Self::load_with(files, device, dtype, &LoadOptions::default())
+    /// Loads a checkpoint's four files onto `device`, computing in `precision` (a float
+    /// `DType`, or [`Precision::Int8`]).
+    pub fn load_as(
+        files: &ModelFiles,
+        device: &Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
+        Self::load_with(files, device, precision, &LoadOptions::default())
     }
 
     /// Like [`Self::load_as`], with a pack cache and other [`LoadOptions`].
     pub fn load_with(
         files: &ModelFiles,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
         options: &LoadOptions,
     ) -> Result<Self> {
+        let precision = precision.into();
         let (config, preprocess_config) = family::read_configs(files, |name| {
             Ok::<_, Error>(crate::model::tensor_shape(
                 &files.weights,
@@ -78,23 +84,18 @@ impl Checkpoint {
                 name,
             )?)
         })?;
-        let (height, width) = preprocess_config.output_size();
-        let size = config.vision.image_size;
-        if height as usize != size || width as usize != size {
-            return Err(Error::InputSize {
-                path: files.preprocessor.clone(),
-                height,
-                width,
-                size,
-            });
-        }
+        check_input_size(
+            &preprocess_config,
+            config.vision.image_size,
+            &files.preprocessor,
+        )?;
         // Parsing tokenizer.json (~50 ms for CLIP's vocabulary and merges) overlaps the
         // weights' load, which is a page-cache read or a mapping.
         let (model, tokenizer) = std::thread::scope(|scope| {
             let tokenizer = scope.spawn(|| {
                 family::tokenizer(files, config.text.max_position_embeddings, config.family)
             });
-            let model = ClipModel::load_with(&config, &files.weights, device, dtype, options);
+            let model = ClipModel::load_with(&config, &files.weights, device, precision, options);
             let tokenizer = tokenizer
                 .join()
                 .map_err(|_| Error::Internal("the tokenizer thread panicked"));
@@ -154,24 +155,19 @@ impl Checkpoint {
     /// How this classifier computes beyond the checkpoint and its preprocessing config
     /// (numeric type, decoding shortcuts, whether truncated files are accepted): cached embeddings are only valid for the same.
     pub fn compute_fingerprint(&self) -> String {
-        let mut fingerprint = format!("family {}; {}", self.family(), self.numeric_fingerprint());
-        if self.decode.jpeg_downscale.is_some() {
-            fingerprint.push_str("; jpeg-downscale");
-        }
-        // Pixels of complete files do not change, but a cache hit skips decoding: an
-        // embedding of a truncated file stored with the flag must not answer for it
-        // without the flag.
-        if self.decode.allow_truncated {
-            fingerprint.push_str("; allow-truncated");
-        }
-        fingerprint
+        format!(
+            "family {}; {}{}",
+            self.family(),
+            self.numeric_fingerprint(),
+            self.decode.fingerprint()
+        )
     }
 
     /// The part of [`Self::compute_fingerprint`] that defines the embedding space (the
     /// numeric type), without decoding shortcuts, which move embeddings only slightly:
     /// what a linear probe must match.
     pub fn numeric_fingerprint(&self) -> String {
-        dtype_name(self.model.dtype()).to_string()
+        self.model.precision().name().to_string()
     }
 
     /// Tokenises and embeds prompts, a bounded batch at a time. Batches are formed from
@@ -291,6 +287,20 @@ impl Checkpoint {
         )
         .map_err(Error::Tensor)
     }
+}
+
+/// Refuses preprocessing whose output is not the vision tower's `size` x `size` input.
+pub(crate) fn check_input_size(config: &PreprocessConfig, size: usize, path: &Path) -> Result<()> {
+    let (height, width) = config.output_size();
+    if height as usize != size || width as usize != size {
+        return Err(Error::InputSize {
+            path: path.to_path_buf(),
+            height,
+            width,
+            size,
+        });
+    }
+    Ok(())
 }
 
 /// The usual short name of a float type.

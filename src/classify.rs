@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::decide::{
@@ -17,12 +17,21 @@ use crate::organize::{self, OrganizeError, Organizer};
 use crate::output::{self, Format, ImageResult, Labelled, OpenError, ResultSink};
 use crate::session::{ModelSettings, Session, SessionError};
 use crate::store::{Address, LabelStore, ModelStamp, StoreError};
+use crate::xmp::{SidecarWriter, XmpOptions};
 
 /// `--organize`: where and how to sort the labelled files.
 #[derive(Debug, Clone)]
 pub struct OrganizeSettings {
     pub dest: PathBuf,
     pub mode: organize::Mode,
+    pub dry_run: bool,
+}
+
+/// `--write-xmp`: how sidecars are named, the root of vlm's keywords, and whether to
+/// only say what would change.
+#[derive(Debug, Clone)]
+pub struct XmpSettings {
+    pub options: XmpOptions,
     pub dry_run: bool,
 }
 
@@ -36,6 +45,65 @@ pub struct ResultsTo {
     pub resume: bool,
 }
 
+/// The results file could not be read to resume.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {} to resume", path.display())]
+pub struct ResumeError {
+    pub path: PathBuf,
+    #[source]
+    pub cause: io::Error,
+}
+
+impl ResultsTo {
+    /// With `--resume`: what the results file already holds, keyed by `read` (which also
+    /// cuts off a torn last line), said with `--verbose` as so many `what`.
+    pub fn already_done(
+        &self,
+        what: &str,
+        read: impl FnOnce(&Path) -> io::Result<HashSet<String>>,
+        progress: &dyn Progress,
+    ) -> Result<HashSet<String>, ResumeError> {
+        let Some(path) = self.path.as_deref().filter(|_| self.resume) else {
+            return Ok(HashSet::new());
+        };
+        let done = read(path).map_err(|cause| ResumeError {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        progress.say(
+            Level::Detail,
+            &format_args!(
+                "resuming: {} {what} already in {}",
+                done.len(),
+                path.display()
+            ),
+        );
+        Ok(done)
+    }
+}
+
+/// Says what an interrupted run left: `written` results in `to`, the rest not `done`
+/// ("labelled"), and, when they went to a file, how to finish.
+pub fn say_interrupted(
+    written: usize,
+    to: &str,
+    to_file: bool,
+    done: &str,
+    progress: &dyn Progress,
+) {
+    progress.say(
+        Level::Error,
+        &format_args!(
+            "interrupted: {written} results written to {to}; the rest were not {done}{}",
+            if to_file {
+                "; run the same command with --resume to finish"
+            } else {
+                ""
+            }
+        ),
+    );
+}
+
 /// Everything a classify run needs besides the model.
 pub struct Classify {
     pub inputs: InputSpec,
@@ -45,6 +113,8 @@ pub struct Classify {
     /// `--threshold` as given (the default depends on the model's scoring).
     pub threshold: Option<f32>,
     pub organize: Option<OrganizeSettings>,
+    /// `--write-xmp`: each image's accepted labels also go to its XMP sidecar.
+    pub xmp: Option<XmpSettings>,
     /// `--to`: also store embeddings and labels there.
     pub store: Option<Address>,
     pub results: ResultsTo,
@@ -55,12 +125,8 @@ pub struct Classify {
 pub enum ClassifyError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error("cannot read {} to resume", path.display())]
-    Resume {
-        path: PathBuf,
-        #[source]
-        cause: io::Error,
-    },
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -138,6 +204,7 @@ impl Classify {
             .organize
             .map(|o| Organizer::new(&o.dest, o.mode, o.dry_run))
             .transpose()?;
+        let sidecars = self.xmp.map(|x| SidecarWriter::new(x.options, x.dry_run));
         let results = &self.results;
         let mut writer = ResultSink::open(results.path.as_deref(), results.resume, results.format)?
             .describe(scorer.similarity_name(), scorer.scoring_name(checkpoint));
@@ -158,7 +225,7 @@ impl Classify {
                     writer.write(&ImageResult::failed(path, message))?;
                 }
                 let inputs: Vec<_> = inputs.into_iter().filter(todo).collect();
-                let sinks = (&mut writer, organizer, store, extra);
+                let sinks = (&mut writer, organizer, (store, sidecars), extra);
                 let mut labeller = Labeller::new(checkpoint, &scorer, decisions, sinks);
                 let mut tally = job.run(inputs, &mut labeller, progress)?;
                 tally.failed += failed;
@@ -167,7 +234,7 @@ impl Classify {
             }
             None => {
                 let inputs = self.inputs.stream(progress, &stream_failed)?.filter(todo);
-                let sinks = (&mut writer, organizer, store, extra);
+                let sinks = (&mut writer, organizer, (store, sidecars), extra);
                 let mut labeller = Labeller::new(checkpoint, &scorer, decisions, sinks);
                 job.run(inputs, &mut labeller, progress)?
             }
@@ -184,23 +251,9 @@ impl Classify {
     }
 
     /// With `--resume`: the inputs already in the results file (said with `--verbose`).
-    fn already_done(&self, progress: &dyn Progress) -> Result<HashSet<String>, ClassifyError> {
-        let Some(path) = self.results.path.as_deref().filter(|_| self.results.resume) else {
-            return Ok(HashSet::new());
-        };
-        let done = output::resume_jsonl(path).map_err(|cause| ClassifyError::Resume {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        progress.say(
-            Level::Detail,
-            &format_args!(
-                "resuming: {} inputs already in {}",
-                done.len(),
-                path.display()
-            ),
-        );
-        Ok(done)
+    fn already_done(&self, progress: &dyn Progress) -> Result<HashSet<String>, ResumeError> {
+        self.results
+            .already_done("inputs", output::resume_jsonl, progress)
     }
 }
 
@@ -210,18 +263,12 @@ impl Classified {
     pub fn say_summary(&self, seconds: f64, progress: &dyn Progress) {
         let tally = &self.tally;
         if tally.cancelled {
-            progress.say(
-                Level::Error,
-                &format_args!(
-                    "interrupted: {} results written to {}; the rest were not labelled{}",
-                    tally.done + tally.failed,
-                    self.written_to,
-                    if self.to_file {
-                        "; run the same command with --resume to finish"
-                    } else {
-                        ""
-                    }
-                ),
+            say_interrupted(
+                tally.done + tally.failed,
+                &self.written_to,
+                self.to_file,
+                "labelled",
+                progress,
             );
             return;
         }

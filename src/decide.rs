@@ -427,6 +427,28 @@ where
     }
 }
 
+/// The labels an image was given, as tags for photo tools: the selected ones within the
+/// reported (top-k) list with `--multi-label`, else the top label unless the image is
+/// uncertain. `None` when the image failed.
+pub fn accepted(report: &ImageResult) -> Option<Vec<String>> {
+    let Outcome::Ranked(results) = &report.outcome else {
+        return None;
+    };
+    Some(match &report.labels {
+        Some(selected) => selected
+            .iter()
+            .filter(|label| results.iter().any(|r| &r.label == *label))
+            .cloned()
+            .collect(),
+        None if report.uncertain == Some(true) => Vec::new(),
+        None => results
+            .first()
+            .map(|r| r.label.clone())
+            .into_iter()
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,5 +604,37 @@ mod tests {
             Err(DecideError::Threshold(_))
         ));
         assert!(Decisions::new(Some(3), Some(0.2), Some(0.0)).is_ok());
+    }
+
+    #[test]
+    fn accepted_labels_follow_every_decision() {
+        let single = Decisions::default().decide("x.jpg", &scores(), &scorer());
+        assert_eq!(accepted(&single), Some(vec!["dog".to_string()]));
+        let unsure =
+            Decisions::new(None, None, Some(0.7))
+                .unwrap()
+                .decide("x.jpg", &scores(), &scorer());
+        assert_eq!(accepted(&unsure), Some(Vec::new()));
+        let multi =
+            Decisions::new(None, Some(0.25), None)
+                .unwrap()
+                .decide("x.jpg", &scores(), &scorer());
+        assert_eq!(
+            accepted(&multi),
+            Some(vec!["dog".to_string(), "cat".to_string()])
+        );
+        let top1 = Decisions::new(Some(1), Some(0.25), None).unwrap().decide(
+            "x.jpg",
+            &scores(),
+            &scorer(),
+        );
+        assert_eq!(accepted(&top1), Some(vec!["dog".to_string()]));
+        let failed = ImageResult {
+            path: "x".into(),
+            outcome: Outcome::Failed("bad".into()),
+            uncertain: None,
+            labels: None,
+        };
+        assert_eq!(accepted(&failed), None);
     }
 }

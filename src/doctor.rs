@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::build_info;
 use crate::cache::EmbeddingCache;
 use crate::device::{self, DeviceKind};
-use crate::model::{self, Bf16Kernel, CpuKernel};
+use crate::model::{self, Bf16Kernel, CpuKernel, Int8Kernel};
 use crate::source::{self, HubOptions};
 
 /// The longest the hub check waits, whatever `VLM_HUB_TIMEOUT` says: a report must not
@@ -27,6 +27,8 @@ pub const HUB_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DoctorOptions {
     /// The bf16 kernel forced by `VLM_BF16_KERNEL`, as loads would use it.
     pub bf16_kernel: Option<Bf16Kernel>,
+    /// The int8 kernel forced by `VLM_INT8_KERNEL`, as loads would use it.
+    pub int8_kernel: Option<Int8Kernel>,
 }
 
 /// Everything `vlm doctor` reports; `--json` prints it as is.
@@ -177,6 +179,7 @@ const CPU_FEATURES: &[&str] = &[
     "avx512bf16",
     "avxvnni",
     "amx-bf16",
+    "amx-int8",
 ];
 
 /// The variables vlm reads; `true` marks a secret, shown only as set.
@@ -186,6 +189,7 @@ const VARIABLES: &[(&str, bool)] = &[
     ("VLM_PACK_CACHE_DIR", false),
     ("VLM_NO_PACK_CACHE", false),
     ("VLM_BF16_KERNEL", false),
+    ("VLM_INT8_KERNEL", false),
     ("VLM_HUB_TIMEOUT", false),
     ("RAYON_NUM_THREADS", false),
     ("HF_HOME", false),
@@ -232,7 +236,11 @@ pub fn examine(options: &DoctorOptions) -> Report {
         },
         system: system(),
         cpu: cpu(),
-        kernels: model::cpu_kernels(options.bf16_kernel),
+        kernels: model::cpu_kernels(&model::LoadOptions {
+            pack_dir: None,
+            bf16_kernel: options.bf16_kernel,
+            int8_kernel: options.int8_kernel,
+        }),
         device: match device::select(DeviceKind::Auto) {
             Ok(device) => match device.location() {
                 candle_core::DeviceLocation::Cpu => "cpu".to_string(),
@@ -303,6 +311,7 @@ fn cpu_features() -> Vec<&'static str> {
         // Rust's AMX detection is unstable; the bf16 kernels' own check (which also asks
         // Linux for the tile state) answers instead.
         "amx-bf16" => Bf16Kernel::Amx.supported(),
+        "amx-int8" => Int8Kernel::Amx.supported(),
         _ => false,
     };
     CPU_FEATURES.iter().copied().filter(|f| has(f)).collect()

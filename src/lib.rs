@@ -23,15 +23,19 @@
 //! images and [`probe`] trains a linear head on embeddings instead. [`bench`] measures
 //! throughput. [`fields`] reads JSON config files. [`build_info`] says what this build is
 //! (commit, features, JPEG SIMD) and [`doctor`] reports what vlm sees on the machine.
+//! [`xmp`] writes labels into the XMP sidecars photo tools read, and [`dedup`] groups
+//! near-duplicate images by the similarity of their embeddings.
 //! `serve` (cargo feature `serve`, on by default) keeps a model loaded behind an HTTP API.
 
 pub mod bench;
 pub mod build_info;
 pub mod cache;
+pub mod caption;
 pub mod checkpoint;
 pub mod classify;
 pub mod dataset;
 pub mod decide;
+pub mod dedup;
 pub mod device;
 pub mod doctor;
 pub mod error;
@@ -60,6 +64,7 @@ pub mod session;
 pub mod source;
 pub mod store;
 pub mod tokenize;
+pub mod xmp;
 
 pub use checkpoint::{Checkpoint, PromptEmbeddings};
 pub use error::{Error, Result};

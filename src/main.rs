@@ -37,6 +37,9 @@ fn main() -> ExitCode {
         Command::Search(args) => commands::search::run(&args),
         Command::Bench(args) => commands::bench::run(&args),
         Command::Report(args) => commands::report::run(&args),
+        Command::Caption(args) => commands::caption::caption(&args),
+        Command::Ask(args) => commands::caption::ask(&args),
+        Command::Dedup(args) => commands::dedup::run(&args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => commands::serve::run(&args),
         Command::Completions { shell } => commands::docs::completions(shell),

@@ -344,14 +344,7 @@ impl Sink<Labelled<'_>> for Organizer {
                 continue;
             };
             match self.place(path, label.as_deref()) {
-                Ok(placement) => {
-                    let level = if self.dry_run {
-                        Level::Plain
-                    } else {
-                        Level::PlainDetail
-                    };
-                    progress.say(level, &placement);
-                }
+                Ok(placement) => progress.say(Level::of_change(self.dry_run), &placement),
                 Err(err) => {
                     self.failed += 1;
                     progress.say(Level::Error, &err);

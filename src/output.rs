@@ -318,16 +318,7 @@ impl<W: Write> ResultWriter<W> {
     }
 
     fn row(&mut self, fields: &[String; 10]) -> io::Result<()> {
-        let (separator, escape): (&str, fn(&str) -> String) = match self.format {
-            Format::Tsv => ("\t", tsv_field),
-            _ => (",", csv_field),
-        };
-        let line = fields
-            .iter()
-            .map(|f| escape(f))
-            .collect::<Vec<_>>()
-            .join(separator);
-        writeln!(self.record, "{line}")
+        writeln!(self.record, "{}", delimited(self.format, fields))
     }
 }
 
@@ -449,6 +440,17 @@ impl Sink<Labelled<'_>> for ResultSink {
 /// Prepares a JSON Lines file for `--resume`: cuts off a torn last line (a run killed
 /// mid-write), and returns the `path` of every record in it, so those inputs are skipped.
 pub fn resume_jsonl(path: &Path) -> io::Result<HashSet<String>> {
+    resume_jsonl_by(path, |record| {
+        record.get("path")?.as_str().map(str::to_string)
+    })
+}
+
+/// [`resume_jsonl`] with what identifies a record (`key`, `None` for a record that proves
+/// nothing): the path, or the path and a question.
+pub fn resume_jsonl_by(
+    path: &Path,
+    key: impl Fn(&serde_json::Value) -> Option<String>,
+) -> io::Result<HashSet<String>> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
@@ -466,8 +468,8 @@ pub fn resume_jsonl(path: &Path) -> io::Result<HashSet<String>> {
         }
         // A line that does not parse was not written by vlm: keep it, but it proves nothing.
         if let Ok(record) = serde_json::from_slice::<serde_json::Value>(&line) {
-            if let Some(path) = record.get("path").and_then(|p| p.as_str()) {
-                done.insert(path.to_string());
+            if let Some(key) = key(&record) {
+                done.insert(key);
             }
         }
         complete += read as u64;
@@ -560,6 +562,19 @@ impl<F: Write + Truncate> Write for RecordFile<F> {
 }
 
 /// RFC 4180 quoting: only fields with a comma, quote or line break are quoted.
+/// One CSV row (TSV with [`Format::Tsv`]) of `fields`, each escaped, without the newline.
+pub(crate) fn delimited(format: Format, fields: &[String]) -> String {
+    let (separator, escape): (&str, fn(&str) -> String) = match format {
+        Format::Tsv => ("\t", tsv_field),
+        _ => (",", csv_field),
+    };
+    fields
+        .iter()
+        .map(|f| escape(f))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 pub(crate) fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))

@@ -23,6 +23,18 @@ pub enum Level {
     PlainDetail,
 }
 
+impl Level {
+    /// How to say what was done to a file: always in a dry run (it is what the user asked
+    /// to see), else only with `--verbose`.
+    pub fn of_change(dry_run: bool) -> Self {
+        if dry_run {
+            Self::Plain
+        } else {
+            Self::PlainDetail
+        }
+    }
+}
+
 /// Receives a run's progress and messages. Every method has a default that shows nothing,
 /// so an implementation picks what it shows.
 pub trait Progress: Sync {

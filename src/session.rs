@@ -6,21 +6,24 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use candle_core::DType;
-
 use crate::cache::{file_stamp, CacheError, CacheNamespace, EmbeddingCache};
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceError, DeviceKind};
 use crate::error::Error;
 use crate::job::{Job, Level, Progress, Tally};
-use crate::model::{Bf16Kernel, LoadOptions, PackStatus};
+use crate::model::{Bf16Kernel, Int8Kernel, LoadOptions, PackStatus, Precision};
 use crate::pipeline::PipelineOptions;
-use crate::preprocess::DecodeOptions;
+use crate::preprocess::{DecodeOptions, PreprocessConfig};
+use crate::source::registry::Task;
 use crate::source::{self, HubOptions, ModelFiles, SourceError};
 
 /// Environment variable that picks the CPU's bf16 kernel (`amx` or `avx512bf16`) instead
 /// of the fastest one present: to measure or test the AVX512-BF16 kernel on a CPU with AMX.
 pub const BF16_KERNEL_ENV: &str = "VLM_BF16_KERNEL";
+
+/// Environment variable that picks the CPU's int8 kernel (`amx`, `avx512vnni`, `avxvnni`,
+/// `avx2` or `portable`) instead of the fastest one present: to measure or test another.
+pub const INT8_KERNEL_ENV: &str = "VLM_INT8_KERNEL";
 
 /// Where image embeddings are kept between runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +44,8 @@ pub struct ModelSettings {
     /// A hub revision instead of the default.
     pub revision: Option<String>,
     pub device: DeviceKind,
-    /// What the encoders compute in.
-    pub dtype: DType,
+    /// What the encoders compute in: a float type, or int8 (CPU only).
+    pub dtype: Precision,
     /// Keep packed weights between runs ([`crate::model::default_pack_dir`]).
     pub pack_cache: bool,
     pub cache: CacheChoice,
@@ -63,6 +66,8 @@ pub enum SessionError {
     MaxMegapixels(f64),
     #[error("{BF16_KERNEL_ENV}: {0}, or unset it")]
     Bf16Kernel(String),
+    #[error("{INT8_KERNEL_ENV}: {0}, or unset it")]
+    Int8Kernel(String),
     #[error("this system has no user cache directory; pass --cache=DIR")]
     NoCacheDir,
     #[error(transparent)]
@@ -77,8 +82,18 @@ pub enum SessionError {
 
 /// The bf16 kernel named by [`BF16_KERNEL_ENV`], if set.
 pub fn bf16_kernel() -> Result<Option<Bf16Kernel>, SessionError> {
-    match std::env::var(BF16_KERNEL_ENV) {
-        Ok(name) if !name.is_empty() => name.parse().map(Some).map_err(SessionError::Bf16Kernel),
+    kernel_named_by(BF16_KERNEL_ENV).map_err(SessionError::Bf16Kernel)
+}
+
+/// The int8 kernel named by [`INT8_KERNEL_ENV`], if set.
+pub fn int8_kernel() -> Result<Option<Int8Kernel>, SessionError> {
+    kernel_named_by(INT8_KERNEL_ENV).map_err(SessionError::Int8Kernel)
+}
+
+/// The kernel the environment variable `var` names, if set and not empty.
+fn kernel_named_by<K: std::str::FromStr<Err = String>>(var: &str) -> Result<Option<K>, String> {
+    match std::env::var(var) {
+        Ok(name) if !name.is_empty() => name.parse().map(Some),
         _ => Ok(None),
     }
 }
@@ -97,47 +112,23 @@ impl Session {
     pub fn open(settings: &ModelSettings, progress: &dyn Progress) -> Result<Self, SessionError> {
         let started = Instant::now();
         let mut session = Self::load(settings)?;
-        // Spark and Ray workers count these lines to check that a model loads once per worker.
-        progress.say(
-            Level::Detail,
-            &format_args!(
-                "loaded model {} in {}",
-                session.files.id,
-                seconds(started.elapsed())
-            ),
-        );
+        say_loaded(progress, &session.files.id, started);
         say_pack(progress, session.checkpoint.model().pack_status());
-        session.cache = open_cache(&settings.cache, &session)?;
+        session.cache = open_cache(
+            &settings.cache,
+            cache_namespace(&session.files, &session.checkpoint),
+        )?;
         Ok(session)
     }
 
     /// Loads the model only: no messages, no cache (for prompts and benchmarks).
     pub fn load(settings: &ModelSettings) -> Result<Self, SessionError> {
-        let max_megapixels = settings.max_megapixels;
-        if !(max_megapixels > 0.0 && max_megapixels.is_finite()) {
-            return Err(SessionError::MaxMegapixels(max_megapixels));
-        }
-        let files = source::resolve(
-            &settings.spec,
-            settings.revision.as_deref(),
-            &HubOptions::from_env(),
-        )?;
+        // A captioning checkpoint is refused here, before anything is downloaded.
+        let files = resolve(settings, source::registry::Task::Classify)?;
         let device = device::select(settings.device)?;
-        let options = LoadOptions {
-            pack_dir: if settings.pack_cache {
-                crate::model::default_pack_dir()
-            } else {
-                None
-            },
-            bf16_kernel: bf16_kernel()?,
-        };
-        let mut checkpoint = Checkpoint::load_with(&files, &device, settings.dtype, &options)?;
-        let mut decode = DecodeOptions::with_max_megapixels(max_megapixels)
-            .with_allow_truncated(settings.allow_truncated);
-        if settings.jpeg_downscale {
-            decode = decode.with_jpeg_downscale(checkpoint.preprocessor().config());
-        }
-        checkpoint.set_decode_options(decode);
+        let mut checkpoint =
+            Checkpoint::load_with(&files, &device, settings.dtype, &load_options(settings)?)?;
+        checkpoint.set_decode_options(decode_options(settings, checkpoint.preprocessor().config()));
         Ok(Self {
             files,
             checkpoint,
@@ -153,36 +144,92 @@ impl Session {
 
     /// With `--verbose`: how much work the image encoder did and what the cache saved.
     pub fn say_stats(&self, tally: &Tally, progress: &dyn Progress) {
-        let stats = &tally.stats;
+        say_stats(tally, self.cache.as_ref(), progress);
+    }
+}
+
+/// Checks the settings that need no files and resolves the checkpoint to local files,
+/// refusing before any download a checkpoint known to do another task than `task`.
+pub(crate) fn resolve(settings: &ModelSettings, task: Task) -> Result<ModelFiles, SessionError> {
+    let max_megapixels = settings.max_megapixels;
+    if !(max_megapixels > 0.0 && max_megapixels.is_finite()) {
+        return Err(SessionError::MaxMegapixels(max_megapixels));
+    }
+    source::check_task(&settings.spec, task)?;
+    Ok(source::resolve(
+        &settings.spec,
+        settings.revision.as_deref(),
+        &HubOptions::from_env(),
+    )?)
+}
+
+/// Where packed weights are kept, and which bf16 kernel runs.
+pub(crate) fn load_options(settings: &ModelSettings) -> Result<LoadOptions, SessionError> {
+    Ok(LoadOptions {
+        pack_dir: if settings.pack_cache {
+            crate::model::default_pack_dir()
+        } else {
+            None
+        },
+        bf16_kernel: bf16_kernel()?,
+        int8_kernel: int8_kernel()?,
+    })
+}
+
+/// How images are decoded for a model whose preprocessing is `preprocess`.
+pub(crate) fn decode_options(
+    settings: &ModelSettings,
+    preprocess: &PreprocessConfig,
+) -> DecodeOptions {
+    let decode = DecodeOptions::with_max_megapixels(settings.max_megapixels)
+        .with_allow_truncated(settings.allow_truncated);
+    if settings.jpeg_downscale {
+        decode.with_jpeg_downscale(preprocess)
+    } else {
+        decode
+    }
+}
+
+/// Says (with `--verbose`) how long loading the model took.
+pub(crate) fn say_loaded(progress: &dyn Progress, id: &str, started: Instant) {
+    // Spark and Ray workers count these lines to check that a model loads once per worker.
+    progress.say(
+        Level::Detail,
+        &format_args!("loaded model {id} in {}", seconds(started.elapsed())),
+    );
+}
+
+/// With `--verbose`: how much work the image encoder did and what `cache` saved.
+pub fn say_stats(tally: &Tally, cache: Option<&EmbeddingCache>, progress: &dyn Progress) {
+    let stats = &tally.stats;
+    progress.say(
+        Level::Detail,
+        &format_args!(
+            "image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
+            stats.encoded,
+            stats.reused,
+            seconds(stats.waiting),
+            seconds(stats.encoding)
+        ),
+    );
+    if let Some(mib) = peak_rss_mib() {
+        progress.say(
+            Level::Detail,
+            &format_args!("peak memory (resident): {mib:.1} MiB"),
+        );
+    }
+    if let Some(cache) = cache {
+        let c = cache.stats();
         progress.say(
             Level::Detail,
             &format_args!(
-                "image encoder ran on {} images ({} embeddings reused from the cache); it waited {} for input and ran {}",
-                stats.encoded,
-                stats.reused,
-                seconds(stats.waiting),
-                seconds(stats.encoding)
+                "cache {}: {} hits, {} misses, {} written",
+                cache.dir().display(),
+                c.hits,
+                c.misses,
+                c.writes
             ),
         );
-        if let Some(mib) = peak_rss_mib() {
-            progress.say(
-                Level::Detail,
-                &format_args!("peak memory (resident): {mib:.1} MiB"),
-            );
-        }
-        if let Some(cache) = &self.cache {
-            let c = cache.stats();
-            progress.say(
-                Level::Detail,
-                &format_args!(
-                    "cache {}: {} hits, {} misses, {} written",
-                    cache.dir().display(),
-                    c.hits,
-                    c.misses,
-                    c.writes
-                ),
-            );
-        }
     }
 }
 
@@ -198,24 +245,22 @@ fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
 
-fn open_cache(
+/// The cache `choice` names, opened for `namespace`.
+pub(crate) fn open_cache(
     choice: &CacheChoice,
-    session: &Session,
+    namespace: CacheNamespace,
 ) -> Result<Option<EmbeddingCache>, SessionError> {
     let dir = match choice {
         CacheChoice::Off => return Ok(None),
         CacheChoice::Dir(dir) => dir.clone(),
         CacheChoice::Default => EmbeddingCache::default_dir().ok_or(SessionError::NoCacheDir)?,
     };
-    Ok(Some(EmbeddingCache::open(
-        &dir,
-        cache_namespace(&session.files, &session.checkpoint),
-    )?))
+    Ok(Some(EmbeddingCache::open(&dir, namespace)?))
 }
 
 /// Says (with `--verbose`) where the packed weights came from; warns when they could not
 /// be kept, since every later start then packs again.
-fn say_pack(progress: &dyn Progress, status: &PackStatus) {
+pub(crate) fn say_pack(progress: &dyn Progress, status: &PackStatus) {
     let (level, message) = match status {
         PackStatus::Off => return,
         PackStatus::Loaded(path) => (
@@ -269,16 +314,31 @@ fn namespace_for_pipeline(
     checkpoint: &Checkpoint,
     pipeline: u32,
 ) -> CacheNamespace {
+    namespace_of(
+        files,
+        checkpoint.preprocessor().config(),
+        &checkpoint.compute_fingerprint(),
+        pipeline,
+    )
+}
+
+/// The cache namespace of encodings made from `files` with this preprocessing, `compute`
+/// (what else changes the numbers: family, number type, decoding shortcuts) and pixel
+/// `pipeline` version ([`PIXEL_PIPELINE_VERSION`] for new entries).
+pub(crate) fn namespace_of(
+    files: &ModelFiles,
+    preprocess: &PreprocessConfig,
+    compute: &str,
+    pipeline: u32,
+) -> CacheNamespace {
     let weights = files
         .weights
         .canonicalize()
         .unwrap_or_else(|_| files.weights.clone());
     let stamp = file_stamp(&weights);
     let mut fingerprint = format!(
-        "weights {} ({stamp}); preprocessing {:?}; {}",
+        "weights {} ({stamp}); preprocessing {preprocess:?}; {compute}",
         weights.display(),
-        checkpoint.preprocessor().config(),
-        checkpoint.compute_fingerprint()
     );
     // Version 1 had no mark, so its namespaces stay what they were (and unused).
     if pipeline > 1 {
@@ -299,7 +359,7 @@ mod tests {
         let checkpoint = Checkpoint::load_with(
             &files,
             &candle_core::Device::Cpu,
-            DType::F32,
+            candle_core::DType::F32,
             &Default::default(),
         )
         .unwrap();

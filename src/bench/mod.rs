@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::kernels::Bf16Kernel;
+use crate::kernels::{Bf16Kernel, Int8Kernel};
 use crate::model::config::{ClipConfig, TextConfig, VisionConfig};
 
 /// The CPU's model name, where the OS tells it (Linux).
@@ -154,6 +154,40 @@ pub fn kernel_gflops_on(
             Ok(())
         })?
     };
+    Ok(Some(2.0 * (m * k * n) as f64 / best.as_secs_f64() / 1e9))
+}
+
+/// The int8 kernels' rate in GOP/s (a multiply and an add counted as two, as in GFLOP/s)
+/// on the same B/32 MLP shape as [`kernel_gflops`], the weight quantised and packed once
+/// beforehand, the activations quantised in every call as the model does; `None` where the
+/// CPU lacks `kernel`.
+pub fn kernel_int8_gops(kernel: Int8Kernel, budget: Duration) -> Result<Option<f64>> {
+    kernel_int8_gops_on((1600, 768, 3072), kernel, budget)
+}
+
+/// [`kernel_int8_gops`] on another `(m, k, n)` shape.
+pub fn kernel_int8_gops_on(
+    (m, k, n): (usize, usize, usize),
+    kernel: Int8Kernel,
+    budget: Duration,
+) -> Result<Option<f64>> {
+    use crate::kernels::{self, Act, Epilogue, Int8Matrix};
+    if !kernel.supported() {
+        return Ok(None);
+    }
+    let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) / 97.0 - 0.5).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| ((i % 89) as f32) / 89.0 - 0.5).collect();
+    let mut out = vec![0.0f32; m * n];
+    let ep = Epilogue {
+        bias: None,
+        act: Act::Identity,
+        accumulate: false,
+    };
+    let packed = Int8Matrix::pack(&w, n, k, kernel);
+    let best = best_time(budget, || {
+        kernels::matmul_int8(&x, m, &packed, &ep, &mut out, kernel);
+        Ok(())
+    })?;
     Ok(Some(2.0 * (m * k * n) as f64 / best.as_secs_f64() / 1e9))
 }
 

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{
-    cpu_name, gemm_gflops, image_bound, image_flops, image_rate, kernel_gflops, text_rate,
-    ImageRate, TextRate,
+    cpu_name, gemm_gflops, image_bound, image_flops, image_rate, kernel_gflops, kernel_int8_gops,
+    text_rate, ImageRate, TextRate,
 };
 use crate::checkpoint::Checkpoint;
-use crate::model::Bf16Kernel;
-use crate::session::{bf16_kernel, peak_rss_mib, Session, SessionError};
+use crate::model::{Bf16Kernel, Int8Kernel, Precision};
+use crate::session::{bf16_kernel, int8_kernel, peak_rss_mib, Session, SessionError};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -82,9 +82,13 @@ pub struct Report {
     pub cpu: Option<String>,
     pub load_seconds: f64,
     pub gemm_gflops: f64,
-    /// The packed kernels' rate on the same shape, f32 and bf16 (null without AMX).
+    /// The packed kernels' rate on the same shape, f32 and bf16 (null without AMX or
+    /// AVX512-BF16), and int8 in GOP/s (activations quantised in every call).
     pub kernel_f32_gflops: f64,
     pub kernel_bf16_gflops: Option<f64>,
+    pub kernel_int8_gops: Option<f64>,
+    /// The int8 kernel measured (the model's, or the one `--dtype int8` would use).
+    pub kernel_int8: Option<&'static str>,
     pub image_gflop: f64,
     pub image_bound_per_second: f64,
     pub image: Vec<ImageRate>,
@@ -164,6 +168,8 @@ pub fn run(
         gemm_gflops: rates.gemm,
         kernel_f32_gflops: rates.kernel_f32,
         kernel_bf16_gflops: rates.kernel_bf16,
+        kernel_int8_gops: rates.kernel_int8.1,
+        kernel_int8: Some(rates.kernel_int8.0.name()),
         image_gflop,
         image_bound_per_second: bound,
         image,
@@ -174,12 +180,13 @@ pub fn run(
     })
 }
 
-/// Matrix-multiply rates: candle's, the packed kernels' in f32 and bf16 (where AMX is
-/// present), and the one of the products this model actually runs.
+/// Matrix-multiply rates: candle's, the packed kernels' in f32, bf16 (where AMX or
+/// AVX512-BF16 is present) and int8, and the one of the products this model actually runs.
 struct MatmulRates {
     gemm: f64,
     kernel_f32: f64,
     kernel_bf16: Option<f64>,
+    kernel_int8: (Int8Kernel, Option<f64>),
     model: f64,
 }
 
@@ -196,22 +203,31 @@ fn matmul_rates(
         Some(kernel) => kernel_gflops(Some(kernel), budget)?,
         None => None,
     };
+    // Likewise the int8 kernel.
+    let int8 = int8_kernel()?.unwrap_or_else(Int8Kernel::detect);
+    let kernel_int8 = kernel_int8_gops(int8, budget)?;
     say(format!(
-        "matmul: candle {gemm:.1} GFLOP/s; packed kernels f32 {kernel_f32:.1} GFLOP/s, bf16 {}",
+        "matmul: candle {gemm:.1} GFLOP/s; packed kernels f32 {kernel_f32:.1} GFLOP/s, bf16 {}, int8 {}",
         match (bf16, kernel_bf16) {
             (Some(kernel), Some(r)) => format!("{r:.1} GFLOP/s ({})", kernel.name()),
             _ => "n/a (no AMX or AVX512-BF16)".to_string(),
+        },
+        match kernel_int8 {
+            Some(r) => format!("{r:.1} GOP/s ({})", int8.name()),
+            None => format!("n/a ({} does not run here)", int8.name()),
         }
     ))?;
-    let model = match checkpoint.model().dtype() {
+    let model = match checkpoint.model().precision() {
         _ if checkpoint.model().kernels() == "candle" => gemm,
-        candle_core::DType::BF16 => kernel_bf16.unwrap_or(gemm),
+        Precision::Float(candle_core::DType::BF16) => kernel_bf16.unwrap_or(gemm),
+        Precision::Int8 => kernel_int8.unwrap_or(gemm),
         _ => kernel_f32,
     };
     Ok(MatmulRates {
         gemm,
         kernel_f32,
         kernel_bf16,
+        kernel_int8: (int8, kernel_int8),
         model,
     })
 }

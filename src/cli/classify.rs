@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{FormatArg, InputArgs, ModelArgs, OrganizeArg, OutputArgs, TemplateArgs, Verbosity};
+use super::{
+    FormatArg, InputArgs, ModelArgs, OrganizeArg, OutputArgs, TemplateArgs, Verbosity, XmpNamingArg,
+};
 
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("label_source").required(true).args(["labels", "labels_file", "probe"])))]
+#[command(group(clap::ArgGroup::new("changes_files").multiple(true).args(["organize", "write_xmp"])))]
 pub struct ClassifyArgs {
     /// Images to classify: files, directories (searched recursively), quoted glob
     /// patterns such as "photos/**/*.jpg", or http(s) URLs.
@@ -137,10 +140,31 @@ pub struct ClassifyArgs {
     )]
     pub dest: Option<PathBuf>,
 
-    /// With --organize: print what would be done, change nothing.
-    #[arg(long, requires = "organize", help_heading = "Decisions")]
+    /// With --organize or --write-xmp: print what would be done, change nothing.
+    #[arg(long, requires = "changes_files", help_heading = "Decisions")]
     pub dry_run: bool,
 
+    // Photo tools.
+    /// Write each image's accepted labels (the top label unless uncertain; with
+    /// --multi-label the selected ones) into its XMP sidecar, as keywords (dc:subject),
+    /// keyword paths under --xmp-root (lr:hierarchicalSubject, digiKam:TagsList). An
+    /// existing sidecar is merged: vlm's earlier labels are replaced, everything else kept.
+    #[arg(long, help_heading = "Photo tools")]
+    pub write_xmp: bool,
+
+    /// How sidecars are named: photo.jpg.xmp (digiKam, darktable) or photo.xmp (Lightroom,
+    /// Capture One).
+    #[arg(long, value_enum, value_name = "NAMING", default_value_t = XmpNamingArg::Append,
+          requires = "write_xmp", help_heading = "Photo tools")]
+    pub xmp_naming: XmpNamingArg,
+
+    /// The keyword path labels are filed under in the sidecars, e.g. "vlm" (vlm|cat) or
+    /// "auto|vlm" (auto|vlm|cat).
+    #[arg(long, value_name = "PATH", default_value = vlm::xmp::DEFAULT_ROOT,
+          requires = "write_xmp", help_heading = "Photo tools")]
+    pub xmp_root: String,
+
+    // Output.
     #[command(flatten)]
     pub output: OutputArgs<FormatArg>,
 

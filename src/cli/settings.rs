@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{
-    BenchArgs, ClassifyArgs, EmbedArgs, EvalArgs, EvalFormat, FitArgs, FormatArg, InputArgs,
-    ModelArgs, OutputArgs, ReportArgs, SearchArgs, TemplateArgs, Verbosity, INTERRUPTED,
+    AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, DedupArgs, DescribeArgs, EmbedArgs, EvalArgs,
+    EvalFormat, FitArgs, FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs,
+    SearchArgs, TemplateArgs, Verbosity, INTERRUPTED,
 };
-use vlm::classify::{Classify, OrganizeSettings, ResultsTo};
+use vlm::caption::{Describe, GenerationOptions, Request};
+use vlm::classify::{Classify, OrganizeSettings, ResultsTo, XmpSettings};
 use vlm::decide::{self, Decisions, ExampleSettings, LabelSource};
 use vlm::evaluation::summary::Style;
 use vlm::export::{self, ExportFormat};
@@ -22,9 +24,11 @@ use vlm::labels::{self, PromptSet, PromptSpec};
 use vlm::output::Format;
 use vlm::pipeline::PipelineOptions;
 use vlm::probe::{Probe, TrainOptions};
+use vlm::review::{self, PageOptions};
 use vlm::search::QuerySpec;
 use vlm::session::{CacheChoice, ModelSettings};
 use vlm::store::Address;
+use vlm::xmp::XmpOptions;
 
 impl ModelArgs {
     /// The model flags as the library takes them. `--threads` is not among them: `main`
@@ -150,7 +154,10 @@ impl ClassifySettings {
             organize,
             dest,
             dry_run,
-            output: OutputArgs { format, output },
+            write_xmp,
+            xmp_naming,
+            xmp_root,
+            output,
             resume,
             top_k,
             verbosity,
@@ -167,12 +174,7 @@ impl ClassifySettings {
             examples_weight.unwrap_or(fewshot::DEFAULT_WEIGHT),
             examples_sharpness.unwrap_or(fewshot::DEFAULT_SHARPNESS),
         )?;
-        let format = Format::for_output(format.map(Format::from), output.as_deref())?;
-        if *resume && format != Format::Jsonl {
-            bail!(
-                "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
-            );
-        }
+        let results = results_to(output, *resume)?;
         let top_k = top_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
         let decisions = Decisions::new(
             top_k,
@@ -202,12 +204,15 @@ impl ClassifySettings {
                 }),
                 _ => None,
             },
+            xmp: write_xmp
+                .then(|| XmpOptions::new((*xmp_naming).into(), xmp_root))
+                .transpose()?
+                .map(|options| XmpSettings {
+                    options,
+                    dry_run: *dry_run,
+                }),
             store,
-            results: ResultsTo {
-                path: output.clone(),
-                format,
-                resume: *resume,
-            },
+            results,
         };
         Ok(Self {
             classify,
@@ -681,6 +686,224 @@ impl BenchSettings {
             model: model.settings(),
         })
     }
+}
+
+/// `vlm caption` and `vlm ask`.
+pub struct DescribeSettings {
+    pub describe: Describe,
+    pub model: ModelSettings,
+    pub verbosity: Verbosity,
+}
+
+impl DescribeSettings {
+    /// `vlm caption`.
+    pub fn caption(args: &CaptionArgs) -> anyhow::Result<Self> {
+        let CaptionArgs {
+            inputs,
+            prompt,
+            to,
+            table,
+            common,
+        } = args;
+        if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            bail!(
+                "--prompt is empty; give the words the caption should start with, or leave it out"
+            );
+        }
+        let request = Request::Caption {
+            prompt: prompt.clone(),
+        };
+        let mut settings = Self::new(common, inputs, request)?;
+        settings.describe.store = to
+            .as_deref()
+            .map(|to| address(to, table.as_deref()))
+            .transpose()?;
+        Ok(settings)
+    }
+
+    /// `vlm ask`: the last argument is the question unless --question or
+    /// --questions-file gives them.
+    pub fn ask(args: &AskArgs) -> anyhow::Result<Self> {
+        let AskArgs {
+            args: positional,
+            question,
+            questions_file,
+            common,
+        } = args;
+        let mut inputs = positional.clone();
+        let mut questions = question.clone();
+        if let Some(path) = questions_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the questions file {}", path.display()))?;
+            let listed: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            if listed.is_empty() {
+                bail!(
+                    "{} holds no questions; write one question per line",
+                    path.display()
+                );
+            }
+            questions.extend(listed);
+        }
+        if questions.is_empty() {
+            match inputs.pop() {
+                Some(last) => questions.push(last),
+                None => bail!(
+                    "no question; write it after the images (vlm ask photo.jpg \"what is on the table?\"), or pass --question or --questions-file"
+                ),
+            }
+        }
+        if inputs.is_empty() && common.filter.files_from.is_none() {
+            bail!(
+                "no images to ask about; name them before the question (vlm ask photo.jpg \"what is on the table?\") or pass --files-from"
+            );
+        }
+        if let Some(blank) = questions.iter().position(|q| q.trim().is_empty()) {
+            bail!(
+                "question {} is empty; every question needs words",
+                blank + 1
+            );
+        }
+        Self::new(common, &inputs, Request::Ask { questions })
+    }
+
+    fn new(common: &DescribeArgs, inputs: &[String], request: Request) -> anyhow::Result<Self> {
+        let DescribeArgs {
+            generation,
+            filter,
+            model,
+            output,
+            resume,
+            verbosity,
+        } = common;
+        Ok(Self {
+            describe: Describe {
+                inputs: filter.spec(inputs),
+                request,
+                generation: generation.options(),
+                results: results_to(output, *resume)?,
+                store: None,
+            },
+            model: model.settings(),
+            verbosity: *verbosity,
+        })
+    }
+}
+
+/// What `vlm dedup` compares.
+pub enum DedupFrom {
+    /// The images given, embedded (or read from the cache) and compared exactly.
+    Inputs(InputSpec),
+    /// `--in`: the rows of a database table, through its index.
+    Database(Address),
+}
+
+/// `vlm dedup`.
+pub struct DedupSettings {
+    pub source: DedupFrom,
+    pub threshold: f32,
+    pub model: ModelSettings,
+    pub format: Format,
+    /// The groups to this file, else to standard output.
+    pub output: Option<PathBuf>,
+    /// `--report`: the review page.
+    pub page: Option<PageOptions>,
+    pub organize: Option<OrganizeSettings>,
+    pub verbosity: Verbosity,
+}
+
+impl DedupSettings {
+    pub fn resolve(args: &DedupArgs) -> anyhow::Result<Self> {
+        let DedupArgs {
+            inputs,
+            threshold,
+            in_database,
+            table,
+            filter,
+            model,
+            output: OutputArgs { format, output },
+            report,
+            organize,
+            dest,
+            dry_run,
+            verbosity,
+        } = args;
+        let format = Format::for_output(format.map(Format::from), output.as_deref())?;
+        if matches!(format, Format::Csv | Format::Tsv) {
+            bail!("vlm dedup writes table, json or jsonl; name the output .jsonl or .json, or pass --format");
+        }
+        if !(-1.0..=1.0).contains(threshold) {
+            return Err(vlm::dedup::DedupError::Threshold(*threshold).into());
+        }
+        let source = match in_database {
+            Some(url) => DedupFrom::Database(address(url, table.as_deref())?),
+            None => DedupFrom::Inputs(filter.spec(inputs)),
+        };
+        let page = match report {
+            Some(page) => {
+                let here = std::env::current_dir().context(
+                    "cannot read the current folder; run vlm dedup from a folder that exists",
+                )?;
+                let mut options = PageOptions::new(page.clone(), vec![here]);
+                options.title = "vlm dedup".to_string();
+                options.max_pixels = review::max_pixels(model.max_megapixels);
+                Some(options)
+            }
+            None => None,
+        };
+        Ok(Self {
+            source,
+            threshold: *threshold,
+            model: model.settings(),
+            format,
+            output: output.clone(),
+            page,
+            organize: match (organize, dest) {
+                (Some(mode), Some(dest)) => Some(OrganizeSettings {
+                    dest: dest.clone(),
+                    mode: (*mode).into(),
+                    dry_run: *dry_run,
+                }),
+                _ => None,
+            },
+            verbosity: *verbosity,
+        })
+    }
+}
+
+impl GenerationArgs {
+    /// The generation settings these flags ask for; the rest as transformers defaults them.
+    pub fn options(&self) -> GenerationOptions {
+        let GenerationArgs {
+            beams,
+            max_new_tokens,
+        } = self;
+        GenerationOptions {
+            num_beams: usize::try_from(*beams).unwrap_or(1),
+            max_new_tokens: max_new_tokens.and_then(|n| usize::try_from(n).ok()),
+            ..GenerationOptions::default()
+        }
+    }
+}
+
+/// Where results go, and whether `--resume` can keep what is there.
+fn results_to(output: &OutputArgs<FormatArg>, resume: bool) -> anyhow::Result<ResultsTo> {
+    let OutputArgs { format, output } = output;
+    let format = Format::for_output(format.map(Format::from), output.as_deref())?;
+    if resume && format != Format::Jsonl {
+        bail!(
+            "--resume needs JSON Lines output: name the output file .jsonl or pass --format jsonl"
+        );
+    }
+    Ok(ResultsTo {
+        path: output.clone(),
+        format,
+        resume,
+    })
 }
 
 /// `vlm serve`.

@@ -8,6 +8,7 @@ use vlm::doctor::{self, DoctorOptions};
 pub fn run(json: bool) -> anyhow::Result<ExitStatus> {
     let options = DoctorOptions {
         bf16_kernel: vlm::session::bf16_kernel()?,
+        int8_kernel: vlm::session::int8_kernel()?,
     };
     let report = doctor::examine(&options);
     let mut out = io::stdout().lock();

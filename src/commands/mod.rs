@@ -3,7 +3,9 @@
 //! printer and the exit status.
 
 pub mod bench;
+pub mod caption;
 pub mod classify;
+pub mod dedup;
 pub mod docs;
 pub mod doctor;
 pub mod embed;

@@ -1,4 +1,4 @@
-//! `vlm models`: the built-in aliases, with their family and scoring.
+//! `vlm models`: the built-in aliases, with their family, task and scoring.
 
 use std::io::{self, IsTerminal, Write};
 
@@ -16,19 +16,20 @@ pub fn run() -> anyhow::Result<ExitStatus> {
     let family_width = width(|e| e.family.len(), "FAMILY");
     writeln!(
         out,
-        "{:<alias_width$}  {:<repo_width$}  {:<family_width$}  {:<7}  {:>4}  {:>4}  {:>7}  LICENSE",
-        "ALIAS", "REPO", "FAMILY", "SCORING", "SIZE", "DIM", "WEIGHTS"
+        "{:<alias_width$}  {:<repo_width$}  {:<family_width$}  {:<8}  {:<7}  {:>4}  {:>4}  {:>7}  LICENSE",
+        "ALIAS", "REPO", "FAMILY", "TASK", "SCORING", "SIZE", "DIM", "WEIGHTS"
     )?;
     for e in &entries {
         writeln!(
             out,
-            "{:<alias_width$}  {:<repo_width$}  {:<family_width$}  {:<7}  {:>4}  {:>4}  {:>7}  {}",
+            "{:<alias_width$}  {:<repo_width$}  {:<family_width$}  {:<8}  {:<7}  {:>4}  {:>4}  {:>7}  {}",
             e.alias,
             e.repo,
             e.family,
-            e.scoring,
+            e.task.name(),
+            e.scoring.as_deref().unwrap_or("-"),
             e.image_size,
-            e.embed_dim,
+            e.embed_dim.map_or("-".to_string(), |d| d.to_string()),
             weights(e.weights_mb),
             e.license
         )?;
@@ -38,7 +39,8 @@ pub fn run() -> anyhow::Result<ExitStatus> {
         writeln!(
             out,
             "\nUse one with: vlm classify --model ALIAS IMAGE... --labels ...\n\
-             Compare several on your own labelled folder: vlm eval DIR --models a,b,c"
+             Compare several on your own labelled folder: vlm eval DIR --models a,b,c\n\
+             Caption and answer checkpoints (TASK caption, answer): vlm caption, vlm ask"
         )?;
     }
     Ok(ExitStatus::Ok)

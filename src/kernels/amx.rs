@@ -26,18 +26,35 @@ const SLICE: usize = 32;
 /// bf16 values in one packed 32-wide slice of a panel: two tiles of 16 x 32.
 const SLICE_VALUES: usize = 2 * 16 * SLICE;
 
-/// Whether this CPU and OS can run the AMX bf16 kernels; asks Linux for the tile state
-/// the first time (it is off for a process until requested).
+/// Whether this CPU and OS can run the AMX bf16 kernels.
 pub(crate) fn available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID leaf 7: EDX bit 22 AMX-BF16.
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that reports it (all modern ones).
+        let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+        edx & (1 << 22) != 0 && tiles_permitted()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU has AMX tiles (and AVX-512, which the kernels around them use) and
+/// Linux lets this process use them; asks for the tile state the first time (it is off
+/// for a process until requested).
+pub(crate) fn tiles_permitted() -> bool {
+    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PERMITTED.get_or_init(|| {
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         {
-            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            // CPUID leaf 7: EDX bit 24 AMX-TILE.
             #[allow(unused_unsafe)]
             // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that reports it (all modern ones).
             let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
-            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+            if edx & (1 << 24) == 0 {
                 return false;
             }
             if !std::arch::is_x86_feature_detected!("avx512f") {
@@ -292,10 +309,10 @@ fn convert_rows_impl(src: &[f32], k: usize, kp: usize, tiles: bool, dst: &mut [u
 
 /// The tile configuration: palette 1, eight tiles of 16 rows x 64 bytes.
 #[repr(C, align(64))]
-struct TileConfig([u8; 64]);
+pub(crate) struct TileConfig(pub(crate) [u8; 64]);
 
 impl TileConfig {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut cfg = [0u8; 64];
         cfg[0] = 1;
         for t in 0..8 {

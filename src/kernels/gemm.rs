@@ -64,6 +64,42 @@ impl PackedMatrix {
         }
     }
 
+    /// Packs on this thread (for small matrices built inside a parallel task) the `(n, k)`
+    /// matrix whose row `j` is `row(j)` (`k` values) when `by_rows`, or whose column `j`
+    /// is element `j` of the `k` slices `row(kk)` (`n` values each: the transpose of a
+    /// row-major `(k, n)` matrix) otherwise.
+    pub fn pack_serial<'a>(
+        n: usize,
+        k: usize,
+        isa: Isa,
+        by_rows: bool,
+        row: impl Fn(usize) -> &'a [f32],
+    ) -> Self {
+        let nr = isa.nr();
+        let mut data = vec![0.0f32; n.div_ceil(nr) * k * nr];
+        for (p, panel) in data.chunks_exact_mut((k * nr).max(1)).enumerate() {
+            let cols = nr.min(n - p * nr);
+            if by_rows {
+                for j in 0..cols {
+                    for (kk, &v) in row(p * nr + j)[..k].iter().enumerate() {
+                        panel[kk * nr + j] = v;
+                    }
+                }
+            } else {
+                for kk in 0..k {
+                    panel[kk * nr..][..cols].copy_from_slice(&row(kk)[p * nr..][..cols]);
+                }
+            }
+        }
+        Self {
+            n,
+            k,
+            nr,
+            isa,
+            data: Store::Owned(data),
+        }
+    }
+
     /// Values packed earlier for `isa` (read from a pack file); None when their number
     /// does not match an `(n, k)` matrix packed for `isa`.
     pub fn from_store(n: usize, k: usize, isa: Isa, data: Store<f32>) -> Option<Self> {
@@ -159,6 +195,23 @@ pub(crate) fn matmul(x: &[f32], m: usize, w: &PackedMatrix, ep: &Epilogue, out: 
         use rayon::prelude::*;
         tasks.par_iter().for_each(run);
     }
+}
+
+/// [`matmul`] on the calling thread alone, for small products inside a parallel task.
+pub(crate) fn matmul_serial(x: &[f32], m: usize, w: &PackedMatrix, ep: &Epilogue, out: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    assert_eq!(x.len(), m * k, "input is not {m} x {k}");
+    assert_eq!(out.len(), m * n, "output is not {m} x {n}");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let task = Task {
+        rows: (0, m),
+        panels: (0, w.panels()),
+    };
+    // SAFETY: one task covers `out` (checked above); the packed matrix was built for
+    // `w.isa`, detected on this CPU.
+    unsafe { run_task(x, k, w, ep, OutPtr(out.as_mut_ptr()), n, task) }
 }
 
 /// Splits the output into tasks: enough for every thread to have a few, each as large as

@@ -3,11 +3,13 @@
 //!
 //! The instruction set is chosen at run time ([`Isa::detect`]): AVX-512F, else AVX2 with
 //! FMA, else portable code, so one binary runs on any x86-64 (and elsewhere) and uses the
-//! widest registers the CPU has. Every kernel is tested against a plain reference.
+//! widest registers the CPU has. Every kernel is tested against a plain reference. int8
+//! products have their own choice of kernel ([`Int8Kernel`]), as bf16 ones do.
 
 mod amx;
 mod attention;
 mod gemm;
+mod int8;
 mod math;
 mod norm;
 mod store;
@@ -15,8 +17,11 @@ mod store;
 pub(crate) use amx::matmul as matmul_bf16;
 pub(crate) use amx::AmxMatrix;
 pub use amx::Bf16Kernel;
-pub(crate) use attention::{attention, Heads};
+pub(crate) use attention::{attend, attention, Heads, KvView, Queries};
 pub(crate) use gemm::{matmul, Epilogue, PackedMatrix};
+pub(crate) use int8::matmul as matmul_int8;
+pub use int8::Int8Kernel;
+pub(crate) use int8::Int8Matrix;
 pub(crate) use math::Act;
 pub(crate) use norm::layer_norm;
 pub(crate) use store::{Plain, Store};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 pub(crate) trait Plain: Copy + Send + Sync + 'static {}
 impl Plain for f32 {}
 impl Plain for u16 {}
+impl Plain for i8 {}
 
 /// The values of a packed matrix.
 pub(crate) enum Store<T: Plain> {

@@ -41,6 +41,12 @@ pub enum ConfigError {
         model_type: String,
         what: &'static str,
     },
+    #[error(
+        "{} is a BLIP checkpoint: it writes captions or answers about images, it does not score \
+         labels; use `vlm caption` with it (`vlm ask` for a question-answering BLIP)",
+        path.display()
+    )]
+    Blip { path: PathBuf },
 }
 
 /// The activation between the two MLP layers of every transformer block.

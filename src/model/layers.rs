@@ -7,10 +7,10 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
-use super::config::Activation;
+use super::config::{Activation, VisionConfig};
 pub(crate) use super::pack::Compute;
 use super::pack::{host, PackedWeight, Packing};
-use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads};
+use crate::kernels::{self, Act, Bf16Kernel, Epilogue, Heads, Int8Kernel};
 
 /// How a load builds its layers: the implementation, and where packed weights come from.
 pub(crate) struct Packer {
@@ -26,6 +26,21 @@ impl Packer {
             packing: Packing::Fresh(None),
         }
     }
+
+    /// The packer for the layers outside the transformer stack (patch embedding,
+    /// projections): the same, except that an int8 model keeps them in f32. The patch
+    /// embedding reads raw pixels and the projections run once per image or prompt, so
+    /// int8 would buy little time there for most of the accuracy it costs (measured in
+    /// BENCHMARKS.md).
+    pub fn edge(&self) -> Self {
+        Self {
+            compute: match self.compute {
+                Compute::Int8(_, isa) => Compute::Packed(isa),
+                other => other,
+            },
+            packing: self.packing.clone(),
+        }
+    }
 }
 
 /// Sizes of one tower's transformer stack.
@@ -39,6 +54,20 @@ pub(crate) struct StackShape {
     pub eps: f64,
 }
 
+impl StackShape {
+    /// The transformer of a vision tower.
+    pub fn vision(config: &VisionConfig) -> Self {
+        Self {
+            hidden: config.hidden_size,
+            intermediate: config.intermediate_size,
+            heads: config.num_attention_heads,
+            layers: config.num_hidden_layers,
+            act: config.hidden_act,
+            eps: config.layer_norm_eps,
+        }
+    }
+}
+
 pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     match act {
         Activation::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
@@ -48,7 +77,7 @@ pub(crate) fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn kernel_act(act: Activation) -> Act {
+pub(crate) fn kernel_act(act: Activation) -> Act {
     match act {
         Activation::QuickGelu => Act::QuickGelu,
         Activation::Gelu => Act::GeluErf,
@@ -67,7 +96,7 @@ pub(crate) struct PackedLinear {
 impl PackedLinear {
     /// The packed layer `name`: from the pack file, or packed from `build`'s weight
     /// (out, in) as PyTorch stores it, and bias. `p.compute` must be a packed kind.
-    fn load(
+    pub(crate) fn load(
         p: &Packer,
         name: &str,
         dims: (usize, usize),
@@ -82,15 +111,16 @@ impl PackedLinear {
     }
 
     /// (output features, input features).
-    fn dims(&self) -> (usize, usize) {
+    pub(crate) fn dims(&self) -> (usize, usize) {
         match &self.weight {
             PackedWeight::F32(w) => (w.n(), w.k()),
             PackedWeight::Bf16(w) => (w.n(), w.k()),
+            PackedWeight::I8(w) => (w.n(), w.k()),
         }
     }
 
     /// `out = act(x · wᵀ + b)`, or `out += …` when `accumulate`.
-    fn run(&self, x: &[f32], rows: usize, act: Act, accumulate: bool, out: &mut [f32]) {
+    pub(crate) fn run(&self, x: &[f32], rows: usize, act: Act, accumulate: bool, out: &mut [f32]) {
         let ep = Epilogue {
             bias: self.bias.as_deref(),
             act,
@@ -105,6 +135,14 @@ impl PackedLinear {
                     _ => Bf16Kernel::Amx,
                 };
                 kernels::matmul_bf16(x, rows, w, &ep, out, kernel)
+            }
+            PackedWeight::I8(w) => {
+                let kernel = match self.compute {
+                    Compute::Int8(kernel, _) => kernel,
+                    // Only int8 loads make int8 weights.
+                    _ => Int8Kernel::Portable,
+                };
+                kernels::matmul_int8(x, rows, w, &ep, out, kernel)
             }
         }
     }
@@ -126,12 +164,13 @@ impl Dense {
         dims: (usize, usize),
         build: impl FnOnce() -> Result<(Tensor, Option<Tensor>)>,
     ) -> Result<Self> {
+        let p = p.edge();
         Ok(match p.compute {
             Compute::Candle => {
                 let (weight, bias) = build()?;
                 Dense::Candle(Linear::new(weight, bias))
             }
-            _ => Dense::Packed(PackedLinear::load(p, name, dims, build)?),
+            _ => Dense::Packed(PackedLinear::load(&p, name, dims, build)?),
         })
     }
 
@@ -183,6 +222,21 @@ fn fused_qkv(vb: &VarBuilder, shape: &StackShape) -> Result<(Tensor, Tensor)> {
     let h = shape.hidden;
     let head_dim = h / shape.heads;
     let scale = (head_dim as f64).powf(-0.5);
+    // BLIP's vision attention stores them fused already (`qkv`, then `projection`).
+    // https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/blip/modeling_blip.py#L285-L344
+    if vb.contains_tensor("qkv.weight") {
+        let (weight, bias) = (
+            vb.get((3 * h, h), "qkv.weight")?,
+            vb.get(3 * h, "qkv.bias")?,
+        );
+        let rescale = |t: &Tensor| -> Result<Tensor> {
+            Tensor::cat(
+                &[&(t.narrow(0, 0, h)? * scale)?, &t.narrow(0, h, 2 * h)?],
+                0,
+            )
+        };
+        return Ok((rescale(&weight)?, rescale(&bias)?));
+    }
     let part = |name: &str| -> Result<(Tensor, Tensor)> {
         let vb = vb.pp(name);
         Ok((vb.get((h, h), "weight")?, vb.get(h, "bias")?))
@@ -195,13 +249,22 @@ fn fused_qkv(vb: &VarBuilder, shape: &StackShape) -> Result<(Tensor, Tensor)> {
     Ok((weight, bias))
 }
 
+/// The attention's output projection: `out_proj` (CLIP, SigLIP) or `projection` (BLIP).
+fn out_projection<'a>(vb: &VarBuilder<'a>) -> VarBuilder<'a> {
+    if vb.contains_tensor("projection.weight") {
+        vb.pp("projection")
+    } else {
+        vb.pp("out_proj")
+    }
+}
+
 impl Attention {
     fn load(vb: VarBuilder, shape: &StackShape) -> Result<Self> {
         let h = shape.hidden;
         let (weight, bias) = fused_qkv(&vb, shape)?;
         Ok(Self {
             qkv: Linear::new(weight, Some(bias)),
-            out: linear(h, h, vb.pp("out_proj"))?,
+            out: linear(h, h, out_projection(&vb))?,
             heads: shape.heads,
             head_dim: h / shape.heads,
         })
@@ -326,7 +389,7 @@ impl PackedBlock {
                 let (w, b) = fused_qkv(&attn, shape)?;
                 Ok((w, Some(b)))
             })?,
-            out: linear(attn.pp("out_proj"), h, h)?,
+            out: linear(out_projection(&attn), h, h)?,
             norm2: Norm::load(vb.pp("layer_norm2"), h, shape.eps)?,
             fc1: linear(vb.pp("mlp").pp("fc1"), i, h)?,
             fc2: linear(vb.pp("mlp").pp("fc2"), h, i)?,
@@ -360,7 +423,7 @@ impl Encoder {
                     .map(|i| Block::load(vb.pp(i), shape))
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Compute::Packed(_) | Compute::Bf16(_) => Encoder::Packed {
+            Compute::Packed(_) | Compute::Bf16(_) | Compute::Int8(..) => Encoder::Packed {
                 blocks: (0..shape.layers)
                     .map(|i| PackedBlock::load(vb.pp(i), shape, p))
                     .collect::<Result<Vec<_>>>()?,

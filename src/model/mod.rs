@@ -7,6 +7,7 @@
 //! takes hand-written configs, so it cannot match transformers on the checkpoints we
 //! support (LAION's ports use GELU) nor refuse a broken file.
 
+pub mod blip;
 pub mod family;
 mod layers;
 mod pack;
@@ -29,7 +30,7 @@ use crate::family::{Family, Scoring};
 use config::ClipConfig;
 use layers::{Compute, Packer};
 
-pub use crate::kernels::Bf16Kernel;
+pub use crate::kernels::{Bf16Kernel, Int8Kernel};
 use pack::{PackFile, PackKey, Packing};
 
 pub use pack::{default_dir as default_pack_dir, PackStatus, PACK_DIR_ENV};
@@ -59,11 +60,48 @@ pub enum ModelError {
         device: &'static str,
         hint: &'static str,
     },
+    #[error("int8 is not supported on the {device}: {hint}")]
+    Int8 {
+        device: &'static str,
+        hint: &'static str,
+    },
     #[error("the model failed while encoding {what}: {cause}")]
     Run {
         what: &'static str,
         cause: candle_core::Error,
     },
+}
+
+/// The number type the encoders' matrix products run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// A float type (f32, f16 or bf16): weights and products in it (on the CPU the packed
+    /// kernels accumulate bf16 products in f32).
+    Float(DType),
+    /// CPU only: the transformer layers' weights quantised to int8 per output channel and
+    /// their inputs per row, int32 sums, f32 everywhere else (layer norms, attention,
+    /// activations, the patch embedding and the projections). See [`Int8Kernel`].
+    Int8,
+}
+
+impl From<DType> for Precision {
+    fn from(dtype: DType) -> Self {
+        Precision::Float(dtype)
+    }
+}
+
+impl Precision {
+    /// The usual short name: `f32`, `f16`, `bf16`, `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Float(DType::F16) => "f16",
+            Precision::Float(DType::BF16) => "bf16",
+            Precision::Float(DType::F32) => "f32",
+            Precision::Float(DType::F64) => "f64",
+            Precision::Float(_) => "other",
+            Precision::Int8 => "int8",
+        }
+    }
 }
 
 /// The image encoder of a family.
@@ -82,6 +120,7 @@ pub struct ClipModel {
     logit_bias: f32,
     family: Family,
     dtype: DType,
+    precision: Precision,
     device: Device,
     compute: Compute,
     pack: PackStatus,
@@ -89,36 +128,67 @@ pub struct ClipModel {
     _pack_writer: Option<pack::PackWriter>,
 }
 
-/// What runs the encoders for `dtype` on `device`: the packed kernels on the CPU (the
-/// widest instruction set for f32; `bf16_kernel`, else the fastest present, for bf16),
-/// candle everywhere else.
-fn choose_compute(device: &Device, dtype: DType, bf16_kernel: Option<Bf16Kernel>) -> Compute {
-    match (device, dtype) {
-        (Device::Cpu, DType::F32) => Compute::Packed(crate::kernels::Isa::detect()),
-        (Device::Cpu, DType::BF16) => Compute::Bf16(
-            bf16_kernel
-                .or_else(Bf16Kernel::detect)
-                .unwrap_or(Bf16Kernel::Amx),
+/// What runs the encoders for `precision` on `device`, and the float type around the
+/// products: the packed kernels on the CPU (the widest instruction set for f32;
+/// `options.bf16_kernel`, else the fastest present, for bf16; `options.int8_kernel`, else
+/// the fastest present, for int8), candle everywhere else. int8 is refused off the CPU and
+/// where the CPU lacks the kernel asked for.
+pub(crate) fn choose_compute(
+    device: &Device,
+    precision: Precision,
+    options: &LoadOptions,
+) -> Result<(DType, Compute), ModelError> {
+    let isa = crate::kernels::Isa::detect();
+    Ok(match (device, precision) {
+        (Device::Cpu, Precision::Int8) => {
+            let kernel = options.int8_kernel.unwrap_or_else(Int8Kernel::detect);
+            if !kernel.supported() {
+                return Err(ModelError::Int8 {
+                    device: "CPU",
+                    hint: "this CPU lacks the int8 kernel VLM_INT8_KERNEL names; unset it to \
+                           use the fastest one present",
+                });
+            }
+            (DType::F32, Compute::Int8(kernel, isa))
+        }
+        (_, Precision::Int8) => {
+            return Err(ModelError::Int8 {
+                device: "this device",
+                hint: "int8 runs on the CPU's own kernels; use --device cpu, or --dtype \
+                       f16 or bf16 on a GPU",
+            })
+        }
+        (Device::Cpu, Precision::Float(DType::F32)) => (DType::F32, Compute::Packed(isa)),
+        (Device::Cpu, Precision::Float(DType::BF16)) => (
+            DType::BF16,
+            Compute::Bf16(
+                options
+                    .bf16_kernel
+                    .or_else(Bf16Kernel::detect)
+                    .unwrap_or(Bf16Kernel::Amx),
+            ),
         ),
-        _ => Compute::Candle,
-    }
+        (_, Precision::Float(dtype)) => (dtype, Compute::Candle),
+    })
 }
 
 /// How reports name a compute path (`"candle"`, `"packed avx512"`, `"packed amx-bf16"`).
-fn compute_label(compute: Compute) -> &'static str {
+pub(crate) fn compute_label(compute: Compute) -> &'static str {
     match compute {
         Compute::Candle => "candle",
         Compute::Packed(isa) => isa.label(),
         Compute::Bf16(kernel) => kernel.label(),
+        Compute::Int8(kernel, _) => kernel.label(),
     }
 }
 
 /// The number types the encoders compute in on the CPU, as `--dtype` names them. A new
 /// number type joins here, and [`cpu_kernels`] (and so `vlm doctor`) reports it.
-pub const CPU_DTYPES: [(&str, DType); 3] = [
-    ("f32", DType::F32),
-    ("f16", DType::F16),
-    ("bf16", DType::BF16),
+pub const CPU_DTYPES: [Precision; 4] = [
+    Precision::Float(DType::F32),
+    Precision::Float(DType::F16),
+    Precision::Float(DType::BF16),
+    Precision::Int8,
 ];
 
 /// What a load on the CPU would run for one number type.
@@ -128,25 +198,36 @@ pub struct CpuKernel {
     pub dtype: &'static str,
     /// The implementation a load would choose, as [`ClipModel::kernels`] names it.
     pub kernel: &'static str,
-    /// Whether this CPU runs it (bf16 needs AMX-BF16 or AVX512-BF16).
+    /// Whether this CPU runs it (bf16 needs AMX-BF16 or AVX512-BF16; int8 runs everywhere
+    /// unless `VLM_INT8_KERNEL` names a kernel the CPU lacks).
     pub available: bool,
 }
 
 /// For each of [`CPU_DTYPES`], the kernel a CPU load would choose here, by the same choice
-/// [`ClipModel::load_with`] makes (`bf16_kernel` as in [`LoadOptions`]).
-pub fn cpu_kernels(bf16_kernel: Option<Bf16Kernel>) -> Vec<CpuKernel> {
+/// [`ClipModel::load_with`] makes (the forced kernels as in [`LoadOptions`]).
+pub fn cpu_kernels(options: &LoadOptions) -> Vec<CpuKernel> {
     CPU_DTYPES
         .iter()
-        .map(|&(name, dtype)| {
-            let compute = choose_compute(&Device::Cpu, dtype, bf16_kernel);
-            let available = match compute {
-                Compute::Candle => true,
-                Compute::Packed(isa) => isa.supported(),
-                Compute::Bf16(kernel) => kernel.supported(),
+        .map(|&precision| {
+            let (kernel, available) = match choose_compute(&Device::Cpu, precision, options) {
+                Ok((_, compute)) => (
+                    compute_label(compute),
+                    match compute {
+                        Compute::Candle => true,
+                        Compute::Packed(isa) => isa.supported(),
+                        Compute::Bf16(kernel) => kernel.supported(),
+                        Compute::Int8(kernel, _) => kernel.supported(),
+                    },
+                ),
+                // Only a forced int8 kernel the CPU lacks is refused.
+                Err(_) => (
+                    options.int8_kernel.map_or("int8", |kernel| kernel.label()),
+                    false,
+                ),
             };
             CpuKernel {
-                dtype: name,
-                kernel: compute_label(compute),
+                dtype: precision.name(),
+                kernel,
                 available,
             }
         })
@@ -162,6 +243,9 @@ pub struct LoadOptions {
     /// The bf16 kernel to use on the CPU instead of the fastest one present (to test or
     /// measure the AVX512-BF16 kernel on a CPU that also has AMX).
     pub bf16_kernel: Option<Bf16Kernel>,
+    /// The int8 kernel to use instead of the fastest one present (to test or measure a
+    /// slower one).
+    pub int8_kernel: Option<Int8Kernel>,
 }
 
 impl ClipModel {
@@ -172,15 +256,15 @@ impl ClipModel {
         Self::load_as(config, weights, device, DType::F32)
     }
 
-    /// Like [`Self::load`], computing in `dtype` (f32, f16 or bf16). Inputs are converted to
-    /// it and embeddings come back as f32.
+    /// Like [`Self::load`], computing in `precision` (a float `DType`: f32, f16 or bf16;
+    /// or [`Precision::Int8`]). Inputs are converted to it and embeddings come back as f32.
     pub fn load_as(
         config: &ClipConfig,
         weights: &Path,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
     ) -> Result<Self, ModelError> {
-        Self::load_with(config, weights, device, dtype, &LoadOptions::default())
+        Self::load_with(config, weights, device, precision, &LoadOptions::default())
     }
 
     /// Like [`Self::load_as`], with a pack cache and other [`LoadOptions`].
@@ -188,10 +272,10 @@ impl ClipModel {
         config: &ClipConfig,
         weights: &Path,
         device: &Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let compute = choose_compute(device, dtype, options.bf16_kernel);
+        let (dtype, compute) = choose_compute(device, precision.into(), options)?;
         Self::load_for(config, weights, device, dtype, compute, options)
     }
 
@@ -231,7 +315,7 @@ impl ClipModel {
             cause: source,
         };
         let key = match (&options.pack_dir, compute) {
-            (Some(dir), Compute::Packed(_) | Compute::Bf16(_)) => {
+            (Some(dir), Compute::Packed(_) | Compute::Bf16(_) | Compute::Int8(..)) => {
                 PackKey::new(dir, weights, config, compute).ok()
             }
             _ => None,
@@ -351,6 +435,10 @@ impl ClipModel {
             logit_bias,
             family: config.family,
             dtype,
+            precision: match compute {
+                Compute::Int8(..) => Precision::Int8,
+                _ => Precision::Float(dtype),
+            },
             device: device.clone(),
             compute,
             pack,
@@ -389,9 +477,15 @@ impl ClipModel {
         self.logit_scale
     }
 
-    /// The type the encoders compute in.
+    /// The float type the encoders compute in (f32 for int8, whose products alone are
+    /// integer).
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The number type of the encoders' matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The device the weights live on.
@@ -617,16 +711,25 @@ mod tests {
 
     #[test]
     fn cpu_kernels_report_the_choice_a_load_makes() {
-        let kernels = cpu_kernels(None);
+        let kernels = cpu_kernels(&LoadOptions::default());
         let names: Vec<&str> = kernels.iter().map(|k| k.dtype).collect();
-        assert_eq!(names, ["f32", "f16", "bf16"]);
+        assert_eq!(names, ["f32", "f16", "bf16", "int8"]);
         assert_eq!(kernels[0].kernel, crate::kernels::Isa::detect().label());
         assert!(kernels[0].available);
         assert_eq!(kernels[1].kernel, "candle");
         assert_eq!(kernels[2].available, Bf16Kernel::detect().is_some());
-        let forced = cpu_kernels(Some(Bf16Kernel::Avx512Bf16));
+        // int8 runs everywhere: portable code at worst.
+        assert_eq!(kernels[3].kernel, Int8Kernel::detect().label());
+        assert!(kernels[3].available);
+        let forced = cpu_kernels(&LoadOptions {
+            bf16_kernel: Some(Bf16Kernel::Avx512Bf16),
+            int8_kernel: Some(Int8Kernel::Amx),
+            ..LoadOptions::default()
+        });
         assert_eq!(forced[2].kernel, Bf16Kernel::Avx512Bf16.label());
         assert_eq!(forced[2].available, Bf16Kernel::Avx512Bf16.supported());
+        assert_eq!(forced[3].kernel, Int8Kernel::Amx.label());
+        assert_eq!(forced[3].available, Int8Kernel::Amx.supported());
     }
 
     #[test]

@@ -103,14 +103,7 @@ impl SiglipVision {
         let hidden = config.hidden_size;
         let patch = config.patch_size;
         let grid = config.grid();
-        let shape = StackShape {
-            hidden,
-            intermediate: config.intermediate_size,
-            heads: config.num_attention_heads,
-            layers: config.num_hidden_layers,
-            act: config.hidden_act,
-            eps: config.layer_norm_eps,
-        };
+        let shape = StackShape::vision(config);
         let patch_weight = embeddings
             .get(
                 (hidden, config.num_channels, patch, patch),

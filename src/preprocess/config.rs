@@ -139,6 +139,20 @@ impl PreprocessConfig {
 }
 
 impl PreprocessConfig {
+    /// `BlipImageProcessorPil`'s defaults (transformers 5.23.0
+    /// `image_processing_pil_blip.py`): squash to 384x384 bicubic, no centre crop, CLIP's
+    /// mean and std.
+    pub fn blip_defaults() -> Self {
+        Self {
+            size: ResizeTarget::Exact {
+                height: 384,
+                width: 384,
+            },
+            do_center_crop: false,
+            ..Self::default()
+        }
+    }
+
     /// Reads and parses a `preprocessor_config.json`.
     pub fn from_file(path: &Path) -> Result<Self, PreprocessError> {
         let text = std::fs::read_to_string(path).map_err(|source| PreprocessError::Read {
@@ -173,6 +187,8 @@ impl PreprocessConfig {
         }
         let defaults = if kind.starts_with("Siglip") {
             Self::siglip_defaults()
+        } else if kind.starts_with("Blip") {
+            Self::blip_defaults()
         } else {
             Self::default()
         };
@@ -411,6 +427,16 @@ mod tests {
         assert_eq!(c.resample, Resample::Bilinear);
         // Must equal Python's float exactly, or rescaled pixels could differ in the last bit.
         assert_eq!(c.rescale_factor.to_bits(), (1.0f64 / 255.0).to_bits());
+    }
+
+    #[test]
+    fn blip_files_get_blip_defaults_without_a_crop() {
+        // Salesforce's files list no do_center_crop: BlipImageProcessor has none, so the
+        // image is squashed to `size` (384x384 when the file says nothing).
+        let c = parse(r#"{"image_processor_type": "BlipImageProcessor", "resample": 3}"#).unwrap();
+        assert!(!c.do_center_crop);
+        assert_eq!(c.output_size(), (384, 384));
+        assert_eq!(c.image_mean, OPENAI_CLIP_MEAN);
     }
 
     #[test]

@@ -50,6 +50,23 @@ pub struct DecodeOptions {
     pub allow_truncated: bool,
 }
 
+impl DecodeOptions {
+    /// What of these options a cached encoding depends on, for the cache's fingerprint:
+    /// `"; jpeg-downscale"` and `"; allow-truncated"` when set. Pixels of complete files do
+    /// not change with the latter, but a cache hit skips decoding: an encoding of a
+    /// truncated file stored with the flag must not answer for it without the flag.
+    pub fn fingerprint(&self) -> String {
+        let mut fingerprint = String::new();
+        if self.jpeg_downscale.is_some() {
+            fingerprint.push_str("; jpeg-downscale");
+        }
+        if self.allow_truncated {
+            fingerprint.push_str("; allow-truncated");
+        }
+        fingerprint
+    }
+}
+
 impl Default for DecodeOptions {
     fn default() -> Self {
         Self {

@@ -35,9 +35,9 @@ const CHUNK: usize = 256;
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
-    #[error("cannot read results {}: {cause}; pass the file written by `vlm classify --format jsonl`", path.display())]
+    #[error("cannot read results {}: {cause}; pass the file written by `vlm classify` or `vlm caption` with --format jsonl", path.display())]
     ReadResults { path: PathBuf, cause: io::Error },
-    #[error("{}, line {line}: not a vlm result record ({cause}); pass the file written by `vlm classify --format jsonl`", path.display())]
+    #[error("{}, line {line}: not a vlm result record ({cause}); pass the file written by `vlm classify` or `vlm caption` with --format jsonl", path.display())]
     BadRecord {
         path: PathBuf,
         line: usize,
@@ -326,6 +326,58 @@ pub fn write_eval_page(
     }
     build.add(&mut chunk)?;
     build.finish(classes)
+}
+
+/// What a duplicates page shows above the groups.
+#[derive(Debug, Clone, Serialize)]
+struct DuplicatesMeta {
+    /// The cosine similarity that linked two images.
+    threshold: f32,
+    /// How the pairs were found (exact all-pairs or a database's index).
+    method: String,
+    /// Images compared.
+    images: usize,
+}
+
+/// Writes the page of `vlm dedup --report`: one section per group (its "label" is
+/// `group N`), each member with its similarity to the group's first image as its score,
+/// and above them the threshold and the search that found them.
+pub fn write_duplicates_page(
+    duplicates: &crate::dedup::Duplicates,
+    options: &PageOptions,
+) -> Result<PageSummary, PageError> {
+    let meta = DuplicatesMeta {
+        threshold: duplicates.threshold,
+        method: duplicates.method.to_string(),
+        images: duplicates.images,
+    };
+    let groups = duplicates.records();
+    let mut build = Builder::start(options, "duplicates", &meta)?;
+    let mut chunk: Vec<PageRecord> = Vec::with_capacity(CHUNK);
+    let names: Vec<String> = groups
+        .iter()
+        .map(|g| format!("group {}", g.group))
+        .collect();
+    for (label, group) in groups.iter().enumerate() {
+        for (i, member) in group.members.iter().enumerate() {
+            let similarity = f64::from(member.similarity);
+            chunk.push(PageRecord {
+                scores: vec![record::PageScore {
+                    label,
+                    probability: similarity,
+                    similarity: Some(similarity),
+                    // The first image, which the others are compared with.
+                    selected: Some(i == 0),
+                }],
+                ..PageRecord::new(member.path.to_string())
+            });
+            if chunk.len() == CHUNK {
+                build.add(&mut chunk)?;
+            }
+        }
+    }
+    build.add(&mut chunk)?;
+    build.finish(&names)
 }
 
 /// A page being written: to a temporary file beside the output, renamed into place at

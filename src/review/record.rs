@@ -39,6 +39,14 @@ pub struct ResultRecord {
     /// With `--multi-label`: the selected labels.
     #[serde(default)]
     pub labels: Option<Vec<String>>,
+    /// A line of `vlm caption`.
+    #[serde(default)]
+    pub caption: Option<String>,
+    /// A line of `vlm ask`: the question and its answer.
+    #[serde(default)]
+    pub question: Option<String>,
+    #[serde(default)]
+    pub answer: Option<String>,
 }
 
 /// Label names numbered in order of first appearance.
@@ -144,6 +152,10 @@ pub struct PageRecord {
     /// Eval pages: the true label's number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truth: Option<usize>,
+    /// What `vlm caption` wrote about the image (or `vlm ask`'s question and answer),
+    /// shown and searched as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
 }
 
 impl PageRecord {
@@ -160,6 +172,7 @@ impl PageRecord {
             selected: None,
             error: None,
             truth: None,
+            caption: None,
         }
     }
 
@@ -190,6 +203,9 @@ impl PageRecord {
                 error,
                 uncertain: result.uncertain,
                 labels: result.labels.clone(),
+                caption: None,
+                question: None,
+                answer: None,
             },
             labels,
         )
@@ -213,11 +229,17 @@ impl PageRecord {
         let selected = record
             .labels
             .map(|names| names.iter().map(|n| labels.id(n)).collect());
+        let caption = match (record.caption, record.question, record.answer) {
+            (Some(caption), _, _) => Some(caption),
+            (None, Some(question), Some(answer)) => Some(format!("{question} \u{2192} {answer}")),
+            _ => None,
+        };
         Self {
             scores,
             uncertain: record.uncertain,
             selected,
             error: record.error,
+            caption,
             ..Self::new(record.path)
         }
     }
@@ -259,6 +281,25 @@ mod tests {
         assert_eq!(json, r#"{"path":"c.jpg","error":"cannot decode c.jpg"}"#);
         let json = serde_json::to_string(&single.scores[0]).unwrap();
         assert_eq!(json, "[1,0.6,0.3,null]");
+    }
+
+    #[test]
+    fn caption_and_answer_lines_carry_their_text() {
+        let mut labels = LabelIndex::default();
+        let caption = PageRecord::from_result(
+            parse(
+                r#"{"path":"a.jpg","caption":"a red bicycle","log_prob":-3.2,"tokens":[1,2],"model":"m"}"#,
+            ),
+            &mut labels,
+        );
+        assert_eq!(caption.caption.as_deref(), Some("a red bicycle"));
+        assert!(caption.scores.is_empty() && caption.error.is_none());
+        let answer = PageRecord::from_result(
+            parse(r#"{"path":"a.jpg","question":"what colour?","answer":"red"}"#),
+            &mut labels,
+        );
+        assert_eq!(answer.caption.as_deref(), Some("what colour? \u{2192} red"));
+        assert!(labels.names().is_empty());
     }
 
     #[test]

@@ -73,6 +73,23 @@ pub enum SourceError {
         endpoint: String,
     },
 
+    /// The checkpoint does another task than the command runs (a caption model given to
+    /// `classify`, a CLIP model to `caption`).
+    #[error(
+        "`{spec}` is {found}; {wanted} — use `{command}` with it (run `vlm models` for the \
+         checkpoints of each task)"
+    )]
+    WrongTask {
+        /// The `--model` value as given.
+        spec: String,
+        /// What the checkpoint is.
+        found: &'static str,
+        /// What the command needs.
+        wanted: &'static str,
+        /// The command that runs it.
+        command: &'static str,
+    },
+
     /// The hub says the revision does not exist in the repository.
     #[error(
         "revision {revision} was not found in {repo}; check --revision (a branch, tag, \

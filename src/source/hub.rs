@@ -28,15 +28,22 @@ const TOKENIZER: &str = "tokenizer.json";
 const PREPROCESSOR: &str = "preprocessor_config.json";
 const SAFETENSORS: &str = "model.safetensors";
 const PYTORCH: &str = "pytorch_model.bin";
-/// SigLIP's tokenizer class, case, pad token and padding side live here.
+/// SigLIP's tokenizer class, case, pad token and padding side live here, and BLIP's
+/// `clean_up_tokenization_spaces`.
 const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
-/// Whether a `config.json` names the SigLIP family, whose tokenizer settings are needed too.
-fn is_siglip(config: &std::path::Path) -> bool {
+/// Whether a `config.json` names a family whose tokenizer settings are needed too (SigLIP,
+/// BLIP).
+fn needs_tokenizer_config(config: &std::path::Path) -> bool {
     std::fs::read_to_string(config)
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .is_some_and(|v| v.get("model_type").and_then(|t| t.as_str()) == Some("siglip"))
+        .is_some_and(|v| {
+            matches!(
+                v.get("model_type").and_then(|t| t.as_str()),
+                Some("siglip" | "blip")
+            )
+        })
 }
 
 /// Path of `file` for `repo` at `revision` in the cache, if present. Never touches the network.
@@ -79,7 +86,7 @@ pub(crate) fn resolve_repo(
         other => other?,
     };
     let tokenizer = fetcher.get(TOKENIZER)?;
-    if is_siglip(&config) {
+    if needs_tokenizer_config(&config) {
         match fetcher.get(TOKENIZER_CONFIG) {
             Ok(_) | Err(SourceError::FileNotFound { .. }) => {}
             Err(other) => return Err(other),

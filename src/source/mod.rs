@@ -315,6 +315,65 @@ pub fn resolve(
     hub::resolve_repo(repo, revision, opts)
 }
 
+/// Refuses `spec` before anything is downloaded or loaded when it names a checkpoint of
+/// another task than `want`: a registry alias or repo of another task, or a local directory
+/// whose `config.json` says so. Anything else passes (a hub repo outside the registry is
+/// checked by its config once resolved).
+pub fn check_task(spec: &str, want: registry::Task) -> Result<(), SourceError> {
+    let path = Path::new(spec);
+    let found = if path.is_dir() {
+        task_of_dir(path)
+    } else {
+        registry::lookup(spec)
+            .or_else(|| registry::lookup_repo(spec))
+            .map(|e| e.task)
+    };
+    match found {
+        Some(task) if task != want => Err(SourceError::WrongTask {
+            spec: spec.to_string(),
+            found: match task {
+                registry::Task::Classify => "an image-text matching checkpoint (it scores labels)",
+                registry::Task::Caption => "a BLIP captioning checkpoint",
+                registry::Task::Answer => "a BLIP question-answering checkpoint",
+            },
+            wanted: match want {
+                registry::Task::Classify => "this command needs an image-text matching model",
+                registry::Task::Caption => "captions need a BLIP captioning model",
+                registry::Task::Answer => "answers need a BLIP question-answering model",
+            },
+            command: task.command(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The task of the checkpoint in `dir`, from its `config.json` (`model_type` and
+/// `architectures`) or the open_clip layout; `None` when it cannot tell.
+fn task_of_dir(dir: &Path) -> Option<registry::Task> {
+    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
+        return dir
+            .join(OPEN_CLIP_CONFIG)
+            .is_file()
+            .then_some(registry::Task::Classify);
+    };
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    match config.get("model_type")?.as_str()? {
+        "blip" => {
+            let answers = config
+                .get("architectures")
+                .and_then(|a| a.as_array())
+                .is_some_and(|a| a.iter().any(|n| n == "BlipForQuestionAnswering"));
+            Some(if answers {
+                registry::Task::Answer
+            } else {
+                registry::Task::Caption
+            })
+        }
+        "clip" | "siglip" | "metaclip_2" => Some(registry::Task::Classify),
+        _ => None,
+    }
+}
+
 /// Whether `spec` reads as a filesystem path rather than an alias or repo id.
 fn looks_like_path(spec: &str) -> bool {
     spec.starts_with('.')
@@ -459,6 +518,39 @@ mod tests {
         };
         assert_eq!(repo, "someone/some-model");
         assert_eq!(revision, "refs/pr/15");
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_task_is_refused_before_download() {
+        use registry::Task;
+        let err = check_task("blip-base", Task::Classify)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vlm caption") && err.contains("captioning"),
+            "{err}"
+        );
+        let err = check_task("Salesforce/blip-vqa-base", Task::Caption)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vlm ask"), "{err}");
+        let err = check_task("clip-b32", Task::Caption)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vlm classify"), "{err}");
+        assert!(check_task("blip-vqa", Task::Answer).is_ok());
+        assert!(check_task("someone/unknown", Task::Caption).is_ok());
+        // A local directory, by its config.json.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            tmp.path().join("config.json"),
+            r#"{"model_type": "blip", "architectures": ["BlipForQuestionAnswering"]}"#,
+        )
+        .expect("write");
+        let spec = tmp.path().to_str().expect("utf-8 temp path");
+        let err = check_task(spec, Task::Classify).unwrap_err().to_string();
+        assert!(err.contains("vlm ask"), "{err}");
+        assert!(check_task(spec, Task::Answer).is_ok());
     }
 
     #[test]

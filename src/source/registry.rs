@@ -3,6 +3,39 @@
 use super::SourceError;
 use serde::Deserialize;
 
+/// What a checkpoint does, and so which command runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Image-text matching (CLIP, SigLIP, ...): `vlm classify`, `search`, `eval`, ...
+    #[default]
+    Classify,
+    /// Captions (BLIP captioning): `vlm caption`.
+    Caption,
+    /// Answers to questions about an image (BLIP question answering): `vlm ask`.
+    Answer,
+}
+
+impl Task {
+    /// The name registry files and `vlm models` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classify => "classify",
+            Task::Caption => "caption",
+            Task::Answer => "answer",
+        }
+    }
+
+    /// The command that runs checkpoints of this task.
+    pub fn command(self) -> &'static str {
+        match self {
+            Task::Classify => "vlm classify",
+            Task::Caption => "vlm caption",
+            Task::Answer => "vlm ask",
+        }
+    }
+}
+
 /// One supported checkpoint, as described by `models/<alias>.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,10 +47,15 @@ pub struct ModelEntry {
     /// Revision resolved by default (branch, tag, `refs/pr/N` or commit).
     pub revision: String,
     /// Architecture family: `clip`, `siglip`, `metaclip_2` or `open_clip`
-    /// ([`crate::family::Family::name`]).
+    /// ([`crate::family::Family::name`]), or `blip` for captions and answers.
     pub family: String,
+    /// What the checkpoint does (`classify` when absent).
+    #[serde(default)]
+    pub task: Task,
     /// How probabilities are computed: `softmax` or `sigmoid`; must be the family's.
-    pub scoring: String,
+    /// Classification checkpoints only.
+    #[serde(default)]
+    pub scoring: Option<String>,
     /// Size of the weights file vlm downloads, in MB (approximate, as the hub lists it).
     pub weights_mb: u32,
     /// open_clip only: the activation the checkpoint was trained with, for repos whose
@@ -29,8 +67,9 @@ pub struct ModelEntry {
     pub resize_mode: Option<String>,
     /// Square input resolution in pixels.
     pub image_size: u32,
-    /// Dimension of the joint embedding space (projection dim).
-    pub embed_dim: u32,
+    /// Dimension of the joint embedding space (projection dim); classification only.
+    #[serde(default)]
+    pub embed_dim: Option<u32>,
     /// Licence of the weights.
     pub license: String,
     /// One-line human description.
@@ -85,6 +124,19 @@ const FILES: &[(&str, &str)] = &[
     (
         "metaclip-l14.toml",
         include_str!("../../models/metaclip-l14.toml"),
+    ),
+    (
+        "blip-base.toml",
+        include_str!("../../models/blip-base.toml"),
+    ),
+    (
+        "blip-large.toml",
+        include_str!("../../models/blip-large.toml"),
+    ),
+    ("blip-vqa.toml", include_str!("../../models/blip-vqa.toml")),
+    (
+        "blip-vqa-capfilt-large.toml",
+        include_str!("../../models/blip-vqa-capfilt-large.toml"),
     ),
 ];
 
@@ -171,16 +223,42 @@ fn parse(file: &str, text: &str) -> Result<ModelEntry, SourceError> {
             return Err(bad(format!("{name} is empty")));
         }
     }
+    if entry.task != Task::Classify {
+        // Captions and answers: BLIP, which neither scores labels nor embeds.
+        if entry.family != "blip" {
+            return Err(bad(format!(
+                "task `{}` needs family `blip`, not `{}`",
+                entry.task.name(),
+                entry.family
+            )));
+        }
+        if entry.scoring.is_some() || entry.embed_dim.is_some() {
+            return Err(bad(format!(
+                "scoring and embed_dim are for classification checkpoints, not task `{}`",
+                entry.task.name()
+            )));
+        }
+        if entry.quick_gelu.is_some() || entry.resize_mode.is_some() {
+            return Err(bad(
+                "quick_gelu and resize_mode are for open_clip entries".into()
+            ));
+        }
+        if entry.image_size == 0 || entry.weights_mb == 0 {
+            return Err(bad("image_size and weights_mb must be positive".into()));
+        }
+        return Ok(entry);
+    }
     let family = crate::family::Family::parse(&entry.family).ok_or_else(|| {
         bad(format!(
-            "family `{}` is not one of clip, siglip, metaclip_2, open_clip",
+            "family `{}` is not one of clip, siglip, metaclip_2, open_clip (or blip, with a \
+             caption or answer task)",
             entry.family
         ))
     })?;
-    if entry.scoring != family.scoring().name() {
+    let scoring = entry.scoring.as_deref().unwrap_or_default();
+    if scoring != family.scoring().name() {
         return Err(bad(format!(
-            "scoring `{}` is not the {} family's ({})",
-            entry.scoring,
+            "scoring `{scoring}` is not the {} family's ({})",
             family,
             family.scoring()
         )));
@@ -201,7 +279,7 @@ fn parse(file: &str, text: &str) -> Result<ModelEntry, SourceError> {
             "resize_mode `{mode}` is not shortest or squash"
         )));
     }
-    if entry.image_size == 0 || entry.embed_dim == 0 || entry.weights_mb == 0 {
+    if entry.image_size == 0 || entry.embed_dim.unwrap_or(0) == 0 || entry.weights_mb == 0 {
         return Err(bad(
             "image_size, embed_dim and weights_mb must be positive".into()
         ));
@@ -248,7 +326,7 @@ mod tests {
     #[test]
     fn entries_parse_and_are_consistent() {
         let entries = entries().expect("registry parses");
-        assert_eq!(entries.len(), 14);
+        assert_eq!(entries.len(), 18);
         let aliases: HashSet<_> = entries.iter().map(|e| e.alias.as_str()).collect();
         assert_eq!(aliases.len(), entries.len(), "aliases are unique");
         let repos: HashSet<_> = entries.iter().map(|e| e.repo.as_str()).collect();
@@ -258,7 +336,12 @@ mod tests {
             .filter(|e| e.family == "siglip" || e.family == "open_clip")
         {
             let family = crate::family::Family::parse(&e.family).expect("known family");
-            assert_eq!(e.scoring, family.scoring().name(), "{}", e.alias);
+            assert_eq!(
+                e.scoring.as_deref(),
+                Some(family.scoring().name()),
+                "{}",
+                e.alias
+            );
             // The repo name states the input size.
             assert!(
                 e.repo.contains(&e.image_size.to_string()),
@@ -268,14 +351,15 @@ mod tests {
             );
         }
         for e in entries.iter().filter(|e| e.family == "clip") {
-            assert_eq!(e.scoring, "softmax", "{}", e.alias);
+            assert_eq!(e.scoring.as_deref(), Some("softmax"), "{}", e.alias);
             assert!(
                 [224, 336].contains(&e.image_size),
                 "{}: {}",
                 e.alias,
                 e.image_size
             );
-            assert!([512, 768, 1024].contains(&e.embed_dim), "{}", e.alias);
+            let dim = e.embed_dim.unwrap_or(0);
+            assert!([512, 768, 1024].contains(&dim), "{}", e.alias);
             // The repo name encodes the input size for the 336 px model only.
             assert_eq!(e.repo.ends_with("-336"), e.image_size == 336, "{}", e.alias);
             // ViT-B models project to 512, L to 768, H to 1024.
@@ -287,7 +371,7 @@ mod tests {
             } else {
                 1024
             };
-            assert_eq!(e.embed_dim, expected, "{}", e.alias);
+            assert_eq!(dim, expected, "{}", e.alias);
         }
     }
 
@@ -323,6 +407,52 @@ mod tests {
     }
 
     #[test]
+    fn blip_entries_say_their_task_and_licence() {
+        let entries = entries().expect("registry parses");
+        let blip: Vec<_> = entries.iter().filter(|e| e.family == "blip").collect();
+        let aliases: Vec<&str> = blip.iter().map(|e| e.alias.as_str()).collect();
+        assert_eq!(
+            aliases,
+            [
+                "blip-base",
+                "blip-large",
+                "blip-vqa",
+                "blip-vqa-capfilt-large"
+            ]
+        );
+        for e in &blip {
+            assert_eq!(e.license, "BSD-3-Clause", "{}", e.alias);
+            assert_eq!(e.image_size, 384, "{}", e.alias);
+            assert!(e.repo.starts_with("Salesforce/blip-"), "{}", e.alias);
+            let want = if e.repo.contains("vqa") {
+                Task::Answer
+            } else {
+                Task::Caption
+            };
+            assert_eq!(e.task, want, "{}", e.alias);
+            assert_eq!((e.scoring.as_deref(), e.embed_dim), (None, None));
+        }
+        assert!(entries
+            .iter()
+            .filter(|e| e.family != "blip")
+            .all(|e| e.task == Task::Classify));
+        assert_eq!(Task::Answer.command(), "vlm ask");
+        // A caption entry that claims a scoring, or a CLIP family, is refused.
+        let text = include_str!("../../models/blip-base.toml");
+        let err = parse("blip-base.toml", &format!("{text}scoring = \"softmax\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scoring"), "{err}");
+        let err = parse(
+            "blip-base.toml",
+            &text.replace("family = \"blip\"", "family = \"clip\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs family `blip`"), "{err}");
+    }
+
+    #[test]
     fn default_model_is_first_and_known() {
         let entries = entries().expect("registry parses");
         assert_eq!(entries[0].repo, super::super::DEFAULT_MODEL);
@@ -333,7 +463,7 @@ mod tests {
     fn lookup_finds_aliases_only() {
         let e = lookup("laion-h14").expect("known alias");
         assert_eq!(e.repo, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K");
-        assert_eq!(e.embed_dim, 1024);
+        assert_eq!(e.embed_dim, Some(1024));
         assert_eq!(lookup("clip-l14-336").map(|e| e.image_size), Some(336));
         assert!(lookup("openai/clip-vit-base-patch32").is_none());
         assert!(lookup("nope").is_none());

@@ -13,6 +13,7 @@ pub mod milvus;
 pub mod postgres;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
 
@@ -91,6 +92,8 @@ pub enum AddressError {
         "the table is named twice ({url:?} in the address, {flag:?} by --table); give it once"
     )]
     TableTwice { url: String, flag: String },
+    #[error("{shown}: captions are stored in PostgreSQL only; give a postgresql:// address, or write them to a file with --output")]
+    CaptionsInMilvus { shown: String },
     #[error("this vlm was built without {what} support; rebuild with cargo build --features {feature} (or cargo install --path . --features {feature})")]
     NotBuilt {
         what: &'static str,
@@ -144,6 +147,18 @@ pub struct LabelRow<'a> {
     pub labels_json: String,
 }
 
+/// One image's caption to store beside its embedding.
+pub struct CaptionRow<'a> {
+    pub path: &'a str,
+    pub content_hash: &'a str,
+    /// The captioning checkpoint.
+    pub model: &'a str,
+    pub caption: &'a str,
+    pub log_prob: f64,
+    /// The generated ids as a JSON array.
+    pub tokens_json: String,
+}
+
 /// One search hit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredHit {
@@ -163,6 +178,8 @@ pub enum StoreError {
     #[cfg(feature = "milvus")]
     #[error(transparent)]
     Milvus(#[from] milvus::MilvusError),
+    #[error("{shown}: {what} works with PostgreSQL tables only so far; store the embeddings in PostgreSQL (vlm embed INPUTS --to postgresql://...) or give the image files instead")]
+    Unsupported { shown: String, what: &'static str },
 }
 
 /// A table (or collection) of image embeddings, keyed by path, that one model filled.
@@ -186,6 +203,41 @@ pub trait EmbeddingStore {
 
     /// The `n` rows nearest to `query` by cosine similarity, best first.
     fn search(&mut self, query: &[f32], n: usize) -> Result<Vec<StoredHit>, StoreError>;
+
+    /// Every row's `neighbours` nearest rows (through the index, approximately) at or above
+    /// cosine `threshold`, for `vlm dedup --in`, with progress over the rows; `None` when
+    /// `cancel` stopped it.
+    fn near_pairs(
+        &mut self,
+        threshold: f32,
+        neighbours: usize,
+        cancel: Option<&AtomicBool>,
+        progress: &dyn Progress,
+    ) -> Result<Option<NearPairs>, StoreError> {
+        let _ = (threshold, neighbours, cancel, progress);
+        Err(StoreError::Unsupported {
+            shown: self.shown().to_string(),
+            what: "vlm dedup --in",
+        })
+    }
+
+    /// The stored embeddings of those of `paths` that have a row.
+    fn embeddings_of(&mut self, paths: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let _ = paths;
+        Err(StoreError::Unsupported {
+            shown: self.shown().to_string(),
+            what: "reading stored embeddings",
+        })
+    }
+}
+
+/// The near pairs among a table's rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NearPairs {
+    /// Every row's path, sorted.
+    pub paths: Vec<String>,
+    /// `(a, b, cosine similarity)` with `a < b` indices into `paths`, each pair once.
+    pub pairs: Vec<(usize, usize, f32)>,
 }
 
 /// Opens `address` for writing: makes the table and its cosine index if missing, and
@@ -866,6 +918,43 @@ impl Sink<Labelled<'_>> for LabelStore {
             .upsert_labelled(&rows, &labels)
             .map_err(JobError::sink)?;
         Ok(())
+    }
+}
+
+/// `vlm caption --to ADDRESS`: captions stored beside the embeddings of an existing
+/// PostgreSQL table, in `<table>_captions` (path, content_hash, model, caption, log_prob,
+/// tokens).
+pub struct CaptionStore {
+    #[cfg(feature = "postgres")]
+    db: postgres::PgCaptions,
+}
+
+impl CaptionStore {
+    /// Opens the captions table of `address` (PostgreSQL only), refusing an address whose
+    /// embeddings table does not exist.
+    #[allow(unused_variables)] // without the feature only the error path remains
+    pub fn open(address: &Address) -> Result<Self, StoreError> {
+        match address.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => Ok(Self {
+                db: postgres::PgCaptions::open(address)?,
+            }),
+            #[cfg(not(feature = "postgres"))]
+            Backend::Postgres => Err(Backend::Postgres.not_built().into()),
+            Backend::Milvus => Err(AddressError::CaptionsInMilvus {
+                shown: address.shown.clone(),
+            }
+            .into()),
+        }
+    }
+
+    /// Inserts or replaces `rows` by path; returns how many were written.
+    #[allow(unused_variables)]
+    pub fn store(&mut self, rows: &[CaptionRow<'_>]) -> Result<u64, StoreError> {
+        #[cfg(feature = "postgres")]
+        return Ok(self.db.upsert(rows)?);
+        #[cfg(not(feature = "postgres"))]
+        Ok(0)
     }
 }
 

@@ -14,14 +14,14 @@ fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
 }
 
-fn jsonl(text: &str) -> Vec<Value> {
+pub(crate) fn jsonl(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn or bad line {l:?}: {e}")))
         .collect()
 }
 
 /// A picture that differs with `seed`, so the model gives each its own answer.
-fn picture(seed: u32, width: u32, height: u32) -> RgbImage {
+pub(crate) fn picture(seed: u32, width: u32, height: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let v = x.wrapping_mul(7 + seed) ^ y.wrapping_mul(13 + 3 * seed);
         Rgb([
@@ -32,9 +32,53 @@ fn picture(seed: u32, width: u32, height: u32) -> RgbImage {
     })
 }
 
-fn save(image: &RgbImage, path: &Path) {
+pub(crate) fn save(image: &RgbImage, path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     image.save(path).unwrap();
+}
+
+/// `root/NNN.png`: ten different pictures of `width` x `height`, copied under `total`
+/// names (many inputs, cheap to make).
+pub(crate) fn many_pictures(root: &Path, total: usize, width: u32, height: u32) {
+    for i in 0..10 {
+        save(
+            &picture(i, width, height),
+            &root.join(format!("{i:03}.png")),
+        );
+    }
+    for i in 10..total {
+        std::fs::copy(
+            root.join(format!("{:03}.png", i % 10)),
+            root.join(format!("{i:03}.png")),
+        )
+        .unwrap();
+    }
+}
+
+/// Starts `command`, which writes `total` JSON Lines to `out`, and kills it (SIGKILL on
+/// Unix) once `out` holds at least `at_least` lines; the kill must land mid-run.
+pub(crate) fn kill_mid_run(
+    command: &mut std::process::Command,
+    out: &Path,
+    at_least: usize,
+    total: usize,
+) {
+    let mut child = command.stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lines = std::fs::read_to_string(out).map_or(0, |t| t.lines().count());
+        if lines >= at_least || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before = std::fs::read_to_string(out).unwrap().lines().count();
+    assert!(
+        (at_least..total).contains(&done_before),
+        "the kill must land mid-run, {done_before} lines"
+    );
 }
 
 /// path -> (label -> probability) from JSONL records with results.
@@ -72,7 +116,7 @@ fn assert_same_results(a: &[Value], b: &[Value], tolerance: f64) {
 
 /// The tree of the acceptance test: nested folders, a symlink loop, hidden files,
 /// non-images, broken images, and one picture under two names.
-fn messy_tree(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+pub(crate) fn messy_tree(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut good = BTreeSet::new();
     let mut broken = BTreeSet::new();
     let add = |rel: &str, seed: u32, set: &mut BTreeSet<String>| {
@@ -159,16 +203,7 @@ fn a_killed_run_resumes_to_exactly_the_uninterrupted_result() {
     let root = dir.path().join("many");
     // Large enough that the run is still going when the kill lands; ten distinct pictures
     // copied under 300 names keep the setup cheap.
-    for i in 0..10 {
-        save(&picture(i, 640, 480), &root.join(format!("{i:03}.png")));
-    }
-    for i in 10..300 {
-        std::fs::copy(
-            root.join(format!("{:03}.png", i % 10)),
-            root.join(format!("{i:03}.png")),
-        )
-        .unwrap();
-    }
+    many_pictures(&root, 300, 640, 480);
     let run = |out: &Path, resume: bool| {
         let mut command = vlm();
         command
@@ -199,23 +234,7 @@ fn a_killed_run_resumes_to_exactly_the_uninterrupted_result() {
     assert_eq!(expected.len(), 300);
 
     let partial = dir.path().join("partial.jsonl");
-    let mut child = run(&partial, false).stdout(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let lines = std::fs::read_to_string(&partial).map_or(0, |t| t.lines().count());
-        if lines >= 30 || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    let cut = std::fs::read_to_string(&partial).unwrap();
-    let done_before = cut.lines().count();
-    assert!(
-        (30..300).contains(&done_before),
-        "the kill must land mid-run, {done_before} lines"
-    );
+    kill_mid_run(&mut run(&partial, false), &partial, 30, 300);
 
     assert!(run(&partial, true).status().unwrap().success());
     let resumed = jsonl(&std::fs::read_to_string(&partial).unwrap());

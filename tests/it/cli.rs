@@ -394,6 +394,32 @@ fn a_mistyped_alias_gets_a_hint() {
 }
 
 #[test]
+fn a_caption_checkpoint_given_to_classify_is_refused_with_the_command_that_fits() {
+    // An alias: refused before anything is downloaded (an empty cache, no network).
+    let cache = tempfile::tempdir().unwrap();
+    for (spec, command) in [("blip-base", "vlm caption"), ("blip-vqa", "vlm ask")] {
+        let output = run(vlm()
+            .args(["classify", "x.jpg", "--labels", "cat", "--model", spec])
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_HUB_OFFLINE", "1"));
+        assert_eq!(output.status.code(), Some(2));
+        let err = stderr(&output);
+        assert!(err.contains(command), "{spec}: {err}");
+    }
+    // A local directory, by its config.json.
+    let blip = fixtures().join("models/blip-caption");
+    let output = run(vlm()
+        .args(["classify", "x.jpg", "--labels", "cat", "--model"])
+        .arg(&blip));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("vlm caption"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn models_lists_the_registry() {
     let output = run(vlm().arg("models"));
     assert!(output.status.success());
@@ -419,6 +445,23 @@ fn models_lists_the_registry() {
     );
     assert!(row("dfn5b-h14-378").contains("open_clip") && row("dfn5b-h14-378").contains("378"));
     assert!(row("clip-b32").contains("605 MB"), "{}", row("clip-b32"));
+    // Caption and answer checkpoints say their task (and have no scoring).
+    let header = text.lines().next().unwrap();
+    assert!(header.contains("TASK"), "{header}");
+    assert!(
+        row("clip-b32").contains(" classify "),
+        "{}",
+        row("clip-b32")
+    );
+    let blip = row("blip-base");
+    assert!(
+        blip.contains("Salesforce/blip-image-captioning-base")
+            && blip.contains(" caption ")
+            && blip.contains("BSD-3-Clause"),
+        "{blip}"
+    );
+    assert!(row("blip-vqa").contains(" answer "), "{}", row("blip-vqa"));
+    assert!(row("blip-vqa-capfilt-large").contains(" answer "));
 }
 
 #[test]

@@ -3,7 +3,10 @@
 mod common;
 
 mod batch;
+mod caption;
+mod caption_cli;
 mod cli;
+mod dedup;
 mod doctor;
 mod embed_search;
 mod eval;
@@ -15,6 +18,7 @@ mod fewshot;
 mod hostile;
 mod hub;
 mod inputs;
+mod int8;
 // The build script's NASM rule, tested without a build (its tests are in the file).
 mod jpeg_downscale;
 #[path = "../../build/jpeg_simd.rs"]
@@ -32,3 +36,4 @@ mod report;
 #[cfg(feature = "serve")]
 mod serve;
 mod stream;
+mod xmp;

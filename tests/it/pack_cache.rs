@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use vlm::model::{LoadOptions, PackStatus};
+use vlm::model::{LoadOptions, PackStatus, Precision};
 use vlm::source::ModelFiles;
 use vlm::Checkpoint;
 
@@ -21,7 +21,7 @@ fn model_dir(name: &str) -> PathBuf {
     common::fixtures().join("models").join(name)
 }
 
-fn run(model: &Path, dtype: DType, pack_dir: Option<&Path>) -> Run {
+fn run(model: &Path, dtype: impl Into<Precision>, pack_dir: Option<&Path>) -> Run {
     let files = ModelFiles::from_dir(model).unwrap();
     let options = LoadOptions {
         pack_dir: pack_dir.map(Path::to_path_buf),
@@ -123,23 +123,58 @@ fn a_bf16_pack_is_mapped_and_gives_the_same_embeddings() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
 
+#[test]
+fn an_int8_pack_is_mapped_and_gives_the_same_embeddings() {
+    for name in ["tiny-quickgelu", "siglip"] {
+        let model = model_dir(name);
+        let dir = tempfile::tempdir().unwrap();
+        let plain = run(&model, Precision::Int8, None);
+        let first = run(&model, Precision::Int8, Some(dir.path()));
+        let second = run(&model, Precision::Int8, Some(dir.path()));
+        assert!(
+            matches!(second.status, PackStatus::Loaded(_)),
+            "{name}: {:?}",
+            second.status
+        );
+        assert_same(&plain, &first);
+        assert_same(&plain, &second);
+        // The int8 pack is its own file: an f32 load beside it packs its own.
+        let f32_run = run(&model, DType::F32, Some(dir.path()));
+        assert!(
+            matches!(f32_run.status, PackStatus::Written(_)),
+            "{name}: {:?}",
+            f32_run.status
+        );
+        assert_ne!(
+            f32_run.images, plain.images,
+            "{name}: int8 gave f32's result"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+}
+
 /// Damages the pack file with `damage`, then checks the next load refuses it for a reason
 /// containing `why`, rebuilds it (the load after that maps it again) and still gives the
 /// results of packing at load.
 fn damaged_pack_is_rebuilt(damage: impl Fn(&Path), why: &str) {
+    damaged_pack_of_is_rebuilt(DType::F32.into(), damage, why)
+}
+
+/// [`damaged_pack_is_rebuilt`] for a pack of `precision`.
+fn damaged_pack_of_is_rebuilt(precision: Precision, damage: impl Fn(&Path), why: &str) {
     let dir = tempfile::tempdir().unwrap();
     let model = model_dir("tiny-quickgelu");
-    let plain = run(&model, DType::F32, None);
-    run(&model, DType::F32, Some(dir.path()));
+    let plain = run(&model, precision, None);
+    run(&model, precision, Some(dir.path()));
     let path = pack_file(dir.path());
     damage(&path);
-    let rebuilt = run(&model, DType::F32, Some(dir.path()));
+    let rebuilt = run(&model, precision, Some(dir.path()));
     match &rebuilt.status {
         PackStatus::Rebuilt { reason, .. } => assert!(reason.contains(why), "{reason}"),
         other => panic!("expected a rebuild ({why}), got {other:?}"),
     }
     assert_same(&plain, &rebuilt);
-    let again = run(&model, DType::F32, Some(dir.path()));
+    let again = run(&model, precision, Some(dir.path()));
     assert!(
         matches!(again.status, PackStatus::Loaded(_)),
         "{:?}",
@@ -417,4 +452,45 @@ fn a_temporary_left_by_a_dead_writer_is_removed_and_a_live_ones_kept() {
         "a live writer's temporary was removed"
     );
     drop(file);
+}
+
+#[test]
+fn a_forged_int8_weight_or_scales_length_is_refused_and_rebuilt() {
+    // An int8 weight claiming one more output than config.json implies: its panels still
+    // hold enough values when the extra row falls in the last panel's padding.
+    damaged_pack_of_is_rebuilt(
+        Precision::Int8,
+        |p| {
+            forge(p, |table, _| {
+                let entry = table["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|e| e["kind"] == "packed-i8")
+                    .expect("an int8 entry");
+                let n = entry["dims"][0].as_u64().unwrap();
+                entry["dims"][0] = (n + 1).into();
+            })
+        },
+        "config.json implies",
+    );
+    // Its scales and column sums cut to one value.
+    damaged_pack_of_is_rebuilt(
+        Precision::Int8,
+        |p| {
+            forge(p, |table, bytes| {
+                let scales = table["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|e| e["name"].as_str().unwrap().ends_with(".scales"))
+                    .expect("a scales entry");
+                scales["dims"][0] = 1.into();
+                scales["len"] = 1.into();
+                let at = scales["offset"].as_u64().unwrap() as usize;
+                scales["edges"] = edges(&bytes[at..at + 4]).into();
+            })
+        },
+        "config.json implies",
+    );
 }

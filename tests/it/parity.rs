@@ -490,68 +490,135 @@ fn bf16_stays_close_to_f32(kernel: vlm::model::Bf16Kernel) {
                 }
             };
         assert_eq!(bf16.model().kernels(), kernel.label());
+        let c = closeness(&r, &bf16);
+        eprintln!("{model} ({kernel:?}): bf16 vs f32: {c}");
+        c.assert_within(model, "bf16", 0.999, 0.0);
+    }
+}
 
-        let count = r.json["images"].as_array().unwrap().len();
-        let pixels: Vec<Tensor> = (0..count)
-            .map(|i| r.tensors[&format!("pixel_values.{i}")].clone())
+/// How far another precision's outputs are from f32's on one fixture checkpoint.
+pub(crate) struct Closeness {
+    /// The smallest cosine between an image embedding and its f32 counterpart.
+    pub image: f32,
+    /// The same for the label prompts' embeddings.
+    pub text: f32,
+    /// The largest change of any label's probability.
+    pub probability: f32,
+    /// For each fixture image, how far f32's first label leads its second in cosine.
+    pub margins: Vec<f32>,
+    /// The fixture images whose top-1 label changed.
+    pub top1_changed: Vec<usize>,
+}
+
+impl std::fmt::Display for Closeness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "image cosine >= {:.6}, text cosine >= {:.6}, probabilities move <= {:.2e}, top-1 \
+             changed on images {:?}",
+            self.image,
+            self.text,
+            self.probability,
+            self.top1_changed
+                .iter()
+                .map(|&i| format!("{i} (f32 lead {:.2e})", self.margins[i]))
+                .collect::<Vec<_>>()
+        )
+    }
+}
+
+impl Closeness {
+    /// Cosines at least `min_cosine`, every top-1 label kept where f32's first label leads
+    /// its second by at least `near_tie` in cosine, and not f32's exact result (so the other
+    /// precision was used at all).
+    pub fn assert_within(&self, model: &str, what: &str, min_cosine: f32, near_tie: f32) {
+        assert!(
+            self.image >= min_cosine,
+            "{model}: {what} image embeddings at cosine {}",
+            self.image
+        );
+        assert!(
+            self.text >= min_cosine,
+            "{model}: {what} text embeddings at cosine {}",
+            self.text
+        );
+        let changed: Vec<_> = self
+            .top1_changed
+            .iter()
+            .filter(|&&i| self.margins[i] >= near_tie)
             .collect();
-        let batch = Tensor::stack(&pixels, 0).unwrap();
-        let f32_images = r.classifier.model().encode_images(&batch).unwrap();
-        let bf16_images = bf16.model().encode_images(&batch).unwrap();
-        let worst_image = row_cosines(&f32_images, &bf16_images)
-            .into_iter()
-            .fold(1.0, f32::min);
+        assert!(
+            changed.is_empty(),
+            "{model}: {what} changed the top-1 label of images {changed:?}, where f32 leads by \
+             at least {near_tie}"
+        );
+        assert!(
+            self.image < 1.0 - 1e-7,
+            "{model}: {what} gave f32's exact result"
+        );
+    }
+}
 
-        let labels = strings(&r.json["labels"]);
-        let template = Template::new(r.json["template"].as_str().unwrap()).unwrap();
-        let prompts: Vec<String> = labels.iter().map(|l| template.apply(l)).collect();
-        let f32_text = r.classifier.embed_prompts(&prompts).unwrap();
-        let bf16_text = bf16.embed_prompts(&prompts).unwrap();
-        let worst_text = row_cosines(&f32_text.embeddings, &bf16_text.embeddings)
-            .into_iter()
-            .fold(1.0, f32::min);
+/// `other` (the same checkpoint in another precision) against `r`'s f32 classifier on the
+/// fixture's images (the reference pixels) and label prompts.
+pub(crate) fn closeness(r: &Reference, other: &Checkpoint) -> Closeness {
+    let count = r.json["images"].as_array().unwrap().len();
+    let pixels: Vec<Tensor> = (0..count)
+        .map(|i| r.tensors[&format!("pixel_values.{i}")].clone())
+        .collect();
+    let batch = Tensor::stack(&pixels, 0).unwrap();
+    let f32_images = r.classifier.model().encode_images(&batch).unwrap();
+    let other_images = other.model().encode_images(&batch).unwrap();
+    let image = row_cosines(&f32_images, &other_images)
+        .into_iter()
+        .fold(1.0, f32::min);
 
-        let mut prob_moved = 0.0f32;
-        for i in 0..count {
-            let want = r
-                .classifier
-                .rank(&f32_images.narrow(0, i, 1).unwrap(), &f32_text)
-                .unwrap()
-                .remove(0);
-            let got = bf16
-                .rank(&bf16_images.narrow(0, i, 1).unwrap(), &bf16_text)
-                .unwrap()
-                .remove(0);
-            assert_eq!(
-                got[0].index, want[0].index,
-                "{model}: image {i}: bf16 changed the top-1 label"
-            );
-            for score in &got {
-                let f32_prob = want
-                    .iter()
-                    .find(|s| s.index == score.index)
-                    .unwrap()
-                    .probability;
-                prob_moved = prob_moved.max((score.probability - f32_prob).abs());
-            }
+    let labels = strings(&r.json["labels"]);
+    let template = Template::new(r.json["template"].as_str().unwrap()).unwrap();
+    let prompts: Vec<String> = labels.iter().map(|l| template.apply(l)).collect();
+    let f32_text = r.classifier.embed_prompts(&prompts).unwrap();
+    let other_text = other.embed_prompts(&prompts).unwrap();
+    let text = row_cosines(&f32_text.embeddings, &other_text.embeddings)
+        .into_iter()
+        .fold(1.0, f32::min);
+
+    let mut probability = 0.0f32;
+    let mut margins = Vec::new();
+    let mut top1_changed = Vec::new();
+    for i in 0..count {
+        let want = r
+            .classifier
+            .rank(&f32_images.narrow(0, i, 1).unwrap(), &f32_text)
+            .unwrap()
+            .remove(0);
+        let got = other
+            .rank(&other_images.narrow(0, i, 1).unwrap(), &other_text)
+            .unwrap()
+            .remove(0);
+        let second = want
+            .iter()
+            .skip(1)
+            .map(|s| s.similarity)
+            .fold(f32::MIN, f32::max);
+        margins.push(want[0].similarity - second);
+        if got[0].index != want[0].index {
+            top1_changed.push(i);
         }
-        eprintln!(
-            "{model} ({kernel:?}): bf16 vs f32: image cosine >= {worst_image:.6}, text cosine >= \
-             {worst_text:.6}, probabilities move <= {prob_moved:.2e}"
-        );
-        assert!(
-            worst_image >= 0.999,
-            "{model}: bf16 image embeddings at cosine {worst_image}"
-        );
-        assert!(
-            worst_text >= 0.999,
-            "{model}: bf16 text embeddings at cosine {worst_text}"
-        );
-        // Not bit-identical to f32: bf16 products were used at all.
-        assert!(
-            worst_image < 1.0 - 1e-7,
-            "{model}: bf16 gave f32's exact result"
-        );
+        for score in &got {
+            let f32_prob = want
+                .iter()
+                .find(|s| s.index == score.index)
+                .unwrap()
+                .probability;
+            probability = probability.max((score.probability - f32_prob).abs());
+        }
+    }
+    Closeness {
+        image,
+        text,
+        probability,
+        margins,
+        top1_changed,
     }
 }
 

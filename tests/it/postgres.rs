@@ -861,3 +861,159 @@ fn names_that_differ_in_one_invalid_byte_are_two_rows() {
         stderr(&out)
     );
 }
+
+#[test]
+fn caption_to_postgres_stores_captions_beside_the_embeddings() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pics = images(tmp.path(), 2);
+    let url = server.url("capt");
+    let blip = common::fixtures().join("models/blip-caption");
+    let caption = || {
+        let mut command = common::vlm();
+        command
+            .args(["caption", "-f", "jsonl", "--to", &url, "--model"])
+            .arg(&blip)
+            .arg(&pics);
+        run(&mut command)
+    };
+    // No embeddings in the table yet: refused before any caption is made.
+    let out = caption();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("vlm embed"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+
+    let out = run(vlm(&["embed", "--to", &url]).arg(&pics));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = caption();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4);
+    let mut client = server.client();
+    let stored: HashMap<String, (String, String, String, f64, Value)> = client
+        .query(
+            "SELECT path, content_hash, model, caption, log_prob, tokens::text FROM capt_captions",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let tokens: String = r.get(5);
+            (
+                r.get(0),
+                (
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    serde_json::from_str(&tokens).unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(stored.len(), 4);
+    for record in &records {
+        let path = record["path"].as_str().unwrap();
+        let (hash, model, text, log_prob, tokens) = &stored[path];
+        assert_eq!(hash, &sha256(Path::new(path)), "{path}");
+        assert_eq!(model, &blip.display().to_string());
+        assert_eq!(text, record["caption"].as_str().unwrap());
+        assert_eq!(*log_prob, record["log_prob"].as_f64().unwrap());
+        assert_eq!(tokens, &record["tokens"]);
+    }
+    // Beside the embeddings: the same paths and content hashes.
+    let embedded = rows(&mut client, "capt");
+    assert_eq!(
+        embedded.keys().collect::<std::collections::BTreeSet<_>>(),
+        stored.keys().collect()
+    );
+    for (path, row) in &embedded {
+        assert_eq!(row.hash, stored[path].0);
+    }
+}
+
+/// `vlm dedup ... -f jsonl`: each group's members as (path, similarity).
+fn dedup_groups(out: &Output) -> Vec<Vec<(String, f64)>> {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let group: Value = serde_json::from_str(line).expect("json line");
+            group["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .map(|m| {
+                    let path = m["path"].as_str().expect("path").to_string();
+                    (path, m["similarity"].as_f64().expect("similarity"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn dedup_in_postgres_finds_the_groups_of_the_exact_search() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let set = tmp.path().join("set");
+    let samples = crate::common::near_duplicates::write_set(&set, 30, 5);
+    // The checkpoint whose embeddings tell copies apart (tests/it/dedup.rs).
+    let model = common::fixtures().join("models/thumbnail");
+    let vlm = |args: &[&str]| {
+        let mut command = common::vlm();
+        command.args(args).arg("--model").arg(&model);
+        command
+    };
+    let url = server.url("vlm_dups");
+    let out = run(vlm(&["embed", "--to", &url]).arg(&set));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let exact = dedup_groups(&run(vlm(&["dedup", "-f", "jsonl", "-v"]).arg(&set)));
+    let out = run(&mut vlm(&["dedup", "--in", &url, "-f", "jsonl", "-v"]));
+    let stored = dedup_groups(&out);
+    assert!(
+        stderr(&out).contains("by the HNSW index of postgresql://"),
+        "the search used is said: {}",
+        stderr(&out)
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains("image encoder ran on 0 images"),
+        "no image was read: {said}"
+    );
+    assert!(
+        exact.len() >= 15,
+        "{} groups among {}",
+        exact.len(),
+        samples.len()
+    );
+    // The same groups, members and first images (rows are ordered by path, the inputs
+    // of one folder too), with the same similarities to the first.
+    assert_eq!(stored.len(), exact.len());
+    for (got, want) in stored.iter().zip(&exact) {
+        let paths = |g: &[(String, f64)]| g.iter().map(|m| m.0.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(got), paths(want));
+        for (g, w) in got.iter().zip(want) {
+            assert!((g.1 - w.1).abs() < 1e-5, "{g:?} vs {w:?}");
+        }
+    }
+    // A table that is not there is an error that says what to do.
+    let plain = url.replace("&table=vlm_dups", "");
+    let out = run(&mut vlm(&[
+        "dedup",
+        "--in",
+        &plain,
+        "--table",
+        "nothing_here",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("vlm embed"), "{}", stderr(&out));
+}

@@ -791,3 +791,246 @@ fn eval_json_list(dir: &tempfile::TempDir, model: &Path, list: &Path) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn caption_page_shows_captions_as_text_and_searches_them() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pics");
+    std::fs::create_dir_all(&root).unwrap();
+    for (i, colour) in [[200, 40, 40], [40, 200, 40], [40, 40, 200]]
+        .iter()
+        .enumerate()
+    {
+        image::RgbImage::from_pixel(48, 36, image::Rgb(*colour))
+            .save(root.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let captions = dir.path().join("captions.jsonl");
+    run_ok(
+        vlm()
+            .current_dir(dir.path())
+            .args(["caption", "pics", "--output"])
+            .arg(&captions)
+            .arg("--model")
+            .arg(common::fixtures().join("models/blip-caption")),
+    );
+    // The model's own captions, with two rewritten: one to search for, one hostile.
+    let hostile = "<img src=x onerror=\"window.__pwned=3\"> & <b>bold</b>";
+    let mut records: Vec<Value> = std::fs::read_to_string(&captions)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    records.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    assert_eq!(records.len(), 3);
+    let model_caption = records[2]["caption"].as_str().unwrap().to_string();
+    records[0]["caption"] = json!("a red bicycle near the bench");
+    records[1]["caption"] = json!(hostile);
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&captions, text).unwrap();
+    let page = write_page(dir.path(), &captions, &[]);
+
+    let (tab, requests) = open(&browser, &page);
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 3",
+    );
+    let shown = js(
+        &tab,
+        "[...document.querySelectorAll('#grid .card')].map(c => [c.querySelector('.name').textContent, c.querySelector('.caption').textContent]).sort()",
+    );
+    assert_eq!(
+        shown,
+        json!([
+            ["0.png", "a red bicycle near the bench"],
+            ["1.png", hostile],
+            ["2.png", model_caption]
+        ])
+    );
+    assert_eq!(js(&tab, "typeof window.__pwned"), json!("undefined"));
+    assert_eq!(
+        js(
+            &tab,
+            "document.querySelectorAll('img[src=\"x\"], #grid b').length"
+        ),
+        json!(0)
+    );
+    // No image counts as failed for lack of label scores.
+    assert_eq!(
+        js(
+            &tab,
+            "document.querySelectorAll('#grid .card.failed').length"
+        ),
+        json!(0)
+    );
+    let index_of = |path: &str| {
+        let records = js(&tab, "vlmReport.data.records.map(r => r.path)");
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|p| p == path)
+            .unwrap()
+    };
+    js(&tab, "(vlmReport.setSearch('RED bicycle'), 0)");
+    assert_eq!(
+        js(&tab, "vlmReport.view()"),
+        json!([index_of("pics/0.png")])
+    );
+    js(&tab, "(vlmReport.setSearch('<b>bold'), 0)");
+    assert_eq!(
+        js(&tab, "vlmReport.view()"),
+        json!([index_of("pics/1.png")])
+    );
+    js(&tab, "(vlmReport.setSearch('2.png'), 0)");
+    assert_eq!(
+        js(&tab, "vlmReport.view()"),
+        json!([index_of("pics/2.png")])
+    );
+    js(&tab, "(vlmReport.setSearch('bicycle'), 0)");
+    js(&tab, "(vlmReport.openDetail(0), 0)");
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('detail-caption').textContent"
+        ),
+        json!("a red bicycle near the bench")
+    );
+    screenshot(&tab, "captions-detail.png");
+    js(
+        &tab,
+        "(vlmReport.closeDetail(), vlmReport.setSearch(''), 0)",
+    );
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 3",
+    );
+    screenshot(&tab, "captions.png");
+    assert_offline(&requests, &tab);
+}
+
+#[test]
+fn duplicates_page_shows_each_group_with_its_thumbnails() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    let samples = common::near_duplicates::write_set(&set, 12, 5);
+    // A byte-for-byte copy, last in its group, is as similar to the first image as the
+    // first is to itself: the page must still show which one is first.
+    let original = &samples[0].path;
+    let extension = original.extension().unwrap().to_str().unwrap();
+    std::fs::copy(original, set.join(format!("img-9999999-copy.{extension}"))).unwrap();
+    let page = dir.path().join("dups.html");
+    let output = run_ok(
+        vlm()
+            .arg("dedup")
+            .arg(&set)
+            .arg("--model")
+            .arg(common::fixtures().join("models/thumbnail"))
+            .arg("--report")
+            .arg(&page)
+            .args(["-f", "jsonl", "-q"]),
+    );
+    let groups: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(groups.len() >= 3, "{} groups", groups.len());
+    let (tab, requests) = open(&browser, &page);
+    wait_for(
+        &tab,
+        "[...document.querySelectorAll('#grid img')].length > 3 && [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)",
+    );
+    screenshot(&tab, "duplicates.png");
+    // One section per group, in order, each opening with its first image.
+    let sections = js(
+        &tab,
+        "vlmReport.state.sections.map(s => ({ name: s.name, items: s.items.map(i => vlmReport.data.records[i].path) }))",
+    );
+    let sections = sections.as_array().unwrap();
+    assert_eq!(sections.len(), groups.len());
+    for (section, group) in sections.iter().zip(&groups) {
+        assert_eq!(section["name"], format!("group {}", group["group"]));
+        let paths: Vec<&Value> = group["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["path"])
+            .collect();
+        assert_eq!(
+            section["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            paths
+        );
+    }
+    let first_card = js(
+        &tab,
+        "document.querySelector('#grid .card .prob').textContent",
+    );
+    assert_eq!(first_card, json!("first"));
+    // Each card says "first" exactly when it is its group's first image, the exact copy
+    // (similarity 1) included; scroll to the copy's group so that its cards are drawn.
+    let copy_group = sections
+        .iter()
+        .position(|s| s["items"].to_string().contains("img-9999999-copy"))
+        .expect("the copy is in a group");
+    js(
+        &tab,
+        &format!(
+            "(() => {{ const r = vlmReport.state.rows.find(r => r.head === {copy_group}); \
+               const g = document.getElementById('grid'); \
+               window.scrollTo(0, g.getBoundingClientRect().top + window.scrollY + r.y); return 0; }})()"
+        ),
+    );
+    wait_for(
+        &tab,
+        "[...document.querySelectorAll('#grid .card .name')].some(n => n.textContent.startsWith('img-9999999-copy'))",
+    );
+    let firsts_right = format!(
+        "(() => {{ const s = vlmReport.state.sections; \
+           const firsts = new Set(s.map(x => vlmReport.data.records[x.items[0]].path.split('/').pop())); \
+           const names = new Set(s[{copy_group}].items.map(i => vlmReport.data.records[i].path.split('/').pop())); \
+           const cards = [...document.querySelectorAll('#grid .card')]; \
+           const seen = cards.filter(c => names.has(c.querySelector('.name').textContent)).length; \
+           return [seen, cards.every(c => (c.querySelector('.prob').textContent === 'first') === firsts.has(c.querySelector('.name').textContent))]; }})()"
+    );
+    assert_eq!(
+        js(&tab, &firsts_right),
+        json!([
+            sections[copy_group]["items"].as_array().unwrap().len(),
+            true
+        ])
+    );
+    // Nothing to relabel: the correction controls are hidden and keys set no label.
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('choices').offsetParent === null"
+        ),
+        json!(true)
+    );
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('export-jsonl').offsetParent === null"
+        ),
+        json!(true)
+    );
+    js(&tab, "(vlmReport.openDetail(1), document.dispatchEvent(new KeyboardEvent('keydown', { key: '1' })), 0)");
+    assert_eq!(js(&tab, "vlmReport.corrections().length"), json!(0));
+    let bar = js(
+        &tab,
+        "document.querySelector('#bars .bar .val').textContent",
+    );
+    assert!(
+        bar.as_str().unwrap().starts_with("0.") || bar == json!("1.000"),
+        "{bar}"
+    );
+    screenshot(&tab, "duplicates-detail.png");
+    assert_offline(&requests, &tab);
+}

@@ -37,6 +37,11 @@ impl ClipConfig {
         let root = Fields::root(&root, origin)?;
         let family = if let Some(model_type) = root.map().get("model_type") {
             let model_type = model_type.as_str().unwrap_or_default();
+            if model_type == "blip" {
+                return Err(ConfigError::Blip {
+                    path: origin.to_path_buf(),
+                });
+            }
             super::of_model_type(model_type).map_err(|what| ConfigError::NotClip {
                 path: origin.to_path_buf(),
                 model_type: model_type.to_string(),
@@ -71,7 +76,7 @@ impl ClipConfig {
 
 /// The tower's settings: `text_config`, overridden by the legacy `text_config_dict` as
 /// transformers does.
-fn tower<'a>(root: &Fields<'a>, key: &str) -> Result<Fields<'a>, FieldError> {
+pub(crate) fn tower<'a>(root: &Fields<'a>, key: &str) -> Result<Fields<'a>, FieldError> {
     let mut merged = root.object(key)?.map().clone();
     let legacy = format!("{key}_dict");
     merged.extend(root.object(&legacy)?.map().clone());
@@ -141,7 +146,7 @@ impl VisionConfig {
 }
 
 /// `hidden_act`, or the family's default.
-fn activation(f: &Fields, default: Activation) -> Result<Activation, FieldError> {
+pub(crate) fn activation(f: &Fields, default: Activation) -> Result<Activation, FieldError> {
     match f.get("hidden_act") {
         None => Ok(default),
         Some(v) => v.as_str().and_then(Activation::parse).ok_or_else(|| {

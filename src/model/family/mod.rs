@@ -11,7 +11,7 @@
 //! family shares and asks the family here for what differs.
 
 pub mod clip;
-mod hf;
+pub(crate) mod hf;
 pub mod open_clip;
 pub mod siglip;
 
@@ -53,7 +53,7 @@ pub fn of_model_type(model_type: &str) -> Result<Family, &'static str> {
         "siglip2" => Err("SigLIP 2 NaFlex, variable resolution; not supported yet, use a fixed-resolution SigLIP 2 checkpoint such as google/siglip2-base-patch16-224"),
         "chinese_clip" => Err("ChineseCLIP, a BERT text tower; not supported yet"),
         "altclip" => Err("AltCLIP, an XLM-R text tower; not supported"),
-        "blip" | "blip-2" | "blip_2" => Err("BLIP, a captioning model"),
+        "blip-2" | "blip_2" => Err("BLIP-2, a captioning model with a large language model; not supported"),
         "clip_text_model" | "clip_vision_model" | "siglip_text_model" | "siglip_vision_model" => {
             Err("a single tower; vlm needs the full image-text checkpoint")
         }

@@ -6,6 +6,10 @@
   const recs = data.records;
   const labels = data.labels;
   const isEval = data.kind === 'eval';
+  // vlm dedup: each "label" is a group, each score the similarity to the group's first image.
+  const isDup = data.kind === 'duplicates';
+  // The group's first image is marked as such: a copy may be as similar to it as it is to itself.
+  const isFirst = (r) => r.scores[0][3] === true;
   const CARD_W = 180, CARD_H = 232, HEAD_H = 40, OVERSCAN = 600;
   const $ = (id) => document.getElementById(id);
   const grid = $('grid');
@@ -27,20 +31,23 @@
   }
   const pct = (p) => (p * 100).toFixed(p >= 0.9995 || p < 0.0005 ? 0 : 1) + '%';
   const baseName = (p) => { const parts = p.split(/[\\/]/); return parts[parts.length - 1] || p; };
-  const failed = (r) => r.error !== undefined || r.scores === undefined;
-  const topId = (r) => (failed(r) ? -1 : r.scores[0][0]);
-  const conf = (r) => (failed(r) ? -1 : r.scores[0][1]);
+  // A record from `vlm caption` or `vlm ask` has a caption and no scores.
+  const failed = (r) => r.error !== undefined || (r.scores === undefined && r.caption === undefined);
+  const scored = (r) => !failed(r) && r.scores !== undefined;
+  const topId = (r) => (scored(r) ? r.scores[0][0] : failed(r) ? -1 : -2);
+  const conf = (r) => (scored(r) ? r.scores[0][1] : -1);
   function uncertain(r) {
-    if (failed(r)) return false;
+    if (!scored(r) || isDup) return false;
     if (typeof r.uncertain === 'boolean') return r.uncertain;
     if (Array.isArray(r.selected)) return r.selected.length === 0;
     return conf(r) < state.threshold;
   }
   function matches(i) {
     const r = recs[i], f = state.filter;
-    if (state.search && !r.path.toLowerCase().includes(state.search)) return false;
+    const q = state.search;
+    if (q && !r.path.toLowerCase().includes(q) && !(r.caption !== undefined && r.caption.toLowerCase().includes(q))) return false;
     switch (f.type) {
-      case 'label': return !failed(r) && labels[topId(r)] === f.label;
+      case 'label': return scored(r) && labels[topId(r)] === f.label;
       case 'uncertain': return uncertain(r);
       case 'failed': return failed(r);
       case 'corrected': return corrections.has(i);
@@ -78,7 +85,7 @@
         buckets.get(k).push(i);
       }
       const keys = [...buckets.keys()].sort((a, b) => (a < 0) - (b < 0) || a - b);
-      sections = keys.map((k) => ({ name: k < 0 ? 'failed' : labels[k], items: buckets.get(k) }));
+      sections = keys.map((k) => ({ name: k === -1 ? 'failed' : k === -2 ? 'captioned' : labels[k], items: buckets.get(k) }));
     } else {
       sections = [{ name: null, items: picked }];
     }
@@ -166,7 +173,7 @@
     const r = recs[i];
     const node = el('div', 'card');
     node.dataset.index = i;
-    node.title = r.path;
+    node.title = r.caption !== undefined ? r.path + '\n' + r.caption : r.path;
     const box = el('div', 'thumb');
     if (r.thumb) {
       const img = el('img');
@@ -178,7 +185,11 @@
       box.append(el('div', 'noimg', r.thumb_error || 'no thumbnail'));
     }
     const top = el('div', 'top');
-    top.append(el('bdi', 'label', failed(r) ? 'failed' : labels[topId(r)]), el('span', 'prob', failed(r) ? '' : pct(conf(r))));
+    if (!failed(r) && !scored(r)) top.append(el('bdi', 'caption', r.caption));
+    else {
+      const score = failed(r) ? '' : isDup ? (isFirst(r) ? 'first' : 'sim ' + conf(r).toFixed(3)) : pct(conf(r));
+      top.append(el('bdi', 'label', failed(r) ? 'failed' : labels[topId(r)]), el('span', 'prob', score));
+    }
     node.append(box, top, el('div', 'name', baseName(r.path)), el('div', 'fix'));
     return node;
   }
@@ -212,12 +223,14 @@
     let nUnc = 0, nFail = 0;
     for (const r of recs) {
       if (failed(r)) { nFail++; continue; }
+      if (!scored(r)) continue;
       counts[topId(r)]++;
       if (uncertain(r)) nUnc++;
     }
     const chips = [chip('all', recs.length, { type: 'all' })];
-    labels.forEach((name, k) => { if (counts[k] > 0) chips.push(chip(name, counts[k], { type: 'label', label: name })); });
-    chips.push(chip('uncertain', nUnc, { type: 'uncertain' }), chip('failed', nFail, { type: 'failed' }), chip('corrected', corrections.size, { type: 'corrected' }));
+    // A duplicates page may have thousands of groups: they are the sections, not chips.
+    if (!isDup) labels.forEach((name, k) => { if (counts[k] > 0) chips.push(chip(name, counts[k], { type: 'label', label: name })); });
+    if (!isDup) chips.push(chip('uncertain', nUnc, { type: 'uncertain' }), chip('failed', nFail, { type: 'failed' }), chip('corrected', corrections.size, { type: 'corrected' }));
     if (state.filter.type === 'cell') {
       chips.push(chip('true ' + labels[state.filter.truth] + ' \u2192 predicted ' + labels[state.filter.pred], state.view.length, state.filter));
     }
@@ -252,6 +265,7 @@
     if (state.detail) drawDetail();
   }
   function setLabel(i, label) {
+    if (isDup) return;
     if (label === null || label === '') corrections.delete(i);
     else corrections.set(i, label);
     drawFilters();
@@ -269,10 +283,12 @@
     img.src = r.src || r.thumb || '';
     $('detail-name').textContent = baseName(r.path);
     $('detail-path').textContent = r.path;
+    $('detail-caption').textContent = r.caption !== undefined ? r.caption : '';
     $('position').textContent = (state.sel + 1) + ' of ' + state.view.length;
     const status = [];
     if (failed(r)) status.push('failed: ' + (r.error || 'no result'));
     if (uncertain(r)) status.push('uncertain');
+    if (isDup && !failed(r)) status.push(isFirst(r) ? 'the first image of ' + labels[topId(r)] : 'cosine similarity ' + conf(r).toFixed(4) + ' to the first image of ' + labels[topId(r)]);
     if (isEval && r.truth !== undefined) status.push('true label: ' + labels[r.truth]);
     if (corrections.has(i)) status.push('corrected to: ' + corrections.get(i));
     if (!r.thumb && r.thumb_error) status.push('no thumbnail: ' + r.thumb_error);
@@ -280,12 +296,12 @@
     const bars = [];
     for (const [k, p, s, sel] of r.scores || []) {
       const b = el('div', 'bar' + (sel ? ' sel' : ''));
-      b.title = s === null ? '' : 'similarity ' + s.toFixed(4);
+      b.title = s === null ? '' : 'similarity ' + s.toFixed(4) + (isDup ? ' to the group\'s first image' : '');
       const track = el('div', 'track');
       const fill = el('div', 'fill');
       fill.style.width = Math.max(0, Math.min(1, p)) * 100 + '%';
       track.append(fill);
-      b.append(el('bdi', 'name', labels[k]), track, el('span', 'val', pct(p)));
+      b.append(el('bdi', 'name', labels[k]), track, el('span', 'val', isDup ? p.toFixed(3) : pct(p)));
       bars.push(b);
     }
     $('bars').replaceChildren(...bars);
@@ -521,7 +537,17 @@
   $('title').textContent = data.title;
   document.title = data.title;
   const nFail = recs.filter(failed).length;
-  $('summary').textContent = recs.length + ' images, ' + labels.length + ' labels' + (nFail ? ', ' + nFail + ' failed' : '') + (data.meta && data.meta.results ? ' \u00b7 ' + data.meta.results : '');
+  $('summary').textContent = recs.length + ' images' + (labels.length ? ', ' + labels.length + ' labels' : '') + (nFail ? ', ' + nFail + ' failed' : '') + (data.meta && data.meta.results ? ' \u00b7 ' + data.meta.results : '');
+  if (isDup) {
+    const m = data.meta;
+    $('summary').textContent = labels.length + ' groups of near-duplicates, ' + recs.length + ' of ' + m.images + ' images \u00b7 cosine \u2265 ' + m.threshold + ' \u00b7 ' + m.method;
+    // Nothing to correct or export: a group is reviewed, not relabelled.
+    for (const id of ['threshold-label', 'export-jsonl', 'export-script', 'corrected-count', 'fix-title', 'choices', 'new-label']) $(id).hidden = true;
+    $('keys').textContent = 'keys: arrows move \u00b7 Enter opens \u00b7 Esc closes';
+    $('group').parentElement.lastChild.textContent = ' one section per group';
+    state.sort = 'input';
+    $('sort').value = 'input';
+  }
   if (isEval) { drawEval(); state.group = false; $('group').checked = false; }
   compute();
   drawFilters();

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod near_duplicates;
+
 /// The classes of [`draw_domain`], by the colour of their shape.
 pub const COLOURS: [(&str, [u8; 3]); 4] = [
     ("red", [220, 40, 40]),
