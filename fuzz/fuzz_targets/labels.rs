@@ -48,7 +48,10 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         assert_eq!(set.classes.len(), list.len());
-        assert_eq!(set.ranges.iter().map(|r| r.len()).sum::<usize>(), set.prompts.len());
+        assert_eq!(
+            set.ranges.iter().map(|r| r.len()).sum::<usize>(),
+            set.prompts.len()
+        );
         for class in 0..set.classes.len() {
             let _ = set.first_prompt(class);
         }
