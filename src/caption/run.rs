@@ -360,15 +360,19 @@ impl<T: Item> Sink<Embedded<T>> for Describer<'_> {
             other => JobError::sink(other),
         })?;
         if let Some(store) = &mut self.store {
-            let rows: Vec<(&Embedded<T>, &super::Generated, String)> = pairs
+            // Keyed as the embeddings are: losslessly (a name that is not UTF-8 is escaped,
+            // not shown lossily), so the row meets its embedding and no two files share one.
+            let rows: Vec<(String, &super::Generated, String)> = pairs
                 .iter()
                 .zip(&generated)
-                .filter_map(|((e, _, _), g)| Some((*e, g, e.key.as_ref()?.to_hex())))
+                .filter_map(|((e, _, _), g)| {
+                    Some((e.input.id().into_owned(), g, e.key.as_ref()?.to_hex()))
+                })
                 .collect();
             let rows: Vec<CaptionRow<'_>> = rows
                 .iter()
-                .map(|(e, g, hash)| CaptionRow {
-                    path: e.input.name(),
+                .map(|(id, g, hash)| CaptionRow {
+                    path: id,
                     content_hash: hash,
                     model: self.model,
                     caption: &g.text,
