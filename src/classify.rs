@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::decide::{
     DecideError, Decisions, ExampleSettings, LabelSource, Labeller, Scorer, ScorerError,
 };
-use crate::inputs::{Found, InputError, InputSpec};
+use crate::inputs::{InputError, InputSpec};
 use crate::job::{JobError, Level, Progress, Sink, Tally, WriteError};
 use crate::organize::{self, OrganizeError, Organizer};
 use crate::output::{self, Format, ImageResult, Labelled, OpenError, ResultSink};
@@ -214,31 +214,14 @@ impl Classify {
         }
         let todo = |input: &crate::inputs::Input| !done.contains(&input.display);
         let stream_failed = AtomicUsize::new(0);
-        let mut tally = match found {
-            Some(Found {
-                inputs,
-                unreadable,
-                skipped,
-                failed,
-            }) => {
-                for (path, message) in unreadable {
-                    writer.write(&ImageResult::failed(path, message))?;
-                }
-                let inputs: Vec<_> = inputs.into_iter().filter(todo).collect();
-                let sinks = (&mut writer, organizer, (store, sidecars), extra);
-                let mut labeller = Labeller::new(checkpoint, &scorer, decisions, sinks);
-                let mut tally = job.run(inputs, &mut labeller, progress)?;
-                tally.failed += failed;
-                tally.skipped += skipped;
-                tally
-            }
-            None => {
-                let inputs = self.inputs.stream(progress, &stream_failed)?.filter(todo);
-                let sinks = (&mut writer, organizer, (store, sidecars), extra);
-                let mut labeller = Labeller::new(checkpoint, &scorer, decisions, sinks);
-                job.run(inputs, &mut labeller, progress)?
-            }
-        };
+        let (inputs, rest) = self.inputs.to_run(found, todo, &stream_failed, progress)?;
+        for (path, message) in &rest.unreadable {
+            writer.write(&ImageResult::failed(path.clone(), message.clone()))?;
+        }
+        let sinks = (&mut writer, organizer, (store, sidecars), extra);
+        let mut labeller = Labeller::new(checkpoint, &scorer, decisions, sinks);
+        let mut tally = job.run(inputs, &mut labeller, progress)?;
+        tally.add_found(&rest);
         let written_to = writer.name().to_string();
         writer.finish()?;
         tally.failed += stream_failed.load(Ordering::Relaxed);

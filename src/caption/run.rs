@@ -13,7 +13,7 @@ use super::{CaptionError, Captioner, GenerationOptions};
 use crate::cache::EmbeddingCache;
 use crate::classify::{say_interrupted, ResultsTo, ResumeError};
 use crate::device;
-use crate::inputs::{Found, Input, InputError, InputSpec};
+use crate::inputs::{Input, InputError, InputSpec};
 use crate::job::{Embedded, Item, Job, JobError, Level, Progress, Sink, Tally, WriteError};
 use crate::model::blip::BlipTask;
 use crate::output::OpenError;
@@ -209,27 +209,12 @@ impl Describe {
             job = job.with_keys();
         }
         let stream_failed = AtomicUsize::new(0);
-        let mut tally = match found {
-            Some(Found {
-                inputs,
-                unreadable,
-                skipped,
-                failed,
-            }) => {
-                for (path, message) in &unreadable {
-                    describer.write_failed(path, message, progress)?;
-                }
-                let inputs: Vec<_> = inputs.into_iter().filter(todo).collect();
-                let mut tally = job.run(inputs, &mut describer, progress)?;
-                tally.failed += failed;
-                tally.skipped += skipped;
-                tally
-            }
-            None => {
-                let inputs = self.inputs.stream(progress, &stream_failed)?.filter(todo);
-                job.run(inputs, &mut describer, progress)?
-            }
-        };
+        let (inputs, rest) = self.inputs.to_run(found, todo, &stream_failed, progress)?;
+        for (path, message) in &rest.unreadable {
+            describer.write_failed(path, message, progress)?;
+        }
+        let mut tally = job.run(inputs, &mut describer, progress)?;
+        tally.add_found(&rest);
         let records = describer.records;
         let written_to = writer.name().to_string();
         writer.finish()?;

@@ -112,6 +112,43 @@ impl InputSpec {
     }
 }
 
+/// The inputs of a run, as [`InputSpec::to_run`] gives them: a boxed iterator that knows
+/// its length when the inputs were found before the run (for the progress total).
+pub type ToRun<'a> = Box<dyn Iterator<Item = Input> + Send + 'a>;
+
+impl InputSpec {
+    /// What a run goes over: the inputs `found` before it (walks and lists), or, when
+    /// `found` is `None` (`--files-from -`), the stream of standard input, read as the run
+    /// goes; either way only those `todo` keeps (e.g. not already in a resumed results
+    /// file). The rest of `found` comes back without its inputs: the unreadable entries, to
+    /// report as results of their own, and the counts for [`crate::job::Tally::add_found`].
+    /// Stream entries that fail without a path are counted in `stream_failed`.
+    pub fn to_run<'a>(
+        &self,
+        found: Option<Found>,
+        todo: impl Fn(&Input) -> bool + Send + 'a,
+        stream_failed: &'a AtomicUsize,
+        progress: &'a dyn Progress,
+    ) -> Result<(ToRun<'a>, Found), InputError> {
+        Ok(match found {
+            Some(mut found) => {
+                let inputs: Vec<Input> = std::mem::take(&mut found.inputs)
+                    .into_iter()
+                    .filter(|input| todo(input))
+                    .collect();
+                (Box::new(inputs.into_iter()), found)
+            }
+            None => (
+                Box::new(
+                    self.stream(progress, stream_failed)?
+                        .filter(move |input| todo(input)),
+                ),
+                Found::default(),
+            ),
+        })
+    }
+}
+
 fn say_skipped(progress: &dyn Progress, path: &std::path::Path, reason: &dyn std::fmt::Display) {
     progress.say(
         Level::Detail,

@@ -48,7 +48,7 @@ mod sniff;
 
 pub use error::InputError;
 pub use fetch::read_bytes;
-pub use found::{Found, InputSpec};
+pub use found::{Found, InputSpec, ToRun};
 pub use shard::Shard;
 pub use sniff::{default_extensions, sniff_bytes, ImageFormat};
 
