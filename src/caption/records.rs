@@ -171,29 +171,8 @@ impl RecordWriter {
         Ok(())
     }
 
-    /// `path`, `caption` (or `question` and `answer`), `log_prob`, `tokens`, `model`; a
-    /// failure has `path` (and `question`) and `error`.
-    fn json<'r>(&'r self, record: &'r Record<'r>) -> JsonRecord<'r> {
-        let mut json = JsonRecord {
-            path: record.path,
-            question: record.question,
-            ..JsonRecord::default()
-        };
-        match &record.said {
-            Said::Text(generated) => {
-                let text = Some(generated.text.as_str());
-                if self.answers {
-                    json.answer = text;
-                } else {
-                    json.caption = text;
-                }
-                json.log_prob = Some(generated.log_prob);
-                json.tokens = Some(&generated.tokens);
-                json.model = Some(&self.model);
-            }
-            Said::Failed(error) => json.error = Some(error),
-        }
-        json
+    fn json<'r>(&'r self, record: &'r Record<'r>) -> impl Serialize + 'r {
+        json(record, &self.model, self.answers)
     }
 
     fn table(&mut self, record: &Record<'_>) -> io::Result<()> {
@@ -255,6 +234,33 @@ impl RecordWriter {
     fn row(&mut self, fields: &[String]) -> io::Result<()> {
         writeln!(self.record, "{}", output::delimited(self.format, fields))
     }
+}
+
+/// One record as the JSON formats write it (`--format json` writes an array of these,
+/// `jsonl` one a line), for `model`; `answers` picks the answer fields. `path`, `caption`
+/// (or `question` and `answer`), `log_prob`, `tokens`, `model`; a failure has `path` (and
+/// `question`) and `error`. `vlm serve` answers with the same objects.
+pub fn json<'r>(record: &'r Record<'r>, model: &'r str, answers: bool) -> impl Serialize + 'r {
+    let mut json = JsonRecord {
+        path: record.path,
+        question: record.question,
+        ..JsonRecord::default()
+    };
+    match &record.said {
+        Said::Text(generated) => {
+            let text = Some(generated.text.as_str());
+            if answers {
+                json.answer = text;
+            } else {
+                json.caption = text;
+            }
+            json.log_prob = Some(generated.log_prob);
+            json.tokens = Some(&generated.tokens);
+            json.model = Some(model);
+        }
+        Said::Failed(error) => json.error = Some(error),
+    }
+    json
 }
 
 /// With `--resume`: the records already in the JSON Lines file at `path` (a torn last line

@@ -73,8 +73,9 @@ pub enum Command {
     /// Group near-duplicate images (resized, recompressed, cropped or re-exposed copies) by
     /// the cosine similarity of their embeddings; never moves or deletes a file.
     Dedup(Box<DedupArgs>),
-    /// Keep a model loaded behind a local HTTP API (OpenAI-style embeddings, classify,
-    /// health and Prometheus metrics), batching concurrent requests into the encoder.
+    /// Keep a model loaded behind a local HTTP API (OpenAI-style embeddings, classify, or
+    /// BLIP captions and answers; health and Prometheus metrics), batching concurrent
+    /// requests into the encoder.
     #[cfg(feature = "serve")]
     Serve(Box<ServeArgs>),
     /// Print a shell completion script, e.g. `vlm completions bash > ~/.local/share/bash-completion/completions/vlm`.

@@ -9,7 +9,7 @@ use super::{ModelArgs, Verbosity};
 
 /// Keep a model loaded behind a local HTTP API: OpenAI-style POST /v1/embeddings (texts,
 /// or images with "modality": "image"), POST /v1/classify, GET /health, /v1/models and
-/// /metrics.
+/// /metrics; with a BLIP checkpoint, POST /v1/caption or POST /v1/ask instead.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on; 127.0.0.1 answers this machine only. Give 0.0.0.0 (or an

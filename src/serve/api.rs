@@ -1,10 +1,13 @@
 //! The requests and responses of `vlm serve`, as JSON, and what each request asks for in
 //! the library's terms: texts or images to embed, an image reference to fetch, labels,
-//! templates and decisions to classify with. Nothing here runs a model.
+//! templates and decisions to classify with, a prompt or questions and the generation
+//! settings to caption or answer with. Nothing here runs a model.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::describe::Generate;
+use crate::caption::{GenerationOptions, Request};
 use crate::decide::{self, DecideError, Decisions};
 use crate::labels::{self, LabelError, PromptSet, Template, Templates};
 
@@ -219,11 +222,13 @@ pub struct ModelCard {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
+    /// What it does: `classify`, `caption` or `answer` (as `vlm models` says).
+    pub task: &'static str,
 }
 
 impl ModelList {
-    /// The list holding `id`.
-    pub fn of(id: &str) -> Self {
+    /// The list holding `id`, which does `task`.
+    pub fn of(id: &str, task: &'static str) -> Self {
         Self {
             object: "list",
             data: [ModelCard {
@@ -231,6 +236,7 @@ impl ModelList {
                 object: "model",
                 created: 0,
                 owned_by: "vlm",
+                task,
             }],
         }
     }
@@ -400,10 +406,7 @@ impl ClassifyRequest {
             self.min_probability,
         )?;
         let image = image_ref(&self.image, "image")?;
-        let name = self.name.unwrap_or_else(|| match &image {
-            ImageRef::Url(url) => url.clone(),
-            ImageRef::Bytes(_) => "image".to_string(),
-        });
+        let name = name_of(self.name, &image);
         let prompts = PromptSet::new(&labels, &templates)?;
         Ok(ClassifyPlan {
             image,
@@ -412,6 +415,175 @@ impl ClassifyRequest {
             prompts,
             decisions,
             threshold: self.threshold,
+        })
+    }
+}
+
+/// What the result's `path` says: the name given, else the URL, else "image".
+fn name_of(name: Option<String>, image: &ImageRef) -> String {
+    name.unwrap_or_else(|| match image {
+        ImageRef::Url(url) => url.clone(),
+        ImageRef::Bytes(_) => "image".to_string(),
+    })
+}
+
+/// The most beams and new tokens a request may ask for: the limits of `--beams` and
+/// `--max-new-tokens`.
+const MAX_BEAMS: u64 = 64;
+const MAX_NEW_TOKENS: u64 = 512;
+
+/// The generation settings of a request's `beams` and `max_new_tokens`, checked as the
+/// command's flags are.
+fn generation(
+    beams: Option<u64>,
+    max_new_tokens: Option<u64>,
+) -> Result<GenerationOptions, BadRequest> {
+    let beams = beams.unwrap_or(1);
+    if !(1..=MAX_BEAMS).contains(&beams) {
+        return Err(BadRequest(format!(
+            "\"beams\" is {beams}; give 1 (greedy) to {MAX_BEAMS}"
+        )));
+    }
+    if let Some(n) = max_new_tokens.filter(|n| !(1..=MAX_NEW_TOKENS).contains(n)) {
+        return Err(BadRequest(format!(
+            "\"max_new_tokens\" is {n}; give 1 to {MAX_NEW_TOKENS}, or leave it out for 20"
+        )));
+    }
+    Ok(GenerationOptions {
+        num_beams: usize::try_from(beams).unwrap_or(1),
+        max_new_tokens: max_new_tokens.and_then(|n| usize::try_from(n).ok()),
+        ..GenerationOptions::default()
+    })
+}
+
+/// `POST /v1/caption`: one image and what `vlm caption` takes to caption it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionRequest {
+    /// Any value is accepted: the caption is the loaded model's.
+    #[serde(default, rename = "model")]
+    pub _model: serde::de::IgnoredAny,
+    /// A `data:` URI or an http(s) URL.
+    pub image: String,
+    /// What the result's `path` says [default: the URL, or "image"].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// As `--prompt`: the words the caption starts with.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// As `--beams`.
+    #[serde(default)]
+    pub beams: Option<u64>,
+    /// As `--max-new-tokens`.
+    #[serde(default)]
+    pub max_new_tokens: Option<u64>,
+}
+
+/// `POST /v1/ask`: one image and what `vlm ask` takes to answer about it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// Any value is accepted: the answers are the loaded model's.
+    #[serde(default, rename = "model")]
+    pub _model: serde::de::IgnoredAny,
+    /// A `data:` URI or an http(s) URL.
+    pub image: String,
+    /// What the result's `path` says [default: the URL, or "image"].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// One question: the answer is one record.
+    #[serde(default)]
+    pub question: Option<String>,
+    /// As `--question` repeated: the answers are a list of records, in this order.
+    #[serde(default)]
+    pub questions: Option<Vec<String>>,
+    /// As `--beams`.
+    #[serde(default)]
+    pub beams: Option<u64>,
+    /// As `--max-new-tokens`.
+    #[serde(default)]
+    pub max_new_tokens: Option<u64>,
+}
+
+/// A caption or question request taken apart: the image, its name, and what to generate.
+#[derive(Debug)]
+pub struct DescribePlan {
+    pub image: ImageRef,
+    pub name: String,
+    pub generate: Generate,
+    /// The answer is a list of records (`questions`), not one.
+    pub list: bool,
+}
+
+impl CaptionRequest {
+    /// Checks the request as `vlm caption` checks its flags.
+    pub fn plan(self) -> Result<DescribePlan, BadRequest> {
+        if self.prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(BadRequest::new(
+                "\"prompt\" is empty; give the words the caption should start with, or leave it out",
+            ));
+        }
+        let options = generation(self.beams, self.max_new_tokens)?;
+        let image = image_ref(&self.image, "image")?;
+        Ok(DescribePlan {
+            name: name_of(self.name, &image),
+            image,
+            generate: Generate {
+                request: Request::Caption {
+                    prompt: self.prompt,
+                },
+                options,
+            },
+            list: false,
+        })
+    }
+}
+
+/// The most questions one request may ask about its image.
+pub const MAX_QUESTIONS: usize = 64;
+
+impl AskRequest {
+    /// Checks the request as `vlm ask` checks its arguments.
+    pub fn plan(self) -> Result<DescribePlan, BadRequest> {
+        let (questions, list) = match (self.question, self.questions) {
+            (Some(_), Some(_)) => {
+                return Err(BadRequest::new(
+                    "give \"question\" or \"questions\", not both",
+                ))
+            }
+            (Some(one), None) => (vec![one], false),
+            (None, Some(many)) => (many, true),
+            (None, None) => return Err(BadRequest::new(
+                "no question; send \"question\": \"what is on the table?\" or \"questions\": [...]",
+            )),
+        };
+        if questions.is_empty() {
+            return Err(BadRequest::new(
+                "\"questions\" is an empty list; send at least one",
+            ));
+        }
+        if questions.len() > MAX_QUESTIONS {
+            return Err(BadRequest(format!(
+                "{} questions in one request; send at most {MAX_QUESTIONS}",
+                questions.len()
+            )));
+        }
+        if let Some(blank) = questions.iter().position(|q| q.trim().is_empty()) {
+            return Err(BadRequest(format!(
+                "question {} is empty; every question needs words",
+                blank + 1
+            )));
+        }
+        let options = generation(self.beams, self.max_new_tokens)?;
+        let image = image_ref(&self.image, "image")?;
+        Ok(DescribePlan {
+            name: name_of(self.name, &image),
+            image,
+            generate: Generate {
+                request: Request::Ask { questions },
+                options,
+            },
+            list,
         })
     }
 }
@@ -569,5 +741,65 @@ mod tests {
             refused(r#"{"image": "data:;base64,AA==", "labels": "a", "colour": 1}"#)
                 .contains("unknown field `colour`")
         );
+    }
+
+    #[test]
+    fn caption_and_ask_requests_are_checked_as_the_commands_check_their_flags() {
+        let caption = |body: &str| parse::<CaptionRequest>(body.as_bytes(), "caption")?.plan();
+        let ask = |body: &str| parse::<AskRequest>(body.as_bytes(), "ask")?.plan();
+        let image = r#""image": "data:;base64,AA==""#;
+        let plan = caption(&format!(
+            r#"{{{image}, "prompt": "a photo of", "beams": 3, "max_new_tokens": 7}}"#
+        ))
+        .unwrap();
+        assert_eq!(plan.name, "image");
+        assert!(!plan.list);
+        assert_eq!(
+            plan.generate.request,
+            Request::Caption {
+                prompt: Some("a photo of".into())
+            }
+        );
+        assert_eq!(plan.generate.options.num_beams, 3);
+        assert_eq!(plan.generate.options.max_new_tokens, Some(7));
+        let plan = ask(&format!(
+            r#"{{{image}, "questions": ["a?", "b?"], "name": "x"}}"#
+        ))
+        .unwrap();
+        assert!(plan.list);
+        assert_eq!(plan.name, "x");
+        assert_eq!(plan.generate.options, GenerationOptions::default());
+        assert!(
+            !ask(&format!(r#"{{{image}, "question": "a?"}}"#))
+                .unwrap()
+                .list
+        );
+        let refused = |result: Result<DescribePlan, BadRequest>| result.unwrap_err().0;
+        for (body, says) in [
+            (r#""prompt": "  ""#, "\"prompt\" is empty"),
+            (r#""beams": 0"#, "\"beams\" is 0"),
+            (r#""beams": 65"#, "\"beams\" is 65"),
+            (r#""max_new_tokens": 0"#, "\"max_new_tokens\" is 0"),
+            (r#""question": "a?""#, "unknown field `question`"),
+        ] {
+            let message = refused(caption(&format!("{{{image}, {body}}}")));
+            assert!(message.contains(says), "{body}: {message}");
+        }
+        for (body, says) in [
+            ("", "no question"),
+            (r#""question": "a?", "questions": ["b?"]"#, "not both"),
+            (r#""questions": []"#, "empty list"),
+            (r#""questions": ["a?", " "]"#, "question 2 is empty"),
+            (
+                r#""question": "a?", "prompt": "x""#,
+                "unknown field `prompt`",
+            ),
+        ] {
+            let message = refused(ask(&format!(
+                "{{{image}{}{body}}}",
+                if body.is_empty() { "" } else { ", " }
+            )));
+            assert!(message.contains(says), "{body}: {message}");
+        }
     }
 }

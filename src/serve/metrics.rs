@@ -1,5 +1,6 @@
 //! The server's counters in Prometheus's text format (version 0.0.4): requests by endpoint
-//! and status, request latencies, the image encoder's batch sizes and time, and the queue.
+//! and status, request latencies, the image encoder's batch sizes and time, the text
+//! decoder's generation batches and time (captions and answers), and the queue.
 //! A handful of series, so they are kept and written here rather than through a metrics
 //! crate.
 
@@ -83,6 +84,8 @@ struct Counts {
     latency: BTreeMap<&'static str, Histogram>,
     batch_size: Histogram,
     encode_seconds: Histogram,
+    generation_size: Histogram,
+    generation_seconds: Histogram,
 }
 
 /// What the server has done so far.
@@ -99,6 +102,8 @@ impl Default for Metrics {
                 latency: BTreeMap::new(),
                 batch_size: Histogram::new(BATCH_BOUNDS),
                 encode_seconds: Histogram::new(ENCODE_BOUNDS),
+                generation_size: Histogram::new(BATCH_BOUNDS),
+                generation_seconds: Histogram::new(LATENCY_BOUNDS),
             }),
         }
     }
@@ -129,6 +134,14 @@ impl Metrics {
         if let Ok(mut counts) = self.counts.lock() {
             counts.batch_size.observe(images as f64);
             counts.encode_seconds.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// One batch of `sequences` captions or answers generated together, taking `elapsed`.
+    pub fn generation(&self, sequences: usize, elapsed: Duration) {
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.generation_size.observe(sequences as f64);
+            counts.generation_seconds.observe(elapsed.as_secs_f64());
         }
     }
 
@@ -171,6 +184,22 @@ impl Metrics {
             .encode_seconds
             .write(&mut out, "vlm_encode_seconds", "");
         out.push_str(
+            "# HELP vlm_generation_batch_size Captions or answers generated together per \
+             generation (BLIP models).\n",
+        );
+        out.push_str("# TYPE vlm_generation_batch_size histogram\n");
+        counts
+            .generation_size
+            .write(&mut out, "vlm_generation_batch_size", "");
+        out.push_str(
+            "# HELP vlm_generation_seconds Time of each generation, from the image encodings \
+             to the last token.\n",
+        );
+        out.push_str("# TYPE vlm_generation_seconds histogram\n");
+        counts
+            .generation_seconds
+            .write(&mut out, "vlm_generation_seconds", "");
+        out.push_str(
             "# HELP vlm_queue_depth Images accepted and not yet answered (decoding, waiting \
              for the encoder, or in it).\n",
         );
@@ -198,6 +227,7 @@ mod tests {
         metrics.request("/v1/embeddings", 429, Duration::from_millis(1));
         metrics.batch(1, Duration::from_millis(2));
         metrics.batch(12, Duration::from_millis(20));
+        metrics.generation(3, Duration::from_millis(30));
         let text = metrics.render(QueueState {
             depth: 3,
             capacity: 64,
@@ -217,6 +247,10 @@ mod tests {
             "vlm_batch_size_bucket{le=\"+Inf\"} 2",
             "vlm_batch_size_sum 13",
             "vlm_batch_size_count 2",
+            "vlm_generation_batch_size_bucket{le=\"2\"} 0",
+            "vlm_generation_batch_size_bucket{le=\"4\"} 1",
+            "vlm_generation_batch_size_sum 3",
+            "vlm_generation_seconds_count 1",
             "vlm_queue_depth 3",
             "vlm_queue_capacity 64",
             "# TYPE vlm_batch_size histogram",

@@ -5,17 +5,27 @@
 //! - `POST /v1/classify`: one image and labels, answered with what `vlm classify --format
 //!   json` writes for it (the library's [`Scorer`](crate::decide::Scorer),
 //!   [`Decisions`](crate::decide::Decisions) and [`ResultWriter`](crate::output::ResultWriter));
-//! - `GET /health`, `GET /v1/models`, `GET /metrics` (Prometheus text).
+//! - `POST /v1/caption` and `POST /v1/ask`, with a BLIP checkpoint loaded: one image (and
+//!   a prompt, or questions), answered with what `vlm caption --format json` or `vlm ask
+//!   --format json` writes for it;
+//! - `GET /health`, `GET /v1/models` (with the model's task), `GET /metrics` (Prometheus
+//!   text).
+//!
+//! The model's task decides the endpoints ([`Loaded`]): an endpoint of another task is a
+//! 400 whose message names the endpoints (and the command) that fit the model.
 //!
 //! ```text
 //! requests ─▶ auth, size limit, timeout ─▶ handler ─▶ queue (bounded; 429 when full)
 //!     ─▶ one job over the queue: decode on workers ─▶ encode in batches ─▶ reply to each request
+//!                                          (BLIP: ─▶ generate for the batch ─▶ reply)
 //! ```
 //!
 //! Every image of every request goes through one long-running [`Job`](crate::job::Job)
 //! whose input is the queue ([`queue`]): images that arrive together are encoded together
 //! (`--max-batch`, `--max-wait-ms`), a bad image is that request's 400 with the same
-//! per-file message as the CLI's, and the server goes on. Texts and prompts run on the text
+//! per-file message as the CLI's, and the server goes on. With BLIP, the job's sink
+//! ([`describe`]) generates the captions or answers of each batch of encodings together
+//! (requests with the same prompt and settings share a generation). Texts and prompts run on the text
 //! tower one request at a time; a classify request's prompts are embedded once per label
 //! set and kept.
 //!
@@ -25,6 +35,7 @@
 //! accepting connections, answers the requests in flight, and returns.
 
 mod api;
+mod describe;
 mod metrics;
 mod queue;
 mod routes;
@@ -37,9 +48,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::caption::{task_of_config, CaptionSession, DescribeError};
 use crate::job::{Level, Progress};
+use crate::model::blip::BlipTask;
 use crate::pipeline::PipelineOptions;
-use crate::session::Session;
+use crate::session::{self, ModelSettings, Session, SessionError};
+use crate::source::{self, registry::Task};
 
 /// How the server listens and what it takes.
 #[derive(Debug)]
@@ -126,10 +140,93 @@ pub enum ServeError {
     },
     #[error("{} holds no API key; write the key on its first line", path.display())]
     ApiKeyEmpty { path: PathBuf },
+    #[error(transparent)]
+    Session(Box<SessionError>),
+    #[error(transparent)]
+    Describe(Box<DescribeError>),
     #[error("cannot start the server's threads")]
     Start(#[source] std::io::Error),
     #[error("the server stopped")]
     Serve(#[source] std::io::Error),
+}
+
+/// The model a server keeps loaded; its task decides the endpoints that answer.
+pub enum Loaded {
+    /// Image-text matching (CLIP, SigLIP, ...): `/v1/embeddings` and `/v1/classify`.
+    Matching(Session),
+    /// BLIP: `/v1/caption` (a captioning checkpoint) or `/v1/ask` (question answering).
+    Describing(CaptionSession),
+}
+
+impl From<Session> for Loaded {
+    fn from(session: Session) -> Self {
+        Self::Matching(session)
+    }
+}
+
+impl Loaded {
+    /// Loads the checkpoint `settings` names, as the command of its task would: the
+    /// registry or its directory tells the task before anything is downloaded; a hub
+    /// repository outside the registry, its `config.json` once resolved.
+    pub fn open(settings: &ModelSettings, progress: &dyn Progress) -> Result<Self, ServeError> {
+        let task = match source::task_of(&settings.spec) {
+            Some(task) => task,
+            None => {
+                let files = session::resolve(settings, Task::Classify)?;
+                task_of_config(&files.config).map_or(Task::Classify, |task| match task {
+                    BlipTask::Caption => Task::Caption,
+                    BlipTask::Answer => Task::Answer,
+                })
+            }
+        };
+        Ok(match task {
+            Task::Classify => Self::Matching(Session::open(settings, progress)?),
+            Task::Caption => {
+                Self::Describing(CaptionSession::open(settings, BlipTask::Caption, progress)?)
+            }
+            Task::Answer => {
+                Self::Describing(CaptionSession::open(settings, BlipTask::Answer, progress)?)
+            }
+        })
+    }
+
+    /// The checkpoint, as responses name it.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Matching(session) => &session.files.id,
+            Self::Describing(session) => &session.files.id,
+        }
+    }
+
+    /// What the checkpoint does.
+    pub fn task(&self) -> Task {
+        match self {
+            Self::Matching(_) => Task::Classify,
+            Self::Describing(session) => match session.captioner.task() {
+                BlipTask::Caption => Task::Caption,
+                BlipTask::Answer => Task::Answer,
+            },
+        }
+    }
+
+    fn pipeline(&self) -> PipelineOptions {
+        match self {
+            Self::Matching(session) => session.pipeline,
+            Self::Describing(session) => session.pipeline,
+        }
+    }
+}
+
+impl From<SessionError> for ServeError {
+    fn from(error: SessionError) -> Self {
+        Self::Session(Box::new(error))
+    }
+}
+
+impl From<DescribeError> for ServeError {
+    fn from(error: DescribeError) -> Self {
+        Self::Describe(Box::new(error))
+    }
 }
 
 /// A server bound to its address, not yet serving.
@@ -169,13 +266,12 @@ impl Server {
         self.listener.local_addr().unwrap_or(self.options.addr)
     }
 
-    /// Serves `session`'s model until `stop` completes, then answers the requests in
-    /// flight and returns. Batches are at most the session's batch size; the session's
-    /// workers decode. `log` hears about failures (per-request lines with
-    /// [`Level::Detail`]).
+    /// Serves `model` until `stop` completes, then answers the requests in flight and
+    /// returns. Batches are at most the session's batch size; the session's workers
+    /// decode. `log` hears about failures (per-request lines with [`Level::Detail`]).
     pub fn run(
         self,
-        session: Session,
+        model: impl Into<Loaded>,
         stop: impl Future<Output = ()> + Send + 'static,
         log: Arc<dyn Progress + Send + Sync>,
     ) -> Result<Served, ServeError> {
@@ -186,27 +282,19 @@ impl Server {
             .enable_all()
             .build()
             .map_err(ServeError::Start)?;
+        let model = model.into();
         let pipeline = PipelineOptions {
             // Ctrl-C drains the server instead of cancelling the job.
             cancel: None,
             max_wait: Some(options.max_wait),
-            ..session.pipeline
+            ..model.pipeline()
         };
-        let (queue, feed) = queue::Queue::new(options.queue);
-        let shared = Arc::new(routes::Shared::new(session, queue, &options, log));
+        let shared = Arc::new(routes::Shared::new(model, &options, log));
         let encoder = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("vlm-encoder".into())
-                .spawn(move || {
-                    queue::run_job(
-                        &shared.session,
-                        pipeline,
-                        feed,
-                        &shared.metrics,
-                        shared.log.as_ref(),
-                    )
-                })
+                .spawn(move || shared.run_job(pipeline))
                 .map_err(ServeError::Start)?
         };
         let served = runtime.block_on(async {
@@ -223,7 +311,7 @@ impl Server {
         });
         // Every request is answered (or its connection gone): the job finishes the
         // images it holds and ends.
-        shared.queue.close();
+        shared.close_queue();
         if encoder.join().is_err() {
             shared
                 .log

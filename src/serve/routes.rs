@@ -17,20 +17,25 @@ use axum::Router;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::api::{
-    self, BadRequest, ClassifyRequest, EmbeddingsRequest, EmbeddingsResponse, ErrorBody,
-    ErrorDetail, ImageRef, Modality, ModelList,
+    self, AskRequest, BadRequest, CaptionRequest, ClassifyRequest, DescribePlan, EmbeddingsRequest,
+    EmbeddingsResponse, ErrorBody, ErrorDetail, ImageRef, Modality, ModelList,
 };
+use super::describe::{Generate, Generator};
 use super::metrics::{Metrics, QueueState};
-use super::queue::{Full, Queue, Reply};
-use super::{ApiKey, ServeOptions};
+use super::queue::{self, Ask, Embed, Feed, Full, Queue, Replies};
+use super::{ApiKey, Loaded, ServeOptions};
+use crate::caption::{self, CaptionSession};
 use crate::decide::Scorer;
 use crate::export;
 use crate::inputs::{self, Source};
 use crate::job::{Level, Progress, Silent};
 use crate::labels::PromptSet;
+use crate::model::blip::BlipTask;
 use crate::output::{Format, ResultWriter};
+use crate::pipeline::PipelineOptions;
 use crate::search::normalize;
 use crate::session::Session;
+use crate::source::registry::Task;
 
 /// Label sets whose prompt embeddings are kept for `/v1/classify`.
 const KEPT_SCORERS: usize = 32;
@@ -45,11 +50,53 @@ struct Scorers {
     order: VecDeque<ScorerKey>,
 }
 
+/// The loaded model with its queue, and the queue's feed until the job takes it.
+enum Model {
+    Matching {
+        session: Session,
+        queue: Queue<Embed>,
+        feed: Mutex<Option<Feed<Embed>>>,
+    },
+    Describing {
+        session: CaptionSession,
+        queue: Queue<Generate>,
+        feed: Mutex<Option<Feed<Generate>>>,
+    },
+}
+
+impl Model {
+    fn new(loaded: Loaded, capacity: usize) -> Self {
+        match loaded {
+            Loaded::Matching(session) => {
+                let (queue, feed) = Queue::new(capacity);
+                Self::Matching {
+                    session,
+                    queue,
+                    feed: Mutex::new(Some(feed)),
+                }
+            }
+            Loaded::Describing(session) => {
+                let (queue, feed) = Queue::new(capacity);
+                Self::Describing {
+                    session,
+                    queue,
+                    feed: Mutex::new(Some(feed)),
+                }
+            }
+        }
+    }
+}
+
+/// The feed of a queue, once.
+fn take<A: Ask>(feed: &Mutex<Option<Feed<A>>>) -> Option<Feed<A>> {
+    feed.lock().ok().and_then(|mut f| f.take())
+}
+
 /// What every handler shares: the model, the queue, the counters.
 pub(super) struct Shared {
-    pub(super) session: Session,
+    model: Model,
     model_id: String,
-    pub(super) queue: Queue,
+    task: Task,
     pub(super) metrics: Metrics,
     scorers: Mutex<Scorers>,
     /// The text tower runs one request at a time, beside the image encoder.
@@ -63,15 +110,14 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn new(
-        session: Session,
-        queue: Queue,
+        loaded: Loaded,
         options: &ServeOptions,
         log: Arc<dyn Progress + Send + Sync>,
     ) -> Self {
         Self {
-            model_id: session.files.id.clone(),
-            session,
-            queue,
+            model_id: loaded.id().to_string(),
+            task: loaded.task(),
+            model: Model::new(loaded, options.queue),
             metrics: Metrics::default(),
             scorers: Mutex::default(),
             text: Semaphore::new(1),
@@ -81,6 +127,104 @@ impl Shared {
             log,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Runs the job over the queue until it is closed (see [`queue::run_job`]): the
+    /// embeddings of a matching model, the captions or answers of a BLIP model.
+    pub(super) fn run_job(&self, pipeline: PipelineOptions) {
+        let log = self.log.as_ref();
+        match &self.model {
+            Model::Matching { session, feed, .. } => {
+                if let Some(feed) = take(feed) {
+                    let cache = session.cache.as_ref();
+                    let encoder = &session.checkpoint;
+                    queue::run_job(
+                        encoder,
+                        cache,
+                        pipeline,
+                        feed,
+                        &mut Replies,
+                        &self.metrics,
+                        log,
+                    );
+                }
+            }
+            Model::Describing { session, feed, .. } => {
+                if let Some(feed) = take(feed) {
+                    let mut generator = Generator {
+                        captioner: &session.captioner,
+                        metrics: &self.metrics,
+                    };
+                    let (encoder, cache) = (&session.captioner, session.cache.as_ref());
+                    queue::run_job(
+                        encoder,
+                        cache,
+                        pipeline,
+                        feed,
+                        &mut generator,
+                        &self.metrics,
+                        log,
+                    );
+                }
+            }
+        }
+    }
+
+    /// No more images: the job finishes those it has and ends.
+    pub(super) fn close_queue(&self) {
+        match &self.model {
+            Model::Matching { queue, .. } => queue.close(),
+            Model::Describing { queue, .. } => queue.close(),
+        }
+    }
+
+    fn queue_state(&self) -> QueueState {
+        let (depth, capacity) = match &self.model {
+            Model::Matching { queue, .. } => (queue.depth(), queue.capacity()),
+            Model::Describing { queue, .. } => (queue.depth(), queue.capacity()),
+        };
+        QueueState { depth, capacity }
+    }
+
+    /// The matching model and its queue, for `endpoint`; a 400 naming what fits a BLIP
+    /// model.
+    fn matching(&self, endpoint: &str) -> Result<(&Session, &Queue<Embed>), ApiError> {
+        match &self.model {
+            Model::Matching { session, queue, .. } => Ok((session, queue)),
+            Model::Describing { .. } => Err(self.wrong_task(endpoint, Task::Classify)),
+        }
+    }
+
+    /// The BLIP model and its queue, when it does `task`, for `endpoint`; else a 400
+    /// naming what fits the model.
+    fn describing(
+        &self,
+        endpoint: &str,
+        task: Task,
+    ) -> Result<(&CaptionSession, &Queue<Generate>), ApiError> {
+        match &self.model {
+            Model::Describing { session, queue, .. } if self.task == task => Ok((session, queue)),
+            _ => Err(self.wrong_task(endpoint, task)),
+        }
+    }
+
+    /// 400: `endpoint` needs a checkpoint of task `needs`; the message says what the loaded
+    /// one is and which endpoints (and command) fit it, as the commands' refusals do.
+    fn wrong_task(&self, endpoint: &str, needs: Task) -> ApiError {
+        let fits = match self.task {
+            Task::Classify => "POST /v1/classify and /v1/embeddings",
+            Task::Caption => "POST /v1/caption",
+            Task::Answer => "POST /v1/ask",
+        };
+        ApiError::bad(format!(
+            "{} is {}, which cannot answer {endpoint}; use {fits} on this server (what `{}` \
+             does), or serve {} for {endpoint} (`{}`)",
+            self.model_id,
+            self.task.checkpoint(),
+            self.task.command(),
+            needs.checkpoint(),
+            needs.command()
+        ))
     }
 
     /// Shutting down: `/health` says so while the requests in flight finish.
@@ -114,6 +258,8 @@ pub(super) fn router(shared: Arc<Shared>, max_request_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/classify", post(classify))
+        .route("/v1/caption", post(caption))
+        .route("/v1/ask", post(ask))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .layer(DefaultBodyLimit::max(max_request_bytes))
@@ -129,6 +275,8 @@ fn endpoint(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/v1/embeddings" => "/v1/embeddings",
         "/v1/classify" => "/v1/classify",
+        "/v1/caption" => "/v1/caption",
+        "/v1/ask" => "/v1/ask",
         _ => "other",
     }
 }
@@ -189,14 +337,14 @@ async fn health(State(app): State<Arc<Shared>>) -> Response {
 }
 
 async fn models(State(app): State<Arc<Shared>>) -> Response {
-    json(StatusCode::OK, &ModelList::of(&app.model_id))
+    json(
+        StatusCode::OK,
+        &ModelList::of(&app.model_id, app.task.name()),
+    )
 }
 
 async fn metrics(State(app): State<Arc<Shared>>) -> Response {
-    let text = app.metrics.render(QueueState {
-        depth: app.queue.depth(),
-        capacity: app.queue.capacity(),
-    });
+    let text = app.metrics.render(app.queue_state());
     (
         [(
             header::CONTENT_TYPE,
@@ -210,8 +358,9 @@ async fn metrics(State(app): State<Arc<Shared>>) -> Response {
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint; this server has POST /v1/embeddings, POST /v1/classify, \
-         GET /v1/models, GET /health and GET /metrics",
+        "no such endpoint; this server has POST /v1/embeddings, POST /v1/classify (CLIP-style \
+         models), POST /v1/caption, POST /v1/ask (BLIP), GET /v1/models, GET /health and \
+         GET /metrics",
     )
 }
 
@@ -222,7 +371,8 @@ async fn embeddings(
     let body = body?;
     let request: EmbeddingsRequest = api::parse(&body, "embeddings")?;
     let format = request.encoding_format;
-    let dim = app.session.checkpoint.config().projection_dim;
+    let (session, _) = app.matching("/v1/embeddings")?;
+    let dim = session.checkpoint.config().projection_dim;
     let (modality, inputs) = request.inputs(dim)?;
     let (rows, tokens) = match modality {
         Modality::Text => embed_texts(&app, inputs).await?,
@@ -241,7 +391,8 @@ async fn embed_texts(
     let _turn = app.text.acquire().await.map_err(|_| ApiError::stopping())?;
     let shared = Arc::clone(app);
     blocking(move || {
-        let checkpoint = &shared.session.checkpoint;
+        let (session, _) = shared.matching("/v1/embeddings")?;
+        let checkpoint = &session.checkpoint;
         let mut tokens = 0;
         for text in &texts {
             tokens += checkpoint
@@ -251,7 +402,7 @@ async fn embed_texts(
                 .ids
                 .len();
         }
-        let rows = export::embed_texts(checkpoint, &shared.session.files, texts, true, &Silent)
+        let rows = export::embed_texts(checkpoint, &session.files, texts, true, &Silent)
             .map_err(ApiError::internal)?;
         Ok((rows.rows().map(<[f32]>::to_vec).collect(), tokens))
     })
@@ -263,7 +414,8 @@ async fn embed_images(
     app: &Arc<Shared>,
     references: Vec<String>,
 ) -> Result<Vec<Vec<f32>>, ApiError> {
-    let capacity = app.queue.capacity();
+    let (_, queue) = app.matching("/v1/embeddings")?;
+    let capacity = queue.capacity();
     if references.len() > capacity {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -287,7 +439,7 @@ async fn embed_images(
         named.push((name, image));
     }
     let images = fetch_all(app, named).await?;
-    let replies = app.queue.submit(images)?;
+    let replies = queue.submit(images.into_iter().map(|(n, b)| (n, b, Embed)).collect())?;
     let mut rows = Vec::with_capacity(replies.len());
     let mut failed = Vec::new();
     for reply in replies {
@@ -338,13 +490,15 @@ async fn fetch_all(
     Ok(fetched)
 }
 
-/// One image's reply; a dropped reply means the encoder failed on its batch.
-async fn receive(reply: oneshot::Receiver<Reply>) -> Result<Reply, ApiError> {
+/// One image's reply; a dropped reply means the model failed on its batch.
+async fn receive<T>(
+    reply: oneshot::Receiver<Result<T, String>>,
+) -> Result<Result<T, String>, ApiError> {
     reply.await.map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the image encoder failed on the batch that held this request's image; the \
-             server's log says why",
+            "the model failed on the batch that held this request's image; the server's log \
+             says why",
         )
     })
 }
@@ -354,15 +508,17 @@ async fn classify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
+    let (session, queue) = app.matching("/v1/classify")?;
     let plan = api::parse::<ClassifyRequest>(&body, "classify")?.plan()?;
     let scorer = scorer(&app, plan.labels, plan.prompts).await?;
-    let checkpoint = &app.session.checkpoint;
+    let checkpoint = &session.checkpoint;
     let decisions = plan
         .decisions
         .with_threshold_on(plan.threshold, scorer.thresholds_probability(checkpoint))
         .map_err(BadRequest::from)?;
     let image = fetch_all(&app, vec![(plan.name.clone(), plan.image)]).await?;
-    let reply = app.queue.submit(image)?.into_iter().next();
+    let image = image.into_iter().map(|(n, b)| (n, b, Embed)).collect();
+    let reply = queue.submit(image)?.into_iter().next();
     let embedding = match reply {
         Some(reply) => receive(reply).await?.map_err(ApiError::bad)?,
         None => return Err(ApiError::internal("no reply for the image")),
@@ -387,6 +543,63 @@ async fn classify(
     Ok(json_bytes(StatusCode::OK, record))
 }
 
+async fn caption(
+    State(app): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    app.describing("/v1/caption", Task::Caption)?;
+    let plan = api::parse::<CaptionRequest>(&body, "caption")?.plan()?;
+    describe(&app, "/v1/caption", Task::Caption, plan).await
+}
+
+async fn ask(
+    State(app): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    app.describing("/v1/ask", Task::Answer)?;
+    let plan = api::parse::<AskRequest>(&body, "ask")?.plan()?;
+    describe(&app, "/v1/ask", Task::Answer, plan).await
+}
+
+/// A caption or the answers for one image, through the queue (its generation shares the
+/// batch's), answered as `vlm caption --format json` or `vlm ask --format json` writes it.
+async fn describe(
+    app: &Arc<Shared>,
+    endpoint: &str,
+    task: Task,
+    plan: DescribePlan,
+) -> Result<Response, ApiError> {
+    let (session, queue) = app.describing(endpoint, task)?;
+    let generate = plan.generate;
+    let (blip_task, texts) = match &generate.request {
+        caption::Request::Caption { prompt } => {
+            (BlipTask::Caption, prompt.iter().collect::<Vec<_>>())
+        }
+        caption::Request::Ask { questions } => (BlipTask::Answer, questions.iter().collect()),
+    };
+    let texts: Vec<&str> = texts.into_iter().map(String::as_str).collect();
+    // A prompt or question too long for the model, before the image is read.
+    session
+        .captioner
+        .check(blip_task, &texts, &generate.options)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let image = fetch_all(app, vec![(plan.name.clone(), plan.image)]).await?;
+    let image = image
+        .into_iter()
+        .map(|(n, b)| (n, b, generate.clone()))
+        .collect();
+    let Some(reply) = queue.submit(image)?.into_iter().next() else {
+        return Err(ApiError::internal("no reply for the image"));
+    };
+    let generated = receive(reply).await?.map_err(ApiError::bad)?;
+    let body = generate
+        .response(&plan.name, &app.model_id, &generated, plan.list)
+        .map_err(ApiError::internal)?;
+    Ok(json_bytes(StatusCode::OK, body))
+}
+
 /// The scorer of a label set: kept from an earlier request, or its prompts embedded now.
 async fn scorer(
     app: &Arc<Shared>,
@@ -405,8 +618,8 @@ async fn scorer(
     let _turn = app.text.acquire().await.map_err(|_| ApiError::stopping())?;
     let shared = Arc::clone(app);
     let scorer = blocking(move || {
-        let text = shared
-            .session
+        let (session, _) = shared.matching("/v1/classify")?;
+        let text = session
             .checkpoint
             .embed_classes(&prompts)
             .map_err(|e| ApiError::bad(e.to_string()))?;

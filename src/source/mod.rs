@@ -320,22 +320,10 @@ pub fn resolve(
 /// whose `config.json` says so. Anything else passes (a hub repo outside the registry is
 /// checked by its config once resolved).
 pub fn check_task(spec: &str, want: registry::Task) -> Result<(), SourceError> {
-    let path = Path::new(spec);
-    let found = if path.is_dir() {
-        task_of_dir(path)
-    } else {
-        registry::lookup(spec)
-            .or_else(|| registry::lookup_repo(spec))
-            .map(|e| e.task)
-    };
-    match found {
+    match task_of(spec) {
         Some(task) if task != want => Err(SourceError::WrongTask {
             spec: spec.to_string(),
-            found: match task {
-                registry::Task::Classify => "an image-text matching checkpoint (it scores labels)",
-                registry::Task::Caption => "a BLIP captioning checkpoint",
-                registry::Task::Answer => "a BLIP question-answering checkpoint",
-            },
+            found: task.checkpoint(),
             wanted: match want {
                 registry::Task::Classify => "this command needs an image-text matching model",
                 registry::Task::Caption => "captions need a BLIP captioning model",
@@ -344,6 +332,20 @@ pub fn check_task(spec: &str, want: registry::Task) -> Result<(), SourceError> {
             command: task.command(),
         }),
         _ => Ok(()),
+    }
+}
+
+/// What the checkpoint `spec` does, when the registry (an alias or repo) or its local
+/// directory tells; `None` for a hub repo outside the registry (its config tells once
+/// resolved) or a directory whose config does not say.
+pub fn task_of(spec: &str) -> Option<registry::Task> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        task_of_dir(path)
+    } else {
+        registry::lookup(spec)
+            .or_else(|| registry::lookup_repo(spec))
+            .map(|e| e.task)
     }
 }
 

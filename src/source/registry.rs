@@ -26,6 +26,15 @@ impl Task {
         }
     }
 
+    /// What a checkpoint of this task is, as messages say it.
+    pub fn checkpoint(self) -> &'static str {
+        match self {
+            Task::Classify => "an image-text matching checkpoint (it scores labels)",
+            Task::Caption => "a BLIP captioning checkpoint",
+            Task::Answer => "a BLIP question-answering checkpoint",
+        }
+    }
+
     /// The command that runs checkpoints of this task.
     pub fn command(self) -> &'static str {
         match self {

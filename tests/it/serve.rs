@@ -3,6 +3,8 @@
 //! names another Python). Without that Python the openai test prints a notice and passes,
 //! unless VLM_REQUIRE_OPENAI=1, where it fails. Each test starts its own server on a free
 //! loopback port (`--port 0`; the address is read from its log) and stops it with SIGTERM.
+//! With the BLIP fixtures, `/v1/caption` and `/v1/ask` answer what `vlm caption` and `vlm
+//! ask` write, alone or batched with other requests.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::common::{draw_domain, stderr, tiny_model, vlm};
+use crate::common::{draw_domain, fixtures, stderr, tiny_model, vlm};
 
 /// A running `vlm serve`, killed on drop if a test did not stop it.
 struct Server {
@@ -26,11 +28,16 @@ struct Server {
 impl Server {
     /// Starts `vlm serve` on the tiny model with `args` and waits for its address.
     fn start(args: &[&str]) -> Self {
+        Self::start_with(&tiny_model(), args)
+    }
+
+    /// Starts `vlm serve --model MODEL` with `args` and waits for its address.
+    fn start_with(model: &Path, args: &[&str]) -> Self {
         let mut command = vlm();
         command
             .arg("serve")
             .arg("--model")
-            .arg(tiny_model())
+            .arg(model)
             .args(["--port", "0"])
             .args(args)
             .stdin(Stdio::null())
@@ -349,7 +356,21 @@ fn health_models_and_metrics_answer() {
     let models = server.get("/v1/models").json();
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], model.as_str());
+    assert_eq!(models["data"][0]["task"], "classify");
     assert_eq!(server.get("/nowhere").status, 404);
+    // Captions and answers need a BLIP checkpoint: refused with what fits this one.
+    for endpoint in ["/v1/caption", "/v1/ask"] {
+        let request = json!({"image": "data:image/png;base64,AAAA", "question": "what?"});
+        let refused = server.post(endpoint, &request, &[]);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        let message = refused.message();
+        assert!(
+            message.contains("image-text matching checkpoint")
+                && message.contains("POST /v1/classify")
+                && message.contains("`vlm classify`"),
+            "{message}"
+        );
+    }
     let metrics = server.get("/metrics");
     assert_eq!(metrics.status, 200);
     assert!(metrics
@@ -894,5 +915,301 @@ fn image_urls_are_fetched_and_a_missing_one_is_a_400() {
         reply.message().contains(&missing) && reply.message().contains("404"),
         "{}",
         reply.body
+    );
+}
+
+fn blip(name: &str) -> PathBuf {
+    fixtures().join("models").join(format!("blip-{name}"))
+}
+
+fn fixture_image(name: &str) -> PathBuf {
+    fixtures().join("images").join(name)
+}
+
+/// `vlm COMMAND --format json` over `images` with `args`: its records.
+fn describe_with_cli(command: &str, model: &Path, images: &[PathBuf], args: &[&str]) -> Vec<Value> {
+    let output = vlm()
+        .arg(command)
+        .args(images)
+        .args(args)
+        .arg("--model")
+        .arg(model)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice::<Value>(&output.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// A caption or answer record equals the CLI's: the same fields, text and token ids, the
+/// log-probability within 1e-5.
+fn assert_same_record(got: &Value, want: &Value, at: &str) {
+    let (Some(got_fields), Some(want_fields)) = (got.as_object(), want.as_object()) else {
+        panic!("{at}: not records: {got} / {want}");
+    };
+    let keys = |m: &serde_json::Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(got_fields), keys(want_fields), "{at}: fields");
+    for (key, value) in want_fields {
+        if key == "log_prob" {
+            let (a, b) = (got[key].as_f64().unwrap(), value.as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-5, "{at}: log_prob {a} != {b}");
+        } else {
+            assert_eq!(&got[key], value, "{at}: {key}");
+        }
+    }
+}
+
+/// The images of the caption tests: different enough that their log-probabilities differ.
+fn caption_images() -> Vec<PathBuf> {
+    ["chelsea.png", "astronaut.jpg", "coffee.png", "rocket.jpg"]
+        .iter()
+        .map(|n| fixture_image(n))
+        .collect()
+}
+
+#[test]
+fn caption_and_ask_answer_what_the_cli_writes() {
+    let images = caption_images();
+    let server = Server::start_with(&blip("caption"), &[]);
+    assert_eq!(
+        server.get("/v1/models").json()["data"][0]["task"],
+        "caption"
+    );
+    // (flags of `vlm caption`, the same settings as JSON)
+    let cases: [(&[&str], Value); 4] = [
+        (&[], json!({})),
+        (&["--beams", "3"], json!({"beams": 3})),
+        (
+            &["--prompt", "a photograph of"],
+            json!({"prompt": "a photograph of"}),
+        ),
+        (
+            &["--max-new-tokens", "4"],
+            json!({"max_new_tokens": 4, "model": "any"}),
+        ),
+    ];
+    for (flags, mut request) in cases {
+        let cli = describe_with_cli("caption", &blip("caption"), &images, flags);
+        for (image, want) in images.iter().zip(&cli) {
+            let name = image.display().to_string();
+            assert_eq!(want["path"], name.as_str());
+            request["image"] = data_uri(image).into();
+            request["name"] = name.clone().into();
+            let reply = server.post("/v1/caption", &request, &[]);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert_same_record(&reply.json(), want, &format!("caption {flags:?} {name}"));
+        }
+    }
+    // Without a name, the path says "image"; a blank prompt is refused as the CLI does.
+    let unnamed = server.post("/v1/caption", &json!({"image": data_uri(&images[0])}), &[]);
+    assert_eq!(unnamed.json()["path"], "image");
+    let blank = server.post(
+        "/v1/caption",
+        &json!({"image": data_uri(&images[0]), "prompt": " "}),
+        &[],
+    );
+    assert_eq!(blank.status, 400);
+    assert!(
+        blank.message().contains("\"prompt\" is empty"),
+        "{}",
+        blank.body
+    );
+    let beams = server.post(
+        "/v1/caption",
+        &json!({"image": data_uri(&images[0]), "beams": 0}),
+        &[],
+    );
+    assert_eq!(beams.status, 400, "{}", beams.body);
+    // A captioning model does not answer questions, score labels or embed: each refusal
+    // names the endpoint and the command that fit it.
+    let model = blip("caption").display().to_string();
+    for (endpoint, request) in [
+        (
+            "/v1/ask",
+            json!({"image": data_uri(&images[0]), "question": "what?"}),
+        ),
+        (
+            "/v1/classify",
+            json!({"image": data_uri(&images[0]), "labels": "a,b"}),
+        ),
+        ("/v1/embeddings", json!({"input": "a cat"})),
+    ] {
+        let refused = server.post(endpoint, &request, &[]);
+        assert_eq!(refused.status, 400, "{endpoint}: {}", refused.body);
+        let message = refused.message();
+        assert!(
+            message.starts_with(&format!("{model} is a BLIP captioning checkpoint"))
+                && message.contains(&format!("cannot answer {endpoint}"))
+                && message.contains("use POST /v1/caption")
+                && message.contains("`vlm caption`"),
+            "{endpoint}: {message}"
+        );
+    }
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("(caption) on http://"), "{log}");
+
+    let questions = ["what is in the picture?", "how many?"];
+    let server = Server::start_with(&blip("vqa"), &[]);
+    assert_eq!(server.get("/v1/models").json()["data"][0]["task"], "answer");
+    for (flags, settings) in [
+        (&[][..], json!({})),
+        (&["--beams", "3"][..], json!({"beams": 3})),
+    ] {
+        let mut args = flags.to_vec();
+        for q in questions {
+            args.extend(["--question", q]);
+        }
+        let cli = describe_with_cli("ask", &blip("vqa"), &images[..2], &args);
+        assert_eq!(cli.len(), 2 * questions.len());
+        for image in &images[..2] {
+            let name = image.display().to_string();
+            let want: Vec<&Value> = cli.iter().filter(|r| r["path"] == name.as_str()).collect();
+            // All the questions: a list of records in their order.
+            let mut request = settings.clone();
+            request["image"] = data_uri(image).into();
+            request["name"] = name.clone().into();
+            request["questions"] = json!(questions);
+            let reply = server.post("/v1/ask", &request, &[]);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let got = reply.json();
+            let got = got
+                .as_array()
+                .unwrap_or_else(|| panic!("not a list: {got}"));
+            assert_eq!(got.len(), questions.len());
+            for ((got, want), q) in got.iter().zip(&want).zip(questions) {
+                assert_eq!(want["question"], q);
+                assert_same_record(got, want, &format!("ask {flags:?} {name} {q}"));
+            }
+            // One question: one record.
+            let mut request = settings.clone();
+            request["image"] = data_uri(image).into();
+            request["name"] = name.clone().into();
+            request["question"] = questions[1].into();
+            let reply = server.post("/v1/ask", &request, &[]);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert_same_record(&reply.json(), want[1], &format!("ask {flags:?} {name} one"));
+        }
+    }
+    let none = server.post("/v1/ask", &json!({"image": data_uri(&images[0])}), &[]);
+    assert_eq!(none.status, 400);
+    assert!(none.message().contains("no question"), "{}", none.body);
+    let refused = server.post("/v1/caption", &json!({"image": data_uri(&images[0])}), &[]);
+    assert_eq!(refused.status, 400);
+    let message = refused.message();
+    assert!(
+        message.contains("BLIP question-answering checkpoint")
+            && message.contains("use POST /v1/ask")
+            && message.contains("`vlm ask`"),
+        "{message}"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn concurrent_captions_are_batched_and_equal_their_answers_alone() {
+    let images = caption_images();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.png");
+    let png = std::fs::read(&images[0]).unwrap();
+    std::fs::write(&bad, &png[..png.len() / 3]).unwrap();
+    // What `vlm caption` says of the broken file.
+    let output = vlm()
+        .arg("caption")
+        .arg(&bad)
+        .arg("--model")
+        .arg(blip("caption"))
+        .output()
+        .unwrap();
+    let shown = bad.display().to_string();
+    let cli_message = stderr(&output)
+        .lines()
+        .find_map(|l| l.strip_prefix("vlm: "))
+        .filter(|l| l.starts_with(&shown))
+        .unwrap_or_else(|| panic!("no message about {shown} in {}", stderr(&output)))
+        .to_string();
+    // Settings that generate together (the same prompt and options) and apart.
+    let settings = [
+        json!({}),
+        json!({"prompt": "a photograph of"}),
+        json!({"beams": 3}),
+        json!({}),
+    ];
+    let requests: Vec<Value> = (0..16)
+        .map(|i| {
+            let mut request = settings[i % settings.len()].clone();
+            let image = &images[(i / settings.len() + i) % images.len()];
+            request["image"] = data_uri(image).into();
+            request["name"] = image.display().to_string().into();
+            request
+        })
+        .collect();
+    let server = Arc::new(Server::start_with(
+        &blip("caption"),
+        &["--max-wait-ms", "300", "--max-batch", "64"],
+    ));
+    // One at a time: each request alone in its batch.
+    let alone: Vec<Value> = requests
+        .iter()
+        .map(|request| {
+            let reply = server.post("/v1/caption", request, &[]);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.json()
+        })
+        .collect();
+    assert_eq!(
+        server.metric("vlm_generation_batch_size_bucket{le=\"1\"}"),
+        requests.len() as f64
+    );
+    // All at once, with a broken image among them.
+    let mut bodies = requests.clone();
+    bodies.push(json!({"image": data_uri(&bad), "name": shown}));
+    let threads: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || (i, server.post("/v1/caption", &body, &[])))
+        })
+        .collect();
+    for thread in threads {
+        let (i, reply) = thread.join().unwrap();
+        if i == requests.len() {
+            assert_eq!(reply.status, 400, "{}", reply.body);
+            assert_eq!(reply.message(), cli_message);
+            continue;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_same_record(&reply.json(), &alone[i], &format!("request {i} batched"));
+    }
+    // The images shared encoder calls, and the captions shared generations.
+    let encoded = server.metric("vlm_batch_size_count");
+    let single = server.metric("vlm_batch_size_bucket{le=\"1\"}");
+    assert!(
+        single < encoded,
+        "{encoded} encoder calls, {single} of one image"
+    );
+    let generations = server.metric("vlm_generation_batch_size_count");
+    let alone_generations = server.metric("vlm_generation_batch_size_bucket{le=\"1\"}");
+    assert!(
+        alone_generations < generations,
+        "{generations} generations, {alone_generations} of one caption"
+    );
+    assert_eq!(
+        server.metric("vlm_generation_batch_size_sum"),
+        2.0 * requests.len() as f64
+    );
+    assert_eq!(
+        server.metric("vlm_requests_total{endpoint=\"/v1/caption\",status=\"200\"}"),
+        2.0 * requests.len() as f64
+    );
+    assert_eq!(
+        server.metric("vlm_requests_total{endpoint=\"/v1/caption\",status=\"400\"}"),
+        1.0
     );
 }
