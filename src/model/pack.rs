@@ -863,7 +863,9 @@ fn lower_priority() {
 /// [`PackWriter`] is dropped, by every core, and the file is renamed into place when
 /// complete. A failure after this point removes the temporary file; the next run packs again.
 pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackWriter> {
-    write_with(key, recorder, true)
+    // A detached process will write it all after the answer: a copy beside the encoders
+    // would only take memory bandwidth from them.
+    write_with(key, recorder, !finish::detached())
 }
 
 /// [`write`]; without `background`, nothing is written before the drop (for tests).
