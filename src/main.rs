@@ -15,6 +15,9 @@ use commands::ExitStatus;
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    // The process exits right after dropping its model: a pack file it was writing is
+    // finished by a detached process, so the exit does not wait for the disk.
+    vlm::model::finish_pack_files_detached(true);
     if let Some(threads) = cli.command.threads() {
         // candle reads RAYON_NUM_THREADS for every matrix multiply; set before any other
         // thread exists, so nothing reads the environment concurrently.

@@ -26,7 +26,9 @@ pub struct DedupArgs {
     /// table's HNSW index (approximate: each image's 32 nearest), never reading an image:
     /// postgresql://USER@HOST[:PORT]/DB[?table=NAME]. Faster than comparing INPUTs from
     /// some 350,000 images on (BENCHMARKS.md); below that it saves reading them.
-    #[arg(long = "in", value_name = "ADDRESS", help_heading = "Groups")]
+    // The input filters choose files to read, and --in reads none: refused, not ignored.
+    #[arg(long = "in", value_name = "ADDRESS", help_heading = "Groups",
+          conflicts_with_all = ["files_from", "max_depth", "hidden", "ext", "exclude", "shard", "allow_empty"])]
     pub in_database: Option<String>,
 
     /// The table to compare with --in [default: vlm_embeddings, or the one the address names].

@@ -33,7 +33,9 @@ use layers::{Compute, Packer};
 pub use crate::kernels::{Bf16Kernel, Int8Kernel};
 use pack::{PackFile, PackKey, Packing};
 
-pub use pack::{default_dir as default_pack_dir, PackStatus, PACK_DIR_ENV};
+pub use pack::{
+    default_dir as default_pack_dir, finish_pack_files_detached, PackStatus, PACK_DIR_ENV,
+};
 use siglip::SiglipVision;
 use text::TextTower;
 use vision::VisionTower;

@@ -57,6 +57,10 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::Init;
 use sha2::{Digest, Sha256};
 
+mod finish;
+
+pub use finish::finish_pack_files_detached;
+
 use crate::kernels::{
     AmxMatrix, Bf16Kernel, Int8Kernel, Int8Matrix, Isa, PackedMatrix, Plain, Store,
 };
@@ -109,7 +113,8 @@ pub enum PackStatus {
     /// The weights were mapped from this pack file.
     Loaded(PathBuf),
     /// None was there; the weights were packed and are being written to this file (on a
-    /// thread of its own; dropping the model waits until the file is complete).
+    /// thread of its own; dropping the model waits until the file is complete, or hands
+    /// the rest to a detached process: [`finish_pack_files_detached`]).
     Written(PathBuf),
     /// One was there but unusable (the reason); it was rebuilt and rewritten.
     Rebuilt { path: PathBuf, reason: String },
@@ -292,7 +297,18 @@ impl PackFile {
     /// Maps and verifies the file of `key`: `Ok(None)` when there is none, `Err(reason)`
     /// when there is one that must not be used.
     pub fn open(key: &PackKey) -> Result<Option<Self>, String> {
-        let file = match File::open(&key.path) {
+        let opened = match File::open(&key.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // An earlier run's detached process may be finishing it: cheaper to wait
+                // for its sync than to pack again.
+                match finish::wait_for_finisher(&key.path) {
+                    true => File::open(&key.path),
+                    false => return Ok(None),
+                }
+            }
+            opened => opened,
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot open it: {e}")),
@@ -681,7 +697,8 @@ impl SimpleBackend for FromPack {
 /// so the writing never takes a core from the encoders and the answer comes as soon as
 /// with `--no-pack-cache`; dropping it (after the answer) writes what is left on every
 /// core, waits, and renames the file into place (a process exits after its model is
-/// dropped, so the file is complete or absent, never cut).
+/// dropped, so the file is complete or absent, never cut), or hands that to a detached
+/// process ([`finish`]).
 pub(crate) struct PackWriter {
     job: Option<Arc<WriteJob>>,
     background: Option<std::thread::JoinHandle<()>>,
@@ -722,9 +739,12 @@ impl WriteJob {
                 self.next.store(self.parts.len(), Ordering::Relaxed);
                 return;
             }
-            if self.written.fetch_add(1, Ordering::AcqRel) + 1 == self.parts.len() {
+            if self.written.fetch_add(1, Ordering::AcqRel) + 1 == self.parts.len()
+                && !finish::detached()
+            {
                 // The last entry: the background thread, when it gets this far before the
-                // drop, also syncs and renames in the background.
+                // drop, also syncs and renames in the background (unless the drop hands
+                // the sync to a detached process, which it then does without waiting).
                 self.finish();
             }
         }
@@ -764,6 +784,20 @@ impl Drop for PackWriter {
         let Some(job) = self.job.take() else {
             return;
         };
+        if finish::detached() {
+            // The background thread claims nothing more; what it has claimed it writes.
+            let from = job
+                .next
+                .swap(job.parts.len(), std::sync::atomic::Ordering::AcqRel)
+                .min(job.parts.len());
+            self.join_background(&job);
+            let finished = job.finished.load(std::sync::atomic::Ordering::Acquire);
+            let failed = job.error.lock().map_or(true, |e| e.is_some());
+            if finished || (!failed && finish::detach(&job, from).is_ok()) {
+                return;
+            }
+            job.next.store(from, std::sync::atomic::Ordering::Release);
+        }
         // The answer is out: what the background thread has not reached is written now,
         // by every core of the pool, at normal priority.
         let helpers = rayon::current_num_threads().max(1);
@@ -772,6 +806,13 @@ impl Drop for PackWriter {
                 scope.spawn(|_| job.drain());
             }
         });
+        self.join_background(&job);
+        job.finish();
+    }
+}
+
+impl PackWriter {
+    fn join_background(&mut self, job: &WriteJob) {
         if let Some(handle) = self.background.take() {
             // A panic on the writer only loses the pack file; the next run writes it.
             if handle.join().is_err() {
@@ -780,7 +821,6 @@ impl Drop for PackWriter {
                 }
             }
         }
-        job.finish();
     }
 }
 
@@ -823,7 +863,9 @@ fn lower_priority() {
 /// [`PackWriter`] is dropped, by every core, and the file is renamed into place when
 /// complete. A failure after this point removes the temporary file; the next run packs again.
 pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackWriter> {
-    write_with(key, recorder, true)
+    // A detached process will write it all after the answer: a copy beside the encoders
+    // would only take memory bandwidth from them.
+    write_with(key, recorder, !finish::detached())
 }
 
 /// [`write`]; without `background`, nothing is written before the drop (for tests).

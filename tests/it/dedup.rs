@@ -291,3 +291,32 @@ fn groups_go_to_a_table_a_review_page_and_linked_folders() {
         "a file was added or removed"
     );
 }
+
+/// With --in no image is read, so the flags that choose which to read would be silently
+/// ignored: they are refused before anything connects.
+#[test]
+fn input_filters_are_refused_with_in() {
+    let list = tempfile::tempdir().unwrap();
+    let files = list.path().join("files.txt");
+    std::fs::write(&files, "a.jpg\n").unwrap();
+    let files = files.to_str().unwrap();
+    for extra in [
+        &["--files-from", files][..],
+        &["--ext", "jpg"],
+        &["--exclude", "*.png"],
+        &["--shard", "1/2"],
+        &["--max-depth", "1"],
+    ] {
+        let output = vlm()
+            .args(["dedup", "--in", "postgresql://nobody@127.0.0.1:1/none"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = common::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot be used with"),
+            "{extra:?}: {stderr}"
+        );
+    }
+}
