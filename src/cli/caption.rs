@@ -52,6 +52,8 @@ pub struct DescribeArgs {
      sidecar is merged: vlm's earlier caption is replaced; keywords (those of `vlm classify \
      --write-xmp` too), other languages and everything else are kept"
 )))]
+// Changing an argument moves it last: the other photo-tool flags follow it, in order.
+#[command(mut_arg("xmp_naming", |a| a), mut_arg("dry_run", |a| a))]
 pub struct CaptionArgs {
     /// Images to caption: files, directories (searched recursively), quoted glob patterns
     /// such as "photos/**/*.jpg", or http(s) URLs.
