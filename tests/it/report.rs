@@ -825,15 +825,7 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
     let Some(browser) = browser() else { return };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("pics");
-    std::fs::create_dir_all(&root).unwrap();
-    for (i, colour) in [[200, 40, 40], [40, 200, 40], [40, 40, 200]]
-        .iter()
-        .enumerate()
-    {
-        image::RgbImage::from_pixel(48, 36, image::Rgb(*colour))
-            .save(root.join(format!("{i}.png")))
-            .unwrap();
-    }
+    squares(&root, &[[200, 40, 40], [40, 200, 40], [40, 40, 200]]);
     let captions = dir.path().join("captions.jsonl");
     run_ok(
         vlm()
@@ -940,6 +932,16 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
     assert_offline(&requests, &tab);
 }
 
+/// Plain pictures `root/0.png`, `root/1.png`, ... of the given colours.
+fn squares(root: &Path, colours: &[[u8; 3]]) {
+    std::fs::create_dir_all(root).unwrap();
+    for (i, colour) in colours.iter().enumerate() {
+        image::RgbImage::from_pixel(48, 36, image::Rgb(*colour))
+            .save(root.join(format!("{i}.png")))
+            .unwrap();
+    }
+}
+
 /// Records of a JSON Lines file.
 fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -954,19 +956,16 @@ fn labels_and_captions_of_one_folder_join_on_one_page() {
     let Some(browser) = browser() else { return };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("pics");
-    std::fs::create_dir_all(&root).unwrap();
-    let colours = [
-        [200, 40, 40],
-        [40, 200, 40],
-        [40, 40, 200],
-        [200, 200, 40],
-        [40, 200, 200],
-    ];
-    for (i, colour) in colours.iter().enumerate() {
-        image::RgbImage::from_pixel(48, 36, image::Rgb(*colour))
-            .save(root.join(format!("{i}.png")))
-            .unwrap();
-    }
+    squares(
+        &root,
+        &[
+            [200, 40, 40],
+            [40, 200, 40],
+            [40, 40, 200],
+            [200, 200, 40],
+            [40, 200, 200],
+        ],
+    );
     // Labels for 0-3, captions for 1-4, named `./pics/..` by the caption run.
     let labels = dir.path().join("labels.jsonl");
     run_ok(
