@@ -31,8 +31,7 @@ use quick_xml::writer::Writer;
 use quick_xml::Reader;
 
 use crate::decide;
-use crate::inputs::Source;
-use crate::job::{JobError, Level, Progress, Sink};
+use crate::job::{Item as _, JobError, Level, Progress, Sink};
 use crate::output::Labelled;
 
 /// The RDF namespace.
@@ -156,8 +155,9 @@ impl Default for XmpOptions {
 /// What one image's sidecar should say.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tags<'a> {
-    /// The accepted labels, best first; empty removes vlm's earlier labels.
-    pub labels: &'a [String],
+    /// The accepted labels, best first; empty removes vlm's earlier labels, `None` leaves
+    /// them as they are (a caption run).
+    pub labels: Option<&'a [String]>,
     /// A caption for `dc:description` (its default language); `None` leaves any there.
     pub description: Option<&'a str>,
 }
@@ -190,7 +190,8 @@ pub struct Written {
     pub change: Change,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    pub description: bool,
+    /// The new description, when it was set or changed.
+    pub description: Option<String>,
     pub dry_run: bool,
     /// Another image of this run was written to the same sidecar before (basename
     /// naming and files that differ only by extension): this one's labels replaced them.
@@ -216,8 +217,8 @@ impl fmt::Display for Written {
         for label in &self.added {
             write!(f, " +{label:?}")?;
         }
-        if self.description {
-            f.write_str(" description")?;
+        if let Some(description) = &self.description {
+            write!(f, " description {description:?}")?;
         }
         Ok(())
     }
@@ -230,7 +231,7 @@ pub struct SidecarWriter {
     options: XmpOptions,
     dry_run: bool,
     written: std::collections::HashMap<PathBuf, PathBuf>,
-    /// Images whose sidecar could not be written (as a sink of classify results).
+    /// Images whose sidecar could not be written.
     failed: usize,
 }
 
@@ -265,14 +266,17 @@ impl SidecarWriter {
             })?),
             None => None,
         };
-        if text.is_none() && tags.labels.is_empty() && tags.description.is_none() {
+        if text.is_none()
+            && tags.labels.is_none_or(<[String]>::is_empty)
+            && tags.description.is_none()
+        {
             // Nothing to say, and no sidecar to take vlm's earlier labels out of.
             return Ok(Written {
                 sidecar,
                 change: Change::Unchanged,
                 added: Vec::new(),
                 removed: Vec::new(),
-                description: false,
+                description: None,
                 dry_run: self.dry_run,
                 shared_with: None,
             });
@@ -300,16 +304,68 @@ impl SidecarWriter {
             change,
             added: merged.added,
             removed: merged.removed,
-            description: merged.description,
+            description: tags
+                .description
+                .filter(|_| merged.description)
+                .map(str::to_string),
             dry_run: self.dry_run,
             shared_with,
         })
     }
 }
 
+impl SidecarWriter {
+    /// Inputs whose sidecar could not be written.
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
+    /// Writes the sidecar of one input of a run (`name` as messages show it, `file` when
+    /// it is a local file) and says what changed: with `--verbose`, always in a dry run.
+    /// An input that is not a local file has no sidecar (said as an error); a sidecar that
+    /// cannot be written is that input's failure ([`Sink::failed`]).
+    pub fn write_for(
+        &mut self,
+        name: &str,
+        file: Option<&Path>,
+        tags: Tags<'_>,
+        progress: &dyn Progress,
+    ) {
+        let Some(path) = file else {
+            progress.say(
+                Level::Error,
+                &format_args!("{name}: no sidecar written: only local files have sidecars"),
+            );
+            return;
+        };
+        match self.write(path, tags) {
+            Ok(written) => {
+                if let Some(other) = &written.shared_with {
+                    progress.say(
+                        Level::Warning,
+                        &format_args!(
+                            "{} and {} share the sidecar {}, which now holds what vlm wrote \
+                             for {}; use --xmp-naming append to give each file its own",
+                            other.display(),
+                            path.display(),
+                            written.sidecar.display(),
+                            path.display()
+                        ),
+                    );
+                }
+                let changed = written.change != Change::Unchanged;
+                progress.say(Level::of_change(self.dry_run && changed), &written);
+            }
+            Err(err) => {
+                self.failed += 1;
+                progress.say(Level::Error, &err);
+            }
+        }
+    }
+}
+
 /// As a sink of classify results: each image's accepted labels
-/// ([`decide::accepted`]) go to its sidecar; what changed is said with `--verbose` (always
-/// in a dry run), a sidecar that cannot be written is that image's failure.
+/// ([`decide::accepted`]) go to its sidecar ([`SidecarWriter::write_for`]).
 impl Sink<Labelled<'_>> for SidecarWriter {
     fn write(&mut self, batch: &[Labelled<'_>], progress: &dyn Progress) -> Result<(), JobError> {
         for labelled in batch {
@@ -317,49 +373,17 @@ impl Sink<Labelled<'_>> for SidecarWriter {
                 continue;
             };
             let input = &labelled.embedded.input;
-            let Source::File(path) = &input.source else {
-                progress.say(
-                    Level::Error,
-                    &format_args!(
-                        "{}: no sidecar written: only local files have sidecars",
-                        input.display
-                    ),
-                );
-                continue;
-            };
             let tags = Tags {
-                labels: &labels,
+                labels: Some(&labels),
                 description: None,
             };
-            match SidecarWriter::write(self, path, tags) {
-                Ok(written) => {
-                    if let Some(other) = &written.shared_with {
-                        progress.say(
-                            Level::Warning,
-                            &format_args!(
-                                "{} and {} share the sidecar {}, which now holds the labels of \
-                                 {}; use --xmp-naming append to give each file its own",
-                                other.display(),
-                                path.display(),
-                                written.sidecar.display(),
-                                path.display()
-                            ),
-                        );
-                    }
-                    let changed = written.change != Change::Unchanged;
-                    progress.say(Level::of_change(self.dry_run && changed), &written);
-                }
-                Err(err) => {
-                    self.failed += 1;
-                    progress.say(Level::Error, &err);
-                }
-            }
+            self.write_for(input.name(), input.file(), tags, progress);
         }
         Ok(())
     }
 
     fn failed(&self) -> usize {
-        self.failed
+        SidecarWriter::failed(self)
     }
 }
 
@@ -822,6 +846,36 @@ fn wanted_items(parsed: &Parsed, tags: Tags<'_>, options: &XmpOptions) -> Wanted
         items(Prop::TagsList),
         items(Prop::Description),
     );
+    let description = match tags.description {
+        None => description,
+        Some(caption) => {
+            let mut items: Vec<Item> = description
+                .into_iter()
+                .filter(|i| i.lang.as_deref() != Some("x-default"))
+                .collect();
+            items.insert(
+                0,
+                Item {
+                    text: caption.to_string(),
+                    lang: Some("x-default".to_string()),
+                },
+            );
+            items
+        }
+    };
+    let Some(labels) = tags.labels else {
+        // A caption run: vlm's labels (and everyone's keywords) stay as they are.
+        return WantedItems {
+            lists: [
+                (Prop::Subject, subject),
+                (Prop::Hierarchical, hier),
+                (Prop::TagsList, tags_list),
+                (Prop::Description, description),
+            ],
+            added: Vec::new(),
+            removed: Vec::new(),
+        };
+    };
     let lr_prefix = options.lr_prefix();
     let dk_prefix = options.digikam_prefix();
     // Flat keywords vlm wrote are the leaves of its paths; a keyword that is also part of
@@ -840,7 +894,6 @@ fn wanted_items(parsed: &Parsed, tags: Tags<'_>, options: &XmpOptions) -> Wanted
             None => foreign_parts.extend(item.text.split('/').map(str::to_string)),
         }
     }
-    let labels = tags.labels;
     let new_hier: Vec<String> = labels.iter().map(|l| options.lr_path(l)).collect();
     let new_dk: Vec<String> = labels.iter().map(|l| options.digikam_path(l)).collect();
     let subject = merge_list(
@@ -888,23 +941,6 @@ fn wanted_items(parsed: &Parsed, tags: Tags<'_>, options: &XmpOptions) -> Wanted
     }
     let hier_items = merge_list(&hier, |k| k.starts_with(&lr_prefix), &new_hier);
     let dk_items = merge_list(&tags_list, |k| k.starts_with(&dk_prefix), &new_dk);
-    let description = match tags.description {
-        None => description,
-        Some(caption) => {
-            let mut items: Vec<Item> = description
-                .into_iter()
-                .filter(|i| i.lang.as_deref() != Some("x-default"))
-                .collect();
-            items.insert(
-                0,
-                Item {
-                    text: caption.to_string(),
-                    lang: Some("x-default".to_string()),
-                },
-            );
-            items
-        }
-    };
     WantedItems {
         lists: [
             (Prop::Subject, subject),

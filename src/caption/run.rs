@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::records::{self, Record, RecordWriter, Said};
 use super::{CaptionError, Captioner, GenerationOptions};
 use crate::cache::EmbeddingCache;
-use crate::classify::{say_interrupted, ResultsTo, ResumeError};
+use crate::classify::{say_interrupted, ResultsTo, ResumeError, XmpSettings};
 use crate::device;
 use crate::inputs::{Input, InputError, InputSpec};
 use crate::job::{Embedded, Item, Job, JobError, Level, Progress, Sink, Tally, WriteError};
@@ -22,6 +22,7 @@ use crate::session::{self, ModelSettings, SessionError};
 use crate::source::registry::Task;
 use crate::source::ModelFiles;
 use crate::store::{Address, CaptionRow, CaptionStore, StoreError};
+use crate::xmp::{SidecarWriter, Tags};
 
 /// What to say about each image.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +66,9 @@ pub struct Describe {
     pub results: ResultsTo,
     /// `--to`: also store the captions beside the embeddings of this table.
     pub store: Option<Address>,
+    /// `--write-xmp` (captions): each caption also goes to its image's XMP sidecar, as
+    /// `dc:description`.
+    pub xmp: Option<XmpSettings>,
 }
 
 /// Why a caption or question run could not go on.
@@ -203,6 +207,10 @@ impl Describe {
             records: 0,
             store,
             model: &session.files.id,
+            sidecars: self
+                .xmp
+                .clone()
+                .map(|x| SidecarWriter::new(x.options, x.dry_run)),
         };
         let mut job = session.job();
         if describer.store.is_some() {
@@ -283,6 +291,8 @@ pub struct Describer<'a> {
     store: Option<CaptionStore>,
     /// The checkpoint, as stored rows name it.
     model: &'a str,
+    /// `--write-xmp`: where captions also go.
+    sidecars: Option<SidecarWriter>,
 }
 
 impl Describer<'_> {
@@ -384,8 +394,20 @@ impl<T: Item> Sink<Embedded<T>> for Describer<'_> {
                     said: Said::Text(generated),
                 };
                 self.write(&record, progress)?;
+                if let (Some(sidecars), None) = (&mut self.sidecars, question) {
+                    let tags = Tags {
+                        labels: None,
+                        description: Some(&generated.text),
+                    };
+                    sidecars.write_for(name, embedded.input.file(), tags, progress);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Sidecars that could not be written.
+    fn failed(&self) -> usize {
+        self.sidecars.as_ref().map_or(0, SidecarWriter::failed)
     }
 }

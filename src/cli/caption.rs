@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{FormatArg, InputArgs, ModelArgs, OutputArgs, Verbosity};
+use super::{FormatArg, InputArgs, ModelArgs, OutputArgs, Verbosity, XmpArgs};
 
 /// How captions and answers are generated: shared by `caption` and `ask`.
 #[derive(Debug, Clone, Args)]
@@ -46,6 +46,14 @@ pub struct DescribeArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("write_xmp", |a| a.help(
+    "Write each image's caption into its XMP sidecar as its description (dc:description, \
+     the default language, where digiKam, Lightroom and exiftool read it). An existing \
+     sidecar is merged: vlm's earlier caption is replaced; keywords (those of `vlm classify \
+     --write-xmp` too), other languages and everything else are kept"
+)))]
+// Changing an argument moves it last: the other photo-tool flags follow it, in order.
+#[command(mut_arg("xmp_naming", |a| a), mut_arg("dry_run", |a| a))]
 pub struct CaptionArgs {
     /// Images to caption: files, directories (searched recursively), quoted glob patterns
     /// such as "photos/**/*.jpg", or http(s) URLs.
@@ -66,6 +74,13 @@ pub struct CaptionArgs {
     /// The table to use with --to [default: vlm_embeddings, or the one the address names].
     #[arg(long, value_name = "NAME", requires = "to", help_heading = "Database")]
     pub table: Option<String>,
+
+    #[command(flatten)]
+    pub xmp: XmpArgs,
+
+    /// With --write-xmp: print what would change, write nothing.
+    #[arg(long, requires = "write_xmp", help_heading = "Photo tools")]
+    pub dry_run: bool,
 
     #[command(flatten)]
     pub common: DescribeArgs,

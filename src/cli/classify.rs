@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{
-    FormatArg, InputArgs, ModelArgs, OrganizeArg, OutputArgs, TemplateArgs, Verbosity, XmpNamingArg,
+    FormatArg, InputArgs, ModelArgs, OrganizeArg, OutputArgs, TemplateArgs, Verbosity, XmpArgs,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -144,19 +144,8 @@ pub struct ClassifyArgs {
     #[arg(long, requires = "changes_files", help_heading = "Decisions")]
     pub dry_run: bool,
 
-    // Photo tools.
-    /// Write each image's accepted labels (the top label unless uncertain; with
-    /// --multi-label the selected ones) into its XMP sidecar, as keywords (dc:subject),
-    /// keyword paths under --xmp-root (lr:hierarchicalSubject, digiKam:TagsList). An
-    /// existing sidecar is merged: vlm's earlier labels are replaced, everything else kept.
-    #[arg(long, help_heading = "Photo tools")]
-    pub write_xmp: bool,
-
-    /// How sidecars are named: photo.jpg.xmp (digiKam, darktable) or photo.xmp (Lightroom,
-    /// Capture One).
-    #[arg(long, value_enum, value_name = "NAMING", default_value_t = XmpNamingArg::Append,
-          requires = "write_xmp", help_heading = "Photo tools")]
-    pub xmp_naming: XmpNamingArg,
+    #[command(flatten)]
+    pub xmp: XmpArgs,
 
     /// The keyword path labels are filed under in the sidecars, e.g. "vlm" (vlm|cat) or
     /// "auto|vlm" (auto|vlm|cat).

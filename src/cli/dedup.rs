@@ -7,6 +7,9 @@ use clap::{Args, ValueEnum};
 use super::{InputArgs, ModelArgs, OutputArgs, Verbosity};
 
 #[derive(Debug, Args)]
+#[command(mut_arg("format", |a| a.help(
+    "Output format [default: from the --output extension (.jsonl, .json), else table]"
+)))]
 pub struct DedupArgs {
     /// Images to compare: files, directories (searched recursively) or quoted glob patterns.
     #[arg(value_name = "INPUT", required_unless_present_any = ["files_from", "in_database"],

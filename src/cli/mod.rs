@@ -305,6 +305,24 @@ impl From<OrganizeArg> for vlm::organize::Mode {
     }
 }
 
+/// `--write-xmp` and `--xmp-naming`: shared by `classify` (labels) and `caption`
+/// (captions), which says what it writes by replacing the `--write-xmp` help.
+#[derive(Debug, Clone, Args)]
+pub struct XmpArgs {
+    /// Write each image's accepted labels (the top label unless uncertain; with
+    /// --multi-label the selected ones) into its XMP sidecar, as keywords (dc:subject),
+    /// keyword paths under --xmp-root (lr:hierarchicalSubject, digiKam:TagsList). An
+    /// existing sidecar is merged: vlm's earlier labels are replaced, everything else kept.
+    #[arg(long, help_heading = "Photo tools")]
+    pub write_xmp: bool,
+
+    /// How sidecars are named: photo.jpg.xmp (digiKam, darktable) or photo.xmp (Lightroom,
+    /// Capture One).
+    #[arg(long, value_enum, value_name = "NAMING", default_value_t = XmpNamingArg::Append,
+          requires = "write_xmp", help_heading = "Photo tools")]
+    pub xmp_naming: XmpNamingArg,
+}
+
 /// How --write-xmp names sidecars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum XmpNamingArg {

@@ -1,7 +1,8 @@
 //! Arguments of `vlm report`.
 //!
-//! The classify flags are all here, for `vlm report DIR --labels ...`, which classifies
-//! first; with a results file they are not needed. `--output` names the page.
+//! The classify flags are here, for `vlm report DIR --labels ...`, which classifies first;
+//! with results files they are not needed. `--output` names the page. The photo-tool
+//! flags are not: a review page writes no sidecars (`vlm classify --write-xmp` does).
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use super::ClassifyArgs;
     mut_group("label_source", |g| g.required(false)),
     mut_arg("inputs", |a| a
         .value_name("RESULTS.jsonl | INPUT")
-        .help("A results file from `vlm classify --format jsonl`, or images and folders to classify first (then give --labels, --labels-file or --probe)")),
+        .help("Results files (JSON Lines) of `vlm classify`, `vlm caption` or `vlm ask`; several, e.g. the labels and the captions of one folder, are joined by path into one card per image. Or images and folders to classify first (then give --labels, --labels-file or --probe)")),
     mut_arg("output", |a| a
         .required(true)
         .value_name("FILE.html")
@@ -22,6 +23,10 @@ use super::ClassifyArgs;
     mut_arg("format", |a| a.hide(true)),
     mut_arg("resume", |a| a.hide(true)),
     mut_arg("top_k", |a| a.hide(true)),
+    mut_arg("write_xmp", |a| a.hide(true)),
+    mut_arg("xmp_naming", |a| a.hide(true)),
+    mut_arg("xmp_root", |a| a.hide(true)),
+    mut_arg("dry_run", |a| a.help("With --organize: print what would be done, change nothing")),
 )]
 pub struct ReportArgs {
     #[command(flatten)]
@@ -38,13 +43,13 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
-    /// The results file, when the only input is one (`.jsonl`) and no labels are given.
-    pub fn results_file(&self) -> Option<PathBuf> {
+    /// The results files, when no labels are given: every input is one.
+    pub fn results_files(&self) -> Option<Vec<PathBuf>> {
         let c = &self.classify;
         let labelled = c.labels.is_some() || c.labels_file.is_some() || c.probe.is_some();
-        match c.inputs.as_slice() {
-            [one] if !labelled && c.filter.files_from.is_none() => Some(PathBuf::from(one)),
-            _ => None,
+        if labelled || c.filter.files_from.is_some() || c.inputs.is_empty() {
+            return None;
         }
+        Some(c.inputs.iter().map(PathBuf::from).collect())
     }
 }

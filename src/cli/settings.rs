@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use super::{
     AskArgs, BenchArgs, CaptionArgs, ClassifyArgs, DedupArgs, DescribeArgs, EmbedArgs, EvalArgs,
     EvalFormat, FitArgs, FormatArg, GenerationArgs, InputArgs, ModelArgs, OutputArgs, ReportArgs,
-    SearchArgs, TemplateArgs, Verbosity, INTERRUPTED,
+    SearchArgs, TemplateArgs, Verbosity, XmpArgs, INTERRUPTED,
 };
 use vlm::caption::{Describe, GenerationOptions, Request};
 use vlm::classify::{Classify, OrganizeSettings, ResultsTo, XmpSettings};
@@ -119,6 +119,23 @@ impl InputArgs {
     }
 }
 
+impl XmpArgs {
+    /// `--write-xmp`'s settings, with keywords under `root`; `None` without it.
+    pub fn settings(&self, root: &str, dry_run: bool) -> anyhow::Result<Option<XmpSettings>> {
+        let XmpArgs {
+            write_xmp,
+            xmp_naming,
+        } = self;
+        if !write_xmp {
+            return Ok(None);
+        }
+        Ok(Some(XmpSettings {
+            options: XmpOptions::new((*xmp_naming).into(), root)?,
+            dry_run,
+        }))
+    }
+}
+
 /// `--to`/`--in ADDRESS` (and `--table`), refused at once when this build lacks its client.
 fn address(url: &str, table: Option<&str>) -> anyhow::Result<Address> {
     let address = Address::parse(url, table)?;
@@ -154,8 +171,7 @@ impl ClassifySettings {
             organize,
             dest,
             dry_run,
-            write_xmp,
-            xmp_naming,
+            xmp,
             xmp_root,
             output,
             resume,
@@ -204,13 +220,7 @@ impl ClassifySettings {
                 }),
                 _ => None,
             },
-            xmp: write_xmp
-                .then(|| XmpOptions::new((*xmp_naming).into(), xmp_root))
-                .transpose()?
-                .map(|options| XmpSettings {
-                    options,
-                    dry_run: *dry_run,
-                }),
+            xmp: xmp.settings(xmp_root, *dry_run)?,
             store,
             results,
         };
@@ -247,13 +257,29 @@ fn template_spec(prompts: &TemplateArgs) -> anyhow::Result<PromptSpec> {
 
 /// What `vlm report` makes its page of.
 pub enum ReportSource {
-    /// A results file of `vlm classify --format jsonl`.
-    Results(PathBuf),
+    /// Results files (JSON Lines) of `vlm classify`, `vlm caption` or `vlm ask`, joined by
+    /// path when there are several.
+    Results(Vec<PathBuf>),
     /// Inputs to classify first, into `results` (FILE.jsonl beside the page).
     Classify {
         settings: Box<ClassifySettings>,
         results: PathBuf,
     },
+}
+
+impl ReportSource {
+    /// The results files the page is made of.
+    pub fn files(&self) -> &[PathBuf] {
+        match self {
+            ReportSource::Results(files) => files,
+            ReportSource::Classify { results, .. } => std::slice::from_ref(results),
+        }
+    }
+
+    /// Their names, as the page shows them: `labels.jsonl + captions.jsonl`.
+    pub fn names(&self) -> String {
+        review::results_names(self.files())
+    }
 }
 
 /// `vlm report`.
@@ -269,7 +295,7 @@ pub struct ReportSettings {
 
 impl ReportSettings {
     pub fn resolve(args: &ReportArgs) -> anyhow::Result<Self> {
-        let results_file = args.results_file();
+        let results_files = args.results_files();
         let ReportArgs {
             classify,
             self_contained,
@@ -278,12 +304,22 @@ impl ReportSettings {
         let Some(output) = classify.output.output.clone() else {
             bail!("give --output FILE.html: where to write the page");
         };
-        let source = match results_file {
-            Some(file) if file.is_dir() => bail!(
-                "{} is a folder: give --labels (or --labels-file, --probe) to classify it first, or pass a results file from `vlm classify --format jsonl`",
-                file.display()
-            ),
-            Some(file) => ReportSource::Results(file),
+        if classify.xmp.write_xmp {
+            bail!("vlm report writes no sidecars; write them with `vlm classify --write-xmp` or `vlm caption --write-xmp`");
+        }
+        let source = match results_files {
+            Some(files) => {
+                if let Some(folder) = files.iter().find(|f| f.is_dir()) {
+                    bail!(
+                        "{} is a folder: give --labels (or --labels-file, --probe) to classify it first, or pass results files from `vlm classify --format jsonl` or `vlm caption`",
+                        folder.display()
+                    );
+                }
+                if classify.organize.is_some() || classify.to.is_some() {
+                    bail!("--organize and --to act on images as they are classified; with results files there is nothing to classify: run `vlm classify` with them");
+                }
+                ReportSource::Results(files)
+            }
             None => {
                 let c = classify;
                 if c.labels.is_none() && c.labels_file.is_none() && c.probe.is_none() {
@@ -309,15 +345,9 @@ impl ReportSettings {
                 }
             }
         };
-        let results = match &source {
-            ReportSource::Results(file) | ReportSource::Classify { results: file, .. } => file,
-        };
-        let title = title.clone().unwrap_or_else(|| {
-            let name = results
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
-            format!("vlm report: {}", name.unwrap_or_default())
-        });
+        let title = title
+            .clone()
+            .unwrap_or_else(|| format!("vlm report: {}", source.names()));
         Ok(Self {
             source,
             output,
@@ -703,6 +733,8 @@ impl DescribeSettings {
             prompt,
             to,
             table,
+            xmp,
+            dry_run,
             common,
         } = args;
         if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
@@ -718,6 +750,8 @@ impl DescribeSettings {
             .as_deref()
             .map(|to| address(to, table.as_deref()))
             .transpose()?;
+        // A caption writes no keywords, so the root they would go under does not matter.
+        settings.describe.xmp = xmp.settings(vlm::xmp::DEFAULT_ROOT, *dry_run)?;
         Ok(settings)
     }
 
@@ -787,6 +821,7 @@ impl DescribeSettings {
                 generation: generation.options(),
                 results: results_to(output, *resume)?,
                 store: None,
+                xmp: None,
             },
             model: model.settings(),
             verbosity: *verbosity,

@@ -13,17 +13,16 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
     let settings = ReportSettings::resolve(args)?;
     let printer = Printer::from(settings.verbosity);
     review::create_parent(&settings.output)?;
-    let results = match &settings.source {
-        ReportSource::Results(file) | ReportSource::Classify { results: file, .. } => file,
-    };
-    let mut options = PageOptions::new(settings.output.clone(), review::search_dirs(results)?);
+    let search_dirs = review::search_dirs(settings.source.files())?;
+    let mut options = PageOptions::new(settings.output.clone(), search_dirs);
     options.self_contained = settings.self_contained;
     options.title = settings.title;
     options.max_pixels = review::max_pixels(settings.max_megapixels);
     let (summary, status) = match settings.source {
-        ReportSource::Results(file) => {
-            (review::write_results_page(&file, &options)?, ExitStatus::Ok)
-        }
+        ReportSource::Results(files) => (
+            review::write_results_page(&files, &options)?,
+            ExitStatus::Ok,
+        ),
         ReportSource::Classify {
             settings: classify,
             results,

@@ -45,6 +45,10 @@ pub trait Item: Send {
     fn id(&self) -> Cow<'_, str> {
         Cow::Borrowed(self.name())
     }
+    /// The local file it was read from, if any (an XMP sidecar goes beside it).
+    fn file(&self) -> Option<&Path> {
+        None
+    }
 }
 
 impl Item for Input {
@@ -56,6 +60,13 @@ impl Item for Input {
     /// losing a byte.
     fn id(&self) -> Cow<'_, str> {
         Cow::Owned(self.key())
+    }
+
+    fn file(&self) -> Option<&Path> {
+        match &self.source {
+            inputs::Source::File(path) => Some(path),
+            inputs::Source::Url(_) => None,
+        }
     }
 
     fn read(&self) -> Result<Cow<'_, [u8]>, Error> {

@@ -5,7 +5,8 @@
 //! contained, one file with the thumbnails inlined as `data:` URIs). Results are streamed:
 //! a chunk of records is read, its thumbnails are made in parallel, the records are written,
 //! and the chunk is dropped, so memory does not grow with the number of images (only the
-//! label names are kept). See [`page`] for what keeps file names from becoming markup.
+//! label names are kept; several results files joined by path are held whole). See
+//! [`page`] for what keeps file names from becoming markup.
 
 mod eval;
 pub mod page;
@@ -26,7 +27,7 @@ use crate::job::{JobError, Progress, Sink};
 use crate::output::Labelled;
 use crate::preprocess::DEFAULT_MAX_PIXELS;
 use page::PageWriter;
-use record::{LabelIndex, PageRecord, ResultRecord};
+use record::{Joined, LabelIndex, PageRecord, ResultRecord};
 
 /// Records read and thumbnailed together: enough to keep every core busy, few enough that
 /// a chunk's thumbnails (about 15 KB each) stay small.
@@ -138,22 +139,35 @@ pub fn create_parent(output: &Path) -> Result<(), PageError> {
     }
 }
 
-/// Where relative image paths of a results file are looked up: where `vlm classify` most
-/// likely ran (here), then beside the results file.
-pub fn search_dirs(results: &Path) -> Result<Vec<PathBuf>, PageError> {
+/// Where relative image paths of results files are looked up: where `vlm classify` most
+/// likely ran (here), then beside each results file.
+pub fn search_dirs(results: &[PathBuf]) -> Result<Vec<PathBuf>, PageError> {
     let here = std::env::current_dir().map_err(|cause| PageError::CurrentDir {
         command: "report",
         cause,
     })?;
     let mut dirs = vec![here.clone()];
-    if let Some(parent) = results.parent() {
+    for parent in results.iter().filter_map(|r| r.parent()) {
         let beside = here.join(parent);
         let beside = std::fs::canonicalize(&beside).unwrap_or(beside);
-        if beside != here {
+        if !dirs.contains(&beside) {
             dirs.push(beside);
         }
     }
     Ok(dirs)
+}
+
+/// The names of results files as a page shows them: `labels.jsonl + captions.jsonl`.
+pub fn results_names(results: &[PathBuf]) -> String {
+    let names: Vec<String> = results
+        .iter()
+        .map(|r| {
+            r.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    names.join(" + ")
 }
 
 /// The folder beside `output` that holds its thumbnails: `report.html` → `report_files`.
@@ -171,21 +185,60 @@ struct ClassifyMeta<'a> {
     results: &'a str,
 }
 
-/// Writes the review page for a results file of `vlm classify --format jsonl` (single- or
-/// multi-label, with or without `uncertain`, with error records).
-pub fn write_results_page(results: &Path, options: &PageOptions) -> Result<PageSummary, PageError> {
+/// Writes the review page for results files (JSON Lines) of `vlm classify` (single- or
+/// multi-label, with or without `uncertain`, with error records), `vlm caption` or `vlm
+/// ask`. One file streams, a chunk at a time; several (the labels and the captions of one
+/// folder) are joined by path ([`record::Joined`]) so each image is one card with its
+/// labels and its caption, in the order images first appear.
+pub fn write_results_page(
+    results: &[PathBuf],
+    options: &PageOptions,
+) -> Result<PageSummary, PageError> {
+    let mut labels = LabelIndex::default();
+    let name = results_names(results);
+    let mut build = Builder::start(options, "classify", &ClassifyMeta { results: &name })?;
+    let mut chunk: Vec<PageRecord> = Vec::with_capacity(CHUNK);
+    if let [one] = results {
+        read_results(one, |record| {
+            chunk.push(PageRecord::from_result(record, &mut labels));
+            if chunk.len() == CHUNK {
+                build.add(&mut chunk)?;
+            }
+            Ok(())
+        })?;
+    } else {
+        let mut joined = Joined::default();
+        for file in results {
+            let source = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            read_results(file, |record| {
+                joined.add(PageRecord::from_result(record, &mut labels), &source);
+                Ok(())
+            })?;
+        }
+        for record in joined.into_records() {
+            chunk.push(record);
+            if chunk.len() == CHUNK {
+                build.add(&mut chunk)?;
+            }
+        }
+    }
+    build.add(&mut chunk)?;
+    build.finish(labels.names())
+}
+
+/// Hands each record of a results file to `each`, in order (blank lines skipped).
+fn read_results(
+    results: &Path,
+    mut each: impl FnMut(ResultRecord) -> Result<(), PageError>,
+) -> Result<(), PageError> {
     let read_err = |cause| PageError::ReadResults {
         path: results.to_path_buf(),
         cause,
     };
     let reader = BufReader::new(File::open(results).map_err(read_err)?);
-    let mut labels = LabelIndex::default();
-    let name = results
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut build = Builder::start(options, "classify", &ClassifyMeta { results: &name })?;
-    let mut chunk: Vec<PageRecord> = Vec::with_capacity(CHUNK);
     for (number, line) in reader.lines().enumerate() {
         let line = line.map_err(read_err)?;
         if line.trim().is_empty() {
@@ -197,13 +250,9 @@ pub fn write_results_page(results: &Path, options: &PageOptions) -> Result<PageS
                 line: number + 1,
                 cause,
             })?;
-        chunk.push(PageRecord::from_result(parsed, &mut labels));
-        if chunk.len() == CHUNK {
-            build.add(&mut chunk)?;
-        }
+        each(parsed)?;
     }
-    build.add(&mut chunk)?;
-    build.finish(labels.names())
+    Ok(())
 }
 
 /// A review page written while a classify run goes: a sink of labelled results, whose
@@ -608,7 +657,7 @@ mod tests {
         std::fs::write(&results_path, results).unwrap();
         let out = dir.path().join("review.html");
         let options = PageOptions::new(out.clone(), vec![dir.path().to_path_buf()]);
-        let summary = write_results_page(&results_path, &options).unwrap();
+        let summary = write_results_page(std::slice::from_ref(&results_path), &options).unwrap();
         assert_eq!(
             summary,
             PageSummary {
@@ -634,7 +683,7 @@ mod tests {
         let out = dir.path().join("one.html");
         let mut options = PageOptions::new(out.clone(), vec![dir.path().to_path_buf()]);
         options.self_contained = true;
-        write_results_page(&results_path, &options).unwrap();
+        write_results_page(std::slice::from_ref(&results_path), &options).unwrap();
         let data = page_data(&std::fs::read_to_string(&out).unwrap());
         let thumb = data["records"][0]["thumb"].as_str().unwrap();
         assert!(thumb.starts_with("data:image/jpeg;base64,/9j/"), "{thumb}");
@@ -648,7 +697,7 @@ mod tests {
         let results_path = dir.path().join("labels.jsonl");
         std::fs::write(&results_path, "{\"path\":\"a\"}\nnot json\n").unwrap();
         let options = PageOptions::new(dir.path().join("r.html"), vec![]);
-        let err = write_results_page(&results_path, &options).unwrap_err();
+        let err = write_results_page(std::slice::from_ref(&results_path), &options).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         assert!(!dir.path().join("r.html").exists());
         assert!(!dir.path().join(".r.html.vlm-partial").exists());

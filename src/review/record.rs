@@ -156,6 +156,9 @@ pub struct PageRecord {
     /// shown and searched as text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// Joined records: what failed in one results file while another had a result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl PageRecord {
@@ -173,6 +176,7 @@ impl PageRecord {
             error: None,
             truth: None,
             caption: None,
+            note: None,
         }
     }
 
@@ -245,6 +249,74 @@ impl PageRecord {
     }
 }
 
+/// Records of several results files joined by path (`./a.jpg` and `a.jpg` are one image):
+/// one record per image, in the order images first appear, with the first file's labels
+/// and every file's captions and answers.
+#[derive(Debug, Default)]
+pub struct Joined {
+    records: Vec<PageRecord>,
+    /// Why a part failed, per record: (results file, message).
+    failures: Vec<Vec<(String, String)>>,
+    by_path: HashMap<String, usize>,
+}
+
+impl Joined {
+    /// Adds a record read from the results file `source`.
+    pub fn add(&mut self, mut record: PageRecord, source: &str) {
+        let failure = record.error.take().map(|e| (source.to_string(), e));
+        let key = join_key(&record.path).to_string();
+        let Some(&at) = self.by_path.get(&key) else {
+            self.by_path.insert(key, self.records.len());
+            self.records.push(record);
+            self.failures.push(failure.into_iter().collect());
+            return;
+        };
+        let joined = &mut self.records[at];
+        if joined.scores.is_empty() && !record.scores.is_empty() {
+            joined.scores = record.scores;
+            joined.uncertain = record.uncertain;
+            joined.selected = record.selected;
+        }
+        if let Some(text) = record.caption {
+            joined.caption = Some(match joined.caption.take() {
+                Some(before) if before != text => format!("{before}\n{text}"),
+                _ => text,
+            });
+        }
+        self.failures[at].extend(failure);
+    }
+
+    /// The joined records. An image that failed everywhere is failed (with its first
+    /// message); one that failed in some file only keeps the failure as a note.
+    pub fn into_records(self) -> Vec<PageRecord> {
+        let mut records = self.records;
+        for (record, failures) in records.iter_mut().zip(self.failures) {
+            let Some((_, first)) = failures.first() else {
+                continue;
+            };
+            if record.scores.is_empty() && record.caption.is_none() {
+                record.error = Some(first.clone());
+            } else {
+                let notes: Vec<String> = failures
+                    .iter()
+                    .map(|(source, message)| format!("failed in {source}: {message}"))
+                    .collect();
+                record.note = Some(notes.join("; "));
+            }
+        }
+        records
+    }
+}
+
+/// The path two results files must agree on: without leading `./`.
+fn join_key(path: &str) -> &str {
+    let mut key = path;
+    while let Some(rest) = key.strip_prefix("./") {
+        key = rest.trim_start_matches('/');
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +372,47 @@ mod tests {
         );
         assert_eq!(answer.caption.as_deref(), Some("what colour? \u{2192} red"));
         assert!(labels.names().is_empty());
+    }
+
+    #[test]
+    fn joined_files_give_one_record_per_image_with_labels_and_captions() {
+        let mut labels = LabelIndex::default();
+        let mut joined = Joined::default();
+        let mut add = |line: &str, source: &str| {
+            joined.add(PageRecord::from_result(parse(line), &mut labels), source);
+        };
+        add(
+            r#"{"path":"a.jpg","results":[{"label":"cat","probability":0.9}]}"#,
+            "labels.jsonl",
+        );
+        add(
+            r#"{"path":"b.jpg","error":"cannot decode b.jpg"}"#,
+            "labels.jsonl",
+        );
+        add(r#"{"path":"c.jpg","error":"gone"}"#, "labels.jsonl");
+        add(r#"{"path":"./b.jpg","caption":"a dog"}"#, "captions.jsonl");
+        add(r#"{"path":"./a.jpg","caption":"a cat"}"#, "captions.jsonl");
+        add(
+            r#"{"path":"d.jpg","caption":"only captioned"}"#,
+            "captions.jsonl",
+        );
+        add(r#"{"path":"c.jpg","error":"still gone"}"#, "captions.jsonl");
+        let records = joined.into_records();
+        let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]);
+        assert_eq!(records[0].scores[0].label, 0);
+        assert_eq!(records[0].caption.as_deref(), Some("a cat"));
+        assert!(records[0].error.is_none() && records[0].note.is_none());
+        // Captioned though its labels failed: not a failed image, the failure a note.
+        assert_eq!(records[1].caption.as_deref(), Some("a dog"));
+        assert!(records[1].error.is_none());
+        assert_eq!(
+            records[1].note.as_deref(),
+            Some("failed in labels.jsonl: cannot decode b.jpg")
+        );
+        assert_eq!(records[2].error.as_deref(), Some("gone"));
+        assert_eq!(records[3].caption.as_deref(), Some("only captioned"));
+        assert!(records[3].scores.is_empty());
     }
 
     #[test]

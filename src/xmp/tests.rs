@@ -14,7 +14,7 @@ fn merged(existing: Option<&str>, names: &[&str]) -> Merged {
     merge(
         existing,
         Tags {
-            labels: &labels,
+            labels: Some(&labels),
             description: None,
         },
         &XmpOptions::default(),
@@ -151,7 +151,7 @@ fn the_common_shapes_are_merged() {
 fn a_caption_sets_the_default_language_only() {
     let labels = labels(&["cat"]);
     let tags = Tags {
-        labels: &labels,
+        labels: Some(&labels),
         description: Some("A cat <on> a \"mat\" & more"),
     };
     let out = merge(Some(DIGIKAM), tags, &XmpOptions::default()).unwrap();
@@ -164,6 +164,53 @@ fn a_caption_sets_the_default_language_only() {
     let again = merge(Some(&out.text), tags, &XmpOptions::default()).unwrap();
     assert_eq!(again.text, out.text);
     assert!(!again.description);
+}
+
+#[test]
+fn a_caption_run_keeps_every_keyword_and_replaces_only_its_description() {
+    let with_labels = merged(Some(DIGIKAM), &["cat", "dog"]).text;
+    let caption = |text| Tags {
+        labels: None,
+        description: Some(text),
+    };
+    let out = merge(Some(&with_labels), caption("a cat"), &XmpOptions::default()).unwrap();
+    assert!(out.added.is_empty() && out.removed.is_empty());
+    for prop in [Prop::Subject, Prop::Hierarchical, Prop::TagsList] {
+        assert_eq!(
+            items(&out.text, prop),
+            items(&with_labels, prop),
+            "{prop:?}"
+        );
+    }
+    assert_eq!(items(&out.text, Prop::Subject), ["Alice", "cat", "dog"]);
+    assert_eq!(
+        items(&out.text, Prop::Description),
+        ["a cat", "Alice am See"]
+    );
+    // Only the description's lines changed.
+    let outside = |text: &str| {
+        let (head, rest) = text.split_once("<dc:description>").unwrap();
+        let (_, tail) = rest.split_once("</dc:description>").unwrap();
+        format!("{head}{tail}")
+    };
+    assert_eq!(outside(&out.text), outside(&with_labels));
+    // A later caption replaces vlm's earlier one; the same caption changes nothing.
+    let later = merge(Some(&out.text), caption("a dog"), &XmpOptions::default()).unwrap();
+    assert_eq!(
+        items(&later.text, Prop::Description),
+        ["a dog", "Alice am See"]
+    );
+    let same = merge(Some(&later.text), caption("a dog"), &XmpOptions::default()).unwrap();
+    assert_eq!(same.text, later.text);
+    assert!(!same.description);
+    // Labels written after a caption keep it.
+    assert_eq!(
+        items(
+            &merged(Some(&later.text), &["bird"]).text,
+            Prop::Description
+        ),
+        ["a dog", "Alice am See"]
+    );
 }
 
 #[test]
@@ -186,7 +233,7 @@ fn the_root_is_configurable_and_separators_in_labels_make_no_levels() {
     let options = XmpOptions::new(Naming::Appended, "auto | vlm").unwrap();
     let labels = labels(&["AC/DC", "cat|kitten"]);
     let tags = Tags {
-        labels: &labels,
+        labels: Some(&labels),
         description: None,
     };
     let out = merge(None, tags, &options).unwrap().text;
@@ -208,7 +255,7 @@ fn the_root_is_configurable_and_separators_in_labels_make_no_levels() {
 fn files_that_are_not_xmp_are_refused_and_left_alone() {
     let labels = labels(&["cat"]);
     let tags = Tags {
-        labels: &labels,
+        labels: Some(&labels),
         description: None,
     };
     let options = XmpOptions::default();
@@ -246,7 +293,7 @@ fn the_writer_creates_updates_and_reports_shared_sidecars() {
     let options = XmpOptions::new(Naming::Basename, "vlm").unwrap();
     let cat = labels(&["cat"]);
     let tags = Tags {
-        labels: &cat,
+        labels: Some(&cat),
         description: None,
     };
     let mut dry = SidecarWriter::new(options.clone(), true);

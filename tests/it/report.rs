@@ -29,6 +29,9 @@ const HOSTILE_FILE: &str = "script>.png";
 const RTL: &str = "صورة \u{202e}gnp.exe.png";
 const ACCENTS: &str = "café 日本 ünïcödé.png";
 
+/// Whether "group by label", "uncertain below" and the "uncertain" chip are on the page.
+const LABEL_CONTROLS_SHOWN: &str = "[document.getElementById('group').parentElement, document.getElementById('threshold-label')].map(e => e.offsetParent !== null).concat([[...document.querySelectorAll('#filters .chip bdi')].some(b => b.textContent === 'uncertain')])";
+
 fn run_ok(command: &mut Command) -> Output {
     let output = command.output().unwrap();
     assert!(
@@ -289,6 +292,7 @@ fn review_page_works_in_chromium() {
         y += 500.0;
     }
     assert_eq!(seen.len(), n, "every record became a card while scrolling");
+    assert_eq!(js(&tab, LABEL_CONTROLS_SHOWN), json!([true, true, true]));
     assert!(
         most_in_dom < n,
         "the grid is virtual: at most {most_in_dom} of {n} cards in the DOM at once"
@@ -689,6 +693,30 @@ fn report_of_a_folder_classifies_it_first() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nothing.jsonl"));
     assert!(!dir.path().join("x.html").exists());
+
+    // The page writes no sidecars: the flags are neither listed nor taken, and flags that
+    // act while classifying are refused with results files rather than ignored.
+    let help = run_ok(vlm().args(["report", "--help"]));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--organize"), "{help}");
+    for flag in ["--write-xmp", "--xmp-naming", "--xmp-root"] {
+        assert!(!help.contains(flag), "{flag} listed: {help}");
+    }
+    for extra in [&["--write-xmp"][..], &["--organize", "link", "--dest", "d"]] {
+        let refused = vlm()
+            .current_dir(dir.path())
+            .args(["report", "out/page.jsonl", "--output", "x.html"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{extra:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("vlm classify"),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    assert!(!dir.path().join("x.html").exists());
 }
 
 #[test]
@@ -797,15 +825,7 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
     let Some(browser) = browser() else { return };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("pics");
-    std::fs::create_dir_all(&root).unwrap();
-    for (i, colour) in [[200, 40, 40], [40, 200, 40], [40, 40, 200]]
-        .iter()
-        .enumerate()
-    {
-        image::RgbImage::from_pixel(48, 36, image::Rgb(*colour))
-            .save(root.join(format!("{i}.png")))
-            .unwrap();
-    }
+    squares(&root, &[[200, 40, 40], [40, 200, 40], [40, 40, 200]]);
     let captions = dir.path().join("captions.jsonl");
     run_ok(
         vlm()
@@ -856,6 +876,8 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
         ),
         json!(0)
     );
+    // Nothing to group by or be unsure of without labels.
+    assert_eq!(js(&tab, LABEL_CONTROLS_SHOWN), json!([false, false, false]));
     // No image counts as failed for lack of label scores.
     assert_eq!(
         js(
@@ -907,6 +929,145 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
         "document.querySelectorAll('#grid .card').length === 3",
     );
     screenshot(&tab, "captions.png");
+    assert_offline(&requests, &tab);
+}
+
+/// Plain pictures `root/0.png`, `root/1.png`, ... of the given colours.
+fn squares(root: &Path, colours: &[[u8; 3]]) {
+    std::fs::create_dir_all(root).unwrap();
+    for (i, colour) in colours.iter().enumerate() {
+        image::RgbImage::from_pixel(48, 36, image::Rgb(*colour))
+            .save(root.join(format!("{i}.png")))
+            .unwrap();
+    }
+}
+
+/// Records of a JSON Lines file.
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn labels_and_captions_of_one_folder_join_on_one_page() {
+    let Some(browser) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pics");
+    squares(
+        &root,
+        &[
+            [200, 40, 40],
+            [40, 200, 40],
+            [40, 40, 200],
+            [200, 200, 40],
+            [40, 200, 200],
+        ],
+    );
+    // Labels for 0-3, captions for 1-4, named `./pics/..` by the caption run.
+    let labels = dir.path().join("labels.jsonl");
+    run_ok(
+        vlm()
+            .current_dir(dir.path())
+            .args([
+                "classify",
+                "pics/0.png",
+                "pics/1.png",
+                "pics/2.png",
+                "pics/3.png",
+            ])
+            .args(["--labels", "red,green,blue", "--output"])
+            .arg(&labels)
+            .arg("--model")
+            .arg(common::tiny_model()),
+    );
+    let captions = dir.path().join("captions.jsonl");
+    run_ok(
+        vlm()
+            .current_dir(dir.path())
+            .args([
+                "caption",
+                "./pics/1.png",
+                "./pics/2.png",
+                "./pics/3.png",
+                "./pics/4.png",
+            ])
+            .arg("--output")
+            .arg(&captions)
+            .arg("--model")
+            .arg(common::fixtures().join("models/blip-caption")),
+    );
+    let mut captioned = read_jsonl(&captions);
+    assert_eq!(captioned[1]["path"], "./pics/2.png");
+    captioned[1]["caption"] = json!("a red bicycle near the bench");
+    let text: String = captioned.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&captions, text).unwrap();
+    let page = write_page(dir.path(), &labels, &[captions.to_str().unwrap()]);
+
+    let (tab, requests) = open(&browser, &page);
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 5",
+    );
+    assert!(js(&tab, "document.title")
+        .as_str()
+        .unwrap()
+        .ends_with("labels.jsonl + captions.jsonl"));
+    // Each card: its name, its top label (if labelled) and its caption (if captioned).
+    let cards = js(
+        &tab,
+        "[...document.querySelectorAll('#grid .card')].map(c => [c.querySelector('.name').textContent, (c.querySelector('.label') || {}).textContent || null, (c.querySelector('.caption') || {}).textContent || null]).sort()",
+    );
+    let top: BTreeMap<String, String> = read_jsonl(&labels)
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_string(),
+                top_label(r).unwrap().to_string(),
+            )
+        })
+        .collect();
+    let caption_of = |i: usize| captioned[i - 1]["caption"].as_str().unwrap().to_string();
+    assert_eq!(
+        cards,
+        json!([
+            ["0.png", top["pics/0.png"], null],
+            ["1.png", top["pics/1.png"], caption_of(1)],
+            ["2.png", top["pics/2.png"], caption_of(2)],
+            ["3.png", top["pics/3.png"], caption_of(3)],
+            ["4.png", null, caption_of(4)],
+        ])
+    );
+    // With labels, the label controls stay.
+    assert_eq!(js(&tab, LABEL_CONTROLS_SHOWN), json!([true, true, true]));
+    screenshot(&tab, "joined.png");
+
+    // A caption's words find the image; its card still shows its label.
+    js(&tab, "(vlmReport.setSearch('RED bicycle'), 0)");
+    let found = js(
+        &tab,
+        "vlmReport.view().map(i => vlmReport.data.records[i].path)",
+    );
+    assert_eq!(found, json!(["pics/2.png"]));
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 1",
+    );
+    assert_eq!(
+        js(
+            &tab,
+            "document.querySelector('#grid .card .label').textContent"
+        ),
+        json!(top["pics/2.png"])
+    );
+    js(&tab, "(vlmReport.openDetail(0), 0)");
+    assert_eq!(
+        js(&tab, "[document.getElementById('detail-caption').textContent, document.querySelectorAll('#bars .bar').length]"),
+        json!(["a red bicycle near the bench", 3])
+    );
+    screenshot(&tab, "joined-detail.png");
     assert_offline(&requests, &tab);
 }
 

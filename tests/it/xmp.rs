@@ -1,5 +1,5 @@
-//! `vlm classify --write-xmp` read back by a reader nobody here wrote: exiftool (Debian's
-//! `libimage-exiftool-perl`).
+//! `vlm classify --write-xmp` and `vlm caption --write-xmp` read back by a reader nobody
+//! here wrote: exiftool (Debian's `libimage-exiftool-perl`).
 //!
 //! Without exiftool these tests print a notice and pass, unless `VLM_REQUIRE_EXIFTOOL=1`
 //! (set by `.ci/test`, whose `.ci/install` installs it), where a missing exiftool fails them.
@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -115,24 +115,42 @@ fn images(dir: &Path) -> Vec<PathBuf> {
 
 /// `vlm classify` on `inputs` with `args`, JSON Lines on stdout, parsed by path.
 fn classify(inputs: &[&Path], args: &[&str]) -> BTreeMap<String, Value> {
+    let (records, output) = run_jsonl("classify", &common::tiny_model(), inputs, args);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    records
+}
+
+/// `vlm caption` (the BLIP fixture) on `inputs` with `args`: its records by path, and its
+/// output (it may fail for some inputs).
+fn caption(inputs: &[&Path], args: &[&str]) -> (BTreeMap<String, Value>, Output) {
+    let model = common::fixtures().join("models/blip-caption");
+    run_jsonl("caption", &model, inputs, args)
+}
+
+/// `vlm COMMAND` with JSON Lines on stdout, parsed by path.
+fn run_jsonl(
+    command: &str,
+    model: &Path,
+    inputs: &[&Path],
+    args: &[&str],
+) -> (BTreeMap<String, Value>, Output) {
     let output = vlm()
-        .arg("classify")
+        .arg(command)
         .args(inputs)
         .arg("--model")
-        .arg(common::tiny_model())
+        .arg(model)
         .args(["--format", "jsonl", "-q"])
         .args(args)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", common::stderr(&output));
-    String::from_utf8(output.stdout)
-        .unwrap()
+    let records = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| {
             let v: Value = serde_json::from_str(line).unwrap();
             (v["path"].as_str().unwrap().to_string(), v)
         })
-        .collect()
+        .collect();
+    (records, output)
 }
 
 fn digest(paths: &[PathBuf]) -> Vec<Vec<u8>> {
@@ -227,7 +245,7 @@ fn exiftool_reads_a_caption_and_hostile_labels_exactly() {
         .write(
             &image,
             Tags {
-                labels: &hostile,
+                labels: Some(&hostile),
                 description: Some(caption),
             },
         )
@@ -445,4 +463,142 @@ fn a_killed_run_leaves_no_torn_sidecar() {
         .filter(|n| n.ends_with(".xmp") && !n.ends_with(".png.xmp"))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+}
+
+/// `tags` without the description (every language of it).
+fn without_description(tags: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    let mut tags = tags.clone();
+    tags.retain(|key, _| !key.starts_with("XMP-dc:Description"));
+    tags
+}
+
+#[test]
+fn captions_become_descriptions_beside_the_keywords_of_classify() {
+    if !have_exiftool() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files = images(dir.path());
+    // One image already has a sidecar from digiKam: keywords and a description in two
+    // languages.
+    let digikam = PathBuf::from(format!("{}.xmp", files[0].display()));
+    fs::copy(common::fixtures().join("xmp/digikam.jpg.xmp"), &digikam).unwrap();
+    // Beside them (given only to the first caption run): a file that is no picture.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let broken = elsewhere.path().join("broken.png");
+    fs::write(&broken, b"not a picture").unwrap();
+    let before = digest(&files);
+    let sidecars: Vec<PathBuf> = files
+        .iter()
+        .map(|f| PathBuf::from(format!("{}.xmp", f.display())))
+        .collect();
+    classify(
+        &[dir.path()],
+        &[
+            "-l",
+            "red,green",
+            "--multi-label",
+            "--threshold=-1",
+            "--write-xmp",
+        ],
+    );
+    let labelled: Vec<_> = sidecars.iter().map(|s| exif_xmp(s)).collect();
+
+    // A prompt the caption starts with, with what XML must escape.
+    let prompt = "<b>bold</b> & \"quoted\" 'apostrophes' café";
+    let args = ["--write-xmp", "--prompt", prompt];
+    let (captions, output) = caption(&[dir.path(), &broken], &args);
+    assert_eq!(output.status.code(), Some(1), "{}", common::stderr(&output));
+    assert!(!PathBuf::from(format!("{}.xmp", broken.display())).exists());
+    assert!(captions[broken.to_str().unwrap()]["error"].is_string());
+    for ((file, sidecar), old) in files.iter().zip(&sidecars).zip(&labelled) {
+        let text = captions[file.to_str().unwrap()]["caption"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The fixture's tokenizer drops `<`, `&` and `"` (an apostrophe stays); hostile
+        // text is written through the library below.
+        assert!(
+            text.contains("bold") && text.contains('\''),
+            "the caption lost the prompt: {text}"
+        );
+        let tags = exif_xmp(sidecar);
+        assert_eq!(items(&tags, "XMP-dc:Description"), [text]);
+        // classify's keywords, and everything else but the description, are kept.
+        assert_eq!(without_description(&tags), without_description(old));
+    }
+    let foreign = exif_xmp(&digikam);
+    assert_eq!(
+        items(&foreign, "XMP-dc:Description-de-DE"),
+        ["Alice am See"]
+    );
+    assert!(items(&foreign, "XMP-dc:Subject").contains(&"Alice".to_string()));
+    assert_eq!(digest(&files), before, "the images were touched");
+
+    // A second identical run changes no byte.
+    let written = digest(&sidecars);
+    caption(&[dir.path()], &args);
+    assert_eq!(
+        digest(&sidecars),
+        written,
+        "a second identical run changed bytes"
+    );
+
+    // Labels written after the captions keep them.
+    classify(&[dir.path()], &["-l", "cyan", "--write-xmp"]);
+    for (file, sidecar) in files.iter().zip(&sidecars) {
+        let tags = exif_xmp(sidecar);
+        assert_eq!(
+            items(&tags, "XMP-dc:Description"),
+            [captions[file.to_str().unwrap()]["caption"]
+                .as_str()
+                .unwrap()]
+        );
+        assert!(items(&tags, "XMP-dc:Subject").contains(&"cyan".to_string()));
+        assert!(!items(&tags, "XMP-dc:Subject").contains(&"red".to_string()));
+    }
+
+    // A dry run says what would change and writes nothing.
+    let written = digest(&sidecars);
+    let (dry, output) = caption(
+        &[files[1].as_path()],
+        &["--write-xmp", "--dry-run", "--prompt", "another start"],
+    );
+    let new = dry[files[1].to_str().unwrap()]["caption"].as_str().unwrap();
+    let said = common::stderr(&output);
+    assert!(
+        said.contains(&format!(
+            "would update {}: description {new:?}",
+            sidecars[1].display()
+        )),
+        "{said}"
+    );
+    assert_eq!(digest(&sidecars), written, "a dry run wrote");
+
+    // A caption with everything XML must escape, right-to-left text and non-ASCII, over
+    // classify's keywords: read back exactly, the keywords kept.
+    let hostile = "A <b>cat</b> & \"mat\" 'q' ]]> café 日本 صورة \u{202e}gnp.exe";
+    let before = exif_xmp(&sidecars[3]);
+    let mut writer = SidecarWriter::new(XmpOptions::default(), false);
+    let tags = Tags {
+        labels: None,
+        description: Some(hostile),
+    };
+    writer.write(&files[3], tags).unwrap();
+    let after = exif_xmp(&sidecars[3]);
+    assert_eq!(items(&after, "XMP-dc:Description"), [hostile]);
+    assert_eq!(without_description(&after), without_description(&before));
+
+    // Lightroom naming: photo.xmp.
+    let (named, _) = caption(
+        &[files[2].as_path()],
+        &["--write-xmp", "--xmp-naming", "basename"],
+    );
+    let tags = exif_xmp(&files[2].with_extension("xmp"));
+    assert_eq!(
+        items(&tags, "XMP-dc:Description"),
+        [named[files[2].to_str().unwrap()]["caption"]
+            .as_str()
+            .unwrap()]
+    );
 }

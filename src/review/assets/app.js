@@ -10,6 +10,8 @@
   const isDup = data.kind === 'duplicates';
   // The group's first image is marked as such: a copy may be as similar to it as it is to itself.
   const isFirst = (r) => r.scores[0][3] === true;
+  // A page of `vlm caption` or `vlm ask` results alone has no labels to group or doubt.
+  const hasLabels = labels.length > 0;
   const CARD_W = 180, CARD_H = 232, HEAD_H = 40, OVERSCAN = 600;
   const $ = (id) => document.getElementById(id);
   const grid = $('grid');
@@ -190,7 +192,10 @@
       const score = failed(r) ? '' : isDup ? (isFirst(r) ? 'first' : 'sim ' + conf(r).toFixed(3)) : pct(conf(r));
       top.append(el('bdi', 'label', failed(r) ? 'failed' : labels[topId(r)]), el('span', 'prob', score));
     }
-    node.append(box, top, el('div', 'name', baseName(r.path)), el('div', 'fix'));
+    node.append(box, top);
+    // Labels and a caption (results files joined by path): the caption under the label.
+    if (scored(r) && r.caption !== undefined) { node.classList.add('joined'); node.append(el('div', 'caption line', r.caption)); }
+    node.append(el('div', 'name', baseName(r.path)), el('div', 'fix'));
     return node;
   }
   function paint(node, i, p) {
@@ -230,7 +235,8 @@
     const chips = [chip('all', recs.length, { type: 'all' })];
     // A duplicates page may have thousands of groups: they are the sections, not chips.
     if (!isDup) labels.forEach((name, k) => { if (counts[k] > 0) chips.push(chip(name, counts[k], { type: 'label', label: name })); });
-    if (!isDup) chips.push(chip('uncertain', nUnc, { type: 'uncertain' }), chip('failed', nFail, { type: 'failed' }), chip('corrected', corrections.size, { type: 'corrected' }));
+    if (!isDup && hasLabels) chips.push(chip('uncertain', nUnc, { type: 'uncertain' }));
+    if (!isDup) chips.push(chip('failed', nFail, { type: 'failed' }), chip('corrected', corrections.size, { type: 'corrected' }));
     if (state.filter.type === 'cell') {
       chips.push(chip('true ' + labels[state.filter.truth] + ' \u2192 predicted ' + labels[state.filter.pred], state.view.length, state.filter));
     }
@@ -291,6 +297,7 @@
     if (isDup && !failed(r)) status.push(isFirst(r) ? 'the first image of ' + labels[topId(r)] : 'cosine similarity ' + conf(r).toFixed(4) + ' to the first image of ' + labels[topId(r)]);
     if (isEval && r.truth !== undefined) status.push('true label: ' + labels[r.truth]);
     if (corrections.has(i)) status.push('corrected to: ' + corrections.get(i));
+    if (r.note) status.push(r.note);
     if (!r.thumb && r.thumb_error) status.push('no thumbnail: ' + r.thumb_error);
     $('detail-status').textContent = status.join(' \u00b7 ');
     const bars = [];
@@ -549,6 +556,13 @@
     $('sort').value = 'input';
   }
   if (isEval) { drawEval(); state.group = false; $('group').checked = false; }
+  if (!hasLabels) {
+    // Captions or answers only: nothing to group by or to be unsure of.
+    $('group').parentElement.hidden = true;
+    $('threshold-label').hidden = true;
+    state.group = false;
+    $('group').checked = false;
+  }
   compute();
   drawFilters();
   render();
