@@ -1,8 +1,8 @@
 //! Arguments of `vlm report`.
 //!
-//! The classify flags are here, for `vlm report DIR --labels ...`, which classifies first;
-//! with results files they are not needed. `--output` names the page. The photo-tool
-//! flags are not: a review page writes no sidecars (`vlm classify --write-xmp` does).
+//! The classify flags are here, for `vlm report DIR --labels ...`, which classifies first
+//! (and can organize, store and write sidecars as it goes); with results files they are
+//! not needed, and those that act on images are refused. `--output` names the page.
 
 use std::path::PathBuf;
 
@@ -23,10 +23,6 @@ use super::ClassifyArgs;
     mut_arg("format", |a| a.hide(true)),
     mut_arg("resume", |a| a.hide(true)),
     mut_arg("top_k", |a| a.hide(true)),
-    mut_arg("write_xmp", |a| a.hide(true)),
-    mut_arg("xmp_naming", |a| a.hide(true)),
-    mut_arg("xmp_root", |a| a.hide(true)),
-    mut_arg("dry_run", |a| a.help("With --organize: print what would be done, change nothing")),
 )]
 pub struct ReportArgs {
     #[command(flatten)]

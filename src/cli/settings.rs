@@ -304,9 +304,6 @@ impl ReportSettings {
         let Some(output) = classify.output.output.clone() else {
             bail!("give --output FILE.html: where to write the page");
         };
-        if classify.xmp.write_xmp {
-            bail!("vlm report writes no sidecars; write them with `vlm classify --write-xmp` or `vlm caption --write-xmp`");
-        }
         let source = match results_files {
             Some(files) => {
                 if let Some(folder) = files.iter().find(|f| f.is_dir()) {
@@ -315,8 +312,8 @@ impl ReportSettings {
                         folder.display()
                     );
                 }
-                if classify.organize.is_some() || classify.to.is_some() {
-                    bail!("--organize and --to act on images as they are classified; with results files there is nothing to classify: run `vlm classify` with them");
+                if classify.organize.is_some() || classify.to.is_some() || classify.xmp.write_xmp {
+                    bail!("--organize, --to and --write-xmp act on images as they are classified; with results files there is nothing to classify: run `vlm classify` (or `vlm caption --write-xmp`) on the images");
                 }
                 ReportSource::Results(files)
             }

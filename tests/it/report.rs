@@ -694,14 +694,33 @@ fn report_of_a_folder_classifies_it_first() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nothing.jsonl"));
     assert!(!dir.path().join("x.html").exists());
 
-    // The page writes no sidecars: the flags are neither listed nor taken, and flags that
-    // act while classifying are refused with results files rather than ignored.
-    let help = run_ok(vlm().args(["report", "--help"]));
-    let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("--organize"), "{help}");
-    for flag in ["--write-xmp", "--xmp-naming", "--xmp-root"] {
-        assert!(!help.contains(flag), "{flag} listed: {help}");
-    }
+    // Flags that act on images while classifying: taken when the report classifies first,
+    // refused with results files rather than ignored.
+    run_ok(
+        vlm()
+            .current_dir(dir.path())
+            .args([
+                "report",
+                "data",
+                "--labels",
+                "red,green",
+                "--output",
+                "y.html",
+            ])
+            .args(["--write-xmp", "--quiet", "--model"])
+            .arg(common::tiny_model()),
+    );
+    let sidecars = walkdir::WalkDir::new(dir.path().join("data"))
+        .into_iter()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "xmp")
+        })
+        .count();
+    assert_eq!(sidecars, 6);
     for extra in [&["--write-xmp"][..], &["--organize", "link", "--dest", "d"]] {
         let refused = vlm()
             .current_dir(dir.path())
