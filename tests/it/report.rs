@@ -650,21 +650,19 @@ fn twenty_thousand_images_keep_the_dom_small() {
 fn report_of_a_folder_classifies_it_first() {
     let dir = tempfile::tempdir().unwrap();
     common::draw_domain(&dir.path().join("data"), 2, 3, 5);
-    let output = run_ok(
-        vlm()
-            .current_dir(dir.path())
-            .args([
-                "report",
-                "data",
-                "--labels",
-                "red,green",
-                "--output",
-                "out/page.html",
-            ])
-            .arg("--model")
-            .arg(common::tiny_model())
-            .arg("--quiet"),
-    );
+    // `vlm report data --labels red,green --output PAGE --quiet`, plus `extra`.
+    let report_data = |page: &str, extra: &[&str]| {
+        run_ok(
+            vlm()
+                .current_dir(dir.path())
+                .args(["report", "data", "--labels", "red,green", "--output", page])
+                .args(extra)
+                .arg("--model")
+                .arg(common::tiny_model())
+                .arg("--quiet"),
+        )
+    };
+    let output = report_data("out/page.html", &[]);
     assert!(output.stdout.is_empty());
     let results = std::fs::read_to_string(dir.path().join("out/page.jsonl")).unwrap();
     assert_eq!(results.lines().count(), 6);
@@ -696,20 +694,7 @@ fn report_of_a_folder_classifies_it_first() {
 
     // Flags that act on images while classifying: taken when the report classifies first,
     // refused with results files rather than ignored.
-    run_ok(
-        vlm()
-            .current_dir(dir.path())
-            .args([
-                "report",
-                "data",
-                "--labels",
-                "red,green",
-                "--output",
-                "y.html",
-            ])
-            .args(["--write-xmp", "--quiet", "--model"])
-            .arg(common::tiny_model()),
-    );
+    report_data("y.html", &["--write-xmp"]);
     let sidecars = walkdir::WalkDir::new(dir.path().join("data"))
         .into_iter()
         .filter(|e| {
