@@ -702,6 +702,8 @@ impl SimpleBackend for FromPack {
 pub(crate) struct PackWriter {
     job: Option<Arc<WriteJob>>,
     background: Option<std::thread::JoinHandle<()>>,
+    /// The drop hands the whole file to a detached process (nothing was written before).
+    detach: bool,
 }
 
 /// The entries of one pack file, laid out, and which of them have been claimed.
@@ -739,12 +741,9 @@ impl WriteJob {
                 self.next.store(self.parts.len(), Ordering::Relaxed);
                 return;
             }
-            if self.written.fetch_add(1, Ordering::AcqRel) + 1 == self.parts.len()
-                && !finish::detached()
-            {
+            if self.written.fetch_add(1, Ordering::AcqRel) + 1 == self.parts.len() {
                 // The last entry: the background thread, when it gets this far before the
-                // drop, also syncs and renames in the background (unless the drop hands
-                // the sync to a detached process, which it then does without waiting).
+                // drop, also syncs and renames in the background.
                 self.finish();
             }
         }
@@ -784,19 +783,9 @@ impl Drop for PackWriter {
         let Some(job) = self.job.take() else {
             return;
         };
-        if finish::detached() {
-            // The background thread claims nothing more; what it has claimed it writes.
-            let from = job
-                .next
-                .swap(job.parts.len(), std::sync::atomic::Ordering::AcqRel)
-                .min(job.parts.len());
-            self.join_background(&job);
-            let finished = job.finished.load(std::sync::atomic::Ordering::Acquire);
-            let failed = job.error.lock().map_or(true, |e| e.is_some());
-            if finished || (!failed && finish::detach(&job, from).is_ok()) {
-                return;
-            }
-            job.next.store(from, std::sync::atomic::Ordering::Release);
+        // Where no process can be started, the drop writes it all as below.
+        if self.detach && finish::detach(&job).is_ok() {
+            return;
         }
         // The answer is out: what the background thread has not reached is written now,
         // by every core of the pool, at normal priority.
@@ -806,13 +795,6 @@ impl Drop for PackWriter {
                 scope.spawn(|_| job.drain());
             }
         });
-        self.join_background(&job);
-        job.finish();
-    }
-}
-
-impl PackWriter {
-    fn join_background(&mut self, job: &WriteJob) {
         if let Some(handle) = self.background.take() {
             // A panic on the writer only loses the pack file; the next run writes it.
             if handle.join().is_err() {
@@ -821,6 +803,7 @@ impl PackWriter {
                 }
             }
         }
+        job.finish();
     }
 }
 
@@ -865,7 +848,10 @@ fn lower_priority() {
 pub(crate) fn write(key: &PackKey, recorder: &Recorder) -> std::io::Result<PackWriter> {
     // A detached process will write it all after the answer: a copy beside the encoders
     // would only take memory bandwidth from them.
-    write_with(key, recorder, !finish::detached())
+    let detach = finish::detached();
+    let mut writer = write_with(key, recorder, !detach)?;
+    writer.detach = detach;
+    Ok(writer)
 }
 
 /// [`write`]; without `background`, nothing is written before the drop (for tests).
@@ -953,6 +939,7 @@ fn write_with(key: &PackKey, recorder: &Recorder, background: bool) -> std::io::
     Ok(PackWriter {
         job: Some(job),
         background,
+        detach: false,
     })
 }
 

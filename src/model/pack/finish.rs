@@ -1,10 +1,9 @@
-//! Finishing a pack file after the answer: the copy of what is left and the sync (about
+//! Finishing a pack file after the answer: the copy of the entries and the sync (about
 //! 1 s for B/32's 600 MB on a disk writing 800 MB/s, most of it the sync) handed to a
 //! detached process, so a first run exits as soon as one with `--no-pack-cache`.
 //!
 //! The process finishing a file renames its temporary to `<temporary>.sync` first, keeps
-//! the lock on it (the descriptor is inherited), writes the entries the run had not
-//! reached, syncs, renames it into place and syncs the directory; a failure removes it. A
+//! the lock on it (the descriptor is inherited), writes the entries, syncs, renames it into place and syncs the directory; a failure removes it. A
 //! load that finds no pack file but a locked `.sync` temporary of the same slot waits for
 //! it ([`FINISH_WAIT`] at most) instead of packing again.
 
@@ -25,11 +24,12 @@ pub(super) const FINISH_WAIT: Duration = Duration::from_secs(20);
 /// The suffix of a temporary that only needs its last entries, a sync and a rename.
 const SYNCING: &str = ".sync";
 
-/// Makes every pack file still being written when its model is dropped finish in a
-/// detached process (Unix; elsewhere, and where that process cannot be started, the drop
-/// finishes it as before). For a program that exits right after dropping its model, as the
-/// `vlm` binary does: its exit then waits for neither the copy nor the sync. Off by default,
-/// so a library user's drop returns with the file in place.
+/// Makes pack files started from now on be written, once their model is dropped, by a
+/// detached process instead of during the run and at the drop (Unix; elsewhere, and where
+/// that process cannot be started, the drop writes them as before). For a program that
+/// exits right after dropping its model, as the `vlm` binary does: its exit then waits for
+/// neither the copy nor the sync. Off by default, so a library user's drop returns with the
+/// file in place.
 pub fn finish_pack_files_detached(on: bool) {
     DETACHED.store(on, Ordering::Relaxed);
 }
@@ -82,17 +82,18 @@ pub(super) fn wait_for_finisher(path: &Path) -> bool {
     false
 }
 
-/// Hands entries `from..` of `job`, the sync and the rename to a detached process. On an
-/// error nothing was handed over: the temporary keeps its name and the caller finishes it.
+/// Hands every entry of `job` (none is written yet), the sync and the rename to a detached
+/// process. On an error nothing was handed over: the temporary keeps its name and the
+/// caller writes it.
 #[cfg(unix)]
-pub(super) fn detach(job: &WriteJob, from: usize) -> std::io::Result<()> {
+pub(super) fn detach(job: &WriteJob) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
 
     // Everything the detached process needs is made here: the child of a threaded process
     // may only make async-signal-safe calls (no allocation, no locks) until it exits.
-    let mut writes = Vec::with_capacity(job.parts.len().saturating_sub(from));
-    for (offset, bytes) in job.parts.get(from..).unwrap_or_default() {
+    let mut writes = Vec::with_capacity(job.parts.len());
+    for (offset, bytes) in &job.parts {
         let (at, len) = bytes.with_bytes(|b| (b.as_ptr() as usize, b.len()))?;
         writes.push(Write {
             at,
@@ -147,7 +148,7 @@ pub(super) fn detach(job: &WriteJob, from: usize) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-pub(super) fn detach(_job: &WriteJob, _from: usize) -> std::io::Result<()> {
+pub(super) fn detach(_job: &WriteJob) -> std::io::Result<()> {
     Err(std::io::Error::other("not on this platform"))
 }
 
