@@ -5,7 +5,7 @@
 //!
 //! cargo build --release --example caption_bench
 //! target/release/examples/caption_bench MODEL_DIR PIXELS.safetensors \
-//!     --batch-sizes 1,8 --max-new-tokens 20 --beams 1 --min-seconds 4 [--dtype bf16]
+//!     --batch-sizes 1,8 --max-new-tokens 20 --beams 1 --min-seconds 4 [--dtype bf16|int8]
 //!
 //! PIXELS.safetensors holds `pixel_values`, (images, 3, size, size) f32. Each batch size
 //! runs over the first `batch` images, repeated until `--min-seconds` have passed (at least
@@ -18,13 +18,13 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device};
 use vlm::caption::{Captioner, GenerationOptions};
-use vlm::model::LoadOptions;
+use vlm::model::{LoadOptions, Precision};
 use vlm::source::ModelFiles;
 
 fn main() -> anyhow::Result<()> {
     let mut positional = Vec::new();
     let (mut batches, mut new_tokens, mut beams, mut min_seconds) = (vec![1usize, 8], 20, 1, 4.0);
-    let mut dtype = DType::F32;
+    let mut precision = Precision::Float(DType::F32);
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
@@ -39,21 +39,22 @@ fn main() -> anyhow::Result<()> {
             "--beams" => beams = value()?.parse()?,
             "--min-seconds" => min_seconds = value()?.parse()?,
             "--dtype" => {
-                dtype = match value()?.as_str() {
-                    "f32" => DType::F32,
-                    "bf16" => DType::BF16,
-                    other => bail!("--dtype {other}: use f32 or bf16"),
+                precision = match value()?.as_str() {
+                    "f32" => Precision::Float(DType::F32),
+                    "bf16" => Precision::Float(DType::BF16),
+                    "int8" => Precision::Int8,
+                    other => bail!("--dtype {other}: use f32, bf16 or int8"),
                 }
             }
             _ => positional.push(PathBuf::from(arg)),
         }
     }
     let [model, pixels] = positional.as_slice() else {
-        bail!("usage: caption_bench MODEL_DIR PIXELS.safetensors [--batch-sizes 1,8] [--max-new-tokens 20] [--beams 1] [--min-seconds 4] [--dtype f32|bf16]");
+        bail!("usage: caption_bench MODEL_DIR PIXELS.safetensors [--batch-sizes 1,8] [--max-new-tokens 20] [--beams 1] [--min-seconds 4] [--dtype f32|bf16|int8]");
     };
     let files = ModelFiles::from_dir(model)?;
     let started = Instant::now();
-    let captioner = Captioner::load(&files, &Device::Cpu, dtype, &LoadOptions::default())?;
+    let captioner = Captioner::load(&files, &Device::Cpu, precision, &LoadOptions::default())?;
     let load_s = started.elapsed().as_secs_f64();
     let tensors = candle_core::safetensors::load(pixels, &Device::Cpu)?;
     let all = tensors

@@ -8,7 +8,8 @@ for 8 images, then times, batch by batch (`--batch-sizes`, default 1 and 8), a w
 the vision transformer and generation with `max_new_tokens` (20) and `num_beams` (1), both at
 the same thread count. transformers runs `model.generate(pixel_values=...)` under
 torch.inference_mode; vlm runs examples/caption_bench.rs (release build). Reported: captions/s,
-generated tokens/s, the ratio, and whether every generated id is identical.
+generated tokens/s, the ratio, and whether every generated id is identical. `--caption-dtypes
+f32,int8` times vlm in each number type against the same transformers f32 figures.
 
 The weights are scaled as the test fixtures' are (make_blip_fixtures.py): with transformers'
 own tiny init every logit is nearly tied and which token wins is decided by rounding, in any
@@ -152,22 +153,27 @@ def caption_rows(args, work: Path, env: dict, log) -> dict:
         for beams in [int(b) for b in args.caption_beams.split(",")]:
             log(f"BLIP-{shape}, {beams} beam(s): transformers")
             hf = measure_transformers(ckpt, batches, args.caption_new_tokens, beams, args.min_seconds, args.threads)
-            log(f"BLIP-{shape}, {beams} beam(s): vlm")
-            ours = measure_vlm(bench, ckpt, batches, args.caption_new_tokens, beams, args.min_seconds, env)
-            for h, v in zip(hf, ours["rows"]):
-                v["identical"] = h["sequences"] == v["sequences"]
-                v["speedup"] = h["seconds_per_batch"] / v["seconds_per_batch"]
-            results[f"{shape}/beams{beams}"] = {"transformers": hf, "vlm": ours}
+            for dtype in args.caption_dtypes.split(","):
+                log(f"BLIP-{shape}, {beams} beam(s): vlm {dtype}")
+                ours = measure_vlm(bench, ckpt, batches, args.caption_new_tokens, beams, args.min_seconds, env,
+                                   dtype)
+                for h, v in zip(hf, ours["rows"]):
+                    v["identical"] = h["sequences"] == v["sequences"]
+                    v["same_sequences"] = sum(a == b for a, b in zip(h["sequences"], v["sequences"]))
+                    v["speedup"] = h["seconds_per_batch"] / v["seconds_per_batch"]
+                results[f"{shape}/beams{beams}/{dtype}"] = {"transformers": hf, "vlm": ours}
     return results
 
 
 def caption_table(results: dict) -> str:
-    lines = ["| BLIP | beams | batch | transformers captions/s | tokens/s | vlm captions/s | tokens/s | vlm / transformers | identical ids |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| BLIP | beams | batch | transformers f32 captions/s | tokens/s | vlm dtype | vlm captions/s | tokens/s "
+             "| vlm / transformers | identical ids |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in results.items():
-        shape, beams = key.split("/beams")
+        shape, beams, dtype = key.split("/")
         for h, v in zip(r["transformers"], r["vlm"]["rows"]):
-            lines.append(f"| {shape} | {beams} | {h['batch']} | {h['captions_per_s']:.3f} | {h['tokens_per_s']:.2f} | "
-                         f"{v['captions_per_s']:.3f} | {v['tokens_per_s']:.2f} | {v['speedup']:.2f}x | "
-                         f"{'yes' if v['identical'] else 'NO'} |")
+            same = "yes" if v["identical"] else f"NO ({v['same_sequences']} of {len(h['sequences'])})"
+            lines.append(f"| {shape} | {beams.removeprefix('beams')} | {h['batch']} | {h['captions_per_s']:.3f} | "
+                         f"{h['tokens_per_s']:.2f} | {dtype} | {v['captions_per_s']:.3f} | {v['tokens_per_s']:.2f} | "
+                         f"{v['speedup']:.2f}x | {same} |")
     return "\n".join(lines)

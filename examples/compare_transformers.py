@@ -238,6 +238,8 @@ def parse_args() -> argparse.Namespace:
     caption.add_argument("--caption-shapes", default="base,large", help="BLIP shapes, base and/or large (default: %(default)s)")
     caption.add_argument("--caption-beams", default="1", help="beam counts to measure, e.g. 1,3 (default: %(default)s)")
     caption.add_argument("--caption-batch-sizes", default="1,8", help="images per generate call (default: %(default)s)")
+    caption.add_argument("--caption-dtypes", default="f32",
+                         help="vlm number types to time against transformers f32, e.g. f32,int8 (default: %(default)s)")
     caption.add_argument("--caption-new-tokens", type=int, default=20, help="max_new_tokens (default: %(default)s)")
     caption.add_argument("--caption-bench", type=Path,
                          help="caption_bench binary (default: target/release/examples/caption_bench)")

@@ -24,7 +24,7 @@ mod tokenizer;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::model::blip::{BlipConfig, BlipModel, BlipTask, CrossStates, SequenceCache};
 use crate::model::config::ConfigError;
@@ -162,8 +162,8 @@ impl Decoder for BlipDecoder<'_> {
 }
 
 impl Captioner {
-    /// Loads a BLIP checkpoint's files onto `device` (the CPU), computing in `dtype` (f32,
-    /// or bf16 on a CPU with a bf16 kernel). A checkpoint of another kind is refused before
+    /// Loads a BLIP checkpoint's files onto `device` (the CPU), computing in `precision`
+    /// (f32, bf16 on a CPU with a bf16 kernel, or int8). A checkpoint of another kind is refused before
     /// its weights are read, with the command that runs it.
     pub fn load(
         files: &ModelFiles,
@@ -172,13 +172,6 @@ impl Captioner {
         options: &LoadOptions,
     ) -> Result<Self, CaptionError> {
         refuse_matching_models(files)?;
-        let Precision::Float(dtype) = precision.into() else {
-            return Err(ModelError::Int8 {
-                device: "BLIP models",
-                hint: "captions and answers run in f32 or bf16; use --dtype f32 or bf16",
-            }
-            .into());
-        };
         let config = BlipConfig::from_file(&files.config)?;
         let preprocess_config = PreprocessConfig::from_file(&files.preprocessor)?;
         crate::checkpoint::check_input_size(
@@ -187,7 +180,7 @@ impl Captioner {
             &files.preprocessor,
         )?;
         let tokenizer = BlipTokenizer::from_file(&files.tokenizer)?;
-        let model = BlipModel::load(&config, &files.weights, device, dtype, options)?;
+        let model = BlipModel::load(&config, &files.weights, device, precision.into(), options)?;
         Ok(Self {
             model,
             tokenizer,
@@ -218,9 +211,9 @@ impl Captioner {
         self.model.kernels()
     }
 
-    /// The type the model computes in.
-    pub fn dtype(&self) -> DType {
-        self.model.dtype()
+    /// The number type the model's products compute in.
+    pub fn precision(&self) -> Precision {
+        self.model.precision()
     }
 
     /// How images are resized and normalised.
@@ -233,7 +226,7 @@ impl Captioner {
     pub fn compute_fingerprint(&self) -> String {
         format!(
             "blip vision; {}{}",
-            crate::checkpoint::dtype_name(self.model.dtype()),
+            self.model.precision().name(),
             self.decode.fingerprint()
         )
     }

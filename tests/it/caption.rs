@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use vlm::caption::{Captioner, EarlyStopping, GenerationOptions, ImageEncoding};
 use vlm::model::blip::BlipTask;
-use vlm::model::LoadOptions;
+use vlm::model::{Int8Kernel, LoadOptions, Precision};
 use vlm::source::ModelFiles;
 
 struct Fixture {
@@ -328,4 +328,124 @@ fn the_wrong_kind_of_checkpoint_is_refused_with_the_command_that_fits() {
         .unwrap()
         .to_string();
     assert!(err.contains("vlm caption"), "{err}");
+}
+
+/// `--dtype int8` captions and answers, on every int8 kernel this CPU runs: how many of the
+/// fixtures' sequences keep transformers' f32 ids, and how far the image encodings move.
+/// The vision and text stacks' products are int8; the patch embedding and the LM head stay
+/// f32 (BENCHMARKS.md, "Captions in int8").
+fn int8_keeps_the_reference_tokens(kernel: Int8Kernel) {
+    if !kernel.supported() {
+        eprintln!(
+            "skipped: the {} int8 kernel does not run on this CPU",
+            kernel.name()
+        );
+        return;
+    }
+    let dir = fixtures();
+    let load_options = LoadOptions {
+        int8_kernel: Some(kernel),
+        ..Default::default()
+    };
+    let (mut same, mut total) = (0usize, 0usize);
+    for name in ["caption", "vqa"] {
+        let f = load(name);
+        let files = ModelFiles::from_dir(&dir.join("models").join(format!("blip-{name}"))).unwrap();
+        let int8 = Captioner::load(&files, &Device::Cpu, Precision::Int8, &load_options).unwrap();
+        assert_eq!(int8.kernels(), kernel.label());
+        assert!(int8.compute_fingerprint().contains("int8"));
+        let pixels: Vec<Vec<f32>> = f.json["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|file| int8.load_pixels(&dir.join(file.as_str().unwrap())).unwrap())
+            .collect();
+        let encodings = int8.encode(&pixels).unwrap();
+        let worst = encodings
+            .iter()
+            .zip(&f.encodings)
+            .map(|(a, b)| cosine(a.values(), b.values()))
+            .fold(1.0f32, f32::min);
+        eprintln!(
+            "{name} ({}): image encodings, least cosine to f32 {worst}",
+            kernel.name()
+        );
+        assert!(
+            worst >= 0.995,
+            "{name}: int8 image encodings at cosine {worst}"
+        );
+        let vqa = int8.task() == BlipTask::Answer;
+        let (mut case_same, mut case_total) = (0, 0);
+        for case in f.json["cases"].as_array().unwrap() {
+            let results = case["results"].as_array().unwrap();
+            let images: Vec<&ImageEncoding> = results
+                .iter()
+                .map(|r| &encodings[r["image"].as_u64().unwrap() as usize])
+                .collect();
+            let text = case
+                .get("prompt")
+                .or_else(|| case.get("question"))
+                .and_then(Value::as_str);
+            let options = options(&case["settings"]);
+            let got = if vqa {
+                let questions = vec![text.unwrap(); images.len()];
+                int8.answer(&images, &questions, &options).unwrap()
+            } else {
+                int8.caption(&images, text, &options).unwrap()
+            };
+            for (g, want) in got.iter().zip(results) {
+                case_total += 1;
+                if g.tokens == ids(&want["tokens"]) {
+                    case_same += 1;
+                }
+            }
+        }
+        eprintln!(
+            "{name} ({}): {case_same} of {case_total} sequences keep transformers' f32 ids",
+            kernel.name()
+        );
+        same += case_same;
+        total += case_total;
+    }
+    let share = same as f64 / total as f64;
+    assert!(
+        share >= INT8_SAME_TOKENS,
+        "{}: int8 kept the reference ids of {same} of {total} sequences",
+        kernel.name()
+    );
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// The least share of the fixtures' sequences int8 must generate exactly as transformers'
+/// f32 does.
+const INT8_SAME_TOKENS: f64 = 0.45;
+
+#[test]
+fn int8_captions_on_amx_keep_the_reference_tokens() {
+    int8_keeps_the_reference_tokens(Int8Kernel::Amx);
+}
+
+#[test]
+fn int8_captions_on_avx512_vnni_keep_the_reference_tokens() {
+    int8_keeps_the_reference_tokens(Int8Kernel::Avx512Vnni);
+}
+
+#[test]
+fn int8_captions_on_avx_vnni_keep_the_reference_tokens() {
+    int8_keeps_the_reference_tokens(Int8Kernel::AvxVnni);
+}
+
+#[test]
+fn int8_captions_on_avx2_keep_the_reference_tokens() {
+    int8_keeps_the_reference_tokens(Int8Kernel::Avx2);
+}
+
+#[test]
+fn int8_captions_on_the_portable_kernel_keep_the_reference_tokens() {
+    int8_keeps_the_reference_tokens(Int8Kernel::Portable);
 }

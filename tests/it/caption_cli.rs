@@ -394,6 +394,56 @@ fn the_cache_makes_a_second_question_about_a_folder_encode_nothing() {
     assert_eq!(records(&again), records(&caption(false)));
 }
 
+/// `--dtype int8` captions every image, keeps its encodings apart from f32's in the cache
+/// (an int8 run after an f32 one encodes again), and reads its own back.
+#[test]
+fn int8_captions_keep_their_own_encodings_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imgs");
+    for i in 0..4 {
+        save(&picture(i, 90, 70), &root.join(format!("{i}.png")));
+    }
+    let cache = dir.path().join("cache");
+    let run = |dtype: &str, cached: bool| {
+        let mut command = vlm();
+        command
+            .args([
+                "caption",
+                "-f",
+                "jsonl",
+                "--verbose",
+                "--dtype",
+                dtype,
+                "--model",
+            ])
+            .arg(blip("caption"))
+            .arg(&root);
+        if cached {
+            command.arg(format!("--cache={}", cache.display()));
+        }
+        ok(command.output().unwrap())
+    };
+    let f32_run = run("f32", true);
+    assert!(stderr(&f32_run).contains("image encoder ran on 4 images (0 embeddings reused"));
+    let int8 = run("int8", true);
+    assert!(
+        stderr(&int8).contains("image encoder ran on 4 images (0 embeddings reused"),
+        "{}",
+        stderr(&int8)
+    );
+    let again = run("int8", true);
+    assert!(
+        stderr(&again).contains("image encoder ran on 0 images (4 embeddings reused"),
+        "{}",
+        stderr(&again)
+    );
+    let int8_records = records(&int8);
+    assert_eq!(int8_records.len(), 4);
+    assert!(int8_records.iter().all(|r| r["caption"].is_string()));
+    assert_eq!(records(&again), int8_records);
+    assert_eq!(records(&run("int8", false)), int8_records);
+}
+
 #[test]
 fn inputs_stream_from_stdin_and_split_into_shards() {
     let reference = reference("caption");

@@ -3,8 +3,9 @@
 //! `BlipForQuestionAnswering` (the vision transformer, a question encoder cross-attending to
 //! the image, and an answer decoder cross-attending to the question encoding).
 //!
-//! Both run on the CPU's packed kernels, in f32 (or bf16 products where the CPU has a bf16
-//! kernel). [`crate::caption`] drives generation over them.
+//! Both run on the CPU's packed kernels, in f32, bf16 products where the CPU has a bf16
+//! kernel, or int8 (every transformer product of both stacks; the patch embedding stays
+//! f32). [`crate::caption`] drives generation over them.
 
 pub mod config;
 mod text;
@@ -16,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{Compute, Packer};
-use super::{LoadOptions, ModelError};
+use super::{LoadOptions, ModelError, Precision};
 pub use config::{BlipConfig, BlipTask, BlipTextConfig};
 pub(crate) use text::{CrossStates, SequenceCache};
 use text::{LmHead, TextModel};
@@ -33,20 +34,23 @@ pub struct BlipModel {
     /// `text_decoder.cls.predictions`.
     lm_head: LmHead,
     compute: Compute,
-    dtype: DType,
+    precision: Precision,
 }
 
 impl BlipModel {
     /// Loads `weights` (safetensors or a PyTorch pickle) for `config` on the CPU, computing
-    /// in `dtype`: f32, or bf16 on a CPU with a bf16 kernel (AMX or AVX512-BF16).
+    /// in `precision`: f32, bf16 on a CPU with a bf16 kernel (AMX or AVX512-BF16), or int8.
     pub fn load(
         config: &BlipConfig,
         weights: &Path,
         device: &Device,
-        dtype: DType,
+        precision: Precision,
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
-        let (_, compute) = super::choose_compute(device, super::Precision::Float(dtype), options)?;
+        let (dtype, compute) = super::choose_compute(device, precision, options)?;
+        if let Compute::Int8(..) = compute {
+            return Self::load_on(config, weights, compute, precision);
+        }
         if compute == Compute::Candle {
             return Err(ModelError::DType {
                 dtype,
@@ -61,7 +65,7 @@ impl BlipModel {
         }
         let bf16_runs = matches!(compute, Compute::Bf16(kernel) if kernel.supported());
         super::check_dtype(dtype, device, compute, bf16_runs)?;
-        Self::load_on(config, weights, compute, dtype)
+        Self::load_on(config, weights, compute, precision)
     }
 
     /// [`Self::load`] on the given kernels (tests run every kernel this CPU has).
@@ -69,7 +73,7 @@ impl BlipModel {
         config: &BlipConfig,
         weights: &Path,
         compute: Compute,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Self, ModelError> {
         let wrap = |cause| ModelError::Weights {
             path: weights.to_path_buf(),
@@ -93,12 +97,16 @@ impl BlipModel {
             let head = vb.pp("text_decoder");
             let decoder = TextModel::load(head.pp("bert"), &config.text, &p)?;
             // tie_word_embeddings (true in every released config): the LM head's weights
-            // are the decoder's word embeddings, saved once.
+            // are the decoder's word embeddings, saved once. An int8 model keeps the head in
+            // f32, as it keeps CLIP's projections: quantised alone, it changed a benchmark
+            // caption and moved log-probabilities by up to 6.3, more than the twelve
+            // decoder layers together (4.0, no caption changed), and saved no time
+            // (BENCHMARKS.md, "Captions in int8").
             let lm_head = LmHead::load(
                 head.pp("cls").pp("predictions"),
                 &config.text,
                 decoder.word_embeddings(),
-                &p,
+                &p.edge(),
             )?;
             Ok(Self {
                 task,
@@ -107,7 +115,7 @@ impl BlipModel {
                 decoder,
                 lm_head,
                 compute,
-                dtype,
+                precision,
             })
         };
         build().map_err(wrap)
@@ -118,9 +126,9 @@ impl BlipModel {
         self.task
     }
 
-    /// The type the products compute in.
-    pub fn dtype(&self) -> DType {
-        self.dtype
+    /// The number type the products compute in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Which kernels run the model (`"packed avx2"`, `"packed amx-bf16"`, ...).
@@ -261,9 +269,13 @@ mod tests {
                 .map(|k| (Compute::Bf16(k), 0.25)),
         );
         for (compute, bound) in kernels {
-            let model =
-                BlipModel::load_on(&config, &dir.join("model.safetensors"), compute, DType::F32)
-                    .unwrap();
+            let model = BlipModel::load_on(
+                &config,
+                &dir.join("model.safetensors"),
+                compute,
+                DType::F32.into(),
+            )
+            .unwrap();
             let embeds = model.encode_images(&pixels).unwrap();
             let per = embeds.len() / 4;
             let cross: Vec<CrossStates> = embeds
