@@ -47,6 +47,27 @@ pub struct ResultRecord {
     pub question: Option<String>,
     #[serde(default)]
     pub answer: Option<String>,
+    /// A caption's or answer's log-probability: with greedy decoding (the default) the sum
+    /// over its generated tokens.
+    #[serde(default)]
+    pub log_prob: Option<f64>,
+    /// The caption's whole token sequence: the start token, then (with `--prompt`) the
+    /// prompt's, then the generated ones.
+    #[serde(default)]
+    pub tokens: Option<Vec<u32>>,
+}
+
+/// A caption's log-probability per token: `log_prob` over the tokens after the start token.
+/// Captions differ in length and a sum is lower the longer the caption, so the mean is what
+/// compares how sure the model was of two captions. The file does not say how long a
+/// `--prompt` was, so its tokens count too (the same few for every caption of a run), and
+/// with `--beams` `log_prob` is already length-normalised, so this divides it once more:
+/// both keep the order roughly, neither exactly. `None` without a generated token or
+/// a finite log-probability.
+fn per_token(log_prob: f64, tokens: &[u32]) -> Option<f64> {
+    let generated = tokens.len().checked_sub(1).filter(|&n| n > 0)?;
+    let mean = log_prob / generated as f64;
+    mean.is_finite().then(|| round(mean))
 }
 
 /// Label names numbered in order of first appearance.
@@ -156,6 +177,10 @@ pub struct PageRecord {
     /// shown and searched as text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// How sure the model was of the caption: its log-probability per token
+    /// (mean over the generated tokens); "least sure first" sorts captions by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_log_prob: Option<f64>,
     /// Joined records: what failed in one results file while another had a result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -176,6 +201,7 @@ impl PageRecord {
             error: None,
             truth: None,
             caption: None,
+            token_log_prob: None,
             note: None,
         }
     }
@@ -210,6 +236,8 @@ impl PageRecord {
                 caption: None,
                 question: None,
                 answer: None,
+                log_prob: None,
+                tokens: None,
             },
             labels,
         )
@@ -238,12 +266,16 @@ impl PageRecord {
             (None, Some(question), Some(answer)) => Some(format!("{question} \u{2192} {answer}")),
             _ => None,
         };
+        let token_log_prob = caption
+            .as_ref()
+            .and_then(|_| per_token(record.log_prob?, record.tokens.as_deref()?));
         Self {
             scores,
             uncertain: record.uncertain,
             selected,
             error: record.error,
             caption,
+            token_log_prob,
             ..Self::new(record.path)
         }
     }
@@ -277,6 +309,11 @@ impl Joined {
             joined.uncertain = record.uncertain;
             joined.selected = record.selected;
         }
+        // The least sure of the captions stands for them all.
+        joined.token_log_prob = match (joined.token_log_prob, record.token_log_prob) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(text) = record.caption {
             joined.caption = Some(match joined.caption.take() {
                 Some(before) if before != text => format!("{before}\n{text}"),
@@ -360,18 +397,34 @@ mod tests {
         let mut labels = LabelIndex::default();
         let caption = PageRecord::from_result(
             parse(
-                r#"{"path":"a.jpg","caption":"a red bicycle","log_prob":-3.2,"tokens":[1,2],"model":"m"}"#,
+                r#"{"path":"a.jpg","caption":"a red bicycle","log_prob":-3.3,"tokens":[30522,1037,2417,102],"model":"m"}"#,
             ),
             &mut labels,
         );
         assert_eq!(caption.caption.as_deref(), Some("a red bicycle"));
         assert!(caption.scores.is_empty() && caption.error.is_none());
+        // Three generated tokens after the start token.
+        assert_eq!(caption.token_log_prob, Some(-1.1));
+        let json = serde_json::to_string(&caption).unwrap();
+        assert!(json.contains(r#""token_log_prob":-1.1"#), "{json}");
         let answer = PageRecord::from_result(
-            parse(r#"{"path":"a.jpg","question":"what colour?","answer":"red"}"#),
+            parse(
+                r#"{"path":"a.jpg","question":"what colour?","answer":"red","log_prob":-0.5,"tokens":[30522,2417]}"#,
+            ),
             &mut labels,
         );
         assert_eq!(answer.caption.as_deref(), Some("what colour? \u{2192} red"));
+        assert_eq!(answer.token_log_prob, Some(-0.5));
         assert!(labels.names().is_empty());
+        // Nothing generated, or no sequence: no sureness rather than a division by zero.
+        for line in [
+            r#"{"path":"a.jpg","caption":"","log_prob":0.0,"tokens":[30522]}"#,
+            r#"{"path":"a.jpg","caption":"x","log_prob":-1.0}"#,
+            r#"{"path":"a.jpg","log_prob":-1.0,"tokens":[1,2,3]}"#,
+        ] {
+            let record = PageRecord::from_result(parse(line), &mut labels);
+            assert_eq!(record.token_log_prob, None, "{line}");
+        }
     }
 
     #[test]
@@ -391,7 +444,14 @@ mod tests {
         );
         add(r#"{"path":"c.jpg","error":"gone"}"#, "labels.jsonl");
         add(r#"{"path":"./b.jpg","caption":"a dog"}"#, "captions.jsonl");
-        add(r#"{"path":"./a.jpg","caption":"a cat"}"#, "captions.jsonl");
+        add(
+            r#"{"path":"./a.jpg","caption":"a cat","log_prob":-2.0,"tokens":[0,1,2]}"#,
+            "captions.jsonl",
+        );
+        add(
+            r#"{"path":"a.jpg","caption":"a kitten","log_prob":-4.0,"tokens":[0,1,2]}"#,
+            "more.jsonl",
+        );
         add(
             r#"{"path":"d.jpg","caption":"only captioned"}"#,
             "captions.jsonl",
@@ -401,7 +461,9 @@ mod tests {
         let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(paths, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]);
         assert_eq!(records[0].scores[0].label, 0);
-        assert_eq!(records[0].caption.as_deref(), Some("a cat"));
+        assert_eq!(records[0].caption.as_deref(), Some("a cat\na kitten"));
+        // The less sure caption of the two.
+        assert_eq!(records[0].token_log_prob, Some(-2.0));
         assert!(records[0].error.is_none() && records[0].note.is_none());
         // Captioned though its labels failed: not a failed image, the failure a note.
         assert_eq!(records[1].caption.as_deref(), Some("a dog"));

@@ -29,6 +29,11 @@ const HOSTILE_FILE: &str = "script>.png";
 const RTL: &str = "صورة \u{202e}gnp.exe.png";
 const ACCENTS: &str = "café 日本 ünïcödé.png";
 
+/// The key hints above the grid.
+const KEY_HINTS: &str = "document.getElementById('keys').textContent";
+/// The file names of the cards on screen, in reading order (top to bottom, left to right).
+const CARDS_IN_ORDER: &str = "[...document.querySelectorAll('#grid .card')].map(c => [c.getBoundingClientRect(), c.querySelector('.name').textContent]).sort((a, b) => a[0].top - b[0].top || a[0].left - b[0].left).map(([, name]) => name)";
+
 /// Whether "group by label", "uncertain below" and the "uncertain" chip are on the page.
 const LABEL_CONTROLS_SHOWN: &str = "[document.getElementById('group').parentElement, document.getElementById('threshold-label')].map(e => e.offsetParent !== null).concat([[...document.querySelectorAll('#filters .chip bdi')].some(b => b.textContent === 'uncertain')])";
 
@@ -851,6 +856,16 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
     let model_caption = records[2]["caption"].as_str().unwrap().to_string();
     records[0]["caption"] = json!("a red bicycle near the bench");
     records[1]["caption"] = json!(hostile);
+    // Sureness per token: 0.png -1.0 (six tokens), 1.png -2.0 (two), 2.png -0.5 (three).
+    // Summed, 0.png (-6) would be the least sure and 1.png (-4) next.
+    for (record, (log_prob, generated)) in records.iter_mut().zip([(-6.0, 6), (-4.0, 2), (-1.5, 3)])
+    {
+        let start = record["tokens"][0].clone();
+        let mut tokens = vec![start];
+        tokens.extend((0..generated).map(|k| json!(1000 + k)));
+        record["tokens"] = json!(tokens);
+        record["log_prob"] = json!(log_prob);
+    }
     let text: String = records.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(&captions, text).unwrap();
     let page = write_page(dir.path(), &captions, &[]);
@@ -880,8 +895,30 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
         ),
         json!(0)
     );
-    // Nothing to group by or be unsure of without labels.
+    // Nothing to group by or be unsure of without labels, and no label to set by key.
     assert_eq!(js(&tab, LABEL_CONTROLS_SHOWN), json!([false, false, false]));
+    let hints = js(&tab, KEY_HINTS);
+    let hints = hints.as_str().unwrap();
+    assert!(hints.contains("arrows move"), "{hints}");
+    for label_key in ["1-9", "set label", "0 clears", "new label"] {
+        assert!(!hints.contains(label_key), "{label_key} in {hints}");
+    }
+    // Least sure first (the default): by log-probability per token, lowest first.
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('sort').selectedOptions[0].textContent"
+        ),
+        json!("least sure first")
+    );
+    assert_eq!(js(&tab, CARDS_IN_ORDER), json!(["1.png", "0.png", "2.png"]));
+    js(&tab, "(vlmReport.setSort('confidence-desc'), 0)");
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 3",
+    );
+    assert_eq!(js(&tab, CARDS_IN_ORDER), json!(["2.png", "0.png", "1.png"]));
+    js(&tab, "(vlmReport.setSort('confidence'), 0)");
     // No image counts as failed for lack of label scores.
     assert_eq!(
         js(
@@ -922,6 +959,15 @@ fn caption_page_shows_captions_as_text_and_searches_them() {
             "document.getElementById('detail-caption').textContent"
         ),
         json!("a red bicycle near the bench")
+    );
+    // exp(-1) = 36.8% a token.
+    let status = js(&tab, "document.getElementById('detail-status').textContent");
+    assert!(
+        status
+            .as_str()
+            .unwrap()
+            .contains("caption sureness 36.8% a token (mean log-probability -1.000)"),
+        "{status}"
     );
     screenshot(&tab, "captions-detail.png");
     js(
@@ -1044,8 +1090,10 @@ fn labels_and_captions_of_one_folder_join_on_one_page() {
             ["4.png", null, caption_of(4)],
         ])
     );
-    // With labels, the label controls stay.
+    // With labels, the label controls and keys stay.
     assert_eq!(js(&tab, LABEL_CONTROLS_SHOWN), json!([true, true, true]));
+    let hints = js(&tab, KEY_HINTS);
+    assert!(hints.as_str().unwrap().contains("1-9 set label"), "{hints}");
     screenshot(&tab, "joined.png");
 
     // A caption's words find the image; its card still shows its label.

@@ -37,7 +37,10 @@
   const failed = (r) => r.error !== undefined || (r.scores === undefined && r.caption === undefined);
   const scored = (r) => !failed(r) && r.scores !== undefined;
   const topId = (r) => (scored(r) ? r.scores[0][0] : failed(r) ? -1 : -2);
-  const conf = (r) => (scored(r) ? r.scores[0][1] : -1);
+  // How sure the model was: of its top label, or (a record with a caption and no labels) of
+  // its caption, as the geometric mean of its tokens' probabilities; -1 when unknown.
+  const captionSure = (r) => (r.token_log_prob !== undefined ? Math.exp(r.token_log_prob) : -1);
+  const conf = (r) => (scored(r) ? r.scores[0][1] : failed(r) ? -1 : captionSure(r));
   function uncertain(r) {
     if (!scored(r) || isDup) return false;
     if (typeof r.uncertain === 'boolean') return r.uncertain;
@@ -297,6 +300,7 @@
     if (isDup && !failed(r)) status.push(isFirst(r) ? 'the first image of ' + labels[topId(r)] : 'cosine similarity ' + conf(r).toFixed(4) + ' to the first image of ' + labels[topId(r)]);
     if (isEval && r.truth !== undefined) status.push('true label: ' + labels[r.truth]);
     if (corrections.has(i)) status.push('corrected to: ' + corrections.get(i));
+    if (r.token_log_prob !== undefined) status.push('caption sureness ' + pct(captionSure(r)) + ' a token (mean log-probability ' + r.token_log_prob.toFixed(3) + ')');
     if (r.note) status.push(r.note);
     if (!r.thumb && r.thumb_error) status.push('no thumbnail: ' + r.thumb_error);
     $('detail-status').textContent = status.join(' \u00b7 ');
@@ -557,9 +561,10 @@
   }
   if (isEval) { drawEval(); state.group = false; $('group').checked = false; }
   if (!hasLabels) {
-    // Captions or answers only: nothing to group by or to be unsure of.
+    // Captions or answers only: nothing to group by, no threshold, no label to set by key.
     $('group').parentElement.hidden = true;
     $('threshold-label').hidden = true;
+    $('keys').textContent = 'keys: arrows move \u00b7 Enter opens \u00b7 Esc closes';
     state.group = false;
     $('group').checked = false;
   }
