@@ -1094,6 +1094,32 @@ fn labels_and_captions_of_one_folder_join_on_one_page() {
     assert_eq!(js(&tab, LABEL_CONTROLS_SHOWN), json!([true, true, true]));
     let hints = js(&tab, KEY_HINTS);
     assert!(hints.as_str().unwrap().contains("1-9 set label"), "{hints}");
+    // Every thumbnail box is as tall as every other, captioned (1-4) or not (0), labelled
+    // (0-3) or not (4); ungrouped, all five cards share one row.
+    js(&tab, "(vlmReport.setGroup(false), 0)");
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 5",
+    );
+    let boxes = js(
+        &tab,
+        "[...document.querySelectorAll('#grid .card')].map(c => { const t = c.querySelector('.thumb').getBoundingClientRect(); return [c.querySelector('.name').textContent, Math.round(t.top), Math.round(t.height)]; }).sort()",
+    );
+    let boxes = boxes.as_array().unwrap();
+    assert_eq!(boxes.len(), 5);
+    for (name, top, height) in boxes.iter().map(|b| (&b[0], &b[1], &b[2])) {
+        assert_eq!(
+            (top, height),
+            (&boxes[0][1], &boxes[0][2]),
+            "{name}: {boxes:?}"
+        );
+    }
+    screenshot(&tab, "joined-row.png");
+    js(&tab, "(vlmReport.setGroup(true), 0)");
+    wait_for(
+        &tab,
+        "document.querySelectorAll('#grid .card').length === 5",
+    );
     screenshot(&tab, "joined.png");
 
     // A caption's words find the image; its card still shows its label.

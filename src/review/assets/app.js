@@ -12,6 +12,9 @@
   const isFirst = (r) => r.scores[0][3] === true;
   // A page of `vlm caption` or `vlm ask` results alone has no labels to group or doubt.
   const hasLabels = labels.length > 0;
+  // Labels and captions joined: every card keeps room for a caption line, so thumbnails
+  // in a row are the same height whether or not their image was captioned.
+  const hasJoined = hasLabels && recs.some((r) => r.caption !== undefined);
   const CARD_W = 180, CARD_H = 232, HEAD_H = 40, OVERSCAN = 600;
   const $ = (id) => document.getElementById(id);
   const grid = $('grid');
@@ -197,7 +200,7 @@
     }
     node.append(box, top);
     // Labels and a caption (results files joined by path): the caption under the label.
-    if (scored(r) && r.caption !== undefined) { node.classList.add('joined'); node.append(el('div', 'caption line', r.caption)); }
+    if (scored(r) && r.caption !== undefined) node.append(el('div', 'caption line', r.caption));
     node.append(el('div', 'name', baseName(r.path)), el('div', 'fix'));
     return node;
   }
@@ -559,6 +562,7 @@
     state.sort = 'input';
     $('sort').value = 'input';
   }
+  grid.classList.toggle('joined', hasJoined);
   if (isEval) { drawEval(); state.group = false; $('group').checked = false; }
   if (!hasLabels) {
     // Captions or answers only: nothing to group by, no threshold, no label to set by key.
