@@ -327,6 +327,7 @@ async fn health(State(app): State<Arc<Shared>>) -> Response {
     let body = serde_json::json!({
         "status": if draining { "stopping" } else { "ok" },
         "model": app.model_id,
+        "task": app.task.name(),
     });
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE

@@ -352,7 +352,10 @@ fn health_models_and_metrics_answer() {
     let health = server.get("/health");
     assert_eq!(health.status, 200);
     let model = tiny_model().display().to_string();
-    assert_eq!(health.json(), json!({"status": "ok", "model": model}));
+    assert_eq!(
+        health.json(),
+        json!({"status": "ok", "model": model, "task": "classify"})
+    );
     let models = server.get("/v1/models").json();
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], model.as_str());
@@ -979,6 +982,7 @@ fn caption_and_ask_answer_what_the_cli_writes() {
         server.get("/v1/models").json()["data"][0]["task"],
         "caption"
     );
+    assert_eq!(server.get("/health").json()["task"], "caption");
     // (flags of `vlm caption`, the same settings as JSON)
     let cases: [(&[&str], Value); 4] = [
         (&[], json!({})),
@@ -1056,6 +1060,7 @@ fn caption_and_ask_answer_what_the_cli_writes() {
     let questions = ["what is in the picture?", "how many?"];
     let server = Server::start_with(&blip("vqa"), &[]);
     assert_eq!(server.get("/v1/models").json()["data"][0]["task"], "answer");
+    assert_eq!(server.get("/health").json()["task"], "answer");
     for (flags, settings) in [
         (&[][..], json!({})),
         (&["--beams", "3"][..], json!({"beams": 3})),
@@ -1211,5 +1216,60 @@ fn concurrent_captions_are_batched_and_equal_their_answers_alone() {
     assert_eq!(
         server.metric("vlm_requests_total{endpoint=\"/v1/caption\",status=\"400\"}"),
         1.0
+    );
+}
+
+#[test]
+fn concurrent_questions_are_batched_and_equal_their_answers_alone() {
+    let images = caption_images();
+    let questions = ["what is in the picture?", "how many?", "is it red?"];
+    let settings = [json!({}), json!({"beams": 3}), json!({})];
+    let requests: Vec<Value> = (0..12)
+        .map(|i| {
+            let mut request = settings[i % settings.len()].clone();
+            let image = &images[i % images.len()];
+            request["image"] = data_uri(image).into();
+            request["name"] = image.display().to_string().into();
+            request["question"] = questions[(i / 2) % questions.len()].into();
+            request
+        })
+        .collect();
+    let server = Arc::new(Server::start_with(
+        &blip("vqa"),
+        &["--max-wait-ms", "300", "--max-batch", "64"],
+    ));
+    let alone: Vec<Value> = requests
+        .iter()
+        .map(|request| {
+            let reply = server.post("/v1/ask", request, &[]);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.json()
+        })
+        .collect();
+    let threads: Vec<_> = requests
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, body)| {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || (i, server.post("/v1/ask", &body, &[])))
+        })
+        .collect();
+    for thread in threads {
+        let (i, reply) = thread.join().unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["question"], requests[i]["question"]);
+        assert_same_record(&reply.json(), &alone[i], &format!("question {i} batched"));
+    }
+    // Questions with equal settings were answered in shared generations.
+    let generations = server.metric("vlm_generation_batch_size_count");
+    let alone_generations = server.metric("vlm_generation_batch_size_bucket{le=\"1\"}");
+    assert!(
+        alone_generations < generations,
+        "{generations} generations, {alone_generations} of one answer"
+    );
+    assert_eq!(
+        server.metric("vlm_generation_batch_size_sum"),
+        2.0 * requests.len() as f64
     );
 }
