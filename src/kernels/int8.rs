@@ -992,7 +992,7 @@ mod tests {
         kernel: Int8Kernel,
     ) -> Vec<f64> {
         let q = quantize_rows(x, m, k, k, kernel.act_max(), false);
-        let mut out = integer_dots(x, w, m, n, k, kernel)
+        let mut out = integer_dots(x, w, (m, n, k), kernel)
             .into_iter()
             .map(|d| d as f64)
             .collect::<Vec<_>>();
@@ -1104,9 +1104,7 @@ mod tests {
     fn integer_dots(
         x: &[f32],
         w: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
+        (m, n, k): (usize, usize, usize),
         kernel: Int8Kernel,
     ) -> Vec<i64> {
         let q = quantize_rows(x, m, k, k, kernel.act_max(), false);
@@ -1157,7 +1155,7 @@ mod tests {
 
             // AMX and AVX512-VNNI: one pack, activations in tile order for AMX only.
             let kernel = Int8Kernel::Amx;
-            let want = integer_dots(&x, &w, m, n, k, kernel);
+            let want = integer_dots(&x, &w, (m, n, k), kernel);
             let packed = Int8Matrix::pack(&w, n, k, kernel);
             let kp = packed.kp();
             let tiles = quantize_rows(&x, m, k, kp, kernel.act_max(), true);
@@ -1232,7 +1230,7 @@ mod tests {
 
             // block_avxvnni: per group of 4 `k`, columns 0-7 at b + 64g, 8-15 at b + 64g + 32.
             let kernel = Int8Kernel::AvxVnni;
-            let want = integer_dots(&x, &w, m, n, k, kernel);
+            let want = integer_dots(&x, &w, (m, n, k), kernel);
             let packed = Int8Matrix::pack(&w, n, k, kernel);
             let kp = packed.kp();
             let q = quantize_rows(&x, m, k, kp, kernel.act_max(), false);
