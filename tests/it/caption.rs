@@ -129,24 +129,48 @@ fn pixels_and_image_encodings_match_the_reference() {
     }
 }
 
+/// A case's images (from `encodings`), its prompt or question, and its settings.
+fn case_inputs<'a>(
+    encodings: &'a [ImageEncoding],
+    case: &'a Value,
+) -> (Vec<&'a ImageEncoding>, Option<&'a str>, GenerationOptions) {
+    let images = case["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &encodings[r["image"].as_u64().unwrap() as usize])
+        .collect();
+    let text = case
+        .get("prompt")
+        .or_else(|| case.get("question"))
+        .and_then(Value::as_str);
+    (images, text, options(&case["settings"]))
+}
+
+/// Captions, or answers to `text` for a question-answering checkpoint.
+fn generate(
+    captioner: &Captioner,
+    images: &[&ImageEncoding],
+    text: Option<&str>,
+    options: &GenerationOptions,
+) -> Vec<vlm::caption::Generated> {
+    if captioner.task() == BlipTask::Answer {
+        let questions = vec![text.unwrap(); images.len()];
+        captioner.answer(images, &questions, options).unwrap()
+    } else {
+        captioner.caption(images, text, options).unwrap()
+    }
+}
+
 /// Every case of a fixture: first-step logits, ids, strings and log-probabilities.
 fn check_cases(name: &str) -> (usize, usize) {
     let f = load(name);
-    let vqa = f.captioner.task() == BlipTask::Answer;
     let (mut sequences, mut worst_logit, mut worst_score) = (0, 0.0f32, 0.0f64);
     let mut beams_checked = 0;
     for case in f.json["cases"].as_array().unwrap() {
         let case_name = case["name"].as_str().unwrap();
         let results = case["results"].as_array().unwrap();
-        let images: Vec<&ImageEncoding> = results
-            .iter()
-            .map(|r| &f.encodings[r["image"].as_u64().unwrap() as usize])
-            .collect();
-        let text = case
-            .get("prompt")
-            .or_else(|| case.get("question"))
-            .and_then(Value::as_str);
-        let options = options(&case["settings"]);
+        let (images, text, options) = case_inputs(&f.encodings, case);
         // First-step logits, one row per image.
         let logits = f.captioner.first_step_logits(&images, text).unwrap();
         let want = &f.tensors[&format!("logits.{case_name}")];
@@ -156,12 +180,7 @@ fn check_cases(name: &str) -> (usize, usize) {
             diff <= 1e-4,
             "{name}/{case_name}: first-step logits differ by {diff}"
         );
-        let got = if vqa {
-            let questions = vec![text.unwrap(); images.len()];
-            f.captioner.answer(&images, &questions, &options).unwrap()
-        } else {
-            f.captioner.caption(&images, text, &options).unwrap()
-        };
+        let got = generate(&f.captioner, &images, text, &options);
         for (g, want) in got.iter().zip(results) {
             let image = want["image"].as_u64().unwrap();
             assert_eq!(
@@ -374,25 +393,11 @@ fn int8_keeps_the_reference_tokens(kernel: Int8Kernel) {
             worst >= 0.995,
             "{name}: int8 image encodings at cosine {worst}"
         );
-        let vqa = int8.task() == BlipTask::Answer;
         let (mut case_same, mut case_total) = (0, 0);
         for case in f.json["cases"].as_array().unwrap() {
             let results = case["results"].as_array().unwrap();
-            let images: Vec<&ImageEncoding> = results
-                .iter()
-                .map(|r| &encodings[r["image"].as_u64().unwrap() as usize])
-                .collect();
-            let text = case
-                .get("prompt")
-                .or_else(|| case.get("question"))
-                .and_then(Value::as_str);
-            let options = options(&case["settings"]);
-            let got = if vqa {
-                let questions = vec![text.unwrap(); images.len()];
-                int8.answer(&images, &questions, &options).unwrap()
-            } else {
-                int8.caption(&images, text, &options).unwrap()
-            };
+            let (images, text, options) = case_inputs(&encodings, case);
+            let got = generate(&int8, &images, text, &options);
             for (g, want) in got.iter().zip(results) {
                 case_total += 1;
                 if g.tokens == ids(&want["tokens"]) {
