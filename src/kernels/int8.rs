@@ -991,25 +991,29 @@ mod tests {
         k: usize,
         kernel: Int8Kernel,
     ) -> Vec<f64> {
-        let wmax = kernel.weight_max();
         let q = quantize_rows(x, m, k, k, kernel.act_max(), false);
-        let mut out = vec![0.0f64; m * n];
+        let mut out = integer_dots(x, w, (m, n, k), kernel)
+            .into_iter()
+            .map(|d| d as f64)
+            .collect::<Vec<_>>();
         for j in 0..n {
-            let row = &w[j * k..][..k];
-            let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let sw = if max > 0.0 { max / wmax as f32 } else { 1.0 };
-            let qw: Vec<i64> = row
-                .iter()
-                .map(|&v| (round(v * (1.0 / sw)) as i64).clamp(-wmax as i64, wmax as i64))
-                .collect();
+            let (sw, _) = quantize_weight_row(&w[j * k..][..k], kernel.weight_max());
             for i in 0..m {
-                let dot: i64 = (0..k)
-                    .map(|kk| (q.data[i * k + kk] as i64 - q.zero[i] as i64) * qw[kk])
-                    .sum();
-                out[i * n + j] = dot as f64 * q.scale[i] as f64 * sw as f64;
+                out[i * n + j] *= q.scale[i] as f64 * sw as f64;
             }
         }
         out
+    }
+
+    /// One weight row quantised on its own (not through the packing): scale and values.
+    fn quantize_weight_row(row: &[f32], wmax: i32) -> (f32, Vec<i64>) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let sw = if max > 0.0 { max / wmax as f32 } else { 1.0 };
+        let qw = row
+            .iter()
+            .map(|&v| (round(v * (1.0 / sw)) as i64).clamp(-wmax as i64, wmax as i64))
+            .collect();
+        (sw, qw)
     }
 
     fn check(kernel: Int8Kernel) {
@@ -1086,5 +1090,169 @@ mod tests {
     #[test]
     fn amx_int8_kernel_matches_the_integer_reference_on_odd_shapes() {
         check(Int8Kernel::Amx);
+    }
+
+    /// Intel's `DPBD` step of `vpdpbusd` and `tdpbusd` (SDM vol. 2, and the intrinsics
+    /// guide's `_tile_dpbusd`): `c` plus four products of an unsigned byte of `a` and the
+    /// signed byte of `b` at the same place, in int32 without saturation.
+    fn dpbd(c: i32, a: &[u8], b: &[i8]) -> i32 {
+        c + (0..4).map(|e| a[e] as i32 * b[e] as i32).sum::<i32>()
+    }
+
+    /// `Σ (qa - za) qw` per output, from the row-major activations and independently
+    /// quantised weights: what every kernel's sums minus `za · colsum` must equal.
+    fn integer_dots(
+        x: &[f32],
+        w: &[f32],
+        (m, n, k): (usize, usize, usize),
+        kernel: Int8Kernel,
+    ) -> Vec<i64> {
+        let q = quantize_rows(x, m, k, k, kernel.act_max(), false);
+        let mut out = vec![0i64; m * n];
+        for j in 0..n {
+            let (_, qw) = quantize_weight_row(&w[j * k..][..k], kernel.weight_max());
+            for i in 0..m {
+                out[i * n + j] = (0..k)
+                    .map(|kk| (q.data[i * k + kk] as i64 - q.zero[i] as i64) * qw[kk])
+                    .sum();
+            }
+        }
+        out
+    }
+
+    /// The AMX, AVX512-VNNI and AVX-VNNI kernels only run on CPUs some test machines lack.
+    /// This replays, in software with Intel's documented semantics, the bytes each of them
+    /// reads (the addresses and strides of `task_amx`'s `tileloadd`/`tilestored` in the tile
+    /// shape `TileConfig` sets, and the loads of `block_avx512vnni` and `block_avxvnni`) over
+    /// what `Int8Matrix::pack` and `quantize_rows` write, on every CPU: a change to the
+    /// packing, `Layout::offset` or the activations' tile order that the kernels do not
+    /// follow fails here, not on a Xeon.
+    #[test]
+    fn the_vnni_and_amx_reads_of_the_packed_operands_give_the_integer_product() {
+        // The tile shape `ldtilecfg` loads: palette 1, tiles 0-7 the same shape.
+        let cfg = crate::kernels::amx::TileConfig::new().0;
+        assert_eq!(cfg[0], 1, "palette");
+        assert!(
+            cfg[1..16].iter().all(|&b| b == 0),
+            "start_row and reserved bytes"
+        );
+        let colsb = |t: usize| u16::from_le_bytes([cfg[16 + 2 * t], cfg[17 + 2 * t]]) as usize;
+        let rows = |t: usize| cfg[48 + t] as usize;
+        // tdpbusd tmm0-3 (dst), tmm4-5 (activations, u8), tmm6-7 (weights, s8): the SDM's
+        // #UD checks, and the 16 x 64-byte shape the addresses below assume.
+        for (dst, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
+            assert_eq!(colsb(a) / 4, rows(b));
+            assert_eq!(colsb(b), colsb(dst));
+            assert_eq!(rows(a), rows(dst));
+            for t in [dst, a, b] {
+                assert_eq!((rows(t), colsb(t)), (16, 64), "tmm{t}");
+            }
+        }
+        let (tr, tc) = (rows(0), colsb(4));
+        for &(m, n, k) in SHAPES {
+            let x = values(m * k, (m * 131 + k) as u64);
+            let w = values(n * k, (n * 17 + k) as u64);
+
+            // AMX and AVX512-VNNI: one pack, activations in tile order for AMX only.
+            let kernel = Int8Kernel::Amx;
+            let want = integer_dots(&x, &w, (m, n, k), kernel);
+            let packed = Int8Matrix::pack(&w, n, k, kernel);
+            let kp = packed.kp();
+            let tiles = quantize_rows(&x, m, k, kp, kernel.act_max(), true);
+            let plain = quantize_rows(&x, m, k, kp, kernel.act_max(), false);
+            let data = packed.data.as_slice();
+            for p in 0..packed.panels() {
+                let panel = &data[p * 32 * kp..][..32 * kp];
+                let cols = 32.min(n - p * 32);
+                for i0 in (0..m).step_by(32) {
+                    // tilezero tmm0-3, then per slice: a0/a1 = i0 · kp (+ 16 · kp) + s · 1024,
+                    // b0 = s · 2048, b1 = b0 + 1024, all with stride 64; tilestored of tmm0-3
+                    // at acc + 0, 16, 16 · 32, 16 · 32 + 16 with stride 128 bytes.
+                    let mut acc = [0i32; TILE];
+                    for s in 0..kp / 64 {
+                        for (ta, tb, dst) in [(0, 0, 0), (0, 1, 16), (1, 0, 512), (1, 1, 528)] {
+                            let a = &tiles.data[i0 * kp + ta * 16 * kp + s * 1024..];
+                            let b = &panel[s * 2048 + tb * 1024..];
+                            for row in 0..tr {
+                                for kg in 0..tc / 4 {
+                                    for col in 0..tc / 4 {
+                                        let c = &mut acc[dst + row * 32 + col];
+                                        *c = dpbd(
+                                            *c,
+                                            &a[row * 64 + kg * 4..],
+                                            &b[kg * 64 + col * 4..],
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // block_avx512vnni over the same panel, rows row-major `kp` apart.
+                    let mut vnni = [0i32; TILE];
+                    for r in 0..32.min(m - i0) {
+                        let a = &plain.data[(i0 + r) * kp..];
+                        for s in 0..kp / 64 {
+                            for g in 0..16 {
+                                let av = &a[s * 64 + g * 4..];
+                                for (half, wv) in [0, 1024].into_iter().enumerate() {
+                                    let wv = &panel[s * 2048 + wv + g * 64..];
+                                    for lane in 0..16 {
+                                        let c = &mut vnni[r * 32 + half * 16 + lane];
+                                        *c = dpbd(*c, av, &wv[lane * 4..]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for r in 0..32.min(m - i0) {
+                        let i = i0 + r;
+                        for j in 0..cols {
+                            let fix = |v: i32| {
+                                v as i64 - tiles.zero[i] as i64 * packed.colsum[p * 32 + j] as i64
+                            };
+                            let want = want[i * n + p * 32 + j];
+                            assert_eq!(
+                                fix(acc[r * 32 + j]),
+                                want,
+                                "amx {m}x{n}x{k} [{i}, {}]",
+                                p * 32 + j
+                            );
+                            assert_eq!(
+                                fix(vnni[r * 32 + j]),
+                                want,
+                                "avx512-vnni {m}x{n}x{k} [{i}, {}]",
+                                p * 32 + j
+                            );
+                        }
+                    }
+                }
+            }
+
+            // block_avxvnni: per group of 4 `k`, columns 0-7 at b + 64g, 8-15 at b + 64g + 32.
+            let kernel = Int8Kernel::AvxVnni;
+            let want = integer_dots(&x, &w, (m, n, k), kernel);
+            let packed = Int8Matrix::pack(&w, n, k, kernel);
+            let kp = packed.kp();
+            let q = quantize_rows(&x, m, k, kp, kernel.act_max(), false);
+            for p in 0..packed.panels() {
+                let panel = &packed.data.as_slice()[p * 16 * kp..][..16 * kp];
+                for i in 0..m {
+                    let a = &q.data[i * kp..][..kp];
+                    for j in 0..16.min(n - p * 16) {
+                        let (half, lane) = (j / 8, j % 8);
+                        let sum = (0..kp / 4).fold(0, |c, g| {
+                            dpbd(c, &a[g * 4..], &panel[g * 64 + half * 32 + lane * 4..])
+                        });
+                        let got = sum as i64 - q.zero[i] as i64 * packed.colsum[p * 16 + j] as i64;
+                        assert_eq!(
+                            got,
+                            want[i * n + p * 16 + j],
+                            "avx-vnni {m}x{n}x{k} [{i}, {}]",
+                            p * 16 + j
+                        );
+                    }
+                }
+            }
+        }
     }
 }
