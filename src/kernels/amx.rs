@@ -30,11 +30,16 @@ const SLICE_VALUES: usize = 2 * 16 * SLICE;
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        // CPUID leaf 7: EDX bit 22 AMX-BF16.
-        #[allow(unused_unsafe)]
-        // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that reports it (all modern ones).
-        let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
-        edx & (1 << 22) != 0 && tiles_permitted()
+        // Asked once: every product asserts its kernel, and CPUID traps to the hypervisor
+        // in a VM.
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16.
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that reports it (all modern ones).
+            let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+            edx & (1 << 22) != 0 && tiles_permitted()
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

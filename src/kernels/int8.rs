@@ -219,11 +219,17 @@ impl std::str::FromStr for Int8Kernel {
 fn amx_int8_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        // CPUID leaf 7: EDX bit 25 AMX-INT8 (bit 24, AMX-TILE, is checked with the tile state).
-        #[allow(unused_unsafe)]
-        // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that reports it (all modern ones).
-        let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
-        edx & (1 << 25) != 0 && super::amx::tiles_permitted()
+        // Asked once: every product asserts its kernel, and CPUID traps to the hypervisor
+        // in a VM.
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            // CPUID leaf 7: EDX bit 25 AMX-INT8 (bit 24, AMX-TILE, is checked with the tile
+            // state).
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that reports it (all modern ones).
+            let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+            edx & (1 << 25) != 0 && super::amx::tiles_permitted()
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -624,8 +630,7 @@ unsafe fn task_portable(ctx: &Ctx, task: Task) {
             for r in 0..rows {
                 let a = &ctx.q.data[(i0 + r) * kp..][..kp];
                 let c = &mut acc[r * 16..][..16];
-                for (g, (a4, w64)) in a.chunks_exact(4).zip(panel.chunks_exact(64)).enumerate() {
-                    let _ = g;
+                for (a4, w64) in a.chunks_exact(4).zip(panel.chunks_exact(64)) {
                     for (j, c) in c.iter_mut().enumerate() {
                         let w4 = &w64[j * 4..][..4];
                         for e in 0..4 {
