@@ -159,15 +159,15 @@ pub fn search_dirs(results: &[PathBuf]) -> Result<Vec<PathBuf>, PageError> {
 
 /// The names of results files as a page shows them: `labels.jsonl + captions.jsonl`.
 pub fn results_names(results: &[PathBuf]) -> String {
-    let names: Vec<String> = results
-        .iter()
-        .map(|r| {
-            r.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
+    let names: Vec<String> = results.iter().map(|r| file_name(r)).collect();
     names.join(" + ")
+}
+
+/// A results file as the page names it: its file name.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The folder beside `output` that holds its thumbnails: `report.html` → `report_files`.
@@ -209,10 +209,7 @@ pub fn write_results_page(
     } else {
         let mut joined = Joined::default();
         for file in results {
-            let source = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let source = file_name(file);
             read_results(file, |record| {
                 joined.add(PageRecord::from_result(record, &mut labels), &source);
                 Ok(())

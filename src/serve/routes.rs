@@ -549,9 +549,10 @@ async fn caption(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    app.describing("/v1/caption", Task::Caption)?;
+    // The task first: a caption request to a question-answering server is refused as such.
+    let (session, queue) = app.describing("/v1/caption", Task::Caption)?;
     let plan = api::parse::<CaptionRequest>(&body, "caption")?.plan()?;
-    describe(&app, "/v1/caption", Task::Caption, plan).await
+    describe(&app, session, queue, plan).await
 }
 
 async fn ask(
@@ -559,20 +560,19 @@ async fn ask(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    app.describing("/v1/ask", Task::Answer)?;
+    let (session, queue) = app.describing("/v1/ask", Task::Answer)?;
     let plan = api::parse::<AskRequest>(&body, "ask")?.plan()?;
-    describe(&app, "/v1/ask", Task::Answer, plan).await
+    describe(&app, session, queue, plan).await
 }
 
 /// A caption or the answers for one image, through the queue (its generation shares the
 /// batch's), answered as `vlm caption --format json` or `vlm ask --format json` writes it.
 async fn describe(
     app: &Arc<Shared>,
-    endpoint: &str,
-    task: Task,
+    session: &CaptionSession,
+    queue: &Queue<Generate>,
     plan: DescribePlan,
 ) -> Result<Response, ApiError> {
-    let (session, queue) = app.describing(endpoint, task)?;
     let generate = plan.generate;
     let (blip_task, texts) = match &generate.request {
         caption::Request::Caption { prompt } => {
