@@ -35,7 +35,7 @@ use crate::tokenize::TokenizeError;
 use generate::{Decoder, Sequence};
 pub use records::RecordWriter;
 pub use run::{CaptionSession, Describe, DescribeError, Described, Describer, Request};
-pub use settings::{EarlyStopping, GenerationOptions};
+pub use settings::{EarlyStopping, GenerationOptions, MAX_BEAMS, MAX_NEW_TOKENS};
 pub use tokenizer::{clean_up_tokenization, BlipTokenizer};
 
 /// Why captions or answers could not be made.

@@ -60,6 +60,11 @@ impl std::str::FromStr for EarlyStopping {
     }
 }
 
+/// The most beams a caption or answer may search with (`--beams`, a request's `beams`).
+pub const MAX_BEAMS: u64 = 64;
+/// The most tokens a caption or answer may add (`--max-new-tokens`, `max_new_tokens`).
+pub const MAX_NEW_TOKENS: u64 = 512;
+
 /// How to generate: the arguments transformers' `generate` takes, `None` or the default
 /// meaning "as the checkpoint's files say" (see the module documentation).
 #[derive(Debug, Clone, PartialEq)]

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use vlm::caption::{MAX_BEAMS, MAX_NEW_TOKENS};
 
 use super::{FormatArg, InputArgs, ModelArgs, OutputArgs, Verbosity, XmpArgs};
 
@@ -12,11 +13,11 @@ pub struct GenerationArgs {
     /// Beam search with N beams (1: greedy, the checkpoint's default); the result is the
     /// beam with the best length-normalised log-probability, as transformers picks it.
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..=64), help_heading = "Generation")]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BEAMS), help_heading = "Generation")]
     pub beams: u64,
 
     /// Generate at most N tokens (default: 20, transformers' default for BLIP).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=512),
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_NEW_TOKENS),
           help_heading = "Generation")]
     pub max_new_tokens: Option<u64>,
 }

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::describe::Generate;
-use crate::caption::{GenerationOptions, Request};
+use crate::caption::{GenerationOptions, Request, MAX_BEAMS, MAX_NEW_TOKENS};
 use crate::decide::{self, DecideError, Decisions};
 use crate::labels::{self, LabelError, PromptSet, Template, Templates};
 
@@ -426,11 +426,6 @@ fn name_of(name: Option<String>, image: &ImageRef) -> String {
         ImageRef::Bytes(_) => "image".to_string(),
     })
 }
-
-/// The most beams and new tokens a request may ask for: the limits of `--beams` and
-/// `--max-new-tokens`.
-const MAX_BEAMS: u64 = 64;
-const MAX_NEW_TOKENS: u64 = 512;
 
 /// The generation settings of a request's `beams` and `max_new_tokens`, checked as the
 /// command's flags are.
